@@ -1,0 +1,36 @@
+# The two commands of the quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE ?= examples/hello.toml
+
+.PHONY: run test test-unit test-integration bench bench-spawn clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+run: $(VENV)/.installed
+	$(BIN)/gaffer start $(EXAMPLE)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+test-unit: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/unit
+
+bench: bench-spawn
+
+bench-spawn: $(VENV)/.installed
+	$(BIN)/python bench/spawn.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

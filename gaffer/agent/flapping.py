@@ -1,0 +1,77 @@
+"""Crash-loop protection as a pure function of (policy, history, now).
+
+The Manager keeps one ``FlapState`` per template on its node and feeds it every exit that it
+did *not* cause and that the restart policy wants to restart. ``record_exit`` answers what to do:
+
+- ``RESPAWN``: restart as usual (subject to the per-instance backoff),
+- ``SUSPEND``: ``attempts`` exits happened within ``window`` seconds: respawn nothing of this
+  template until ``resume_at``; that is one *retry*,
+- ``GIVE_UP``: more than ``max_retry`` retries: the template is failed on this node.
+
+A full window after a resume without another flap, the retry count starts again from zero, so a
+service that flapped once last week does not give up at its first hiccup today.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+
+from gaffer.common.template import Flapping
+
+
+class Verdict(enum.Enum):
+    RESPAWN = "respawn"
+    SUSPEND = "suspend"
+    GIVE_UP = "give_up"
+
+
+@dataclass(frozen=True)
+class FlapState:
+    exits: tuple[float, ...] = ()
+    retries: int = 0
+    resume_at: float | None = None
+    failed: bool = False
+
+    def suspended(self, now: float) -> bool:
+        return self.resume_at is not None and now < self.resume_at
+
+
+@dataclass(frozen=True)
+class FlapDecision:
+    verdict: Verdict
+    state: FlapState
+
+    @property
+    def resume_at(self) -> float | None:
+        return self.state.resume_at
+
+
+def record_exit(policy: Flapping | None, state: FlapState, now: float) -> FlapDecision:
+    """Account for one counted exit at ``now`` and say what the template should do."""
+    if policy is None:
+        return FlapDecision(Verdict.RESPAWN, state)
+    if state.failed:
+        return FlapDecision(Verdict.GIVE_UP, state)
+    if state.suspended(now):
+        return FlapDecision(Verdict.SUSPEND, state)
+    retries = state.retries
+    if state.resume_at is not None and now >= state.resume_at + policy.window:
+        retries = 0
+    horizon = now - policy.window
+    exits = tuple(t for t in state.exits if t > horizon) + (now,)
+    if len(exits) < policy.attempts:
+        return FlapDecision(Verdict.RESPAWN, replace(state, exits=exits, retries=retries))
+    retries += 1
+    if policy.max_retry >= 0 and retries > policy.max_retry:
+        return FlapDecision(
+            Verdict.GIVE_UP, FlapState(exits=(), retries=retries, resume_at=None, failed=True)
+        )
+    return FlapDecision(
+        Verdict.SUSPEND, FlapState(exits=(), retries=retries, resume_at=now + policy.retry_in)
+    )
+
+
+def reset() -> FlapState:
+    """The state after an operator starts the template again by hand."""
+    return FlapState()

@@ -1,0 +1,102 @@
+"""The life of one instance: its states, the legal moves between them, and what an exit means.
+
+============  ==========================================================================
+state         meaning, and where it goes next
+============  ==========================================================================
+stopped       not running and not wanted to run right now -> starting (spawn),
+              backoff (its template is suspended for flapping), failed (template failed)
+starting      spawned, not yet up ``startsecs`` -> running (up long enough), stopping (stop),
+              starting (exited, respawned at once), backoff (exited, respawn later),
+              exited (exit the restart policy accepts), failed
+running       up ``startsecs`` or longer -> the same moves as starting, except running
+backoff       exited unexpectedly, waiting for its backoff delay or the end of a flapping
+              suspension -> starting, stopped (stop), failed (flapping gave up)
+stopping      stop signal sent, KILL after ``graceful_timeout`` -> stopped
+exited        ended in a way the restart policy accepts (``never``, or ``on-failure`` with an
+              expected code) -> starting only on an explicit start
+failed        flapping gave up -> starting only on an explicit start
+============  ==========================================================================
+
+All functions here are pure; the Manager feeds them facts and the current time.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from gaffer.common.errors import GafferError
+
+
+class State(str, enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ALIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.STOPPED: frozenset({State.STARTING, State.BACKOFF, State.FAILED}),
+    State.STARTING: frozenset(
+        {State.STARTING, State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FAILED}
+    ),
+    State.RUNNING: frozenset(
+        {State.STARTING, State.STOPPING, State.BACKOFF, State.EXITED, State.FAILED}
+    ),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.BACKOFF, State.FAILED}),
+    State.STOPPING: frozenset({State.STOPPED}),
+    State.EXITED: frozenset({State.STARTING, State.STOPPED}),
+    State.FAILED: frozenset({State.STARTING, State.STOPPED}),
+}
+
+
+class IllegalTransition(GafferError):
+    code = "illegal_transition"
+
+
+def check_transition(old: State, new: State) -> None:
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"instance cannot go from {old} to {new}")
+
+
+class ExitKind(enum.Enum):
+    REQUESTED = "requested"  # the Manager stopped it: never counts as a failure
+    DONE = "done"  # the restart policy says this exit is final
+    RESTART = "restart"  # restart it (counts towards flapping)
+
+
+def classify_exit(
+    restart: str, exitcodes: tuple[int, ...], code: int | None, signal: int | None, stopping: bool
+) -> ExitKind:
+    """What an exit means under the template's restart policy.
+
+    ``code`` is the exit status, ``signal`` the signal that killed it (one of them is None).
+    """
+    if stopping:
+        return ExitKind.REQUESTED
+    if restart == "never":
+        return ExitKind.DONE
+    if restart == "on-failure" and signal is None and code in exitcodes:
+        return ExitKind.DONE
+    return ExitKind.RESTART
+
+
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 10.0
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait before respawn number ``failures`` of an instance that keeps failing.
+
+    The first restart after a process that had reached ``running`` is immediate; each further
+    exit before ``running`` doubles the wait, capped at BACKOFF_CAP.
+    """
+    if failures <= 1:
+        return 0.0
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 2))

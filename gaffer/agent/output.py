@@ -1,0 +1,129 @@
+"""Captured output: bytes from pipes become timestamped lines kept in a bounded ring buffer
+and, optionally, in size-rotated log files.
+
+Memory per instance is bounded (``RING_BYTES``) whatever the process prints, and a line
+longer than ``MAX_LINE`` is cut into pieces rather than buffered without end.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RING_BYTES = 256 * 1024
+MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    ts: float
+    stream: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"ts": self.ts, "stream": self.stream, "line": self.text}
+
+
+class LineSplitter:
+    """Turns a byte stream into complete lines; keeps at most MAX_LINE bytes of a partial one."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        if not data:
+            rest, self._partial = self._partial, b""
+            return [_decode(rest)] if rest else []
+        chunk = self._partial + data
+        parts = chunk.split(b"\n")
+        self._partial = parts.pop()
+        lines = [_decode(p.rstrip(b"\r")) for p in parts]
+        while len(self._partial) > MAX_LINE:
+            lines.append(_decode(self._partial[:MAX_LINE]))
+            self._partial = self._partial[MAX_LINE:]
+        return lines
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+class RingBuffer:
+    """The most recent lines of one instance, at most ``max_bytes`` of text in all."""
+
+    def __init__(self, max_bytes: int = RING_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._lines: collections.deque[Line] = collections.deque()
+        self._size = 0
+        self.dropped = 0
+
+    def append(self, line: Line) -> None:
+        self._lines.append(line)
+        self._size += len(line.text) + 1
+        while self._size > self.max_bytes and len(self._lines) > 1:
+            old = self._lines.popleft()
+            self._size -= len(old.text) + 1
+            self.dropped += 1
+
+    def tail(self, count: int | None = None, stream: str | None = None) -> list[Line]:
+        lines = [ln for ln in self._lines if stream is None or ln.stream == stream]
+        if count is not None:
+            lines = lines[-count:] if count > 0 else []
+        return lines
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+
+def format_log_line(line: Line) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(line.ts))
+    millis = int((line.ts % 1) * 1000)
+    return f"{stamp}.{millis:03d}Z {line.stream} {line.text}\n"
+
+
+class RotatingLog:
+    """Appends timestamped lines to ``path``; past ``max_bytes`` it shifts path -> path.1 ...
+
+    ``backups`` old files are kept; ``backups = 0`` truncates in place instead.
+    """
+
+    def __init__(self, path: str | Path, max_bytes: int, backups: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab", buffering=0)
+        self._size = self._file.tell()
+        self.errors = 0
+
+    def write_lines(self, lines: list[Line]) -> None:
+        if self._file.closed:
+            return
+        blob = "".join(format_log_line(ln) for ln in lines).encode("utf-8", errors="replace")
+        try:
+            if self._size and self._size + len(blob) > self.max_bytes:
+                self._rotate()
+            self._file.write(blob)
+            self._size += len(blob)
+        except OSError:
+            self.errors += 1
+
+    def _rotate(self) -> None:
+        self._file.close()
+        if self.backups > 0:
+            for index in range(self.backups - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{index}")
+                if older.exists():
+                    os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+            self._file = open(self.path, "ab", buffering=0)
+        else:
+            self._file = open(self.path, "wb", buffering=0)
+        self._size = 0
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()

@@ -1,0 +1,307 @@
+"""One OS process: spawned in its own session, watched through a pidfd, killed as a group.
+
+Spawning is gaffer's hot path, so this module does the least that is correct: a C-level fork
+and exec (``subprocess.Popen`` without preexec_fn), pipes only for streams someone reads, a
+shared ``/dev/null`` descriptor for the rest, and a pidfd on the event loop to learn of the exit
+at once, without a thread per child and without polling.
+
+When the leader exits, whatever is left of its process group is killed before the leader is
+reaped (while the zombie still pins the group id), so no grandchild outlives its instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal as _signal
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from gaffer.common.errors import SpawnError, StdinClosed, StdinFull
+from gaffer.common.signals import signal_name
+
+READ_CHUNK = 65536
+STDIN_LIMIT = 1024 * 1024
+_devnull: int | None = None
+
+
+def devnull() -> int:
+    """One read-write /dev/null descriptor shared by every spawn."""
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    return _devnull
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """Everything needed to exec one process; built by ``gaffer.agent.launch``."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str | None = None
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] | None = None
+    stdout: bool = False
+    stderr: bool = False
+    stdin: bool = False
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: ``code`` if it exited, ``signal`` if a signal killed it."""
+
+    code: int | None
+    signal: int | None
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> "ExitStatus":
+        if os.WIFSIGNALED(status):
+            return cls(None, os.WTERMSIG(status))
+        if os.WIFEXITED(status):
+            return cls(os.WEXITSTATUS(status), None)
+        return cls(None, None)
+
+    def describe(self) -> str:
+        if self.signal is not None:
+            return f"killed by {signal_name(self.signal)}"
+        if self.code is not None:
+            return f"exit {self.code}"
+        return "exited (status unknown)"
+
+    def to_dict(self) -> dict:
+        return {"status": self.code, "signal": signal_name(self.signal)}
+
+
+OutputCallback = Callable[[str, bytes], None]
+ExitCallback = Callable[[ExitStatus], None]
+
+
+class Process:
+    """A spawned process group and its pipes, owned by exactly one instance."""
+
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        on_exit: ExitCallback,
+        on_output: OutputCallback | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.spec = spec
+        self._on_exit = on_exit
+        self._on_output = on_output
+        self._loop = loop or asyncio.get_running_loop()
+        self.pid: int | None = None
+        self.started_at: float | None = None
+        self.status: ExitStatus | None = None
+        self._popen: subprocess.Popen | None = None
+        self._pidfd: int | None = None
+        self._readers: dict[int, str] = {}
+        self._stdin: int | None = None
+        self._stdin_buffer = bytearray()
+        self._stdin_writer = False
+        self._stdin_closing = False
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None and self.status is None
+
+    def spawn(self) -> int:
+        """Start the process; raises SpawnError with the reason when exec fails."""
+        spec = self.spec
+        null = devnull()
+        child_fds: list[int] = []
+        parent_fds: list[int] = []
+        stdin = stdout = stderr = null
+        try:
+            if spec.stdin:
+                stdin, write_end = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(stdin)
+                parent_fds.append(write_end)
+                self._stdin = write_end
+            if spec.stdout:
+                read_end, stdout = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(stdout)
+                parent_fds.append(read_end)
+                self._readers[read_end] = "out"
+            if spec.stderr:
+                read_end, stderr = os.pipe2(os.O_CLOEXEC)
+                child_fds.append(stderr)
+                parent_fds.append(read_end)
+                self._readers[read_end] = "err"
+            self._popen = subprocess.Popen(
+                spec.argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=spec.cwd,
+                env=spec.env,
+                start_new_session=True,
+                user=spec.uid,
+                group=spec.gid,
+                extra_groups=spec.groups,
+                close_fds=True,
+            )
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            for fd in parent_fds:
+                os.close(fd)
+            self._readers.clear()
+            self._stdin = None
+            raise SpawnError(_spawn_reason(spec, exc)) from exc
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        self.pid = self._popen.pid
+        self.started_at = time.time()
+        self._pidfd = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._on_pidfd)
+        for fd in self._readers:
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._on_readable, fd)
+        if self._stdin is not None:
+            os.set_blocking(self._stdin, False)
+        return self.pid
+
+    def signal(self, sig: int, group: bool = True) -> None:
+        """Send ``sig`` to the whole process group (or only the leader); no-op once reaped."""
+        if not self.alive or self.pid is None:
+            return
+        try:
+            if group:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(self.pid, sig)
+
+    def _on_pidfd(self) -> None:
+        assert self._pidfd is not None and self.pid is not None
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        try:
+            os.killpg(self.pid, _signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            _, wait_status = os.waitpid(self.pid, 0)
+            status = ExitStatus.from_wait_status(wait_status)
+        except ChildProcessError:
+            status = ExitStatus(None, None)
+        if self._popen is not None:
+            self._popen.returncode = status.code if status.signal is None else -status.signal
+        self.status = status
+        for fd in list(self._readers):
+            self._drain(fd)
+        self._close_stdin()
+        self._on_exit(status)
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_reader(fd)
+            return
+        if self._on_output is not None:
+            self._on_output(self._readers[fd], data)
+
+    def _drain(self, fd: int) -> None:
+        """Read what the dead group left in a pipe; stop at EOF or when nothing is ready."""
+        while fd in self._readers:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_reader(fd)
+                return
+            if self._on_output is not None:
+                self._on_output(self._readers[fd], data)
+
+    def _close_reader(self, fd: int) -> None:
+        stream = self._readers.pop(fd, None)
+        if stream is None:
+            return
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        if self._on_output is not None:
+            self._on_output(stream, b"")
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for the process's stdin; never blocks the loop."""
+        if self._stdin is None or self._stdin_closing:
+            raise StdinClosed(f"stdin of pid {self.pid} is closed")
+        if len(self._stdin_buffer) + len(data) > STDIN_LIMIT:
+            raise StdinFull(f"stdin buffer of pid {self.pid} is full ({STDIN_LIMIT} bytes pending)")
+        self._stdin_buffer += data
+        self._flush_stdin()
+
+    def _flush_stdin(self) -> None:
+        fd = self._stdin
+        if fd is None:
+            return
+        while self._stdin_buffer:
+            try:
+                written = os.write(fd, self._stdin_buffer)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.EBADF):
+                    self._close_stdin()
+                    return
+                raise
+            del self._stdin_buffer[:written]
+        if not self._stdin_buffer and self._stdin_closing:
+            self._close_stdin()
+            return
+        want_writer = bool(self._stdin_buffer)
+        if want_writer and not self._stdin_writer:
+            self._loop.add_writer(fd, self._flush_stdin)
+        elif not want_writer and self._stdin_writer:
+            self._loop.remove_writer(fd)
+        self._stdin_writer = want_writer
+
+    def close_stdin(self) -> None:
+        """Close stdin once pending bytes are written (the process then reads EOF)."""
+        self._stdin_closing = True
+        self._flush_stdin()
+
+    def _close_stdin(self) -> None:
+        fd = self._stdin
+        if fd is None:
+            return
+        if self._stdin_writer:
+            self._loop.remove_writer(fd)
+            self._stdin_writer = False
+        self._stdin = None
+        self._stdin_buffer.clear()
+        os.close(fd)
+
+
+def _spawn_reason(spec: LaunchSpec, exc: BaseException) -> str:
+    program = spec.argv[0] if spec.argv else "<empty>"
+    if isinstance(exc, FileNotFoundError):
+        if spec.cwd and exc.filename == spec.cwd:
+            return f"working directory {spec.cwd!r} does not exist"
+        return f"command {program!r} not found"
+    if isinstance(exc, PermissionError):
+        return f"permission denied running {program!r}" + (
+            f" in {spec.cwd!r}" if spec.cwd else ""
+        )
+    if isinstance(exc, NotADirectoryError):
+        return f"working directory {spec.cwd!r} is not a directory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot run {program!r}: {exc.strerror}"
+    return f"cannot run {program!r}: {exc}"

@@ -1,0 +1,111 @@
+"""Process statistics through psutil, computed only when someone asks.
+
+CPU percent needs two readings; the sampler keeps the psutil handle of every process it has
+seen so the next request measures the interval since the last one (like ``top``). A process it
+has never seen is primed and measured over ``PRIME_INTERVAL`` instead of reporting a bogus 0.
+Children are found from one scan of the process table per request, not one per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import psutil
+
+PRIME_INTERVAL = 0.1
+
+
+@dataclass(frozen=True)
+class ProcStats:
+    pid: int
+    cpu: float
+    mem: int
+    cmdline: tuple[str, ...] = ()
+    children: tuple["ProcStats", ...] = field(default_factory=tuple)
+
+    @property
+    def total_cpu(self) -> float:
+        return self.cpu + sum(c.cpu for c in self.children)
+
+    @property
+    def total_mem(self) -> int:
+        return self.mem + sum(c.mem for c in self.children)
+
+    def to_dict(self) -> dict:
+        return {
+            "pid": self.pid,
+            "cpu": round(self.cpu, 1),
+            "mem": self.mem,
+            "cmdline": list(self.cmdline),
+            "children": [
+                {"pid": c.pid, "cpu": round(c.cpu, 1), "mem": c.mem} for c in self.children
+            ],
+        }
+
+
+class StatsSampler:
+    def __init__(self) -> None:
+        self._handles: dict[int, psutil.Process] = {}
+
+    async def sample(self, pids: Iterable[int]) -> dict[int, ProcStats]:
+        """Stats for each live pid in ``pids`` (dead ones are left out)."""
+        pids = list(pids)
+        tree = _children_map()
+        wanted: dict[int, list[int]] = {pid: _descendants(pid, tree) for pid in pids}
+        every = {p for pid, kids in wanted.items() for p in (pid, *kids)}
+        fresh = [pid for pid in every if pid not in self._handles]
+        for pid in fresh:
+            try:
+                handle = psutil.Process(pid)
+                handle.cpu_percent(None)
+                self._handles[pid] = handle
+            except psutil.Error:
+                pass
+        if fresh:
+            await asyncio.sleep(PRIME_INTERVAL)
+        result: dict[int, ProcStats] = {}
+        for pid, kids in wanted.items():
+            top = self._read(pid, with_cmdline=True)
+            if top is None:
+                continue
+            children = tuple(c for c in (self._read(k) for k in kids) if c is not None)
+            result[pid] = ProcStats(top.pid, top.cpu, top.mem, top.cmdline, children)
+        for stale in set(self._handles) - every:
+            del self._handles[stale]
+        return result
+
+    def _read(self, pid: int, with_cmdline: bool = False) -> ProcStats | None:
+        handle = self._handles.get(pid)
+        if handle is None:
+            return None
+        try:
+            with handle.oneshot():
+                cpu = handle.cpu_percent(None)
+                mem = handle.memory_info().rss
+                cmdline = tuple(handle.cmdline()) if with_cmdline else ()
+        except psutil.Error:
+            self._handles.pop(pid, None)
+            return None
+        return ProcStats(pid, cpu, mem, cmdline)
+
+
+def _children_map() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = collections.defaultdict(list)
+    for proc in psutil.process_iter(["ppid"]):
+        ppid = proc.info.get("ppid")
+        if ppid:
+            tree[ppid].append(proc.pid)
+    return tree
+
+
+def _descendants(pid: int, tree: dict[int, list[int]]) -> list[int]:
+    out: list[int] = []
+    stack = list(tree.get(pid, ()))
+    while stack:
+        child = stack.pop()
+        out.append(child)
+        stack.extend(tree.get(child, ()))
+    return out

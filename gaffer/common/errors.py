@@ -1,0 +1,149 @@
+"""Every error gaffer raises on purpose, in one tree.
+
+Each class carries a stable ``code`` that crosses process boundaries (wire replies, HTTP bodies,
+CLI exit messages). Callers match on the class or the code, never on message text::
+
+    GafferError                      code
+    ├── TemplateError                "invalid_template"   bad template input, lists every Problem
+    ├── ConfigError                  "invalid_config"     bad daemon configuration
+    ├── NotFound                     "not_found"
+    │   ├── TemplateNotFound         "template_not_found"
+    │   └── InstanceNotFound         "instance_not_found"
+    ├── Conflict                     "conflict"
+    │   └── TemplateExists           "template_exists"
+    ├── InvalidRequest               "invalid_request"    a well-formed request that cannot apply
+    │   ├── StdinNotEnabled          "stdin_not_enabled"
+    │   └── InvalidSignal            "invalid_signal"
+    ├── ProcessError                 "process_error"
+    │   ├── SpawnError               "spawn_failed"       exec failed (missing binary, bad cwd, uid)
+    │   ├── StdinClosed              "stdin_closed"
+    │   └── StdinFull                "stdin_full"         bounded stdin buffer would overflow
+    └── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GafferError(Exception):
+    """Base of every deliberate gaffer error."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one field of one template (or config section)."""
+
+    where: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        prefix = ".".join(part for part in (self.where, self.field) if part)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class TemplateError(GafferError):
+    """One or more templates are invalid; ``problems`` lists all of them."""
+
+    code = "invalid_template"
+
+    def __init__(self, problems: list[Problem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = [str(p) for p in self.problems]
+        if len(lines) == 1:
+            message = head + lines[0]
+        else:
+            message = head + f"{len(lines)} problems:\n" + "\n".join(f"  {line}" for line in lines)
+        super().__init__(message)
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        data["problems"] = [
+            {"where": p.where, "field": p.field, "message": p.message} for p in self.problems
+        ]
+        return data
+
+
+class ConfigError(GafferError):
+    code = "invalid_config"
+
+
+class NotFound(GafferError):
+    code = "not_found"
+
+
+class TemplateNotFound(NotFound):
+    code = "template_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no template named {name!r}")
+        self.name = name
+
+
+class InstanceNotFound(NotFound):
+    code = "instance_not_found"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"no instance {instance_id!r}")
+        self.instance_id = instance_id
+
+
+class Conflict(GafferError):
+    code = "conflict"
+
+
+class TemplateExists(Conflict):
+    code = "template_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"template {name!r} already exists")
+        self.name = name
+
+
+class InvalidRequest(GafferError):
+    code = "invalid_request"
+
+
+class StdinNotEnabled(InvalidRequest):
+    code = "stdin_not_enabled"
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"stdin of {instance_id!r} is not enabled: set redirect_input = true in its template"
+        )
+
+
+class InvalidSignal(InvalidRequest):
+    code = "invalid_signal"
+
+
+class ProcessError(GafferError):
+    code = "process_error"
+
+
+class SpawnError(ProcessError):
+    code = "spawn_failed"
+
+
+class StdinClosed(ProcessError):
+    code = "stdin_closed"
+
+
+class StdinFull(ProcessError):
+    code = "stdin_full"
+
+
+class SubscriberTooSlow(GafferError):
+    code = "subscriber_too_slow"

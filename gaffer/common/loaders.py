@@ -1,0 +1,143 @@
+"""Reading template files: TOML, JSON and Procfile (with an optional ``.env`` beside it).
+
+Every loader returns validated Templates or raises TemplateError naming the file and listing
+all problems; a file that cannot be read or parsed raises ConfigError with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from gaffer.common.errors import ConfigError, Problem, TemplateError
+from gaffer.common.template import Template, parse_templates
+
+PROCFILE_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)\s*:\s?(.*)$")
+ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+DQ_ESCAPE = re.compile(r'\\([nt"\\])')
+DQ_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
+DEFAULT_FILES = ("gaffer.toml", "Procfile", "gaffer.json")
+
+
+def load_templates(path: str | Path) -> list[Template]:
+    """Load the templates of one file, choosing the format from its name."""
+    path = Path(path)
+    kind = file_kind(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    if kind == "toml":
+        return templates_from_toml(text, source=str(path))
+    if kind == "json":
+        return templates_from_json(text, source=str(path))
+    env = read_dotenv(path.parent / ".env")
+    return templates_from_procfile(text, env=env, source=str(path))
+
+
+def file_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        return "toml"
+    if suffix == ".json":
+        return "json"
+    return "procfile"
+
+
+def find_default_file(directory: Path) -> Path | None:
+    """The template file ``gaffer start`` uses when none is named."""
+    for name in DEFAULT_FILES:
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def templates_from_toml(text: str, source: str | None = None) -> list[Template]:
+    """A TOML document whose top-level tables are templates keyed by name."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source or 'TOML'}: invalid TOML: {exc}") from None
+    problems = [
+        Problem(str(key), "", f"must be a table [{key}], got a bare value")
+        for key, value in data.items()
+        if not isinstance(value, dict)
+    ]
+    if problems:
+        raise TemplateError(problems, source=source)
+    return parse_templates(data.items(), source=source)
+
+
+def templates_from_json(text: str, source: str | None = None) -> list[Template]:
+    """One template object (with ``name``), a list of them, or an object keyed by name."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source or 'JSON'}: invalid JSON: {exc}") from None
+    if isinstance(data, list):
+        return parse_templates(((None, item) for item in data), source=source)
+    if isinstance(data, dict):
+        if "cmd" in data or "name" in data:
+            return parse_templates([(None, data)], source=source)
+        return parse_templates(data.items(), source=source)
+    raise TemplateError(
+        [Problem("", "", "expected a template object, a list of them, or an object keyed by name")],
+        source=source,
+    )
+
+
+def templates_from_procfile(
+    text: str, env: dict[str, str] | None = None, source: str | None = None
+) -> list[Template]:
+    """``name: command`` lines; each command runs through ``/bin/sh -c`` like foreman."""
+    items: list[tuple[str | None, Any]] = []
+    problems: list[Problem] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = PROCFILE_LINE.match(stripped)
+        if not match:
+            problems.append(Problem(f"line {number}", "", f"expected 'name: command', got {stripped!r}"))
+            continue
+        name, command = match.group(1), match.group(2).strip()
+        if not command:
+            problems.append(Problem(name, "cmd", f"line {number}: empty command"))
+            continue
+        items.append((name, {"cmd": command, "shell": True, "env": dict(env or {})}))
+    if problems:
+        raise TemplateError(problems, source=source)
+    if not items:
+        raise TemplateError([Problem("", "", "no processes defined")], source=source)
+    return parse_templates(items, source=source)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (quotes stripped, ``#`` comments ignored); a missing file is empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    env: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = ENV_LINE.match(line)
+        if not match:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {stripped!r}")
+        key, value = match.group(1), match.group(2)
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            quote, value = value[0], value[1:-1]
+            if quote == '"':
+                value = DQ_ESCAPE.sub(lambda m: DQ_ESCAPES[m.group(1)], value)
+        env[key] = value
+    return env

@@ -1,0 +1,513 @@
+"""The process template: a frozen, validated description of what to run and how.
+
+Input arrives as plain data (from TOML, JSON, a Procfile, the wire or an HTTP body) and is
+turned into a ``Template`` by ``parse_template``, which reports *every* problem it finds, each
+naming the template and the field, instead of stopping at the first. Nothing downstream ever
+sees an unvalidated template.
+
+Host-specific checks (does this user exist here?) are separate (``check_on_host``): a
+controller validates templates that will run on other machines, where only the agent can tell.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import hashlib
+import json
+import math
+import pwd
+import re
+import shlex
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterable, Mapping
+
+from gaffer.common.errors import InvalidSignal, Problem, TemplateError
+from gaffer.common.signals import parse_signal
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESTART_POLICIES = ("always", "on-failure", "never")
+STREAMS = ("out", "err")
+LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,62}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Flapping:
+    """Crash-loop protection, per template on one node.
+
+    ``attempts`` unexpected exits within ``window`` seconds suspend respawning for ``retry_in``
+    seconds; the ``max_retry + 1``-th such flap gives up and marks the template failed.
+    ``max_retry = -1`` retries forever.
+    """
+
+    attempts: int = 5
+    window: float = 30.0
+    retry_in: float = 10.0
+    max_retry: int = 3
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where instances may run in a cluster (ignored by a single-host Manager)."""
+
+    max_per_node: int | None = None
+    nodes: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Update:
+    """How a changed spec rolls: at most ``max_unavailable`` instances down at a time."""
+
+    max_unavailable: int = 1
+
+
+@dataclass(frozen=True)
+class LogFiles:
+    """Captured output also written to ``<dir>/<template>.<ordinal>.log``, rotated by size."""
+
+    dir: str
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    cmd: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    os_env: bool = True
+    uid: str | int | None = None
+    gid: str | int | None = None
+    cwd: str | None = None
+    shell: bool = False
+    numprocesses: int = 1
+    graceful_timeout: float = 10.0
+    stop_signal: str = "TERM"
+    startsecs: float = 1.0
+    restart: str = "always"
+    exitcodes: tuple[int, ...] = (0,)
+    flapping: Flapping | None = field(default_factory=Flapping)
+    redirect_output: tuple[str, ...] = ("out", "err")
+    redirect_input: bool = False
+    log: LogFiles | None = None
+    placement: Placement = field(default_factory=Placement)
+    update: Update = field(default_factory=Update)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``parse_template`` turns back into an equal Template."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            data[f.name] = _plain(getattr(self, f.name))
+        return data
+
+    def spec_hash(self) -> str:
+        """Digest of everything that requires a restart when changed (not the count)."""
+        data = self.to_dict()
+        del data["numprocesses"]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_count(self, numprocesses: int) -> "Template":
+        return replace(self, numprocesses=numprocesses)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (Flapping, Placement, Update, LogFiles)):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
+
+
+class _Checker:
+    """Collects problems for one template while converting its fields."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.problems: list[Problem] = []
+
+    def fail(self, field_name: str, message: str) -> None:
+        self.problems.append(Problem(self.where, field_name, message))
+
+    def unknown_keys(self, data: Mapping, allowed: Iterable[str], prefix: str = "") -> None:
+        allowed = list(allowed)
+        for key in data:
+            if key in allowed:
+                continue
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+            self.fail(prefix + str(key), f"unknown field{suffix}")
+
+    def string(self, name: str, value: Any, *, allow_empty: bool = False) -> str | None:
+        if not isinstance(value, str):
+            self.fail(name, f"must be a string, got {_kind(value)}")
+            return None
+        if not allow_empty and not value.strip():
+            self.fail(name, "must not be empty")
+            return None
+        return value
+
+    def boolean(self, name: str, value: Any) -> bool | None:
+        if not isinstance(value, bool):
+            self.fail(name, f"must be true or false, got {_kind(value)}")
+            return None
+        return value
+
+    def integer(self, name: str, value: Any, *, minimum: int | None = None) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(name, f"must be an integer, got {_kind(value)}")
+            return None
+        if minimum is not None and value < minimum:
+            self.fail(name, f"must be >= {minimum}, got {value}")
+            return None
+        return value
+
+    def number(self, name: str, value: Any, *, minimum: float = 0.0) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.fail(name, f"must be a number, got {_kind(value)}")
+            return None
+        if not math.isfinite(value):
+            self.fail(name, f"must be finite, got {value}")
+            return None
+        if value < minimum:
+            self.fail(name, f"must be >= {minimum:g}, got {value:g}")
+            return None
+        return float(value)
+
+    def table(self, name: str, value: Any) -> Mapping | None:
+        if not isinstance(value, Mapping):
+            self.fail(name, f"must be a table/object, got {_kind(value)}")
+            return None
+        return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        return f"string {value!r}" if len(value) < 40 else "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def parse_template(data: Any, name: str | None = None) -> Template:
+    """Validate plain data into a Template, raising TemplateError listing every problem.
+
+    ``name`` comes from the enclosing key (TOML table, JSON mapping); otherwise ``data["name"]``.
+    """
+    problems, template = _parse(data, name)
+    if problems:
+        raise TemplateError(problems)
+    assert template is not None
+    return template
+
+
+def parse_templates(items: Iterable[tuple[str | None, Any]], source: str | None = None) -> list[Template]:
+    """Validate several templates at once; the error lists the problems of all of them."""
+    problems: list[Problem] = []
+    templates: list[Template] = []
+    seen: set[str] = set()
+    for name, data in items:
+        found, template = _parse(data, name)
+        problems.extend(found)
+        if template is not None:
+            if template.name in seen:
+                problems.append(Problem(template.name, "name", "defined more than once"))
+            seen.add(template.name)
+            templates.append(template)
+    if problems:
+        raise TemplateError(problems, source=source)
+    return templates
+
+
+def _parse(data: Any, name: str | None) -> tuple[list[Problem], Template | None]:
+    label = name if isinstance(name, str) and name else "<template>"
+    if not isinstance(data, Mapping):
+        return [Problem(label, "", f"a template must be a table/object, got {_kind(data)}")], None
+    if name is None:
+        raw_name = data.get("name")
+        label = raw_name if isinstance(raw_name, str) and raw_name else "<template>"
+    elif "name" in data and data["name"] != name:
+        return [Problem(label, "name", f"does not match its key {name!r}")], None
+    chk = _Checker(label)
+    chk.unknown_keys(data, TEMPLATE_FIELDS)
+    values: dict[str, Any] = {}
+
+    raw_name = name if name is not None else data.get("name")
+    if raw_name is None:
+        chk.fail("name", "is required")
+    elif chk.string("name", raw_name) is not None and not NAME_RE.match(raw_name):
+        chk.fail(
+            "name",
+            f"{raw_name!r} is not a valid name: use letters, digits, '-' and '_' "
+            "(no dots), starting with a letter or digit, at most 64 characters",
+        )
+    values["name"] = raw_name
+
+    if "cmd" not in data:
+        chk.fail("cmd", "is required")
+    else:
+        values["cmd"] = chk.string("cmd", data["cmd"])
+
+    _parse_simple_fields(chk, data, values)
+    _parse_nested_fields(chk, data, values)
+
+    if chk.problems:
+        return chk.problems, None
+    return [], Template(**values)
+
+
+def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -> None:
+    if "args" in data:
+        values["args"] = _parse_args(chk, data["args"])
+    if "env" in data:
+        values["env"] = _parse_env(chk, data["env"])
+    for key in ("os_env", "shell", "redirect_input"):
+        if key in data:
+            values[key] = chk.boolean(key, data[key])
+    for key in ("uid", "gid"):
+        if key in data and data[key] is not None:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                chk.fail(key, f"must be a name or a number, got {_kind(value)}")
+            elif isinstance(value, int) and value < 0:
+                chk.fail(key, f"must be >= 0, got {value}")
+            elif isinstance(value, str) and not value.strip():
+                chk.fail(key, "must not be empty")
+            else:
+                values[key] = value
+    if "cwd" in data and data["cwd"] is not None:
+        values["cwd"] = chk.string("cwd", data["cwd"])
+    if "numprocesses" in data:
+        values["numprocesses"] = chk.integer("numprocesses", data["numprocesses"], minimum=0)
+    for key in ("graceful_timeout", "startsecs"):
+        if key in data:
+            values[key] = chk.number(key, data[key])
+    if "stop_signal" in data:
+        try:
+            values["stop_signal"] = parse_signal(data["stop_signal"]).name.removeprefix("SIG")
+        except InvalidSignal as exc:
+            chk.fail("stop_signal", exc.message)
+    if "restart" in data:
+        value = data["restart"]
+        if value not in RESTART_POLICIES:
+            chk.fail("restart", f"must be one of {', '.join(RESTART_POLICIES)}, got {_kind(value)}")
+        else:
+            values["restart"] = value
+    if "exitcodes" in data:
+        values["exitcodes"] = _parse_exitcodes(chk, data["exitcodes"])
+    if "redirect_output" in data:
+        values["redirect_output"] = _parse_streams(chk, data["redirect_output"])
+
+
+def _parse_args(chk: _Checker, value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            chk.fail("args", f"cannot split into words: {exc}")
+            return None
+    if not isinstance(value, (list, tuple)):
+        chk.fail("args", f"must be a list of strings or a string, got {_kind(value)}")
+        return None
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            chk.fail(f"args[{i}]", f"must be a string, got {_kind(item)}")
+        else:
+            out.append(str(item))
+    return tuple(out)
+
+
+def _parse_env(chk: _Checker, value: Any) -> dict[str, str] | None:
+    table = chk.table("env", value)
+    if table is None:
+        return None
+    env: dict[str, str] = {}
+    for key, item in table.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            chk.fail("env", f"invalid variable name {key!r}")
+        elif isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            chk.fail(f"env.{key}", f"must be a string, got {_kind(item)}")
+        elif isinstance(item, str) and "\0" in item:
+            chk.fail(f"env.{key}", "must not contain a NUL byte")
+        else:
+            env[key] = str(item)
+    return env
+
+
+def _parse_exitcodes(chk: _Checker, value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        chk.fail("exitcodes", f"must be a list of integers, got {_kind(value)}")
+        return None
+    codes = []
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item <= 255:
+            chk.fail(f"exitcodes[{i}]", f"must be an integer 0..255, got {_kind(item)}")
+        else:
+            codes.append(item)
+    return tuple(codes)
+
+
+def _parse_streams(chk: _Checker, value: Any) -> tuple[str, ...] | None:
+    if isinstance(value, bool):
+        return STREAMS if value else ()
+    if not isinstance(value, (list, tuple)):
+        chk.fail("redirect_output", f'must be a list of "out"/"err", got {_kind(value)}')
+        return None
+    streams = []
+    for i, item in enumerate(value):
+        if item not in STREAMS:
+            chk.fail(f"redirect_output[{i}]", f'must be "out" or "err", got {_kind(item)}')
+        elif item not in streams:
+            streams.append(item)
+    return tuple(s for s in STREAMS if s in streams)
+
+
+def _parse_nested_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -> None:
+    if "flapping" in data:
+        values["flapping"] = _parse_flapping(chk, data["flapping"])
+    if "log" in data and data["log"] is not None:
+        values["log"] = _parse_log(chk, data["log"])
+    if "placement" in data:
+        values["placement"] = _parse_placement(chk, data["placement"])
+    if "update" in data:
+        table = chk.table("update", data["update"])
+        if table is not None:
+            chk.unknown_keys(table, ("max_unavailable",), prefix="update.")
+            count = 1
+            if "max_unavailable" in table:
+                count = chk.integer("update.max_unavailable", table["max_unavailable"], minimum=1)
+            values["update"] = Update(max_unavailable=count or 1)
+
+
+def _parse_flapping(chk: _Checker, value: Any) -> Flapping | None:
+    if value is False or value is None:
+        return None
+    if value is True:
+        return Flapping()
+    table = chk.table("flapping", value)
+    if table is None:
+        return None
+    chk.unknown_keys(table, ("attempts", "window", "retry_in", "max_retry"), prefix="flapping.")
+    base = Flapping()
+    attempts = base.attempts
+    if "attempts" in table:
+        attempts = chk.integer("flapping.attempts", table["attempts"], minimum=1) or base.attempts
+    window = base.window
+    if "window" in table:
+        window = chk.number("flapping.window", table["window"]) or base.window
+        if table["window"] == 0:
+            chk.fail("flapping.window", "must be > 0, got 0")
+    retry_in = base.retry_in
+    if "retry_in" in table:
+        parsed = chk.number("flapping.retry_in", table["retry_in"])
+        retry_in = base.retry_in if parsed is None else parsed
+    max_retry = base.max_retry
+    if "max_retry" in table:
+        parsed_retry = chk.integer("flapping.max_retry", table["max_retry"], minimum=-1)
+        max_retry = base.max_retry if parsed_retry is None else parsed_retry
+    return Flapping(attempts=attempts, window=window, retry_in=retry_in, max_retry=max_retry)
+
+
+def _parse_log(chk: _Checker, value: Any) -> LogFiles | None:
+    table = chk.table("log", value)
+    if table is None:
+        return None
+    chk.unknown_keys(table, ("dir", "max_bytes", "backups"), prefix="log.")
+    if "dir" not in table:
+        chk.fail("log.dir", "is required")
+        return None
+    directory = chk.string("log.dir", table["dir"])
+    max_bytes = LogFiles.max_bytes
+    if "max_bytes" in table:
+        max_bytes = chk.integer("log.max_bytes", table["max_bytes"], minimum=1024) or max_bytes
+    backups = LogFiles.backups
+    if "backups" in table:
+        parsed = chk.integer("log.backups", table["backups"], minimum=0)
+        backups = backups if parsed is None else parsed
+    if directory is None:
+        return None
+    return LogFiles(dir=directory, max_bytes=max_bytes, backups=backups)
+
+
+def _parse_placement(chk: _Checker, value: Any) -> Placement | None:
+    table = chk.table("placement", value)
+    if table is None:
+        return None
+    chk.unknown_keys(table, ("max_per_node", "nodes", "labels"), prefix="placement.")
+    max_per_node = None
+    if table.get("max_per_node") is not None:
+        max_per_node = chk.integer("placement.max_per_node", table["max_per_node"], minimum=1)
+    nodes: tuple[str, ...] = ()
+    if "nodes" in table:
+        raw = table["nodes"]
+        if not isinstance(raw, (list, tuple)) or not all(
+            isinstance(n, str) and n for n in raw
+        ):
+            chk.fail("placement.nodes", f"must be a list of node names, got {_kind(raw)}")
+        else:
+            nodes = tuple(raw)
+    labels: dict[str, str] = {}
+    if "labels" in table:
+        raw_labels = chk.table("placement.labels", table["labels"])
+        for key, item in (raw_labels or {}).items():
+            if not isinstance(key, str) or not LABEL_RE.match(key):
+                chk.fail("placement.labels", f"invalid label key {key!r}")
+            elif not isinstance(item, str):
+                chk.fail(f"placement.labels.{key}", f"must be a string, got {_kind(item)}")
+            else:
+                labels[key] = item
+    return Placement(max_per_node=max_per_node, nodes=nodes, labels=labels)
+
+
+def check_on_host(template: Template) -> list[Problem]:
+    """Problems that only this host can see: unknown users and groups."""
+    problems = []
+    if template.uid is not None:
+        try:
+            resolve_user(template.uid)
+        except KeyError as exc:
+            problems.append(Problem(template.name, "uid", str(exc.args[0])))
+    if template.gid is not None:
+        try:
+            resolve_group(template.gid)
+        except KeyError as exc:
+            problems.append(Problem(template.name, "gid", str(exc.args[0])))
+    return problems
+
+
+def resolve_user(uid: str | int) -> pwd.struct_passwd:
+    """The passwd entry for a user name or number; KeyError with a clear message if unknown."""
+    try:
+        if isinstance(uid, int) or uid.isdigit():
+            return pwd.getpwuid(int(uid))
+        return pwd.getpwnam(uid)
+    except KeyError:
+        raise KeyError(f"unknown user {uid!r} on this host") from None
+
+
+def resolve_group(gid: str | int) -> int:
+    """The numeric id of a group name or number; KeyError with a clear message if unknown."""
+    try:
+        if isinstance(gid, int) or gid.isdigit():
+            return grp.getgrgid(int(gid)).gr_gid
+        return grp.getgrnam(gid).gr_gid
+    except KeyError:
+        raise KeyError(f"unknown group {gid!r} on this host") from None
