@@ -49,12 +49,6 @@ def build_launch(
 ) -> LaunchSpec:
     """Everything ``Process.spawn`` needs; SpawnError if the user or group is unknown here."""
     env = build_env(template, ordinal, node, os.environ if os_environ is None else os_environ)
-    args = [expand(a, env) for a in template.args]
-    if template.shell:
-        line = " ".join([template.cmd, *(shlex.quote(a) for a in args)])
-        argv: tuple[str, ...] = ("/bin/sh", "-c", line)
-    else:
-        argv = (expand(template.cmd, env), *args)
     uid = gid = None
     groups = None
     try:
@@ -73,6 +67,12 @@ def build_launch(
             gid = resolve_group(template.gid)
     except KeyError as exc:
         raise SpawnError(str(exc.args[0])) from None
+    args = [expand(a, env) for a in template.args]
+    if template.shell:
+        line = " ".join([template.cmd, *(shlex.quote(a) for a in args)])
+        argv: tuple[str, ...] = ("/bin/sh", "-c", line)
+    else:
+        argv = (expand(template.cmd, env), *args)
     return LaunchSpec(
         argv=argv,
         env=env,

@@ -99,4 +99,5 @@ def backoff_delay(failures: int) -> float:
     """
     if failures <= 1:
         return 0.0
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 2))
+    doublings = min(failures - 2, 64)  # past the cap anyway; keeps the float finite
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2**doublings)

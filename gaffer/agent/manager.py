@@ -575,11 +575,12 @@ class Manager:
         decision = flapping.record_exit(entry.template.flapping, entry.flap, now)
         entry.flap = decision.state
         if decision.verdict is Verdict.GIVE_UP:
+            inst.move(State.BACKOFF)
             self._give_up(entry)
         elif decision.verdict is Verdict.SUSPEND:
             inst.move(State.BACKOFF)
-            if decision.resume_at != was_suspended:
-                self._suspend(entry, decision.resume_at or now)
+            if decision.resume_at != was_suspended or entry.flap_timer is None:
+                self._suspend(entry, decision.resume_at or now, announce=decision.resume_at != was_suspended)
         else:
             inst.restarts += 1
             delay = backoff_delay(inst.failures)
@@ -595,10 +596,12 @@ class Manager:
         if inst.state is State.BACKOFF and self._entries.get(entry.template.name) is entry:
             self._begin(entry, inst)
 
-    def _suspend(self, entry: _Entry, resume_at: float) -> None:
+    def _suspend(self, entry: _Entry, resume_at: float, announce: bool = True) -> None:
         entry.cancel_flap_timer()
         delay = max(0.0, resume_at - self._loop.time())
         entry.flap_timer = self._loop.call_later(delay, self._resume, entry)
+        if not announce:
+            return
         log.warning(
             "%s is flapping: respawns suspended for %.1fs (retry %d)",
             entry.template.name, delay, entry.flap.retries,
@@ -615,7 +618,11 @@ class Manager:
         )
 
     def _resume(self, entry: _Entry) -> None:
+        """End a flapping suspension (timers may fire a hair early: the clock says so too)."""
         entry.flap_timer = None
+        now = self._loop.time()
+        if entry.flap.resume_at is not None and entry.flap.resume_at > now:
+            entry.flap = replace(entry.flap, resume_at=now)
         self._schedule_converge(entry)
 
     def _give_up(self, entry: _Entry) -> None:

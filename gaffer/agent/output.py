@@ -40,7 +40,11 @@ class LineSplitter:
         chunk = self._partial + data
         parts = chunk.split(b"\n")
         self._partial = parts.pop()
-        lines = [_decode(p.rstrip(b"\r")) for p in parts]
+        lines = []
+        for part in parts:
+            part = part.rstrip(b"\r")
+            for start in range(0, max(len(part), 1), MAX_LINE):
+                lines.append(_decode(part[start : start + MAX_LINE]))
         while len(self._partial) > MAX_LINE:
             lines.append(_decode(self._partial[:MAX_LINE]))
             self._partial = self._partial[MAX_LINE:]
@@ -79,8 +83,9 @@ class RingBuffer:
 
 
 def format_log_line(line: Line) -> str:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(line.ts))
-    millis = int((line.ts % 1) * 1000)
+    # to the microsecond first: 1.001 is stored as 1.000999..., which must still print .001
+    seconds, millis = divmod(round(line.ts * 1_000_000) // 1000, 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     return f"{stamp}.{millis:03d}Z {line.stream} {line.text}\n"
 
 
@@ -100,16 +105,29 @@ class RotatingLog:
         self.errors = 0
 
     def write_lines(self, lines: list[Line]) -> None:
+        """Append ``lines``, rotating before any line that would push the file past max_bytes."""
         if self._file.closed:
             return
-        blob = "".join(format_log_line(ln) for ln in lines).encode("utf-8", errors="replace")
+        pending: list[bytes] = []
+        pending_size = 0
         try:
-            if self._size and self._size + len(blob) > self.max_bytes:
-                self._rotate()
-            self._file.write(blob)
-            self._size += len(blob)
+            for line in lines:
+                blob = format_log_line(line).encode("utf-8", errors="replace")
+                if self._size + pending_size and self._size + pending_size + len(blob) > self.max_bytes:
+                    self._flush(pending)
+                    pending, pending_size = [], 0
+                    self._rotate()
+                pending.append(blob)
+                pending_size += len(blob)
+            self._flush(pending)
         except OSError:
             self.errors += 1
+
+    def _flush(self, blobs: list[bytes]) -> None:
+        if blobs:
+            data = b"".join(blobs)
+            self._file.write(data)
+            self._size += len(data)
 
     def _rotate(self) -> None:
         self._file.close()

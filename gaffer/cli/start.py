@@ -1,0 +1,242 @@
+"""``gaffer start`` and ``gaffer run``: the one-host mode, in the foreground.
+
+``start`` runs every template of a Procfile or TOML/JSON file until Ctrl-C (or SIGTERM), which
+stops everything gracefully; a second Ctrl-C kills what is left at once. SIGHUP re-reads the
+file and applies only what changed. A bad file is refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import click
+import uvloop
+
+from gaffer.agent.manager import Manager
+from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
+from gaffer.common.bus import EventBus
+from gaffer.common.errors import (
+    ConfigError,
+    GafferError,
+    Problem,
+    SubscriberTooSlow,
+    TemplateError,
+)
+from gaffer.common.loaders import find_default_file, load_templates
+from gaffer.common.template import Template, check_on_host
+
+log = logging.getLogger("gaffer")
+
+
+def read_templates(path: Path, counts: dict[str, int]) -> list[Template]:
+    """Load, apply ``-c name=N`` overrides, and check what only this host can check."""
+    templates = load_templates(path)
+    names = {t.name for t in templates}
+    problems = [
+        Problem(name, "", "no such template (given with --concurrency)")
+        for name in counts
+        if name not in names
+    ]
+    templates = [t.with_count(counts[t.name]) if t.name in counts else t for t in templates]
+    for template in templates:
+        problems.extend(check_on_host(template))
+    if problems:
+        raise TemplateError(problems, source=str(path))
+    return templates
+
+
+def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        if not sep or not name or not number.isdigit():
+            raise click.BadParameter(f"expected NAME=COUNT, got {value!r}", param_hint="--concurrency")
+        counts[name] = int(number)
+    return counts
+
+
+def resolve_file(file: str | None) -> Path:
+    if file is not None:
+        return Path(file)
+    found = find_default_file(Path.cwd())
+    if found is None:
+        raise ConfigError("no template file given and none of gaffer.toml, Procfile, gaffer.json here")
+    return found
+
+
+@click.group()
+@click.version_option(package_name="gaffer")
+def main() -> None:
+    """gaffer: a process manager that grows from one host to a cluster."""
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
+@click.option("--node", default=None, help="Node name given to processes (default: hostname).")
+@click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
+@click.option("-v", "--verbose", is_flag=True, help="Log gaffer's own debug messages.")
+def start(file: str | None, concurrency: tuple[str, ...], node: str | None, color: bool | None, verbose: bool) -> None:
+    """Run the templates of FILE (Procfile, .toml or .json) until Ctrl-C."""
+    counts = parse_counts(concurrency)
+    try:
+        path = resolve_file(file)
+        templates = read_templates(path, counts)
+    except GafferError as exc:
+        raise click.ClickException(exc.message) from None
+    writer = ConsoleWriter(sys.stdout)
+    console = Console(writer, use_color(sys.stdout, color))
+    _log_to_console(console, verbose)
+    try:
+        code = uvloop.run(_run_start(path, templates, counts, node or socket.gethostname(), console))
+    finally:
+        writer.close()
+    sys.exit(code)
+
+
+async def _run_start(
+    path: Path, templates: list[Template], counts: dict[str, int], node: str, console: Console
+) -> int:
+    loop = asyncio.get_running_loop()
+    bus = EventBus()
+    manager = Manager(node=node, bus=bus)
+    events = bus.subscribe(("output.", "proc.", "template."))
+    console.register([t.name for t in templates])
+    console.fit([f"{t.name}.{t.numprocesses}" for t in templates])
+    stop = asyncio.Event()
+    interrupts = 0
+
+    def on_stop_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            console.system("stopping all processes (Ctrl-C again to kill them now)")
+            stop.set()
+        else:
+            console.system("killing all processes")
+            for template in manager.templates():
+                manager.kill(template.name, "KILL", group=True)
+
+    def on_reload() -> None:
+        try:
+            fresh = read_templates(path, counts)
+        except GafferError as exc:
+            console.system(f"reload refused, keeping the running templates: {exc.message}")
+            return
+        _apply_all(manager, console, fresh, reload=True)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_stop_signal)
+    loop.add_signal_handler(signal.SIGHUP, on_reload)
+    printer = asyncio.create_task(_print_events(bus, events, console))
+    count = sum(t.numprocesses for t in templates)
+    console.system(f"starting {count} processes from {path} on node {node}; Ctrl-C to stop")
+    _apply_all(manager, console, templates, reload=False)
+    await stop.wait()
+    await manager.shutdown()
+    console.system("all processes stopped")
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.remove_signal_handler(signum)
+    await _drain(printer, events)
+    return 0
+
+
+def _apply_all(manager: Manager, console: Console, templates: list[Template], reload: bool) -> None:
+    """Bring the Manager to exactly these templates (removing the others)."""
+    wanted = {t.name for t in templates}
+    console.register(sorted(wanted))
+    for old in manager.templates():
+        if old.name not in wanted:
+            asyncio.get_running_loop().create_task(manager.remove(old.name))
+    changes = []
+    for template in templates:
+        outcome = manager.apply(template)
+        if outcome != "unchanged":
+            changes.append(f"{template.name} {outcome}")
+    if reload:
+        console.system("reloaded: " + (", ".join(changes) if changes else "nothing changed"))
+
+
+async def _print_events(bus: EventBus, events, console: Console) -> None:
+    while True:
+        try:
+            async for event in events:
+                console.show(event)
+            return
+        except SubscriberTooSlow:
+            console.system("console fell behind; some output was skipped")
+            events = bus.subscribe(events.prefixes)
+
+
+async def _drain(printer: asyncio.Task, events) -> None:
+    """Let the printer show the last events, then end it."""
+    await asyncio.sleep(0)
+    events.close()
+    try:
+        await asyncio.wait_for(printer, 2.0)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        printer.cancel()
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-f", "--file", "file", default=None, type=click.Path(dir_okay=False), help="Template file.")
+@click.option("--node", default=None, help="Node name given to the process (default: hostname).")
+def run(name: str, args: tuple[str, ...], file: str | None, node: str | None) -> None:
+    """Run template NAME once (not restarted) and exit with its status.
+
+    ARGS, when given, replace the template's args.
+    """
+    try:
+        path = resolve_file(file)
+        templates = {t.name: t for t in read_templates(path, {})}
+    except GafferError as exc:
+        raise click.ClickException(exc.message) from None
+    if name not in templates:
+        raise click.ClickException(f"{path}: no template named {name!r} (have: {', '.join(sorted(templates))})")
+    code = uvloop.run(_run_once(templates[name], list(args) or None, node or socket.gethostname()))
+    sys.exit(code)
+
+
+async def _run_once(template: Template, args: list[str] | None, node: str) -> int:
+    loop = asyncio.get_running_loop()
+    manager = Manager(node=node)
+    manager.add(template.with_count(0))
+    events = manager.bus.subscribe(f"output.{template.name}.run-")
+    try:
+        inst = manager.run(template.name, args)
+    except GafferError as exc:
+        click.echo(f"gaffer: {template.name}: {exc.message}", err=True)
+        return 127
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, manager.kill, inst.id, signum)
+
+    async def relay() -> None:
+        async for event in events:
+            stream = sys.stdout if event.data["stream"] == "out" else sys.stderr
+            stream.write(event.data["line"] + "\n")
+            stream.flush()
+
+    relay_task = asyncio.create_task(relay())
+    assert inst.done is not None
+    status = await inst.done
+    await manager.shutdown()
+    await _drain(relay_task, events)
+    if status.signal is not None:
+        return 128 + status.signal
+    return status.code if status.code is not None else 1
+
+
+def _log_to_console(console: Console, verbose: bool) -> None:
+    handler = ConsoleLogHandler(console)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("gaffer")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
