@@ -17,9 +17,11 @@ from pathlib import Path
 import click
 import uvloop
 
+from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.common.bus import EventBus
+from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
     ConfigError,
     GafferError,
@@ -60,6 +62,18 @@ def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
     return counts
 
 
+START_SETTINGS = ("node", "apps")
+
+
+def read_start_config(path: str | None) -> tuple[str | None, list[AppSpec]]:
+    """The optional ``--config`` file of ``gaffer start``: ``node`` and ``[[apps]]``."""
+    if path is None:
+        return None, []
+    data = read_config(path, START_SETTINGS)
+    node = expect(data, "node", str, path)
+    return node, parse_apps(data.get("apps", []), source=path)
+
+
 def resolve_file(file: str | None) -> Path:
     if file is not None:
         return Path(file)
@@ -79,12 +93,21 @@ def main() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Log gaffer's own debug messages.")
-def start(file: str | None, concurrency: tuple[str, ...], node: str | None, color: bool | None, verbose: bool) -> None:
+def start(
+    file: str | None,
+    concurrency: tuple[str, ...],
+    node: str | None,
+    config: str | None,
+    color: bool | None,
+    verbose: bool,
+) -> None:
     """Run the templates of FILE (Procfile, .toml or .json) until Ctrl-C."""
     counts = parse_counts(concurrency)
     try:
+        config_node, apps = read_start_config(config)
         path = resolve_file(file)
         templates = read_templates(path, counts)
     except GafferError as exc:
@@ -92,15 +115,21 @@ def start(file: str | None, concurrency: tuple[str, ...], node: str | None, colo
     writer = ConsoleWriter(sys.stdout)
     console = Console(writer, use_color(sys.stdout, color))
     _log_to_console(console, verbose)
+    node = node or config_node or socket.gethostname()
     try:
-        code = uvloop.run(_run_start(path, templates, counts, node or socket.gethostname(), console))
+        code = uvloop.run(_run_start(path, templates, counts, node, console, apps))
     finally:
         writer.close()
     sys.exit(code)
 
 
 async def _run_start(
-    path: Path, templates: list[Template], counts: dict[str, int], node: str, console: Console
+    path: Path,
+    templates: list[Template],
+    counts: dict[str, int],
+    node: str,
+    console: Console,
+    apps: list[AppSpec],
 ) -> int:
     loop = asyncio.get_running_loop()
     bus = EventBus()
@@ -134,10 +163,18 @@ async def _run_start(
         loop.add_signal_handler(signum, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
     printer = asyncio.create_task(_print_events(bus, events, console))
+    runner = AppRunner(loop, manager)
+    try:
+        await runner.start(apps)
+    except GafferError as exc:
+        console.system(f"apps refused: {exc.message}")
+        await _drain(printer, events)
+        return 2
     count = sum(t.numprocesses for t in templates)
     console.system(f"starting {count} processes from {path} on node {node}; Ctrl-C to stop")
     _apply_all(manager, console, templates, reload=False)
     await stop.wait()
+    await runner.stop()
     await manager.shutdown()
     console.system("all processes stopped")
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

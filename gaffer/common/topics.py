@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+FAMILIES = ("node.", "template.", "proc.")
+"""Topic families of state-change events; ``output.`` is separate: it is only made on demand."""
+
 PROC_KINDS = ("spawn", "running", "exit", "stop", "flap", "failed")
 TEMPLATE_KINDS = ("created", "updated", "deleted", "scaled")
 NODE_KINDS = ("up", "suspect", "down", "drain")

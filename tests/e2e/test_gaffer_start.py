@@ -209,3 +209,55 @@ async def test_default_file_is_found_in_the_working_directory(tmp_path, cleanup)
     await gaffer.expect(r"solo\.1 started")
     gaffer.proc.send_signal(signal.SIGINT)
     assert await gaffer.finish() == 0
+
+
+async def test_config_apps_receive_events(tmp_path, cleanup):
+    """`--config` loads [[apps]]: the webhooks app POSTs gaffer's events to a real server."""
+    from aiohttp import web
+
+    received: asyncio.Queue = asyncio.Queue()
+
+    async def hook(request: web.Request) -> web.Response:
+        await received.put(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        config = tmp_path / "settings.toml"
+        config.write_text(
+            f'node = "from-config"\n\n[[apps]]\nuse = "webhooks"\n'
+            f'hooks = [{{ url = "http://127.0.0.1:{port}/hook", events = ["proc."] }}]\n'
+        )
+        spec = tmp_path / "gaffer.toml"
+        spec.write_text('[svc]\ncmd = "sleep"\nargs = ["300"]\n')
+        gaffer = await start_gaffer("--config", str(config), str(spec))
+        cleanup(gaffer)
+        await gaffer.expect(r"svc\.1 started")
+        while (body := await asyncio.wait_for(received.get(), 10))["topic"] != "proc.svc.spawn":
+            pass
+        assert body["data"]["node"] == "from-config" and body["data"]["pid"] == gaffer.pids["svc.1"]
+        gaffer.proc.send_signal(signal.SIGINT)
+        assert await gaffer.finish() == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_bad_config_is_refused_before_anything_starts(tmp_path):
+    """An unknown setting or a bad app option in --config is named, and nothing runs."""
+    config = tmp_path / "settings.toml"
+    config.write_text('nod = "x"\n')
+    spec = tmp_path / "gaffer.toml"
+    spec.write_text('[svc]\ncmd = "sleep"\nargs = ["300"]\n')
+    proc = await asyncio.create_subprocess_exec(
+        *GAFFER, "start", "--config", str(config), str(spec),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode != 0 and out == b""
+    assert "nod: unknown setting (did you mean 'node'?)" in err.decode()

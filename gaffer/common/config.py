@@ -1,0 +1,52 @@
+"""Daemon configuration files (TOML): read, and refuse unknown or mistyped keys by name.
+
+Command-line options win over the file; the file wins over defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable
+
+from gaffer.common.errors import ConfigError
+
+
+def read_config(path: str | Path, allowed: Iterable[str]) -> dict[str, Any]:
+    """The top-level table of a TOML file whose keys must all be in ``allowed``."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    allowed = list(allowed)
+    problems = []
+    for key in data:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            suffix = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(allowed)})"
+            problems.append(f"{path}: {key}: unknown setting{suffix}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return data
+
+
+def expect(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``data[key]`` if present and of ``kind`` (bool is never an int here), else ConfigError."""
+    if key not in data:
+        return None
+    value = data[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"{where}: {key}: must be {names}, got {type(value).__name__}")
+    return value
