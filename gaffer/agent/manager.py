@@ -127,12 +127,17 @@ class Manager:
         old = entry.template
         wanted = set(range(1, template.numprocesses + 1)) if ordinals is None else set(ordinals)
         spec_changed = entry.spec_hash != template.spec_hash()
+        updated = old.with_count(template.numprocesses) != template
         count_changed = wanted != entry.ordinals or old.numprocesses != template.numprocesses
         entry.template = template
         if spec_changed:
             entry.spec_hash = template.spec_hash()
             entry.rolling = True
-            self._publish(topics.template(template.name, "updated"), self._template_payload(entry))
+        if updated:
+            self._publish(
+                topics.template(template.name, "updated"),
+                {**self._template_payload(entry), "restart": spec_changed},
+            )
         if count_changed:
             entry.ordinals = wanted
             self._publish(
@@ -140,7 +145,7 @@ class Manager:
                 {**self._template_payload(entry), "previous": old.numprocesses},
             )
         self._schedule_converge(entry)
-        if spec_changed:
+        if updated:
             return "updated"
         return "scaled" if count_changed else "unchanged"
 
@@ -245,7 +250,7 @@ class Manager:
             raise InstanceNotFound(instance_id) from None
         entry = self._entries.get(name)
         if entry is not None:
-            key: int | str = int(ordinal) if ordinal.isdigit() else ordinal
+            key: int | str = int(ordinal) if ordinal.isascii() and ordinal.isdecimal() else ordinal
             inst = entry.instances.get(key) or entry.oneoffs.get(ordinal)
             if inst is not None:
                 return inst

@@ -56,7 +56,7 @@ def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for value in values:
         name, sep, number = value.partition("=")
-        if not sep or not name or not number.isdigit():
+        if not sep or not name or not (number.isascii() and number.isdecimal()):
             raise click.BadParameter(f"expected NAME=COUNT, got {value!r}", param_hint="--concurrency")
         counts[name] = int(number)
     return counts

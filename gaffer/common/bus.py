@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from gaffer.common.errors import SubscriberTooSlow
+from gaffer.common.errors import SubscriberTooSlow, SubscriptionClosed
 
 DEFAULT_QUEUE = 10_000
 
@@ -68,7 +68,11 @@ class Subscription:
             waiter.set_result(None)
 
     def get_nowait(self) -> Event | None:
-        """The next queued event or None; raises like ``get`` once closed and drained."""
+        """The next queued event or None.
+
+        Once closed and drained it raises SubscriberTooSlow if the bus cut this subscriber
+        off, SubscriptionClosed if it was closed on purpose; ``async for`` simply ends then.
+        """
         if self._queue:
             self.delivered += 1
             return self._queue.popleft()
@@ -92,7 +96,7 @@ class Subscription:
                 f"subscriber to {list(self.prefixes)} fell {self.maxsize} events behind and was cut off"
             )
         if self.closed:
-            raise StopAsyncIteration
+            raise SubscriptionClosed(f"subscription to {list(self.prefixes)} is closed")
 
     def pending(self) -> int:
         return len(self._queue)
@@ -107,7 +111,10 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        return await self.get()
+        try:
+            return await self.get()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
 
     def __enter__(self) -> "Subscription":
         return self

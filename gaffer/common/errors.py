@@ -18,7 +18,9 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     │   ├── SpawnError               "spawn_failed"       exec failed (missing binary, bad cwd, uid)
     │   ├── StdinClosed              "stdin_closed"
     │   └── StdinFull                "stdin_full"         bounded stdin buffer would overflow
-    └── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
+    ├── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
+    ├── SubscriptionClosed           "subscription_closed" read from a subscription closed on purpose
+    └── ProtocolError                "protocol_error"     a wire message refused; .reason says why
 """
 
 from __future__ import annotations
@@ -147,3 +149,22 @@ class StdinFull(ProcessError):
 
 class SubscriberTooSlow(GafferError):
     code = "subscriber_too_slow"
+
+
+class SubscriptionClosed(GafferError):
+    code = "subscription_closed"
+
+
+class ProtocolError(GafferError):
+    """A wire message cannot be accepted (or, when encoding, must not be sent).
+
+    ``reason`` is a stable machine word (the reasons are listed in gaffer.common.protocol) used
+    to count and log drops; ``message`` is for humans and names the field path.
+    """
+
+    code = "protocol_error"
+
+    def __init__(self, reason: str, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.kind = kind

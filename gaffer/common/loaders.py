@@ -23,7 +23,11 @@ DEFAULT_FILES = ("gaffer.toml", "Procfile", "gaffer.json")
 
 
 def load_templates(path: str | Path) -> list[Template]:
-    """Load the templates of one file, choosing the format from its name."""
+    """Load the templates of one file, choosing the format from its name.
+
+    A file that defines no template at all is an error: it is almost always a mistake, and
+    applying it (or reloading to it) would otherwise silently stop everything.
+    """
     path = Path(path)
     kind = file_kind(path)
     try:
@@ -33,11 +37,15 @@ def load_templates(path: str | Path) -> list[Template]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     if kind == "toml":
-        return templates_from_toml(text, source=str(path))
-    if kind == "json":
-        return templates_from_json(text, source=str(path))
-    env = read_dotenv(path.parent / ".env")
-    return templates_from_procfile(text, env=env, source=str(path))
+        templates = templates_from_toml(text, source=str(path))
+    elif kind == "json":
+        templates = templates_from_json(text, source=str(path))
+    else:
+        env = read_dotenv(path.parent / ".env")
+        templates = templates_from_procfile(text, env=env, source=str(path))
+    if not templates:
+        raise TemplateError([Problem("", "", "no templates defined")], source=str(path))
+    return templates
 
 
 def file_kind(path: Path) -> str:
@@ -83,7 +91,8 @@ def templates_from_json(text: str, source: str | None = None) -> list[Template]:
     if isinstance(data, list):
         return parse_templates(((None, item) for item in data), source=source)
     if isinstance(data, dict):
-        if "cmd" in data or "name" in data:
+        keyed = bool(data) and all(isinstance(value, dict) for value in data.values())
+        if ("cmd" in data or "name" in data) and not keyed:
             return parse_templates([(None, data)], source=source)
         return parse_templates(data.items(), source=source)
     raise TemplateError(
@@ -111,11 +120,14 @@ def templates_from_procfile(
             problems.append(Problem(name, "cmd", f"line {number}: empty command"))
             continue
         items.append((name, {"cmd": command, "shell": True, "env": dict(env or {})}))
+    templates: list[Template] = []
+    try:
+        templates = parse_templates(items, source=source)
+    except TemplateError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise TemplateError(problems, source=source)
-    if not items:
-        raise TemplateError([Problem("", "", "no processes defined")], source=source)
-    return parse_templates(items, source=source)
+    return templates
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

@@ -18,7 +18,7 @@ def parse_signal(value: object) -> signal.Signals:
             raise InvalidSignal(f"unknown signal number {value}") from None
     if isinstance(value, str):
         text = value.strip().upper()
-        if text.isdigit():
+        if text.isdecimal():
             return parse_signal(int(text))
         if not text.startswith("SIG"):
             text = "SIG" + text

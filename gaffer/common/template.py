@@ -25,10 +25,10 @@ from typing import Any, Iterable, Mapping
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.signals import parse_signal
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 RESTART_POLICIES = ("always", "on-failure", "never")
 STREAMS = ("out", "err")
-LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,62}[A-Za-z0-9])?$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,62}[A-Za-z0-9])?\Z")
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,13 @@ class Template:
         return data
 
     def spec_hash(self) -> str:
-        """Digest of everything that requires a restart when changed (not the count)."""
-        data = self.to_dict()
-        del data["numprocesses"]
+        """Digest of the fields a running process was started with (RESTART_FIELDS).
+
+        Two templates with the same hash run identical processes; changing any other field
+        (count, policies, placement, timeouts) applies without restarting anything.
+        """
+        full = self.to_dict()
+        data = {key: full[key] for key in RESTART_FIELDS}
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -124,6 +128,11 @@ def _plain(value: Any) -> Any:
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
+RESTART_FIELDS = (
+    "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
+    "redirect_output", "redirect_input", "log",
+)
+MAX_INT = 2**63 - 1
 
 
 class _Checker:
@@ -152,6 +161,9 @@ class _Checker:
         if not allow_empty and not value.strip():
             self.fail(name, "must not be empty")
             return None
+        if "\0" in value:
+            self.fail(name, "must not contain a NUL byte")
+            return None
         return value
 
     def boolean(self, name: str, value: Any) -> bool | None:
@@ -167,11 +179,19 @@ class _Checker:
         if minimum is not None and value < minimum:
             self.fail(name, f"must be >= {minimum}, got {value}")
             return None
+        if value > MAX_INT:
+            self.fail(name, f"is too large (at most {MAX_INT})")
+            return None
         return value
 
     def number(self, name: str, value: Any, *, minimum: float = 0.0) -> float | None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(name, f"must be a number, got {_kind(value)}")
+            return None
+        try:
+            value = float(value)
+        except OverflowError:
+            self.fail(name, "is too large")
             return None
         if not math.isfinite(value):
             self.fail(name, f"must be finite, got {value}")
@@ -221,8 +241,8 @@ def parse_templates(items: Iterable[tuple[str | None, Any]], source: str | None 
     problems: list[Problem] = []
     templates: list[Template] = []
     seen: set[str] = set()
-    for name, data in items:
-        found, template = _parse(data, name)
+    for index, (name, data) in enumerate(items):
+        found, template = _parse(data, name, f"[{index}]")
         problems.extend(found)
         if template is not None:
             if template.name in seen:
@@ -234,16 +254,19 @@ def parse_templates(items: Iterable[tuple[str | None, Any]], source: str | None 
     return templates
 
 
-def _parse(data: Any, name: str | None) -> tuple[list[Problem], Template | None]:
-    label = name if isinstance(name, str) and name else "<template>"
+def _parse(
+    data: Any, name: str | None, position: str = "<template>"
+) -> tuple[list[Problem], Template | None]:
+    """``position`` labels a template that has no usable name yet (``[3]`` in a JSON list)."""
+    label = name if isinstance(name, str) and name else position
     if not isinstance(data, Mapping):
         return [Problem(label, "", f"a template must be a table/object, got {_kind(data)}")], None
     if name is None:
         raw_name = data.get("name")
-        label = raw_name if isinstance(raw_name, str) and raw_name else "<template>"
-    elif "name" in data and data["name"] != name:
-        return [Problem(label, "name", f"does not match its key {name!r}")], None
+        label = raw_name if isinstance(raw_name, str) and raw_name else position
     chk = _Checker(label)
+    if name is not None and "name" in data and data["name"] != name:
+        chk.fail("name", f"does not match its key {name!r}")
     chk.unknown_keys(data, TEMPLATE_FIELDS)
     values: dict[str, Any] = {}
 
@@ -288,6 +311,8 @@ def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -
                 chk.fail(key, f"must be >= 0, got {value}")
             elif isinstance(value, str) and not value.strip():
                 chk.fail(key, "must not be empty")
+            elif isinstance(value, str) and "\0" in value:
+                chk.fail(key, "must not contain a NUL byte")
             else:
                 values[key] = value
     if "cwd" in data and data["cwd"] is not None:
@@ -328,6 +353,8 @@ def _parse_args(chk: _Checker, value: Any) -> tuple[str, ...] | None:
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             chk.fail(f"args[{i}]", f"must be a string, got {_kind(item)}")
+        elif isinstance(item, str) and "\0" in item:
+            chk.fail(f"args[{i}]", "must not contain a NUL byte")
         else:
             out.append(str(item))
     return tuple(out)
@@ -412,9 +439,10 @@ def _parse_flapping(chk: _Checker, value: Any) -> Flapping | None:
         attempts = chk.integer("flapping.attempts", table["attempts"], minimum=1) or base.attempts
     window = base.window
     if "window" in table:
-        window = chk.number("flapping.window", table["window"]) or base.window
-        if table["window"] == 0:
-            chk.fail("flapping.window", "must be > 0, got 0")
+        parsed_window = chk.number("flapping.window", table["window"], minimum=-math.inf)
+        if parsed_window is not None and parsed_window <= 0:
+            chk.fail("flapping.window", f"must be > 0, got {parsed_window:g}")
+        window = parsed_window or base.window
     retry_in = base.retry_in
     if "retry_in" in table:
         parsed = chk.number("flapping.retry_in", table["retry_in"])
@@ -458,11 +486,12 @@ def _parse_placement(chk: _Checker, value: Any) -> Placement | None:
     nodes: tuple[str, ...] = ()
     if "nodes" in table:
         raw = table["nodes"]
-        if not isinstance(raw, (list, tuple)) or not all(
-            isinstance(n, str) and n for n in raw
-        ):
+        if not isinstance(raw, (list, tuple)):
             chk.fail("placement.nodes", f"must be a list of node names, got {_kind(raw)}")
         else:
+            for i, node in enumerate(raw):
+                if not isinstance(node, str) or not node:
+                    chk.fail(f"placement.nodes[{i}]", f"must be a node name, got {_kind(node)}")
             nodes = tuple(raw)
     labels: dict[str, str] = {}
     if "labels" in table:
@@ -496,18 +525,18 @@ def check_on_host(template: Template) -> list[Problem]:
 def resolve_user(uid: str | int) -> pwd.struct_passwd:
     """The passwd entry for a user name or number; KeyError with a clear message if unknown."""
     try:
-        if isinstance(uid, int) or uid.isdigit():
+        if isinstance(uid, int) or uid.isdecimal():
             return pwd.getpwuid(int(uid))
         return pwd.getpwnam(uid)
-    except KeyError:
+    except (KeyError, ValueError, OverflowError):
         raise KeyError(f"unknown user {uid!r} on this host") from None
 
 
 def resolve_group(gid: str | int) -> int:
     """The numeric id of a group name or number; KeyError with a clear message if unknown."""
     try:
-        if isinstance(gid, int) or gid.isdigit():
+        if isinstance(gid, int) or gid.isdecimal():
             return grp.getgrgid(int(gid)).gr_gid
         return grp.getgrnam(gid).gr_gid
-    except KeyError:
+    except (KeyError, ValueError, OverflowError):
         raise KeyError(f"unknown group {gid!r} on this host") from None

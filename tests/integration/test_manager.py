@@ -327,6 +327,21 @@ class TestRollingUpdate:
         assert worst == 2
         assert {i["spec"] for i in manager.instances("roll")} == {new.spec_hash()}
 
+    async def test_policy_change_applies_without_restarting(self, manager):
+        """Changing only policies (timeouts, flapping, update) keeps every pid."""
+        manager.add(template("pol", numprocesses=2))
+        await all_running(manager, "pol", 2)
+        before = pids(manager, "pol")
+        sub = manager.bus.subscribe("template.pol.updated")
+        changed = template("pol", numprocesses=2, graceful_timeout=3, flapping={"attempts": 9}, update={"max_unavailable": 2})
+        assert manager.apply(changed) == "updated"
+        event = await next_event(sub, "template.pol.updated")
+        assert event.data["restart"] is False
+        assert manager.get("pol").graceful_timeout == 3
+        manager.scale("pol", 3)
+        await all_running(manager, "pol", 3)
+        assert {k: v for k, v in pids(manager, "pol").items() if k != "pol.3"} == before
+
     async def test_restart_rolls_one_at_a_time_by_default(self, manager):
         """restart replaces every pid, one instance down at a time."""
         manager.add(template("rr", numprocesses=3, startsecs=0.1))

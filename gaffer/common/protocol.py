@@ -1,0 +1,292 @@
+"""gaffer's wire protocol: a versioned msgpack envelope, one strict schema per kind, and a codec.
+
+Every ZMQ message between agents, the controller and clients is one frame holding the msgpack
+array ``[version, kind, seq, body]``. ``decode`` never trusts the peer: it refuses a frame over
+``MAX_MESSAGE`` before unpacking, unpacks with hard limits, and checks the envelope and then the
+body against its kind's schema, raising ProtocolError with a machine ``reason`` and a message
+naming the field. ``encode`` checks the body too, so a bug on the sending side fails loudly in
+tests instead of being dropped by the receiver. Bodies carry no authority: who sent a message is
+decided by the socket layer from the authenticated CURVE key, never from its content.
+
+docs/PROTOCOL.md describes each kind, who sends it, and the flows built from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import msgpack
+
+from gaffer.common import schema as s
+from gaffer.common.errors import ProtocolError
+from gaffer.common.template import LABEL_RE, NAME_RE
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 4 * 1024 * 1024
+
+MAX_INT = 2**63 - 1
+MAX_CONTAINER = 131_072
+MAX_INSTANCES = 100_000
+MAX_TEMPLATES = 10_000
+MAX_EVENTS = 10_000
+MAX_MAP = 1_024
+MAX_TEXT = 65_536
+
+TOO_LARGE = "too_large"
+NOT_MSGPACK = "not_msgpack"
+BAD_ENVELOPE = "bad_envelope"
+UNKNOWN_VERSION = "unknown_version"
+UNKNOWN_KIND = "unknown_kind"
+UNEXPECTED_KIND = "unexpected_kind"
+BAD_BODY = "bad_body"
+REASONS = (TOO_LARGE, NOT_MSGPACK, BAD_ENVELOPE, UNKNOWN_VERSION, UNKNOWN_KIND, UNEXPECTED_KIND,
+           BAD_BODY)
+
+INSTANCE_STATES = ("stopped", "starting", "running", "backoff", "stopping", "exited", "failed")
+
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded, validated message. ``body`` is the plain map its kind's schema accepted."""
+
+    version: int
+    kind: str
+    seq: int
+    body: dict[str, Any]
+
+
+# ---------------------------------------------------------------- field types
+
+_NAME = s.string(64, 1, NAME_RE, expect="a name (letters, digits, '-', '_', starting with a "
+                 "letter or digit, at most 64 characters)")
+_LABEL_KEY = s.string(64, 1, LABEL_RE, expect="a label key (letters, digits, '_', '.', '/', '-', "
+                      "starting and ending with a letter or digit, at most 64 characters)")
+_COUNTER = s.integer(0, MAX_INT)
+_ID = s.integer(0, MAX_INT)
+_BOOL = s.boolean()
+_TIME = s.number(0.0)
+_WORD = s.string(64, 1)
+_TEXT = s.string(MAX_TEXT)
+_TOPIC = s.string(256, 1)
+_ANY = s.plain_value
+_MAP = s.plain_map(MAX_CONTAINER)
+
+_PROBLEM = s.struct({"where": s.string(256), "field": s.string(256), "message": _TEXT})
+_ERROR = s.struct(
+    {"code": _WORD, "message": _TEXT},
+    optional={"problems": s.list_of(_PROBLEM, 1_000)},
+)
+
+_INSTANCE = s.struct({
+    "id": s.string(129, 1),
+    "template": _NAME,
+    "ordinal": s.either(s.integer(1, MAX_INT), _WORD),
+    "pid": s.nullable(s.integer(1, 2**31 - 1)),
+    "state": s.one_of(INSTANCE_STATES),
+    "restarts": _COUNTER,
+    "started_at": s.nullable(_TIME),
+    "spec": s.nullable(_WORD),
+})
+_INSTANCES = s.list_of(_INSTANCE, MAX_INSTANCES)
+
+
+def _outcome_matches_ok(body: dict[str, Any]) -> None:
+    """``ok`` and ``error`` must agree, so a receiver never has to guess which one to believe."""
+    if body["ok"] and body["error"] is not None:
+        raise _invalid_at("error", "must be null when ok is true")
+    if not body["ok"] and body["error"] is None:
+        raise _invalid_at("error", "must describe the failure when ok is false")
+
+
+def _ordinals_name_templates(body: dict[str, Any]) -> None:
+    """Ordinals for a template the assignment does not carry could never be started."""
+    templates = body["templates"]
+    for name in body["ordinals"]:
+        if name not in templates:
+            raise _invalid_at(f"ordinals.{name}", "names a template missing from templates")
+
+
+def _invalid_at(field: str, message: str) -> s.Invalid:
+    error = s.Invalid(message)
+    error.path.append("." + field)
+    return error
+
+
+# ---------------------------------------------------------------- kinds
+
+_SCHEMAS: dict[str, s.Check] = {
+    # agent -> controller
+    "hello": s.struct({
+        "node": _NAME,
+        "labels": s.map_of(_LABEL_KEY, s.string(256), 64),
+        "cpus": s.integer(1, 65_536),
+        "memory": s.integer(0, MAX_INT),
+        "version": _WORD,
+        "protocol": s.integer(1, 65_535),
+        "incarnation": _WORD,
+        "generation": _COUNTER,
+        "instances": _INSTANCES,
+    }),
+    "heartbeat": s.struct({
+        "load": s.list_of(_TIME, 3, 3),
+        "digest": s.string(128),
+        "instances": _COUNTER,
+        "generation": _COUNTER,
+    }),
+    "report": s.struct({"instances": _INSTANCES, "full": _BOOL}),
+    "events": s.struct({
+        "events": s.list_of(s.struct({"topic": _TOPIC, "ts": _TIME, "data": _MAP}), MAX_EVENTS),
+    }),
+    "ack": s.struct({
+        "generation": _COUNTER,
+        "ok": _BOOL,
+        "errors": s.list_of(s.string(4_096), 1_000),
+    }),
+    "result": s.struct(
+        {"id": _ID, "ok": _BOOL, "result": _ANY, "error": s.nullable(_ERROR)},
+        post=_outcome_matches_ok,
+    ),
+    "pong": s.struct({"nonce": _ID}),
+    # controller -> agent
+    "welcome": s.struct({
+        "node": _NAME,
+        "controller": _WORD,
+        "heartbeat": s.number(0.001, 3_600.0),
+        "timeout": s.number(0.001, 86_400.0),
+    }),
+    "refuse": s.struct({"code": _WORD, "message": _TEXT}),
+    "beat": s.struct({"generation": _COUNTER}),
+    "assign": s.struct(
+        {
+            "generation": _COUNTER,
+            "templates": s.map_of(_NAME, _MAP, MAX_TEMPLATES),
+            "ordinals": s.map_of(_NAME, s.list_of(s.integer(1, MAX_INT), MAX_INSTANCES),
+                                 MAX_TEMPLATES),
+        },
+        post=_ordinals_name_templates,
+    ),
+    "command": s.struct({"id": _ID, "op": _WORD, "args": _MAP}),
+    "ping": s.struct({"nonce": _ID}),
+    # client -> controller, and back
+    "request": s.struct({"id": _ID, "op": _WORD, "args": _MAP}),
+    "reply": s.struct(
+        {"id": _ID, "ok": _BOOL, "result": _ANY, "error": s.nullable(_ERROR)},
+        post=_outcome_matches_ok,
+    ),
+    # controller -> subscribers
+    "event": s.struct({"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP}),
+}
+
+KINDS = frozenset(_SCHEMAS)
+AGENT_TO_CONTROLLER = frozenset({"hello", "heartbeat", "report", "events", "ack", "result", "pong"})
+CONTROLLER_TO_AGENT = frozenset({"welcome", "refuse", "beat", "assign", "command", "ping"})
+CLIENT_TO_CONTROLLER = frozenset({"request"})
+CONTROLLER_TO_CLIENT = frozenset({"reply"})
+PUBLISHED = frozenset({"event"})
+
+
+def instances_digest(instances: Iterable[Mapping[str, Any]]) -> str:
+    """``heartbeat.digest``: a short hash of what an agent runs, for the controller to compare.
+
+    It covers each instance's id, state, pid and spec, in id order, so the agent (from its
+    Manager) and the controller (from its last report) get the same digest for the same table
+    however they built it; a mismatch means the controller's view is stale.
+    """
+    rows = sorted(
+        ((i["id"], i["state"], i["pid"], i["spec"]) for i in instances), key=lambda row: row[0]
+    )
+    return hashlib.blake2b(msgpack.packb(rows), digest_size=8).hexdigest()
+
+
+# ---------------------------------------------------------------- codec
+
+def validate(kind: str, body: Any) -> None:
+    """Check ``body`` against the schema of ``kind``; ProtocolError (bad_body) names the field."""
+    check = _SCHEMAS.get(kind)
+    if check is None:
+        raise ProtocolError(UNKNOWN_KIND, f"unknown message kind {s.describe(kind)}")
+    try:
+        check(body)
+    except s.Invalid as exc:
+        raise ProtocolError(BAD_BODY, f"{kind}{exc.where()}: {exc.message}", kind) from None
+
+
+def encode(kind: str, seq: int, body: dict[str, Any]) -> bytes:
+    """One frame for ``body``; raises ProtocolError if it does not fit its schema or the limit."""
+    validate(kind, body)
+    _check_seq(seq, kind)
+    try:
+        frame = msgpack.packb([PROTOCOL_VERSION, kind, seq, body], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(BAD_BODY, f"{kind}: cannot encode: {exc}", kind) from exc
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError(
+            TOO_LARGE, f"{kind}: {len(frame)} bytes encoded, the limit is {MAX_MESSAGE}", kind
+        )
+    return frame
+
+
+def decode(frame: bytes | bytearray | memoryview, allowed: frozenset[str] | None = None) -> Message:
+    """The Message in ``frame`` (any bytes-like, a zmq.Frame too), or ProtocolError saying why not.
+
+    ``allowed`` is the set of kinds this receiver accepts from this peer (one of the role sets
+    such as AGENT_TO_CONTROLLER); a known kind outside it is ``unexpected_kind``. The version
+    is read before the arity is checked, so a future version may reshape the rest.
+    """
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError(TOO_LARGE, f"{len(frame)} bytes, the limit is {MAX_MESSAGE}")
+    try:
+        # Limits spelled out, not **kwargs: expanding a dict costs more than unpacking a heartbeat.
+        data = msgpack.unpackb(
+            frame, max_str_len=MAX_MESSAGE, max_bin_len=MAX_MESSAGE, max_array_len=MAX_CONTAINER,
+            max_map_len=MAX_CONTAINER, max_ext_len=0, ext_hook=_refuse_ext, strict_map_key=True,
+            raw=False, use_list=True,
+        )
+    except Exception as exc:  # the unpacker's failures share no base class; none may escape
+        raise ProtocolError(NOT_MSGPACK, f"cannot unpack: {_unpack_problem(exc)}") from None
+    if type(data) is not list or not data:
+        raise ProtocolError(BAD_ENVELOPE, f"the envelope must be a list, got {s.describe(data)}")
+    version = data[0]
+    if type(version) is not int:
+        raise ProtocolError(BAD_ENVELOPE, f"version must be an integer, got {s.describe(version)}")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            UNKNOWN_VERSION, f"protocol version {version} (this side speaks {PROTOCOL_VERSION})"
+        )
+    if len(data) != 4:
+        raise ProtocolError(
+            BAD_ENVELOPE, f"the envelope must be [version, kind, seq, body], got {len(data)} items"
+        )
+    _, kind, seq, body = data
+    check = _SCHEMAS.get(kind) if type(kind) is str else None
+    if check is None:
+        reason = UNKNOWN_KIND if type(kind) is str else BAD_ENVELOPE
+        raise ProtocolError(reason, f"unknown message kind {s.describe(kind)}")
+    if allowed is not None and kind not in allowed:
+        raise ProtocolError(UNEXPECTED_KIND, f"{kind!r} is not accepted from this peer", kind)
+    _check_seq(seq, kind)
+    try:
+        check(body)
+    except s.Invalid as exc:
+        raise ProtocolError(BAD_BODY, f"{kind}{exc.where()}: {exc.message}", kind) from None
+    return Message(version, kind, seq, body)
+
+
+def _check_seq(seq: Any, kind: str) -> None:
+    if type(seq) is not int or not 0 <= seq <= MAX_INT:
+        message = f"seq must be an integer >= 0, got {s.describe(seq)}"
+        raise ProtocolError(BAD_ENVELOPE, message, kind)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not used by this protocol")
+
+
+def _unpack_problem(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    if "max_ext_len" in text:
+        return "msgpack extension types are not used by this protocol"
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -1,0 +1,109 @@
+"""ZeroMQ sockets configured the one safe way, and batched receive/send.
+
+Every socket gets high-water marks, ``LINGER`` and ``MAXMSGSIZE`` so nothing queues without
+bound and no oversized frame is ever allocated. Receiving waits for readability once and then
+drains with non-blocking reads (about ten times the rate of awaiting each ``recv`` on a
+``zmq.asyncio`` socket); sending is non-blocking and drops (counted) when a peer's queue is
+full, because a stalled peer must never stall the loop.
+"""
+
+from __future__ import annotations
+
+import zmq
+import zmq.asyncio
+
+from gaffer.common.keys import KeyPair
+
+MAX_MESSAGE = 4 * 1024 * 1024
+DEFAULT_HWM = 10_000
+RECV_BATCH = 1_000
+
+
+def new_socket(
+    ctx: zmq.asyncio.Context,
+    kind: int,
+    *,
+    hwm: int = DEFAULT_HWM,
+    linger: int = 0,
+    maxmsgsize: int = MAX_MESSAGE,
+) -> zmq.asyncio.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, linger)
+    sock.setsockopt(zmq.MAXMSGSIZE, maxmsgsize)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    return sock
+
+
+def make_curve_server(sock: zmq.Socket, keys: KeyPair, domain: str) -> None:
+    """Authenticate every peer through ZAP under ``domain`` and encrypt the link."""
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+    sock.zap_domain = domain.encode()
+
+
+def make_curve_client(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_serverkey = server_public
+
+
+def set_domain(sock: zmq.Socket, domain: str) -> None:
+    """Send NULL-mechanism peers through ZAP too, so a handler can count and refuse them."""
+    sock.zap_domain = domain.encode()
+
+
+class Channel:
+    """One socket with batched, non-blocking I/O and counters of what it dropped."""
+
+    def __init__(self, sock: zmq.asyncio.Socket) -> None:
+        self.sock = sock
+        self._raw = zmq.Socket.shadow(sock.underlying)
+        self.sent = 0
+        self.received = 0
+        self.send_dropped = 0
+
+    async def recv_batch(self, limit: int = RECV_BATCH, timeout: float | None = None) -> list[list[zmq.Frame]]:
+        """Wait until readable (or ``timeout`` seconds), then drain up to ``limit`` messages."""
+        batch = self.drain(limit)
+        if batch:
+            return batch
+        ms = None if timeout is None else max(0, int(timeout * 1000))
+        await self.sock.poll(ms, zmq.POLLIN)
+        return self.drain(limit)
+
+    def drain(self, limit: int = RECV_BATCH) -> list[list[zmq.Frame]]:
+        batch: list[list[zmq.Frame]] = []
+        raw = self._raw
+        while len(batch) < limit:
+            try:
+                batch.append(raw.recv_multipart(zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                break
+        self.received += len(batch)
+        return batch
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Queue one message without blocking; False (and counted) if the peer is full or gone."""
+        try:
+            self._raw.send_multipart(frames, zmq.NOBLOCK)
+        except (zmq.Again, zmq.ZMQError):
+            self.send_dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def user_id(frame: zmq.Frame) -> str | None:
+    """The identity ZAP attached to a received frame (None without authentication)."""
+    try:
+        value = frame.get("User-Id")
+    except (zmq.ZMQError, KeyError):
+        return None
+    return value or None
