@@ -31,7 +31,6 @@ MAX_CONTAINER = 131_072
 MAX_INSTANCES = 100_000
 MAX_TEMPLATES = 10_000
 MAX_EVENTS = 10_000
-MAX_MAP = 1_024
 MAX_TEXT = 65_536
 
 TOO_LARGE = "too_large"
@@ -45,7 +44,6 @@ REASONS = (TOO_LARGE, NOT_MSGPACK, BAD_ENVELOPE, UNKNOWN_VERSION, UNKNOWN_KIND, 
            BAD_BODY)
 
 INSTANCE_STATES = ("stopped", "starting", "running", "backoff", "stopping", "exited", "failed")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +63,7 @@ _NAME = s.string(64, 1, NAME_RE, expect="a name (letters, digits, '-', '_', star
 _LABEL_KEY = s.string(64, 1, LABEL_RE, expect="a label key (letters, digits, '_', '.', '/', '-', "
                       "starting and ending with a letter or digit, at most 64 characters)")
 _COUNTER = s.integer(0, MAX_INT)
-_ID = s.integer(0, MAX_INT)
+_ID = _COUNTER
 _BOOL = s.boolean()
 _TIME = s.number(0.0)
 _WORD = s.string(64, 1)

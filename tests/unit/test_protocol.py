@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gaffer.agent.lifecycle import State
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.errors import (
@@ -20,7 +21,6 @@ from gaffer.common.errors import (
     ProtocolError,
     TemplateError,
 )
-from gaffer.common.protocol import instances_digest as digest
 from gaffer.common.protocol import (
     AGENT_TO_CONTROLLER,
     CLIENT_TO_CONTROLLER,
@@ -36,6 +36,7 @@ from gaffer.common.protocol import (
     Message,
     decode,
     encode,
+    instances_digest,
     validate,
 )
 
@@ -192,6 +193,10 @@ class TestKinds:
         """The role sets partition the kinds, so a kind always says who may send it."""
         assert sorted(k for role in ROLES for k in role) == sorted(KINDS)
 
+    def test_instance_states_are_the_lifecycle_states(self):
+        """The wire's list of states cannot drift from the agent's state machine."""
+        assert protocol.INSTANCE_STATES == tuple(state.value for state in State)
+
     def test_every_kind_has_a_body_strategy(self):
         """The round-trip property below covers every kind there is."""
         assert set(BODIES) == KINDS
@@ -212,6 +217,11 @@ class TestRoundTrip:
         """Senders may pass os.getloadavg() as it is; receivers always see lists."""
         body = {**HEARTBEAT, "load": (0.5, 0.25, 0.0)}
         assert decode(encode("heartbeat", 1, body)).body["load"] == [0.5, 0.25, 0.0]
+
+    def test_any_bytes_like_frame_decodes(self):
+        """The socket layer may hand over a memoryview or a zmq.Frame without copying."""
+        data = encode("ping", 3, {"nonce": 9})
+        assert decode(memoryview(data)) == decode(bytearray(data)) == decode(data)
 
     def test_no_role_filter_accepts_any_known_kind(self):
         """allowed=None is for tools and tests that read every kind."""
@@ -234,19 +244,19 @@ class TestDigest:
     def test_digest_ignores_order(self):
         """The agent and the controller may hold instances in any order."""
         other = {**INSTANCE, "id": "web.2", "ordinal": 2, "pid": 4243}
-        assert digest([INSTANCE, other]) == digest([other, INSTANCE])
+        assert instances_digest([INSTANCE, other]) == instances_digest([other, INSTANCE])
 
     @pytest.mark.parametrize(
         "change", [{"state": "stopping"}, {"pid": None}, {"spec": "feed"}, {"id": "web.9"}]
     )
     def test_digest_changes_with_what_the_controller_tracks(self, change):
         """A new state, pid, spec or id is a different table."""
-        assert digest([INSTANCE]) != digest([{**INSTANCE, **change}])
+        assert instances_digest([INSTANCE]) != instances_digest([{**INSTANCE, **change}])
 
     def test_digest_fits_the_heartbeat(self):
         """The digest is a valid heartbeat.digest, even for an empty table."""
         for table in ([], [INSTANCE]):
-            validate("heartbeat", {**HEARTBEAT, "digest": digest(table)})
+            validate("heartbeat", {**HEARTBEAT, "digest": instances_digest(table)})
 
 
 # ---------------------------------------------------------------- bad frames
@@ -339,6 +349,9 @@ BAD_FRAMES = [
      body_frame("hello", {**HELLO, "instances": [INSTANCE] * 3 + [{**INSTANCE, "pid": "x"}]}),
      None, "bad_body",
      'hello.instances[3].pid: must be an integer in 1..2147483647 or null, got "x"'),
+    ("bool-ordinal", body_frame("report", {"instances": [{**INSTANCE, "ordinal": True}], "full": True}),
+     None, "bad_body", "report.instances[0].ordinal: must be an integer >= 1 or a non-empty string "
+     "of at most 64 characters, got true"),
     ("unknown-state",
      body_frame("report", {"instances": [{**INSTANCE, "state": "zombie"}], "full": True}),
      None, "bad_body", None),
@@ -400,7 +413,7 @@ class TestSizeLimit:
     def test_message_of_exactly_the_limit_is_accepted(self):
         """The limit is inclusive."""
         base = len(encode("request", 1, {"id": 1, "op": "x", "args": {"pad": ""}}))
-        pad = MAX_MESSAGE - base - 4  # a str8 header is 1 byte, str32 is 5: 4 more than fixstr
+        pad = MAX_MESSAGE - base - 4  # the empty pad has a 1-byte header, a str32 a 5-byte one
         data = encode("request", 1, {"id": 1, "op": "x", "args": {"pad": "x" * pad}})
         assert len(data) == MAX_MESSAGE
         assert decode(data).body["args"]["pad"] == "x" * pad
