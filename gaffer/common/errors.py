@@ -20,6 +20,8 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     │   └── StdinFull                "stdin_full"         bounded stdin buffer would overflow
     ├── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
     ├── SubscriptionClosed           "subscription_closed" read from a subscription closed on purpose
+    ├── ControllerUnreachable        "unreachable"        no answer from the controller in time
+    ├── RemoteError                  (the remote code)    an error code this side does not know
     └── ProtocolError                "protocol_error"     a wire message refused; .reason says why
 """
 
@@ -153,6 +155,47 @@ class SubscriberTooSlow(GafferError):
 
 class SubscriptionClosed(GafferError):
     code = "subscription_closed"
+
+
+class ControllerUnreachable(GafferError):
+    code = "unreachable"
+
+
+class RemoteError(GafferError):
+    """An error reported by a peer whose code has no class here; ``code`` is kept as sent."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def from_wire(data: dict) -> GafferError:
+    """Rebuild the GafferError a peer sent (``to_dict()`` form) as its own class when known."""
+    code = str(data.get("code", "error"))
+    message = str(data.get("message", ""))
+    cls = _by_code().get(code)
+    if cls is None:
+        return RemoteError(code, message)
+    exc = cls.__new__(cls)
+    GafferError.__init__(exc, message)
+    if isinstance(exc, TemplateError):
+        exc.source = None
+        exc.problems = [
+            Problem(p.get("where", ""), p.get("field", ""), p.get("message", ""))
+            for p in data.get("problems", [])
+        ]
+    return exc
+
+
+def _by_code() -> dict[str, type[GafferError]]:
+    found: dict[str, type[GafferError]] = {}
+    stack: list[type[GafferError]] = [GafferError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    found.pop(RemoteError.code, None)
+    return found
 
 
 class ProtocolError(GafferError):

@@ -124,6 +124,7 @@ _SCHEMAS: dict[str, s.Check] = {
         "memory": s.integer(0, MAX_INT),
         "version": _WORD,
         "protocol": s.integer(1, 65_535),
+        "agent_id": _WORD,
         "incarnation": _WORD,
         "generation": _COUNTER,
         "instances": _INSTANCES,

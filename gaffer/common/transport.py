@@ -13,9 +13,9 @@ import zmq
 import zmq.asyncio
 
 from gaffer.common.keys import KeyPair
+from gaffer.common.protocol import MAX_MESSAGE
 
-MAX_MESSAGE = 4 * 1024 * 1024
-DEFAULT_HWM = 10_000
+DEFAULT_HWM = 1_000
 RECV_BATCH = 1_000
 
 
@@ -32,8 +32,6 @@ def new_socket(
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, linger)
     sock.setsockopt(zmq.MAXMSGSIZE, maxmsgsize)
-    if kind == zmq.ROUTER:
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     return sock
 
 
@@ -102,8 +100,17 @@ class Channel:
 
 def user_id(frame: zmq.Frame) -> str | None:
     """The identity ZAP attached to a received frame (None without authentication)."""
+    return _property(frame, "User-Id")
+
+
+def peer_address(frame: zmq.Frame) -> str | None:
+    """The IP address the frame came from, as libzmq saw it."""
+    return _property(frame, "Peer-Address")
+
+
+def _property(frame: zmq.Frame, name: str) -> str | None:
     try:
-        value = frame.get("User-Id")
+        value = frame.get(name)
     except (zmq.ZMQError, KeyError):
         return None
     return value or None

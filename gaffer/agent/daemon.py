@@ -1,0 +1,139 @@
+"""``gaffer-agent``: the Manager of one host, linked to a controller.
+
+Stopping the agent (SIGTERM, SIGINT) leaves the managed processes running by default: an
+upgrade or a crash of the agent must not take the host's services down. ``--stop-processes``
+(or SIGQUIT) stops them gracefully first, for when the host itself is being retired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import click
+import uvloop
+
+from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
+from gaffer.agent.link import ControllerLink, LinkSettings
+from gaffer.agent.manager import Manager
+from gaffer.common.config import expect, read_config
+from gaffer.common.errors import ConfigError, GafferError
+from gaffer.common.keys import load_keypair, load_public
+from gaffer.common.template import LABEL_RE, NAME_RE
+from gaffer.controller.settings import require_protection, split_endpoint
+
+log = logging.getLogger("gaffer.agent")
+
+SETTINGS = (
+    "controller", "name", "labels", "state_dir", "key", "controller_key", "insecure", "apps",
+    "stop_processes",
+)
+DEFAULT_CONTROLLER = "tcp://127.0.0.1:6001"
+DEFAULT_STATE_DIR = "/var/lib/gaffer/agent"
+
+
+def parse_labels(values: tuple[str, ...] | list[str] | dict[str, Any], where: str) -> dict[str, str]:
+    items = values.items() if isinstance(values, dict) else (v.partition("=")[::2] for v in values)
+    labels: dict[str, str] = {}
+    for key, value in items:
+        if not isinstance(key, str) or not LABEL_RE.match(key):
+            raise ConfigError(f"{where}: label {key!r}: use KEY=VALUE with a key of letters, digits, '_', '.', '/', '-'")
+        if not isinstance(value, str) or len(value) > 256:
+            raise ConfigError(f"{where}: label {key}: the value must be a string of at most 256 characters")
+        labels[key] = value
+    return labels
+
+
+def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSettings, list[AppSpec], bool, bool]:
+    data: dict[str, Any] = read_config(config, SETTINGS) if config else {}
+    where = config or "options"
+
+    def pick(key: str, kind: type | tuple[type, ...]) -> Any:
+        if options.get(key) not in (None, ()):
+            return options[key]
+        return expect(data, key, kind, where)
+
+    controller = pick("controller", str) or DEFAULT_CONTROLLER
+    split_endpoint(controller)
+    name = pick("name", str) or socket.gethostname().split(".")[0]
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{where}: name {name!r}: use letters, digits, '-' and '_' (no dots)")
+    labels = parse_labels(pick("labels", (dict, list, tuple)) or {}, where)
+    key = pick("key", str)
+    controller_key = pick("controller_key", str)
+    if bool(key) != bool(controller_key):
+        raise ConfigError(f"{where}: --key and --controller-key go together (CURVE needs both)")
+    insecure = bool(pick("insecure", bool))
+    require_protection([controller], bool(key), insecure, "gaffer-agent")
+    settings = LinkSettings(
+        controller=controller,
+        node=name,
+        labels=labels,
+        state_dir=Path(pick("state_dir", str) or DEFAULT_STATE_DIR),
+        keys=load_keypair(key) if key else None,
+        controller_key=load_public(controller_key) if controller_key else None,
+    )
+    apps = parse_apps(data.get("apps", []), source=config)
+    return settings, apps, insecure, bool(pick("stop_processes", bool))
+
+
+@click.command()
+@click.option("--controller", help=f"Controller endpoint [default: {DEFAULT_CONTROLLER}].")
+@click.option("--name", help="This node's name [default: the short hostname].")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Node label (repeatable).")
+@click.option("--state-dir", help=f"Where the agent keeps its state [default: {DEFAULT_STATE_DIR}].")
+@click.option("--key", help="This agent's secret key file (NAME.key_secret).")
+@click.option("--controller-key", help="The controller's public key file (controller.key).")
+@click.option("--insecure", is_flag=True, default=None, help="Allow a non-loopback controller without keys.")
+@click.option("--stop-processes", is_flag=True, default=None, help="Stop managed processes when the agent stops.")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings and [[apps]].")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.version_option(package_name="gaffer")
+def main(config: str | None, log_level: str, **options: Any) -> None:
+    """Run the gaffer agent of this host."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings, apps, _, stop_processes = build_settings(options, config)
+        uvloop.run(_serve(settings, apps, stop_processes))
+    except GafferError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+async def _serve(settings: LinkSettings, apps: list[AppSpec], stop_processes: bool) -> None:
+    loop = asyncio.get_running_loop()
+    manager = Manager(node=settings.node)
+    link = ControllerLink(manager, settings)
+    runner = AppRunner(loop, manager)
+    await runner.start(apps)
+    link.start()
+    fingerprint = settings.keys.fingerprint if settings.keys else "none (insecure)"
+    log.info(
+        "gaffer-agent node %s (agent %s) -> controller %s, key %s, labels %s, state in %s",
+        settings.node, link.agent_id, settings.controller, fingerprint,
+        settings.labels or "{}", settings.state_dir,
+    )
+    stop = asyncio.Event()
+    stop_all = stop_processes
+
+    def on_quit() -> None:
+        nonlocal stop_all
+        stop_all = True
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGQUIT, on_quit)
+    await stop.wait()
+    await link.stop()
+    await runner.stop()
+    if stop_all:
+        log.info("stopping every managed process")
+        await manager.shutdown()
+    else:
+        log.info("agent stopping; managed processes keep running")

@@ -1,0 +1,351 @@
+"""The agent's side of the controller link: hello, heartbeats, reports, events, reconnects.
+
+One DEALER socket to the controller. The agent says ``hello`` with everything it runs, waits
+for ``welcome``, then heartbeats every interval and forwards its Manager's events and instance
+changes in batches. The controller's ``beat`` proves it is alive: after ``timeout`` seconds of
+silence the agent closes the socket, makes a new one and says hello again (libzmq reconnects a
+TCP link by itself, but only a new hello re-registers), backing off while the controller stays
+unreachable. None of this touches the processes: they keep running while the controller is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import zmq
+import zmq.asyncio
+
+from gaffer import __version__
+from gaffer.agent.manager import Manager
+from gaffer.common import protocol
+from gaffer.common.badmsg import BadMessages
+from gaffer.common.bus import Event
+from gaffer.common.errors import GafferError, ProtocolError, SubscriberTooSlow
+from gaffer.common.keys import KeyPair
+from gaffer.common.transport import Channel, make_curve_client, new_socket
+
+log = logging.getLogger("gaffer.agent.link")
+
+WIRE_FIELDS = ("id", "template", "ordinal", "pid", "state", "restarts", "started_at", "spec")
+FLUSH_EVERY = 0.05
+MAX_BACKOFF = 10.0
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    controller: str
+    node: str
+    labels: dict[str, str]
+    state_dir: Path
+    keys: KeyPair | None = None
+    controller_key: bytes | None = None
+    heartbeat: float = 1.0
+    timeout: float = 5.0
+
+
+def wire_instance(info: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's Instance from a Manager ``info()`` row."""
+    return {key: info[key] for key in WIRE_FIELDS}
+
+
+def agent_id(state_dir: Path) -> str:
+    """This agent's lasting identity: random once, then read from the state dir."""
+    path = state_dir / "agent_id"
+    try:
+        value = path.read_text().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    state_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(8)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value + "\n")
+    os.replace(tmp, path)
+    return value
+
+
+CommandHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+class ControllerLink:
+    """Keeps one session with the controller open for as long as the agent runs."""
+
+    def __init__(self, manager: Manager, settings: LinkSettings) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.agent_id = agent_id(settings.state_dir)
+        self.incarnation = secrets.token_hex(6)
+        self.generation = 0
+        self.connected = asyncio.Event()
+        self.controller_id: str | None = None
+        self.refusal: tuple[str, str] | None = None
+        self.reconnects = 0
+        self.bad = BadMessages()
+        self.on_assign: Callable[[dict[str, Any]], None] | None = None
+        self.commands: dict[str, CommandHandler] = {}
+        self._ctx = zmq.asyncio.Context()
+        self._channel: Channel | None = None
+        self._seq = 0
+        self._last_in_seq = 0
+        self._interval = settings.heartbeat
+        self._timeout = settings.timeout
+        self._events: list[dict[str, Any]] = []
+        self._dirty: set[str] = set()
+        self._task: asyncio.Task | None = None
+        self._pump: asyncio.Task | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._pump = loop.create_task(self._pump_events())
+        self._task = loop.create_task(self._run())
+
+    async def stop(self) -> None:
+        for task in (self._task, self._pump):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        if self._channel is not None:
+            self._channel.close()
+        self._ctx.destroy(linger=0)
+
+    # ----------------------------------------------------------------- session loop
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._open()
+            try:
+                welcomed = await self._session()
+            finally:
+                self.connected.clear()
+                if self._channel is not None:
+                    self._channel.close()
+                    self._channel = None
+            failures = 0 if welcomed else failures + 1
+            self.reconnects += 1
+            delay = min(MAX_BACKOFF, 0.2 * 2 ** min(failures, 8)) if failures else 0.0
+            delay *= 0.5 + random.random() / 2
+            log.warning(
+                "controller %s silent for %.1fs; new connection%s",
+                self.settings.controller, self._timeout,
+                f" in {delay:.1f}s" if delay else "",
+            )
+            if delay:
+                await asyncio.sleep(delay)
+
+    def _open(self) -> None:
+        sock = new_socket(self._ctx, zmq.DEALER)
+        if self.settings.keys is not None and self.settings.controller_key is not None:
+            make_curve_client(sock, self.settings.keys, self.settings.controller_key)
+        sock.connect(self.settings.controller)
+        self._channel = Channel(sock)
+        self._seq = 0
+        self._last_in_seq = 0
+
+    async def _session(self) -> bool:
+        """One socket's life: returns whether it was ever welcomed."""
+        loop = asyncio.get_running_loop()
+        welcomed = False
+        self._send_hello()
+        last_heard = loop.time()
+        next_beat = loop.time() + self._interval
+        while True:
+            now = loop.time()
+            wait = max(0.0, min(next_beat, last_heard + self._timeout) - now)
+            assert self._channel is not None
+            batch = await self._channel.recv_batch(timeout=wait)
+            now = loop.time()
+            for frames in batch:
+                kind = self._receive(frames)
+                if kind is None:
+                    continue
+                last_heard = now
+                if kind == "welcome":
+                    welcomed = True
+                    next_beat = now + self._interval
+            if now - last_heard >= self._timeout:
+                return welcomed
+            if now >= next_beat:
+                next_beat = now + self._interval
+                if self.connected.is_set():
+                    self._send_heartbeat()
+
+    def _receive(self, frames: list[zmq.Frame]) -> str | None:
+        label = self.settings.controller
+        if len(frames) != 1:
+            self.bad.record(label, protocol.BAD_ENVELOPE, f"expected 1 frame, got {len(frames)}")
+            return None
+        try:
+            message = protocol.decode(frames[0].buffer, protocol.CONTROLLER_TO_AGENT)
+        except ProtocolError as exc:
+            self.bad.record(label, exc.reason, exc.message)
+            return None
+        if message.kind != "welcome" and message.seq <= self._last_in_seq:
+            self.bad.record(label, "replay", f"seq {message.seq} after {self._last_in_seq}")
+            return None
+        self._last_in_seq = message.seq
+        try:
+            self._handle(message.kind, message.body)
+        except Exception:
+            log.exception("handling %s from the controller failed", message.kind)
+        return message.kind
+
+    def _handle(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "welcome":
+            self._interval = body["heartbeat"]
+            self._timeout = body["timeout"]
+            self.controller_id = body["controller"]
+            self.refusal = None
+            self.connected.set()
+            log.info("welcomed by controller %s as node %s", body["controller"], body["node"])
+            self._flush()
+        elif kind == "refuse":
+            self._on_refuse(body["code"], body["message"])
+        elif kind == "ping":
+            self._send("pong", {"nonce": body["nonce"]})
+        elif kind == "assign":
+            if self.on_assign is not None:
+                self.on_assign(body)
+        elif kind == "command":
+            asyncio.get_running_loop().create_task(self._command(body))
+
+    def _on_refuse(self, code: str, message: str) -> None:
+        self.connected.clear()
+        if code == "hello_required":
+            log.info("controller asks for a new hello: %s", message)
+            self._send_hello()
+            return
+        if self.refusal != (code, message):
+            log.error("controller refused this agent (%s): %s", code, message)
+        self.refusal = (code, message)
+
+    async def _command(self, body: dict[str, Any]) -> None:
+        op, args = body["op"], body["args"]
+        try:
+            if op == "report":
+                self._send_report(full=True)
+                result: Any = None
+            else:
+                handler = self.commands.get(op)
+                if handler is None:
+                    raise GafferError(f"unknown command {op!r}")
+                result = await handler(op, args)
+        except GafferError as exc:
+            self._send("result", {"id": body["id"], "ok": False, "result": None, "error": exc.to_dict()})
+            return
+        except Exception as exc:
+            log.exception("command %s failed", op)
+            error = {"code": "error", "message": f"{op} failed: {exc}"}
+            self._send("result", {"id": body["id"], "ok": False, "result": None, "error": error})
+            return
+        self._send("result", {"id": body["id"], "ok": True, "result": result, "error": None})
+
+    # ----------------------------------------------------------------- sending
+
+    def _send(self, kind: str, body: dict[str, Any]) -> bool:
+        if self._channel is None:
+            return False
+        self._seq += 1
+        return self._channel.send([protocol.encode(kind, self._seq, body)])
+
+    def instances(self) -> list[dict[str, Any]]:
+        return [wire_instance(i) for i in self.manager.instances()]
+
+    def _send_hello(self) -> None:
+        labels = dict(self.settings.labels)
+        self._send("hello", {
+            "node": self.settings.node,
+            "labels": labels,
+            "cpus": os.cpu_count() or 1,
+            "memory": _memory(),
+            "version": __version__,
+            "protocol": protocol.PROTOCOL_VERSION,
+            "agent_id": self.agent_id,
+            "incarnation": self.incarnation,
+            "generation": self.generation,
+            "instances": self.instances(),
+        })
+        self._dirty.clear()
+
+    def _send_heartbeat(self) -> None:
+        instances = self.instances()
+        self._send("heartbeat", {
+            "load": list(os.getloadavg()),
+            "digest": protocol.instances_digest(instances),
+            "instances": len(instances),
+            "generation": self.generation,
+        })
+
+    def _send_report(self, full: bool) -> None:
+        if full:
+            self._dirty.clear()
+            self._send("report", {"instances": self.instances(), "full": True})
+            return
+        rows = []
+        for instance_id in sorted(self._dirty):
+            try:
+                rows.append(wire_instance(self.manager.find(instance_id).info(self.manager.node)))
+            except GafferError:
+                continue
+        self._dirty.clear()
+        if rows:
+            self._send("report", {"instances": rows, "full": False})
+
+    def ack(self, generation: int, errors: list[str]) -> None:
+        self.generation = generation
+        self._send("ack", {"generation": generation, "ok": not errors, "errors": errors})
+
+    # ----------------------------------------------------------------- events
+
+    async def _pump_events(self) -> None:
+        """Forward the Manager's events and instance changes in batches."""
+        bus = self.manager.bus
+        while True:
+            sub = bus.subscribe(("proc.", "template."))
+            try:
+                while True:
+                    event = await sub.get()
+                    self._note(event)
+                    while (more := sub.get_nowait()) is not None:
+                        self._note(more)
+                    if self.connected.is_set():
+                        self._flush()
+                    await asyncio.sleep(FLUSH_EVERY)
+            except SubscriberTooSlow:
+                log.warning("event forwarding fell behind; sending a full report")
+                self._send_report(full=True)
+            finally:
+                sub.close()
+
+    def _note(self, event: Event) -> None:
+        if event.topic.startswith("proc.") and "id" in event.data:
+            self._dirty.add(event.data["id"])
+        if len(self._events) < protocol.MAX_EVENTS:
+            data = {k: v for k, v in event.data.items() if k != "node"}
+            self._events.append({"topic": event.topic, "ts": event.ts, "data": data})
+
+    def _flush(self) -> None:
+        self._send_report(full=False)
+        if self._events:
+            events, self._events = self._events, []
+            self._send("events", {"events": events})
+
+
+def _memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0

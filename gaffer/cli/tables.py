@@ -1,0 +1,92 @@
+"""Pure formatting of command results for people: tables, ages, sizes. No printing here."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], empty: str = "(none)") -> str:
+    """Left-aligned columns with an upper-case header; ``empty`` when there are no rows."""
+    if not rows:
+        return empty
+    header = [name.upper() for name, _ in columns]
+    body = [[cell(get(row)) for _, get in columns] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(columns))]
+    lines = ["  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    return "\n".join(lines)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def age(seconds: float | None) -> str:
+    """``3.2s``, ``4m10s``, ``2h05m``, ``3d04h``: how long ago or how long up."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def size(value: int | None) -> str:
+    """Bytes in the largest binary unit that keeps the number >= 1."""
+    if value is None:
+        return "-"
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if amount < 1024 or unit == "GiB":
+            return f"{amount:.0f}{unit}" if unit == "B" else f"{amount:.1f}{unit}"
+        amount /= 1024
+    return f"{amount:.1f}TiB"
+
+
+def nodes_table(nodes: Sequence[dict[str, Any]]) -> str:
+    return table(nodes, [
+        ("name", lambda n: n["name"]),
+        ("state", lambda n: n["state"] + (",cordoned" if n.get("cordoned") else "")),
+        ("address", lambda n: n.get("address")),
+        ("labels", lambda n: n.get("labels")),
+        ("instances", lambda n: n.get("instances")),
+        ("heartbeat", lambda n: age(n.get("last_heartbeat")) + " ago" if n.get("last_heartbeat") is not None else "-"),
+    ], empty="no nodes have registered")
+
+
+def status_text(status: dict[str, Any]) -> str:
+    nodes = status.get("nodes", {})
+    link = status.get("link", {})
+    bad = link.get("bad_messages", {})
+    auth = status.get("auth") or {}
+    lines = [
+        f"controller  {status['controller']} (gaffer {status['version']}), up {age(status['uptime'])}",
+        f"endpoint    {status['endpoint']}   events {status['events']}",
+        f"security    " + (f"CURVE, key {status['fingerprint']}" if status["secure"] else "INSECURE (no keys)"),
+        "nodes       " + ", ".join(f"{count} {state}" for state, count in nodes.items()),
+        f"messages    {link.get('received', 0)} received, {link.get('sent', 0)} sent, "
+        f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",
+    ]
+    if auth:
+        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused")
+    for key in ("templates", "instances"):
+        if key in status:
+            lines.append(f"{key:<12}{cell(status[key])}")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""The Python client of a gaffer controller: requests and event subscriptions.
+
+``AsyncClient`` is for asyncio code; ``Client`` is the same thing for plain scripts (it runs a
+private event loop). Every request has a timeout: an unreachable controller raises
+``ControllerUnreachable`` naming the endpoint, never hangs. Errors the controller reports come
+back as the same ``GafferError`` classes the controller raised (matched by code).
+
+::
+
+    with Client("tcp://127.0.0.1:6001") as client:
+        for node in client.call("nodes"):
+            print(node["name"], node["state"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterable
+
+import uvloop
+import zmq
+import zmq.asyncio
+
+from gaffer.common import protocol
+from gaffer.common.errors import ControllerUnreachable, ProtocolError, from_wire
+from gaffer.common.keys import KeyPair
+from gaffer.common.transport import Channel, make_curve_client, new_socket
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A client key pair and the controller's public key, for CURVE."""
+
+    keys: KeyPair
+    controller_key: bytes
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    seq: int
+    topic: str
+    ts: float
+    data: dict[str, Any]
+    missed: int = 0
+    """How many sequence numbers were skipped since the previous event (0: none)."""
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.endpoint = endpoint
+        self.credentials = credentials
+        self.timeout = timeout
+        self._ctx = zmq.asyncio.Context()
+        self._channel: Channel | None = None
+        self._ids = itertools.count(1)
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future] = {}
+        self._reader: asyncio.Task | None = None
+
+    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = new_socket(self._ctx, kind)
+        if self.credentials is not None:
+            make_curve_client(sock, self.credentials.keys, self.credentials.controller_key)
+        return sock
+
+    def _ensure_connected(self) -> Channel:
+        if self._channel is None:
+            sock = self._socket(zmq.DEALER)
+            sock.connect(self.endpoint)
+            self._channel = Channel(sock)
+            self._reader = asyncio.get_running_loop().create_task(self._read(self._channel))
+        return self._channel
+
+    async def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        """Ask the controller to do ``op``; its result, or the GafferError it reported."""
+        channel = self._ensure_connected()
+        request_id = next(self._ids)
+        self._seq += 1
+        frame = protocol.encode("request", self._seq, {"id": request_id, "op": op, "args": args})
+        future = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        wait = self.timeout if timeout is None else timeout
+        try:
+            channel.send([frame])
+            body = await asyncio.wait_for(future, wait)
+        except asyncio.TimeoutError:
+            self._reset()
+            raise ControllerUnreachable(
+                f"no answer from the controller at {self.endpoint} within {wait:g}s "
+                "(is gaffer-controller running there? check --controller / GAFFER_CONTROLLER"
+                + (" and the keys" if self.credentials else "") + ")"
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+        if not body["ok"]:
+            raise from_wire(body["error"])
+        return body["result"]
+
+    async def _read(self, channel: Channel) -> None:
+        while True:
+            for frames in await channel.recv_batch():
+                try:
+                    message = protocol.decode(frames[-1].buffer, protocol.CONTROLLER_TO_CLIENT)
+                except ProtocolError:
+                    continue
+                future = self._pending.get(message.body["id"])
+                if future is not None and not future.done():
+                    future.set_result(message.body)
+
+    def _reset(self) -> None:
+        """Drop the socket after a timeout so a late reply cannot answer a later request."""
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    async def events(
+        self, prefixes: Iterable[str] = ("",), endpoint: str | None = None
+    ) -> AsyncIterator[ReceivedEvent]:
+        """Events from the controller's hub whose topics start with one of ``prefixes``.
+
+        ``missed`` on each event counts the sequence numbers skipped before it (events this
+        subscription filtered out, or ones dropped because it read too slowly).
+        """
+        if endpoint is None:
+            endpoint = (await self.call("status"))["events"]
+        sock = self._socket(zmq.SUB)
+        for prefix in prefixes:
+            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        sock.connect(endpoint)
+        channel = Channel(sock)
+        last = 0
+        try:
+            while True:
+                for frames in await channel.recv_batch():
+                    try:
+                        message = protocol.decode(frames[-1].buffer, protocol.PUBLISHED)
+                    except ProtocolError:
+                        continue
+                    body = message.body
+                    missed = body["seq"] - last - 1 if last and body["seq"] > last + 1 else 0
+                    last = body["seq"]
+                    yield ReceivedEvent(body["seq"], body["topic"], body["ts"], body["data"], missed)
+        finally:
+            channel.close()
+
+    async def close(self) -> None:
+        self._reset()
+        self._ctx.destroy(linger=0)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Client:
+    """A blocking client for scripts and the CLI (one private event loop)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credentials | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._loop = uvloop.new_event_loop()
+        self._client = AsyncClient(endpoint, credentials, timeout)
+
+    @property
+    def endpoint(self) -> str:
+        return self._client.endpoint
+
+    def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        return self._loop.run_until_complete(self._client.call(op, timeout=timeout, **args))
+
+    def events(self, prefixes: Iterable[str] = ("",)) -> Iterable[ReceivedEvent]:
+        """Blocking iterator over events (Ctrl-C to stop)."""
+        stream = self._client.events(prefixes)
+        try:
+            while True:
+                yield self._loop.run_until_complete(stream.__anext__())
+        finally:
+            self._loop.run_until_complete(stream.aclose())
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

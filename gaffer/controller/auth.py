@@ -1,0 +1,119 @@
+"""ZAP: who may connect, and as whom.
+
+libzmq asks this handler about every CURVE handshake on the controller's sockets. A key found
+in the agents directory authenticates as ``agent:<node>`` (the file name is the node it is bound
+to), one in the clients directory as ``client:<name>``. That string becomes the ZMQ ``User-Id``
+of every message the peer sends, which is the only identity the controller trusts. Unknown keys
+are refused, logged once per key fingerprint, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import zmq
+import zmq.asyncio
+
+from gaffer.common.keys import AuthorizedKeys, fingerprint
+
+log = logging.getLogger("gaffer.controller.auth")
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+AGENT = "agent"
+CLIENT = "client"
+
+
+def role_of(user_id: str | None) -> tuple[str, str] | None:
+    """``agent:node1`` -> (``agent``, ``node1``); None for anything else."""
+    if not user_id:
+        return None
+    role, sep, name = user_id.partition(":")
+    if not sep or role not in (AGENT, CLIENT) or not name:
+        return None
+    return role, name
+
+
+@dataclass
+class AuthStats:
+    accepted: int = 0
+    rejected: int = 0
+    rejected_keys: dict[str, int] = field(default_factory=dict)
+
+
+class ZapHandler:
+    """Answers ZAP requests for the domains it is given, from authorized-key directories.
+
+    ``domains`` maps a ZAP domain to the roles it admits: the controller's main socket admits
+    agents and clients, the event socket only clients.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        agents: AuthorizedKeys,
+        clients: AuthorizedKeys,
+        domains: dict[str, tuple[str, ...]],
+    ) -> None:
+        self._ctx = ctx
+        self._keys = {AGENT: agents, CLIENT: clients}
+        self._domains = domains
+        self._sock: zmq.asyncio.Socket | None = None
+        self._task: asyncio.Task | None = None
+        self.stats = AuthStats()
+
+    def start(self) -> None:
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(ZAP_ENDPOINT)
+        self._sock = sock
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._sock is not None:
+            self._sock.close(linger=0)
+
+    async def _serve(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart()
+            try:
+                reply = self._answer(frames)
+            except Exception:
+                log.exception("malformed ZAP request dropped")
+                continue
+            await self._sock.send_multipart(reply)
+
+    def _answer(self, frames: list[bytes]) -> list[bytes]:
+        routing, empty, version, request_id, domain, address, _identity, mechanism, *creds = frames
+        head = [routing, empty, version, request_id]
+        roles = self._domains.get(domain.decode(errors="replace"))
+        if version != b"1.0" or roles is None:
+            return head + [b"400", b"unknown ZAP domain", b"", b""]
+        if mechanism != b"CURVE" or not creds or len(creds[0]) != 32:
+            self._reject(None, address, "a CURVE key is required")
+            return head + [b"400", b"a CURVE key is required", b"", b""]
+        public = zmq.z85_encode(creds[0])
+        for role in roles:
+            name = self._keys[role].name_of(public)
+            if name is not None:
+                self.stats.accepted += 1
+                return head + [b"200", b"OK", f"{role}:{name}".encode(), b""]
+        self._reject(public, address, "key not authorized")
+        return head + [b"400", b"key not authorized", b"", b""]
+
+    def _reject(self, public: bytes | None, address: bytes, reason: str) -> None:
+        self.stats.rejected += 1
+        key = fingerprint(public) if public is not None else "no-key"
+        seen = self.stats.rejected_keys.get(key, 0)
+        if len(self.stats.rejected_keys) < 1024 or seen:
+            self.stats.rejected_keys[key] = seen + 1
+        level = logging.WARNING if not seen else logging.DEBUG
+        log.log(level, "refused peer %s from %s: %s", key, address.decode(errors="replace"), reason)

@@ -1,0 +1,308 @@
+"""The controller: sockets, node sessions, liveness, events and the client API, on one loop.
+
+It binds one ROUTER (agents and clients) and one XPUB (events). Agents say ``hello`` with
+everything they run; the controller answers ``welcome`` and then hears heartbeats, reports and
+events, and sends ``beat`` back every interval. Liveness is judged by the pure rules in
+``liveness`` on a timer; node state changes are published as ``node.<name>.up|suspect|down``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from gaffer import __version__
+from gaffer.common import protocol
+from gaffer.common.errors import GafferError, InvalidRequest
+from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
+from gaffer.common.protocol import Message
+from gaffer.common.transport import make_curve_server, new_socket
+from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
+from gaffer.controller.hub import PUB_HWM, EventHub
+from gaffer.controller.liveness import NodeState, judge
+from gaffer.controller.registry import Node, NodeTable
+from gaffer.controller.server import PeerServer, Session
+from gaffer.controller.settings import ControllerSettings, require_protection
+
+log = logging.getLogger("gaffer.controller")
+
+MAIN_DOMAIN = "gaffer"
+EVENTS_DOMAIN = "gaffer-events"
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings) -> None:
+        self.settings = settings
+        self.id = secrets.token_hex(6)
+        self.nodes = NodeTable()
+        self.keys: KeyPair | None = None
+        self.started_at = time.time()
+        self._started_mono = 0.0
+        self._ctx: zmq.asyncio.Context | None = None
+        self._zap: ZapHandler | None = None
+        self._server: PeerServer | None = None
+        self.hub = EventHub(None)
+        self._tasks: list[asyncio.Task] = []
+        self.endpoint = settings.bind
+        self.pub_endpoint = settings.pub_endpoint
+        self._client_ops = {
+            "status": self._op_status,
+            "nodes": self._op_nodes,
+            "ping": self._op_ping,
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        settings = self.settings
+        agents = clients = None
+        if settings.keys is not None:
+            self.keys = load_keypair(settings.keys / "controller.key_secret")
+            agents = AuthorizedKeys(settings.keys / "agents")
+            clients = AuthorizedKeys(settings.keys / "clients")
+        require_protection(
+            [settings.bind, settings.pub_endpoint], self.keys is not None, settings.insecure,
+            "gaffer-controller",
+        )
+        os.makedirs(settings.data_dir, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        self._started_mono = loop.time()
+        self._ctx = zmq.asyncio.Context()
+        if self.keys is not None:
+            assert agents is not None and clients is not None
+            self._zap = ZapHandler(
+                self._ctx, agents, clients,
+                {MAIN_DOMAIN: (AGENT, CLIENT), EVENTS_DOMAIN: (CLIENT,)},
+            )
+            self._zap.start()
+        router = new_socket(self._ctx, zmq.ROUTER)
+        pub = new_socket(self._ctx, zmq.XPUB, hwm=PUB_HWM)
+        if self.keys is not None:
+            make_curve_server(router, self.keys, MAIN_DOMAIN)
+            make_curve_server(pub, self.keys, EVENTS_DOMAIN)
+        router.bind(settings.bind)
+        pub.bind(settings.pub_endpoint)
+        self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.hub = EventHub(pub, self.hub.bus)
+        self.hub.start()
+        self._server = PeerServer(router, self, secure=self.keys is not None)
+        self._server.start()
+        self._tasks.append(loop.create_task(self._tick()))
+        log.info(
+            "gaffer-controller %s (%s) listening on %s, events on %s, data in %s, %s",
+            __version__, self.id, self.endpoint, self.pub_endpoint, settings.data_dir,
+            self._security_line(agents, clients),
+        )
+
+    def _security_line(self, agents: AuthorizedKeys | None, clients: AuthorizedKeys | None) -> str:
+        if self.keys is None:
+            return "INSECURE: no CURVE keys, any peer is accepted"
+        return (
+            f"CURVE key {self.keys.fingerprint}, {len(agents or ())} agent and "
+            f"{len(clients or ())} client keys authorized"
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        if self._server is not None:
+            await self._server.stop()
+        await self.hub.stop()
+        if self._zap is not None:
+            await self._zap.stop()
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)
+            self._ctx = None
+
+    # ----------------------------------------------------------------- timers
+
+    async def _tick(self) -> None:
+        interval = self.settings.liveness.interval
+        while True:
+            await asyncio.sleep(interval / 2)
+            try:
+                self._judge_nodes()
+                self._send_beats()
+            except Exception:
+                log.exception("controller tick failed")
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _judge_nodes(self) -> None:
+        now = self._now()
+        nodes = self.nodes.nodes
+        verdict = judge(
+            {name: node.last_heard for name, node in nodes.items()},
+            now,
+            self._started_mono,
+            self.settings.liveness,
+            already_down=[n for n, node in nodes.items() if node.state is NodeState.DOWN],
+        )
+        for name, state in verdict.states.items():
+            node = nodes[name]
+            if state is not node.state:
+                self._set_node_state(node, state)
+
+    def _set_node_state(self, node: Node, state: NodeState) -> None:
+        old, node.state = node.state, state
+        log.info("node %s: %s -> %s", node.name, old, state)
+        if state is NodeState.DOWN:
+            self.nodes.disconnect(node)
+        self.hub.publish(f"node.{node.name}.{state.value}", {"node": node.name, "previous": old.value})
+
+    def _send_beats(self) -> None:
+        assert self._server is not None
+        for node in self.nodes.nodes.values():
+            session = self._session_of(node)
+            if session is not None and node.state is not NodeState.DOWN:
+                self._server.send(session, "beat", {"generation": node.generation_acked})
+
+    def _session_of(self, node: Node) -> Session | None:
+        assert self._server is not None
+        if node.peer is None:
+            return None
+        return self._server._sessions.get(node.peer)
+
+    # ----------------------------------------------------------------- agents
+
+    def on_agent(self, session: Session, message: Message) -> None:
+        kind, body = message.kind, message.body
+        if kind == "hello":
+            self._on_hello(session, body)
+            return
+        node = self.nodes.by_peer(session.peer)
+        if node is None or node.state is NodeState.DOWN or (
+            session.name is not None and node.name != session.name
+        ):
+            self._refuse(session, "hello_required", "say hello first: this controller does not know you")
+            return
+        now = self._now()
+        if kind == "heartbeat":
+            revived = node.state is not NodeState.UP
+            stale = self.nodes.heartbeat(node, body, now)
+            if revived:
+                self._set_node_state(node, NodeState.UP)
+            if stale:
+                self._server_send(session, "command", {"id": 0, "op": "report", "args": {}})
+        elif kind == "report":
+            node.last_heard = now
+            if body["full"]:
+                self.nodes.replace_instances(node, body["instances"])
+            else:
+                self.nodes.update_instances(node, body["instances"])
+        elif kind == "events":
+            node.last_heard = now
+            for event in body["events"]:
+                data = dict(event["data"])
+                data["node"] = node.name
+                self.hub.publish(event["topic"], data, event["ts"])
+        elif kind == "pong":
+            node.last_heard = now
+        elif kind in ("ack", "result"):
+            node.last_heard = now
+
+    def _on_hello(self, session: Session, body: dict[str, Any]) -> None:
+        if session.name is not None and body["node"] != session.name:
+            self._refuse(
+                session, "node_mismatch",
+                f"this key is bound to node {session.name!r}, not {body['node']!r}",
+            )
+            return
+        if body["protocol"] != protocol.PROTOCOL_VERSION:
+            self._refuse(
+                session, "unsupported_protocol",
+                f"protocol {body['protocol']} is not served here (this controller speaks "
+                f"{protocol.PROTOCOL_VERSION})",
+            )
+            return
+        outcome = self.nodes.hello(body, session.peer, session.address, self._now())
+        if not outcome.accepted:
+            log.warning("refused hello for node %s from %s: %s", body["node"], session.label, outcome.message)
+            self._refuse(session, outcome.code, outcome.message)
+            return
+        node = self.nodes.get(body["node"])
+        assert node is not None
+        session.name = node.name
+        log.info(
+            "node %s %s from %s (%d instances)", node.name,
+            "resynced" if outcome.resync else "registered", session.address, len(node.instances),
+        )
+        rules = self.settings.liveness
+        self._server_send(session, "welcome", {
+            "node": node.name, "controller": self.id,
+            "heartbeat": rules.interval, "timeout": rules.down_after,
+        })
+        self.hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
+
+    def _refuse(self, session: Session, code: str, message: str) -> None:
+        self._server_send(session, "refuse", {"code": code, "message": message})
+
+    def _server_send(self, session: Session, kind: str, body: dict[str, Any]) -> None:
+        assert self._server is not None
+        self._server.send(session, kind, body)
+
+    # ----------------------------------------------------------------- clients
+
+    def on_client(self, session: Session, message: Message) -> None:
+        body = message.body
+        handler = self._client_ops.get(body["op"])
+        if handler is None:
+            self._reply_error(session, body["id"], InvalidRequest(f"unknown operation {body['op']!r}"))
+            return
+        asyncio.get_running_loop().create_task(self._answer(session, body["id"], handler, body["args"]))
+
+    async def _answer(self, session: Session, request_id: int, handler: Any, args: dict) -> None:
+        try:
+            result = await handler(**args)
+        except GafferError as exc:
+            self._reply_error(session, request_id, exc)
+            return
+        except TypeError as exc:
+            self._reply_error(session, request_id, InvalidRequest(f"bad arguments: {exc}"))
+            return
+        except Exception as exc:
+            log.exception("request failed")
+            self._reply_error(session, request_id, GafferError(f"internal error: {exc}"))
+            return
+        self._server_send(session, "reply", {"id": request_id, "ok": True, "result": result, "error": None})
+
+    def _reply_error(self, session: Session, request_id: int, exc: GafferError) -> None:
+        self._server_send(session, "reply", {"id": request_id, "ok": False, "result": None, "error": exc.to_dict()})
+
+    async def _op_ping(self) -> dict[str, Any]:
+        return {"controller": self.id, "ts": time.time()}
+
+    async def _op_nodes(self) -> list[dict[str, Any]]:
+        now = self._now()
+        return [node.view(now) for node in sorted(self.nodes.nodes.values(), key=lambda n: n.name)]
+
+    async def _op_status(self) -> dict[str, Any]:
+        assert self._server is not None
+        return {
+            "controller": self.id,
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+            "endpoint": self.endpoint,
+            "events": self.pub_endpoint,
+            "secure": self.keys is not None,
+            "fingerprint": self.keys.fingerprint if self.keys else None,
+            "nodes": self.nodes.counts(),
+            "link": self._server.stats,
+            "auth": vars(self._zap.stats) if self._zap else None,
+            "events_published": self.hub.published,
+        }

@@ -1,0 +1,139 @@
+"""The controller's table of nodes: who they are, where they connect from, what they run.
+
+A node is created by its first ``hello`` and never forgotten by a disconnect: it goes suspect,
+then down, and a later ``hello`` resyncs it. One name is one agent: a ``hello`` claiming a name
+that another live agent holds (a different ``agent_id``) is refused; the same agent coming
+back (a reconnect, or a restart: same ``agent_id``) takes its place, whatever its socket.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gaffer.common.protocol import instances_digest
+from gaffer.controller.liveness import NodeState
+
+
+@dataclass
+class Node:
+    name: str
+    agent_id: str = ""
+    incarnation: str = ""
+    peer: bytes | None = None
+    address: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    cpus: int = 0
+    memory: int = 0
+    version: str = ""
+    state: NodeState = NodeState.DOWN
+    last_heard: float = 0.0
+    connected_at: float | None = None
+    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    digest: str = ""
+    load: tuple[float, ...] = (0.0, 0.0, 0.0)
+    generation_acked: int = 0
+    cordoned: bool = False
+    heartbeats: int = 0
+
+    def view(self, now: float) -> dict[str, Any]:
+        running = sum(1 for i in self.instances.values() if i.get("pid"))
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "address": self.address,
+            "labels": dict(self.labels),
+            "cordoned": self.cordoned,
+            "instances": running,
+            "cpus": self.cpus,
+            "memory": self.memory,
+            "load": list(self.load),
+            "version": self.version,
+            "last_heartbeat": round(now - self.last_heard, 3) if self.last_heard else None,
+            "connected_at": self.connected_at,
+            "generation": self.generation_acked,
+        }
+
+
+@dataclass(frozen=True)
+class HelloOutcome:
+    accepted: bool
+    code: str = ""
+    message: str = ""
+    resync: bool = False
+
+
+class NodeTable:
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self._by_peer: dict[bytes, str] = {}
+
+    def get(self, name: str) -> Node | None:
+        return self.nodes.get(name)
+
+    def by_peer(self, peer: bytes) -> Node | None:
+        name = self._by_peer.get(peer)
+        return self.nodes.get(name) if name is not None else None
+
+    def hello(self, body: dict[str, Any], peer: bytes, address: str | None, now: float) -> HelloOutcome:
+        """Open or resync the session of ``body["node"]`` on ``peer``, or refuse it."""
+        name = body["node"]
+        node = self.nodes.get(name)
+        resync = node is not None
+        if node is not None and node.peer not in (None, peer):
+            same_agent = node.agent_id == body["agent_id"]
+            if not same_agent and node.state is not NodeState.DOWN:
+                return HelloOutcome(
+                    False,
+                    "name_taken",
+                    f"node name {name!r} is held by another live agent (from {node.address or '?'}); "
+                    "stop that agent or give this one another --name",
+                )
+        if node is None:
+            node = self.nodes[name] = Node(name=name)
+        if node.peer is not None and node.peer != peer:
+            self._by_peer.pop(node.peer, None)
+        node.peer = peer
+        self._by_peer[peer] = name
+        node.agent_id = body["agent_id"]
+        node.incarnation = body["incarnation"]
+        node.address = address
+        node.labels = dict(body["labels"])
+        node.cpus = body["cpus"]
+        node.memory = body["memory"]
+        node.version = body["version"]
+        node.state = NodeState.UP
+        node.last_heard = now
+        node.connected_at = time.time()
+        node.generation_acked = body["generation"]
+        self.replace_instances(node, body["instances"])
+        return HelloOutcome(True, resync=resync)
+
+    def heartbeat(self, node: Node, body: dict[str, Any], now: float) -> bool:
+        """Record a heartbeat; True when the node's digest disagrees with our view of it."""
+        node.last_heard = now
+        node.heartbeats += 1
+        node.load = tuple(body["load"])
+        return body["digest"] != node.digest
+
+    def replace_instances(self, node: Node, instances: list[dict[str, Any]]) -> None:
+        node.instances = {i["id"]: i for i in instances}
+        node.digest = instances_digest(node.instances.values())
+
+    def update_instances(self, node: Node, instances: list[dict[str, Any]]) -> None:
+        for item in instances:
+            node.instances[item["id"]] = item
+        node.digest = instances_digest(node.instances.values())
+
+    def disconnect(self, node: Node) -> None:
+        """Forget the node's socket (it must say hello again); keep what we know of it."""
+        if node.peer is not None:
+            self._by_peer.pop(node.peer, None)
+        node.peer = None
+
+    def counts(self) -> dict[str, int]:
+        out = {state.value: 0 for state in NodeState}
+        for node in self.nodes.values():
+            out[node.state.value] += 1
+        return out

@@ -1,0 +1,164 @@
+"""The controller's ROUTER endpoint: sessions, identities, sequence numbers, bad messages.
+
+Agents and clients connect DEALER sockets to one ROUTER. Each peer (routing id) gets a
+``Session`` whose role and name come from the authenticated key (ZAP ``User-Id``) when CURVE is
+on; without keys (``--insecure``), from what the peer first sends. Every message is decoded
+strictly for its role; anything malformed, unauthenticated, out of role, or a replay is dropped
+and counted, never acted on, and never raises out of the receive loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import zmq
+
+from gaffer.common import protocol
+from gaffer.common.badmsg import BadMessages
+from gaffer.common.errors import ProtocolError
+from gaffer.common.protocol import Message
+from gaffer.common.transport import Channel, peer_address, user_id
+from gaffer.controller.auth import AGENT, CLIENT, role_of
+
+log = logging.getLogger("gaffer.controller.server")
+
+MAX_SESSIONS = 20_000
+FROM_ANYONE = protocol.AGENT_TO_CONTROLLER | protocol.CLIENT_TO_CONTROLLER
+
+
+@dataclass
+class Session:
+    peer: bytes
+    role: str | None
+    name: str | None
+    address: str | None
+    last_seq: int = 0
+    out_seq: int = 0
+    gaps: int = 0
+
+    @property
+    def label(self) -> str:
+        who = f"{self.role}:{self.name}" if self.role and self.name else self.peer.hex()
+        return f"{who}@{self.address or '?'}"
+
+
+class Handler(Protocol):
+    def on_agent(self, session: Session, message: Message) -> None: ...
+
+    def on_client(self, session: Session, message: Message) -> None: ...
+
+
+class PeerServer:
+    def __init__(self, sock: zmq.asyncio.Socket, handler: Handler, secure: bool) -> None:
+        self._channel = Channel(sock)
+        self._handler = handler
+        self._secure = secure
+        self._sessions: collections.OrderedDict[bytes, Session] = collections.OrderedDict()
+        self._task: asyncio.Task | None = None
+        self.bad = BadMessages()
+        self.replays = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def send(self, session: Session, kind: str, body: dict) -> bool:
+        session.out_seq += 1
+        frame = protocol.encode(kind, session.out_seq, body)
+        return self._channel.send([session.peer, frame])
+
+    def forget(self, peer: bytes) -> None:
+        self._sessions.pop(peer, None)
+
+    @property
+    def stats(self) -> dict:
+        return {
+            "received": self._channel.received,
+            "sent": self._channel.sent,
+            "send_dropped": self._channel.send_dropped,
+            "replays": self.replays,
+            "sessions": len(self._sessions),
+            "bad_messages": self.bad.snapshot(),
+        }
+
+    async def _serve(self) -> None:
+        while True:
+            batch = await self._channel.recv_batch()
+            for frames in batch:
+                try:
+                    self._receive(frames)
+                except Exception:
+                    log.exception("message handling failed; message dropped")
+                    self.bad.record("?", "handler_error", "see the traceback above")
+            if len(batch) >= 1000:
+                await asyncio.sleep(0)
+
+    def _receive(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) != 2:
+            peer = frames[0].bytes.hex() if frames else "?"
+            self.bad.record(peer, protocol.BAD_ENVELOPE, f"expected 2 frames, got {len(frames)}")
+            return
+        peer, payload = frames[0].bytes, frames[1]
+        session = self._session(peer, payload)
+        if session is None:
+            return
+        allowed = self._allowed(session)
+        try:
+            message = protocol.decode(payload.buffer, allowed)
+        except ProtocolError as exc:
+            self.bad.record(session.label, exc.reason, exc.message)
+            return
+        role = session.role or (CLIENT if message.kind == "request" else AGENT)
+        if message.kind != "hello" and message.seq <= session.last_seq:
+            self.replays += 1
+            self.bad.record(session.label, "replay", f"seq {message.seq} after {session.last_seq}")
+            return
+        if message.seq > session.last_seq + 1 and session.last_seq and message.kind != "hello":
+            session.gaps += 1
+        session.last_seq = message.seq
+        if session.role is None:
+            session.role = role
+        if role == AGENT:
+            self._handler.on_agent(session, message)
+        else:
+            self._handler.on_client(session, message)
+
+    def _session(self, peer: bytes, payload: zmq.Frame) -> Session | None:
+        session = self._sessions.get(peer)
+        identity = user_id(payload)
+        if session is not None:
+            if self._secure and identity != f"{session.role}:{session.name}":
+                self.bad.record(session.label, "identity_mismatch", f"User-Id {identity!r}")
+                return None
+            self._sessions.move_to_end(peer)
+            return session
+        role = name = None
+        if self._secure:
+            parsed = role_of(identity)
+            if parsed is None:
+                self.bad.record(peer.hex(), "unauthenticated", f"User-Id {identity!r}")
+                return None
+            role, name = parsed
+        session = Session(peer=peer, role=role, name=name, address=peer_address(payload))
+        self._sessions[peer] = session
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session
+
+    def _allowed(self, session: Session) -> frozenset[str]:
+        if session.role == AGENT:
+            return protocol.AGENT_TO_CONTROLLER
+        if session.role == CLIENT:
+            return protocol.CLIENT_TO_CONTROLLER
+        return FROM_ANYONE
