@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import uvloop
 import zmq
@@ -29,6 +29,7 @@ from gaffer.common.keys import KeyPair
 from gaffer.common.transport import Channel, make_curve_client, new_socket
 
 DEFAULT_TIMEOUT = 5.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class Client:
 
     def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
         return self._loop.run_until_complete(self._client.call(op, timeout=timeout, **args))
+
+    def run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """Run ``work(async_client)`` to completion on this client's loop."""
+        return self._loop.run_until_complete(work(self._client))
 
     def events(self, prefixes: Iterable[str] = ("",)) -> Iterable[ReceivedEvent]:
         """Blocking iterator over events (Ctrl-C to stop)."""

@@ -18,8 +18,8 @@ import click
 import uvloop
 
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
-from gaffer.agent.link import ControllerLink, LinkSettings
-from gaffer.agent.manager import Manager
+from gaffer.agent.agent import Agent
+from gaffer.agent.link import LinkSettings
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.keys import load_keypair, load_public
@@ -107,15 +107,14 @@ def main(config: str | None, log_level: str, **options: Any) -> None:
 
 async def _serve(settings: LinkSettings, apps: list[AppSpec], stop_processes: bool) -> None:
     loop = asyncio.get_running_loop()
-    manager = Manager(node=settings.node)
-    link = ControllerLink(manager, settings)
-    runner = AppRunner(loop, manager)
+    agent = Agent(settings)
+    runner = AppRunner(loop, agent.manager)
     await runner.start(apps)
-    link.start()
+    await agent.start()
     fingerprint = settings.keys.fingerprint if settings.keys else "none (insecure)"
     log.info(
         "gaffer-agent node %s (agent %s) -> controller %s, key %s, labels %s, state in %s",
-        settings.node, link.agent_id, settings.controller, fingerprint,
+        settings.node, agent.agent_id, settings.controller, fingerprint,
         settings.labels or "{}", settings.state_dir,
     )
     stop = asyncio.Event()
@@ -130,10 +129,9 @@ async def _serve(settings: LinkSettings, apps: list[AppSpec], stop_processes: bo
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGQUIT, on_quit)
     await stop.wait()
-    await link.stop()
     await runner.stop()
     if stop_all:
         log.info("stopping every managed process")
-        await manager.shutdown()
     else:
         log.info("agent stopping; managed processes keep running")
+    await agent.stop(stop_processes=stop_all)

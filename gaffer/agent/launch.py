@@ -46,9 +46,15 @@ def build_launch(
     ordinal: int | str,
     node: str,
     os_environ: Mapping[str, str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
-    """Everything ``Process.spawn`` needs; SpawnError if the user or group is unknown here."""
+    """Everything ``Process.spawn`` needs; SpawnError if the user or group is unknown here.
+
+    ``extra_env`` (the agent's bookkeeping variables) goes in last and wins.
+    """
     env = build_env(template, ordinal, node, os.environ if os_environ is None else os_environ)
+    if extra_env:
+        env.update(extra_env)
     uid = gid = None
     groups = None
     try:

@@ -26,8 +26,8 @@ from gaffer import __version__
 from gaffer.agent.manager import Manager
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
-from gaffer.common.bus import Event
-from gaffer.common.errors import GafferError, ProtocolError, SubscriberTooSlow
+from gaffer.common.bus import Event, Subscription
+from gaffer.common.errors import GafferError, ProtocolError, SubscriberTooSlow, SubscriptionClosed
 from gaffer.common.keys import KeyPair
 from gaffer.common.transport import Channel, make_curve_client, new_socket
 
@@ -55,7 +55,7 @@ def wire_instance(info: dict[str, Any]) -> dict[str, Any]:
     return {key: info[key] for key in WIRE_FIELDS}
 
 
-def agent_id(state_dir: Path) -> str:
+def read_agent_id(state_dir: Path) -> str:
     """This agent's lasting identity: random once, then read from the state dir."""
     path = state_dir / "agent_id"
     try:
@@ -78,10 +78,10 @@ CommandHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 class ControllerLink:
     """Keeps one session with the controller open for as long as the agent runs."""
 
-    def __init__(self, manager: Manager, settings: LinkSettings) -> None:
+    def __init__(self, manager: Manager, settings: LinkSettings, agent_id: str) -> None:
         self.manager = manager
         self.settings = settings
-        self.agent_id = agent_id(settings.state_dir)
+        self.agent_id = agent_id
         self.incarnation = secrets.token_hex(6)
         self.generation = 0
         self.connected = asyncio.Event()
@@ -101,6 +101,8 @@ class ControllerLink:
         self._dirty: set[str] = set()
         self._task: asyncio.Task | None = None
         self._pump: asyncio.Task | None = None
+        self._watch: tuple[str, ...] = ()
+        self._sub: Subscription | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -134,6 +136,7 @@ class ControllerLink:
                 if self._channel is not None:
                     self._channel.close()
                     self._channel = None
+            self.manager.hold()
             failures = 0 if welcomed else failures + 1
             self.reconnects += 1
             delay = min(MAX_BACKOFF, 0.2 * 2 ** min(failures, 8)) if failures else 0.0
@@ -238,6 +241,8 @@ class ControllerLink:
             if op == "report":
                 self._send_report(full=True)
                 result: Any = None
+            elif op == "watch":
+                result = self._set_watch(args)
             else:
                 handler = self.commands.get(op)
                 if handler is None:
@@ -310,11 +315,27 @@ class ControllerLink:
 
     # ----------------------------------------------------------------- events
 
+    def _set_watch(self, args: dict[str, Any]) -> list[str]:
+        """Output topics someone subscribes to at the controller: forward only those."""
+        prefixes = args.get("prefixes")
+        if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+            raise GafferError("watch needs a list of prefixes")
+        wanted = tuple(sorted(p for p in prefixes if p.startswith("output.")))
+        if wanted != self._watch:
+            self._watch = wanted
+            if self._sub is not None:
+                self._sub.close()
+        return list(wanted)
+
     async def _pump_events(self) -> None:
-        """Forward the Manager's events and instance changes in batches."""
+        """Forward the Manager's events and instance changes in batches.
+
+        A change of the watched output prefixes closes the subscription; the loop then
+        subscribes again with the new prefixes.
+        """
         bus = self.manager.bus
         while True:
-            sub = bus.subscribe(("proc.", "template."))
+            sub = self._sub = bus.subscribe(("proc.", *self._watch))
             try:
                 while True:
                     event = await sub.get()
@@ -324,6 +345,8 @@ class ControllerLink:
                     if self.connected.is_set():
                         self._flush()
                     await asyncio.sleep(FLUSH_EVERY)
+            except SubscriptionClosed:
+                continue
             except SubscriberTooSlow:
                 log.warning("event forwarding fell behind; sending a full report")
                 self._send_report(full=True)

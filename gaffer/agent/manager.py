@@ -48,6 +48,7 @@ from gaffer.common.template import Template
 log = logging.getLogger("gaffer.manager")
 
 SPAWN_BATCH = 64
+KEEP_ONEOFFS = 10
 
 
 @dataclass(eq=False)
@@ -96,8 +97,15 @@ class Manager:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         environ: dict[str, str] | None = None,
+        agent_env: dict[str, str] | None = None,
+        held: bool = False,
     ) -> None:
+        """``agent_env`` (agent mode) is added to every process's environment, with
+        GAFFER_SPEC, so a restarted agent can recognise the processes it ran; ``held``
+        starts the Manager holding (see ``hold``)."""
         self.node = node or socket.gethostname()
+        self._agent_env = agent_env
+        self.held = held
         self.bus = bus if bus is not None else EventBus()
         self._loop = loop or asyncio.get_running_loop()
         self._environ = dict(os.environ) if environ is None else environ
@@ -330,6 +338,20 @@ class Manager:
             raise
         return inst
 
+    def hold(self) -> None:
+        """Spawn nothing new until ``release``; running processes are left alone.
+
+        An agent holds while its lease with the controller has expired: the controller may
+        have moved its instances elsewhere, so a crashed one must not come back here before
+        the controller has said what this node should run.
+        """
+        self.held = True
+
+    def release(self) -> None:
+        self.held = False
+        for entry in self._entries.values():
+            self._schedule_converge(entry)
+
     # ----------------------------------------------------------------- waiting
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
@@ -397,7 +419,7 @@ class Manager:
                     break
                 budget -= 1
                 self._begin(entry, inst)
-        if entry.rolling:
+        if entry.rolling and not self.held:
             self._roll(entry, wanted)
 
     def _stop_unwanted(self, entry: _Entry, wanted: set[int | str]) -> None:
@@ -451,10 +473,11 @@ class Manager:
     # ----------------------------------------------------------------- one instance
 
     def _begin(self, entry: _Entry, inst: Instance) -> None:
-        """Start a wanted instance unless its template is failed or suspended for flapping."""
+        """Start a wanted instance unless its template is failed or suspended for flapping,
+        or the Manager is held (it then waits in backoff without a timer)."""
         if entry.flap.failed:
             self._fail(entry, inst, "template gave up after flapping")
-        elif entry.flap.suspended(self._loop.time()):
+        elif entry.flap.suspended(self._loop.time()) or self.held:
             inst.move(State.BACKOFF)
         else:
             self._spawn(entry, inst, entry.template)
@@ -462,7 +485,11 @@ class Manager:
     def _spawn(self, entry: _Entry, inst: Instance, template: Template) -> None:
         inst.cancel_timers()
         try:
-            spec = build_launch(template, inst.ordinal, self.node, self._environ)
+            extra = None
+            if self._agent_env is not None:
+                digest = entry.spec_hash if template is entry.template else template.spec_hash()
+                extra = {**self._agent_env, "GAFFER_SPEC": digest}
+            spec = build_launch(template, inst.ordinal, self.node, self._environ, extra)
             process = Process(spec, on_exit=lambda status: None, loop=self._loop)
             process._on_exit = functools.partial(self._on_exit, entry, inst, process)
             if spec.stdout or spec.stderr:
@@ -544,8 +571,8 @@ class Manager:
         payload = self._proc_payload(inst, pid=process.pid, **status.to_dict())
         if inst.oneoff:
             inst.move(State.EXITED if kind is not ExitKind.REQUESTED else State.STOPPED)
-            self._publish(topics.proc(inst.template, "exit"), payload)
-            entry.oneoffs.pop(str(inst.ordinal), None)
+            self._publish(topics.proc(inst.template, "exit"), {**payload, "oneoff": True})
+            _forget_old_oneoffs(entry)
             if inst.done is not None and not inst.done.done():
                 inst.done.set_result(status)
             self._changed()
@@ -590,7 +617,7 @@ class Manager:
             inst.restarts += 1
             delay = backoff_delay(inst.failures)
             if delay <= 0:
-                self._spawn(entry, inst, entry.template)
+                self._begin(entry, inst)
             else:
                 inst.move(State.BACKOFF)
                 inst.timer = self._loop.call_later(delay, self._respawn, entry, inst)
@@ -690,6 +717,13 @@ class Manager:
             "numprocesses": entry.template.numprocesses,
             "spec": entry.spec_hash,
         }
+
+
+def _forget_old_oneoffs(entry: _Entry) -> None:
+    """Finished one-off runs stay listed (with their output) until KEEP_ONEOFFS newer ones end."""
+    finished = [key for key, inst in entry.oneoffs.items() if inst.process is None]
+    for key in finished[: max(0, len(finished) - KEEP_ONEOFFS)]:
+        del entry.oneoffs[key]
 
 
 def _open_log(template: Template, inst: Instance) -> RotatingLog | None:

@@ -7,6 +7,13 @@ at once, without a thread per child and without polling.
 
 When the leader exits, whatever is left of its process group is killed before the leader is
 reaped (while the zombie still pins the group id), so no grandchild outlives its instance.
+
+``Process.adopt`` watches a process an earlier run of the agent spawned (found by
+``gaffer.agent.adoption``): it is no longer our child, so its exit status cannot be waited for.
+The pidfd still reports the exit at once; the status is read from ``/proc/<pid>/stat`` of the
+zombie through a directory descriptor opened at adoption, which is reliable when it answers
+but loses the race if the new parent (init or a subreaper) reaps first: then the status is
+unknown (code and signal None).
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gaffer.common.errors import SpawnError, StdinClosed, StdinFull
+from gaffer.agent.adoption import create_time, read_stat
+from gaffer.common.errors import ProcessError, SpawnError, StdinClosed, StdinFull
 from gaffer.common.signals import signal_name
 
 READ_CHUNK = 65536
 STDIN_LIMIT = 1024 * 1024
+START_TOLERANCE = 0.05
+"""Seconds an adopted pid's start time may differ from the recorded one (clock-tick rounding)."""
 _devnull: int | None = None
 
 
@@ -77,6 +87,12 @@ class ExitStatus:
         return {"status": self.code, "signal": signal_name(self.signal)}
 
 
+class AdoptError(ProcessError):
+    """The pid to adopt is gone or now belongs to another process."""
+
+    code = "adopt_failed"
+
+
 OutputCallback = Callable[[str, bytes], None]
 ExitCallback = Callable[[ExitStatus], None]
 
@@ -105,6 +121,7 @@ class Process:
         self._stdin_buffer = bytearray()
         self._stdin_writer = False
         self._stdin_closing = False
+        self._procdir: int | None = None
 
     @property
     def alive(self) -> bool:
@@ -166,6 +183,52 @@ class Process:
             os.set_blocking(self._stdin, False)
         return self.pid
 
+    @classmethod
+    def adopt(
+        cls,
+        spec: LaunchSpec,
+        pid: int,
+        started_at: float,
+        fds: dict[str, int],
+        on_exit: ExitCallback,
+        on_output: OutputCallback | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> "Process":
+        """Watch ``pid``, an instance an earlier agent spawned, as if this agent had spawned it.
+
+        ``started_at`` is its recorded start time (``adoption.Found.started_at``): a pid whose
+        process started at another time was reused, and AdoptError says so. ``fds`` are the
+        pipe ends handed back by the keeper (``out``/``err`` read ends, ``in`` write end); the
+        Process owns them once this returns, the caller keeps them if it raises.
+        """
+        for name in fds:
+            if name not in ("out", "err", "in"):
+                raise ValueError(f"fds: {name!r} is not one of out, err, in")
+        proc = cls(spec, on_exit, on_output, loop)
+        pidfd, procdir = _open_pid(pid, started_at)
+        proc.pid = pid
+        proc.started_at = started_at
+        proc._pidfd = pidfd
+        proc._procdir = procdir
+        proc._loop.add_reader(pidfd, proc._on_pidfd)
+        for name in ("out", "err"):
+            if name in fds:
+                fd = fds[name]
+                proc._readers[fd] = name
+                os.set_blocking(fd, False)
+                proc._loop.add_reader(fd, proc._on_readable, fd)
+        if "in" in fds:
+            proc._stdin = fds["in"]
+            os.set_blocking(proc._stdin, False)
+        return proc
+
+    def stream_fds(self) -> dict[str, int]:
+        """The agent's ends of this process's pipes by stream name (what the keeper holds)."""
+        fds = {stream: fd for fd, stream in self._readers.items()}
+        if self._stdin is not None:
+            fds["in"] = self._stdin
+        return fds
+
     def signal(self, sig: int, group: bool = True) -> None:
         """Send ``sig`` to the whole process group (or only the leader); no-op once reaped."""
         if not self.alive or self.pid is None:
@@ -185,15 +248,19 @@ class Process:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
+        adopted = self._adopted_status()
         try:
             os.killpg(self.pid, _signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        try:
-            _, wait_status = os.waitpid(self.pid, 0)
-            status = ExitStatus.from_wait_status(wait_status)
-        except ChildProcessError:
-            status = ExitStatus(None, None)
+        if adopted is not None:
+            status = adopted
+        else:
+            try:
+                _, wait_status = os.waitpid(self.pid, 0)
+                status = ExitStatus.from_wait_status(wait_status)
+            except ChildProcessError:
+                status = ExitStatus(None, None)
         if self._popen is not None:
             self._popen.returncode = status.code if status.signal is None else -status.signal
         self.status = status
@@ -201,6 +268,21 @@ class Process:
             self._drain(fd)
         self._close_stdin()
         self._on_exit(status)
+
+    def _adopted_status(self) -> ExitStatus | None:
+        """An adopted leader's status from its zombie's stat; None for a process we spawned."""
+        procdir, self._procdir = self._procdir, None
+        if procdir is None:
+            return None
+        try:
+            stat = read_stat(self.pid or 0, dir_fd=procdir)
+        except (OSError, ValueError, IndexError):
+            return ExitStatus(None, None)
+        finally:
+            os.close(procdir)
+        if stat.state != "Z" or stat.exit_status is None:
+            return ExitStatus(None, None)
+        return ExitStatus.from_wait_status(stat.exit_status)
 
     def _on_readable(self, fd: int) -> None:
         try:
@@ -288,6 +370,34 @@ class Process:
         self._stdin = None
         self._stdin_buffer.clear()
         os.close(fd)
+
+
+def _open_pid(pid: int, started_at: float) -> tuple[int, int]:
+    """A pidfd and a /proc directory descriptor for ``pid``, once it is sure to be the process
+    that started at ``started_at`` (both are opened before the check, so both are that one)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise AdoptError(f"cannot adopt pid {pid}: no such process") from None
+    try:
+        procdir = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        os.close(pidfd)
+        raise AdoptError(f"cannot adopt pid {pid}: no such process") from None
+    try:
+        started = create_time(read_stat(pid, dir_fd=procdir).start_ticks)
+    except (OSError, ValueError, IndexError):
+        started = None
+    if started is None or abs(started - started_at) > START_TOLERANCE:
+        os.close(pidfd)
+        os.close(procdir)
+        if started is None:
+            raise AdoptError(f"cannot adopt pid {pid}: it exited and was reaped")
+        raise AdoptError(
+            f"cannot adopt pid {pid}: it started at {started:.2f}, not at {started_at:.2f} "
+            "(the pid now belongs to another process)"
+        )
+    return pidfd, procdir
 
 
 def _spawn_reason(spec: LaunchSpec, exc: BaseException) -> str:

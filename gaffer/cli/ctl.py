@@ -18,8 +18,11 @@ from gaffer.client import Client, Credentials
 from gaffer.cli import tables
 from gaffer.common import keys as keyfiles
 from gaffer.common.errors import GafferError
+from gaffer.common.loaders import load_templates
+from gaffer.common.signals import parse_signal
 
 DEFAULT_CONTROLLER = "tcp://127.0.0.1:6001"
+WAIT_CHUNK = 30.0
 
 
 class Context:
@@ -114,6 +117,228 @@ def nodes(obj: Context) -> None:
 def status(obj: Context) -> None:
     """The controller: version, endpoints, security, node counts, message counters."""
     obj.show(obj.call("status"), tables.status_text)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@json_option
+@click.pass_obj
+def apply(obj: Context, files: tuple[str, ...]) -> None:
+    """Create or update the templates of FILES (TOML, JSON or Procfile)."""
+    templates = []
+    for path in files:
+        templates.extend(load_templates(path))
+    names = [t.name for t in templates]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        fail(f"defined in more than one file: {', '.join(duplicates)}")
+    result = obj.call("apply", templates=[t.to_dict() for t in templates], source=", ".join(files))
+    obj.show(result, tables.apply_text)
+
+
+@main.command()
+@json_option
+@click.pass_obj
+def templates(obj: Context) -> None:
+    """Templates with their wanted, running and pending counts."""
+    obj.show(obj.call("templates"), tables.templates_table)
+
+
+@main.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def get(obj: Context, name: str) -> None:
+    """One template: its spec and where it stands."""
+    obj.show(obj.call("get", name=name), tables.template_text)
+
+
+@main.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def delete(obj: Context, name: str) -> None:
+    """Delete template NAME (its instances are stopped)."""
+    obj.show(obj.call("delete", name=name), lambda r: f"deleted {r['name']}")
+
+
+@main.command()
+@click.argument("counts", nargs=-1, required=True, metavar="NAME=N|NAME=+N|NAME=-N...")
+@json_option
+@click.pass_obj
+def scale(obj: Context, counts: tuple[str, ...]) -> None:
+    """Set how many instances of each NAME run (absolute, or relative with + and -)."""
+    results = []
+    for item in counts:
+        name, sep, count = item.partition("=")
+        if not sep or not name or not count:
+            fail(f"expected NAME=N, NAME=+N or NAME=-N, got {item!r}")
+        results.append(obj.call("scale", name=name, count=count))
+    obj.show(results, lambda rs: "\n".join(f"{r['name']}: {r['previous']} -> {r['numprocesses']}" for r in rs))
+
+
+def _template_op(op: str, verb: str, doc: str) -> None:
+    @main.command(name=op, help=doc)
+    @click.argument("name")
+    @json_option
+    @click.pass_obj
+    def command(obj: Context, name: str) -> None:
+        obj.show(obj.call(op, name=name), lambda r: f"{verb} {r['name']}")
+
+
+_template_op("start", "started", "Run template NAME again (after stop, or when failed).")
+_template_op("stop", "stopped", "Pause template NAME: stop its instances, keep the template.")
+_template_op("restart", "restarting", "Rolling restart of NAME, update.max_unavailable at a time.")
+
+
+@main.command()
+@click.argument("name", required=False)
+@json_option
+@click.pass_obj
+def ps(obj: Context, name: str | None) -> None:
+    """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime."""
+    obj.show(obj.call("ps", **({"name": name} if name else {})), tables.ps_table)
+
+
+@main.command()
+@click.argument("name", required=False)
+@json_option
+@click.pass_obj
+def stats(obj: Context, name: str | None) -> None:
+    """CPU and memory per instance (children included) and per template."""
+    obj.show(obj.call("stats", **({"name": name} if name else {})), tables.stats_table)
+
+
+@main.command()
+@click.argument("target")
+@click.argument("signal", default="TERM")
+@click.option("--group", is_flag=True, help="Signal the whole process group, not only the leader.")
+@json_option
+@click.pass_obj
+def kill(obj: Context, target: str, signal: str, group: bool) -> None:
+    """Send SIGNAL (default TERM) to instance TARGET (web.2) or every instance of a template."""
+    result = obj.call("kill", target=target, signal=signal, group=group)
+    obj.show(result, lambda r: "\n".join(f"{node}: {', '.join(map(str, pids)) or '-'}" for node, pids in r["pids"].items()) or "nothing running")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+@click.pass_obj
+def run(obj: Context, name: str, args: tuple[str, ...]) -> None:
+    """Run template NAME once on some node, print its output and exit with its status.
+
+    ARGS, when given, replace the template's args.
+    """
+    started = obj.call("run", name=name, args=list(args) if args else None)
+    while True:
+        ended = obj.client().call(
+            "wait", timeout=WAIT_CHUNK + obj.timeout, id=started["id"], node=started["node"], seconds=WAIT_CHUNK
+        )
+        if ended["done"]:
+            break
+    lines = obj.call("logs", target=started["id"], node=started["node"], lines=10_000)
+    result = {**started, "exit": ended["exit"], "output": lines}
+    if obj.as_json:
+        obj.show(result, str)
+    else:
+        for line in lines:
+            click.echo(line["line"], err=line["stream"] == "err")
+    status = ended["exit"]
+    if status["signal"]:
+        sys.exit(128 + int(parse_signal(status["signal"])))
+    sys.exit(status["status"] if status["status"] is not None else 1)
+
+
+@main.command()
+@click.argument("node")
+@json_option
+@click.pass_obj
+def cordon(obj: Context, node: str) -> None:
+    """Place nothing new on NODE (what it runs stays)."""
+    obj.show(obj.call("cordon", node=node), lambda r: f"cordoned {r['node']}")
+
+
+@main.command()
+@click.argument("node")
+@json_option
+@click.pass_obj
+def uncordon(obj: Context, node: str) -> None:
+    """Allow placements on NODE again (also ends a drain)."""
+    obj.show(obj.call("uncordon", node=node), lambda r: f"uncordoned {r['node']}")
+
+
+@main.command()
+@click.argument("node")
+@click.option("--wait", "wait", type=float, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
+@json_option
+@click.pass_obj
+def drain(obj: Context, node: str, wait: float) -> None:
+    """Cordon NODE and move its instances elsewhere; wait until it runs nothing."""
+    result = obj.client().call("drain", timeout=wait + obj.timeout, node=node, wait=wait)
+    obj.show(result, lambda r: f"drained {r['node']}" if r["done"] else f"{r['node']}: {r['remaining']} instances still there after {wait:g}s")
+    if not result["done"]:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("target")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("-n", "--lines", type=int, default=100, show_default=True, help="How many recent lines.")
+@json_option
+@click.pass_obj
+def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
+    """Recent output of instance TARGET (web.2) or of every instance of a template."""
+    prefix = "" if "." in target else "  "
+    for line in obj.call("logs", target=target, lines=lines):
+        _print_line(obj, line, prefix)
+    if not follow:
+        return
+    topic = f"output.{target}." if "." in target else f"output.{target}."
+    try:
+        for event in obj.client().events([topic]):
+            line = {"id": event.data.get("id"), "stream": event.data.get("stream"), "line": event.data.get("line"), "ts": event.ts}
+            _print_line(obj, line, prefix)
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_line(obj: Context, line: dict[str, Any], prefix: str) -> None:
+    if obj.as_json:
+        click.echo(json.dumps(line, sort_keys=True))
+    elif prefix:
+        click.echo(f"{line['id']} | {line['line']}")
+    else:
+        click.echo(line["line"], err=line.get("stream") == "err")
+
+
+@main.command()
+@click.argument("target")
+@click.argument("data")
+@json_option
+@click.pass_obj
+def write(obj: Context, target: str, data: str) -> None:
+    """Write DATA to the stdin of instance TARGET (``-`` reads DATA from stdin)."""
+    payload = sys.stdin.read() if data == "-" else data
+    obj.show(obj.call("write", id=target, data=payload), lambda r: f"wrote {r['bytes']} bytes to {r['id']} on {r['node']}")
+
+
+@main.command()
+@click.argument("prefixes", nargs=-1)
+@click.pass_obj
+def events(obj: Context, prefixes: tuple[str, ...]) -> None:
+    """Print events whose topic starts with one of PREFIXES (all when none), until Ctrl-C."""
+    try:
+        for event in obj.client().events(list(prefixes) or [""]):
+            if event.missed:
+                click.echo(f"# {event.missed} events skipped (filtered out or dropped)", err=True)
+            if obj.as_json:
+                click.echo(json.dumps({"seq": event.seq, "topic": event.topic, "ts": event.ts, "data": event.data}, sort_keys=True, default=str))
+            else:
+                click.echo(f"{event.seq} {event.topic} {json.dumps(event.data, sort_keys=True, default=str)}")
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()

@@ -90,3 +90,76 @@ def status_text(status: dict[str, Any]) -> str:
         if key in status:
             lines.append(f"{key:<12}{cell(status[key])}")
     return "\n".join(lines)
+
+
+def templates_table(rows: Sequence[dict[str, Any]]) -> str:
+    def state(row: dict[str, Any]) -> str:
+        if row["paused"]:
+            return "stopped"
+        if row.get("rolling"):
+            return "rolling"
+        return "active"
+
+    return table(rows, [
+        ("name", lambda r: r["name"]),
+        ("state", state),
+        ("version", lambda r: r["version"]),
+        ("wanted", lambda r: r["numprocesses"]),
+        ("running", lambda r: r["running"]),
+        ("pending", lambda r: (f"{r['pending']['count']} ({r['pending']['reason']})" if r.get("pending") else 0)),
+    ], empty="no templates")
+
+
+def template_text(row: dict[str, Any]) -> str:
+    spec = row["spec"]
+    lines = [
+        f"name        {row['name']} (version {row['version']}{', stopped' if row['paused'] else ''})",
+        f"command     {spec['cmd']} {' '.join(spec['args'])}".rstrip(),
+        f"instances   {row['running']} running of {row['numprocesses']} wanted, {row['placed']} placed",
+    ]
+    if row.get("pending"):
+        lines.append(f"pending     {row['pending']['count']}: {row['pending']['reason']}")
+    if row.get("rolling"):
+        lines.append("update      rolling")
+    placement = spec.get("placement") or {}
+    if any(placement.get(k) for k in ("max_per_node", "nodes", "labels")):
+        lines.append(f"placement   {cell({k: v for k, v in placement.items() if v})}")
+    return "\n".join(lines)
+
+
+def ps_table(rows: Sequence[dict[str, Any]]) -> str:
+    return table(rows, [
+        ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
+        ("node", lambda r: r["node"]),
+        ("state", lambda r: r["state"]),
+        ("pid", lambda r: r["pid"]),
+        ("restarts", lambda r: r["restarts"]),
+        ("cpu", lambda r: f"{r['cpu']:.1f}%" if r.get("cpu") is not None else None),
+        ("mem", lambda r: size(r.get("mem")) if r.get("mem") is not None else None),
+        ("uptime", lambda r: age(r.get("uptime")) if r.get("uptime") is not None else None),
+    ], empty="no instances")
+
+
+def stats_table(stats: dict[str, Any]) -> str:
+    rows = []
+    for name in sorted(stats):
+        summary = stats[name]
+        rows.append({"id": name, "cpu": summary["cpu"], "mem": summary["mem"], "children": None, "pid": None})
+        for item in sorted(summary["instances"], key=lambda i: i["id"]):
+            rows.append({
+                "id": "  " + item["id"], "pid": item["pid"],
+                "cpu": item["cpu"] + sum(c["cpu"] for c in item.get("children", [])),
+                "mem": item["mem"] + sum(c["mem"] for c in item.get("children", [])),
+                "children": len(item.get("children", [])),
+            })
+    return table(rows, [
+        ("template / instance", lambda r: r["id"]),
+        ("pid", lambda r: r["pid"]),
+        ("cpu", lambda r: f"{r['cpu']:.1f}%"),
+        ("mem", lambda r: size(r["mem"])),
+        ("children", lambda r: r["children"]),
+    ], empty="no running instances")
+
+
+def apply_text(results: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(f"{r['name']}: {r['change']} (version {r['version']})" for r in results)

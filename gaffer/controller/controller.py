@@ -9,6 +9,8 @@ events, and sends ``beat`` back every interval. Liveness is judged by the pure r
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import logging
 import os
 import secrets
@@ -20,19 +22,23 @@ import zmq.asyncio
 
 from gaffer import __version__
 from gaffer.common import protocol
-from gaffer.common.errors import GafferError, InvalidRequest
+from gaffer.common.errors import ControllerUnreachable, GafferError, InvalidRequest, from_wire
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
 from gaffer.common.transport import make_curve_server, new_socket
+from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
+from gaffer.controller.cluster import Cluster
 from gaffer.controller.hub import PUB_HWM, EventHub
 from gaffer.controller.liveness import NodeState, judge
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import PeerServer, Session
 from gaffer.controller.settings import ControllerSettings, require_protection
+from gaffer.controller.store import Store
 
 log = logging.getLogger("gaffer.controller")
 
+MAX_ONEOFF_EXITS = 1_000
 MAIN_DOMAIN = "gaffer"
 EVENTS_DOMAIN = "gaffer-events"
 
@@ -52,11 +58,13 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
         self.endpoint = settings.bind
         self.pub_endpoint = settings.pub_endpoint
-        self._client_ops = {
-            "status": self._op_status,
-            "nodes": self._op_nodes,
-            "ping": self._op_ping,
-        }
+        self.store: Store | None = None
+        self.cluster: Cluster | None = None
+        self._client_ops = Api(self).ops()
+        self._command_ids = itertools.count(1)
+        self._commands: dict[int, tuple[str, asyncio.Future]] = {}
+        self._waiters: list[asyncio.Future] = []
+        self.oneoff_exits: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -74,6 +82,7 @@ class Controller:
         os.makedirs(settings.data_dir, exist_ok=True)
         loop = asyncio.get_running_loop()
         self._started_mono = loop.time()
+        self.store = Store(settings.data_dir)
         self._ctx = zmq.asyncio.Context()
         if self.keys is not None:
             assert agents is not None and clients is not None
@@ -92,7 +101,11 @@ class Controller:
         self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.hub = EventHub(pub, self.hub.bus)
+        self.hub.on_subscriptions_changed(self._send_watch_all)
         self.hub.start()
+        self.cluster = Cluster(
+            self.store, self.nodes, self.hub, self._send_assign, settings.node_grace, self.now
+        )
         self._server = PeerServer(router, self, secure=self.keys is not None)
         self._server.start()
         self._tasks.append(loop.create_task(self._tick()))
@@ -127,6 +140,12 @@ class Controller:
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
             self._ctx = None
+        for _, future in self._commands.values():
+            if not future.done():
+                future.cancel()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     # ----------------------------------------------------------------- timers
 
@@ -137,14 +156,31 @@ class Controller:
             try:
                 self._judge_nodes()
                 self._send_beats()
+                assert self.cluster is not None
+                self.cluster.check_timers()
             except Exception:
                 log.exception("controller tick failed")
 
-    def _now(self) -> float:
+    def now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    async def changed(self, timeout: float) -> None:
+        """Wait until something in the cluster changes (a report, an ack, a node) or timeout."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _judge_nodes(self) -> None:
-        now = self._now()
+        now = self.now()
         nodes = self.nodes.nodes
         verdict = judge(
             {name: node.last_heard for name, node in nodes.items()},
@@ -157,6 +193,10 @@ class Controller:
             node = nodes[name]
             if state is not node.state:
                 self._set_node_state(node, state)
+        assert self.cluster is not None
+        if verdict.cut_off and self.cluster.may_move:
+            log.error("most nodes went silent at once: assuming this controller is cut off; moving nothing")
+        self.cluster.set_guard(verdict.may_move)
 
     def _set_node_state(self, node: Node, state: NodeState) -> None:
         old, node.state = node.state, state
@@ -164,13 +204,59 @@ class Controller:
         if state is NodeState.DOWN:
             self.nodes.disconnect(node)
         self.hub.publish(f"node.{node.name}.{state.value}", {"node": node.name, "previous": old.value})
+        assert self.cluster is not None
+        self.cluster.node_changed(node)
+        self._notify()
 
     def _send_beats(self) -> None:
-        assert self._server is not None
+        assert self._server is not None and self.cluster is not None
         for node in self.nodes.nodes.values():
             session = self._session_of(node)
             if session is not None and node.state is not NodeState.DOWN:
-                self._server.send(session, "beat", {"generation": node.generation_acked})
+                sent = self.cluster.sent.get(node.name)
+                generation = sent.generation if sent is not None else node.generation_acked
+                self._server.send(session, "beat", {"generation": generation})
+
+    def _send_assign(self, node: Node, body: dict[str, Any]) -> bool:
+        session = self._session_of(node)
+        if session is None:
+            return False
+        return self._server_send(session, "assign", body)
+
+    def _send_watch_all(self) -> None:
+        for node in self.nodes.nodes.values():
+            self._send_watch(node)
+
+    def _send_watch(self, node: Node) -> None:
+        """Tell an agent which output topics have subscribers (only explicit ``output.``
+        subscriptions count: a subscriber to everything does not pull every line of output)."""
+        wanted = sorted({
+            p if p.startswith("output.") else "output."
+            for p in self.hub.subscribed_prefixes() if p.startswith("output")
+        })
+        session = self._session_of(node)
+        if session is None or node.state is NodeState.DOWN:
+            return
+        self._server_send(session, "command", {"id": 0, "op": "watch", "args": {"prefixes": wanted}})
+
+    async def command(self, node: Node, op: str, args: dict[str, Any], timeout: float = 5.0) -> Any:
+        """Ask ``node``'s agent to do ``op`` now; its result, or the error it reported."""
+        session = self._session_of(node)
+        if session is None or node.state is NodeState.DOWN:
+            raise InvalidRequest(f"node {node.name} is not connected")
+        command_id = next(self._command_ids)
+        future = asyncio.get_running_loop().create_future()
+        self._commands[command_id] = (node.name, future)
+        try:
+            self._server_send(session, "command", {"id": command_id, "op": op, "args": args})
+            body = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise ControllerUnreachable(f"node {node.name} did not answer {op} within {timeout:g}s") from None
+        finally:
+            self._commands.pop(command_id, None)
+        if not body["ok"]:
+            raise from_wire(body["error"])
+        return body["result"]
 
     def _session_of(self, node: Node) -> Session | None:
         assert self._server is not None
@@ -191,7 +277,9 @@ class Controller:
         ):
             self._refuse(session, "hello_required", "say hello first: this controller does not know you")
             return
-        now = self._now()
+        now = self.now()
+        node.last_heard = now
+        assert self.cluster is not None
         if kind == "heartbeat":
             revived = node.state is not NodeState.UP
             stale = self.nodes.heartbeat(node, body, now)
@@ -200,21 +288,29 @@ class Controller:
             if stale:
                 self._server_send(session, "command", {"id": 0, "op": "report", "args": {}})
         elif kind == "report":
-            node.last_heard = now
             if body["full"]:
                 self.nodes.replace_instances(node, body["instances"])
             else:
                 self.nodes.update_instances(node, body["instances"])
+            self.cluster.instances_reported(node, body["instances"])
+            self._notify()
         elif kind == "events":
-            node.last_heard = now
             for event in body["events"]:
                 data = dict(event["data"])
                 data["node"] = node.name
                 self.hub.publish(event["topic"], data, event["ts"])
-        elif kind == "pong":
-            node.last_heard = now
-        elif kind in ("ack", "result"):
-            node.last_heard = now
+                if data.get("oneoff") and event["topic"].endswith(".exit") and isinstance(data.get("id"), str):
+                    self.oneoff_exits[(node.name, data["id"])] = data
+                    while len(self.oneoff_exits) > MAX_ONEOFF_EXITS:
+                        self.oneoff_exits.popitem(last=False)
+                    self._notify()
+        elif kind == "ack":
+            self.cluster.acked(node, body["generation"], body["ok"], body["errors"])
+            self._notify()
+        elif kind == "result":
+            pending = self._commands.get(body["id"])
+            if pending is not None and pending[0] == node.name and not pending[1].done():
+                pending[1].set_result(body)
 
     def _on_hello(self, session: Session, body: dict[str, Any]) -> None:
         if session.name is not None and body["node"] != session.name:
@@ -230,7 +326,7 @@ class Controller:
                 f"{protocol.PROTOCOL_VERSION})",
             )
             return
-        outcome = self.nodes.hello(body, session.peer, session.address, self._now())
+        outcome = self.nodes.hello(body, session.peer, session.address, self.now())
         if not outcome.accepted:
             log.warning("refused hello for node %s from %s: %s", body["node"], session.label, outcome.message)
             self._refuse(session, outcome.code, outcome.message)
@@ -247,14 +343,20 @@ class Controller:
             "node": node.name, "controller": self.id,
             "heartbeat": rules.interval, "timeout": rules.down_after,
         })
+        assert self.store is not None and self.cluster is not None
+        self.store.put_node(node.name, node.labels, node.agent_id)
         self.hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
+        self._send_watch(node)
+        self.cluster.node_changed(node)
+        self.cluster.instances_reported(node, body["instances"])
+        self._notify()
 
     def _refuse(self, session: Session, code: str, message: str) -> None:
         self._server_send(session, "refuse", {"code": code, "message": message})
 
-    def _server_send(self, session: Session, kind: str, body: dict[str, Any]) -> None:
+    def _server_send(self, session: Session, kind: str, body: dict[str, Any]) -> bool:
         assert self._server is not None
-        self._server.send(session, kind, body)
+        return self._server.send(session, kind, body)
 
     # ----------------------------------------------------------------- clients
 
@@ -284,24 +386,24 @@ class Controller:
     def _reply_error(self, session: Session, request_id: int, exc: GafferError) -> None:
         self._server_send(session, "reply", {"id": request_id, "ok": False, "result": None, "error": exc.to_dict()})
 
-    async def _op_ping(self) -> dict[str, Any]:
-        return {"controller": self.id, "ts": time.time()}
-
-    async def _op_nodes(self) -> list[dict[str, Any]]:
-        now = self._now()
-        return [node.view(now) for node in sorted(self.nodes.nodes.values(), key=lambda n: n.name)]
-
-    async def _op_status(self) -> dict[str, Any]:
-        assert self._server is not None
+    def status(self) -> dict[str, Any]:
+        assert self._server is not None and self.cluster is not None
+        instances = sum(1 for n in self.nodes.nodes.values() for i in n.instances.values() if i.get("pid"))
         return {
             "controller": self.id,
             "version": __version__,
             "uptime": round(time.time() - self.started_at, 3),
             "endpoint": self.endpoint,
             "events": self.pub_endpoint,
+            "data_dir": str(self.settings.data_dir),
             "secure": self.keys is not None,
             "fingerprint": self.keys.fingerprint if self.keys else None,
             "nodes": self.nodes.counts(),
+            "templates": len(self.cluster.templates),
+            "instances": {"wanted": sum(
+                0 if t.paused else t.template.numprocesses for t in self.cluster.templates.values()
+            ), "placed": len(self.cluster.placement), "running": instances},
+            "moving_allowed": self.cluster.may_move,
             "link": self._server.stats,
             "auth": vars(self._zap.stats) if self._zap else None,
             "events_published": self.hub.published,

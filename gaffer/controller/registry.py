@@ -35,6 +35,7 @@ class Node:
     load: tuple[float, ...] = (0.0, 0.0, 0.0)
     generation_acked: int = 0
     cordoned: bool = False
+    draining: bool = False
     heartbeats: int = 0
 
     def view(self, now: float) -> dict[str, Any]:
@@ -45,6 +46,7 @@ class Node:
             "address": self.address,
             "labels": dict(self.labels),
             "cordoned": self.cordoned,
+            "draining": self.draining,
             "instances": running,
             "cpus": self.cpus,
             "memory": self.memory,

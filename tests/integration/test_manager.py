@@ -363,6 +363,40 @@ class TestRollingUpdate:
         assert all(after[k] != before[k] for k in before)
 
 
+class TestHold:
+    async def test_held_manager_spawns_nothing_new_until_released(self, manager):
+        """While held, crashes are not respawned and new instances wait; release starts them."""
+        manager.add(template("lease", numprocesses=2))
+        await all_running(manager, "lease", 2)
+        survivor = pids(manager, "lease")["lease.1"]
+        manager.hold()
+        sub = manager.bus.subscribe("proc.lease.exit")
+        manager.kill("lease.2", "KILL")
+        await next_event(sub, "proc.lease.exit")
+        manager.scale("lease", 3)
+        await manager.wait_until(
+            lambda: states(manager, "lease") == {"lease.1": "running", "lease.2": "backoff", "lease.3": "backoff"},
+            timeout=5,
+        )
+        assert pids(manager, "lease") == {"lease.1": survivor}
+        manager.release()
+        await all_running(manager, "lease", 3)
+        assert pids(manager, "lease")["lease.1"] == survivor
+
+    async def test_agent_env_marks_processes_for_adoption(self, tmp_path):
+        """In agent mode every process carries the agent's variables and its spec hash."""
+        mgr = Manager(node="n", agent_env={"GAFFER_AGENT_ID": "abc123"})
+        out = tmp_path / "env"
+        try:
+            t = template("marked", cmd="sh", args=["-c", f"env > {out}; sleep 300"])
+            mgr.add(t)
+            await poll_until(lambda: out.exists() and "GAFFER_SPEC" in out.read_text())
+            env = dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)
+            assert env["GAFFER_AGENT_ID"] == "abc123" and env["GAFFER_SPEC"] == t.spec_hash()
+        finally:
+            await mgr.shutdown()
+
+
 class TestSignals:
     async def test_kill_one_instance(self, manager):
         """kill ID SIGNAL reaches only that instance."""

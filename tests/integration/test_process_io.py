@@ -203,8 +203,10 @@ class TestOneOff:
         inst = manager.run("job")
         status = await inst.done
         assert status.code == 7
-        assert [ln.text for ln in inst.output.tail()] == ["done"]
-        assert manager.instances("job") == []
+        assert [ln.text for ln in manager.output(inst.id)] == ["done"]
+        [row] = manager.instances("job")
+        assert row["id"] == inst.id and row["state"] == "exited" and row["oneoff"]
+        assert row["last_exit"] == {"status": 7, "signal": None}
 
     async def test_run_with_replacement_args(self, manager):
         """run ARGS replace the template's args for that one run."""

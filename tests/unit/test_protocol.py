@@ -115,6 +115,7 @@ BODIES = {
         "memory": counters,
         "version": words,
         "protocol": st.integers(1, 65_535),
+        "agent_id": words,
         "incarnation": words,
         "generation": counters,
         "instances": st.lists(instances, max_size=5),
@@ -170,7 +171,7 @@ FAILED = {"id": 1, "ok": False, "result": None, "error": {"code": "x", "message"
 ASSIGN = {"generation": 1, "templates": {"web": {}}, "ordinals": {"web": [1]}}
 HELLO = {
     "node": "node-1", "labels": {"zone": "a"}, "cpus": 4, "memory": 2**33, "version": "0.1.0",
-    "protocol": 1, "incarnation": "f00d", "generation": 0, "instances": [INSTANCE],
+    "protocol": 1, "agent_id": "a1b2", "incarnation": "f00d", "generation": 0, "instances": [INSTANCE],
 }
 
 

@@ -1,0 +1,152 @@
+"""Finding the processes an earlier run of this agent started, so a restarted agent adopts them.
+
+The agent spawns every instance as a session leader with GAFFER_AGENT_ID, GAFFER_NODE,
+GAFFER_TEMPLATE and GAFFER_INSTANCE (and GAFFER_SPEC) in its environment. Those survive the
+agent; a state file could be lost or stale, the kernel's process table cannot. So discovery
+reads /proc: the session id and state from ``stat`` (cheap, rejects almost every process),
+then ``environ`` only of session leaders. Children of an instance are in its session but do
+not lead it, so they are never mistaken for an instance.
+
+Processes vanish, turn into zombies or belong to users we may not inspect at any moment of
+the scan; each such process is skipped, never an error. A match is re-checked after its
+environ is read (same start time), so a pid reused mid-scan is not reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import psutil
+
+from gaffer.common.topics import instance_id as make_instance_id
+
+log = logging.getLogger("gaffer.adoption")
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PROC = "/proc"
+
+
+@dataclass(frozen=True)
+class Found:
+    """One live instance process found in /proc."""
+
+    pid: int
+    instance_id: str
+    template: str
+    ordinal: int | str
+    started_at: float
+    spec: str | None
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of ``/proc/<pid>/stat`` that adoption needs."""
+
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    start_ticks: int
+    exit_status: int | None
+
+
+def parse_stat(raw: bytes) -> ProcStat:
+    """Parse ``stat``; the command name may hold spaces and parentheses, so split after the last ')'."""
+    rest = raw[raw.rindex(b")") + 2 :].split()
+    return ProcStat(
+        state=rest[0].decode(),
+        ppid=int(rest[1]),
+        pgrp=int(rest[2]),
+        session=int(rest[3]),
+        start_ticks=int(rest[19]),
+        exit_status=int(rest[49]) if len(rest) > 49 else None,
+    )
+
+
+def read_stat(pid: int, dir_fd: int | None = None) -> ProcStat:
+    """``stat`` of ``pid``, or through an open ``/proc/<pid>`` directory (which stays bound to
+    that one process: once it is reaped this raises ProcessLookupError, never another's data)."""
+    path = "stat" if dir_fd is not None else f"{PROC}/{pid}/stat"
+    return parse_stat(_read(path, dir_fd))
+
+
+def create_time(start_ticks: int, boot_time: float | None = None) -> float:
+    """Start time in seconds since the epoch, computed exactly as psutil's ``create_time``."""
+    return start_ticks / CLOCK_TICKS + (psutil.boot_time() if boot_time is None else boot_time)
+
+
+def discover(node: str, agent_id: str) -> list[Found]:
+    """Live session leaders whose environment says this agent on this node started them.
+
+    Sorted by instance id, then start time (so a duplicate comes after the original).
+    """
+    agent_mark = b"\0GAFFER_AGENT_ID=" + agent_id.encode() + b"\0"
+    node_mark = b"\0GAFFER_NODE=" + node.encode() + b"\0"
+    boot = psutil.boot_time()
+    me = os.getpid()
+    found = []
+    with os.scandir(PROC) as entries:
+        for entry in entries:
+            name = entry.name
+            if not name.isdigit() or int(name) == me:
+                continue
+            pid = int(name)
+            match = _examine(pid, agent_mark, node_mark, boot)
+            if match is not None:
+                found.append(match)
+    found.sort(key=lambda f: (f.instance_id, f.started_at))
+    return found
+
+
+def _examine(pid: int, agent_mark: bytes, node_mark: bytes, boot: float) -> Found | None:
+    try:
+        first = read_stat(pid)
+        if first.session != pid or first.state in ("Z", "X"):
+            return None
+        env = b"\0" + _read(f"{PROC}/{pid}/environ") + b"\0"
+        if agent_mark not in env or node_mark not in env:
+            return None
+        again = read_stat(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+    if again.start_ticks != first.start_ticks or again.state in ("Z", "X"):
+        return None
+    values = _gaffer_env(env)
+    template = values.get("GAFFER_TEMPLATE")
+    raw_ordinal = values.get("GAFFER_INSTANCE")
+    if not template or not raw_ordinal:
+        log.warning("pid %d carries this agent's id but no GAFFER_TEMPLATE/GAFFER_INSTANCE", pid)
+        return None
+    ordinal: int | str = int(raw_ordinal) if raw_ordinal.isascii() and raw_ordinal.isdecimal() else raw_ordinal
+    return Found(
+        pid=pid,
+        instance_id=make_instance_id(template, ordinal),
+        template=template,
+        ordinal=ordinal,
+        started_at=create_time(first.start_ticks, boot),
+        spec=values.get("GAFFER_SPEC"),
+    )
+
+
+def _gaffer_env(env: bytes) -> dict[str, str]:
+    values = {}
+    for item in env.split(b"\0"):
+        if item.startswith(b"GAFFER_"):
+            key, _, value = item.partition(b"=")
+            values[key.decode(errors="replace")] = value.decode(errors="replace")
+    return values
+
+
+def _read(path: str, dir_fd: int | None = None) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)

@@ -1,0 +1,87 @@
+"""Converging the local Manager to the controller's assignment for this node.
+
+An assignment is the node's *whole* desired state (templates and the ordinals that run here)
+with a generation number. Applying one is idempotent: what matches is left alone, what is
+missing is started, what is not in it is stopped. Older generations than the last applied are
+ignored (a reordered or replayed message), equal ones re-applied (harmless, and it heals a
+Manager that drifted). A template this host cannot run (bad spec, unknown user) is reported in
+the ack so the controller can place its ordinals elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable
+
+from gaffer.agent.manager import Manager
+from gaffer.common.errors import GafferError, TemplateError
+from gaffer.common.template import Template, check_on_host, parse_template
+
+log = logging.getLogger("gaffer.agent.assignment")
+
+AckCallback = Callable[[int, list[str]], None]
+
+
+class Assignments:
+    def __init__(self, manager: Manager, ack: AckCallback) -> None:
+        self.manager = manager
+        self._ack = ack
+        self.generation = 0
+        self._last: dict[str, Any] | None = None
+        self._removals: dict[str, asyncio.Task] = {}
+        self.pinned: set[str] = set()
+        """Templates kept although not assigned: a one-off run of them is still going."""
+
+    def apply(self, body: dict[str, Any]) -> None:
+        generation = body["generation"]
+        if generation < self.generation:
+            log.info("ignoring assignment %d: %d is already applied", generation, self.generation)
+            return
+        self._last = body
+        errors = self._converge(body)
+        self.generation = generation
+        self.manager.release()
+        self._ack(generation, errors)
+
+    def _converge(self, body: dict[str, Any]) -> list[str]:
+        errors: list[str] = []
+        wanted: dict[str, tuple[Template, set[int]]] = {}
+        for name, spec in body["templates"].items():
+            try:
+                template = parse_template(spec, name=name)
+                problems = check_on_host(template)
+                if problems:
+                    raise TemplateError(problems)
+            except TemplateError as exc:
+                errors.append(f"{name}: {exc.message}")
+                continue
+            wanted[name] = (template, set(body["ordinals"].get(name, ())))
+        for existing in self.manager.templates():
+            if existing.name not in wanted and existing.name not in self.pinned:
+                self._remove(existing.name)
+        for name, (template, ordinals) in wanted.items():
+            if name in self._removals:
+                continue
+            try:
+                self.manager.apply(template.with_count(len(ordinals)), ordinals)
+            except GafferError as exc:
+                errors.append(f"{name}: {exc.message}")
+        return errors
+
+    def _remove(self, name: str) -> None:
+        if name in self._removals:
+            return
+        task = asyncio.get_running_loop().create_task(self.manager.remove(name))
+        self._removals[name] = task
+        task.add_done_callback(lambda done, name=name: self._removed(name, done))
+
+    def _removed(self, name: str, task: asyncio.Task) -> None:
+        """A removal finished: the last assignment may want that name again (re-created)."""
+        self._removals.pop(name, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("removing %s failed: %s", name, task.exception())
+        if self._last is not None and name in self._last["templates"]:
+            errors = self._converge(self._last)
+            if errors:
+                log.warning("assignment %d: %s", self.generation, "; ".join(errors))

@@ -1,0 +1,98 @@
+"""What the controller may ask an agent to do right now (``command`` -> ``result``).
+
+Each handler checks its arguments and raises a GafferError with a clear message; the link
+turns that into an error result. Nothing here changes the desired state: that only ever
+arrives as a whole assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable
+
+from gaffer.agent.assignment import Assignments
+from gaffer.agent.manager import Manager
+from gaffer.common.errors import InvalidRequest, TemplateError
+from gaffer.common.template import check_on_host, parse_template
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+def _arg(args: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if key not in args:
+        if default is ...:
+            raise InvalidRequest(f"missing argument {key!r}")
+        return default
+    value = args[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise InvalidRequest(f"argument {key!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise InvalidRequest(f"argument {key!r} has the wrong type")
+    return value
+
+
+class Commands:
+    def __init__(self, manager: Manager, assignments: Assignments) -> None:
+        self.manager = manager
+        self.assignments = assignments
+        self._runs: set[asyncio.Task] = set()
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "kill": self.kill,
+            "write": self.write,
+            "output": self.output,
+            "stats": self.stats,
+            "run": self.run,
+        }
+
+    async def kill(self, _op: str, args: dict[str, Any]) -> list[int]:
+        target = _arg(args, "target", str)
+        signal = _arg(args, "signal", (str, int), "TERM")
+        group = _arg(args, "group", bool, False)
+        return self.manager.kill(target, signal, group=group)
+
+    async def write(self, _op: str, args: dict[str, Any]) -> int:
+        data = _arg(args, "data", (bytes, str))
+        raw = data.encode() if isinstance(data, str) else data
+        self.manager.write(_arg(args, "id", str), raw)
+        return len(raw)
+
+    async def output(self, _op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        count = _arg(args, "lines", int, 100)
+        stream = _arg(args, "stream", (str, type(None)), None)
+        lines = self.manager.output(_arg(args, "id", str), count, stream)
+        return [line.to_dict() for line in lines]
+
+    async def stats(self, _op: str, args: dict[str, Any]) -> dict[str, Any]:
+        name = _arg(args, "template", (str, type(None)), None)
+        return await self.manager.stats(name)
+
+    async def run(self, _op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """A one-off process from the template spec the controller sends; returns its id."""
+        spec = _arg(args, "template", dict)
+        run_args = _arg(args, "args", (list, type(None)), None)
+        try:
+            template = parse_template(spec)
+            problems = check_on_host(template)
+            if problems:
+                raise TemplateError(problems)
+        except TemplateError as exc:
+            raise InvalidRequest(exc.message) from None
+        name = template.name
+        if name not in {t.name for t in self.manager.templates()}:
+            self.manager.add(template.with_count(0), ordinals=())
+        self.assignments.pinned.add(name)
+        inst = self.manager.run(name, [str(a) for a in run_args] if run_args is not None else None)
+        task = asyncio.get_running_loop().create_task(self._unpin_when_done(name, inst.done))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return {"id": inst.id, "pid": inst.pid}
+
+    async def _unpin_when_done(self, name: str, done: asyncio.Future | None) -> None:
+        if done is not None:
+            await done
+        if not any(
+            i["oneoff"] and i["pid"] for i in self.manager.instances(name)
+        ):
+            self.assignments.pinned.discard(name)

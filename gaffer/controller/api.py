@@ -1,0 +1,380 @@
+"""The operations clients can ask of the controller (``request.op``), one method each.
+
+Arguments arrive as plain data from the wire and are checked here, with errors that name the
+argument. Operations on the desired state go through ``Cluster``; operations on processes
+(kill, stdin, output, stats, one-off runs) are forwarded to the agent that runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from gaffer.common import topics
+from gaffer.common.errors import GafferError, InstanceNotFound, InvalidRequest, NotFound
+from gaffer.common.signals import parse_signal
+from gaffer.common.template import parse_templates
+from gaffer.controller.liveness import NodeState
+from gaffer.controller.registry import Node
+from gaffer.controller.scheduler import FAILED_EVERYWHERE
+
+if TYPE_CHECKING:
+    from gaffer.controller.controller import Controller
+
+STATS_TIMEOUT = 2.0
+DRAIN_TIMEOUT = 60.0
+Op = Callable[..., Awaitable[Any]]
+
+
+def _text(args: dict[str, Any], key: str, default: Any = ...) -> Any:
+    value = args.get(key, default)
+    if value is ...:
+        raise InvalidRequest(f"missing argument {key!r}")
+    if value is not None and value is not default and not isinstance(value, str):
+        raise InvalidRequest(f"argument {key!r} must be a string")
+    return value
+
+
+class Api:
+    def __init__(self, controller: "Controller") -> None:
+        self.controller = controller
+
+    @property
+    def cluster(self):
+        return self.controller.cluster
+
+    def ops(self) -> dict[str, Op]:
+        return {
+            "ping": self.ping, "status": self.status, "nodes": self.nodes,
+            "apply": self.apply, "templates": self.templates, "get": self.get,
+            "delete": self.delete, "scale": self.scale, "start": self.start, "stop": self.stop,
+            "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
+            "run": self.run, "cordon": self.cordon, "uncordon": self.uncordon,
+            "drain": self.drain, "logs": self.logs, "write": self.write, "wait": self.wait,
+        }
+
+    # ----------------------------------------------------------------- cluster
+
+    async def ping(self, **_: Any) -> dict[str, Any]:
+        return {"controller": self.controller.id, "ts": time.time()}
+
+    async def status(self, **_: Any) -> dict[str, Any]:
+        return self.controller.status()
+
+    async def nodes(self, **_: Any) -> list[dict[str, Any]]:
+        now = self.controller.now()
+        return [node.view(now) for node in sorted(self.controller.nodes.nodes.values(), key=lambda n: n.name)]
+
+    async def cordon(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "node")
+        self.cluster.cordon(name, True)
+        return {"node": name, "cordoned": True}
+
+    async def uncordon(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "node")
+        self.cluster.cordon(name, False)
+        return {"node": name, "cordoned": False}
+
+    async def drain(self, **args: Any) -> dict[str, Any]:
+        """Cordon the node and move its instances away; wait until it runs none (or timeout)."""
+        name = _text(args, "node")
+        timeout = _seconds(args, "wait", DRAIN_TIMEOUT)
+        self.cluster.drain(name, True)
+        node = self.controller.nodes.nodes[name]
+        deadline = self.controller.now() + timeout
+
+        def remaining() -> int:
+            placed = self.cluster.placement_on(name)
+            running = sum(1 for row in node.instances.values() if row.get("pid"))
+            return placed + running
+
+        while remaining() and self.controller.now() < deadline:
+            await self.controller.changed(deadline - self.controller.now())
+        left = remaining()
+        return {"node": name, "done": left == 0, "remaining": left}
+
+    # ----------------------------------------------------------------- templates
+
+    async def apply(self, **args: Any) -> list[dict[str, Any]]:
+        items = args.get("templates")
+        if not isinstance(items, list) or not items:
+            raise InvalidRequest("argument 'templates' must be a non-empty list of templates")
+        templates = parse_templates(((None, item) for item in items), source=args.get("source"))
+        return self.cluster.apply(templates)
+
+    async def templates(self, **_: Any) -> list[dict[str, Any]]:
+        return [self.cluster.template_view(name) for name in sorted(self.cluster.templates)]
+
+    async def get(self, **args: Any) -> dict[str, Any]:
+        return self.cluster.template_view(_text(args, "name"))
+
+    async def delete(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "name")
+        self.cluster.delete(name)
+        return {"name": name, "deleted": True}
+
+    async def scale(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "name")
+        count = args.get("count")
+        if not isinstance(count, (str, int)) or isinstance(count, bool):
+            raise InvalidRequest("argument 'count' must be N, +N or -N")
+        previous = self.cluster.templates[name].template.numprocesses if name in self.cluster.templates else None
+        new = self.cluster.scale(name, count)
+        return {"name": name, "numprocesses": new, "previous": previous}
+
+    async def start(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "name")
+        self.cluster.set_paused(name, False)
+        return {"name": name, "paused": False}
+
+    async def stop(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "name")
+        self.cluster.set_paused(name, True)
+        return {"name": name, "paused": True}
+
+    async def restart(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "name")
+        self.cluster.restart(name)
+        return {"name": name, "restarting": True}
+
+    # ----------------------------------------------------------------- instances
+
+    async def ps(self, **args: Any) -> list[dict[str, Any]]:
+        name = _text(args, "name", None)
+        if name is not None and name not in self.cluster.templates:
+            raise NotFound(f"no template named {name!r}")
+        rows = self._instance_rows(name)
+        stats = await self._gather_stats(name, {row["node"] for row in rows if row["pid"]})
+        now = time.time()
+        for row in rows:
+            sample = stats.get(row["id"]) if row["pid"] else None
+            row["cpu"] = sample["cpu"] if sample else None
+            row["mem"] = sample["mem"] if sample else None
+            row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
+        return rows
+
+    def _instance_rows(self, name: str | None) -> list[dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        cluster = self.cluster
+        for (template, ordinal), node_name in cluster.placement.items():
+            if name is not None and template != name:
+                continue
+            ident = topics.instance_id(template, ordinal)
+            node = self.controller.nodes.nodes.get(node_name)
+            report = node.instances.get(ident) if node is not None else None
+            rows[ident] = _row(ident, template, ordinal, node_name, report, "assigned")
+            if node is None or node.state is NodeState.DOWN:
+                rows[ident]["state"] = "unknown"
+        for template, pending in cluster.pending().items():
+            if name is not None and template != name:
+                continue
+            wanted = cluster.templates[template].template.numprocesses if template in cluster.templates else 0
+            for ordinal in range(1, wanted + 1):
+                ident = topics.instance_id(template, ordinal)
+                if ident not in rows:
+                    failed = (template, ordinal) in cluster.failed and pending["reason"] == FAILED_EVERYWHERE
+                    rows[ident] = _row(ident, template, ordinal, None, None, "failed" if failed else "pending")
+                    rows[ident]["reason"] = pending["reason"]
+        for node in self.controller.nodes.nodes.values():
+            for ident, report in node.instances.items():
+                if name is not None and report["template"] != name:
+                    continue
+                assigned = rows.get(ident)
+                if assigned is not None and assigned["node"] == node.name:
+                    continue
+                if report["pid"] is None and not report["state"] in ("failed",):
+                    continue
+                key = f"{ident}@{node.name}"
+                rows[key] = _row(ident, report["template"], report["ordinal"], node.name, report, "stale")
+                rows[key]["stale"] = True
+                if node.state is NodeState.DOWN:
+                    rows[key]["state"] = "unknown"
+        return sorted(rows.values(), key=lambda r: (r["template"], _ordinal_key(r["ordinal"]), r["node"] or ""))
+
+    async def _gather_stats(self, name: str | None, node_names: set[str]) -> dict[str, dict[str, Any]]:
+        async def one(node_name: str) -> dict[str, Any]:
+            node = self.controller.nodes.nodes.get(node_name)
+            if node is None or node.state is not NodeState.UP:
+                return {}
+            try:
+                args = {"template": name} if name is not None else {}
+                return await self.controller.command(node, "stats", args, timeout=STATS_TIMEOUT)
+            except GafferError:
+                return {}
+
+        results = await asyncio.gather(*(one(n) for n in sorted(node_names)))
+        samples: dict[str, dict[str, Any]] = {}
+        for per_template in results:
+            for summary in per_template.values():
+                for item in summary.get("instances", []):
+                    samples[item["id"]] = item
+        return samples
+
+    async def stats(self, **args: Any) -> dict[str, Any]:
+        name = _text(args, "name", None)
+        if name is not None and name not in self.cluster.templates:
+            raise NotFound(f"no template named {name!r}")
+        nodes = {n for (t, _), n in self.cluster.placement.items() if name is None or t == name}
+        samples = await self._gather_stats(name, nodes)
+        out: dict[str, Any] = {}
+        for ident, item in samples.items():
+            template = ident.rpartition(".")[0]
+            summary = out.setdefault(template, {"cpu": 0.0, "mem": 0, "instances": []})
+            total_cpu = item["cpu"] + sum(c["cpu"] for c in item.get("children", []))
+            summary["cpu"] = round(summary["cpu"] + total_cpu, 1)
+            summary["mem"] += item["mem"] + sum(c["mem"] for c in item.get("children", []))
+            summary["instances"].append(item)
+        return out
+
+    def _nodes_running(self, target: str) -> list[Node]:
+        """Connected nodes that run instance ``target`` or any instance of template ``target``."""
+        found = []
+        for node in self.controller.nodes.nodes.values():
+            if node.state is NodeState.DOWN or node.peer is None:
+                continue
+            if target in node.instances or any(row["template"] == target for row in node.instances.values()):
+                found.append(node)
+        return found
+
+    async def kill(self, **args: Any) -> dict[str, Any]:
+        target = _text(args, "target")
+        sig = args.get("signal", "TERM")
+        if not isinstance(sig, (str, int)) or isinstance(sig, bool):
+            raise InvalidRequest("argument 'signal' must be a name or a number")
+        parse_signal(sig)
+        group = bool(args.get("group", False))
+        nodes = self._nodes_running(target)
+        if not nodes:
+            if target in self.cluster.templates:
+                return {"pids": {}}
+            raise InstanceNotFound(target)
+        pids: dict[str, list[int]] = {}
+        for node in nodes:
+            pids[node.name] = await self.controller.command(
+                node, "kill", {"target": target, "signal": sig, "group": group}
+            )
+        return {"pids": pids}
+
+    async def write(self, **args: Any) -> dict[str, Any]:
+        ident = _text(args, "id")
+        data = args.get("data")
+        if not isinstance(data, (str, bytes)):
+            raise InvalidRequest("argument 'data' must be a string or bytes")
+        node = self._node_of_instance(ident)
+        written = await self.controller.command(node, "write", {"id": ident, "data": data})
+        return {"id": ident, "node": node.name, "bytes": written}
+
+    async def logs(self, **args: Any) -> list[dict[str, Any]]:
+        target = _text(args, "target")
+        lines = args.get("lines", 100)
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise InvalidRequest("argument 'lines' must be an integer >= 0")
+        stream = _text(args, "stream", None)
+        if target in self.cluster.templates or any(
+            row["template"] == target for n in self.controller.nodes.nodes.values() for row in n.instances.values()
+        ):
+            idents = sorted({
+                ident for n in self._nodes_running(target) for ident, row in n.instances.items()
+                if row["template"] == target
+            })
+        else:
+            idents = [target]
+        only = _text(args, "node", None)
+        out: list[dict[str, Any]] = []
+        for ident in idents:
+            node = self._node_of_instance(ident) if only is None else self._connected_node(only)
+            got = await self.controller.command(node, "output", {"id": ident, "lines": lines, "stream": stream})
+            out.extend({**line, "id": ident, "node": node.name} for line in got)
+        out.sort(key=lambda line: line["ts"])
+        return out[-lines:] if lines else []
+
+    def _connected_node(self, name: str) -> Node:
+        node = self.controller.nodes.nodes.get(name)
+        if node is None or node.state is NodeState.DOWN or node.peer is None:
+            raise InvalidRequest(f"node {name} is not connected")
+        return node
+
+    def _node_of_instance(self, ident: str) -> Node:
+        try:
+            template, ordinal = topics.split_instance_id(ident)
+        except ValueError:
+            raise InstanceNotFound(ident) from None
+        placed = self.cluster.placement.get((template, int(ordinal))) if ordinal.isascii() and ordinal.isdecimal() else None
+        candidates = [n for n in self._nodes_running(ident)]
+        if placed is not None:
+            candidates.sort(key=lambda n: n.name != placed)
+        if not candidates:
+            raise InstanceNotFound(ident)
+        return candidates[0]
+
+    async def run(self, **args: Any) -> dict[str, Any]:
+        """A one-off process of template ``name`` on the least busy eligible node."""
+        name = _text(args, "name")
+        run_args = args.get("args")
+        if run_args is not None and (not isinstance(run_args, list) or not all(isinstance(a, str) for a in run_args)):
+            raise InvalidRequest("argument 'args' must be a list of strings")
+        stored = self.cluster.templates.get(name)
+        if stored is None:
+            raise NotFound(f"no template named {name!r}")
+        node = self._node_for_run(stored.template)
+        spec = stored.template.to_dict()
+        result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
+        return {**result, "node": node.name}
+
+    async def wait(self, **args: Any) -> dict[str, Any]:
+        """Wait up to ``seconds`` for one-off run ``id`` on ``node`` to end; its exit status."""
+        ident = _text(args, "id")
+        node = _text(args, "node")
+        seconds = _seconds(args, "seconds", 30.0)
+        deadline = self.controller.now() + seconds
+        while (ended := self.controller.oneoff_exits.get((node, ident))) is None:
+            left = deadline - self.controller.now()
+            if left <= 0:
+                return {"id": ident, "done": False, "exit": None}
+            await self.controller.changed(left)
+        return {"id": ident, "done": True, "exit": {"status": ended.get("status"), "signal": ended.get("signal")}}
+
+    def _node_for_run(self, template) -> Node:
+        placement = template.placement
+        best: tuple[int, str] | None = None
+        chosen = None
+        for node in self.controller.nodes.nodes.values():
+            if node.state is not NodeState.UP or node.peer is None or node.cordoned or node.draining:
+                continue
+            if placement.nodes and node.name not in placement.nodes:
+                continue
+            if any(node.labels.get(k) != v for k, v in placement.labels.items()):
+                continue
+            key = (sum(1 for row in node.instances.values() if row.get("pid")), node.name)
+            if best is None or key < best:
+                best, chosen = key, node
+        if chosen is None:
+            raise InvalidRequest(f"no node can run {template.name!r} now (up, not cordoned, matching its placement)")
+        return chosen
+
+
+def _seconds(args: dict[str, Any], key: str, default: float) -> float:
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidRequest(f"argument {key!r} must be a number of seconds >= 0")
+    return float(value)
+
+
+def _row(ident: str, template: str, ordinal: Any, node: str | None, report: dict[str, Any] | None, default_state: str) -> dict[str, Any]:
+    return {
+        "id": ident,
+        "template": template,
+        "ordinal": ordinal,
+        "node": node,
+        "pid": report["pid"] if report else None,
+        "state": report["state"] if report else default_state,
+        "restarts": report["restarts"] if report else 0,
+        "started_at": report["started_at"] if report else None,
+        "spec": report["spec"] if report else None,
+        "stale": False,
+    }
+
+
+def _ordinal_key(ordinal: Any) -> tuple[int, Any]:
+    return (0, ordinal) if isinstance(ordinal, int) else (1, str(ordinal))

@@ -1,0 +1,332 @@
+"""A controller and several agents in one process, over real ZMQ sockets on loopback.
+
+The multi-host behaviour under faults (kill -9, SIGSTOP, partitions) is tested with real
+daemons in network namespaces (tests/cluster); here the protocol, reconciliation and the API
+are exercised quickly and deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gaffer.agent.agent import Agent
+from gaffer.agent.link import LinkSettings
+from gaffer.client import AsyncClient
+from gaffer.common.errors import InvalidRequest, TemplateError, TemplateNotFound
+from gaffer.controller.controller import Controller
+from gaffer.controller.liveness import Liveness
+from gaffer.controller.settings import ControllerSettings
+from gaffer.testing import pid_dead, poll_until
+
+FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.controller: Controller | None = None
+        self.agents: dict[str, Agent] = {}
+        self.client: AsyncClient | None = None
+
+    async def start_controller(self, **overrides) -> Controller:
+        settings = ControllerSettings(
+            bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=self.tmp / "controller",
+            liveness=FAST, node_grace=0.2, **overrides,
+        )
+        self.controller = Controller(settings)
+        await self.controller.start()
+        self.client = AsyncClient(self.controller.endpoint, timeout=5.0)
+        return self.controller
+
+    async def start_agent(self, name: str, labels: dict[str, str] | None = None) -> Agent:
+        assert self.controller is not None
+        settings = LinkSettings(
+            controller=self.controller.endpoint, node=name, labels=labels or {},
+            state_dir=self.tmp / f"agent-{name}", heartbeat=0.1, timeout=0.5,
+        )
+        agent = Agent(settings)
+        await agent.start()
+        self.agents[name] = agent
+        await asyncio.wait_for(agent.connected.wait(), 5)
+        return agent
+
+    async def lose_agent(self, name: str) -> None:
+        """The host dies: its link goes silent and its processes die with it."""
+        agent = self.agents.pop(name)
+        await agent.stop(stop_processes=True)
+
+    async def call(self, op: str, **args):
+        assert self.client is not None
+        return await self.client.call(op, **args)
+
+    async def running(self, name: str | None = None) -> dict[str, str]:
+        rows = await self.call("ps", **({"name": name} if name else {}))
+        return {r["id"]: r["node"] for r in rows if r["state"] == "running" and not r["stale"]}
+
+    async def wait_running(self, count: int, name: str | None = None, timeout: float = 15.0) -> dict[str, str]:
+        found: dict[str, str] = {}
+
+        async def enough() -> bool:
+            nonlocal found
+            found = await self.running(name)
+            return len(found) == count
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await enough():
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"wanted {count} running, have {found}")
+            assert self.controller is not None
+            await self.controller.changed(0.2)
+        return found
+
+    async def wait_node(self, name: str, state: str, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            nodes = {n["name"]: n["state"] for n in await self.call("nodes")}
+            if nodes.get(name) == state:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"node {name} is {nodes.get(name)}, not {state}")
+            assert self.controller is not None
+            await self.controller.changed(0.2)
+
+    async def close(self) -> None:
+        for agent in self.agents.values():
+            await agent.stop(stop_processes=True)
+        if self.client is not None:
+            await self.client.close()
+        if self.controller is not None:
+            await self.controller.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def spec(name: str, count: int, **fields) -> dict:
+    return {"name": name, "cmd": "sleep", "args": ["300"], "numprocesses": count, "startsecs": 0, **fields}
+
+
+def per_node(running: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in running.values():
+        counts[node] = counts.get(node, 0) + 1
+    return counts
+
+
+class TestLink:
+    async def test_agents_register_and_heartbeat(self, cluster):
+        """Agents say hello and appear up with their labels."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1", {"zone": "a"})
+        await cluster.start_agent("n2")
+        nodes = {n["name"]: n for n in await cluster.call("nodes")}
+        assert set(nodes) == {"n1", "n2"}
+        assert nodes["n1"]["state"] == "up" and nodes["n1"]["labels"] == {"zone": "a"}
+        status = await cluster.call("status")
+        assert status["nodes"]["up"] == 2 and not status["secure"]
+
+    async def test_second_agent_with_same_name_is_refused(self, cluster, tmp_path):
+        """A different agent claiming a live node's name is refused with a clear reason."""
+        await cluster.start_controller()
+        await cluster.start_agent("dup")
+        other = Agent(LinkSettings(
+            controller=cluster.controller.endpoint, node="dup", labels={},
+            state_dir=tmp_path / "other", heartbeat=0.1, timeout=0.5,
+        ))
+        await other.start()
+        try:
+            await poll_until(lambda: other.link.refusal is not None, timeout=5)
+            code, message = other.link.refusal
+            assert code == "name_taken" and "dup" in message
+            assert not other.connected.is_set()
+        finally:
+            await other.stop(stop_processes=True)
+
+    async def test_restarted_agent_with_same_identity_resyncs(self, cluster):
+        """The same agent (same state dir) reconnecting is a resync, not a duplicate."""
+        await cluster.start_controller()
+        agent = await cluster.start_agent("back")
+        await agent.link.stop()
+        again = Agent(agent.settings)
+        await again.start()
+        cluster.agents["back"] = again
+        await asyncio.wait_for(again.connected.wait(), 5)
+        assert again.link.refusal is None
+        await agent.manager.shutdown()
+
+    async def test_unknown_operation_and_bad_arguments_are_clear_errors(self, cluster):
+        """The API names what is wrong."""
+        await cluster.start_controller()
+        with pytest.raises(InvalidRequest, match="unknown operation 'frobnicate'"):
+            await cluster.call("frobnicate")
+        with pytest.raises(InvalidRequest, match="templates"):
+            await cluster.call("apply", templates="nope")
+        with pytest.raises(TemplateNotFound):
+            await cluster.call("get", name="missing")
+
+
+class TestReconcile:
+    async def test_apply_spreads_evenly_and_runs(self, cluster):
+        """9 instances over 3 nodes run 3/3/3 and ps shows every field."""
+        await cluster.start_controller()
+        for name in ("n1", "n2", "n3"):
+            await cluster.start_agent(name)
+        result = await cluster.call("apply", templates=[spec("web", 9)])
+        assert result == [{"name": "web", "change": "created", "version": 1}]
+        running = await cluster.wait_running(9, "web")
+        assert per_node(running) == {"n1": 3, "n2": 3, "n3": 3}
+        rows = await cluster.call("ps", name="web")
+        for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime"):
+            assert all(key in row for row in rows)
+        assert all(row["mem"] for row in rows)
+
+    async def test_apply_twice_changes_nothing(self, cluster):
+        """Replaying apply is unchanged and no process restarts."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.call("apply", templates=[spec("idem", 2)])
+        await cluster.wait_running(2, "idem")
+        pids = {r["id"]: r["pid"] for r in await cluster.call("ps", name="idem")}
+        again = await cluster.call("apply", templates=[spec("idem", 2)])
+        assert again[0]["change"] == "unchanged"
+        assert {r["id"]: r["pid"] for r in await cluster.call("ps", name="idem")} == pids
+
+    async def test_invalid_templates_are_refused_with_every_problem(self, cluster):
+        """apply validates everything before storing anything."""
+        await cluster.start_controller()
+        with pytest.raises(TemplateError) as info:
+            await cluster.call("apply", templates=[spec("ok", 1), {"name": "bad", "cmd": 3, "numprocesses": -1}])
+        assert {(p.where, p.field) for p in info.value.problems} == {("bad", "cmd"), ("bad", "numprocesses")}
+        assert await cluster.call("templates") == []
+
+    async def test_scale_up_and_down(self, cluster):
+        """scale N, +N and -N; scale-down removes the highest ordinals."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.start_agent("n2")
+        await cluster.call("apply", templates=[spec("sc", 2)])
+        await cluster.wait_running(2, "sc")
+        assert (await cluster.call("scale", name="sc", count="+3"))["numprocesses"] == 5
+        await cluster.wait_running(5, "sc")
+        assert (await cluster.call("scale", name="sc", count="2"))["numprocesses"] == 2
+        running = await cluster.wait_running(2, "sc")
+        assert set(running) == {"sc.1", "sc.2"}
+        with pytest.raises(InvalidRequest):
+            await cluster.call("scale", name="sc", count="-5")
+
+    async def test_lost_node_moves_its_instances(self, cluster):
+        """A node that dies loses its ordinals to the others within grace."""
+        await cluster.start_controller()
+        for name in ("n1", "n2", "n3"):
+            await cluster.start_agent(name)
+        await cluster.call("apply", templates=[spec("mv", 9)])
+        await cluster.wait_running(9, "mv")
+        await cluster.lose_agent("n3")
+        await cluster.wait_node("n3", "down")
+        running = await cluster.wait_running(9, "mv")
+        assert set(running.values()) == {"n1", "n2"}
+        assert sorted(running) == sorted(f"mv.{i}" for i in range(1, 10))
+
+    async def test_label_selector_and_max_per_node(self, cluster):
+        """Placement honours labels and max_per_node; the rest is pending with a reason."""
+        await cluster.start_controller()
+        await cluster.start_agent("a1", {"zone": "a"})
+        await cluster.start_agent("a2", {"zone": "a"})
+        await cluster.start_agent("b1", {"zone": "b"})
+        template = spec("sel", 5, placement={"labels": {"zone": "a"}, "max_per_node": 2})
+        await cluster.call("apply", templates=[template])
+        running = await cluster.wait_running(4, "sel")
+        assert per_node(running) == {"a1": 2, "a2": 2}
+        view = await cluster.call("get", name="sel")
+        assert view["pending"]["count"] == 1 and "max_per_node" in view["pending"]["reason"]
+
+    async def test_stop_start_and_delete(self, cluster):
+        """stop pauses (instances stop, template kept); start resumes; delete removes."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.call("apply", templates=[spec("ctl", 2)])
+        await cluster.wait_running(2, "ctl")
+        await cluster.call("stop", name="ctl")
+        await cluster.wait_running(0, "ctl")
+        assert (await cluster.call("get", name="ctl"))["paused"] is True
+        await cluster.call("start", name="ctl")
+        await cluster.wait_running(2, "ctl")
+        pids = [r["pid"] for r in await cluster.call("ps", name="ctl")]
+        await cluster.call("delete", name="ctl")
+        await poll_until(lambda: all(pid_dead(p) for p in pids), timeout=10)
+        assert await cluster.call("templates") == []
+
+    async def test_kill_logs_write_and_stats(self, cluster):
+        """Process operations reach the agent that runs the instance."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.call("apply", templates=[{
+            "name": "cat", "cmd": "sh", "args": ["-c", "echo ready; cat"], "redirect_input": True, "startsecs": 0,
+        }])
+        await cluster.wait_running(1, "cat")
+        await cluster.call("write", id="cat.1", data="hello stdin\n")
+
+        async def has_echo() -> bool:
+            lines = await cluster.call("logs", target="cat.1")
+            return [line["line"] for line in lines] == ["ready", "hello stdin"]
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await has_echo():
+            assert asyncio.get_running_loop().time() < deadline
+            await cluster.controller.changed(0.1)
+        stats = await cluster.call("stats", name="cat")
+        assert stats["cat"]["instances"][0]["id"] == "cat.1"
+        old = (await cluster.call("ps", name="cat"))[0]["pid"]
+        killed = await cluster.call("kill", target="cat.1", signal="KILL")
+        assert killed["pids"] == {"n1": [old]}
+
+        async def replaced() -> bool:
+            rows = await cluster.call("ps", name="cat")
+            return rows[0]["pid"] not in (None, old) and rows[0]["restarts"] == 1
+
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await replaced():
+            assert asyncio.get_running_loop().time() < deadline
+            await cluster.controller.changed(0.1)
+
+    async def test_one_off_run_reports_status_and_output(self, cluster):
+        """run starts one process on a node; wait gives its status; logs its output."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.call("apply", templates=[{"name": "job", "cmd": "sh", "args": ["-c", "echo out; exit 3"], "numprocesses": 0}])
+        started = await cluster.call("run", name="job")
+        assert started["node"] == "n1"
+        ended = await cluster.call("wait", id=started["id"], node="n1", seconds=10)
+        assert ended["done"] and ended["exit"] == {"status": 3, "signal": None}
+        lines = await cluster.call("logs", target=started["id"], node="n1")
+        assert [line["line"] for line in lines] == ["out"]
+
+    async def test_controller_restart_changes_nothing_that_runs(self, cluster):
+        """A new controller on the same data dir hears the agents and restarts nothing."""
+        controller = await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.start_agent("n2")
+        await cluster.call("apply", templates=[spec("keep", 4)])
+        await cluster.wait_running(4, "keep")
+        before = {r["id"]: r["pid"] for r in await cluster.call("ps", name="keep")}
+        endpoint = controller.endpoint
+        await cluster.client.close()
+        await controller.stop()
+        cluster.controller = Controller(ControllerSettings(
+            bind=endpoint, pub="tcp://127.0.0.1:*", data_dir=cluster.tmp / "controller",
+            liveness=Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=2.0), node_grace=0.2,
+        ))
+        await cluster.controller.start()
+        cluster.client = AsyncClient(cluster.controller.endpoint, timeout=5.0)
+        await cluster.wait_running(4, "keep")
+        after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="keep")}
+        assert after == before
