@@ -289,13 +289,20 @@ def drain(obj: Context, node: str, wait: float) -> None:
 @json_option
 @click.pass_obj
 def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
-    """Recent output of instance TARGET (web.2) or of every instance of a template."""
+    """Recent output of instance TARGET (web.2) or of every instance of a template.
+
+    With --json: a list, or one JSON object per line with --follow.
+    """
     prefix = "" if "." in target else "  "
-    for line in obj.call("logs", target=target, lines=lines):
+    recent = obj.call("logs", target=target, lines=lines)
+    if obj.as_json and not follow:
+        obj.show(recent, str)
+        return
+    for line in recent:
         _print_line(obj, line, prefix)
     if not follow:
         return
-    topic = f"output.{target}." if "." in target else f"output.{target}."
+    topic = f"output.{target}."
     try:
         for event in obj.client().events([topic]):
             line = {"id": event.data.get("id"), "stream": event.data.get("stream"), "line": event.data.get("line"), "ts": event.ts}

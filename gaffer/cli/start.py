@@ -20,6 +20,7 @@ import uvloop
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
+from gaffer.cli.embedded import DEFAULT_BIND, Embedded, EmbeddedSettings
 from gaffer.common.bus import EventBus
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
@@ -31,6 +32,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.loaders import find_default_file, load_templates
 from gaffer.common.template import Template, check_on_host
+from gaffer.controller.settings import require_protection
 
 log = logging.getLogger("gaffer")
 
@@ -93,6 +95,8 @@ def main() -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
+@click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
+@click.option("--bind", default=DEFAULT_BIND, show_default=True, help="Endpoint gafferctl talks to (loopback).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Log gaffer's own debug messages.")
@@ -100,24 +104,34 @@ def start(
     file: str | None,
     concurrency: tuple[str, ...],
     node: str | None,
+    data_dir: str,
+    bind: str,
     config: str | None,
     color: bool | None,
     verbose: bool,
 ) -> None:
-    """Run the templates of FILE (Procfile, .toml or .json) until Ctrl-C."""
+    """Run the templates of FILE (Procfile, .toml or .json) until Ctrl-C.
+
+    An embedded controller listens on --bind, so gafferctl works against it.
+    """
     counts = parse_counts(concurrency)
     try:
         config_node, apps = read_start_config(config)
         path = resolve_file(file)
         templates = read_templates(path, counts)
+        require_protection([bind], False, False, "gaffer start")
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     writer = ConsoleWriter(sys.stdout)
     console = Console(writer, use_color(sys.stdout, color))
     _log_to_console(console, verbose)
-    node = node or config_node or socket.gethostname()
+    settings = EmbeddedSettings(
+        node=node or config_node or socket.gethostname().split(".")[0],
+        data_dir=Path(data_dir),
+        bind=bind,
+    )
     try:
-        code = uvloop.run(_run_start(path, templates, counts, node, console, apps))
+        code = uvloop.run(_run_start(path, templates, counts, settings, console, apps))
     finally:
         writer.close()
     sys.exit(code)
@@ -127,16 +141,23 @@ async def _run_start(
     path: Path,
     templates: list[Template],
     counts: dict[str, int],
-    node: str,
+    settings: EmbeddedSettings,
     console: Console,
     apps: list[AppSpec],
 ) -> int:
     loop = asyncio.get_running_loop()
     bus = EventBus()
-    manager = Manager(node=node, bus=bus)
     events = bus.subscribe(("output.", "proc.", "template."))
     console.register([t.name for t in templates])
     console.fit([f"{t.name}.{t.numprocesses}" for t in templates])
+    printer = asyncio.create_task(_print_events(bus, events, console))
+    embedded = Embedded(settings, bus)
+    try:
+        await embedded.start()
+    except GafferError as exc:
+        console.system(f"cannot start: {exc.message}")
+        await _drain(printer, events)
+        return 2
     stop = asyncio.Event()
     interrupts = 0
 
@@ -148,8 +169,8 @@ async def _run_start(
             stop.set()
         else:
             console.system("killing all processes")
-            for template in manager.templates():
-                manager.kill(template.name, "KILL", group=True)
+            for template in embedded.manager.templates():
+                embedded.manager.kill(template.name, "KILL", group=True)
 
     def on_reload() -> None:
         try:
@@ -157,46 +178,36 @@ async def _run_start(
         except GafferError as exc:
             console.system(f"reload refused, keeping the running templates: {exc.message}")
             return
-        _apply_all(manager, console, fresh, reload=True)
+        console.register(sorted(t.name for t in fresh))
+        results = embedded.apply(fresh)
+        changes = [f"{r['name']} {r['change']}" for r in results if r["change"] != "unchanged"]
+        console.system("reloaded: " + (", ".join(changes) if changes else "nothing changed"))
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_stop_signal)
     loop.add_signal_handler(signal.SIGHUP, on_reload)
-    printer = asyncio.create_task(_print_events(bus, events, console))
-    runner = AppRunner(loop, manager)
+    runner = AppRunner(loop, embedded.manager)
     try:
         await runner.start(apps)
     except GafferError as exc:
         console.system(f"apps refused: {exc.message}")
+        await embedded.stop()
         await _drain(printer, events)
         return 2
     count = sum(t.numprocesses for t in templates)
-    console.system(f"starting {count} processes from {path} on node {node}; Ctrl-C to stop")
-    _apply_all(manager, console, templates, reload=False)
+    console.system(
+        f"starting {count} processes from {path} on node {settings.node}; "
+        f"gafferctl --controller {embedded.controller.endpoint}; Ctrl-C to stop"
+    )
+    embedded.apply(templates)
     await stop.wait()
     await runner.stop()
-    await manager.shutdown()
+    await embedded.stop()
     console.system("all processes stopped")
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.remove_signal_handler(signum)
     await _drain(printer, events)
     return 0
-
-
-def _apply_all(manager: Manager, console: Console, templates: list[Template], reload: bool) -> None:
-    """Bring the Manager to exactly these templates (removing the others)."""
-    wanted = {t.name for t in templates}
-    console.register(sorted(wanted))
-    for old in manager.templates():
-        if old.name not in wanted:
-            asyncio.get_running_loop().create_task(manager.remove(old.name))
-    changes = []
-    for template in templates:
-        outcome = manager.apply(template)
-        if outcome != "unchanged":
-            changes.append(f"{template.name} {outcome}")
-    if reload:
-        console.system("reloaded: " + (", ".join(changes) if changes else "nothing changed"))
 
 
 async def _print_events(bus: EventBus, events, console: Console) -> None:
@@ -277,3 +288,5 @@ def _log_to_console(console: Console, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
+    for chatty in ("gaffer.controller", "gaffer.agent.link", "gaffer.agent.assignment"):
+        logging.getLogger(chatty).setLevel(logging.NOTSET if verbose else logging.WARNING)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+from zmq.utils import z85
 
 from gaffer.common.errors import ConfigError
 from gaffer.common.template import NAME_RE
@@ -31,7 +32,7 @@ class KeyPair:
 
 def fingerprint(public: bytes) -> str:
     """A short, stable digest of a Z85 public key, for logs (``sha256:`` + 16 hex digits)."""
-    raw = zmq.z85_decode(public) if len(public) == 40 else public
+    raw = z85.decode(public) if len(public) == 40 else public
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
 
 

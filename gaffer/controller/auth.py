@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import zmq
 import zmq.asyncio
+from zmq.utils import z85
 
 from gaffer.common.keys import AuthorizedKeys, fingerprint
 
@@ -100,7 +101,7 @@ class ZapHandler:
         if mechanism != b"CURVE" or not creds or len(creds[0]) != 32:
             self._reject(None, address, "a CURVE key is required")
             return head + [b"400", b"a CURVE key is required", b"", b""]
-        public = zmq.z85_encode(creds[0])
+        public = z85.encode(creds[0])
         for role in roles:
             name = self._keys[role].name_of(public)
             if name is not None:

@@ -296,7 +296,11 @@ class Cluster:
                 changes[slot] = None
         if changes:
             self.store.save_placement(changes)
-            log.info("placement: %s", plan.log_fields())
+            c = plan.counts()
+            log.info(
+                "placement: %d placed (%d kept, %d added, %d moved), %d stopped, %d evicted, %d pending",
+                c["placed"], c["kept"], c["added"], c["moved"], c["stopped"], c["evicted"], c["pending"],
+            )
         self.placement = dict(plan.placement)
         self.plan = plan
         self._announce_failures(plan)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -56,9 +57,20 @@ class Gaffer:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
-async def start_gaffer(*args: str, cwd: Path | None = None) -> Gaffer:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def isolated(tmp: Path) -> list[str]:
+    """Options that keep a test's gaffer to its own data dir and loopback port."""
+    return ["--data-dir", str(tmp / "data"), "--bind", f"tcp://127.0.0.1:{free_port()}"]
+
+
+async def start_gaffer(tmp: Path, *args: str, cwd: Path | None = None, color: str = "--no-color") -> Gaffer:
     proc = await asyncio.create_subprocess_exec(
-        *GAFFER, "start", "--no-color", *args,
+        *GAFFER, "start", color, *isolated(tmp), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd,
     )
     return Gaffer(proc)
@@ -85,7 +97,7 @@ async def test_sigint_stops_everything_and_leaves_nothing(tmp_path, cleanup):
         '[web]\ncmd = "sleep"\nargs = ["300"]\nnumprocesses = 2\n\n'
         '[talker]\ncmd = "sh"\nargs = ["-c", "echo hello from $GAFFER_TEMPLATE.$GAFFER_INSTANCE; sleep 300"]\n'
     )
-    gaffer = await start_gaffer(str(spec))
+    gaffer = await start_gaffer(tmp_path, str(spec))
     cleanup(gaffer)
     await gaffer.expect(r"talker\.1\s+\| hello from talker\.1")
     await gaffer.expect(r"web\.2 started")
@@ -102,11 +114,8 @@ async def test_output_is_prefixed_and_coloured_per_template(tmp_path, cleanup):
     """With --color each template's prefix gets its own colour."""
     spec = tmp_path / "Procfile"
     spec.write_text("one: echo first; sleep 300\ntwo: echo second; sleep 300\n")
-    proc = await asyncio.create_subprocess_exec(
-        *GAFFER, "start", "--color", str(spec),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    gaffer = Gaffer(proc)
+    gaffer = await start_gaffer(tmp_path, str(spec), color="--color")
+    proc = gaffer.proc
     cleanup(gaffer)
     first = await gaffer.expect(r"(\x1b\[[0-9;]+m)\S+ one\.1\s+\|\x1b\[0m first")
     second = await gaffer.expect(r"(\x1b\[[0-9;]+m)\S+ two\.1\s+\|\x1b\[0m second")
@@ -153,7 +162,7 @@ async def test_sighup_reloads_changed_templates_only(tmp_path, cleanup):
         '[drop]\ncmd = "sleep"\nargs = ["300"]\n\n'
         '[change]\ncmd = "sleep"\nargs = ["300"]\n'
     )
-    gaffer = await start_gaffer(str(spec))
+    gaffer = await start_gaffer(tmp_path, str(spec))
     cleanup(gaffer)
     for name in ("keep", "drop", "change"):
         await gaffer.expect(rf"{name}\.1 started")
@@ -204,7 +213,7 @@ async def test_run_with_args_replaces_template_args(tmp_path):
 async def test_default_file_is_found_in_the_working_directory(tmp_path, cleanup):
     """Without FILE, gaffer start uses ./gaffer.toml, ./Procfile or ./gaffer.json."""
     (tmp_path / "Procfile").write_text("solo: sleep 300\n")
-    gaffer = await start_gaffer(cwd=tmp_path)
+    gaffer = await start_gaffer(tmp_path, cwd=tmp_path)
     cleanup(gaffer)
     await gaffer.expect(r"solo\.1 started")
     gaffer.proc.send_signal(signal.SIGINT)
@@ -236,7 +245,7 @@ async def test_config_apps_receive_events(tmp_path, cleanup):
         )
         spec = tmp_path / "gaffer.toml"
         spec.write_text('[svc]\ncmd = "sleep"\nargs = ["300"]\n')
-        gaffer = await start_gaffer("--config", str(config), str(spec))
+        gaffer = await start_gaffer(tmp_path, "--config", str(config), str(spec))
         cleanup(gaffer)
         await gaffer.expect(r"svc\.1 started")
         while (body := await asyncio.wait_for(received.get(), 10))["topic"] != "proc.svc.spawn":

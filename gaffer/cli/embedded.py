@@ -1,0 +1,98 @@
+"""A controller and one agent in one process: what ``gaffer start`` runs.
+
+The agent talks to the controller over loopback exactly as a remote one would, so everything
+``gafferctl`` does against a cluster works against ``gaffer start`` unchanged. The template file
+is the source of truth for this mode: applying it creates and updates its templates, and
+removes templates the file no longer has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from gaffer.agent.agent import Agent
+from gaffer.agent.link import LinkSettings
+from gaffer.common.bus import EventBus
+from gaffer.common.errors import ConfigError
+from gaffer.common.template import Template
+from gaffer.controller.controller import Controller
+from gaffer.controller.liveness import Liveness
+from gaffer.controller.settings import ControllerSettings
+
+log = logging.getLogger("gaffer")
+
+DEFAULT_BIND = "tcp://127.0.0.1:6001"
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    node: str
+    data_dir: Path = Path(".gaffer")
+    bind: str = DEFAULT_BIND
+    pub: str | None = None
+
+
+class Embedded:
+    def __init__(self, settings: EmbeddedSettings, bus: EventBus) -> None:
+        self.settings = settings
+        self.controller = Controller(ControllerSettings(
+            bind=settings.bind,
+            pub=settings.pub,
+            data_dir=settings.data_dir,
+            liveness=Liveness(startup_grace=0.0),
+        ))
+        self._bus = bus
+        self.agent: Agent | None = None
+
+    async def start(self) -> None:
+        try:
+            await self.controller.start()
+        except zmq.ZMQError as exc:
+            await self.controller.stop()
+            raise ConfigError(
+                f"cannot listen on {self.settings.bind}: {exc.strerror} "
+                "(is another gaffer running? choose another endpoint with --bind)"
+            ) from None
+        self.agent = Agent(
+            LinkSettings(
+                controller=self.controller.endpoint,
+                node=self.settings.node,
+                labels={},
+                state_dir=self.settings.data_dir / "agent",
+            ),
+            bus=self._bus,
+        )
+        await self.agent.start()
+
+    @property
+    def manager(self):
+        assert self.agent is not None
+        return self.agent.manager
+
+    def apply(self, templates: list[Template]) -> list[dict]:
+        """Make the desired state exactly ``templates``: create, update, resume, delete."""
+        cluster = self.controller.cluster
+        assert cluster is not None
+        wanted = {t.name for t in templates}
+        for name in sorted(set(cluster.templates) - wanted):
+            cluster.delete(name)
+        results = cluster.apply(templates)
+        for template in templates:
+            if cluster.templates[template.name].paused:
+                cluster.set_paused(template.name, False)
+        return results
+
+    async def stop(self) -> None:
+        """Stop every process, then the agent and the controller (the desired state stays)."""
+        if self.agent is not None:
+            await self.agent.stop(stop_processes=True)
+        await self.controller.stop()
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        assert self.agent is not None
+        await asyncio.wait_for(self.agent.connected.wait(), timeout)

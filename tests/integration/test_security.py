@@ -1,0 +1,145 @@
+"""CURVE keys end to end: who may connect, as whom, and the refusal to listen unprotected."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gaffer.agent.agent import Agent
+from gaffer.agent.link import LinkSettings
+from gaffer.client import AsyncClient, Credentials
+from gaffer.common import keys
+from gaffer.common.errors import ConfigError, ControllerUnreachable
+from gaffer.controller.controller import Controller
+from gaffer.controller.liveness import Liveness
+from gaffer.controller.settings import ControllerSettings
+from gaffer.testing import poll_until
+
+FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
+
+
+@pytest.fixture
+def keydir(tmp_path: Path) -> Path:
+    """A controller key directory with one authorized agent (node1) and client (admin)."""
+    root = tmp_path / "keys"
+    keys.generate(root, "controller")
+    for name in ("node1", "intruder"):
+        keys.generate(tmp_path / "agent-keys", name)
+    for name in ("admin", "stranger"):
+        keys.generate(tmp_path / "client-keys", name)
+    (root / "agents").mkdir()
+    (root / "clients").mkdir()
+    (root / "agents" / "node1.key").write_bytes((tmp_path / "agent-keys" / "node1.key").read_bytes())
+    (root / "clients" / "admin.key").write_bytes((tmp_path / "client-keys" / "admin.key").read_bytes())
+    return root
+
+
+@pytest.fixture
+async def controller(tmp_path, keydir):
+    ctl = Controller(ControllerSettings(
+        bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "data",
+        keys=keydir, liveness=FAST,
+    ))
+    await ctl.start()
+    try:
+        yield ctl
+    finally:
+        await ctl.stop()
+
+
+def agent_settings(tmp_path: Path, controller: Controller, key: str, node: str, keydir: Path) -> LinkSettings:
+    return LinkSettings(
+        controller=controller.endpoint, node=node, labels={}, state_dir=tmp_path / f"state-{key}-{node}",
+        keys=keys.load_keypair(tmp_path / "agent-keys" / f"{key}.key_secret"),
+        controller_key=keys.load_public(keydir / "controller.key"),
+        heartbeat=0.1, timeout=0.5,
+    )
+
+
+def client(tmp_path: Path, controller: Controller, name: str, keydir: Path, folder: str = "client-keys") -> AsyncClient:
+    creds = Credentials(
+        keys.load_keypair(tmp_path / folder / f"{name}.key_secret"), keys.load_public(keydir / "controller.key")
+    )
+    return AsyncClient(controller.endpoint, creds, timeout=1.0)
+
+
+async def test_authorized_agent_and_client_work(tmp_path, keydir, controller):
+    """An agent with an authorized key registers; an authorized client sees it."""
+    agent = Agent(agent_settings(tmp_path, controller, "node1", "node1", keydir))
+    await agent.start()
+    admin = client(tmp_path, controller, "admin", keydir)
+    try:
+        await asyncio.wait_for(agent.connected.wait(), 5)
+        nodes = await admin.call("nodes")
+        assert [n["name"] for n in nodes] == ["node1"]
+        status = await admin.call("status")
+        assert status["secure"] and status["fingerprint"].startswith("sha256:")
+    finally:
+        await admin.close()
+        await agent.stop(stop_processes=True)
+
+
+async def test_unknown_agent_key_is_refused_and_counted(tmp_path, keydir, controller):
+    """An agent whose key is not authorized never registers; the refusal is counted."""
+    agent = Agent(agent_settings(tmp_path, controller, "intruder", "intruder", keydir))
+    await agent.start()
+    try:
+        await poll_until(lambda: controller._zap.stats.rejected >= 1, timeout=5)
+        assert not agent.connected.is_set()
+        assert controller.nodes.nodes == {}
+        assert keys.fingerprint(keys.load_public(tmp_path / "agent-keys" / "intruder.key")) in controller._zap.stats.rejected_keys
+    finally:
+        await agent.stop(stop_processes=True)
+
+
+async def test_agent_key_is_bound_to_its_node_name(tmp_path, keydir, controller):
+    """node1's key cannot register as another node."""
+    agent = Agent(agent_settings(tmp_path, controller, "node1", "impostor", keydir))
+    await agent.start()
+    try:
+        await poll_until(lambda: agent.link.refusal is not None, timeout=5)
+        assert agent.link.refusal[0] == "node_mismatch"
+        assert "impostor" not in controller.nodes.nodes
+    finally:
+        await agent.stop(stop_processes=True)
+
+
+async def test_unknown_client_key_gets_no_answer(tmp_path, keydir, controller):
+    """A client key that is not authorized is refused at the handshake: its calls time out."""
+    stranger = client(tmp_path, controller, "stranger", keydir)
+    try:
+        with pytest.raises(ControllerUnreachable):
+            await stranger.call("nodes")
+    finally:
+        await stranger.close()
+
+
+async def test_client_key_cannot_act_as_an_agent(tmp_path, keydir, controller):
+    """An authorized client key saying hello is dropped: clients may only send requests."""
+    settings = LinkSettings(
+        controller=controller.endpoint, node="admin", labels={}, state_dir=tmp_path / "rogue",
+        keys=keys.load_keypair(tmp_path / "client-keys" / "admin.key_secret"),
+        controller_key=keys.load_public(keydir / "controller.key"), heartbeat=0.1, timeout=0.5,
+    )
+    rogue = Agent(settings)
+    await rogue.start()
+    try:
+        await poll_until(lambda: controller._server.bad.snapshot()["reasons"].get("unexpected_kind", 0) >= 1, timeout=5)
+        assert controller.nodes.nodes == {}
+        assert not rogue.connected.is_set()
+    finally:
+        await rogue.stop(stop_processes=True)
+
+
+async def test_non_loopback_without_keys_refuses_to_start(tmp_path):
+    """Listening beyond loopback needs keys or an explicit --insecure."""
+    settings = ControllerSettings(bind="tcp://0.0.0.0:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "d")
+    with pytest.raises(ConfigError, match="gafferctl keygen"):
+        await Controller(settings).start()
+    insecure = Controller(ControllerSettings(
+        bind="tcp://0.0.0.0:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "d2", insecure=True,
+    ))
+    await insecure.start()
+    await insecure.stop()
