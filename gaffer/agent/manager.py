@@ -15,6 +15,7 @@ Exits the Manager caused never count as failures.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import os
@@ -68,6 +69,8 @@ class _Entry:
     oneoff_seq: int = 0
     converge_pending: bool = False
     rolling: bool = False
+    start_queue: collections.deque = field(default_factory=collections.deque)
+    start_pending: bool = False
 
     def cancel_flap_timer(self) -> None:
         if self.flap_timer is not None:
@@ -407,20 +410,40 @@ class Manager:
                 self._publish(topics.template(entry.template.name, "deleted"), {"name": entry.template.name})
                 self._changed()
             return
-        budget = SPAWN_BATCH
-        for ordinal in sorted(wanted, key=_sort_key):
+        queue = []
+        for ordinal in wanted:
             inst = entry.instances.get(ordinal)
             if inst is None:
                 inst = entry.instances[ordinal] = Instance(entry.template.name, ordinal)
-            waiting = inst.state is State.BACKOFF and inst.timer is None
-            if inst.state is State.STOPPED or (waiting and not entry.flap.suspended(self._loop.time())):
-                if budget == 0:
-                    self._schedule_converge(entry)
-                    break
-                budget -= 1
-                self._begin(entry, inst)
+            if self._startable(entry, inst):
+                queue.append(ordinal)
+        queue.sort(key=_sort_key)
+        entry.start_queue = collections.deque(queue)
+        self._start_some(entry)
         if entry.rolling and not self.held:
             self._roll(entry, wanted)
+
+    def _startable(self, entry: _Entry, inst: Instance) -> bool:
+        waiting = inst.state is State.BACKOFF and inst.timer is None
+        return inst.state is State.STOPPED or (waiting and not entry.flap.suspended(self._loop.time()))
+
+    def _start_some(self, entry: _Entry) -> None:
+        """Start the next SPAWN_BATCH queued instances, then yield to the loop for the rest."""
+        entry.start_pending = False
+        if self._entries.get(entry.template.name) is not entry or not entry.active or entry.deleting:
+            return
+        budget = SPAWN_BATCH
+        queue = entry.start_queue
+        while queue and budget:
+            ordinal = queue.popleft()
+            inst = entry.instances.get(ordinal)
+            if inst is None or ordinal not in entry.ordinals or not self._startable(entry, inst):
+                continue
+            budget -= 1
+            self._begin(entry, inst)
+        if queue and not entry.start_pending:
+            entry.start_pending = True
+            self._loop.call_soon(self._start_some, entry)
 
     def _stop_unwanted(self, entry: _Entry, wanted: set[int | str]) -> None:
         gone = []
