@@ -66,6 +66,8 @@ def load_public(path: str | Path) -> bytes:
 
 
 def _load(path: str | Path) -> tuple[bytes, bytes | None]:
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such key file")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except FileNotFoundError:
