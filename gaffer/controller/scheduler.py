@@ -11,7 +11,8 @@ Vocabulary::
     slot      (template, ordinal), the unit placed; ordinals 1..count are wanted
     open      a node that may receive new slots: up, not cordoned, not draining
     holding   a node that may keep the slots it runs: up, suspect or down (within grace),
-              not draining; a cordoned node holds but is not open
+              not draining; a cordoned node holds but is not open. A draining node keeps
+              only the slots that find no other node (they leave once one is free)
     eligible  an open node matching a template's ``nodes`` list and ``labels`` selector
 
 Flow, in two passes so that nothing moves that need not::
@@ -208,8 +209,39 @@ def schedule(
         if missing:
             unplaced = _place(board, demand, missing, avoid)
             if unplaced is not None:
+                unplaced = _stay_while_draining(board, demand, unplaced, current, avoid)
+            if unplaced is not None:
                 pending[name] = unplaced
     return _plan(board.placement, pending, current, stopped)
+
+
+def _stay_while_draining(
+    board: "_Board",
+    demand: "Demand",
+    unplaced: "Pending",
+    current: Mapping[Slot, str],
+    avoid: Mapping[Slot, frozenset[str]],
+) -> "Pending | None":
+    """A slot on a draining node that found nowhere else to go stays where it runs.
+
+    Draining moves slots away without losing any: a drain only completes once each slot has
+    somewhere else to run (as Nomad keeps an allocation whose replacement cannot be placed).
+    """
+    left = []
+    for ordinal in unplaced.ordinals:
+        slot = (demand.name, ordinal)
+        node = board.cluster.get(current.get(slot, ""))
+        stays = (
+            node is not None and node.draining and node.state in HOLDING_STATES
+            and demand.fits(node) and node.name not in avoid.get(slot, ())
+        )
+        if stays:
+            board.put(slot, node.name)
+        else:
+            left.append(ordinal)
+    if not left:
+        return None
+    return Pending(tuple(left), unplaced.reason)
 
 
 class _Group:

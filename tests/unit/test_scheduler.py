@@ -129,10 +129,14 @@ SCENARIOS = [
     Scenario("draining_node_moves_everything_away", WEB9,
              [node("n1", draining=True), node("n2"), node("n3")], current=SPREAD9,
              expect=dict(placed=9, moved=3, per_node={"n2": 5, "n3": 4})),
-    Scenario("draining_the_only_node_evicts_and_reports_pending", [Demand("web", 2)],
+    Scenario("draining_the_only_node_keeps_what_has_nowhere_to_go", [Demand("web", 3)],
              [node("n1", draining=True)], current=at({"n1": {"web": [1, 2]}}),
-             expect=dict(placed=0, evicted=2, pending={"web": (2, (
+             expect=dict(placed=2, evicted=0, per_node={"n1": 2}, pending={"web": (1, (
                  "no eligible node (no node is up, uncordoned and not draining)"))})),
+    Scenario("draining_moves_what_fits_elsewhere_and_keeps_the_rest",
+             [Demand("web", 4, max_per_node=2)], [node("n1", draining=True), node("n2")],
+             current=at({"n1": {"web": [1, 2, 3, 4]}}),
+             expect=dict(placed=4, moved=2, per_node={"n1": 2, "n2": 2})),
     Scenario("suspect_node_keeps_its_slots_and_gets_no_new_one", [Demand("web", 12)],
              [node("n1", "suspect"), node("n2"), node("n3")], current=SPREAD9,
              expect=dict(placed=12, added=3, per_node={"n1": 3, "n2": 5, "n3": 4})),
@@ -292,9 +296,14 @@ def eligible_for_new(demand: Demand, info: NodeInfo | None, avoid, slot) -> bool
             and not info.draining and demand.fits(info) and info.name not in avoid.get(slot, ()))
 
 
-def may_stay(demand: Demand, info: NodeInfo | None, avoid, slot) -> bool:
-    return (info is not None and info.state in ("up", "suspect", "down") and not info.draining
-            and demand.fits(info) and info.name not in avoid.get(slot, ()))
+def may_stay(demand: Demand, info: NodeInfo | None, avoid, slot, current=None) -> bool:
+    """Whether a plan may leave ``slot`` on ``info``: a draining node only keeps a slot it
+    already runs (one that found nowhere else to go)."""
+    if info is None or info.state not in ("up", "suspect", "down"):
+        return False
+    if info.draining and (current is None or current.get(slot) != info.name):
+        return False
+    return demand.fits(info) and info.name not in avoid.get(slot, ())
 
 
 class TestProperties:
@@ -332,7 +341,7 @@ class TestProperties:
         by_name = {d.name: d for d in demands}
         cluster_nodes = {n.name: n for n in nodes}
         for slot, name in plan.placement.items():
-            assert may_stay(by_name[slot[0]], cluster_nodes.get(name), avoid, slot)
+            assert may_stay(by_name[slot[0]], cluster_nodes.get(name), avoid, slot, current)
 
     @PROPERTY
     @given(clusters())
