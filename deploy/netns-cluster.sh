@@ -20,14 +20,21 @@
 #                          (default: gaffer-controller --bind "$GAFFER_NETNS_BIND"
 #                           --data-dir "$GAFFER_NETNS_DATA_DIR" --insecure)
 #   GAFFER_AGENT_CMD       each agent's command line (default: gaffer-agent --controller
-#                          "$GAFFER_NETNS_CONTROLLER" --name "$GAFFER_NETNS_NODE" --insecure)
+#                          "$GAFFER_NETNS_CONTROLLER" --name "$GAFFER_NETNS_NODE"
+#                          --state-dir "$GAFFER_NETNS_STATE_DIR" --insecure; each agent gets
+#                          its own state dir, as separate hosts would)
 #   GAFFER_NETNS_STATE     logs, pid files and the controller's data (default /tmp/gaffer-netns)
 #   GAFFER_NETNS_NODES     number of agents (default 3)
 #   GAFFER_NETNS_PREFIX    namespace name prefix (default gfn)
 #   GAFFER_NETNS_SUBNET    first three octets of the lab's /24 (default 10.232.0)
 #   GAFFER_NETNS_PORT      controller port (default 6001)
+#   GAFFER_NETNS_AGENT_STOP_SIGNAL  what `down` sends each agent (default QUIT: an agent then
+#                          stops its processes gracefully, as when a host is retired; TERM
+#                          would leave them running, and namespace deletion would SIGKILL them)
+#   GAFFER_NETNS_STOP_TIMEOUT  seconds `down` waits for a daemon before SIGKILL (default 30)
 # The commands see GAFFER_NETNS_BIND, GAFFER_NETNS_CONTROLLER (both tcp://IP:PORT),
-# GAFFER_NETNS_NODE and GAFFER_NETNS_DATA_DIR in their environment.
+# GAFFER_NETNS_DATA_DIR (controller), GAFFER_NETNS_NODE and GAFFER_NETNS_STATE_DIR (agents)
+# in their environment.
 #
 # Every command is idempotent: `up` creates only what is missing and starts only what is not
 # running; `down` on a stopped cluster does nothing. Test processes of the Python harness use
@@ -39,9 +46,13 @@ NODES=${GAFFER_NETNS_NODES:-3}
 PREFIX=${GAFFER_NETNS_PREFIX:-gfn}
 SUBNET=${GAFFER_NETNS_SUBNET:-10.232.0}
 PORT=${GAFFER_NETNS_PORT:-6001}
-STOP_TIMEOUT=${GAFFER_NETNS_STOP_TIMEOUT:-10}
+STOP_TIMEOUT=${GAFFER_NETNS_STOP_TIMEOUT:-30}
+AGENT_STOP_SIGNAL=${GAFFER_NETNS_AGENT_STOP_SIGNAL:-QUIT}
+# The defaults are expanded by the sh that runs them, in the daemon's namespace.
+# shellcheck disable=SC2016
 CONTROLLER_CMD=${GAFFER_CONTROLLER_CMD:-'gaffer-controller --bind "$GAFFER_NETNS_BIND" --data-dir "$GAFFER_NETNS_DATA_DIR" --insecure'}
-AGENT_CMD=${GAFFER_AGENT_CMD:-'gaffer-agent --controller "$GAFFER_NETNS_CONTROLLER" --name "$GAFFER_NETNS_NODE" --insecure'}
+# shellcheck disable=SC2016
+AGENT_CMD=${GAFFER_AGENT_CMD:-'gaffer-agent --controller "$GAFFER_NETNS_CONTROLLER" --name "$GAFFER_NETNS_NODE" --state-dir "$GAFFER_NETNS_STATE_DIR" --insecure'}
 
 SWITCH=$PREFIX-switch
 CONTROLLER=$PREFIX-controller
@@ -59,7 +70,9 @@ check_settings() {
     command -v ip >/dev/null || die "ip (iproute2) not found"
     command -v bridge >/dev/null || die "bridge (iproute2) not found"
     case $NODES in ''|*[!0-9]*) die "GAFFER_NETNS_NODES must be a number 1..200, got '$NODES'";; esac
-    [ "$NODES" -ge 1 ] && [ "$NODES" -le 200 ] || die "GAFFER_NETNS_NODES must be 1..200, got $NODES"
+    if [ "$NODES" -lt 1 ] || [ "$NODES" -gt 200 ]; then
+        die "GAFFER_NETNS_NODES must be 1..200, got $NODES"
+    fi
     case $PREFIX in gft[0-9]*) die "GAFFER_NETNS_PREFIX '$PREFIX' is reserved for the test harness";; esac
     case $PREFIX in ''|*[!a-z0-9_-]*) die "GAFFER_NETNS_PREFIX must be [a-z0-9_-]+, got '$PREFIX'";; esac
     echo "$SUBNET" | grep -Eq '^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$' \
@@ -138,12 +151,14 @@ start_daemon() {
         echo "$name already running (pid $pid)"
         return 0
     fi
-    stop_daemon "$name"  # one that outlived its namespace
+    stop_daemon "$name" TERM  # one that outlived its namespace
     command -v "$(first_word "$cmd")" >/dev/null \
         || die "$name: '$(first_word "$cmd")' not found on PATH (set GAFFER_CONTROLLER_CMD / GAFFER_AGENT_CMD)"
     # The inner sh (comm "sh", so stat fields are where cut expects them) writes its pid and
-    # start time, then execs the command: the pid file names the daemon itself.
-    ip netns exec "$ns" env "$@" setsid sh -c \
+    # start time, then execs the command: the pid file names the daemon itself. A background
+    # job of a script starts with SIGINT and SIGQUIT ignored; env gives them back their defaults.
+    # shellcheck disable=SC2016
+    ip netns exec "$ns" env --default-signal=INT,QUIT "$@" setsid sh -c \
         'echo $$ $(cut -d" " -f22 /proc/$$/stat) > "$0.tmp"; mv "$0.tmp" "$0"; eval "exec $1"' \
         "$RUN/$name.pid" "$cmd" </dev/null >>"$LOGS/$name.log" 2>&1 &
     while [ ! -s "$RUN/$name.pid" ] && [ $waited -lt 50 ]; do sleep 0.1; waited=$((waited + 1)); done
@@ -158,20 +173,30 @@ start_daemon() {
 }
 
 # first_word COMMAND: the program a command line starts (split like sh would, no globbing).
+# shellcheck disable=SC2086
 first_word() (set -f; set -- $1; printf '%s\n' "${1:-}")
 
-# stop_daemon NAME: TERM the daemon's process group, KILL it after STOP_TIMEOUT seconds.
-stop_daemon() {
-    local name=$1 pid waited=0
-    if pid=$(our_process "$name"); then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        kill -CONT -- "-$pid" 2>/dev/null || true
-        while our_process "$name" >/dev/null && [ $waited -lt $((STOP_TIMEOUT * 10)) ]; do
-            sleep 0.1; waited=$((waited + 1))
-        done
+# signal_daemon NAME SIGNAL: send SIGNAL to the daemon's process group (and CONT, should it be
+# frozen) and print its pid; a daemon that is not running is skipped (prints nothing).
+signal_daemon() {
+    local pid
+    pid=$(our_process "$1") || return 0
+    kill -"$2" -- "-$pid" 2>/dev/null || kill -"$2" "$pid" 2>/dev/null || true
+    kill -CONT -- "-$pid" 2>/dev/null || true
+    echo "$pid"
+}
+
+# await_daemon NAME SIGNAL DEADLINE PID: wait until $SECONDS reaches DEADLINE for the daemon
+# signalled as PID (empty: it was not running) to exit, then SIGKILL it; drop its pid file.
+await_daemon() {
+    local name=$1 pid=$4
+    if [ -z "$pid" ]; then
+        [ ! -e "$RUN/$name.pid" ] || echo "$name was not running"
+    else
+        while our_process "$name" >/dev/null && [ "$SECONDS" -lt "$3" ]; do sleep 0.1; done
         if our_process "$name" >/dev/null; then
             kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-            echo "$name killed (pid $pid, no exit within ${STOP_TIMEOUT}s of TERM)"
+            echo "$name killed (pid $pid, still running ${STOP_TIMEOUT}s after $2)"
         else
             echo "$name stopped (pid $pid)"
         fi
@@ -179,9 +204,27 @@ stop_daemon() {
     rm -f "$RUN/$name.pid"
 }
 
+stop_daemon() {
+    local pid
+    pid=$(signal_daemon "$1" "$2")
+    await_daemon "$1" "$2" $((SECONDS + STOP_TIMEOUT)) "$pid"
+}
+
+# Daemons with a pid file: agents first, the controller last.
+daemon_names() {
+    local pidfile
+    for pidfile in "$RUN"/node*.pid; do
+        if [ -e "$pidfile" ]; then basename "$pidfile" .pid; fi
+    done | sort -V
+    if [ -e "$RUN/controller.pid" ]; then echo controller; fi
+}
+
+stop_signal_of() { case $1 in node*) echo "$AGENT_STOP_SIGNAL" ;; *) echo TERM ;; esac; }
+
 delete_namespace() {
     local pids
     pids=$(ip netns pids "$1" 2>/dev/null || true)
+    # shellcheck disable=SC2086  # one argument per pid
     if [ -n "$pids" ]; then kill -KILL $pids 2>/dev/null || true; fi
     ip netns delete "$1"
     echo "namespace $1 deleted"
@@ -192,7 +235,7 @@ print_access() {
 controller: $ENDPOINT (namespace $CONTROLLER)
   ip netns exec $CONTROLLER gafferctl --controller $ENDPOINT nodes
   ip netns exec $(node_ns 1) gafferctl --controller $ENDPOINT status
-logs: $LOGS    pid files: $RUN    controller data: $DATA
+logs: $LOGS    pid files: $RUN    controller data: $DATA    agents' state: $STATE/nodeN
 stop: $0 down
 EOF
 }
@@ -202,24 +245,31 @@ cmd_up() {
     mkdir -p "$LOGS" "$RUN" "$DATA"
     ensure_switch
     ensure_host "$CONTROLLER" p0 "$CONTROLLER_IP"
-    for n in $(seq 1 "$NODES"); do ensure_host "$(node_ns "$n")" "p$n" "$(node_ip "$n")"; done
+    for n in $(seq 1 "$NODES"); do
+        ensure_host "$(node_ns "$n")" "p$n" "$(node_ip "$n")"
+        mkdir -p "$STATE/node$n"
+    done
     start_daemon controller "$CONTROLLER" "$CONTROLLER_CMD" \
         "GAFFER_NETNS_BIND=$ENDPOINT" "GAFFER_NETNS_DATA_DIR=$DATA"
     for n in $(seq 1 "$NODES"); do
         start_daemon "node$n" "$(node_ns "$n")" "$AGENT_CMD" \
-            "GAFFER_NETNS_CONTROLLER=$ENDPOINT" "GAFFER_NETNS_NODE=node$n"
+            "GAFFER_NETNS_CONTROLLER=$ENDPOINT" "GAFFER_NETNS_NODE=node$n" \
+            "GAFFER_NETNS_STATE_DIR=$STATE/node$n"
     done
     print_access
 }
 
+# down: signal every daemon at once (agents QUIT, so they stop their processes gracefully), wait
+# for each, then kill whatever is left in the namespaces and delete them.
 cmd_down() {
-    local pidfile ns
-    if [ -d "$RUN" ]; then
-        for pidfile in "$RUN"/*.pid; do
-            [ -e "$pidfile" ] || continue
-            stop_daemon "$(basename "$pidfile" .pid)"
-        done
-    fi
+    local name ns deadline=$((SECONDS + STOP_TIMEOUT))
+    local -A signalled=()
+    for name in $(daemon_names); do
+        signalled[$name]=$(signal_daemon "$name" "$(stop_signal_of "$name")")
+    done
+    for name in $(daemon_names); do
+        await_daemon "$name" "$(stop_signal_of "$name")" "$deadline" "${signalled[$name]:-}"
+    done
     for ns in $(present_namespaces); do delete_namespace "$ns"; done
     echo "cluster down (logs kept in $LOGS)"
 }

@@ -228,12 +228,15 @@ def _stay_while_draining(
     somewhere else to run (as Nomad keeps an allocation whose replacement cannot be placed).
     """
     left = []
+    cap = demand.max_per_node or _UNLIMITED
+    tally = board.tallies.setdefault(demand.name, {})
     for ordinal in unplaced.ordinals:
         slot = (demand.name, ordinal)
         node = board.cluster.get(current.get(slot, ""))
         stays = (
             node is not None and node.draining and node.state in HOLDING_STATES
             and demand.fits(node) and node.name not in avoid.get(slot, ())
+            and tally.get(node.name, 0) < cap
         )
         if stays:
             board.put(slot, node.name)

@@ -140,4 +140,11 @@ def reference_placement(
             ]
             if options:
                 put(slot, min(options, key=lambda n: (tally[demand.name, n], load[n], n)))
+        for ordinal in range(1, demand.count + 1):
+            slot = (demand.name, ordinal)
+            info = cluster.get(current.get(slot, ""))
+            if (slot not in placement and info is not None and info.draining
+                    and info.state in ("up", "suspect", "down") and matches(demand, info)
+                    and info.name not in avoid.get(slot, ()) and room(demand, info.name)):
+                put(slot, info.name)
     return placement
