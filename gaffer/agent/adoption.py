@@ -3,13 +3,14 @@
 The agent spawns every instance as a session leader with GAFFER_AGENT_ID, GAFFER_NODE,
 GAFFER_TEMPLATE and GAFFER_INSTANCE (and GAFFER_SPEC) in its environment. Those survive the
 agent; a state file could be lost or stale, the kernel's process table cannot. So discovery
-reads /proc: the session id and state from ``stat`` (cheap, rejects almost every process),
-then ``environ`` only of session leaders. Children of an instance are in its session but do
-not lead it, so they are never mistaken for an instance.
+reads /proc: ``getsid`` (one cheap syscall) rejects every process that does not lead its
+session, then ``environ`` and ``stat`` of the leaders. Children of an instance are in its
+session but do not lead it, so they are never mistaken for an instance.
 
 Processes vanish, turn into zombies or belong to users we may not inspect at any moment of
-the scan; each such process is skipped, never an error. A match is re-checked after its
-environ is read (same start time), so a pid reused mid-scan is not reported.
+the scan; each such process is skipped, never an error. Both files are read through one open
+``/proc/<pid>`` directory, which stays bound to one process: if the pid is reused mid-scan
+the reads fail instead of mixing two processes.
 """
 
 from __future__ import annotations
@@ -102,16 +103,21 @@ def discover(node: str, agent_id: str) -> list[Found]:
 
 def _examine(pid: int, agent_mark: bytes, node_mark: bytes, boot: float) -> Found | None:
     try:
-        first = read_stat(pid)
-        if first.session != pid or first.state in ("Z", "X"):
+        if os.getsid(pid) != pid:
             return None
-        env = b"\0" + _read(f"{PROC}/{pid}/environ") + b"\0"
+        procdir = os.open(f"{PROC}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        env = b"\0" + _read("environ", procdir) + b"\0"
         if agent_mark not in env or node_mark not in env:
             return None
-        again = read_stat(pid)
+        stat = parse_stat(_read("stat", procdir))
     except (OSError, ValueError, IndexError):
         return None
-    if again.start_ticks != first.start_ticks or again.state in ("Z", "X"):
+    finally:
+        os.close(procdir)
+    if stat.session != pid or stat.state in ("Z", "X"):
         return None
     values = _gaffer_env(env)
     template = values.get("GAFFER_TEMPLATE")
@@ -125,7 +131,7 @@ def _examine(pid: int, agent_mark: bytes, node_mark: bytes, boot: float) -> Foun
         instance_id=make_instance_id(template, ordinal),
         template=template,
         ordinal=ordinal,
-        started_at=create_time(first.start_ticks, boot),
+        started_at=create_time(stat.start_ticks, boot),
         spec=values.get("GAFFER_SPEC"),
     )
 

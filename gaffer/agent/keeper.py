@@ -112,7 +112,8 @@ class FrameDecoder:
                 rest = len(self._buf) - HEADER.size
                 self._skip = max(0, length - rest)
                 del self._buf[: HEADER.size + min(length, rest)]
-                frames.append(Frame(None, taken, f"frame of {length} bytes exceeds the {self.max_body} byte limit"))
+                error = f"frame of {length} bytes exceeds the {self.max_body} byte limit"
+                frames.append(Frame(None, taken, error))
                 continue
             if len(self._buf) < HEADER.size + length:
                 self._untake(taken)
@@ -246,7 +247,10 @@ class Keeper:
                 self._stop = f"idle: nothing held and no agent for {self.limits.idle_timeout:g}s"
                 break
             for key, mask in self._sel.select(timeout):
-                key.data(mask)
+                try:
+                    key.data(mask)
+                except Exception as exc:  # a bug must not drop every held pipe with the keeper
+                    log.error("internal error, carrying on: %r", exc)
         self._shutdown()
         return self._stop
 
@@ -428,7 +432,8 @@ class Keeper:
             op = body.get("op")
             handler = self._ops().get(op) if isinstance(op, str) else None
             if handler is None:
-                raise RequestError("invalid_request", f"op: unknown operation {op!r} (use {', '.join(self._ops())})")
+                known = ", ".join(self._ops())
+                raise RequestError("invalid_request", f"op: unknown operation {op!r} (use {known})")
             if frame.fds and op != "deposit":
                 raise RequestError("invalid_request", f"{op}: takes no descriptors, got {len(frame.fds)}")
             handler(rid, body, frame.fds)

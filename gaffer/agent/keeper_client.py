@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import itertools
 import logging
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -43,6 +45,7 @@ from gaffer.common.errors import GafferError
 log = logging.getLogger("gaffer.keeper_client")
 
 OUTBOX_LIMIT = 4 * 1024 * 1024
+OUTBOX_FDS = 4096
 LOG_ROTATE_BYTES = 1024 * 1024
 
 
@@ -109,6 +112,8 @@ class KeeperClient:
         self._pending: dict[int, _Pending] = {}
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._outbox_bytes = 0
+        self._outbox_fds = 0
+        self._outbox_fd_limit = min(OUTBOX_FDS, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4)
         self._writing = False
         self._welcome: asyncio.Future[dict[str, Any]] = loop.create_future()
         loop.add_reader(self._fd, self._on_readable)
@@ -130,7 +135,8 @@ class KeeperClient:
         """Connect to the keeper at ``path``, starting a detached one first if none runs.
 
         Raises KeeperBusy if another agent is connected, KeeperUnavailable if no keeper can be
-        reached or started within ``timeout`` seconds.
+        reached or started within ``timeout`` seconds. The other options only apply to a keeper
+        started here; a running keeper keeps its own.
         """
         path = os.fspath(path)
         loop = asyncio.get_running_loop()
@@ -141,6 +147,8 @@ class KeeperClient:
             except (FileNotFoundError, ConnectionRefusedError) as exc:
                 if not spawn or attempt == 2:
                     raise KeeperUnavailable(f"no keeper at {path}: {exc.strerror}") from None
+            except OSError as exc:
+                raise KeeperUnavailable(f"cannot connect to the keeper at {path}: {exc.strerror or exc}") from None
             line = await spawn_keeper(
                 path,
                 idle_timeout=idle_timeout,
@@ -215,21 +223,33 @@ class KeeperClient:
 
     def _request(self, body: dict[str, Any], fds: list[int], watch: bool = False) -> asyncio.Future[Any]:
         if self.lost.done():
-            raise KeeperUnavailable(f"the connection to the keeper at {self.path} is closed ({self.lost.result()})")
-        if self._outbox_bytes > OUTBOX_LIMIT:
-            raise KeeperUnavailable(f"the keeper at {self.path} is not reading ({self._outbox_bytes} bytes queued)")
+            reason = self.lost.result()
+            raise KeeperUnavailable(f"the connection to the keeper at {self.path} is closed ({reason})")
+        if self._outbox_bytes > OUTBOX_LIMIT or (fds and self._outbox_fds + len(fds) > self._outbox_fd_limit):
+            raise KeeperUnavailable(
+                f"the keeper at {self.path} is not keeping up "
+                f"({self._outbox_bytes} bytes and {self._outbox_fds} descriptors queued)"
+            )
         rid = next(self._ids)
         body["id"] = rid
         future: asyncio.Future[Any] = self._loop.create_future()
         if watch:
             future.add_done_callback(_log_unawaited(body["op"], body.get("key")))
+        try:
+            self._send(encode_frame(body, len(fds)), fds)
+        except OSError as exc:
+            raise KeeperUnavailable(f"cannot send to the keeper at {self.path}: {exc.strerror or exc}") from None
+        if self.lost.done():
+            raise KeeperUnavailable(f"lost the keeper at {self.path} ({self.lost.result()})")
         self._pending[rid] = _Pending(body["op"], future)
-        self._send(encode_frame(body, len(fds)), fds)
         return future
 
     # ------------------------------------------------------------------------- wire
 
     def _send(self, frame: bytes, fds: list[int]) -> None:
+        """Send now when the socket takes it; queue the rest with private duplicates of fds
+        (the caller may close its own at once). OSError means nothing was sent: the request
+        fails alone (too many descriptors in flight, or none left to duplicate)."""
         data = memoryview(frame)
         if not self._outbox:
             try:
@@ -237,14 +257,25 @@ class KeeperClient:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
+                if exc.errno in (errno.ETOOMANYREFS, errno.ENOBUFS, errno.ENOMEM):
+                    raise
                 self._fail(f"send failed: {exc.strerror or exc}")
                 return
             if sent == len(data):
                 return
             if sent:
                 data, fds = data[sent:], []
-        self._outbox.append([data, [os.dup(fd) for fd in fds]])
+        copies: list[int] = []
+        try:
+            for fd in fds:
+                copies.append(os.dup(fd))
+        except OSError:
+            for fd in copies:
+                _close(fd)
+            raise
+        self._outbox.append([data, copies])
         self._outbox_bytes += len(data)
+        self._outbox_fds += len(copies)
         if not self._writing:
             self._writing = True
             self._loop.add_writer(self._fd, self._flush)
@@ -261,6 +292,7 @@ class KeeperClient:
                 return
             for fd in fds:
                 _close(fd)
+            self._outbox_fds -= len(fds)
             self._outbox_bytes -= sent
             if sent == len(data):
                 self._outbox.popleft()
@@ -351,6 +383,7 @@ class KeeperClient:
             log.error("bad reclaim item from the keeper: %s", exc)
 
     def _fail(self, reason: str) -> None:
+        log.warning("lost the keeper at %s: %s", self.path, reason)
         self.close(reason)
 
     # ------------------------------------------------------------------------- closing
@@ -371,6 +404,7 @@ class KeeperClient:
                 _close(fd)
         self._outbox.clear()
         self._outbox_bytes = 0
+        self._outbox_fds = 0
         if not self._welcome.done():
             self._welcome.set_exception(KeeperUnavailable(f"keeper at {self.path}: {reason}"))
             self._welcome.exception()
@@ -495,13 +529,16 @@ async def _reap(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen) -> None
 
 
 def _log_unawaited(op: str, key: str | None) -> Callable[[asyncio.Future[Any]], None]:
-    """A done-callback that logs a failed answer nobody awaited (and marks it retrieved)."""
+    """A done-callback that logs a refusal nobody awaited (and marks the error retrieved).
+
+    A lost connection fails every pending request at once; that is reported through
+    ``KeeperClient.lost``, not once per request."""
 
     def done(future: asyncio.Future[Any]) -> None:
         if future.cancelled():
             return
         exc = future.exception()
-        if exc is not None:
+        if exc is not None and not isinstance(exc, KeeperUnavailable):
             log.warning("keeper %s %s failed: %s", op, key, exc)
 
     return done

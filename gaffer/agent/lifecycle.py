@@ -7,7 +7,8 @@ stopped       not running and not wanted to run right now -> starting (spawn),
               backoff (its template is suspended for flapping), failed (template failed)
 starting      spawned, not yet up ``startsecs`` -> running (up long enough), stopping (stop),
               starting (exited, respawned at once), backoff (exited, respawn later),
-              exited (exit the restart policy accepts), failed
+              exited (exit the restart policy accepts), stopped (exited by itself when it
+              was no longer wanted), failed
 running       up ``startsecs`` or longer -> the same moves as starting, except running
 backoff       exited unexpectedly, waiting for its backoff delay or the end of a flapping
               suspension -> starting, stopped (stop), failed (flapping gave up)
@@ -43,12 +44,13 @@ class State(str, enum.Enum):
 ALIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING, State.BACKOFF, State.FAILED}),
-    State.STARTING: frozenset(
-        {State.STARTING, State.RUNNING, State.STOPPING, State.BACKOFF, State.EXITED, State.FAILED}
-    ),
-    State.RUNNING: frozenset(
-        {State.STARTING, State.STOPPING, State.BACKOFF, State.EXITED, State.FAILED}
-    ),
+    State.STARTING: frozenset({
+        State.STARTING, State.RUNNING, State.STOPPING, State.STOPPED, State.BACKOFF,
+        State.EXITED, State.FAILED,
+    }),
+    State.RUNNING: frozenset({
+        State.STARTING, State.STOPPING, State.STOPPED, State.BACKOFF, State.EXITED, State.FAILED,
+    }),
     State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.BACKOFF, State.FAILED}),
     State.STOPPING: frozenset({State.STOPPED}),
     State.EXITED: frozenset({State.STARTING, State.STOPPED}),

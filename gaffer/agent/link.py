@@ -297,17 +297,17 @@ class ControllerLink:
     def _send_report(self, full: bool) -> None:
         if full:
             self._dirty.clear()
-            self._send("report", {"instances": self.instances(), "full": True})
+            self._send("report", {"instances": self.instances(), "removed": [], "full": True})
             return
-        rows = []
+        rows, removed = [], []
         for instance_id in sorted(self._dirty):
             try:
                 rows.append(wire_instance(self.manager.find(instance_id).info(self.manager.node)))
             except GafferError:
-                continue
+                removed.append(instance_id)
         self._dirty.clear()
-        if rows:
-            self._send("report", {"instances": rows, "full": False})
+        if rows or removed:
+            self._send("report", {"instances": rows, "removed": removed, "full": False})
 
     def ack(self, generation: int, errors: list[str]) -> None:
         self.generation = generation

@@ -581,6 +581,13 @@ class Manager:
             process.signal(9)
 
     def _on_exit(self, entry: _Entry, inst: Instance, process: Process, status: ExitStatus) -> None:
+        """Waiters are woken whatever happens here: a bug must never leave one hanging."""
+        try:
+            self._handle_exit(entry, inst, process, status)
+        finally:
+            self._changed()
+
+    def _handle_exit(self, entry: _Entry, inst: Instance, process: Process, status: ExitStatus) -> None:
         if inst.process is not process:
             return
         inst.cancel_timers()

@@ -201,9 +201,13 @@ class Process:
         pipe ends handed back by the keeper (``out``/``err`` read ends, ``in`` write end); the
         Process owns them once this returns, the caller keeps them if it raises.
         """
-        for name in fds:
+        for name, fd in fds.items():
             if name not in ("out", "err", "in"):
                 raise ValueError(f"fds: {name!r} is not one of out, err, in")
+            try:
+                os.fstat(fd)
+            except OSError as exc:
+                raise ValueError(f"fds[{name!r}]: descriptor {fd} is not open ({exc.strerror})") from None
         proc = cls(spec, on_exit, on_output, loop)
         pidfd, procdir = _open_pid(pid, started_at)
         proc.pid = pid
@@ -379,9 +383,11 @@ def _open_pid(pid: int, started_at: float) -> tuple[int, int]:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         raise AdoptError(f"cannot adopt pid {pid}: no such process") from None
+    except OSError as exc:
+        raise AdoptError(f"cannot adopt pid {pid}: {exc.strerror}") from None
     try:
         procdir = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except OSError:
         os.close(pidfd)
         raise AdoptError(f"cannot adopt pid {pid}: no such process") from None
     try:

@@ -78,8 +78,9 @@ _ERROR = s.struct(
     optional={"problems": s.list_of(_PROBLEM, 1_000)},
 )
 
+_INSTANCE_ID = s.string(129, 1)
 _INSTANCE = s.struct({
-    "id": s.string(129, 1),
+    "id": _INSTANCE_ID,
     "template": _NAME,
     "ordinal": s.either(s.integer(1, MAX_INT), _WORD),
     "pid": s.nullable(s.integer(1, 2**31 - 1)),
@@ -135,7 +136,11 @@ _SCHEMAS: dict[str, s.Check] = {
         "instances": _COUNTER,
         "generation": _COUNTER,
     }),
-    "report": s.struct({"instances": _INSTANCES, "full": _BOOL}),
+    "report": s.struct({
+        "instances": _INSTANCES,
+        "removed": s.list_of(_INSTANCE_ID, MAX_INSTANCES),
+        "full": _BOOL,
+    }),
     "events": s.struct({
         "events": s.list_of(s.struct({"topic": _TOPIC, "ts": _TIME, "data": _MAP}), MAX_EVENTS),
     }),

@@ -150,12 +150,17 @@ class Controller:
     # ----------------------------------------------------------------- timers
 
     async def _tick(self) -> None:
+        """Judge liveness twice per interval (so a state change is never late by more than
+        half an interval); beat each agent once per interval."""
         interval = self.settings.liveness.interval
+        beat = False
         while True:
             await asyncio.sleep(interval / 2)
+            beat = not beat
             try:
                 self._judge_nodes()
-                self._send_beats()
+                if beat:
+                    self._send_beats()
                 assert self.cluster is not None
                 self.cluster.check_timers()
             except Exception:
@@ -291,7 +296,7 @@ class Controller:
             if body["full"]:
                 self.nodes.replace_instances(node, body["instances"])
             else:
-                self.nodes.update_instances(node, body["instances"])
+                self.nodes.update_instances(node, body["instances"], body["removed"])
             self.cluster.instances_reported(node, body["instances"])
             self._notify()
         elif kind == "events":

@@ -37,9 +37,10 @@ class Node:
     cordoned: bool = False
     draining: bool = False
     heartbeats: int = 0
+    running: int = 0
 
     def view(self, now: float) -> dict[str, Any]:
-        running = sum(1 for i in self.instances.values() if i.get("pid"))
+        running = self.running
         return {
             "name": self.name,
             "state": self.state.value,
@@ -121,12 +122,20 @@ class NodeTable:
 
     def replace_instances(self, node: Node, instances: list[dict[str, Any]]) -> None:
         node.instances = {i["id"]: i for i in instances}
-        node.digest = instances_digest(node.instances.values())
+        self._refresh(node)
 
-    def update_instances(self, node: Node, instances: list[dict[str, Any]]) -> None:
+    def update_instances(
+        self, node: Node, instances: list[dict[str, Any]], removed: list[str] = ()
+    ) -> None:
         for item in instances:
             node.instances[item["id"]] = item
+        for ident in removed:
+            node.instances.pop(ident, None)
+        self._refresh(node)
+
+    def _refresh(self, node: Node) -> None:
         node.digest = instances_digest(node.instances.values())
+        node.running = sum(1 for i in node.instances.values() if i["pid"])
 
     def disconnect(self, node: Node) -> None:
         """Forget the node's socket (it must say hello again); keep what we know of it."""

@@ -27,6 +27,7 @@ from gaffer.controller.auth import AGENT, CLIENT, role_of
 log = logging.getLogger("gaffer.controller.server")
 
 MAX_SESSIONS = 20_000
+SLICE = 0.01
 FROM_ANYONE = protocol.AGENT_TO_CONTROLLER | protocol.CLIENT_TO_CONTROLLER
 
 
@@ -93,16 +94,21 @@ class PeerServer:
         }
 
     async def _serve(self) -> None:
+        """Drain and handle messages, yielding to the loop every SLICE seconds of work so a
+        burst (a thousand agents reporting at once) never stalls timers and clients."""
+        loop = asyncio.get_running_loop()
         while True:
             batch = await self._channel.recv_batch()
+            started = loop.time()
             for frames in batch:
                 try:
                     self._receive(frames)
                 except Exception:
                     log.exception("message handling failed; message dropped")
                     self.bad.record("?", "handler_error", "see the traceback above")
-            if len(batch) >= 1000:
-                await asyncio.sleep(0)
+                if loop.time() - started > SLICE:
+                    await asyncio.sleep(0)
+                    started = loop.time()
 
     def _receive(self, frames: list[zmq.Frame]) -> None:
         if len(frames) != 2:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
 
 import pytest
 
@@ -412,6 +414,19 @@ class TestSignals:
         manager.add(template("all", numprocesses=3))
         await all_running(manager, "all", 3)
         assert sorted(manager.kill("all", "TERM")) == sorted(pids(manager, "all").values())
+
+    async def test_exit_while_no_longer_wanted_does_not_hang_shutdown(self, manager):
+        """Instances that die on their own just as the template is stopped end `stopped`."""
+        manager.add(template("racy", numprocesses=3))
+        await all_running(manager, "racy", 3)
+        old = list(pids(manager, "racy").values())
+        manager.kill("racy", "KILL")
+        deadline = time.monotonic() + 5
+        while not all(pid_dead(p) for p in old):
+            assert time.monotonic() < deadline, "killed processes did not die"
+        manager.stop("racy")
+        await manager.wait_until(lambda: set(states(manager, "racy").values()) == {"stopped"}, timeout=10)
+        await asyncio.wait_for(manager.shutdown(), 10)
 
     async def test_bad_targets_and_signals_are_clear_errors(self, manager):
         """Unknown instance or signal names raise specific errors."""

@@ -126,9 +126,11 @@ BODIES = {
         "instances": counters,
         "generation": counters,
     }),
-    "report": st.fixed_dictionaries(
-        {"instances": st.lists(instances, max_size=5), "full": st.booleans()}
-    ),
+    "report": st.fixed_dictionaries({
+        "instances": st.lists(instances, max_size=5),
+        "removed": st.lists(st.text(min_size=1, max_size=20), max_size=3),
+        "full": st.booleans(),
+    }),
     "events": st.fixed_dictionaries({
         "events": st.lists(
             st.fixed_dictionaries({"topic": topics, "ts": times, "data": plain_maps}),
@@ -326,7 +328,7 @@ BAD_FRAMES = [
      "heartbeat.digest: must be a string of at most 128 characters, got 5"),
     ("bool-as-int", body_frame("ping", {"nonce": True}), None, "bad_body",
      "ping.nonce: must be an integer >= 0, got true"),
-    ("int-as-bool", body_frame("report", {"instances": [], "full": 1}), None, "bad_body",
+    ("int-as-bool", body_frame("report", {"instances": [], "removed": [], "full": 1}), None, "bad_body",
      "report.full: must be true or false, got 1"),
     ("float-as-int", body_frame("beat", {"generation": 1.0}), None, "bad_body",
      "beat.generation: must be an integer >= 0, got 1.0"),
@@ -350,11 +352,11 @@ BAD_FRAMES = [
      body_frame("hello", {**HELLO, "instances": [INSTANCE] * 3 + [{**INSTANCE, "pid": "x"}]}),
      None, "bad_body",
      'hello.instances[3].pid: must be an integer in 1..2147483647 or null, got "x"'),
-    ("bool-ordinal", body_frame("report", {"instances": [{**INSTANCE, "ordinal": True}], "full": True}),
+    ("bool-ordinal", body_frame("report", {"instances": [{**INSTANCE, "ordinal": True}], "removed": [], "full": True}),
      None, "bad_body", "report.instances[0].ordinal: must be an integer >= 1 or a non-empty string "
      "of at most 64 characters, got true"),
     ("unknown-state",
-     body_frame("report", {"instances": [{**INSTANCE, "state": "zombie"}], "full": True}),
+     body_frame("report", {"instances": [{**INSTANCE, "state": "zombie"}], "removed": [], "full": True}),
      None, "bad_body", None),
     ("ordinal-zero", body_frame("assign", {**ASSIGN, "ordinals": {"web": [0]}}), None, "bad_body",
      "assign.ordinals.web[0]: must be an integer >= 1, got 0"),

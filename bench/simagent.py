@@ -1,0 +1,799 @@
+"""The processes the controller benches start: fleets of simulated agents, a controller host,
+and a bare ROUTER; plus the handles ``controller_link.py`` and ``reconcile.py`` drive them with.
+
+Like ``peers.py`` this file plays two parts. Imported, it gives the benches ``Child`` (one
+such process, spoken to with JSON lines over its stdin/stdout) and helpers to start them.
+Run as a script, ``simagent.py fleet|controller|bare ...``, it is one of those processes:
+
+- **fleet**: many simulated agents in one process, each its own DEALER over real TCP, all on
+  one uvloop loop (each socket's ZMQ_FD on ``add_reader``), so a few fleet processes carry a
+  thousand agents without being the bottleneck. An agent speaks like ``gaffer/agent/link.py``:
+  ``hello`` (node name, ``agent_id``, some instances it claims to run), nothing more until
+  ``welcome``, then a ``heartbeat`` every interval (phases spread at random over the interval,
+  as real agents started at different times would be), with the digest of what it runs.
+  ``assign`` is acked at once with its generation (the ack time of each generation is kept),
+  its instance table becomes exactly what was assigned, all ``running`` with made-up pids, and
+  a full ``report`` follows, as a Manager converging instantly would produce. ``command`` gets
+  a ``result``; ``report`` is answered with a full report. Messages are built with msgpack
+  directly (the bytes ``protocol.encode`` would produce, without re-validating what is known to
+  be valid) and read without schema checks: the simulator must stay cheap.
+- **controller**: a ``Controller`` in its own process (so its CPU share is its own), with a
+  stall probe on its loop: a task that asks to wake every ``--probe-ms`` and records how late
+  it actually woke (the loop's worst stall), and an optional cProfile of the loop on request.
+- **bare**: the least a controller's socket must do: a pyzmq ROUTER in a blocking poll loop
+  that decodes nothing and echoes every message to its sender; for the reconcile bench it can
+  also push a prepared assignment frame to every peer at once.
+
+A child exits when its stdin closes, so a bench that dies takes its children with it; the
+benches also stop each by pid (``Child.close``: quit, then SIGKILL after a bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import random
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import uvloop
+import zmq
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from gaffer import __version__  # noqa: E402
+from gaffer.common import protocol  # noqa: E402
+from gaffer.common.template import parse_template  # noqa: E402
+from gaffer.common.transport import new_socket  # noqa: E402
+
+PROTOCOL = protocol.PROTOCOL_VERSION
+EMPTY_DIGEST = protocol.instances_digest([])
+CONNECT_BATCH = 100
+CONNECT_PAUSE = 0.05
+QUIT_TIMEOUT = 20.0
+STALL_THRESHOLDS_MS = (10, 50, 100, 500)
+
+
+def raise_nofile() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: a thousand sockets need a few thousand fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def emit(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+def pack(kind: str, seq: int, body: dict[str, Any]) -> bytes:
+    return msgpack.packb([PROTOCOL, kind, seq, body], use_bin_type=True)
+
+
+class StdinCommands:
+    """JSON lines from stdin, on the loop; EOF (the bench went away) means quit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Any, on_eof: Any) -> None:
+        self._loop = loop
+        self._handle = handle
+        self._on_eof = on_eof
+        self._buffer = b""
+        os.set_blocking(0, False)
+        loop.add_reader(0, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(0, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._loop.remove_reader(0)
+            self._on_eof()
+            return
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._handle(json.loads(line))
+
+
+# ===================================================================== fleet
+
+
+class SimAgent:
+    """One simulated agent: one DEALER, the agent side of the protocol, nothing else."""
+
+    __slots__ = (
+        "fleet", "index", "name", "agent_id", "sock", "fd", "seq", "welcomed", "interval",
+        "generation", "acked_at", "rows", "digest", "timer", "silent", "_draining",
+    )
+
+    def __init__(self, fleet: "Fleet", index: int) -> None:
+        self.fleet = fleet
+        self.index = index
+        self.name = f"{fleet.prefix}{index:05d}"
+        self.agent_id = f"sim{fleet.run}{index:05d}"
+        self.sock: zmq.Socket | None = None
+        self.fd = -1
+        self.seq = 0
+        self.welcomed = False
+        self.interval = 1.0
+        self.generation = 0
+        self.acked_at = 0.0
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.digest = EMPTY_DIGEST
+        self.timer: asyncio.TimerHandle | None = None
+        self.silent = False
+        self._draining = False
+
+    def open(self) -> None:
+        fleet = self.fleet
+        sock = new_socket(fleet.ctx, zmq.DEALER)
+        sock.connect(fleet.endpoint)
+        self.sock = sock
+        self.fd = sock.getsockopt(zmq.FD)
+        fleet.loop.add_reader(self.fd, self.drain)
+        for n in range(fleet.hello_instances):
+            ordinal = self.index * fleet.hello_instances + n + 1
+            self._put_row("leftover", ordinal, "-")
+        self.digest = protocol.instances_digest(self.rows.values())
+        self.send_hello()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.sock is not None:
+            self.fleet.loop.remove_reader(self.fd)
+            self.sock.close(linger=0)
+            self.sock = None
+
+    def silence(self) -> None:
+        """The host dies: no more heartbeats, the socket goes away."""
+        self.silent = True
+        self.close()
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, kind: str, body: dict[str, Any]) -> None:
+        if self.sock is None:
+            return
+        self.seq += 1
+        try:
+            self.sock.send(pack(kind, self.seq, body), zmq.NOBLOCK)
+        except zmq.Again:
+            self.fleet.counts["send_dropped"] += 1
+        # a send can swallow the readability edge of messages already queued: look now
+        self.drain()
+
+    def send_hello(self) -> None:
+        self.send("hello", {
+            "node": self.name, "labels": {"sim": "yes"}, "cpus": 2, "memory": 1 << 30,
+            "version": __version__, "protocol": PROTOCOL, "agent_id": self.agent_id,
+            "incarnation": self.fleet.incarnation, "generation": self.generation,
+            "instances": list(self.rows.values()),
+        })
+
+    def heartbeat(self) -> None:
+        self.timer = None
+        if self.silent or self.sock is None:
+            return
+        self.fleet.counts["heartbeats"] += 1
+        self.send("heartbeat", {
+            "load": [0.0, 0.0, 0.0], "digest": self.digest, "instances": len(self.rows),
+            "generation": self.generation,
+        })
+        self._schedule(self.interval)
+
+    def _schedule(self, delay: float) -> None:
+        if self.timer is None and not self.silent:
+            self.timer = self.fleet.loop.call_later(delay, self.heartbeat)
+
+    def report(self) -> None:
+        self.fleet.counts["reports"] += 1
+        self.send("report", {"instances": list(self.rows.values()), "removed": [], "full": True})
+
+    # ------------------------------------------------------------ receiving
+
+    def drain(self) -> None:
+        if self._draining or self.sock is None:
+            return
+        self._draining = True
+        try:
+            sock = self.sock
+            while sock is not None and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.fleet.counts["received"] += 1
+                self.handle(frame)
+                sock = self.sock
+        finally:
+            self._draining = False
+
+    def handle(self, frame: bytes) -> None:
+        fleet = self.fleet
+        try:
+            _, kind, _, body = msgpack.unpackb(frame, raw=False)
+        except Exception:
+            fleet.counts["bad"] += 1
+            return
+        if kind == "assign":
+            self.on_assign(body)
+        elif fleet.bare:
+            if not self.welcomed:
+                self.on_welcome(self.interval)
+        elif kind == "beat":
+            fleet.counts["beats"] += 1
+        elif kind == "welcome":
+            self.on_welcome(body["heartbeat"])
+        elif kind == "command":
+            self.on_command(body)
+        elif kind == "ping":
+            self.send("pong", {"nonce": body["nonce"]})
+        elif kind == "refuse":
+            fleet.counts["refused"] += 1
+            fleet.refusals[body["code"]] = fleet.refusals.get(body["code"], 0) + 1
+            self.welcomed = False
+            if body["code"] == "hello_required":
+                self.send_hello()
+        else:
+            fleet.counts["other"] += 1
+
+    def on_welcome(self, interval: float) -> None:
+        if not self.welcomed:
+            self.fleet.counts["welcomed"] += 1
+        self.welcomed = True
+        self.interval = interval
+        self._schedule(random.random() * interval)
+
+    def on_assign(self, body: dict[str, Any]) -> None:
+        fleet = self.fleet
+        fleet.counts["assigns"] += 1
+        generation = body["generation"]
+        if generation < self.generation:
+            return
+        if generation > self.generation or not self.acked_at:
+            self.acked_at = time.monotonic()
+        self.generation = generation
+        rows: dict[str, dict[str, Any]] = {}
+        for name, ordinals in body["ordinals"].items():
+            spec = fleet.spec_hash(name, body["templates"][name])
+            for ordinal in ordinals:
+                ident = f"{name}.{ordinal}"
+                row = self.rows.get(ident)
+                if row is not None and row["spec"] == spec:
+                    rows[ident] = row
+                else:
+                    rows[ident] = self._new_row(name, ordinal, spec)
+        self.rows = rows
+        self.digest = protocol.instances_digest(rows.values())
+        fleet.counts["acks"] += 1
+        self.send("ack", {"generation": generation, "ok": True, "errors": []})
+        if not fleet.bare:
+            self.report()
+
+    def on_command(self, body: dict[str, Any]) -> None:
+        op = body["op"]
+        self.fleet.counts["commands"] += 1
+        result: Any = None
+        if op == "report":
+            self.report()
+        elif op == "watch":
+            result = sorted(p for p in body["args"].get("prefixes", []) if p.startswith("output."))
+        elif op == "stats":
+            result = {}
+        else:
+            error = {"code": "error", "message": f"a simulated agent does not do {op!r}"}
+            self.send("result", {"id": body["id"], "ok": False, "result": None, "error": error})
+            return
+        self.send("result", {"id": body["id"], "ok": True, "result": result, "error": None})
+
+    def _new_row(self, template: str, ordinal: int, spec: str) -> dict[str, Any]:
+        fleet = self.fleet
+        fleet.next_pid += 1
+        return {
+            "id": f"{template}.{ordinal}", "template": template, "ordinal": ordinal,
+            "pid": fleet.next_pid, "state": "running", "restarts": 0,
+            "started_at": time.time(), "spec": spec,
+        }
+
+    def _put_row(self, template: str, ordinal: int, spec: str) -> None:
+        row = self._new_row(template, ordinal, spec)
+        self.rows[row["id"]] = row
+
+
+class Fleet:
+    """Agents ``first .. first+count-1`` of one bench run, in this process."""
+
+    def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.endpoint = args.endpoint
+        self.bare = args.bare
+        self.prefix = args.prefix
+        self.run = args.run
+        self.hello_instances = args.hello_instances
+        self.incarnation = f"{os.getpid():x}"
+        self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, args.count + 64)
+        self.next_pid = 1_000 + args.fleet_no * 50_000_000
+        self.agents = [SimAgent(self, i) for i in range(args.first, args.first + args.count)]
+        self.counts = dict.fromkeys((
+            "welcomed", "heartbeats", "received", "beats", "assigns", "acks", "reports",
+            "commands", "refused", "send_dropped", "bad", "other",
+        ), 0)
+        self.refusals: dict[str, int] = {}
+        self._specs: dict[tuple[str, bytes], str] = {}
+        self.done = loop.create_future()
+
+    def start(self) -> None:
+        self._open_from(0)
+
+    def _open_from(self, start: int) -> None:
+        """Connect in small batches: a thousand connects at once overflow the listen backlog."""
+        for agent in self.agents[start:start + CONNECT_BATCH]:
+            agent.open()
+        if start + CONNECT_BATCH < len(self.agents):
+            self.loop.call_later(CONNECT_PAUSE, self._open_from, start + CONNECT_BATCH)
+
+    def spec_hash(self, name: str, spec: dict[str, Any]) -> str:
+        """What a Manager would report as ``spec`` for this template (cached per content)."""
+        if self.bare:
+            return "bare"
+        key = (name, msgpack.packb({k: v for k, v in spec.items() if k != "numprocesses"}))
+        found = self._specs.get(key)
+        if found is None:
+            found = self._specs[key] = parse_template(spec, name=name).spec_hash()
+        return found
+
+    def command(self, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op == "stats":
+            emit(self.stats(request.get("since")))
+        elif op == "silence":
+            agent = self.agents[request["index"]]
+            agent.silence()
+            emit({"name": agent.name, "held": len(agent.rows), "at": time.monotonic()})
+        elif op == "quit":
+            self.quit()
+        else:
+            emit({"error": f"unknown op {op!r}"})
+
+    def stats(self, since: float | None) -> dict[str, Any]:
+        live = [a for a in self.agents if not a.silent]
+        acked = [a.acked_at for a in live if since is not None and a.acked_at >= since]
+        cpu = os.times()
+        return {
+            **self.counts,
+            "agents": len(self.agents),
+            "live": len(live),
+            "held": sum(len(a.rows) for a in live),
+            "acked_since": len(acked),
+            "last_ack": max(acked) if acked else None,
+            "refusals": self.refusals,
+            "cpu": cpu.user + cpu.system,
+            "now": time.monotonic(),
+        }
+
+    def quit(self) -> None:
+        if self.done.done():
+            return
+        for agent in self.agents:
+            agent.close()
+        self.ctx.term()
+        self.done.set_result(None)
+
+
+async def run_fleet(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    fleet = Fleet(args, loop)
+    StdinCommands(loop, fleet.command, fleet.quit)
+    fleet.start()
+    emit({"ready": True, "pid": os.getpid(), "agents": len(fleet.agents)})
+    await fleet.done
+
+
+# ===================================================================== controller
+
+
+class StallProbe:
+    """How late the loop wakes a task that asks to wake every ``period`` seconds.
+
+    Anything that holds the loop (a long synchronous reconcile, a burst of messages handled
+    without yielding) shows up as lateness; the worst lateness is the loop's worst stall.
+    """
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._task: asyncio.Task | None = None
+        self._clear()
+
+    def _clear(self) -> None:
+        self.samples = 0
+        self.worst = 0.0
+        self.worst_at = 0.0
+        self.over = dict.fromkeys(STALL_THRESHOLDS_MS, 0)
+        self.top: list[tuple[float, float]] = []
+
+    def reset(self) -> dict[str, Any]:
+        """What was seen since the last reset; then start over."""
+        seen = self.snapshot()
+        self._clear()
+        return seen
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples, "period_ms": self.period * 1000,
+            "worst_ms": round(self.worst * 1000, 2), "worst_at": self.worst_at,
+            "over_ms": {str(k): v for k, v in self.over.items()},
+            "top": [[round(ms * 1000, 2), at] for ms, at in sorted(self.top, reverse=True)],
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + self.period
+            await asyncio.sleep(self.period)
+            late = max(0.0, loop.time() - expected)
+            self.samples += 1
+            for ms in STALL_THRESHOLDS_MS:
+                if late * 1000 >= ms:
+                    self.over[ms] += 1
+            if late > self.worst:
+                self.worst, self.worst_at = late, time.monotonic()
+            if late >= 0.01:
+                self.top.append((late, time.monotonic()))
+                self.top = sorted(self.top, reverse=True)[:10]
+
+
+async def run_controller(args: argparse.Namespace) -> None:
+    import logging
+
+    from gaffer.controller.controller import Controller
+    from gaffer.controller.liveness import Liveness
+    from gaffer.controller.settings import ControllerSettings
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = ControllerSettings(
+        bind=args.bind, pub=args.pub, data_dir=Path(args.data_dir), insecure=True,
+        liveness=Liveness(
+            interval=args.heartbeat, suspect_misses=args.suspect_misses,
+            down_misses=args.down_misses, startup_grace=args.startup_grace,
+        ),
+        node_grace=args.node_grace,
+    )
+    loop = asyncio.get_running_loop()
+    controller = Controller(settings)
+    await controller.start()
+    probe = StallProbe(args.probe_ms / 1000)
+    if args.probe_ms > 0:
+        probe.start()
+    done = loop.create_future()
+    profiler: cProfile.Profile | None = None
+
+    def command(request: dict[str, Any]) -> None:
+        nonlocal profiler
+        op = request.get("op")
+        if op == "probe":
+            emit(probe.reset() if request.get("reset") else probe.snapshot())
+        elif op == "profile-start":
+            profiler = cProfile.Profile()
+            profiler.enable()
+            emit({"profiling": True})
+        elif op == "profile-stop":
+            emit({"top": _profile_stop(profiler, request.get("path"), request.get("lines", 30))})
+            profiler = None
+        elif op == "quit":
+            if not done.done():
+                done.set_result(None)
+        else:
+            emit({"error": f"unknown op {op!r}"})
+
+    StdinCommands(loop, command, lambda: done.done() or done.set_result(None))
+    emit({"ready": True, "pid": os.getpid(), "endpoint": controller.endpoint,
+          "events": controller.pub_endpoint})
+    try:
+        await done
+    finally:
+        await probe.stop()
+        await controller.stop()
+
+
+def _profile_stop(profiler: cProfile.Profile | None, path: str | None, lines: int) -> str:
+    if profiler is None:
+        return "not profiling"
+    profiler.disable()
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(path)
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(lines)
+    return out.getvalue()
+
+
+# ===================================================================== bare
+
+
+def run_bare(args: argparse.Namespace) -> None:
+    """A ROUTER that decodes nothing and echoes everything; stdin for commands."""
+    ctx = zmq.Context()
+    router = new_socket(ctx, zmq.ROUTER)
+    router.bind(args.bind)
+    poller = zmq.Poller()
+    poller.register(router, zmq.POLLIN)
+    poller.register(0, zmq.POLLIN)
+    peers: dict[bytes, None] = {}
+    prepared: list[list[bytes]] = []
+    counts = {"received": 0, "sent": 0, "send_dropped": 0}
+    emit({"ready": True, "pid": os.getpid(),
+          "endpoint": router.getsockopt(zmq.LAST_ENDPOINT).decode()})
+    buffer = b""
+    running = True
+    while running:
+        for what, _ in poller.poll():
+            if what is router:
+                while True:
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    counts["received"] += 1
+                    peers[frames[0]] = None
+                    try:
+                        router.send_multipart(frames, zmq.NOBLOCK)
+                        counts["sent"] += 1
+                    except zmq.Again:
+                        counts["send_dropped"] += 1
+                continue
+            chunk = os.read(0, 65536)
+            if not chunk:
+                running = False
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                request = json.loads(line)
+                op = request.get("op")
+                if op == "stats":
+                    emit({**counts, "peers": len(peers)})
+                elif op == "prepare":
+                    prepared = _prepare_assigns(list(peers), request)
+                    emit({"prepared": len(prepared), "bytes": sum(len(f[1]) for f in prepared)})
+                elif op == "blast":
+                    started = time.monotonic()
+                    for frames in prepared:
+                        router.send_multipart(frames)
+                        counts["sent"] += 1
+                    emit({"started": started, "sent": len(prepared), "done": time.monotonic()})
+                elif op == "quit":
+                    running = False
+                else:
+                    emit({"error": f"unknown op {op!r}"})
+    router.close(linger=0)
+    ctx.term()
+
+
+def _prepare_assigns(peers: list[bytes], request: dict[str, Any]) -> list[list[bytes]]:
+    """One assign frame per peer, built ahead: the sending is all the bare side times."""
+    name, spec, per_peer = request["template"], request["spec"], request["per_peer"]
+    generation = request["generation"]
+    frames = []
+    for index, peer in enumerate(sorted(peers)):
+        first = index * per_peer + 1
+        body = {
+            "generation": generation,
+            "templates": {name: {**spec, "numprocesses": per_peer}},
+            "ordinals": {name: list(range(first, first + per_peer))},
+        }
+        frames.append([peer, pack("assign", 1, body)])
+    return frames
+
+
+# ===================================================================== the benches' side
+
+
+class Child:
+    """One of these processes, started by a bench: JSON requests in, JSON replies out."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, role: str) -> None:
+        self.proc = proc
+        self.role = role
+        self.pid = proc.pid
+        self.hello: dict[str, Any] = {}
+
+    @classmethod
+    async def start(cls, role: str, argv: list[str], log_path: Path, timeout: float = 30.0) -> "Child":
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).resolve()), role, *argv,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
+                start_new_session=True, limit=16 * 1024 * 1024,
+            )
+        child = cls(proc, role)
+        try:
+            child.hello = await child.read(timeout)
+        except BaseException:
+            await child.close()
+            raise
+        return child
+
+    async def read(self, timeout: float = 30.0) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"{self.role} (pid {self.pid}) exited: see its log")
+        return json.loads(line)
+
+    async def ask(self, op: str, timeout: float = 30.0, **args: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await self.read(timeout)
+
+    async def close(self, timeout: float = QUIT_TIMEOUT) -> None:
+        """Ask it to quit; SIGKILL its process group by pid if it has not within ``timeout``."""
+        if self.proc.returncode is None and self.proc.stdin is not None:
+            try:
+                self.proc.stdin.write(b'{"op": "quit"}\n')
+                await self.proc.stdin.drain()
+                self.proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await asyncio.wait_for(self.proc.wait(), 10)
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(whole process, its main thread) CPU seconds, user + system, from /proc via psutil."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    times = proc.cpu_times()
+    main = next((t for t in proc.threads() if t.id == pid), None)
+    return times.user + times.system, (main.user_time + main.system_time) if main else 0.0
+
+
+async def start_fleets(
+    endpoint: str, agents: int, per_fleet: int, work: Path, *, bare: bool, run: str,
+    hello_instances: int = 0,
+) -> list[Child]:
+    fleets: list[Child] = []
+    try:
+        for fleet_no, first in enumerate(range(0, agents, per_fleet)):
+            count = min(per_fleet, agents - first)
+            argv = [
+                "--endpoint", endpoint, "--first", str(first), "--count", str(count),
+                "--fleet-no", str(fleet_no), "--prefix", f"sim{run}-", "--run", run,
+                "--hello-instances", str(hello_instances),
+            ] + (["--bare"] if bare else [])
+            fleets.append(await Child.start("fleet", argv, work / f"fleet-{fleet_no}.log"))
+    except BaseException:
+        await close_all(fleets)
+        raise
+    return fleets
+
+
+async def fleet_stats(fleets: list[Child], since: float | None = None) -> dict[str, Any]:
+    """The fleets' counters summed (``last_ack`` is the latest of them)."""
+    replies = await asyncio.gather(*(f.ask("stats", since=since) for f in fleets))
+    total: dict[str, Any] = {}
+    for reply in replies:
+        for key, value in reply.items():
+            if key == "last_ack":
+                if value is not None:
+                    total[key] = max(total.get(key) or 0.0, value)
+            elif key == "refusals":
+                for code, n in value.items():
+                    total.setdefault(key, {})[code] = total.get(key, {}).get(code, 0) + n
+            elif isinstance(value, (int, float)) and key != "now":
+                total[key] = total.get(key, 0) + value
+    total.setdefault("last_ack", None)
+    total.setdefault("refusals", {})
+    return total
+
+
+async def wait_fleets(
+    fleets: list[Child], done: Any, timeout: float, interval: float = 0.05, what: str = "",
+    since: float | None = None,
+) -> dict[str, Any]:
+    """Poll the fleets' counters until ``done(stats)``; TimeoutError naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        stats = await fleet_stats(fleets, since)
+        if done(stats):
+            return stats
+        if loop.time() > deadline:
+            raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}: {stats}")
+        await asyncio.sleep(interval)  # poll
+
+
+async def close_all(children: list[Child]) -> None:
+    for child in reversed(children):
+        try:
+            await child.close()
+        except Exception as exc:
+            print(f"closing {child.role} pid {child.pid}: {exc}", file=sys.stderr)
+
+
+# ===================================================================== entry
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    roles = parser.add_subparsers(dest="role", required=True)
+    fleet = roles.add_parser("fleet", help="simulated agents")
+    fleet.add_argument("--endpoint", required=True)
+    fleet.add_argument("--first", type=int, default=0)
+    fleet.add_argument("--count", type=int, required=True)
+    fleet.add_argument("--fleet-no", type=int, default=0)
+    fleet.add_argument("--prefix", default="sim-")
+    fleet.add_argument("--run", default="0")
+    fleet.add_argument("--hello-instances", type=int, default=0)
+    fleet.add_argument("--bare", action="store_true", help="the peer is the bare ROUTER")
+    ctl = roles.add_parser("controller", help="a Controller with a stall probe")
+    ctl.add_argument("--bind", default="tcp://127.0.0.1:*")
+    ctl.add_argument("--pub", default="tcp://127.0.0.1:*")
+    ctl.add_argument("--data-dir", required=True)
+    ctl.add_argument("--heartbeat", type=float, default=1.0)
+    ctl.add_argument("--suspect-misses", type=int, default=3)
+    ctl.add_argument("--down-misses", type=int, default=5)
+    ctl.add_argument("--startup-grace", type=float, default=10.0)
+    ctl.add_argument("--node-grace", type=float, default=2.0)
+    ctl.add_argument("--probe-ms", type=float, default=5.0, help="0: no stall probe")
+    ctl.add_argument("--log-level", default="info")
+    bare = roles.add_parser("bare", help="a bare echoing ROUTER")
+    bare.add_argument("--bind", default="tcp://127.0.0.1:*")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the bench decides when a child stops
+    raise_nofile()
+    if args.role == "bare":
+        run_bare(args)
+    elif args.role == "fleet":
+        uvloop.run(run_fleet(args))
+    else:
+        uvloop.run(run_controller(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
