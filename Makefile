@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/hello.toml
 
-.PHONY: run test test-unit test-integration bench bench-spawn clean
+.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,16 @@ test: $(VENV)/.installed-test
 test-unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-bench: bench-spawn
+bench: bench-spawn bench-link bench-reconcile
 
 bench-spawn: $(VENV)/.installed
 	$(BIN)/python bench/spawn.py
+
+bench-link: $(VENV)/.installed
+	$(BIN)/python bench/controller_link.py
+
+bench-reconcile: $(VENV)/.installed
+	$(BIN)/python bench/reconcile.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
