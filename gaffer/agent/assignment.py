@@ -11,7 +11,10 @@ the ack so the controller can place its ordinals elsewhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 from gaffer.agent.manager import Manager
@@ -24,9 +27,13 @@ AckCallback = Callable[[int, list[str]], None]
 
 
 class Assignments:
-    def __init__(self, manager: Manager, ack: AckCallback) -> None:
+    """``path`` keeps the last applied assignment, so a restarted agent knows what this node
+    should run (and can adopt it) before the controller is back."""
+
+    def __init__(self, manager: Manager, ack: AckCallback, path: Path | None = None) -> None:
         self.manager = manager
         self._ack = ack
+        self._path = path
         self.generation = 0
         self._last: dict[str, Any] | None = None
         self._removals: dict[str, asyncio.Task] = {}
@@ -41,8 +48,38 @@ class Assignments:
         self._last = body
         errors = self._converge(body)
         self.generation = generation
+        self._save(body)
         self.manager.release()
         self._ack(generation, errors)
+
+    def restore(self) -> bool:
+        """Apply the assignment saved by an earlier agent, without releasing the hold."""
+        if self._path is None:
+            return False
+        try:
+            body = json.loads(self._path.read_text())
+            generation = int(body["generation"])
+            body["templates"], body["ordinals"]
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the saved assignment %s: %s", self._path, exc)
+            return False
+        self._last = body
+        errors = self._converge(body)
+        if errors:
+            log.warning("saved assignment %d: %s", generation, "; ".join(errors))
+        return True
+
+    def _save(self, body: dict[str, Any]) -> None:
+        if self._path is None:
+            return
+        tmp = self._path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(body))
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            log.warning("cannot save the assignment in %s: %s", self._path, exc)
 
     def _converge(self, body: dict[str, Any]) -> list[str]:
         errors: list[str] = []

@@ -4,6 +4,7 @@
 state         meaning, and where it goes next
 ============  ==========================================================================
 stopped       not running and not wanted to run right now -> starting (spawn),
+              running (a process an earlier agent started, adopted after an agent restart),
               backoff (its template is suspended for flapping), failed (template failed)
 starting      spawned, not yet up ``startsecs`` -> running (up long enough), stopping (stop),
               starting (exited, respawned at once), backoff (exited, respawn later),
@@ -43,7 +44,7 @@ class State(str, enum.Enum):
 
 ALIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.STOPPED: frozenset({State.STARTING, State.BACKOFF, State.FAILED}),
+    State.STOPPED: frozenset({State.STARTING, State.RUNNING, State.BACKOFF, State.FAILED}),
     State.STARTING: frozenset({
         State.STARTING, State.RUNNING, State.STOPPING, State.STOPPED, State.BACKOFF,
         State.EXITED, State.FAILED,

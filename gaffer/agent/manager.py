@@ -23,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
 from gaffer.agent import flapping
 from gaffer.agent.flapping import FlapState, Verdict
@@ -36,6 +36,7 @@ from gaffer.agent.stats import StatsSampler
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.errors import (
+    GafferError,
     InstanceNotFound,
     InvalidRequest,
     SpawnError,
@@ -47,6 +48,25 @@ from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
 
 log = logging.getLogger("gaffer.manager")
+
+
+class FdKeeper(Protocol):
+    """Where the agent parks its pipe ends so processes outlive it (``keeper_client``)."""
+
+    def deposit(self, key: str, fds: dict[str, int]) -> Any: ...
+
+    def release(self, key: str, streams: list[str] | None = None) -> Any: ...
+
+
+class Adoptable(Protocol):
+    """A live process an earlier agent spawned (``adoption.Found``)."""
+
+    pid: int
+    instance_id: str
+    template: str
+    ordinal: int | str
+    started_at: float
+    spec: str | None
 
 SPAWN_BATCH = 64
 KEEP_ONEOFFS = 10
@@ -109,6 +129,7 @@ class Manager:
         self.node = node or socket.gethostname()
         self._agent_env = agent_env
         self.held = held
+        self.keeper: FdKeeper | None = None
         self.bus = bus if bus is not None else EventBus()
         self._loop = loop or asyncio.get_running_loop()
         self._environ = dict(os.environ) if environ is None else environ
@@ -341,6 +362,66 @@ class Manager:
             raise
         return inst
 
+    def adopt(
+        self,
+        found: Adoptable,
+        fds: dict[str, int],
+        buffered: dict[str, bytes] | None = None,
+        dropped: dict[str, int] | None = None,
+    ) -> bool:
+        """Watch a process an earlier agent spawned as the instance it is.
+
+        Returns False (and takes nothing) when this Manager does not want that instance here
+        or already runs it: the caller must then stop the process. Output the keeper buffered
+        while no agent was there is replayed first, with a note of what was lost.
+        """
+        entry = self._entries.get(found.template)
+        if entry is None or entry.deleting or found.ordinal not in entry.ordinals:
+            return False
+        inst = entry.instances.get(found.ordinal)
+        if inst is None:
+            inst = entry.instances[found.ordinal] = Instance(entry.template.name, found.ordinal)
+        if inst.process is not None or inst.state is not State.STOPPED:
+            return False
+        extra = dict(self._agent_env or {})
+        spec = build_launch(entry.template, found.ordinal, self.node, self._environ, extra)
+        process = Process.adopt(
+            spec, found.pid, found.started_at, fds,
+            on_exit=lambda status: None,
+            on_output=functools.partial(self._on_output, entry, inst),
+            loop=self._loop,
+        )
+        process._on_exit = functools.partial(self._on_exit, entry, inst, process)
+        inst.process = process
+        inst.spec_hash = found.spec
+        inst.restart_gen = entry.restart_gen
+        inst.started_at = found.started_at
+        inst.splitters = {}
+        inst.move(State.RUNNING)
+        if inst.spec_hash != entry.spec_hash:
+            entry.rolling = True
+        for stream, data in (buffered or {}).items():
+            lost = (dropped or {}).get(stream, 0)
+            if lost:
+                inst.output.append(Line(time.time(), stream, f"[gaffer: {lost} bytes lost while no agent ran]"))
+            self._on_output(entry, inst, stream, data)
+        if self.keeper is not None and process.stream_fds():
+            self.keeper.deposit(inst.id, process.stream_fds())
+        self._publish(topics.proc(inst.template, "spawn"), self._proc_payload(inst, adopted=True))
+        self._changed()
+        return True
+
+    def live_pipes(self) -> dict[str, dict[str, int]]:
+        """Pipe ends of every live instance (to hand to a new keeper)."""
+        out = {}
+        for entry in self._entries.values():
+            for inst in entry.instances.values():
+                if inst.process is not None and inst.process.alive:
+                    fds = inst.process.stream_fds()
+                    if fds:
+                        out[inst.id] = fds
+        return out
+
     def hold(self) -> None:
         """Spawn nothing new until ``release``; running processes are left alone.
 
@@ -520,6 +601,10 @@ class Manager:
                 if template.log is not None and inst.log is None:
                     inst.log = _open_log(template, inst)
             process.spawn()
+            if self.keeper is not None and not inst.oneoff:
+                fds = process.stream_fds()
+                if fds:
+                    self._deposit(inst, fds)
         except SpawnError as exc:
             if inst.oneoff:
                 raise
@@ -587,9 +672,21 @@ class Manager:
         finally:
             self._changed()
 
+    def _deposit(self, inst: Instance, fds: dict[str, int]) -> None:
+        assert self.keeper is not None
+        try:
+            self.keeper.deposit(inst.id, fds)
+        except (GafferError, ValueError) as exc:
+            log.warning("%s: keeper refused its pipes (it will not survive an agent restart): %s", inst.id, exc)
+
     def _handle_exit(self, entry: _Entry, inst: Instance, process: Process, status: ExitStatus) -> None:
         if inst.process is not process:
             return
+        if self.keeper is not None and not inst.oneoff:
+            try:
+                self.keeper.release(inst.id)
+            except GafferError as exc:
+                log.debug("%s: keeper release failed: %s", inst.id, exc)
         inst.cancel_timers()
         inst.process = None
         inst.last_exit = status

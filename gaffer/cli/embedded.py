@@ -66,6 +66,7 @@ class Embedded:
                 state_dir=self.settings.data_dir / "agent",
             ),
             bus=self._bus,
+            keeper=False,
         )
         await self.agent.start()
 

@@ -151,17 +151,25 @@ class TestLink:
         finally:
             await other.stop(stop_processes=True)
 
-    async def test_restarted_agent_with_same_identity_resyncs(self, cluster):
-        """The same agent (same state dir) reconnecting is a resync, not a duplicate."""
+    async def test_restarted_agent_adopts_its_processes_and_resyncs(self, cluster):
+        """An agent restarted on the same state dir adopts what runs and restarts nothing."""
         await cluster.start_controller()
         agent = await cluster.start_agent("back")
-        await agent.link.stop()
+        await cluster.call("apply", templates=[{**spec("kept", 2), "cmd": "sh", "args": ["-c", "while :; do echo tick; sleep 0.05; done"]}])
+        await cluster.wait_running(2, "kept")
+        before = {r["id"]: r["pid"] for r in await cluster.call("ps", name="kept")}
+        await agent.stop()
+        assert not any(pid_dead(p) for p in before.values())
         again = Agent(agent.settings)
         await again.start()
         cluster.agents["back"] = again
         await asyncio.wait_for(again.connected.wait(), 5)
-        assert again.link.refusal is None
-        await agent.manager.shutdown()
+        assert again.link.refusal is None and again.adopted == 2
+        await cluster.wait_running(2, "kept")
+        after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="kept")}
+        assert after == before
+        lines = again.manager.output("kept.1")
+        assert lines and lines[-1].text == "tick"
 
     async def test_unknown_operation_and_bad_arguments_are_clear_errors(self, cluster):
         """The API names what is wrong."""
