@@ -19,6 +19,7 @@ its current assignment first, and stops whatever is not in it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -39,6 +40,10 @@ from gaffer.controller.store import Store, StoredTemplate
 log = logging.getLogger("gaffer.controller.cluster")
 
 RESEND_AFTER = 2.0
+INLINE_SLOTS = 5_000
+"""Below this many slots, scheduling is faster inline than handed to the worker thread."""
+STORE_SLICE = 5_000
+SEND_SLICE = 50
 RESTART_ENV = "GAFFER_RESTARTED_AT"
 Slot = tuple[str, int]
 SendAssign = Callable[[Node, dict[str, Any]], bool]
@@ -78,7 +83,10 @@ class Cluster:
         self.may_move = False
         self.plan: Plan | None = None
         self._announced_failed: set[Slot] = set()
-        self._pending_kick = False
+        self._dirty = False
+        self._replace = False
+        self._running: asyncio.Task | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
         for stored in store.nodes():
             node = nodes.nodes.get(stored.name)
@@ -230,8 +238,10 @@ class Cluster:
                 self.store.mark_failed(slot[0], slot[1], node.name)
                 log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
-        if changed or self.rollouts:
+        if changed:
             self.kick()
+        elif self.rollouts:
+            self.kick(placement=False)
 
     def set_guard(self, may_move: bool) -> None:
         if may_move != self.may_move:
@@ -271,42 +281,87 @@ class Cluster:
 
     # ----------------------------------------------------------------- reconciling
 
-    def kick(self) -> None:
-        if not self._pending_kick:
-            self._pending_kick = True
-            asyncio.get_running_loop().call_soon(self._run_reconcile)
+    def kick(self, placement: bool = True) -> None:
+        """Ask for a reconcile: coalesced, and never two at once (a kick during a run makes
+        the run go round once more). ``placement=False`` only advances rolling updates and
+        resends assignments: a report cannot change where anything should run."""
+        self._dirty = True
+        self._replace = self._replace or placement
+        if self._running is None:
+            self._running = asyncio.get_running_loop().create_task(self._reconcile_while_dirty())
 
-    def _run_reconcile(self) -> None:
-        self._pending_kick = False
+    async def _reconcile_while_dirty(self) -> None:
         try:
-            self.reconcile()
-        except Exception:
-            log.exception("reconcile failed; will retry on the next change")
+            while self._dirty:
+                self._dirty = False
+                try:
+                    await self.reconcile()
+                except Exception:
+                    log.exception("reconcile failed; will retry on the next change")
+        finally:
+            self._running = None
 
-    def reconcile(self) -> Plan:
-        self.reconciles += 1
+    async def settled(self) -> None:
+        """Wait until no reconcile is running or due (for tests and benchmarks)."""
+        while self._running is not None:
+            await asyncio.shield(self._running)
+
+    async def reconcile(self) -> Plan:
+        """One level-triggered pass. Scheduling a large cluster runs in a worker thread (the
+        function is pure), and storing and sending proceed in slices, so the loop keeps
+        answering heartbeats and clients while thousands of slots move."""
         now = self._clock()
-        plan = schedule(self._demands(), self._node_infos(now), self.placement, self.failed)
+        if not self._replace and self.plan is not None:
+            self._advance_rollouts()
+            await self._send_assignments(now)
+            return self.plan
+        self._replace = False
+        self.reconciles += 1
+        demands = self._demands()
+        infos = self._node_infos(now)
+        current = dict(self.placement)
+        avoid = dict(self.failed)
+        if len(current) + sum(d.count for d in demands) > INLINE_SLOTS:
+            loop = asyncio.get_running_loop()
+            plan = await loop.run_in_executor(self._pool, schedule, demands, infos, current, avoid)
+        else:
+            plan = schedule(demands, infos, current, avoid)
+        gone = {name for name in {d.name for d in demands} if name not in self.templates}
+        placement = {slot: node for slot, node in plan.placement.items() if slot[0] not in gone}
         changes: dict[Slot, str | None] = {}
-        for slot, node in plan.placement.items():
+        for slot, node in placement.items():
             if self.placement.get(slot) != node:
                 changes[slot] = node
         for slot in self.placement:
-            if slot not in plan.placement:
+            if slot not in placement and slot[0] in self.templates:
                 changes[slot] = None
+        self.placement = placement
+        self.plan = plan
         if changes:
-            self.store.save_placement(changes)
+            await self._save_placement(changes)
             c = plan.counts()
             log.info(
                 "placement: %d placed (%d kept, %d added, %d moved), %d stopped, %d evicted, %d pending",
                 c["placed"], c["kept"], c["added"], c["moved"], c["stopped"], c["evicted"], c["pending"],
             )
-        self.placement = dict(plan.placement)
-        self.plan = plan
         self._announce_failures(plan)
         self._advance_rollouts()
-        self._send_assignments(now)
+        await self._send_assignments(now)
         return plan
+
+    async def _save_placement(self, changes: dict[Slot, str | None]) -> None:
+        """Store placement changes in slices (each a transaction), yielding between them.
+
+        Placement is derived state: after a crash between slices the controller recomputes it
+        from the desired state and what agents report, so slices need not be one transaction.
+        """
+        items = [(slot, node) for slot, node in changes.items() if slot[0] in self.templates]
+        for start in range(0, len(items), STORE_SLICE):
+            chunk = {slot: node for slot, node in items[start:start + STORE_SLICE] if slot[0] in self.templates}
+            if chunk:
+                self.store.save_placement(chunk)
+            if start + STORE_SLICE < len(items):
+                await asyncio.sleep(0)
 
     def _demands(self) -> list[Demand]:
         demands = []
@@ -374,42 +429,48 @@ class Cluster:
             for ident in wanted
         )
 
-    def _send_assignments(self, now: float) -> None:
+    async def _send_assignments(self, now: float) -> None:
         by_node: dict[str, dict[str, list[int]]] = {}
         for (name, ordinal), node in self.placement.items():
             by_node.setdefault(node, {}).setdefault(name, []).append(ordinal)
+        specs = _SpecCache(self)
         changed: list[tuple[Node, dict[str, Any], str]] = []
-        for node in self.nodes.nodes.values():
+        for index, node in enumerate(list(self.nodes.nodes.values())):
             if node.state is NodeState.DOWN or node.peer is None:
                 continue
-            ordinals = by_node.get(node.name, {})
-            specs = {name: self._spec_for(name, node.name, len(ords)) for name, ords in ordinals.items()}
+            ordinals = {name: sorted(ords) for name, ords in sorted(by_node.get(node.name, {}).items())}
             body = {
-                "templates": specs,
-                "ordinals": {name: sorted(ords) for name, ords in ordinals.items()},
+                "templates": {name: specs.get(name, node.name, len(ords)) for name, ords in ordinals.items()},
+                "ordinals": ordinals,
             }
-            digest = _digest(body)
+            digest = specs.digest(node.name, ordinals)
             previous = self.sent.get(node.name)
             if previous is None or previous.digest != digest:
                 changed.append((node, body, digest))
+            if index % SEND_SLICE == SEND_SLICE - 1:
+                await asyncio.sleep(0)
         if not changed:
             return
         generations = self.store.next_generations([node.name for node, _, _ in changed])
-        for node, body, digest in changed:
+        for index, (node, body, digest) in enumerate(changed):
             generation = generations[node.name]
             body = {"generation": generation, **body}
             self.sent[node.name] = Sent(generation, digest, body, now, specs={
                 name: _base_spec_dict(spec) for name, spec in body["templates"].items()
             })
             self._send_assign(node, body)
+            if index % SEND_SLICE == SEND_SLICE - 1:
+                await asyncio.sleep(0)
 
-    def _spec_for(self, name: str, node: str, count: int) -> dict[str, Any]:
-        template = self.templates[name].template
-        rollout = self.rollouts.get(name)
-        spec = rollout.spec_for(node) if rollout is not None else _base_spec(template)
-        if rollout is None:
-            spec = with_allowance(spec, template.update.max_unavailable)
-        return {**spec, "numprocesses": count}
+    async def close(self) -> None:
+        """Stop reconciling (the controller is stopping); the desired state is in the store."""
+        if self._running is not None:
+            self._running.cancel()
+            try:
+                await self._running
+            except asyncio.CancelledError:
+                pass
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------------- views
 
@@ -443,6 +504,39 @@ class Cluster:
             "created_at": stored.created_at,
             "updated_at": stored.updated_at,
         }
+
+
+class _SpecCache:
+    """Each template's spec dict and digest, built once per pass rather than once per node."""
+
+    def __init__(self, cluster: "Cluster") -> None:
+        self._cluster = cluster
+        self._specs: dict[tuple[str, int], dict[str, Any]] = {}
+        self._digests: dict[tuple[str, str], str] = {}
+
+    def get(self, name: str, node: str, count: int) -> dict[str, Any]:
+        rollout = self._cluster.rollouts.get(name)
+        if rollout is not None:
+            spec = {**rollout.spec_for(node), "numprocesses": count}
+            self._digests[(name, node)] = _digest(spec)
+            return spec
+        key = (name, count)
+        spec = self._specs.get(key)
+        if spec is None:
+            template = self._cluster.templates[name].template
+            spec = self._specs[key] = {
+                **with_allowance(_base_spec(template), template.update.max_unavailable),
+                "numprocesses": count,
+            }
+            self._digests[(name, f"#{count}")] = _digest(spec)
+        return spec
+
+    def digest(self, node: str, ordinals: dict[str, list[int]]) -> str:
+        parts = []
+        for name, ords in ordinals.items():
+            spec_digest = self._digests.get((name, node)) or self._digests[(name, f"#{len(ords)}")]
+            parts.append(f"{name}={spec_digest}:{','.join(map(str, ords))}")
+        return hashlib.sha256(";".join(parts).encode()).hexdigest()
 
 
 def parse_scale(how: str | int, current: int) -> int:

@@ -132,6 +132,8 @@ class Controller:
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+        if self.cluster is not None:
+            await self.cluster.close()
         if self._server is not None:
             await self._server.stop()
         await self.hub.stop()

@@ -338,3 +338,47 @@ class TestReconcile:
         await cluster.wait_running(4, "keep")
         after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="keep")}
         assert after == before
+
+
+def max_down(events) -> int:
+    """Most instances down at once, replaying events in the order they happened on the agents
+    (their ``ts``), not the order they reached the controller."""
+    down: set[str] = set()
+    worst = 0
+    for event in sorted(events, key=lambda e: e.data["ts"]):
+        kind = event.topic.rsplit(".", 1)[1]
+        if kind in ("stop", "exit"):
+            down.add(event.data["id"])
+        elif kind == "running":
+            down.discard(event.data["id"])
+        worst = max(worst, len(down))
+    return worst
+
+
+class TestRolling:
+    async def test_cluster_wide_rolling_restart_keeps_max_unavailable(self, cluster):
+        """restart replaces every pid across nodes with never more than max_unavailable down."""
+        await cluster.start_controller()
+        for name in ("n1", "n2", "n3"):
+            await cluster.start_agent(name)
+        template = {**spec("roll", 6), "startsecs": 0.2, "update": {"max_unavailable": 2}}
+        await cluster.call("apply", templates=[template])
+        await cluster.wait_running(6, "roll")
+        before = {r["id"]: r["pid"] for r in await cluster.call("ps", name="roll")}
+        events = cluster.controller.hub.bus.subscribe("proc.roll.")
+        await cluster.call("restart", name="roll")
+        seen = []
+        replaced: set[str] = set()
+
+        async def collect() -> None:
+            async for event in events:
+                seen.append(event)
+                if event.topic.endswith(".running") and event.data["pid"] != before.get(event.data["id"]):
+                    replaced.add(event.data["id"])
+                    if len(replaced) == 6:
+                        return
+
+        await asyncio.wait_for(collect(), 30)
+        assert max_down(seen) <= 2
+        after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="roll")}
+        assert all(after[i] != before[i] for i in before)
