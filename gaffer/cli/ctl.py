@@ -333,6 +333,7 @@ def write(obj: Context, target: str, data: str) -> None:
 
 @main.command()
 @click.argument("prefixes", nargs=-1)
+@json_option
 @click.pass_obj
 def events(obj: Context, prefixes: tuple[str, ...]) -> None:
     """Print events whose topic starts with one of PREFIXES (all when none), until Ctrl-C."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -203,3 +204,28 @@ def test_keygen_writes_a_key_pair(tmp_path):
     assert oct((tmp_path / "node1.key_secret").stat().st_mode & 0o777) == "0o600"
     again = subprocess.run([*CTL, "keygen", "node1", "--dir", str(tmp_path)], capture_output=True, text=True, timeout=30)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_events_stream_shows_what_happens(gaffer):
+    """`events --json` prints one JSON event per line as things happen."""
+    proc = subprocess.Popen(
+        [*CTL, "events", "proc.web.", "--json"], env=gaffer.env, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE
+        event = None
+        while event is None:
+            assert time.monotonic() < deadline, "no spawn event arrived"
+            gaffer.run("scale", "web=+1")
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            while ready:
+                candidate = json.loads(proc.stdout.readline())
+                if candidate["topic"] == "proc.web.spawn":
+                    event = candidate
+                    break
+                ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        assert event["seq"] > 0 and event["data"]["node"] and event["data"]["pid"]
+        assert event["data"]["id"].startswith("web.")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
