@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.manager import Manager
-from gaffer.common.errors import InvalidRequest, TemplateError
+from gaffer.common.errors import InvalidRequest, TemplateError, TemplateNotFound
 from gaffer.common.template import check_on_host, parse_template
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -90,9 +90,12 @@ class Commands:
         return {"id": inst.id, "pid": inst.pid}
 
     async def _unpin_when_done(self, name: str, done: asyncio.Future | None) -> None:
+        """Unpin once no one-off of ``name`` runs; the next assignment may then remove it."""
         if done is not None:
             await done
-        if not any(
-            i["oneoff"] and i["pid"] for i in self.manager.instances(name)
-        ):
+        try:
+            running = any(i["oneoff"] and i["pid"] for i in self.manager.instances(name))
+        except TemplateNotFound:
+            running = False
+        if not running:
             self.assignments.pinned.discard(name)

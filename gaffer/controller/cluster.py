@@ -85,6 +85,7 @@ class Cluster:
         self._announced_failed: set[Slot] = set()
         self._dirty = False
         self._replace = False
+        self._by_node: dict[str, dict[str, list[int]]] = group_by_node(self.placement)
         self._running: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
@@ -266,7 +267,7 @@ class Cluster:
                 self._send_assign(node, sent.body)
 
     def placement_on(self, node: str) -> int:
-        return sum(1 for owner in self.placement.values() if owner == node)
+        return sum(len(ordinals) for ordinals in self._by_node.get(node, {}).values())
 
     def acked(self, node: Node, generation: int, ok: bool, errors: list[str]) -> None:
         node.generation_acked = max(node.generation_acked, generation)
@@ -323,19 +324,15 @@ class Cluster:
         avoid = dict(self.failed)
         if len(current) + sum(d.count for d in demands) > INLINE_SLOTS:
             loop = asyncio.get_running_loop()
-            plan = await loop.run_in_executor(self._pool, schedule, demands, infos, current, avoid)
+            placed = await loop.run_in_executor(self._pool, place, demands, infos, current, avoid)
         else:
-            plan = schedule(demands, infos, current, avoid)
-        gone = {name for name in {d.name for d in demands} if name not in self.templates}
-        placement = {slot: node for slot, node in plan.placement.items() if slot[0] not in gone}
-        changes: dict[Slot, str | None] = {}
-        for slot, node in placement.items():
-            if self.placement.get(slot) != node:
-                changes[slot] = node
-        for slot in self.placement:
-            if slot not in placement and slot[0] in self.templates:
-                changes[slot] = None
-        self.placement = placement
+            placed = place(demands, infos, current, avoid)
+        plan, changes = placed.plan, placed.changes
+        gone = {d.name for d in demands if d.name not in self.templates}
+        if gone:
+            changes = {slot: node for slot, node in changes.items() if slot[0] not in gone}
+        self.placement = plan.placement
+        self._by_node = placed.by_node
         self.plan = plan
         if changes:
             await self._save_placement(changes)
@@ -408,10 +405,9 @@ class Cluster:
 
     def _advance_rollouts(self) -> None:
         for name, rollout in list(self.rollouts.items()):
-            per_node: dict[str, int] = {}
-            for (template, _), node in self.placement.items():
-                if template == name:
-                    per_node[node] = per_node.get(node, 0) + 1
+            per_node = {
+                node: len(templates[name]) for node, templates in self._by_node.items() if name in templates
+            }
             done = {node: self._node_done(name, node, rollout.target_hash) for node in rollout.rolling}
             rollout.advance(per_node, done)
             if rollout.finished:
@@ -422,7 +418,7 @@ class Cluster:
         node = self.nodes.nodes.get(node_name)
         if node is None:
             return False
-        wanted = {topics.instance_id(t, o) for (t, o), n in self.placement.items() if t == name and n == node_name}
+        wanted = {topics.instance_id(name, o) for o in self._by_node.get(node_name, {}).get(name, ())}
         rows = {i["id"]: i for i in node.instances.values() if i["template"] == name}
         return all(
             (row := rows.get(ident)) is not None and row["spec"] == target_hash and row["state"] == "running"
@@ -430,15 +426,13 @@ class Cluster:
         )
 
     async def _send_assignments(self, now: float) -> None:
-        by_node: dict[str, dict[str, list[int]]] = {}
-        for (name, ordinal), node in self.placement.items():
-            by_node.setdefault(node, {}).setdefault(name, []).append(ordinal)
+        by_node = self._by_node
         specs = _SpecCache(self)
         changed: list[tuple[Node, dict[str, Any], str]] = []
         for index, node in enumerate(list(self.nodes.nodes.values())):
             if node.state is NodeState.DOWN or node.peer is None:
                 continue
-            ordinals = {name: sorted(ords) for name, ords in sorted(by_node.get(node.name, {}).items())}
+            ordinals = by_node.get(node.name, {})
             body = {
                 "templates": {name: specs.get(name, node.name, len(ords)) for name, ords in ordinals.items()},
                 "ordinals": ordinals,
@@ -504,6 +498,45 @@ class Cluster:
             "created_at": stored.created_at,
             "updated_at": stored.updated_at,
         }
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A plan, what it changes against the current placement, and its slots per node."""
+
+    plan: Plan
+    changes: dict[Slot, str | None]
+    by_node: dict[str, dict[str, list[int]]]
+
+
+def place(
+    demands: list[Demand],
+    nodes: list[NodeInfo],
+    current: dict[Slot, str],
+    avoid: dict[Slot, frozenset[str]],
+) -> Placed:
+    """``schedule`` plus the bookkeeping around it, all pure, so all of it can run in the
+    worker thread: only storing and sending remain for the loop."""
+    plan = schedule(demands, nodes, current, avoid)
+    changes: dict[Slot, str | None] = {}
+    for slot, node in plan.placement.items():
+        if current.get(slot) != node:
+            changes[slot] = node
+    for slot in current:
+        if slot not in plan.placement:
+            changes[slot] = None
+    return Placed(plan, changes, group_by_node(plan.placement))
+
+
+def group_by_node(placement: dict[Slot, str]) -> dict[str, dict[str, list[int]]]:
+    """{node: {template: sorted ordinals}}, templates in name order."""
+    grouped: dict[str, dict[str, list[int]]] = {}
+    for (name, ordinal), node in placement.items():
+        grouped.setdefault(node, {}).setdefault(name, []).append(ordinal)
+    return {
+        node: {name: sorted(ords) for name, ords in sorted(templates.items())}
+        for node, templates in grouped.items()
+    }
 
 
 class _SpecCache:
