@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import itertools
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
@@ -41,8 +43,11 @@ log = logging.getLogger("gaffer.controller.cluster")
 
 RESEND_AFTER = 2.0
 INLINE_SLOTS = 5_000
+WORKER_SWITCH = 0.0005
+"""GIL switch interval while the worker thread schedules: the loop thread takes the GIL back
+for every socket call, and at the default 5 ms each of those waits would add up to stalls."""
 """Below this many slots, scheduling is faster inline than handed to the worker thread."""
-STORE_SLICE = 5_000
+STORE_SLICE = 1_000
 SEND_SLICE = 50
 RESTART_ENV = "GAFFER_RESTARTED_AT"
 Slot = tuple[str, int]
@@ -89,7 +94,9 @@ class Cluster:
         self._running: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
+        self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
         for stored in store.nodes():
+            self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
             node = nodes.nodes.get(stored.name)
             if node is None:
                 node = nodes.nodes[stored.name] = Node(name=stored.name)
@@ -181,6 +188,14 @@ class Cluster:
         node.draining = draining
         self.hub.publish(topics.node(name, "drain"), {"node": name, "draining": draining})
         self.kick()
+
+    def remember_node(self, node: Node) -> None:
+        """Store a node's labels and agent once they change (not on every hello: a thousand
+        agents reconnecting would otherwise cost a thousand synchronous disk writes)."""
+        known = (dict(node.labels), node.agent_id)
+        if self._stored_nodes.get(node.name) != known:
+            self.store.put_node(node.name, node.labels, node.agent_id)
+            self._stored_nodes[node.name] = known
 
     def _node_record(self, name: str) -> Node:
         node = self.nodes.nodes.get(name)
@@ -324,7 +339,12 @@ class Cluster:
         avoid = dict(self.failed)
         if len(current) + sum(d.count for d in demands) > INLINE_SLOTS:
             loop = asyncio.get_running_loop()
-            placed = await loop.run_in_executor(self._pool, place, demands, infos, current, avoid)
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(WORKER_SWITCH)
+            try:
+                placed = await loop.run_in_executor(self._pool, place, demands, infos, current, avoid)
+            finally:
+                sys.setswitchinterval(interval)
         else:
             placed = place(demands, infos, current, avoid)
         plan, changes = placed.plan, placed.changes
@@ -352,13 +372,12 @@ class Cluster:
         Placement is derived state: after a crash between slices the controller recomputes it
         from the desired state and what agents report, so slices need not be one transaction.
         """
-        items = [(slot, node) for slot, node in changes.items() if slot[0] in self.templates]
-        for start in range(0, len(items), STORE_SLICE):
-            chunk = {slot: node for slot, node in items[start:start + STORE_SLICE] if slot[0] in self.templates}
-            if chunk:
-                self.store.save_placement(chunk)
-            if start + STORE_SLICE < len(items):
-                await asyncio.sleep(0)
+        items = iter(list(changes.items()))
+        while chunk := {
+            slot: node for slot, node in itertools.islice(items, STORE_SLICE) if slot[0] in self.templates
+        }:
+            self.store.save_placement(chunk)
+            await asyncio.sleep(0)
 
     def _demands(self) -> list[Demand]:
         demands = []

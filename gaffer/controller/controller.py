@@ -351,7 +351,7 @@ class Controller:
             "heartbeat": rules.interval, "timeout": rules.down_after,
         })
         assert self.store is not None and self.cluster is not None
-        self.store.put_node(node.name, node.labels, node.agent_id)
+        self.cluster.remember_node(node)
         self.hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
         self._send_watch(node)
         self.cluster.node_changed(node)

@@ -495,9 +495,8 @@ def _plan(
             moved.append(slot)
     gone = set(stopped)
     evicted = [slot for slot in current if slot not in placement and slot not in gone]
-    ordered = {slot: placement[slot] for slot in sorted(placement)}
     return Plan(
-        placement=ordered,
+        placement=placement,
         pending=pending,
         moved=tuple(sorted(moved)),
         stopped=tuple(stopped),
