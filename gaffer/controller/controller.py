@@ -395,7 +395,7 @@ class Controller:
 
     def status(self) -> dict[str, Any]:
         assert self._server is not None and self.cluster is not None
-        instances = sum(1 for n in self.nodes.nodes.values() for i in n.instances.values() if i.get("pid"))
+        instances = sum(n.running for n in self.nodes.nodes.values())
         return {
             "controller": self.id,
             "version": __version__,
