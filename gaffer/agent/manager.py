@@ -29,7 +29,7 @@ from gaffer.agent import flapping
 from gaffer.agent.flapping import FlapState, Verdict
 from gaffer.agent.instance import Instance
 from gaffer.agent.launch import build_launch
-from gaffer.agent.lifecycle import ALIVE, ExitKind, State, backoff_delay, classify_exit
+from gaffer.agent.lifecycle import ExitKind, State, backoff_delay, classify_exit
 from gaffer.agent.output import Line, LineSplitter, RotatingLog
 from gaffer.agent.process import ExitStatus, Process
 from gaffer.agent.stats import StatsSampler

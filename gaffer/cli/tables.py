@@ -79,7 +79,7 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [
         f"controller  {status['controller']} (gaffer {status['version']}), up {age(status['uptime'])}",
         f"endpoint    {status['endpoint']}   events {status['events']}",
-        f"security    " + (f"CURVE, key {status['fingerprint']}" if status["secure"] else "INSECURE (no keys)"),
+        "security    " + (f"CURVE, key {status['fingerprint']}" if status["secure"] else "INSECURE (no keys)"),
         "nodes       " + ", ".join(f"{count} {state}" for state, count in nodes.items()),
         f"messages    {link.get('received', 0)} received, {link.get('sent', 0)} sent, "
         f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterable, Mapping
 
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
+from gaffer.common.describe import describe as _kind
 from gaffer.common.signals import parse_signal
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -206,22 +207,6 @@ class _Checker:
             self.fail(name, f"must be a table/object, got {_kind(value)}")
             return None
         return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"number {value!r}"
-    if isinstance(value, str):
-        return f"string {value!r}" if len(value) < 40 else "a string"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
 
 
 def parse_template(data: Any, name: str | None = None) -> Template:

@@ -499,7 +499,7 @@ class TestLoading:
         ("data", "message"),
         [
             pytest.param({"name": "x"}, "cfg: apps[0].use: missing", id="missing-use"),
-            pytest.param({"use": 3}, "cfg: apps[0].use: must be a non-empty string, got int 3",
+            pytest.param({"use": 3}, "cfg: apps[0].use: must be a non-empty string, got number 3",
                          id="use-not-a-string"),
             pytest.param({"use": "pkg:"}, "cfg: apps[0].use: 'pkg:' is not of the form",
                          id="malformed-module-class"),

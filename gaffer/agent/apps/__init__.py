@@ -43,6 +43,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from gaffer.common.errors import ConfigError, NotFound
+from gaffer.common.describe import describe as _kind
 
 log = logging.getLogger("gaffer.apps")
 
@@ -389,20 +390,6 @@ def _join(problems: list[str]) -> str:
         return problems[0]
     lines = (p.replace("\n", "\n  ") for p in problems)
     return f"{len(problems)} problems:\n" + "\n".join(f"  {line}" for line in lines)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float, str)):
-        return f"{type(value).__name__} {value!r}"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
 
 
 __all__ = [

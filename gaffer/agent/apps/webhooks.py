@@ -37,6 +37,7 @@ import aiohttp
 from gaffer import __version__
 from gaffer.common.bus import Event, EventBus, Subscription
 from gaffer.common.errors import ConfigError, SubscriberTooSlow
+from gaffer.common.describe import describe as _kind
 from gaffer.common.topics import FAMILIES
 
 log = logging.getLogger("gaffer.apps.webhooks")
@@ -335,15 +336,3 @@ def _number(where: str, value: Any, problems: list[str], *, positive: bool) -> f
     return float(value)
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, (int, float, str)):
-        return f"{type(value).__name__} {value!r}"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
