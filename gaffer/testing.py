@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any, Callable
 
@@ -69,3 +70,18 @@ async def poll_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(POLL)  # poll
+
+
+def free_port() -> int:
+    """A free loopback port whose successor is free too (a controller's events endpoint)."""
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no pair of free consecutive ports on loopback")

@@ -22,12 +22,12 @@ from typing import Any
 from gaffer.agent import adoption
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.commands import Commands
-from gaffer.agent.keeper_client import KeeperBusy, KeeperClient, KeeperError, Reclaimed
+from gaffer.agent.keeper_client import KeeperClient, Reclaimed
 from gaffer.agent.link import ControllerLink, LinkSettings, read_agent_id
 from gaffer.agent.manager import Manager
-from gaffer.agent.process import AdoptError
+
 from gaffer.common.bus import EventBus
-from gaffer.common.errors import ConfigError
+from gaffer.common.errors import AdoptError, ConfigError, KeeperBusy, KeeperError
 
 log = logging.getLogger("gaffer.agent")
 

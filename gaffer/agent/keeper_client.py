@@ -40,35 +40,13 @@ from gaffer.agent.keeper import (
     recv_with_fds,
     send_with_fds,
 )
-from gaffer.common.errors import GafferError
+from gaffer.common.errors import KeeperBusy, KeeperError, KeeperRejected, KeeperUnavailable
 
 log = logging.getLogger("gaffer.keeper_client")
 
 OUTBOX_LIMIT = 4 * 1024 * 1024
 OUTBOX_FDS = 4096
 LOG_ROTATE_BYTES = 1024 * 1024
-
-
-class KeeperError(GafferError):
-    code = "keeper_error"
-
-
-class KeeperUnavailable(KeeperError):
-    code = "keeper_unavailable"
-
-
-class KeeperBusy(KeeperError):
-    code = "keeper_busy"
-
-
-class KeeperRejected(KeeperError):
-    """The keeper answered a request with an error; ``reason`` is the keeper's code."""
-
-    code = "keeper_rejected"
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gaffer.agent.adoption import create_time, read_stat
-from gaffer.common.errors import ProcessError, SpawnError, StdinClosed, StdinFull
+from gaffer.common.errors import AdoptError, SpawnError, StdinClosed, StdinFull
 from gaffer.common.signals import signal_name
 
 READ_CHUNK = 65536
@@ -85,12 +85,6 @@ class ExitStatus:
 
     def to_dict(self) -> dict:
         return {"status": self.code, "signal": signal_name(self.signal)}
-
-
-class AdoptError(ProcessError):
-    """The pid to adopt is gone or now belongs to another process."""
-
-    code = "adopt_failed"
 
 
 OutputCallback = Callable[[str, bytes], None]

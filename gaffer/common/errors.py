@@ -16,11 +16,16 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     │   └── InvalidSignal            "invalid_signal"
     ├── ProcessError                 "process_error"
     │   ├── SpawnError               "spawn_failed"       exec failed (missing binary, bad cwd, uid)
+    │   ├── AdoptError               "adopt_failed"       the pid to adopt is gone or reused
     │   ├── StdinClosed              "stdin_closed"
     │   └── StdinFull                "stdin_full"         bounded stdin buffer would overflow
     ├── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
     ├── SubscriptionClosed           "subscription_closed" read from a subscription closed on purpose
     ├── ControllerUnreachable        "unreachable"        no answer from the controller in time
+    ├── KeeperError                  "keeper_error"       the agent's fd keeper
+    │   ├── KeeperUnavailable        "keeper_unavailable" none can be reached or started
+    │   ├── KeeperBusy               "keeper_busy"        another agent is connected to it
+    │   └── KeeperRejected           "keeper_rejected"    it refused a request (.reason)
     ├── RemoteError                  (the remote code)    an error code this side does not know
     └── ProtocolError                "protocol_error"     a wire message refused; .reason says why
 """
@@ -141,6 +146,12 @@ class SpawnError(ProcessError):
     code = "spawn_failed"
 
 
+class AdoptError(ProcessError):
+    """The pid to adopt is gone or now belongs to another process."""
+
+    code = "adopt_failed"
+
+
 class StdinClosed(ProcessError):
     code = "stdin_closed"
 
@@ -159,6 +170,28 @@ class SubscriptionClosed(GafferError):
 
 class ControllerUnreachable(GafferError):
     code = "unreachable"
+
+
+class KeeperError(GafferError):
+    code = "keeper_error"
+
+
+class KeeperUnavailable(KeeperError):
+    code = "keeper_unavailable"
+
+
+class KeeperBusy(KeeperError):
+    code = "keeper_busy"
+
+
+class KeeperRejected(KeeperError):
+    """The keeper answered a request with an error; ``reason`` is the keeper's code."""
+
+    code = "keeper_rejected"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RemoteError(GafferError):

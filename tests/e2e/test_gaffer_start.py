@@ -6,13 +6,12 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from gaffer.testing import pid_dead, poll_until
+from gaffer.testing import free_port, pid_dead, poll_until
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 STARTED = re.compile(r"(\S+) started \(pid (\d+)\)")
@@ -55,21 +54,6 @@ class Gaffer:
         rest = await asyncio.wait_for(self.proc.stdout.read(), timeout)
         self.lines.extend(rest.decode().splitlines(keepends=True))
         return await asyncio.wait_for(self.proc.wait(), timeout)
-
-
-def free_port() -> int:
-    """A free loopback port whose successor (the events endpoint) is free too."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no pair of free consecutive ports on loopback")
 
 
 def isolated(tmp: Path) -> list[str]:

@@ -6,33 +6,17 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from gaffer.testing import pid_dead
+from gaffer.testing import free_port, pid_dead
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 CTL = [sys.executable, "-m", "gaffer.cli.ctl"]
 DEADLINE = 15.0
-
-
-def free_port() -> int:
-    """A free loopback port whose successor (the events endpoint) is free too."""
-    for _ in range(100):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no pair of free consecutive ports on loopback")
 
 
 class Ctl:

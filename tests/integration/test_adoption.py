@@ -19,7 +19,8 @@ import pytest
 from gaffer.agent.adoption import discover
 from gaffer.agent.keeper import lock_path
 from gaffer.agent.keeper_client import KeeperClient
-from gaffer.agent.process import AdoptError, ExitStatus, LaunchSpec, Process
+from gaffer.agent.process import ExitStatus, LaunchSpec, Process
+from gaffer.common.errors import AdoptError
 from gaffer.testing import pid_dead, poll_until
 
 NODE = "adopt-node"

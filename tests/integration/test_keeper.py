@@ -25,7 +25,8 @@ from gaffer.agent.keeper import (
     recv_with_fds,
     send_with_fds,
 )
-from gaffer.agent.keeper_client import KeeperBusy, KeeperClient, KeeperRejected, Reclaimed, spawn_keeper
+from gaffer.agent.keeper_client import KeeperClient, Reclaimed, spawn_keeper
+from gaffer.common.errors import KeeperBusy, KeeperRejected
 from gaffer.testing import POLL, pid_dead, poll_until
 
 LINE = 1024
