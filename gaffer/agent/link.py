@@ -101,6 +101,7 @@ class ControllerLink:
         self._dirty: set[str] = set()
         self._task: asyncio.Task | None = None
         self._pump: asyncio.Task | None = None
+        self._hello_at = float("-inf")
         self._watch: tuple[str, ...] = ()
         self._sub: Subscription | None = None
 
@@ -163,7 +164,7 @@ class ControllerLink:
         loop = asyncio.get_running_loop()
         welcomed = False
         self._send_hello()
-        last_heard = loop.time()
+        last_heard = woke = loop.time()
         next_beat = loop.time() + self._interval
         while True:
             now = loop.time()
@@ -171,11 +172,20 @@ class ControllerLink:
             assert self._channel is not None
             batch = await self._channel.recv_batch(timeout=wait)
             now = loop.time()
+            if now - woke > self._timeout:
+                log.warning(
+                    "this agent was stalled for %.1fs (frozen?): holding until the controller "
+                    "has spoken again", now - woke,
+                )
+                self.manager.hold()
+                return welcomed
+            woke = now
             for frames in batch:
                 kind = self._receive(frames)
                 if kind is None:
                     continue
                 last_heard = now
+                self.manager.lease_until = now + self._timeout
                 if kind == "welcome":
                     welcomed = True
                     next_beat = now + self._interval
@@ -228,8 +238,10 @@ class ControllerLink:
     def _on_refuse(self, code: str, message: str) -> None:
         self.connected.clear()
         if code == "hello_required":
-            log.info("controller asks for a new hello: %s", message)
-            self._send_hello()
+            now = asyncio.get_running_loop().time()
+            if now - self._hello_at >= self._interval:
+                log.info("controller asks for a new hello: %s", message)
+                self._send_hello()
             return
         if self.refusal != (code, message):
             log.error("controller refused this agent (%s): %s", code, message)
@@ -270,6 +282,7 @@ class ControllerLink:
         return [wire_instance(i) for i in self.manager.instances()]
 
     def _send_hello(self) -> None:
+        self._hello_at = asyncio.get_running_loop().time()
         labels = dict(self.settings.labels)
         self._send("hello", {
             "node": self.settings.node,

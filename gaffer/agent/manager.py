@@ -129,6 +129,10 @@ class Manager:
         self.node = node or socket.gethostname()
         self._agent_env = agent_env
         self.held = held
+        self.lease_until: float | None = None
+        """Agent mode: the loop time until which the controller's word holds. Past it, as while
+        held, nothing new is spawned (not even a respawn): the controller may have moved this
+        node's instances elsewhere. None: no controller, no lease (``gaffer run``, tests)."""
         self.keeper: FdKeeper | None = None
         self.bus = bus if bus is not None else EventBus()
         self._loop = loop or asyncio.get_running_loop()
@@ -422,6 +426,10 @@ class Manager:
                         out[inst.id] = fds
         return out
 
+    def _holding(self) -> bool:
+        lease = self.lease_until
+        return self.held or (lease is not None and self._loop.time() > lease)
+
     def hold(self) -> None:
         """Spawn nothing new until ``release``; running processes are left alone.
 
@@ -501,7 +509,7 @@ class Manager:
         queue.sort(key=_sort_key)
         entry.start_queue = collections.deque(queue)
         self._start_some(entry)
-        if entry.rolling and not self.held:
+        if entry.rolling and not self._holding():
             self._roll(entry, wanted)
 
     def _startable(self, entry: _Entry, inst: Instance) -> bool:
@@ -581,7 +589,7 @@ class Manager:
         or the Manager is held (it then waits in backoff without a timer)."""
         if entry.flap.failed:
             self._fail(entry, inst, "template gave up after flapping")
-        elif entry.flap.suspended(self._loop.time()) or self.held:
+        elif entry.flap.suspended(self._loop.time()) or self._holding():
             inst.move(State.BACKOFF)
         else:
             self._spawn(entry, inst, entry.template)

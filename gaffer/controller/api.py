@@ -183,7 +183,7 @@ class Api:
                 assigned = rows.get(ident)
                 if assigned is not None and assigned["node"] == node.name:
                     continue
-                if report["pid"] is None and report["state"] != "failed":
+                if report["pid"] is None:
                     continue
                 key = f"{ident}@{node.name}"
                 rows[key] = _row(ident, report["template"], report["ordinal"], node.name, report, "stale")

@@ -64,6 +64,8 @@ class Controller:
         self._command_ids = itertools.count(1)
         self._commands: dict[int, tuple[str, asyncio.Future]] = {}
         self._waiters: list[asyncio.Future] = []
+        self._cut_off = False
+        self._regained_at: float | None = None
         self.oneoff_exits: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
 
     # ----------------------------------------------------------------- lifecycle
@@ -195,7 +197,15 @@ class Controller:
             self._started_mono,
             self.settings.liveness,
             already_down=[n for n, node in nodes.items() if node.state is NodeState.DOWN],
+            regained_at=self._regained_at,
         )
+        if self._cut_off and not verdict.cut_off:
+            log.warning("most nodes are heard again: every node gets a fresh timeout")
+            self._regained_at = now
+            self._cut_off = False
+            self._judge_nodes()
+            return
+        self._cut_off = verdict.cut_off
         for name, state in verdict.states.items():
             node = nodes[name]
             if state is not node.state:

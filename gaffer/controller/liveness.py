@@ -5,7 +5,8 @@ silence, ``down`` after ``down_misses``. Guard rails decide whether the controll
 a down node (move its instances):
 
 - after the controller starts, nodes get ``startup_grace`` seconds to say hello before any is
-  declared down (it cannot know who is alive before they have had a chance to speak);
+  declared down (it cannot know who is alive before they have had a chance to speak), and
+  after a cut-off ends each node gets a fresh timeout for the same reason;
 - when most known nodes are silent at once, the controller assumes it is the one cut off and
   declares nothing down (``partition_threshold``), like Kubernetes stopping evictions when
   every zone looks unhealthy.
@@ -75,15 +76,22 @@ def judge(
     started_at: float,
     rules: Liveness,
     already_down: Iterable[str] = (),
+    regained_at: float | None = None,
 ) -> Verdict:
     """Liveness of every node, with the guard rails applied.
 
     ``already_down`` are nodes declared down earlier: they stay down until they speak again
     (a fresh heartbeat makes ``last_heard`` recent), whatever the guard rails say now, and they
     do not count when judging whether most nodes went silent *at once*.
+
+    ``regained_at`` is when the controller last stopped being cut off: silence from before then
+    proves nothing (the controller could not hear anyone), so every node gets a fresh timeout
+    from that moment, as after a controller start, instead of all being declared down at once.
     """
     raw = {name: silent_state(heard, now, rules) for name, heard in last_heard.items()}
-    in_grace = now - started_at < rules.startup_grace
+    in_grace = now - started_at < rules.startup_grace or (
+        regained_at is not None and now - regained_at < rules.down_after
+    )
     down_before = set(already_down)
     counted = [state for name, state in raw.items() if name not in down_before]
     silent = sum(1 for state in counted if state is not NodeState.UP)
