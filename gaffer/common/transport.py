@@ -9,6 +9,8 @@ full, because a stalled peer must never stall the loop.
 
 from __future__ import annotations
 
+import asyncio
+
 import zmq
 import zmq.asyncio
 
@@ -55,23 +57,57 @@ def set_domain(sock: zmq.Socket, domain: str) -> None:
 
 
 class Channel:
-    """One socket with batched, non-blocking I/O and counters of what it dropped."""
+    """One socket with batched, non-blocking I/O and counters of what it dropped.
 
-    def __init__(self, sock: zmq.asyncio.Socket) -> None:
+    The socket is driven synchronously (non-blocking calls on the raw socket) and woken by its
+    ZMQ file descriptor, which is edge-triggered: *any* call on the socket, a send included,
+    may consume the signal that input arrived. So every wake-up re-reads ``ZMQ_EVENTS``, and
+    every send checks whether it just swallowed a pending wake-up: a receiver never sleeps
+    while a message waits.
+    """
+
+    def __init__(self, sock: zmq.Socket) -> None:
         self.sock = sock
         self._raw = zmq.Socket.shadow(sock.underlying)
+        self._loop = asyncio.get_running_loop()
+        self._fd = self._raw.getsockopt(zmq.FD)
+        self._readable = asyncio.Event()
+        self._loop.add_reader(self._fd, self._check)
+        self._closed = False
         self.sent = 0
         self.received = 0
         self.send_dropped = 0
 
+    def _check(self) -> None:
+        if self._closed:
+            return
+        try:
+            ready = self._raw.getsockopt(zmq.EVENTS) & zmq.POLLIN
+        except zmq.ZMQError:
+            ready = True
+        if ready:
+            self._readable.set()
+
     async def recv_batch(self, limit: int = RECV_BATCH, timeout: float | None = None) -> list[list[zmq.Frame]]:
-        """Wait until readable (or ``timeout`` seconds), then drain up to ``limit`` messages."""
-        batch = self.drain(limit)
-        if batch:
-            return batch
-        ms = None if timeout is None else max(0, int(timeout * 1000))
-        await self.sock.poll(ms, zmq.POLLIN)
-        return self.drain(limit)
+        """Drain up to ``limit`` messages, waiting (up to ``timeout`` seconds) for the first."""
+        deadline = None if timeout is None else self._loop.time() + timeout
+        while True:
+            if self._closed:
+                raise zmq.ZMQError(zmq.ENOTSOCK, "the channel is closed")
+            batch = self.drain(limit)
+            if batch:
+                return batch
+            self._readable.clear()
+            self._check()
+            if self._readable.is_set():
+                continue
+            left = None if deadline is None else deadline - self._loop.time()
+            if left is not None and left <= 0:
+                return []
+            try:
+                await asyncio.wait_for(self._readable.wait(), left)
+            except asyncio.TimeoutError:
+                return self.drain(limit)
 
     def drain(self, limit: int = RECV_BATCH) -> list[list[zmq.Frame]]:
         batch: list[list[zmq.Frame]] = []
@@ -91,11 +127,17 @@ class Channel:
         except (zmq.Again, zmq.ZMQError):
             self.send_dropped += 1
             return False
+        finally:
+            self._check()
         self.sent += 1
         return True
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        if not self._closed:
+            self._closed = True
+            self._loop.remove_reader(self._fd)
+            self._readable.set()
+            self.sock.close(linger=0)
 
 
 def user_id(frame: zmq.Frame) -> str | None:

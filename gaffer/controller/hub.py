@@ -49,6 +49,8 @@ class EventHub:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._channel is not None:
+            self._channel.close()
 
     def on_subscriptions_changed(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)

@@ -74,6 +74,7 @@ class PeerServer:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        self._channel.close()
 
     def send(self, session: Session, kind: str, body: dict) -> bool:
         session.out_seq += 1
