@@ -39,6 +39,7 @@ class Found:
     ordinal: int | str
     started_at: float
     spec: str | None
+    start_ticks: int = 0
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def _examine(pid: int, agent_mark: bytes, node_mark: bytes, boot: float) -> Foun
         ordinal=ordinal,
         started_at=create_time(stat.start_ticks, boot),
         spec=values.get("GAFFER_SPEC"),
+        start_ticks=stat.start_ticks,
     )
 
 

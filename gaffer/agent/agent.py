@@ -19,7 +19,7 @@ import os
 import signal
 from typing import Any
 
-from gaffer.agent import adoption
+from gaffer.agent import adoption, journal
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.commands import Commands
 from gaffer.agent.keeper_client import KeeperClient, Reclaimed
@@ -28,6 +28,7 @@ from gaffer.agent.manager import Manager
 
 from gaffer.common.bus import EventBus
 from gaffer.common.errors import AdoptError, ConfigError, KeeperBusy, KeeperError
+from gaffer.common.topics import split_instance_id
 
 log = logging.getLogger("gaffer.agent")
 
@@ -68,6 +69,8 @@ class Agent:
         self.link.commands = self.commands.table()
         self._use_keeper = keeper
         self._keeper_idle = keeper_idle
+        self.journal = journal.Journal(settings.state_dir / "spawned.journal")
+        self.manager.journal = self.journal
         self.keeper: KeeperClient | None = None
         self._tasks: set[asyncio.Task] = set()
         self.adopted = 0
@@ -104,7 +107,7 @@ class Agent:
         """Take back the processes an earlier agent left running (see the module docstring)."""
         assert self.keeper is not None
         held = await self.keeper.reclaim()
-        found = adoption.discover(self.settings.node, self.agent_id)
+        found = self._find_processes()
         self.assignments.restore()
         for proc in found:
             pipes = held.pop(proc.instance_id, None) or Reclaimed(fds={})
@@ -122,10 +125,38 @@ class Agent:
         for key, pipes in held.items():
             pipes.close()
             self.keeper.release(key)
+        self.journal.rewrite(
+            journal.Entry(p.instance_id, p.pid, p.start_ticks, p.spec)
+            for p in found if p.pid in self._adopted_pids()
+        )
         if found:
             log.info(
                 "adopted %d running processes, stopped %d not assigned here", self.adopted, self.strays
             )
+
+    def _find_processes(self) -> list[adoption.Found]:
+        """Our processes in /proc by their environment, plus any the journal knows that hid
+        their environment; oldest first for each instance id."""
+        found = adoption.discover(self.settings.node, self.agent_id)
+        seen = {f.pid for f in found}
+        for entry in journal.read(self.journal.path):
+            if entry.pid in seen or not journal.still_running(entry):
+                continue
+            try:
+                template, ordinal = split_instance_id(entry.instance_id)
+            except ValueError:
+                continue
+            found.append(adoption.Found(
+                pid=entry.pid, instance_id=entry.instance_id, template=template,
+                ordinal=int(ordinal) if ordinal.isascii() and ordinal.isdecimal() else ordinal,
+                started_at=adoption.create_time(entry.start_ticks), spec=entry.spec,
+                start_ticks=entry.start_ticks,
+            ))
+        found.sort(key=lambda f: (f.instance_id, f.started_at))
+        return found
+
+    def _adopted_pids(self) -> set[int]:
+        return {row["pid"] for row in self.manager.instances() if row["pid"]}
 
     def _stop_stray(self, proc: adoption.Found) -> None:
         """A process of ours that nothing here wants: TERM its group, KILL it if it lingers."""

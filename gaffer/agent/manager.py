@@ -58,6 +58,14 @@ class FdKeeper(Protocol):
     def release(self, key: str, streams: list[str] | None = None) -> Any: ...
 
 
+class SpawnJournal(Protocol):
+    """Where the agent notes each spawn and exit (``journal.Journal``)."""
+
+    def spawned(self, instance_id: str, pid: int, spec: str | None) -> None: ...
+
+    def exited(self, instance_id: str, pid: int) -> None: ...
+
+
 class Adoptable(Protocol):
     """A live process an earlier agent spawned (``adoption.Found``)."""
 
@@ -134,6 +142,7 @@ class Manager:
         held, nothing new is spawned (not even a respawn): the controller may have moved this
         node's instances elsewhere. None: no controller, no lease (``gaffer run``, tests)."""
         self.keeper: FdKeeper | None = None
+        self.journal: SpawnJournal | None = None
         self.bus = bus if bus is not None else EventBus()
         self._loop = loop or asyncio.get_running_loop()
         self._environ = dict(os.environ) if environ is None else environ
@@ -597,9 +606,9 @@ class Manager:
     def _spawn(self, entry: _Entry, inst: Instance, template: Template) -> None:
         inst.cancel_timers()
         try:
+            digest = entry.spec_hash if template is entry.template else template.spec_hash()
             extra = None
             if self._agent_env is not None:
-                digest = entry.spec_hash if template is entry.template else template.spec_hash()
                 extra = {**self._agent_env, "GAFFER_SPEC": digest}
             spec = build_launch(template, inst.ordinal, self.node, self._environ, extra)
             process = Process(spec, on_exit=lambda status: None, loop=self._loop)
@@ -609,6 +618,8 @@ class Manager:
                 if template.log is not None and inst.log is None:
                     inst.log = _open_log(template, inst)
             process.spawn()
+            if self.journal is not None:
+                self.journal.spawned(inst.id, process.pid, digest)
             if self.keeper is not None and not inst.oneoff:
                 fds = process.stream_fds()
                 if fds:
@@ -690,6 +701,8 @@ class Manager:
     def _handle_exit(self, entry: _Entry, inst: Instance, process: Process, status: ExitStatus) -> None:
         if inst.process is not process:
             return
+        if self.journal is not None and process.pid is not None:
+            self.journal.exited(inst.id, process.pid)
         if self.keeper is not None and not inst.oneoff:
             try:
                 self.keeper.release(inst.id)

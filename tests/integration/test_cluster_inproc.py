@@ -111,6 +111,14 @@ async def cluster(tmp_path):
         await c.close()
 
 
+def _has_gaffer_env(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as env:
+            return b"GAFFER_AGENT_ID=" in env.read()
+    except OSError:
+        return False
+
+
 def spec(name: str, count: int, **fields) -> dict:
     return {"name": name, "cmd": "sleep", "args": ["300"], "numprocesses": count, "startsecs": 0, **fields}
 
@@ -170,6 +178,23 @@ class TestLink:
         assert after == before
         lines = again.manager.output("kept.1")
         assert lines and lines[-1].text == "tick"
+
+    async def test_restarted_agent_adopts_a_process_that_hid_its_environment(self, cluster):
+        """A process that replaced its environment is still found, through the spawn journal."""
+        await cluster.start_controller()
+        agent = await cluster.start_agent("hider")
+        await cluster.call("apply", templates=[{**spec("hide", 1), "cmd": "sh", "args": ["-c", "exec env -i sleep 300"]}])
+        await cluster.wait_running(1, "hide")
+        [before] = [r["pid"] for r in await cluster.call("ps", name="hide")]
+        await poll_until(lambda: not _has_gaffer_env(before), timeout=5)
+        await agent.stop()
+        again = Agent(agent.settings)
+        await again.start()
+        cluster.agents["hider"] = again
+        await asyncio.wait_for(again.connected.wait(), 5)
+        assert again.adopted == 1
+        await cluster.wait_running(1, "hide")
+        assert [r["pid"] for r in await cluster.call("ps", name="hide")] == [before]
 
     async def test_unknown_operation_and_bad_arguments_are_clear_errors(self, cluster):
         """The API names what is wrong."""

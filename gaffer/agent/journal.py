@@ -1,0 +1,101 @@
+"""The agent's record of what it spawned: instance id, pid and kernel start time, on disk.
+
+A restarted agent finds its processes in /proc by their GAFFER_ environment (``adoption``), but
+a process that replaced its environment (``exec env -i ...``) would be invisible there. The
+journal is the backstop: one appended line per spawn (id, pid, start time in clock ticks, spec
+hash) and per exit, so every process the agent
+ever started can be found again, and a reused pid is told apart by its start time.
+
+Appending is one ``write`` on an ``O_APPEND`` descriptor (no fsync: the journal only has to
+survive the agent, not the machine, and processes do not survive a reboot either); the file is
+rewritten with just the live entries when the agent starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from gaffer.agent import adoption
+
+
+@dataclass(frozen=True)
+class Entry:
+    instance_id: str
+    pid: int
+    start_ticks: int
+    spec: str | None = None
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.errors = 0
+
+    def spawned(self, instance_id: str, pid: int, spec: str | None) -> None:
+        try:
+            ticks = adoption.read_stat(pid).start_ticks
+        except (OSError, ValueError):
+            return
+        self._write(f"+ {instance_id} {pid} {ticks} {spec or '-'}\n")
+
+    def exited(self, instance_id: str, pid: int) -> None:
+        self._write(f"- {instance_id} {pid}\n")
+
+    def _write(self, line: str) -> None:
+        try:
+            os.write(self._fd, line.encode())
+        except OSError:
+            self.errors += 1
+
+    def rewrite(self, live: Iterable[Entry]) -> None:
+        """Replace the journal with ``live`` (atomically), dropping the history of the dead."""
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as out:
+            for entry in live:
+                out.write(f"+ {entry.instance_id} {entry.pid} {entry.start_ticks} {entry.spec or '-'}\n")
+        os.replace(tmp, self.path)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def read(path: Path) -> list[Entry]:
+    """Entries spawned and not recorded as exited, in the order they were written.
+
+    A torn last line (the agent died mid-write) and lines that do not parse are skipped.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    live: dict[tuple[str, int], Entry] = {}
+    for line in text.split("\n")[:-1]:
+        parts = line.split(" ")
+        try:
+            if parts[0] == "+" and len(parts) == 5:
+                spec = None if parts[4] == "-" else parts[4]
+                entry = Entry(parts[1], int(parts[2]), int(parts[3]), spec)
+                live[(entry.instance_id, entry.pid)] = entry
+            elif parts[0] == "-" and len(parts) == 3:
+                live.pop((parts[1], int(parts[2])), None)
+        except ValueError:
+            continue
+    return list(live.values())
+
+
+def still_running(entry: Entry) -> bool:
+    """Whether ``entry``'s process is alive, is that very process, and still leads its session."""
+    try:
+        stat = adoption.read_stat(entry.pid)
+        leads = os.getsid(entry.pid) == entry.pid
+    except (OSError, ValueError):
+        return False
+    return stat.start_ticks == entry.start_ticks and stat.state != "Z" and leads
