@@ -20,7 +20,7 @@ import uvloop
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
-from gaffer.common.config import expect, read_config
+from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.keys import load_keypair, load_public
 from gaffer.common.template import LABEL_RE, NAME_RE
@@ -91,13 +91,11 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
 @click.option("--insecure", is_flag=True, default=None, help="Allow a non-loopback controller without keys.")
 @click.option("--stop-processes", is_flag=True, default=None, help="Stop managed processes when the agent stops.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings and [[apps]].")
-@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
 @click.version_option(package_name="gaffer")
 def main(config: str | None, log_level: str, **options: Any) -> None:
     """Run the gaffer agent of this host."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_daemon_logging(log_level)
     try:
         settings, apps, _, stop_processes = build_settings(options, config)
         uvloop.run(_serve(settings, apps, stop_processes))

@@ -30,6 +30,7 @@ from gaffer.common.bus import Event, Subscription
 from gaffer.common.errors import GafferError, ProtocolError, SubscriberTooSlow, SubscriptionClosed
 from gaffer.common.keys import KeyPair
 from gaffer.common.transport import Channel, make_curve_client, new_socket
+from gaffer.common.tasks import cancel_and_wait
 
 log = logging.getLogger("gaffer.agent.link")
 
@@ -114,12 +115,7 @@ class ControllerLink:
 
     async def stop(self) -> None:
         for task in (self._task, self._pump):
-            if task is not None:
-                task.cancel()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    pass
+            await cancel_and_wait(task)
         if self._channel is not None:
             self._channel.close()
         self._ctx.destroy(linger=0)

@@ -6,6 +6,7 @@ Command-line options win over the file; the file wins over defaults.
 from __future__ import annotations
 
 import difflib
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Iterable
@@ -50,3 +51,11 @@ def expect(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
         names = " or ".join(k.__name__ for k in kinds)
         raise ConfigError(f"{where}: {key}: must be {names}, got {type(value).__name__}")
     return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_daemon_logging(level: str) -> None:
+    """Timestamped lines on stderr (journald and log collectors add the rest)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

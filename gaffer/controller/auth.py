@@ -18,6 +18,7 @@ import zmq.asyncio
 from zmq.utils import z85
 
 from gaffer.common.keys import AuthorizedKeys, fingerprint
+from gaffer.common.tasks import cancel_and_wait
 
 log = logging.getLogger("gaffer.controller.auth")
 
@@ -72,12 +73,7 @@ class ZapHandler:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self._sock is not None:
             self._sock.close(linger=0)
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable
 from gaffer.common import topics
 from gaffer.common.errors import InvalidRequest, TemplateNotFound
 from gaffer.common.template import Template
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.hub import EventHub
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.registry import Node, NodeTable
@@ -477,12 +478,7 @@ class Cluster:
 
     async def close(self) -> None:
         """Stop reconciling (the controller is stopping); the desired state is in the store."""
-        if self._running is not None:
-            self._running.cancel()
-            try:
-                await self._running
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._running)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------------- views

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import uvloop
 
-from gaffer.common.config import expect, read_config
+from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
 from gaffer.common.errors import GafferError
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
@@ -21,7 +21,7 @@ log = logging.getLogger("gaffer.controller")
 
 SETTINGS = (
     "bind", "pub", "data_dir", "keys", "insecure", "heartbeat", "suspect_misses", "down_misses",
-    "startup_grace", "node_grace", "http", "log_level",
+    "startup_grace", "node_grace",
 )
 
 
@@ -59,7 +59,6 @@ def build_settings(options: dict[str, Any], config: str | None) -> ControllerSet
         insecure=bool(pick("insecure", bool)),
         liveness=liveness,
         node_grace=float(_first(pick("node_grace", (int, float)), 2.0)),
-        http=pick("http", str),
     )
 
 
@@ -79,13 +78,11 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--startup-grace", type=float, help="Seconds after start before any node is declared down [10].")
 @click.option("--node-grace", type=float, help="Seconds a node stays down before its instances move [2].")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
-@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
 @click.version_option(package_name="gaffer")
 def main(config: str | None, log_level: str, **options: Any) -> None:
     """Run the gaffer controller."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_daemon_logging(log_level)
     try:
         settings = build_settings(options, config)
     except GafferError as exc:

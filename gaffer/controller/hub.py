@@ -22,6 +22,7 @@ import zmq.asyncio
 from gaffer.common import protocol
 from gaffer.common.bus import EventBus
 from gaffer.common.transport import Channel
+from gaffer.common.tasks import cancel_and_wait
 
 log = logging.getLogger("gaffer.controller.hub")
 
@@ -43,12 +44,7 @@ class EventHub:
             self._task = asyncio.get_running_loop().create_task(self._watch_subscriptions())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self._channel is not None:
             self._channel.close()
 

@@ -23,6 +23,7 @@ from gaffer.common.badmsg import BadMessages
 from gaffer.common.errors import ProtocolError
 from gaffer.common.protocol import Message
 from gaffer.common.transport import Channel, peer_address, user_id
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.auth import AGENT, CLIENT, role_of
 
 log = logging.getLogger("gaffer.controller.server")
@@ -68,12 +69,7 @@ class PeerServer:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         self._channel.close()
 
     def send(self, session: Session, kind: str, body: dict) -> bool:

@@ -23,7 +23,6 @@ class ControllerSettings:
     insecure: bool = False
     liveness: Liveness = field(default_factory=Liveness)
     node_grace: float = 2.0
-    http: str | None = None
 
     @property
     def pub_endpoint(self) -> str:
