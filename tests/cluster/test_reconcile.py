@@ -256,8 +256,11 @@ def test_bad_command_fails_on_every_node_and_the_controller_stays_healthy(cluste
     })
 
     def failed_rows() -> list[dict[str, Any]] | None:
+        """Failed everywhere: no node holds it any more (a row still on a node is the last
+        node's own failure, before the controller has tried every node)."""
         rows = cluster.ps("bad")
-        return rows if rows and all(row["state"] == "failed" for row in rows) else None
+        done = rows and all(row["state"] == "failed" and row["node"] is None for row in rows)
+        return rows if done else None
 
     def failed_everywhere() -> list[dict[str, Any]]:
         return [
