@@ -11,6 +11,7 @@ from typing import Iterator
 
 import pytest
 
+from clusterlab import ClusterLab, SharedCluster
 from netlab import NetLab, netns_unavailable_reason, wait_for
 
 __all__ = ["wait_for"]
@@ -42,4 +43,21 @@ def _require_netns(netns_support: None) -> None:
 def netlab(tmp_path: Path) -> Iterator[NetLab]:
     """An empty lab (add hosts to it); torn down after the test, its logs kept in tmp_path."""
     with NetLab(log_dir=tmp_path / "netlab") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def shared(
+    netns_support: None, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedCluster]:
+    """One cluster per test module, with the agents (and labels) its ``AGENTS`` names."""
+    pool = SharedCluster(tmp_path_factory.mktemp(request.module.__name__), request.module.AGENTS)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def cluster(shared: SharedCluster, tmp_path: Path) -> Iterator[ClusterLab]:
+    """The module's cluster, reset for this test, with this test's slice of the daemon logs."""
+    with shared.for_test(tmp_path) as lab:
         yield lab

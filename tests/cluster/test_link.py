@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
-from clusterlab import POLL, ClusterLab, SharedCluster, holds_for, make_keys, pids
+from clusterlab import POLL, ClusterLab, holds_for, make_keys, pids
 from gaffer.common.errors import ControllerUnreachable
 from gaffer.common.keys import fingerprint, load_public
 from netlab import NetLab, wait_for
@@ -22,19 +22,6 @@ from netlab import NetLab, wait_for
 AGENTS = {"n1": {"zone": "a", "disk": "ssd"}, "n2": {"zone": "a"}, "n3": {"zone": "b"}}
 SLACK = 1.0
 """Room for a loaded CI machine on top of a time bound the product promises."""
-
-
-@pytest.fixture(scope="module")
-def shared(netns_support: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedCluster]:
-    pool = SharedCluster(tmp_path_factory.mktemp("link"), AGENTS)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def cluster(shared: SharedCluster, tmp_path: Path) -> Iterator[ClusterLab]:
-    with shared.for_test(tmp_path) as lab:
-        yield lab
 
 
 def test_agents_register_with_their_labels(cluster: ClusterLab) -> None:

@@ -13,31 +13,16 @@ import os
 import signal
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
-from clusterlab import POLL, ClusterLab, Proc, SharedCluster, Start, holds_for, per_host, pids
+from clusterlab import POLL, ClusterLab, Proc, Start, holds_for, per_host, pids
 from netlab import wait_for
 
 AGENTS = {"n1": {"zone": "a"}, "n2": {"zone": "a"}, "n3": {"zone": "b"}}
 SLACK = 1.0
 """Added to every time bound the product promises: room for a loaded CI machine, while a
 bound missed by more than this (a node judged late, a grace period ignored) still fails."""
-
-
-@pytest.fixture(scope="module")
-def shared(netns_support: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedCluster]:
-    pool = SharedCluster(tmp_path_factory.mktemp("reconcile"), AGENTS)
-    yield pool
-    pool.close()
-
-
-@pytest.fixture
-def cluster(shared: SharedCluster, tmp_path: Path) -> Iterator[ClusterLab]:
-    with shared.for_test(tmp_path) as lab:
-        yield lab
 
 
 def started(starts: list[Start]) -> Counter[tuple[str, str]]:
