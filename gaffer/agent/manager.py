@@ -31,8 +31,10 @@ from gaffer.agent.instance import Instance
 from gaffer.agent.launch import build_launch
 from gaffer.agent.lifecycle import ExitKind, State, backoff_delay, classify_exit
 from gaffer.agent.output import Line, LineSplitter, RotatingLog
+from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.process import ExitStatus, Process
 from gaffer.agent.stats import StatsSampler
+from gaffer.agent.tracking import Tracker
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.errors import (
@@ -130,11 +132,14 @@ class Manager:
         environ: dict[str, str] | None = None,
         agent_env: dict[str, str] | None = None,
         held: bool = False,
+        tracker: Tracker | None = None,
     ) -> None:
         """``agent_env`` (agent mode) is added to every process's environment, with
         GAFFER_SPEC, so a restarted agent can recognise the processes it ran; ``held``
-        starts the Manager holding (see ``hold``)."""
+        starts the Manager holding (see ``hold``); ``tracker`` tracks and stops every
+        descendant of every instance (without one, only each instance's process group)."""
         self.node = node or socket.gethostname()
+        self.tracker = tracker
         self._agent_env = agent_env
         self.held = held
         self.lease_until: float | None = None
@@ -381,12 +386,16 @@ class Manager:
         fds: dict[str, int],
         buffered: dict[str, bytes] | None = None,
         dropped: dict[str, int] | None = None,
+        leader: ProcInfo | None = None,
+        members: tuple[ProcInfo, ...] = (),
     ) -> bool:
         """Watch a process an earlier agent spawned as the instance it is.
 
         Returns False (and takes nothing) when this Manager does not want that instance here
         or already runs it: the caller must then stop the process. Output the keeper buffered
-        while no agent was there is replayed first, with a note of what was lost.
+        while no agent was there is replayed first, with a note of what was lost. ``leader``
+        and ``members`` (``ownership.plan_adoption``) let the tracker stop the daemons the
+        instance left around it too.
         """
         entry = self._entries.get(found.template)
         if entry is None or entry.deleting or found.ordinal not in entry.ordinals:
@@ -402,7 +411,7 @@ class Manager:
             spec, found.pid, found.started_at, fds,
             on_exit=lambda status: None,
             on_output=functools.partial(self._on_output, entry, inst),
-            loop=self._loop,
+            loop=self._loop, tracker=self.tracker, name=inst.id, found=leader, members=members,
         )
         process._on_exit = functools.partial(self._on_exit, entry, inst, process)
         inst.process = process
@@ -611,7 +620,9 @@ class Manager:
             if self._agent_env is not None:
                 extra = {**self._agent_env, "GAFFER_SPEC": digest}
             spec = build_launch(template, inst.ordinal, self.node, self._environ, extra)
-            process = Process(spec, on_exit=lambda status: None, loop=self._loop)
+            process = Process(
+                spec, on_exit=lambda status: None, loop=self._loop, tracker=self.tracker, name=inst.id
+            )
             process._on_exit = functools.partial(self._on_exit, entry, inst, process)
             if spec.stdout or spec.stderr:
                 process._on_output = functools.partial(self._on_output, entry, inst)

@@ -7,6 +7,9 @@ at once, without a thread per child and without polling.
 
 When the leader exits, whatever is left of its process group is killed before the leader is
 reaped (while the zombie still pins the group id), so no grandchild outlives its instance.
+With a ``Tracker`` (the agent, ``gaffer start``, ``gaffer run``) that covers every descendant,
+daemons that left the group included (``tracking``); the pid is registered with ``reaper`` so
+the agent's orphan reaper never takes the leader's exit status.
 
 ``Process.adopt`` watches a process an earlier run of the agent spawned (found by
 ``gaffer.agent.adoption``): it is no longer our child, so its exit status cannot be waited for.
@@ -27,7 +30,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from gaffer.agent import reaper
 from gaffer.agent.adoption import create_time, read_stat
+from gaffer.agent.ownership import ProcInfo
+from gaffer.agent.tracking import Track, Tracker
 from gaffer.common.errors import AdoptError, SpawnError, StdinClosed, StdinFull
 from gaffer.common.signals import signal_name
 
@@ -100,7 +106,10 @@ class Process:
         on_exit: ExitCallback,
         on_output: OutputCallback | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tracker: Tracker | None = None,
+        name: str = "",
     ) -> None:
+        """``tracker`` and ``name`` (the instance id): track every descendant as that instance."""
         self.spec = spec
         self._on_exit = on_exit
         self._on_output = on_output
@@ -116,6 +125,9 @@ class Process:
         self._stdin_writer = False
         self._stdin_closing = False
         self._procdir: int | None = None
+        self._tracker = tracker
+        self.name = name
+        self.track: Track | None = None
 
     @property
     def alive(self) -> bool:
@@ -167,6 +179,9 @@ class Process:
             for fd in child_fds:
                 os.close(fd)
         self.pid = self._popen.pid
+        reaper.own(self.pid)
+        if self._tracker is not None:
+            self.track = self._tracker.spawned(self.name, self.pid)
         self.started_at = time.time()
         self._pidfd = os.pidfd_open(self.pid)
         self._loop.add_reader(self._pidfd, self._on_pidfd)
@@ -187,13 +202,19 @@ class Process:
         on_exit: ExitCallback,
         on_output: OutputCallback | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tracker: Tracker | None = None,
+        name: str = "",
+        found: ProcInfo | None = None,
+        members: tuple[ProcInfo, ...] = (),
     ) -> "Process":
         """Watch ``pid``, an instance an earlier agent spawned, as if this agent had spawned it.
 
         ``started_at`` is its recorded start time (``adoption.Found.started_at``): a pid whose
         process started at another time was reused, and AdoptError says so. ``fds`` are the
         pipe ends handed back by the keeper (``out``/``err`` read ends, ``in`` write end); the
-        Process owns them once this returns, the caller keeps them if it raises.
+        Process owns them once this returns, the caller keeps them if it raises. With a
+        ``tracker``, ``found`` (the leader as /proc showed it) and ``members`` (the rest of the
+        incarnation, ``ownership.plan_adoption``) are tracked with it.
         """
         for name, fd in fds.items():
             if name not in ("out", "err", "in"):
@@ -202,12 +223,22 @@ class Process:
                 os.fstat(fd)
             except OSError as exc:
                 raise ValueError(f"fds[{name!r}]: descriptor {fd} is not open ({exc.strerror})") from None
-        proc = cls(spec, on_exit, on_output, loop)
+        proc = cls(spec, on_exit, on_output, loop, tracker, name)
         pidfd, procdir = _open_pid(pid, started_at)
         proc.pid = pid
         proc.started_at = started_at
         proc._pidfd = pidfd
         proc._procdir = procdir
+        reaper.own(pid)
+        if tracker is not None:
+            try:
+                ticks = read_stat(pid, dir_fd=procdir).start_ticks
+            except (OSError, ValueError, IndexError):
+                ticks = found.start_ticks if found is not None else 0
+            proc.track = tracker.adopted(
+                name, pid, ticks, found.agent_id if found else None,
+                found.cgroup if found else None, members,
+            )
         proc._loop.add_reader(pidfd, proc._on_pidfd)
         for name in ("out", "err"):
             if name in fds:
@@ -228,8 +259,12 @@ class Process:
         return fds
 
     def signal(self, sig: int, group: bool = True) -> None:
-        """Send ``sig`` to the whole process group (or only the leader); no-op once reaped."""
+        """Send ``sig`` to the whole process group and every tracked descendant (or only the
+        leader); no-op once reaped."""
         if not self.alive or self.pid is None:
+            return
+        if group and self.track is not None and self._tracker is not None:
+            self._tracker.signal(self.track, sig)
             return
         try:
             if group:
@@ -247,18 +282,28 @@ class Process:
         os.close(self._pidfd)
         self._pidfd = None
         adopted = self._adopted_status()
-        try:
-            os.killpg(self.pid, _signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if self.track is not None and self._tracker is not None:
+            self._tracker.leftovers(self.track)
+        else:
+            try:
+                os.killpg(self.pid, _signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if adopted is not None:
             status = adopted
+            try:
+                os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
         else:
             try:
                 _, wait_status = os.waitpid(self.pid, 0)
                 status = ExitStatus.from_wait_status(wait_status)
             except ChildProcessError:
                 status = ExitStatus(None, None)
+        reaper.disown(self.pid)
+        if self.track is not None and self._tracker is not None:
+            self._tracker.ended(self.track)
         if self._popen is not None:
             self._popen.returncode = status.code if status.signal is None else -status.signal
         self.status = status

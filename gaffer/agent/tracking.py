@@ -1,0 +1,368 @@
+"""Every descendant of every instance, tracked and stopped with it.
+
+An instance is more than its leader: children in its process group, and daemons that
+double-forked out of it (setsid + fork) into a session of their own. ``Tracker`` keeps one
+``Track`` per incarnation and, when the instance is stopped or its leader exits, signals all
+of them. Two modes, chosen once per agent and reported to the controller:
+
+``cgroup``
+    Each instance in its own cgroup v2 (``cgroups``), entered right after spawn. Nothing can
+    leave it; ``cgroup.kill`` ends all of it. This is what systemd does for a service.
+``subreaper``
+    No usable cgroups. The agent is a child subreaper (``reaper``), so orphans come back to
+    it; a descendant is found by its session, its ancestry, or the instance's GAFFER_ markers
+    in its environment (``ownership.descendants``), in a scan of /proc.
+
+In both modes the process group is signalled at once (the leader's zombie pins its id until
+the leader is reaped). A scan of /proc reads every process (about 20 us each), so it runs in a
+worker thread, one at a time, batching every request made meanwhile; victims are signalled by
+pidfd after checking their start time, so a reused pid is never hit. Scans happen on every
+stop, and on every leader exit in subreaper mode (in cgroup mode an exit costs one write to
+``cgroup.kill``); after a SIGKILL the scan is repeated (``SCAN_ROUNDS``) until it finds nothing,
+since a dying daemon may have forked.
+
+The stop signal goes to each process once: the scan leaves out the group and the cgroup,
+which were signalled directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import logging
+import os
+import signal as _signal
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from gaffer.agent import adoption
+from gaffer.agent.cgroups import CgroupTree, Place, procs as cgroup_procs
+from gaffer.agent.ownership import Claim, ProcInfo, descendants
+from gaffer.agent.reaper import Reaper
+from gaffer.common.tasks import cancel_and_wait
+
+log = logging.getLogger("gaffer.tracking")
+
+CGROUP = "cgroup"
+SUBREAPER = "subreaper"
+MODES = ("auto", CGROUP, SUBREAPER)
+SCAN_ROUNDS = 3
+REMOVE_TRIES = 6
+REMOVE_DELAY = 0.05
+_FALLBACK_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EOPNOTSUPP, errno.EBUSY, errno.EINVAL)
+_serials = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Track:
+    """One incarnation of an instance: its leader and how its processes are found."""
+
+    instance_id: str
+    pid: int
+    agent_id: str | None = None
+    place: Place | None = None
+    roots: frozenset[tuple[int, int]] = frozenset()
+    ticks: int | None = None
+    serial: str = field(default_factory=lambda: str(next(_serials)))
+
+    def claim_data(self) -> tuple:
+        return (self.serial, self.instance_id, self.pid, self.ticks,
+                self.place.name if self.place else None, self.roots, self.agent_id)
+
+
+class Tracker:
+    """Tracks the instances of one Manager. Use inside a running loop; ``aclose`` when done."""
+
+    def __init__(
+        self,
+        node: str,
+        agent_id: str | None = None,
+        cgroups: CgroupTree | None = None,
+        reaper: Reaper | None = None,
+        reason: str = "",
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.node = node
+        self.agent_id = agent_id
+        self.cgroups = cgroups
+        self.reaper = reaper
+        self.reason = reason if cgroups is None else ""
+        """Why cgroups are not used (empty in cgroup mode)."""
+        self._loop = loop or asyncio.get_running_loop()
+        self._live: set[Track] = set()
+        self._refs: dict[str, int] = {}
+        self._removals: dict[str, asyncio.TimerHandle] = {}
+        self._requests: dict[Track, int] = {}
+        self._scanner: asyncio.Task | None = None
+        self._me = os.getpid()
+        self.scans = 0
+        self.signalled = 0
+
+    @classmethod
+    def for_host(
+        cls, node: str, agent_id: str | None, mode: str = "auto", reaper: Reaper | None = None
+    ) -> "Tracker":
+        """cgroup mode where the host allows it (``mode`` "auto" or "cgroup"), else subreaper."""
+        if mode not in MODES:
+            raise ValueError(f"tracking: {mode!r} is not one of {', '.join(MODES)}")
+        tree, reason = (None, "subreaper mode was asked for") if mode == SUBREAPER else (
+            CgroupTree.probe(node, agent_id or "local")
+        )
+        if tree is None:
+            log.info("tracking descendants without cgroups: %s", reason)
+        return cls(node, agent_id, tree, reaper, reason)
+
+    @property
+    def mode(self) -> str:
+        return CGROUP if self.cgroups is not None else SUBREAPER
+
+    # ------------------------------------------------------------------------- tracks
+
+    def spawned(self, instance_id: str, pid: int) -> Track:
+        """A leader was just spawned: put it in its cgroup (cgroup mode) and track it."""
+        track = Track(instance_id, pid, self.agent_id)
+        if self.cgroups is not None:
+            place = self.cgroups.place(instance_id)
+            try:
+                if place.fs not in self._refs:
+                    self.cgroups.ensure(place)
+                self.cgroups.move(place, pid)
+            except OSError as exc:
+                self._cgroup_failed(place, exc)
+            else:
+                track.place = place
+                self._hold(place)
+        self._live.add(track)
+        return track
+
+    def adopted(
+        self,
+        instance_id: str,
+        pid: int,
+        ticks: int,
+        agent_id: str | None,
+        cgroup: str | None,
+        members: Iterable[ProcInfo] = (),
+    ) -> Track:
+        """A leader an earlier agent spawned, with the members adoption found around it."""
+        members = list(members)
+        track = Track(
+            instance_id, pid, agent_id, ticks=ticks,
+            roots=frozenset((m.pid, m.start_ticks) for m in members),
+        )
+        if self.cgroups is not None:
+            place = self.cgroups.place_of(cgroup) if cgroup else None
+            if place is None:
+                place = self._move_in(instance_id, [pid, *(m.pid for m in members)])
+            if place is not None:
+                track.place = place
+                self._hold(place)
+        self._live.add(track)
+        return track
+
+    def signal(self, track: Track, sig: int) -> None:
+        """Send ``sig`` to the whole incarnation: group, cgroup, and what a scan finds."""
+        _killpg(track.pid, sig)
+        if track.place is not None and self.cgroups is not None:
+            if sig == _signal.SIGKILL:
+                self.cgroups.kill(track.place)
+            else:
+                for pid in cgroup_procs(track.place.fs):
+                    _signal_outside_group(pid, track.pid, sig)
+        self._request(track, sig)
+
+    def leftovers(self, track: Track) -> None:
+        """The leader has exited (not yet reaped): SIGKILL whatever is left of the incarnation."""
+        _killpg(track.pid, _signal.SIGKILL)
+        if track.place is not None and self.cgroups is not None:
+            self.cgroups.kill(track.place)
+        else:
+            if track.ticks is None:
+                track.ticks = _ticks(track.pid)
+            self._request(track, _signal.SIGKILL)
+        if self.reaper is not None:
+            self.reaper.kick()
+
+    def ended(self, track: Track) -> None:
+        """The leader was reaped; its cgroup is removed once nothing uses it."""
+        self._live.discard(track)
+        if track.place is not None:
+            self._release(track.place)
+
+    async def aclose(self) -> None:
+        """Stop scanning; leave processes and cgroups as they are (the agent may restart)."""
+        await cancel_and_wait(self._scanner)
+        for handle in self._removals.values():
+            handle.cancel()
+        self._removals.clear()
+
+    # ------------------------------------------------------------------------- cgroups
+
+    def _cgroup_failed(self, place: Place, exc: OSError) -> None:
+        if exc.errno == errno.ESRCH:
+            return
+        if exc.errno in _FALLBACK_ERRORS or exc.errno == errno.ENOENT:
+            self.reason = f"cannot move a process into {place.fs}: {exc.strerror}"
+            log.warning("cgroups unusable, tracking descendants without them: %s", self.reason)
+            self.cgroups = None
+        else:
+            log.warning("%s: %s", place.fs, exc)
+
+    def _move_in(self, instance_id: str, pids: list[int]) -> Place | None:
+        assert self.cgroups is not None
+        place = self.cgroups.place(instance_id)
+        try:
+            self.cgroups.ensure(place)
+            for pid in pids:
+                try:
+                    self.cgroups.move(place, pid)
+                except ProcessLookupError:
+                    pass
+        except OSError as exc:
+            self._cgroup_failed(place, exc)
+            return None
+        return place
+
+    def _hold(self, place: Place) -> None:
+        self._refs[place.fs] = self._refs.get(place.fs, 0) + 1
+        handle = self._removals.pop(place.fs, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _release(self, place: Place) -> None:
+        left = self._refs.get(place.fs, 1) - 1
+        if left > 0:
+            self._refs[place.fs] = left
+            return
+        self._refs.pop(place.fs, None)
+        self._schedule_removal(place, 0)
+
+    def _schedule_removal(self, place: Place, attempt: int) -> None:
+        self._removals[place.fs] = self._loop.call_later(
+            REMOVE_DELAY * 2**attempt, self._remove, place, attempt
+        )
+
+    def _remove(self, place: Place, attempt: int) -> None:
+        """Killed processes take a moment to leave; try again a few times, then leave it to
+        the cleanup at the next start."""
+        self._removals.pop(place.fs, None)
+        if place.fs in self._refs or self.cgroups is None:
+            return
+        if not self.cgroups.remove(place) and attempt + 1 < REMOVE_TRIES:
+            self._schedule_removal(place, attempt + 1)
+
+    # ------------------------------------------------------------------------- scans
+
+    def _request(self, track: Track, sig: int) -> None:
+        previous = self._requests.get(track)
+        if previous is None or sig == _signal.SIGKILL:
+            self._requests[track] = sig
+        if self._scanner is None or self._scanner.done():
+            self._scanner = self._loop.create_task(self._scan_loop())
+
+    async def _scan_loop(self) -> None:
+        rounds: dict[Track, int] = {}
+        while self._requests:
+            batch, self._requests = self._requests, {}
+            claims = [t.claim_data() for t in self._live | set(batch)]
+            wanted = {t.serial: t for t in batch}
+            self.scans += 1
+            found, orphans = await self._loop.run_in_executor(
+                None, _scan, self.node, claims, {s: _excluded(t) for s, t in wanted.items()}, self._me
+            )
+            killed = False
+            for serial, victims in found.items():
+                track = wanted[serial]
+                sig = batch[track]
+                sent = sum(_signal_exact(pid, ticks, sig) for pid, ticks in victims)
+                self.signalled += sent
+                if sent:
+                    log.info("%s: signalled %d escaped descendants with %s", track.instance_id, sent,
+                             _signal.Signals(sig).name)
+                if sent and sig == _signal.SIGKILL and rounds.get(track, 0) < SCAN_ROUNDS:
+                    rounds[track] = rounds.get(track, 0) + 1
+                    killed = True
+                    self._requests.setdefault(track, sig)
+            if self.reaper is not None:
+                for pid in orphans:
+                    self.reaper.watch(pid)
+                if killed:
+                    self.reaper.kick()
+
+
+def _excluded(track: Track) -> tuple[int, str | None]:
+    """What a scan must leave out for ``track``: its group, and its cgroup's directory."""
+    return track.pid, track.place.fs if track.place else None
+
+
+def _scan(
+    node: str, claims_data: list[tuple], wanted: dict[str, tuple[int, str | None]], me: int
+) -> tuple[dict[str, list[tuple[int, int]]], list[int]]:
+    """In a worker thread: read /proc, decide ownership, return (pid, ticks) victims per
+    wanted serial and the live orphans of this process that belong to an instance."""
+    procs = adoption.snapshot()
+    table = {p.pid: p for p in procs}
+    claims = []
+    for serial, ident, pid, ticks, cgroup, roots, agent_id in claims_data:
+        leader = table.get(pid)
+        if ticks is None:
+            ticks = leader.start_ticks if leader is not None else -1
+        claims.append(Claim(serial, ident, pid, ticks, cgroup, roots, agent_id))
+    owners = descendants(procs, claims, node, spare=(me,))
+    found: dict[str, list[tuple[int, int]]] = {}
+    for serial, (group, cgroup_fs) in wanted.items():
+        inside = set(cgroup_procs(cgroup_fs)) if cgroup_fs else set()
+        found[serial] = [
+            (pid, table[pid].start_ticks)
+            for pid in owners.get(serial, ())
+            if table[pid].pgid != group and pid not in inside
+        ]
+    owned = {pid for pids in owners.values() for pid in pids}
+    orphans = [p.pid for p in procs if p.ppid == me and p.pid in owned]
+    return found, orphans
+
+
+def _signal_exact(pid: int, ticks: int, sig: int) -> bool:
+    """Signal ``pid`` only if it is still the process that started at ``ticks``."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return False
+    try:
+        if _ticks(pid) != ticks:
+            return False
+        _signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def _ticks(pid: int) -> int | None:
+    try:
+        return adoption.read_stat(pid).start_ticks
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _killpg(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _signal_outside_group(pid: int, group: int, sig: int) -> None:
+    """Signal a cgroup member unless ``killpg(group)`` already reached it."""
+    try:
+        if os.getpgid(pid) != group:
+            os.kill(pid, sig)
+    except OSError:
+        pass
