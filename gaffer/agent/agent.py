@@ -3,12 +3,21 @@
 The daemon, ``gaffer start`` and the tests all build agents through this one class so the
 pieces are always wired the same way.
 
+Every descendant of every instance is tracked (``tracking``: a cgroup per instance where the
+host allows it, else the agent as a child subreaper plus a scan of /proc), so stopping an
+instance, or its main process exiting, leaves nothing of it behind.
+
 Surviving its own restart: the agent parks every pipe end of its processes with the fd keeper
-(a small process outside the agent) and saves each assignment it applies in its state dir. A
-new agent reclaims the pipes, restores the saved assignment (holding: nothing new starts until
-the controller speaks), finds its processes in /proc and adopts those still assigned; any other
-process it finds (a duplicate, or one no longer assigned) is stopped, so no unmanaged copy is
-ever left running.
+(a small process outside the agent) and saves each assignment it applies in its state dir. If
+the keeper dies the agent starts a new one and hands it every live pipe again, with backoff,
+for as long as it runs (``keeper`` is then "restarting" in its hello/heartbeat); a stop waits
+for a keeper to hold the pipes before letting go of them. A new agent reclaims the pipes,
+restores the saved assignment (holding: nothing new starts until the controller speaks) and
+settles every process of its node that it finds in /proc (``ownership.plan_adoption``: its
+own, and those of agents that are gone, even when the state dir was deleted): those still
+assigned are adopted with their daemons, the others stopped with theirs, so at most one
+process runs per ``<template>.<ordinal>``. Without a saved assignment it settles at the first
+assignment the controller sends, holding the Manager until it has.
 """
 
 from __future__ import annotations
@@ -16,18 +25,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 from typing import Any
 
-from gaffer.agent import adoption, journal
+from gaffer.agent import adoption, journal, presence
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.commands import Commands
 from gaffer.agent.keeper_client import KeeperClient, Reclaimed
 from gaffer.agent.link import ControllerLink, LinkSettings, read_agent_id
 from gaffer.agent.manager import Manager
-
+from gaffer.agent.ownership import Candidate, Identity, ProcInfo, plan_adoption
+from gaffer.agent.tracking import Tracker
 from gaffer.common.bus import EventBus
 from gaffer.common.errors import AdoptError, ConfigError, KeeperBusy, KeeperError
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.topics import split_instance_id
 
 log = logging.getLogger("gaffer.agent")
@@ -39,6 +49,19 @@ retried this long before concluding that another agent really is running."""
 KEEPER_IDLE = 2.0
 """A keeper holding nothing with no agent connected exits after this long: a later agent
 starts a new one in a few milliseconds, so there is no reason to linger."""
+KEEPER_RETRY_FIRST = 0.1
+KEEPER_RETRY_MAX = 30.0
+KEEPER_LAST_CHANCE = 10.0
+"""On stop, how long to try for a keeper (and its acknowledgements) before letting go of the
+pipes anyway."""
+RUNNING, RESTARTING, OFF = "running", "restarting", "off"
+
+
+def keeper_retry_delay(previous: float | None) -> float:
+    """Backoff between attempts to start a keeper: 0.1 s, doubling, capped at 30 s."""
+    if previous is None:
+        return KEEPER_RETRY_FIRST
+    return min(KEEPER_RETRY_MAX, previous * 2)
 
 
 class Agent:
@@ -48,50 +71,202 @@ class Agent:
         bus: EventBus | None = None,
         keeper: bool = True,
         keeper_idle: float = KEEPER_IDLE,
+        tracking: str = "auto",
     ) -> None:
-        """``keeper=False`` (``gaffer start``): processes end with this agent, so no keeper."""
+        """``keeper=False`` (``gaffer start``): processes end with this agent, so no keeper.
+        ``tracking``: "auto" (cgroups where possible), "cgroup" or "subreaper"."""
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
         self.agent_id = read_agent_id(settings.state_dir)
+        self.tracker = Tracker.for_host(settings.node, self.agent_id, tracking)
         self.manager = Manager(
             node=settings.node,
             bus=bus,
             agent_env={"GAFFER_AGENT_ID": self.agent_id},
             held=True,
+            tracker=self.tracker,
         )
-        self.link = ControllerLink(self.manager, settings, self.agent_id)
+        self.link = ControllerLink(self.manager, settings, self.agent_id, host=self.host_info)
         self.assignments = Assignments(
             self.manager, self.link.ack, settings.state_dir / "assignment.json" if keeper else None
         )
         self.commands = Commands(self.manager, self.assignments)
-        self.link.on_assign = self.assignments.apply
+        self.link.on_assign = self._on_assign
         self.link.commands = self.commands.table()
         self._use_keeper = keeper
         self._keeper_idle = keeper_idle
+        self.keeper_state = RUNNING if keeper else OFF
         self.journal = journal.Journal(settings.state_dir / "spawned.journal")
         self.manager.journal = self.journal
         self.keeper: KeeperClient | None = None
+        self._presence: presence.Presence | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._unsettled = False
+        self._journal_entries: dict[int, int] = {}
         self.adopted = 0
         self.strays = 0
+        self.keeper_restarts = 0
+
+    def host_info(self) -> dict[str, str]:
+        """How this host keeps its processes, for the controller (``protocol._HOST``)."""
+        return {"tracking": self.tracker.mode, "keeper": self.keeper_state}
 
     async def start(self) -> None:
+        self._presence = presence.Presence(self.agent_id)
+        if self.tracker.cgroups is not None:
+            removed = self.tracker.cgroups.cleanup(presence.alive)
+            if removed:
+                log.info("removed %d empty cgroups left by earlier agents", removed)
         if self._use_keeper:
             await self._connect_keeper()
-            await self._adopt()
+            if self.assignments.restore():
+                await self._settle()
+            else:
+                self._unsettled = True
+        else:
+            await self._stop_leftovers()
         self.link.start()
 
+    # ------------------------------------------------------------------------- settling
+
+    def _on_assign(self, body: dict[str, Any]) -> None:
+        if self._unsettled:
+            self._unsettled = False
+            self.manager.settle(True)
+            self._watch(self._settle_then_release())
+        self.assignments.apply(body)
+
+    async def _settle_then_release(self) -> None:
+        try:
+            await self._settle()
+        finally:
+            self.manager.settle(False)
+
+    async def _settle(self) -> None:
+        """Adopt or stop every process of this node that is this agent's to settle (see the
+        module docstring); the Manager wants what the (restored or first) assignment says."""
+        held: dict[str, Reclaimed] = {}
+        if self.keeper is not None:
+            try:
+                held = await self.keeper.reclaim()
+            except KeeperError as exc:
+                log.warning("cannot reclaim pipes from the keeper (adopting without them): %s", exc)
+        procs = await self._find_processes()
+        plan = plan_adoption(procs, self._identity(procs), self._wanted(), self._journaled())
+        for candidate in plan.adopt:
+            pipes = held.pop(candidate.instance_id, None) or Reclaimed(fds={})
+            if self._adopt(candidate, pipes):
+                self.adopted += 1
+                continue
+            pipes.close()
+            self._release_pipes(candidate.instance_id)
+            self._stop_stray(candidate, "it could not be adopted")
+        for candidate in plan.stop:
+            self._stop_stray(candidate, candidate.reason)
+        for key, pipes in held.items():
+            pipes.close()
+            self._release_pipes(key)
+        self.journal.rewrite(
+            journal.Entry(c.instance_id, c.leader.pid, c.leader.start_ticks, c.leader.spec)
+            for c in plan.adopt if c.leader.pid in self._adopted_pids()
+        )
+        if plan.adopt or plan.stop:
+            log.info(
+                "adopted %d running processes, stopped %d (left %d of other agents)",
+                self.adopted, self.strays, len(plan.left),
+            )
+
+    async def _stop_leftovers(self) -> None:
+        """``gaffer start``: stop what an earlier run of this very agent (same data dir) left,
+        never anything of another agent, dead or alive."""
+        procs = await self._find_processes()
+        who = Identity(self.settings.node, self.agent_id, frozenset(
+            p.agent_id for p in procs if p.agent_id and p.agent_id != self.agent_id
+        ))
+        plan = plan_adoption(procs, who, frozenset(), self._journaled())
+        for candidate in plan.stop:
+            self._stop_stray(candidate, "left running by an earlier run")
+
+    def _adopt(self, candidate: Candidate, pipes: Reclaimed) -> bool:
+        leader = candidate.leader
+        found = adoption.Found(
+            pid=leader.pid, instance_id=candidate.instance_id, template=leader.template or "",
+            ordinal=int(leader.instance or 0), started_at=adoption.create_time(leader.start_ticks),
+            spec=leader.spec, start_ticks=leader.start_ticks,
+        )
+        try:
+            return self.manager.adopt(
+                found, pipes.fds, pipes.buffered, pipes.dropped, leader=leader, members=candidate.members
+            )
+        except (AdoptError, ValueError) as exc:
+            log.warning("cannot adopt %s (pid %d): %s", candidate.instance_id, leader.pid, exc)
+            return False
+
+    async def _find_processes(self) -> list[ProcInfo]:
+        """The whole process table (off the loop), with the spawn journal's leaders marked as
+        what they are even if they replaced their environment."""
+        loop = asyncio.get_running_loop()
+        procs = await loop.run_in_executor(None, adoption.snapshot, self.tracker.cgroups is not None)
+        by_pid = {p.pid: p for p in procs}
+        self._journal_entries = {}
+        for entry in journal.read(self.journal.path):
+            proc = by_pid.get(entry.pid)
+            if proc is None or proc.start_ticks != entry.start_ticks or not proc.alive:
+                continue
+            self._journal_entries[entry.pid] = entry.start_ticks
+            if proc.instance_id is None or proc.node is None:
+                try:
+                    template, ordinal = split_instance_id(entry.instance_id)
+                except ValueError:
+                    continue
+                by_pid[entry.pid] = ProcInfo(
+                    pid=proc.pid, ppid=proc.ppid, pgid=proc.pgid, sid=proc.sid,
+                    start_ticks=proc.start_ticks, state=proc.state, node=self.settings.node,
+                    template=template, instance=ordinal, agent_id=self.agent_id,
+                    spec=entry.spec, cgroup=proc.cgroup,
+                )
+        return list(by_pid.values())
+
+    def _journaled(self) -> dict[int, int]:
+        """Leaders the spawn journal names (pid -> start ticks), from the last scan."""
+        return self._journal_entries
+
+    def _identity(self, procs: list[ProcInfo]) -> Identity:
+        others = {p.agent_id for p in procs if p.node == self.settings.node and p.agent_id}
+        others.discard(self.agent_id)
+        return Identity(self.settings.node, self.agent_id, presence.live_agents(others))
+
+    def _wanted(self) -> frozenset[str]:
+        return frozenset(row["id"] for row in self.manager.instances() if not row["oneoff"])
+
+    def _adopted_pids(self) -> set[int]:
+        return {row["pid"] for row in self.manager.instances() if row["pid"]}
+
+    def _release_pipes(self, key: str) -> None:
+        if self.keeper is not None:
+            try:
+                self.keeper.release(key)
+            except KeeperError:
+                pass
+
+    def _stop_stray(self, candidate: Candidate, reason: str) -> None:
+        """An incarnation nothing here wants: TERM it whole, KILL what lingers."""
+        self.strays += 1
+        log.warning(
+            "stopping %s (pid %d and %d more): %s",
+            candidate.instance_id, candidate.leader.pid, len(candidate.members), reason,
+        )
+        self.tracker.terminate(candidate.leader, candidate.members, STRAY_GRACE)
+
+    # ------------------------------------------------------------------------- the keeper
+
     async def _connect_keeper(self) -> None:
-        path = self.settings.state_dir / "keeper.sock"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BUSY_PATIENCE
         while True:
             try:
-                self.keeper = await KeeperClient.connect(
-                    path, spawn=True, idle_timeout=self._keeper_idle,
-                    log_path=self.settings.state_dir / "keeper.log",
-                )
+                self.keeper = await self._open_keeper()
                 break
             except KeeperBusy as exc:
                 if loop.time() > deadline:
@@ -103,89 +278,62 @@ class Agent:
         self.manager.keeper = self.keeper
         self._watch(self._keep_keeper())
 
-    async def _adopt(self) -> None:
-        """Take back the processes an earlier agent left running (see the module docstring)."""
-        assert self.keeper is not None
-        held = await self.keeper.reclaim()
-        found = self._find_processes()
-        self.assignments.restore()
-        for proc in found:
-            pipes = held.pop(proc.instance_id, None) or Reclaimed(fds={})
-            try:
-                taken = self.manager.adopt(proc, pipes.fds, pipes.buffered, pipes.dropped)
-            except (AdoptError, ValueError) as exc:
-                log.warning("cannot adopt %s (pid %d): %s", proc.instance_id, proc.pid, exc)
-                taken = False
-            if taken:
-                self.adopted += 1
-                continue
-            pipes.close()
-            self.keeper.release(proc.instance_id)
-            self._stop_stray(proc)
-        for key, pipes in held.items():
-            pipes.close()
-            self.keeper.release(key)
-        self.journal.rewrite(
-            journal.Entry(p.instance_id, p.pid, p.start_ticks, p.spec)
-            for p in found if p.pid in self._adopted_pids()
-        )
-        if found:
-            log.info(
-                "adopted %d running processes, stopped %d not assigned here", self.adopted, self.strays
-            )
-
-    def _find_processes(self) -> list[adoption.Found]:
-        """Our processes in /proc by their environment, plus any the journal knows that hid
-        their environment; oldest first for each instance id."""
-        found = adoption.discover(self.settings.node, self.agent_id)
-        seen = {f.pid for f in found}
-        for entry in journal.read(self.journal.path):
-            if entry.pid in seen or not journal.still_running(entry):
-                continue
-            try:
-                template, ordinal = split_instance_id(entry.instance_id)
-            except ValueError:
-                continue
-            found.append(adoption.Found(
-                pid=entry.pid, instance_id=entry.instance_id, template=template,
-                ordinal=int(ordinal) if ordinal.isascii() and ordinal.isdecimal() else ordinal,
-                started_at=adoption.create_time(entry.start_ticks), spec=entry.spec,
-                start_ticks=entry.start_ticks,
-            ))
-        found.sort(key=lambda f: (f.instance_id, f.started_at))
-        return found
-
-    def _adopted_pids(self) -> set[int]:
-        return {row["pid"] for row in self.manager.instances() if row["pid"]}
-
-    def _stop_stray(self, proc: adoption.Found) -> None:
-        """A process of ours that nothing here wants: TERM its group, KILL it if it lingers."""
-        self.strays += 1
-        log.warning("stopping %s (pid %d): not assigned to this node any more", proc.instance_id, proc.pid)
-        _signal_group(proc.pid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        loop.call_later(STRAY_GRACE, _kill_if_same, proc.pid, proc.started_at)
-
-    async def _keep_keeper(self) -> None:
-        """If the keeper dies, start a new one and hand it every live pipe again."""
-        while True:
-            assert self.keeper is not None
-            reason = await asyncio.shield(self.keeper.lost)
-            log.warning("fd keeper lost (%s); starting a new one", reason)
-            try:
-                await self._connect_keeper_again()
-            except KeeperError as exc:
-                log.error("no fd keeper: processes will not survive an agent restart: %s", exc)
-                return
-
-    async def _connect_keeper_again(self) -> None:
-        self.keeper = await KeeperClient.connect(
+    async def _open_keeper(self) -> KeeperClient:
+        return await KeeperClient.connect(
             self.settings.state_dir / "keeper.sock", spawn=True, idle_timeout=self._keeper_idle,
             log_path=self.settings.state_dir / "keeper.log",
         )
-        self.manager.keeper = self.keeper
+
+    async def _keep_keeper(self) -> None:
+        """Whenever the keeper is lost, start a new one and hand it every live pipe again;
+        retry with backoff (``keeper_retry_delay``) for as long as the agent runs."""
+        while True:
+            assert self.keeper is not None
+            reason = await asyncio.shield(self.keeper.lost)
+            self.keeper_state = RESTARTING
+            self.manager.keeper = None
+            log.warning("fd keeper lost (%s); starting a new one", reason)
+            await self._reconnect_keeper()
+
+    async def _reconnect_keeper(self) -> None:
+        delay: float | None = None
+        attempts = 0
+        while True:
+            try:
+                keeper = await self._open_keeper()
+                self._deposit_all(keeper)
+            except KeeperError as exc:
+                attempts += 1
+                delay = keeper_retry_delay(delay)
+                if attempts == 1 or delay >= KEEPER_RETRY_MAX:
+                    log.error(
+                        "no fd keeper (attempt %d, next in %.1fs): processes would not survive "
+                        "an agent restart: %s", attempts, delay, exc,
+                    )
+                await asyncio.sleep(delay)
+                continue
+            self.keeper = keeper
+            self.manager.keeper = keeper
+            self.keeper_state = RUNNING
+            self.keeper_restarts += 1
+            log.info("fd keeper pid %s holds %d instances' pipes again", keeper.keeper_pid,
+                     len(self.manager.live_pipes()))
+            return
+
+    def _deposit_all(self, keeper: KeeperClient) -> None:
         for ident, fds in self.manager.live_pipes().items():
-            self.keeper.deposit(ident, fds)
+            try:
+                keeper.deposit(ident, fds)
+            except ValueError as exc:
+                log.warning("%s: cannot hand its pipes to the keeper: %s", ident, exc)
+
+    async def _last_chance_keeper(self) -> None:
+        """Stopping while the keeper is being restarted: the pipes close with this process,
+        and a process writing output would then die of SIGPIPE. Try for a keeper first."""
+        try:
+            await asyncio.wait_for(self._reconnect_keeper(), KEEPER_LAST_CHANCE)
+        except asyncio.TimeoutError:
+            log.error("stopping without an fd keeper: processes that write output may die")
 
     def _watch(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -199,28 +347,18 @@ class Agent:
         if stop_processes:
             await self.manager.shutdown()
         for task in list(self._tasks):
-            task.cancel()
+            await cancel_and_wait(task)
+        if self._use_keeper and not stop_processes and self.keeper_state != RUNNING:
+            await self._last_chance_keeper()
         if self.keeper is not None:
             self.manager.keeper = None
+            await self.keeper.flush(KEEPER_LAST_CHANCE)
             self.keeper.close()
+        await self.tracker.aclose(finish=stop_processes)
+        self.journal.close()
+        if self._presence is not None:
+            self._presence.close()
 
     @property
     def connected(self) -> asyncio.Event:
         return self.link.connected
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_if_same(pid: int, started_at: float) -> None:
-    """SIGKILL the group of ``pid`` unless that pid is now another process (or gone)."""
-    try:
-        stat = adoption.read_stat(pid)
-    except (OSError, ValueError):
-        return
-    if abs(adoption.create_time(stat.start_ticks) - started_at) < 0.05 and stat.state != "Z":
-        _signal_group(pid, signal.SIGKILL)

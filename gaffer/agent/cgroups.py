@@ -29,6 +29,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 log = logging.getLogger("gaffer.cgroups")
 
@@ -177,7 +178,7 @@ class CgroupTree:
             return False
         return True
 
-    def cleanup(self, live_agents: frozenset[str] | set[str]) -> int:
+    def cleanup(self, is_live: Callable[[str], bool]) -> int:
         """Remove the empty instance cgroups of this node that no live agent uses (this
         agent's own included: it starts with none), and the agent levels left empty.
         Populated ones stay (adoption takes them over). Returns how many were removed."""
@@ -190,7 +191,7 @@ class CgroupTree:
             for agent in agents:
                 if not agent.is_dir(follow_symlinks=False):
                     continue
-                if agent.name != self.agent_id and agent.name in live_agents:
+                if agent.name != self.agent_id and is_live(agent.name):
                     continue
                 removed += _remove_children(agent.path)
                 if agent.name != self.agent_id:

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import uvloop
 
+from gaffer.agent import reaper
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
@@ -104,6 +105,14 @@ def main(config: str | None, log_level: str, **options: Any) -> None:
 
 
 async def _serve(settings: LinkSettings, apps: list[AppSpec], stop_processes: bool) -> None:
+    reaper.install()
+    try:
+        await _serve_agent(settings, apps, stop_processes)
+    finally:
+        reaper.uninstall()
+
+
+async def _serve_agent(settings: LinkSettings, apps: list[AppSpec], stop_processes: bool) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(settings)
     runner = AppRunner(loop, agent.manager)
@@ -111,9 +120,11 @@ async def _serve(settings: LinkSettings, apps: list[AppSpec], stop_processes: bo
     await agent.start()
     fingerprint = settings.keys.fingerprint if settings.keys else "none (insecure)"
     log.info(
-        "gaffer-agent node %s (agent %s) -> controller %s, key %s, labels %s, state in %s",
+        "gaffer-agent node %s (agent %s) -> controller %s, key %s, labels %s, state in %s, "
+        "processes tracked by %s%s",
         settings.node, agent.agent_id, settings.controller, fingerprint,
-        settings.labels or "{}", settings.state_dir,
+        settings.labels or "{}", settings.state_dir, agent.tracker.mode,
+        f" ({agent.tracker.reason})" if agent.tracker.reason else "",
     )
     stop = asyncio.Event()
     stop_all = stop_processes

@@ -79,8 +79,18 @@ CommandHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 class ControllerLink:
     """Keeps one session with the controller open for as long as the agent runs."""
 
-    def __init__(self, manager: Manager, settings: LinkSettings, agent_id: str) -> None:
+    def __init__(
+        self,
+        manager: Manager,
+        settings: LinkSettings,
+        agent_id: str,
+        host: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
+        """``host`` says how this host keeps its processes (hello, and heartbeats when it
+        changes: see ``protocol._HOST``)."""
         self.manager = manager
+        self._host = host
+        self._host_sent: dict[str, str] | None = None
         self.settings = settings
         self.agent_id = agent_id
         self.incarnation = secrets.token_hex(6)
@@ -291,6 +301,7 @@ class ControllerLink:
             "incarnation": self.incarnation,
             "generation": self.generation,
             "instances": self.instances(),
+            **self._host_field(force=True),
         })
         self._dirty.clear()
 
@@ -301,7 +312,17 @@ class ControllerLink:
             "digest": protocol.instances_digest(instances),
             "instances": len(instances),
             "generation": self.generation,
+            **self._host_field(force=False),
         })
+
+    def _host_field(self, force: bool) -> dict[str, Any]:
+        if self._host is None:
+            return {}
+        host = self._host()
+        if not force and host == self._host_sent:
+            return {}
+        self._host_sent = host
+        return {"host": host}
 
     def _send_report(self, full: bool) -> None:
         if full:

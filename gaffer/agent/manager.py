@@ -142,6 +142,8 @@ class Manager:
         self.tracker = tracker
         self._agent_env = agent_env
         self.held = held
+        self.settling = False
+        """Agent mode: nothing is spawned while the agent settles what it found at start."""
         self.lease_until: float | None = None
         """Agent mode: the loop time until which the controller's word holds. Past it, as while
         held, nothing new is spawned (not even a respawn): the controller may have moved this
@@ -403,8 +405,11 @@ class Manager:
         inst = entry.instances.get(found.ordinal)
         if inst is None:
             inst = entry.instances[found.ordinal] = Instance(entry.template.name, found.ordinal)
-        if inst.process is not None or inst.state is not State.STOPPED:
+        waiting = inst.state is State.BACKOFF and inst.timer is None
+        if inst.process is not None or not (inst.state is State.STOPPED or waiting):
             return False
+        if waiting:
+            inst.move(State.STOPPED)
         extra = dict(self._agent_env or {})
         spec = build_launch(entry.template, found.ordinal, self.node, self._environ, extra)
         process = Process.adopt(
@@ -446,7 +451,7 @@ class Manager:
 
     def _holding(self) -> bool:
         lease = self.lease_until
-        return self.held or (lease is not None and self._loop.time() > lease)
+        return self.held or self.settling or (lease is not None and self._loop.time() > lease)
 
     def hold(self) -> None:
         """Spawn nothing new until ``release``; running processes are left alone.
@@ -461,6 +466,13 @@ class Manager:
         self.held = False
         for entry in self._entries.values():
             self._schedule_converge(entry)
+
+    def settle(self, settling: bool) -> None:
+        """Spawn nothing while ``settling`` (the agent adopting or stopping what it found)."""
+        self.settling = settling
+        if not settling:
+            for entry in self._entries.values():
+                self._schedule_converge(entry)
 
     # ----------------------------------------------------------------- waiting
 

@@ -42,6 +42,7 @@ STUCK_SWEEPS = 3
 RESCAN_SWEEPS = 15
 
 _own: set[int] = set()
+_installed: "Reaper | None" = None
 
 
 def own(pid: int) -> None:
@@ -192,3 +193,27 @@ class Reaper:
             if info.ppid == me and not info.alive and self._ours(info.pid) and self._reap(info.pid):
                 count += 1
         return count
+
+
+def install(loop: asyncio.AbstractEventLoop | None = None) -> "Reaper":
+    """Make this process a child subreaper and start reaping on ``loop``; for the daemons,
+    once at start (``uninstall`` at the end). Trackers find it with ``installed``."""
+    global _installed
+    become_subreaper()
+    if _installed is None:
+        _installed = Reaper(loop)
+        _installed.start()
+    return _installed
+
+
+def uninstall() -> None:
+    global _installed
+    if _installed is not None:
+        _installed.sweep()
+        _installed.close()
+        _installed = None
+    stop_being_subreaper()
+
+
+def installed() -> "Reaper | None":
+    return _installed

@@ -39,6 +39,7 @@ from typing import Iterable
 from gaffer.agent import adoption
 from gaffer.agent.cgroups import CgroupTree, Place, procs as cgroup_procs
 from gaffer.agent.ownership import Claim, ProcInfo, descendants
+from gaffer.agent import reaper as reaping
 from gaffer.agent.reaper import Reaper
 from gaffer.common.tasks import cancel_and_wait
 
@@ -48,6 +49,7 @@ CGROUP = "cgroup"
 SUBREAPER = "subreaper"
 MODES = ("auto", CGROUP, SUBREAPER)
 SCAN_ROUNDS = 3
+FINISH_TIMEOUT = 10.0
 REMOVE_TRIES = 6
 REMOVE_DELAY = 0.05
 _FALLBACK_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EOPNOTSUPP, errno.EBUSY, errno.EINVAL)
@@ -86,7 +88,7 @@ class Tracker:
         self.node = node
         self.agent_id = agent_id
         self.cgroups = cgroups
-        self.reaper = reaper
+        self._reaper = reaper
         self.reason = reason if cgroups is None else ""
         """Why cgroups are not used (empty in cgroup mode)."""
         self._loop = loop or asyncio.get_running_loop()
@@ -95,6 +97,7 @@ class Tracker:
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._requests: dict[Track, int] = {}
         self._scanner: asyncio.Task | None = None
+        self._strays: set[asyncio.TimerHandle] = set()
         self._me = os.getpid()
         self.scans = 0
         self.signalled = 0
@@ -112,6 +115,11 @@ class Tracker:
         if tree is None:
             log.info("tracking descendants without cgroups: %s", reason)
         return cls(node, agent_id, tree, reaper, reason)
+
+    @property
+    def reaper(self) -> Reaper | None:
+        """The one given, else the process's (``reaper.install``), else none."""
+        return self._reaper if self._reaper is not None else reaping.installed()
 
     @property
     def mode(self) -> str:
@@ -190,12 +198,46 @@ class Tracker:
         if track.place is not None:
             self._release(track.place)
 
-    async def aclose(self) -> None:
-        """Stop scanning; leave processes and cgroups as they are (the agent may restart)."""
+    def terminate(self, leader: ProcInfo, members: Iterable[ProcInfo], grace: float) -> None:
+        """End an incarnation nobody adopts (found at start): TERM to the leader and every
+        member now, SIGKILL after ``grace`` to those still the same processes, then to its
+        cgroup; the empty cgroup is removed."""
+        victims = [(p.pid, p.start_ticks) for p in (leader, *members)]
+        for pid, ticks in victims:
+            _signal_exact(pid, ticks, _signal.SIGTERM)
+        place = None
+        if self.cgroups is not None and leader.cgroup:
+            place = self.cgroups.place_of(leader.cgroup)
+        handle = self._loop.call_later(grace, self._finish, leader, victims, place)
+        self._strays.add(handle)
+
+    def _finish(self, leader: ProcInfo, victims: list[tuple[int, int]], place: Place | None) -> None:
+        self._strays = {h for h in self._strays if not h.cancelled() and h.when() > self._loop.time()}
+        if _ticks(leader.pid) == leader.start_ticks:
+            _killpg(leader.pid, _signal.SIGKILL)
+        for pid, ticks in victims:
+            _signal_exact(pid, ticks, _signal.SIGKILL)
+        if place is not None and self.cgroups is not None:
+            self.cgroups.kill(place)
+            if place.fs not in self._refs:
+                self._schedule_removal(place, 0)
+        if self.reaper is not None:
+            self.reaper.kick()
+
+    async def aclose(self, finish: bool = False) -> None:
+        """Stop scanning; leave processes and cgroups as they are (the agent may restart).
+        ``finish`` (everything is being stopped): first let the scans in flight kill what
+        they find, for at most ``FINISH_TIMEOUT`` seconds."""
+        if finish and self._scanner is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._scanner), FINISH_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("descendant scans did not finish in %gs", FINISH_TIMEOUT)
         await cancel_and_wait(self._scanner)
-        for handle in self._removals.values():
+        for handle in (*self._removals.values(), *self._strays):
             handle.cancel()
         self._removals.clear()
+        self._strays.clear()
 
     # ------------------------------------------------------------------------- cgroups
 

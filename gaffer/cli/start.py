@@ -17,8 +17,10 @@ from pathlib import Path
 import click
 import uvloop
 
+from gaffer.agent import reaper
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
+from gaffer.agent.tracking import Tracker
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.cli.embedded import DEFAULT_BIND, Embedded, EmbeddedSettings
 from gaffer.common.bus import EventBus
@@ -145,6 +147,21 @@ async def _run_start(
     console: Console,
     apps: list[AppSpec],
 ) -> int:
+    reaper.install()
+    try:
+        return await _start_all(path, templates, counts, settings, console, apps)
+    finally:
+        reaper.uninstall()
+
+
+async def _start_all(
+    path: Path,
+    templates: list[Template],
+    counts: dict[str, int],
+    settings: EmbeddedSettings,
+    console: Console,
+    apps: list[AppSpec],
+) -> int:
     loop = asyncio.get_running_loop()
     bus = EventBus()
     events = bus.subscribe(("output.", "proc.", "template."))
@@ -253,8 +270,18 @@ def run(name: str, args: tuple[str, ...], file: str | None, node: str | None) ->
 
 
 async def _run_once(template: Template, args: list[str] | None, node: str) -> int:
+    reaper.install()
+    tracker = Tracker.for_host(node, None, "subreaper")
+    try:
+        return await _run_tracked(template, args, node, tracker)
+    finally:
+        await tracker.aclose(finish=True)
+        reaper.uninstall()
+
+
+async def _run_tracked(template: Template, args: list[str] | None, node: str, tracker: Tracker) -> int:
     loop = asyncio.get_running_loop()
-    manager = Manager(node=node)
+    manager = Manager(node=node, tracker=tracker)
     manager.add(template.with_count(0))
     events = manager.bus.subscribe(f"output.{template.name}.run-")
     try:

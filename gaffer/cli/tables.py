@@ -67,6 +67,8 @@ def nodes_table(nodes: Sequence[dict[str, Any]]) -> str:
         ("address", lambda n: n.get("address")),
         ("labels", lambda n: n.get("labels")),
         ("instances", lambda n: n.get("instances")),
+        ("tracking", lambda n: n.get("tracking") or "-"),
+        ("keeper", lambda n: n.get("keeper") or "-"),
         ("heartbeat", lambda n: age(n.get("last_heartbeat")) + " ago" if n.get("last_heartbeat") is not None else "-"),
     ], empty="no nodes have registered")
 
@@ -86,10 +88,20 @@ def status_text(status: dict[str, Any]) -> str:
     ]
     if auth:
         lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused")
+    hosts = status.get("hosts") or {}
+    if hosts.get("tracking") or hosts.get("keeper"):
+        lines.append(
+            "processes   tracked by " + _counts(hosts.get("tracking", {}))
+            + "; fd keeper " + _counts(hosts.get("keeper", {}))
+        )
     for key in ("templates", "instances"):
         if key in status:
             lines.append(f"{key:<12}{cell(status[key])}")
     return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{state} on {n}" for state, n in sorted(counts.items())) or "-"
 
 
 def templates_table(rows: Sequence[dict[str, Any]]) -> str:

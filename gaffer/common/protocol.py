@@ -90,6 +90,13 @@ _INSTANCE = s.struct({
     "spec": s.nullable(_WORD),
 })
 _INSTANCES = s.list_of(_INSTANCE, MAX_INSTANCES)
+_HOST = s.struct({
+    "tracking": s.one_of(("cgroup", "subreaper")),
+    "keeper": s.one_of(("running", "restarting", "off")),
+})
+"""How the agent keeps its processes: descendants tracked by cgroup or as a subreaper, and the
+state of its fd keeper. Optional in hello (always sent by agents that know it) and in
+heartbeat (only when it changed)."""
 
 
 def _outcome_matches_ok(body: dict[str, Any]) -> None:
@@ -129,13 +136,13 @@ _SCHEMAS: dict[str, s.Check] = {
         "incarnation": _WORD,
         "generation": _COUNTER,
         "instances": _INSTANCES,
-    }),
+    }, optional={"host": _HOST}),
     "heartbeat": s.struct({
         "load": s.list_of(_TIME, 3, 3),
         "digest": s.string(128),
         "instances": _COUNTER,
         "generation": _COUNTER,
-    }),
+    }, optional={"host": _HOST}),
     "report": s.struct({
         "instances": _INSTANCES,
         "removed": s.list_of(_INSTANCE_ID, MAX_INSTANCES),

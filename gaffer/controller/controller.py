@@ -416,6 +416,7 @@ class Controller:
             "secure": self.keys is not None,
             "fingerprint": self.keys.fingerprint if self.keys else None,
             "nodes": self.nodes.counts(),
+            "hosts": self.nodes.host_counts(),
             "templates": len(self.cluster.templates),
             "instances": {"wanted": sum(
                 0 if t.paused else t.template.numprocesses for t in self.cluster.templates.values()

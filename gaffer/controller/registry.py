@@ -38,6 +38,8 @@ class Node:
     draining: bool = False
     heartbeats: int = 0
     running: int = 0
+    host: dict[str, str] = field(default_factory=dict)
+    """How the agent keeps its processes (``tracking``, ``keeper``), if it says."""
 
     def view(self, now: float) -> dict[str, Any]:
         running = self.running
@@ -56,6 +58,8 @@ class Node:
             "last_heartbeat": round(now - self.last_heard, 3) if self.last_heard else None,
             "connected_at": self.connected_at,
             "generation": self.generation_acked,
+            "tracking": self.host.get("tracking"),
+            "keeper": self.host.get("keeper"),
         }
 
 
@@ -110,6 +114,7 @@ class NodeTable:
         node.last_heard = now
         node.connected_at = time.time()
         node.generation_acked = body["generation"]
+        node.host = dict(body.get("host") or {})
         self.replace_instances(node, body["instances"])
         return HelloOutcome(True, resync=resync)
 
@@ -118,6 +123,8 @@ class NodeTable:
         node.last_heard = now
         node.heartbeats += 1
         node.load = tuple(body["load"])
+        if "host" in body:
+            node.host = dict(body["host"])
         return body["digest"] != node.digest
 
     def replace_instances(self, node: Node, instances: list[dict[str, Any]]) -> None:
@@ -147,4 +154,15 @@ class NodeTable:
         out = {state.value: 0 for state in NodeState}
         for node in self.nodes.values():
             out[node.state.value] += 1
+        return out
+
+    def host_counts(self) -> dict[str, dict[str, int]]:
+        """Up nodes per process-tracking mode and per keeper state (for ``status``)."""
+        out: dict[str, dict[str, int]] = {"tracking": {}, "keeper": {}}
+        for node in self.nodes.values():
+            if node.state is NodeState.DOWN:
+                continue
+            for key in ("tracking", "keeper"):
+                value = node.host.get(key, "unknown")
+                out[key][value] = out[key].get(value, 0) + 1
         return out
