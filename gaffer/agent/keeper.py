@@ -11,8 +11,11 @@ process per host, outside the agent, that holds a duplicate of every such pipe e
 
 It is single-threaded (one ``selectors`` loop), bounded everywhere (held descriptors by
 RLIMIT_NOFILE, buffers per stream, request sizes, the reply queue) and answers a malformed
-request with an error rather than crashing. With nothing held and no agent for
-``--idle-timeout`` seconds it exits by itself.
+request with an error rather than crashing. With no agent and no live stream for
+``--idle-timeout`` seconds it exits by itself (``idle_left``): an output pipe is live until
+its writers are gone (end of file), a stdin pipe until its reader is gone (the write end
+then reports an error), and once every stream of a key has ended the key counts for nothing,
+however much it buffered.
 
 Wire: each frame is a ``!IB`` header (body length, number of descriptors) and a msgpack map.
 Descriptors travel as SCM_RIGHTS in the same ``sendmsg`` as the frame's first byte, so the
@@ -194,6 +197,8 @@ class Held:
     dropped: dict[str, int] = field(default_factory=dict)
     eof: set[str] = field(default_factory=set)
     draining: bool = False
+    watched: set[str] = field(default_factory=set)
+    """Streams registered with the selector while draining."""
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ class Keeper:
         self._held: dict[str, Held] = {}
         self._nfds = 0
         self._agent: _Conn | None = None
-        self._idle_since = time.monotonic()
+        self._idle_since: float | None = time.monotonic()
         self._stop: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         listener.setblocking(False)
@@ -255,9 +260,11 @@ class Keeper:
         return self._stop
 
     def _idle_left(self) -> float | None:
-        if self._agent is not None or self._held:
-            return None
-        return self._idle_since + self.limits.idle_timeout - time.monotonic()
+        self._idle_since, left = idle_left(
+            self._agent is not None, self._nfds, self._idle_since, self.limits.idle_timeout,
+            time.monotonic(),
+        )
+        return left
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop = f"signal {signal.Signals(signum).name}"
@@ -354,7 +361,6 @@ class Keeper:
         conn = self._agent
         assert conn is not None
         self._agent = None
-        self._idle_since = time.monotonic()
         self._sel.unregister(conn.sock)
         conn.decoder.close()
         for _, fds in conn.outbox:
@@ -508,9 +514,9 @@ class Keeper:
         count = 0
         for key, held in list(self._held.items()):
             if held.draining:
-                for name in DRAINED:
-                    if name in held.fds:
-                        self._sel.unregister(held.fds[name])
+                for name in held.watched:
+                    self._sel.unregister(held.fds[name])
+                held.watched.clear()
                 held.draining = False
             names = list(held.fds)
             item = {
@@ -567,20 +573,38 @@ class Keeper:
         fd = held.fds.pop(name, None)
         if fd is None:
             return
-        if held.draining and name in DRAINED:
+        if name in held.watched:
+            held.watched.discard(name)
             self._sel.unregister(fd)
         self._nfds -= 1
         _close(fd)
 
     def _start_draining(self, key: str, held: Held) -> int:
+        """Read out/err into buffers; watch stdin's write end for its reader going away
+        (epoll reports an error on it then), so a finished process holds nothing here."""
         count = 0
-        for name in DRAINED:
+        for name in STREAMS:
             fd = held.fds.get(name)
-            if fd is not None:
-                os.set_blocking(fd, False)
-                self._sel.register(fd, selectors.EVENT_READ, functools.partial(self._on_pipe, key, held, name))
-                count += 1
+            if fd is None:
+                continue
+            os.set_blocking(fd, False)
+            callback = self._on_pipe if name in DRAINED else self._on_stdin
+            self._sel.register(fd, selectors.EVENT_READ, functools.partial(callback, key, held, name))
+            held.watched.add(name)
+            count += name in DRAINED
         return count
+
+    def _on_stdin(self, key: str, held: Held, name: str, mask: int) -> None:
+        """The write end of a stdin pipe polls as ready only when its reader is gone."""
+        fd = held.fds.get(name)
+        if fd is None or not held.draining:
+            return
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+            self._close_stream(held, name)
+            held.eof.add(name)
+            log.info("%s.%s: its reader is gone", key, name)
 
     def _on_pipe(self, key: str, held: Held, name: str, mask: int) -> None:
         """Read one chunk; keep only the newest ``buffer_bytes``; note EOF and let go."""
@@ -607,6 +631,19 @@ class Keeper:
         if excess > 0:
             del buf[:excess]
             held.dropped[name] = held.dropped.get(name, 0) + excess
+
+
+def idle_left(
+    agent: bool, live_fds: int, idle_since: float | None, timeout: float, now: float
+) -> tuple[float | None, float | None]:
+    """(idle since, seconds left before exiting): idle is no agent and no live descriptor.
+
+    Idle starts at the first moment both hold and is forgotten as soon as either stops
+    holding; ``seconds left`` is None while not idle (wait for events, no timeout)."""
+    if agent or live_fds:
+        return None, None
+    since = now if idle_since is None else idle_since
+    return since, since + timeout - now
 
 
 def _key(body: dict[str, Any], op: str) -> str:

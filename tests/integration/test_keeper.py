@@ -249,19 +249,50 @@ class TestConnections:
         read_end, write_end = os.pipe()
         try:
             await holding.deposit("web.1", {"out": read_end})
+            os.close(read_end)
+            holding.close()
+            empty = await connect(clients, empty_sock, idle_timeout=0.2)
+            empty.close()
+            await poll_until(lambda: pid_dead(empty.keeper_pid), what="the empty keeper to exit")
+            assert not pid_dead(holding.keeper_pid)
+
+            again = await connect(clients, holding_sock, spawn=False)
+            assert await again.release("web.1") is True
+            again.close()
+            await poll_until(lambda: pid_dead(holding.keeper_pid), what="the emptied keeper to exit")
+        finally:
+            os.close(write_end)
+
+    async def test_keeper_exits_once_its_last_streams_end_with_no_agent(self, sock, clients):
+        """Issue 7: no agent, and every held stream at end of output: the keeper exits after its idle timeout."""
+        client = await connect(clients, sock, idle_timeout=0.3)
+        read_end, write_end = os.pipe()
+        try:
+            await client.deposit("web.1", {"out": read_end})
         finally:
             os.close(read_end)
-            os.close(write_end)
-        holding.close()
-        empty = await connect(clients, empty_sock, idle_timeout=0.2)
-        empty.close()
-        await poll_until(lambda: pid_dead(empty.keeper_pid), what="the empty keeper to exit")
-        assert not pid_dead(holding.keeper_pid)
+        client.close()
+        os.write(write_end, b"last words\n")
+        os.close(write_end)
+        await poll_until(lambda: pid_dead(client.keeper_pid), what="the keeper to exit after its last stream ended")
 
-        again = await connect(clients, holding_sock, spawn=False)
-        assert await again.release("web.1") is True
-        again.close()
-        await poll_until(lambda: pid_dead(holding.keeper_pid), what="the emptied keeper to exit")
+    async def test_keeper_exits_once_the_reader_of_a_held_stdin_is_gone(self, sock, clients, victims):
+        """A held stdin write end stops counting when its process dies: the keeper exits."""
+        client = await connect(clients, sock, idle_timeout=0.3)
+        cat = subprocess.Popen(
+            ["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        )
+        victims.append(cat.pid)
+        try:
+            await client.deposit("cat.1", {"in": cat.stdin.fileno(), "out": cat.stdout.fileno()})
+        finally:
+            cat.stdin.close()
+            cat.stdout.close()
+        client.close()
+        assert not pid_dead(client.keeper_pid)
+        cat.kill()
+        cat.wait()
+        await poll_until(lambda: pid_dead(client.keeper_pid), what="the keeper to exit after cat died")
 
     async def test_a_busy_spawn_race_joins_the_running_keeper(self, sock, clients):
         """Starting a keeper where one already serves reports busy; connecting reuses the running one."""
