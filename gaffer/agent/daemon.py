@@ -21,6 +21,7 @@ from gaffer.agent import reaper
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
+from gaffer.agent.tracking import MODES
 from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.keys import load_keypair, load_public
@@ -93,28 +94,35 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
 @click.option("--stop-processes", is_flag=True, default=None, help="Stop managed processes when the agent stops.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings and [[apps]].")
 @click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
+@click.option("--tracking", default="auto", show_default=True, type=click.Choice(MODES),
+              help="Track descendants in a cgroup per instance (auto: where the host allows) "
+                   "or as a child subreaper only.")
 @click.version_option(package_name="gaffer")
-def main(config: str | None, log_level: str, **options: Any) -> None:
+def main(config: str | None, log_level: str, tracking: str, **options: Any) -> None:
     """Run the gaffer agent of this host."""
     setup_daemon_logging(log_level)
     try:
         settings, apps, _, stop_processes = build_settings(options, config)
-        uvloop.run(_serve(settings, apps, stop_processes))
+        uvloop.run(_serve(settings, apps, stop_processes, tracking))
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
 
 
-async def _serve(settings: LinkSettings, apps: list[AppSpec], stop_processes: bool) -> None:
+async def _serve(
+    settings: LinkSettings, apps: list[AppSpec], stop_processes: bool, tracking: str = "auto"
+) -> None:
     reaper.install()
     try:
-        await _serve_agent(settings, apps, stop_processes)
+        await _serve_agent(settings, apps, stop_processes, tracking)
     finally:
         reaper.uninstall()
 
 
-async def _serve_agent(settings: LinkSettings, apps: list[AppSpec], stop_processes: bool) -> None:
+async def _serve_agent(
+    settings: LinkSettings, apps: list[AppSpec], stop_processes: bool, tracking: str
+) -> None:
     loop = asyncio.get_running_loop()
-    agent = Agent(settings)
+    agent = Agent(settings, tracking=tracking)
     runner = AppRunner(loop, agent.manager)
     await runner.start(apps)
     await agent.start()
