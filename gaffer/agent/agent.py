@@ -327,13 +327,27 @@ class Agent:
             except ValueError as exc:
                 log.warning("%s: cannot hand its pipes to the keeper: %s", ident, exc)
 
-    async def _last_chance_keeper(self) -> None:
-        """Stopping while the keeper is being restarted: the pipes close with this process,
-        and a process writing output would then die of SIGPIPE. Try for a keeper first."""
-        try:
-            await asyncio.wait_for(self._reconnect_keeper(), KEEPER_LAST_CHANCE)
-        except asyncio.TimeoutError:
-            log.error("stopping without an fd keeper: processes that write output may die")
+    async def _hand_over(self) -> None:
+        """Before this process lets go of the pipes, make sure a live keeper holds every one:
+        the pipes close with the agent, and a process writing output would then die of
+        SIGPIPE. A keeper lost just now (its loss maybe not even noticed yet) is replaced; a
+        ``status`` round trip, answered after every earlier deposit, proves it holds them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + KEEPER_LAST_CHANCE
+        while loop.time() < deadline:
+            try:
+                if self.keeper is None or self.keeper.lost.done():
+                    await asyncio.wait_for(self._reconnect_keeper(), deadline - loop.time())
+                assert self.keeper is not None
+                await asyncio.wait_for(self.keeper.status(), max(0.1, deadline - loop.time()))
+                return
+            except asyncio.TimeoutError:
+                break
+            except KeeperError as exc:
+                log.warning("the fd keeper did not answer (%s); trying another", exc)
+                if self.keeper is not None:
+                    self.keeper.close(str(exc))
+        log.error("stopping without an fd keeper: processes that write output may die")
 
     def _watch(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -348,11 +362,10 @@ class Agent:
             await self.manager.shutdown()
         for task in list(self._tasks):
             await cancel_and_wait(task)
-        if self._use_keeper and not stop_processes and self.keeper_state != RUNNING:
-            await self._last_chance_keeper()
+        if self._use_keeper and not stop_processes:
+            await self._hand_over()
         if self.keeper is not None:
             self.manager.keeper = None
-            await self.keeper.flush(KEEPER_LAST_CHANCE)
             self.keeper.close()
         await self.tracker.aclose(finish=stop_processes)
         self.journal.close()

@@ -199,15 +199,6 @@ class KeeperClient:
             body["key"] = key
         return await self._request(body, [])
 
-    async def flush(self, timeout: float) -> bool:
-        """Wait until every request sent so far is answered (the keeper holds every pipe
-        deposited), at most ``timeout`` seconds; False if that did not happen."""
-        pending = [entry.future for entry in self._pending.values()]
-        if not pending:
-            return True
-        done, _ = await asyncio.wait(pending, timeout=timeout)
-        return len(done) == len(pending)
-
     def _request(self, body: dict[str, Any], fds: list[int], watch: bool = False) -> asyncio.Future[Any]:
         if self.lost.done():
             reason = self.lost.result()
