@@ -367,6 +367,8 @@ class Agent:
         if self.keeper is not None:
             self.manager.keeper = None
             self.keeper.close()
+        if not stop_processes:
+            self.manager.abandon()
         await self.tracker.aclose(finish=stop_processes)
         self.journal.close()
         if self._presence is not None:

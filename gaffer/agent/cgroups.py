@@ -29,7 +29,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 log = logging.getLogger("gaffer.cgroups")
 
@@ -200,6 +200,25 @@ class CgroupTree:
                         removed += 1
                     except OSError:
                         pass
+        return removed
+
+    def prune(self, places: Iterable[Place] = ()) -> int:
+        """Remove ``places`` (instance cgroups this agent used, an earlier agent's included)
+        and this agent's other empty instance cgroups, then the agent levels and the node's
+        if they are empty too: an agent that stops leaves only populated cgroups behind, for
+        the next agent to adopt. Returns how many were removed."""
+        removed = _remove_children(self.fs)
+        levels = {self.fs}
+        for place in places:
+            if self.remove(place):
+                removed += 1
+            levels.add(os.path.dirname(place.fs))
+        for path in (*sorted(levels), self.node_fs):
+            try:
+                os.rmdir(path)
+                removed += 1
+            except OSError:
+                pass
         return removed
 
 

@@ -467,6 +467,17 @@ class Manager:
         for entry in self._entries.values():
             self._schedule_converge(entry)
 
+    def abandon(self) -> None:
+        """Let go of every process without stopping it (the agent is going away; the next
+        one adopts them): no exit watch, no pipes, no timers, nothing spawned again."""
+        self.held = True
+        for entry in self._entries.values():
+            entry.cancel_flap_timer()
+            for inst in [*entry.instances.values(), *entry.oneoffs.values()]:
+                inst.cancel_timers()
+                if inst.process is not None:
+                    inst.process.abandon()
+
     def settle(self, settling: bool) -> None:
         """Spawn nothing while ``settling`` (the agent adopting or stopping what it found)."""
         self.settling = settling

@@ -276,6 +276,24 @@ class Process:
         except PermissionError:
             os.kill(self.pid, sig)
 
+    def abandon(self) -> None:
+        """Stop watching without stopping the process: the agent is going away and the next
+        one adopts it (the keeper holds copies of the pipes, so closing ours is harmless)."""
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self._procdir is not None:
+            os.close(self._procdir)
+            self._procdir = None
+        for fd in list(self._readers):
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        self._readers.clear()
+        self._close_stdin()
+        if self.pid is not None:
+            reaper.disown(self.pid)
+
     def _on_pidfd(self) -> None:
         assert self._pidfd is not None and self.pid is not None
         self._loop.remove_reader(self._pidfd)

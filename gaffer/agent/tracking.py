@@ -98,6 +98,7 @@ class Tracker:
         self._requests: dict[Track, int] = {}
         self._scanner: asyncio.Task | None = None
         self._strays: set[asyncio.TimerHandle] = set()
+        self._used: dict[str, Place] = {}
         self._me = os.getpid()
         self.scans = 0
         self.signalled = 0
@@ -219,15 +220,19 @@ class Tracker:
             _signal_exact(pid, ticks, _signal.SIGKILL)
         if place is not None and self.cgroups is not None:
             self.cgroups.kill(place)
+            self._used.setdefault(place.fs, place)
             if place.fs not in self._refs:
                 self._schedule_removal(place, 0)
         if self.reaper is not None:
             self.reaper.kick()
 
     async def aclose(self, finish: bool = False) -> None:
-        """Stop scanning; leave processes and cgroups as they are (the agent may restart).
-        ``finish`` (everything is being stopped): first let the scans in flight kill what
-        they find, for at most ``FINISH_TIMEOUT`` seconds."""
+        """Stop scanning; leave processes and cgroups as they are (the agent may restart),
+        removing only the cgroups left empty. ``finish`` (everything is being stopped): first
+        let the scans in flight kill what they find, and give killed processes a moment to
+        leave their cgroups (at most ``FINISH_TIMEOUT`` seconds in all)."""
+        loop = self._loop
+        deadline = loop.time() + FINISH_TIMEOUT
         if finish and self._scanner is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._scanner), FINISH_TIMEOUT)
@@ -238,6 +243,14 @@ class Tracker:
             handle.cancel()
         self._removals.clear()
         self._strays.clear()
+        if self.cgroups is None:
+            return
+        unused = [p for p in self._used.values() if p.fs not in self._refs]
+        while finish and unused and loop.time() < deadline:
+            unused = [p for p in unused if cgroup_procs(p.fs)]
+            if unused:
+                await asyncio.sleep(REMOVE_DELAY)  # killed processes are still leaving
+        self.cgroups.prune(p for p in self._used.values() if p.fs not in self._refs)
 
     # ------------------------------------------------------------------------- cgroups
 
@@ -268,6 +281,7 @@ class Tracker:
 
     def _hold(self, place: Place) -> None:
         self._refs[place.fs] = self._refs.get(place.fs, 0) + 1
+        self._used[place.fs] = place
         handle = self._removals.pop(place.fs, None)
         if handle is not None:
             handle.cancel()

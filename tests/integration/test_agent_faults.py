@@ -24,12 +24,15 @@ from typing import Any
 import psutil
 import pytest
 
+from gaffer.agent.agent import Agent
 from gaffer.agent.keeper import lock_path
+from gaffer.agent.link import LinkSettings
 from gaffer.client import AsyncClient
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 from gaffer.testing import POLL, pid_dead, poll_until
+from procs_helpers import remove_node_cgroups
 
 AGENT_BIN = str(Path(sys.executable).parent / "gaffer-agent")
 FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
@@ -173,6 +176,7 @@ class Lab:
         for _ in range(3):
             for proc in self.processes():
                 _kill(proc.pid)
+        remove_node_cgroups(self.node)
         if self.client is not None:
             await self.client.close()
         if self.controller is not None:
@@ -322,3 +326,29 @@ class TestDaemonsUnderAnAgent:
 
         await poll_until(lambda: all(pid_dead(pid) for pid in daemons), timeout=15, what="the daemons to die")
         await poll_until(lambda: lab.processes() == [], timeout=15, what="no process of the node")
+
+
+class TestGafferStartLeftovers:
+    async def test_a_restarted_keeperless_agent_stops_what_its_predecessor_left(self, lab):
+        """``gaffer start`` killed and started again in the same data dir: the old processes are
+        stopped and new ones run, one per ordinal."""
+        await lab.start_controller()
+        assert lab.controller is not None
+        settings = LinkSettings(
+            controller=lab.controller.endpoint, node=lab.node, labels={}, state_dir=lab.root / "embedded",
+            heartbeat=0.1, timeout=0.5,
+        )
+        first = Agent(settings, keeper=False)
+        await first.start()
+        await lab.call("apply", templates=[spec("web", 2, "sleep", "300", redirect_output=[])])
+        old = await lab.wait_running(lambda r: len(r) == 2)
+        await first.stop()
+        assert all(not pid_dead(pid) for pid in old.values())
+
+        again = Agent(settings, keeper=False)
+        await again.start()
+        try:
+            await poll_until(lambda: all(pid_dead(pid) for pid in old.values()), what="the old processes to stop")
+            await lab.wait_running(lambda r: one_per_ordinal(lab, r, 2) and not set(r.values()) & set(old.values()))
+        finally:
+            await again.stop(stop_processes=True)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from gaffer.agent import presence
 from gaffer.agent import reaper as reaping
 from gaffer.agent.cgroups import CgroupTree
 from gaffer.agent.manager import Manager
 from gaffer.agent.reaper import Reaper
 from gaffer.agent.tracking import CGROUP, SUBREAPER, Tracker
+from gaffer.common.errors import ConfigError
 from gaffer.testing import pid_dead, poll_until, template
+from procs_helpers import remove_node_cgroups
 
 DAEMON = r"""
 import os, sys, time
@@ -94,19 +99,21 @@ async def tracker(request):
         await tracker.aclose()
         reaper.close()
         reaping.stop_being_subreaper()
-        if tracker.cgroups is not None:
-            _remove_tree(tracker.cgroups)
+        remove_node_cgroups(node)
 
 
-def _remove_tree(tree: CgroupTree) -> None:
-    for path in (tree.fs, tree.node_fs):
+@pytest.fixture
+async def manager(tracker, mark):
+    """A Manager tracking with ``tracker``; shut down at the end (before the marked processes
+    are killed), so a failing test leaves nothing that respawns."""
+    made = Manager(node=tracker.node, tracker=tracker)
+    try:
+        yield made
+    finally:
         try:
-            for entry in os.scandir(path):
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)
-            os.rmdir(path)
-        except OSError:
-            pass
+            await asyncio.wait_for(made.shutdown(), 15)
+        finally:
+            kill_all(mark)
 
 
 def daemon_template(name: str, out: Path, mark: str, *extra: str, **fields):
@@ -122,9 +129,8 @@ async def daemon_pid(out: Path) -> int:
 
 
 class TestDoubleForkedDaemons:
-    async def test_delete_stops_a_double_forked_daemon(self, tracker, mark, tmp_path):
+    async def test_delete_stops_a_double_forked_daemon(self, tracker, manager, mark, tmp_path):
         """After remove (gafferctl delete), the setsid daemon is gone: by pid and by its env marker."""
-        manager = Manager(node=tracker.node, tracker=tracker)
         out = tmp_path / "daemon.pid"
         manager.add(daemon_template("dd", out, mark))
         daemon = await daemon_pid(out)
@@ -135,21 +141,21 @@ class TestDoubleForkedDaemons:
 
         await poll_until(lambda: pid_dead(daemon), what="the daemon to die with its instance")
         await poll_until(lambda: carrying(mark) == [], what="no process to carry the marker")
+        if tracker.cgroups is not None:
+            place = tracker.cgroups.place("dd.1")
+            await poll_until(lambda: not os.path.exists(place.fs), what="the empty cgroup to be removed")
 
-    async def test_the_daemon_dies_when_its_leader_exits(self, tracker, mark, tmp_path):
+    async def test_the_daemon_dies_when_its_leader_exits(self, manager, mark, tmp_path):
         """A leader that exits leaves no daemon behind (kill leftovers covers the escaped ones)."""
-        manager = Manager(node=tracker.node, tracker=tracker)
         out = tmp_path / "daemon.pid"
         manager.add(daemon_template("lx", out, mark, "0", restart="never"))
         daemon = await daemon_pid(out)
         await manager.wait_until(lambda: manager.instances("lx")[0]["state"] == "exited", timeout=10)
         await poll_until(lambda: pid_dead(daemon), what="the leftover daemon to be killed")
         await poll_until(lambda: carrying(mark) == [], what="no process to carry the marker")
-        await manager.shutdown()
 
-    async def test_stopping_one_instance_spares_the_daemons_of_another(self, tracker, mark, tmp_path):
+    async def test_stopping_one_instance_spares_the_daemons_of_another(self, manager, mark, tmp_path):
         """Descendants are told apart by instance: scale-down kills only the removed ordinal's daemon."""
-        manager = Manager(node=tracker.node, tracker=tracker)
         manager.add(template(
             "two", cmd=sys.executable, numprocesses=2, env={"MARK": mark}, graceful_timeout=2.0,
             args=["-c", DAEMON, str(tmp_path / "d.$GAFFER_INSTANCE")],
@@ -162,9 +168,8 @@ class TestDoubleForkedDaemons:
         await manager.shutdown()
         await poll_until(lambda: pid_dead(first) and carrying(mark) == [], what="everything to stop")
 
-    async def test_orphans_are_reaped(self, tracker, mark, tmp_path):
+    async def test_orphans_are_reaped(self, manager, mark, tmp_path):
         """Killed daemons re-parented to this subreaper do not stay zombies."""
-        manager = Manager(node=tracker.node, tracker=tracker)
         out = tmp_path / "daemon.pid"
         manager.add(daemon_template("zz", out, mark))
         daemon = await daemon_pid(out)
@@ -176,3 +181,78 @@ class TestDoubleForkedDaemons:
 def _ppid(pid: int) -> int:
     with open(f"/proc/{pid}/stat", "rb") as stat:
         return int(stat.read().rsplit(b")", 1)[1].split()[1])
+
+
+class TestReaper:
+    async def test_reaps_orphans_but_never_a_registered_child_or_one_in_its_own_session(self):
+        """Only zombies that are nobody's are reaped; an owned child and a same-session child keep their status."""
+        reaper = Reaper()
+        orphan = subprocess.Popen(["true"], start_new_session=True)
+        owned = subprocess.Popen(["true"], start_new_session=True)
+        mine = subprocess.Popen(["true"])
+        reaping.own(owned.pid)
+        try:
+            await poll_until(lambda: all(_state(p.pid) == "Z" for p in (orphan, owned, mine)), what="three zombies")
+            reaper.sweep()
+            await poll_until(lambda: reaper.sweep() >= 0 and _state(orphan.pid) is None, what="the orphan reaped")
+            assert _state(owned.pid) == "Z" and _state(mine.pid) == "Z"
+        finally:
+            reaping.disown(owned.pid)
+            reaper.close()
+            assert owned.wait(5) == 0 and mine.wait(5) == 0
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return None
+
+
+class TestPresence:
+    def test_an_agent_is_alive_exactly_while_it_holds_its_name(self):
+        """alive() is true while Presence holds the id, false once closed; a second holder is refused."""
+        agent_id = secrets.token_hex(8)
+        assert not presence.alive(agent_id)
+        held = presence.Presence(agent_id)
+        try:
+            assert presence.alive(agent_id)
+            assert presence.live_agents([agent_id, "nobody-" + agent_id, None]) == {agent_id}
+            with pytest.raises(ConfigError, match=f"another agent with id {agent_id}"):
+                presence.Presence(agent_id)
+        finally:
+            held.close()
+        assert not presence.alive(agent_id)
+
+
+class TestCgroupCleanup:
+    async def test_start_removes_empty_cgroups_of_dead_agents_and_keeps_the_rest(self):
+        """cleanup: a dead agent's empty cgroups go; a live agent's, and populated ones, stay."""
+        node = "cln-" + secrets.token_hex(4)
+        tree, reason = CgroupTree.probe(node, "me")
+        if tree is None:
+            pytest.skip(f"cgroups are not usable on this host: {reason}")
+        live_id = secrets.token_hex(8)
+        held = presence.Presence(live_id)
+        sleeper = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        try:
+            dead_empty = os.path.join(tree.node_fs, "dead", "web.1")
+            dead_busy = os.path.join(tree.node_fs, "dead", "web.2")
+            live_empty = os.path.join(tree.node_fs, live_id, "web.3")
+            mine_empty = os.path.join(tree.fs, "web.4")
+            for path in (dead_empty, dead_busy, live_empty, mine_empty):
+                os.makedirs(path)
+            with open(os.path.join(dead_busy, "cgroup.procs"), "w") as procs:
+                procs.write(str(sleeper.pid))
+
+            removed = tree.cleanup(presence.alive)
+
+            assert removed == 2
+            assert [os.path.exists(p) for p in (dead_empty, dead_busy, live_empty, mine_empty)] == [
+                False, True, True, False]
+        finally:
+            held.close()
+            sleeper.kill()
+            sleeper.wait()
+            remove_node_cgroups(node)

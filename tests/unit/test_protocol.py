@@ -107,6 +107,11 @@ def assignments(draw: st.DrawFn) -> dict:
     return {"generation": draw(counters), "templates": templates, "ordinals": ordinals}
 
 
+hosts = st.fixed_dictionaries({
+    "tracking": st.sampled_from(["cgroup", "subreaper"]),
+    "keeper": st.sampled_from(["running", "restarting", "off"]),
+})
+
 BODIES = {
     "hello": st.fixed_dictionaries({
         "node": names,
@@ -119,13 +124,13 @@ BODIES = {
         "incarnation": words,
         "generation": counters,
         "instances": st.lists(instances, max_size=5),
-    }),
+    }, optional={"host": hosts}),
     "heartbeat": st.fixed_dictionaries({
         "load": st.lists(times, min_size=3, max_size=3),
         "digest": st.text(max_size=128),
         "instances": counters,
         "generation": counters,
-    }),
+    }, optional={"host": hosts}),
     "report": st.fixed_dictionaries({
         "instances": st.lists(instances, max_size=5),
         "removed": st.lists(st.text(min_size=1, max_size=20), max_size=3),
@@ -332,6 +337,9 @@ BAD_FRAMES = [
      "report.full: must be true or false, got 1"),
     ("float-as-int", body_frame("beat", {"generation": 1.0}), None, "bad_body",
      "beat.generation: must be an integer >= 0, got 1.0"),
+    ("unknown-tracking-mode", body_frame("heartbeat", {**HEARTBEAT, "host": {"tracking": "magic",
+     "keeper": "running"}}), None, "bad_body",
+     'heartbeat.host.tracking: must be one of "cgroup", "subreaper", got "magic"'),
     ("int-out-of-range", body_frame("hello", {**HELLO, "cpus": 0}), None, "bad_body",
      "hello.cpus: must be an integer in 1..65536, got 0"),
     ("oversized-string", body_frame("hello", {**HELLO, "node": "n" * 65}), None, "bad_body", None),

@@ -1,4 +1,4 @@
-"""The keeper's idle rule: exit after the timeout with no agent and no live stream."""
+"""The keeper's rules: exit when idle (no agent, no live stream); respawn with capped backoff."""
 
 from __future__ import annotations
 
@@ -19,3 +19,16 @@ def test_activity_resets_the_countdown() -> None:
     since, left = idle_left(False, 1, since, 2.0, 11.0)
     assert (since, left) == (None, None)
     assert idle_left(False, 0, since, 2.0, 50.0) == (50.0, 2.0)
+
+
+def test_keeper_restarts_back_off_to_a_cap() -> None:
+    """Respawning a lost keeper waits 0.1 s, doubling, never more than 30 s, for ever."""
+    from gaffer.agent.agent import keeper_retry_delay
+
+    delays = []
+    delay = None
+    for _ in range(12):
+        delay = keeper_retry_delay(delay)
+        delays.append(delay)
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert max(delays) == 30.0 and delays[-1] == 30.0
