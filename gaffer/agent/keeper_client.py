@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from gaffer.agent import reaper
 from gaffer.agent.keeper import (
     MAX_KEY,
     MAX_REPLY,
@@ -406,8 +407,9 @@ async def spawn_keeper(
     log_path: str | os.PathLike[str] | None = None,
     timeout: float = 10.0,
 ) -> str:
-    """Start a keeper detached from the agent (own session, reparented away from the agent,
-    output to ``log_path``, default ``keeper.log`` beside the socket).
+    """Start a keeper detached from the agent (own session, its launcher exits at once, so it
+    is re-parented away: to init, or to the agent while the agent is a child subreaper, which
+    reaps it if it dies), output to ``log_path``, default ``keeper.log`` beside the socket.
 
     Returns its first word of status: ``ready PID``, ``busy: ...`` (another keeper won the
     race; connect to it) or ``error: ...``.
@@ -442,13 +444,17 @@ async def spawn_keeper(
     finally:
         os.close(ready_w)
         os.close(log_fd)
+    reaper.own(proc.pid)
     try:
-        line = await _read_line(loop, ready_r, timeout)
+        try:
+            line = await _read_line(loop, ready_r, timeout)
+        finally:
+            os.close(ready_r)
+        if not line:
+            proc.kill()
+        await _reap(loop, proc)
     finally:
-        os.close(ready_r)
-    if not line:
-        proc.kill()
-    await _reap(loop, proc)
+        reaper.disown(proc.pid)
     return line or f"error: the keeper exited before it was ready (see {log_file})"
 
 

@@ -18,8 +18,8 @@ the leader is reaped). A scan of /proc reads every process (about 20 us each), s
 worker thread, one at a time, batching every request made meanwhile; victims are signalled by
 pidfd after checking their start time, so a reused pid is never hit. Scans happen on every
 stop, and on every leader exit in subreaper mode (in cgroup mode an exit costs one write to
-``cgroup.kill``); after a SIGKILL the scan is repeated (``SCAN_ROUNDS``) until it finds nothing,
-since a dying daemon may have forked.
+``cgroup.kill``), after ``SCAN_DELAY`` so that one scan serves a burst; after a SIGKILL the
+scan is repeated (``SCAN_ROUNDS``) until it finds nothing, since a dying daemon may have forked.
 
 The stop signal goes to each process once: the scan leaves out the group and the cgroup,
 which were signalled directly.
@@ -49,6 +49,9 @@ CGROUP = "cgroup"
 SUBREAPER = "subreaper"
 MODES = ("auto", CGROUP, SUBREAPER)
 SCAN_ROUNDS = 3
+SCAN_DELAY = 0.02
+"""Scans wait this long first, so a burst of exits or stops is served by one scan, and scans
+never take more than a share of the agent's time however fast instances die."""
 FINISH_TIMEOUT = 10.0
 REMOVE_TRIES = 6
 REMOVE_DELAY = 0.05
@@ -320,6 +323,7 @@ class Tracker:
     async def _scan_loop(self) -> None:
         rounds: dict[Track, int] = {}
         while self._requests:
+            await asyncio.sleep(SCAN_DELAY)  # gather the exits and stops of one burst
             batch, self._requests = self._requests, {}
             claims = [t.claim_data() for t in self._live | set(batch)]
             wanted = {t.serial: t for t in batch}
