@@ -113,7 +113,7 @@ class Agent:
         return {"tracking": self.tracker.mode, "keeper": self.keeper_state}
 
     async def start(self) -> None:
-        self._presence = presence.Presence(self.agent_id)
+        self._presence = await self._announce()
         if self.tracker.cgroups is not None:
             removed = self.tracker.cgroups.cleanup(presence.alive)
             if removed:
@@ -127,6 +127,19 @@ class Agent:
         else:
             await self._stop_leftovers()
         self.link.start()
+
+    async def _announce(self) -> presence.Presence:
+        """Hold this agent's name; an agent of this state dir killed just now may not have
+        released it yet, so it is retried for BUSY_PATIENCE seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_PATIENCE
+        while True:
+            try:
+                return presence.Presence(self.agent_id)
+            except ConfigError:
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------------- settling
 

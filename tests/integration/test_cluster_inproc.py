@@ -176,8 +176,10 @@ class TestLink:
         await cluster.wait_running(2, "kept")
         after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="kept")}
         assert after == before
-        lines = again.manager.output("kept.1")
-        assert lines and lines[-1].text == "tick"
+        await poll_until(
+            lambda: any(line.text == "tick" for line in again.manager.output("kept.1")),
+            timeout=5, what="output through the adopted pipes",
+        )
 
     async def test_restarted_agent_adopts_a_process_that_hid_its_environment(self, cluster):
         """A process that replaced its environment is still found, through the spawn journal."""
