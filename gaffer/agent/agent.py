@@ -54,6 +54,9 @@ KEEPER_RETRY_MAX = 30.0
 KEEPER_LAST_CHANCE = 10.0
 """On stop, how long to try for a keeper (and its acknowledgements) before letting go of the
 pipes anyway."""
+SETTLE_STEP = 30.0
+"""Bound on each step of settling (reclaiming pipes, reading /proc): the Manager spawns nothing
+meanwhile, so it must never wait for ever."""
 RUNNING, RESTARTING, OFF = "running", "restarting", "off"
 
 
@@ -162,10 +165,14 @@ class Agent:
         held: dict[str, Reclaimed] = {}
         if self.keeper is not None:
             try:
-                held = await self.keeper.reclaim()
-            except KeeperError as exc:
-                log.warning("cannot reclaim pipes from the keeper (adopting without them): %s", exc)
-        procs = await self._find_processes()
+                held = await asyncio.wait_for(self.keeper.reclaim(), SETTLE_STEP)
+            except (KeeperError, asyncio.TimeoutError) as exc:
+                log.warning("cannot reclaim pipes from the keeper (adopting without them): %r", exc)
+        try:
+            procs = await asyncio.wait_for(self._find_processes(), SETTLE_STEP)
+        except asyncio.TimeoutError:
+            log.error("reading /proc took over %gs: processes of earlier agents are not settled", SETTLE_STEP)
+            return
         plan = plan_adoption(procs, self._identity(procs), self._wanted(), self._journaled())
         for candidate in plan.adopt:
             pipes = held.pop(candidate.instance_id, None) or Reclaimed(fds={})
@@ -193,7 +200,11 @@ class Agent:
     async def _stop_leftovers(self) -> None:
         """``gaffer start``: stop what an earlier run of this very agent (same data dir) left,
         never anything of another agent, dead or alive."""
-        procs = await self._find_processes()
+        try:
+            procs = await asyncio.wait_for(self._find_processes(), SETTLE_STEP)
+        except asyncio.TimeoutError:
+            log.error("reading /proc took over %gs: what an earlier run left is not stopped", SETTLE_STEP)
+            return
         who = Identity(self.settings.node, self.agent_id, frozenset(
             p.agent_id for p in procs if p.agent_id and p.agent_id != self.agent_id
         ))

@@ -151,7 +151,9 @@ class CgroupTree:
         """SIGKILL every process in ``place``; False if there is no such cgroup."""
         try:
             _write(place.fs + "/cgroup.kill", "1")
-        except FileNotFoundError:
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("cannot kill cgroup %s: %s", place.fs, exc.strerror)
             return False
         return True
 
@@ -227,7 +229,7 @@ def procs(fs: str) -> list[int]:
     try:
         with open(fs + "/cgroup.procs", "rb") as f:
             return [int(line) for line in f.read().split()]
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return []
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import signal as _signal
 import subprocess
@@ -36,6 +37,8 @@ from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.tracking import Track, Tracker
 from gaffer.common.errors import AdoptError, SpawnError, StdinClosed, StdinFull
 from gaffer.common.signals import signal_name
+
+log = logging.getLogger("gaffer.process")
 
 READ_CHUNK = 65536
 STDIN_LIMIT = 1024 * 1024
@@ -264,8 +267,11 @@ class Process:
         if not self.alive or self.pid is None:
             return
         if group and self.track is not None and self._tracker is not None:
-            self._tracker.signal(self.track, sig)
-            return
+            try:
+                self._tracker.signal(self.track, sig)
+                return
+            except Exception:  # tracking must never keep a process from being signalled
+                log.exception("%s: signalling its descendants failed; signalling its group", self.name)
         try:
             if group:
                 os.killpg(self.pid, sig)
@@ -301,7 +307,7 @@ class Process:
         self._pidfd = None
         adopted = self._adopted_status()
         if self.track is not None and self._tracker is not None:
-            self._tracker.leftovers(self.track)
+            self._tracked(self._tracker.leftovers, "killing what it left")
         else:
             try:
                 os.killpg(self.pid, _signal.SIGKILL)
@@ -321,7 +327,7 @@ class Process:
                 status = ExitStatus(None, None)
         reaper.disown(self.pid)
         if self.track is not None and self._tracker is not None:
-            self._tracker.ended(self.track)
+            self._tracked(self._tracker.ended, "releasing its cgroup")
         if self._popen is not None:
             self._popen.returncode = status.code if status.signal is None else -status.signal
         self.status = status
@@ -329,6 +335,14 @@ class Process:
             self._drain(fd)
         self._close_stdin()
         self._on_exit(status)
+
+    def _tracked(self, step: Callable[[Track], None], what: str) -> None:
+        """Run a tracker step at exit; a failure there is logged and never loses the exit."""
+        assert self.track is not None
+        try:
+            step(self.track)
+        except Exception:
+            log.exception("%s: %s failed", self.name, what)
 
     def _adopted_status(self) -> ExitStatus | None:
         """An adopted leader's status from its zombie's stat; None for a process we spawned."""
