@@ -319,7 +319,10 @@ class Api:
             raise NotFound(f"no template named {name!r}")
         node = self._node_for_run(stored.template)
         spec = stored.template.to_dict()
-        result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
+        with self.controller.starting_oneoff(node.name, name):
+            result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
+            if isinstance(result, dict) and isinstance(result.get("id"), str):
+                self.controller.started_oneoff(node.name, result["id"])
         return {**result, "node": node.name}
 
     async def wait(self, **args: Any) -> dict[str, Any]:

@@ -62,6 +62,14 @@ class Sent:
     body: dict[str, Any]
     at: float
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _sets: dict[str, frozenset[int]] = field(default_factory=dict, repr=False)
+
+    def assigns(self, template: str, ordinal: int) -> bool:
+        """Whether this assignment gave the node ``template.ordinal`` (sets built on demand)."""
+        ordinals = self._sets.get(template)
+        if ordinals is None:
+            ordinals = self._sets[template] = frozenset(self.body["ordinals"].get(template, ()))
+        return ordinal in ordinals
 
 
 class Cluster:

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import zmq
 import zmq.asyncio
 
 from gaffer import __version__
 from gaffer.common import protocol
+from gaffer.common.badmsg import BadMessages
 from gaffer.common.errors import ControllerUnreachable, GafferError, InvalidRequest, from_wire
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
 from gaffer.common.transport import make_curve_server, new_socket
+from gaffer.controller.admission import admit_event, stamped
 from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
 from gaffer.controller.cluster import Cluster
@@ -67,6 +70,9 @@ class Controller:
         self._cut_off = False
         self._regained_at: float | None = None
         self.oneoff_exits: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+        self.oneoffs_started: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.oneoffs_pending: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.agent_drops = BadMessages(logger=logging.getLogger("gaffer.controller.admission"))
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -312,10 +318,15 @@ class Controller:
             self.cluster.instances_reported(node, body["instances"])
             self._notify()
         elif kind == "events":
+            owns = _OwnedBy(self, node.name)
             for event in body["events"]:
-                data = dict(event["data"])
-                data["node"] = node.name
-                self.hub.publish(event["topic"], data, event["ts"])
+                topic = event["topic"]
+                refused = admit_event(topic, event["data"], owns)
+                if refused is not None:
+                    self.agent_drops.record(f"agent:{node.name}", refused, f"event {topic}")
+                    continue
+                data = stamped(event["data"], node.name)
+                self.hub.publish(topic, data, event["ts"])
                 if data.get("oneoff") and event["topic"].endswith(".exit") and isinstance(data.get("id"), str):
                     self.oneoff_exits[(node.name, data["id"])] = data
                     while len(self.oneoff_exits) > MAX_ONEOFF_EXITS:
@@ -424,4 +435,50 @@ class Controller:
             "link": self._server.stats,
             "auth": vars(self._zap.stats) if self._zap else None,
             "events_published": self.hub.published,
+            "agent_events_dropped": self.agent_drops.snapshot(),
         }
+
+    def started_oneoff(self, node: str, ident: str) -> None:
+        """Remember a one-off run the controller started, so its node may report on it."""
+        self.oneoffs_started[(node, ident)] = None
+        while len(self.oneoffs_started) > MAX_ONEOFF_EXITS:
+            self.oneoffs_started.popitem(last=False)
+
+    @contextlib.contextmanager
+    def starting_oneoff(self, node: str, template: str) -> Iterator[None]:
+        """While a run request is out, its node may report any one-off of ``template``: the
+        spawn event can overtake the reply that names the run."""
+        key = (node, template)
+        self.oneoffs_pending[key] += 1
+        try:
+            yield
+        finally:
+            self.oneoffs_pending[key] -= 1
+            if self.oneoffs_pending[key] <= 0:
+                del self.oneoffs_pending[key]
+
+
+class _OwnedBy:
+    """The instance ids node ``name`` may speak for (see ``admission``), looked up lazily:
+    most event batches name a handful of instances, a node may hold thousands."""
+
+    def __init__(self, controller: Controller, name: str) -> None:
+        self._controller = controller
+        self._name = name
+
+    def __contains__(self, ident: object) -> bool:
+        if not isinstance(ident, str):
+            return False
+        controller = self._controller
+        assert controller.cluster is not None
+        template, _, ordinal = ident.rpartition(".")
+        if ordinal.isascii() and ordinal.isdecimal() and len(ordinal) <= 19:
+            number = int(ordinal)
+            if controller.cluster.placement.get((template, number)) == self._name:
+                return True
+            sent = controller.cluster.sent.get(self._name)
+            if sent is not None and sent.assigns(template, number):
+                return True
+        if (self._name, ident) in controller.oneoffs_started:
+            return True
+        return ordinal.startswith("run-") and (self._name, template) in controller.oneoffs_pending

@@ -13,57 +13,9 @@ from gaffer.client import AsyncClient, Credentials
 from gaffer.common import keys
 from gaffer.common.errors import ConfigError, ControllerUnreachable
 from gaffer.controller.controller import Controller
-from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 from gaffer.testing import poll_until
-
-FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
-
-
-@pytest.fixture
-def keydir(tmp_path: Path) -> Path:
-    """A controller key directory with one authorized agent (node1) and client (admin)."""
-    root = tmp_path / "keys"
-    keys.generate(root, "controller")
-    for name in ("node1", "intruder"):
-        keys.generate(tmp_path / "agent-keys", name)
-    for name in ("admin", "stranger"):
-        keys.generate(tmp_path / "client-keys", name)
-    (root / "agents").mkdir()
-    (root / "clients").mkdir()
-    (root / "agents" / "node1.key").write_bytes((tmp_path / "agent-keys" / "node1.key").read_bytes())
-    (root / "clients" / "admin.key").write_bytes((tmp_path / "client-keys" / "admin.key").read_bytes())
-    return root
-
-
-@pytest.fixture
-async def controller(tmp_path, keydir):
-    ctl = Controller(ControllerSettings(
-        bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "data",
-        keys=keydir, liveness=FAST,
-    ))
-    await ctl.start()
-    try:
-        yield ctl
-    finally:
-        await ctl.stop()
-
-
-def agent_settings(tmp_path: Path, controller: Controller, key: str, node: str, keydir: Path) -> LinkSettings:
-    return LinkSettings(
-        controller=controller.endpoint, node=node, labels={}, state_dir=tmp_path / f"state-{key}-{node}",
-        keys=keys.load_keypair(tmp_path / "agent-keys" / f"{key}.key_secret"),
-        controller_key=keys.load_public(keydir / "controller.key"),
-        heartbeat=0.1, timeout=0.5,
-    )
-
-
-def client(tmp_path: Path, controller: Controller, name: str, keydir: Path, folder: str = "client-keys") -> AsyncClient:
-    creds = Credentials(
-        keys.load_keypair(tmp_path / folder / f"{name}.key_secret"), keys.load_public(keydir / "controller.key")
-    )
-    return AsyncClient(controller.endpoint, creds, timeout=1.0)
-
+from keylab import agent_settings, client
 
 async def test_authorized_agent_and_client_work(tmp_path, keydir, controller):
     """An agent with an authorized key registers; an authorized client sees it."""

@@ -1,0 +1,75 @@
+"""What an agent may tell the controller: events and output about its own instances only.
+
+An agent's key proves which node it is, not that what it says is true of other nodes. Without
+this check one agent key could publish ``node.<other>.down``, ``template.web.deleted`` or
+output lines for an instance running elsewhere, and every subscriber (``gafferctl events``,
+``logs -f``, webhooks) would show them as facts. So the controller republishes an agent's event
+only when:
+
+- its topic is one agents produce: ``proc.<template>.<kind>`` or
+  ``output.<template>.<ordinal>.<out|err>`` (``node.`` and ``template.`` events are the
+  controller's own, and only it publishes them);
+- the payload names the same instance as the topic (``id`` = ``<template>.<ordinal>``);
+- that instance is one the controller gave this node: placed on it now, in the last assignment
+  it was sent (an exit racing a move is still its own), or a one-off run started there.
+
+Everything else is dropped and counted per reason (``DropReason``). The node name, and every
+field only the controller may set, are overwritten, never taken from the agent.
+
+Pure: the caller passes what the node owns as a container; nothing here reads the clock or
+the sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Container, Mapping
+
+from gaffer.common.topics import PROC_KINDS
+
+FOREIGN_TOPIC = "foreign_topic"
+"""A topic family only the controller publishes (``node.``, ``template.``) or an unknown one."""
+BAD_TOPIC = "bad_topic"
+"""A ``proc.``/``output.`` topic that does not name a template, an instance and a known kind."""
+ID_MISMATCH = "id_mismatch"
+"""The payload's ``id``/``template`` disagree with the topic."""
+NOT_ASSIGNED = "not_assigned"
+"""The instance is not one this node was given."""
+DROP_REASONS = (FOREIGN_TOPIC, BAD_TOPIC, ID_MISMATCH, NOT_ASSIGNED)
+
+OUTPUT_STREAMS = ("out", "err")
+CONTROLLER_FIELDS = ("node", "scope")
+"""Payload fields that only the controller sets: an agent's values are replaced or removed."""
+
+
+def admit_event(topic: str, data: Mapping[str, Any], owns: Container[str]) -> str | None:
+    """None when a node that ``owns`` these instance ids may publish this event, else why not."""
+    family, _, rest = topic.partition(".")
+    if family == "proc":
+        template, _, kind = rest.rpartition(".")
+        if not template or kind not in PROC_KINDS:
+            return BAD_TOPIC
+        ident = data.get("id")
+        if not isinstance(ident, str) or ident.rpartition(".")[0] != template:
+            return ID_MISMATCH
+        if data.get("template", template) != template:
+            return ID_MISMATCH
+    elif family == "output":
+        instance, _, stream = rest.rpartition(".")
+        template, _, ordinal = instance.rpartition(".")
+        if not template or not ordinal or stream not in OUTPUT_STREAMS:
+            return BAD_TOPIC
+        ident = data.get("id", instance)
+        if ident != instance or data.get("template", template) != template:
+            return ID_MISMATCH
+    else:
+        return FOREIGN_TOPIC
+    if ident not in owns:
+        return NOT_ASSIGNED
+    return None
+
+
+def stamped(data: Mapping[str, Any], node: str) -> dict[str, Any]:
+    """The payload as the controller republishes it: the sender's node, no controller-only fields."""
+    clean = {key: value for key, value in data.items() if key not in CONTROLLER_FIELDS}
+    clean["node"] = node
+    return clean
