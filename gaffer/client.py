@@ -24,11 +24,13 @@ import zmq
 import zmq.asyncio
 
 from gaffer.common import protocol
-from gaffer.common.errors import ControllerUnreachable, ProtocolError, from_wire
+from gaffer.common.endpoints import check_reachable, parse_endpoint
+from gaffer.common.errors import ConfigError, ControllerUnreachable, ProtocolError, from_wire
 from gaffer.common.keys import KeyPair
-from gaffer.common.transport import Channel, make_curve_client, new_socket
+from gaffer.common.transport import Channel, connect, make_curve_client, new_socket
 
 DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 86_400.0
 T = TypeVar("T")
 
 
@@ -50,6 +52,13 @@ class ReceivedEvent:
     """How many sequence numbers were skipped since the previous event (0: none)."""
 
 
+def check_timeout(value: float) -> float:
+    """A request timeout: a finite number of seconds, 0 < value <= a day (ConfigError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise ConfigError(f"timeout: must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value!r}")
+    return float(value)
+
+
 class AsyncClient:
     def __init__(
         self,
@@ -57,9 +66,10 @@ class AsyncClient:
         credentials: Credentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.endpoint = endpoint
+        self._endpoint = parse_endpoint(endpoint, "controller")
+        self.endpoint = str(self._endpoint)
         self.credentials = credentials
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._ctx = zmq.asyncio.Context()
         self._channel: Channel | None = None
         self._ids = itertools.count(1)
@@ -75,8 +85,9 @@ class AsyncClient:
 
     def _ensure_connected(self) -> Channel:
         if self._channel is None:
+            check_reachable(self._endpoint)
             sock = self._socket(zmq.DEALER)
-            sock.connect(self.endpoint)
+            connect(sock, self._endpoint)
             self._channel = Channel(sock)
             self._reader = asyncio.get_running_loop().create_task(self._read(self._channel))
         return self._channel
@@ -89,7 +100,7 @@ class AsyncClient:
         frame = protocol.encode("request", self._seq, {"id": request_id, "op": op, "args": args})
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else check_timeout(timeout)
         try:
             channel.send([frame])
             body = await asyncio.wait_for(future, wait)
@@ -136,10 +147,12 @@ class AsyncClient:
         """
         if endpoint is None:
             endpoint = (await self.call("status"))["events"]
+        events = parse_endpoint(endpoint, "events endpoint")
+        check_reachable(events)
         sock = self._socket(zmq.SUB)
         for prefix in prefixes:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        sock.connect(endpoint)
+        connect(sock, events)
         channel = Channel(sock)
         last = 0
         try:
@@ -176,8 +189,8 @@ class Client:
         credentials: Credentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._loop = uvloop.new_event_loop()
         self._client = AsyncClient(endpoint, credentials, timeout)
+        self._loop = uvloop.new_event_loop()
 
     @property
     def endpoint(self) -> str:

@@ -27,9 +27,10 @@ from gaffer.agent.manager import Manager
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.bus import Event, Subscription
+from gaffer.common.endpoints import parse_endpoint
 from gaffer.common.errors import GafferError, ProtocolError, SubscriberTooSlow, SubscriptionClosed
 from gaffer.common.keys import KeyPair
-from gaffer.common.transport import Channel, make_curve_client, new_socket
+from gaffer.common.transport import Channel, connect, make_curve_client, new_socket
 from gaffer.common.tasks import cancel_and_wait
 
 log = logging.getLogger("gaffer.agent.link")
@@ -150,7 +151,7 @@ class ControllerLink:
         sock = new_socket(self._ctx, zmq.DEALER)
         if self.settings.keys is not None and self.settings.controller_key is not None:
             make_curve_client(sock, self.settings.keys, self.settings.controller_key)
-        sock.connect(self.settings.controller)
+        connect(sock, parse_endpoint(self.settings.controller, "controller"))
         self._channel = Channel(sock)
         self._seq = 0
         self._last_in_seq = 0

@@ -17,16 +17,17 @@ import click
 from gaffer.client import Client, Credentials
 from gaffer.cli import tables
 from gaffer.common import keys as keyfiles
+from gaffer.common.endpoints import default_control
 from gaffer.common.errors import GafferError
 from gaffer.common.loaders import load_templates
 from gaffer.common.signals import parse_signal
+from gaffer.controller.settings import DEFAULT_KEYED_BIND
 
-DEFAULT_CONTROLLER = "tcp://127.0.0.1:6001"
 WAIT_CHUNK = 30.0
 
 
 class Context:
-    def __init__(self, controller: str, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
+    def __init__(self, controller: str | None, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
         self.controller = controller
         self.key = key
         self.controller_key = controller_key
@@ -43,8 +44,17 @@ class Context:
                 credentials = Credentials(
                     keyfiles.load_keypair(self.key), keyfiles.load_public(self.controller_key)
                 )
-            self._client = Client(self.controller, credentials, timeout=self.timeout)
+            self._client = Client(self.endpoint(), credentials, timeout=self.timeout)
         return self._client
+
+    def endpoint(self) -> str:
+        """``--controller`` / GAFFER_CONTROLLER, else this host's gaffer: its private unix
+        socket, or loopback TCP when keys are given."""
+        if self.controller:
+            return self.controller
+        if self.key or self.controller_key:
+            return DEFAULT_KEYED_BIND
+        return str(default_control())
 
     def call(self, op: str, **args: Any) -> Any:
         return self.client().call(op, **args)
@@ -80,14 +90,14 @@ class GafferGroup(click.Group):
 
 
 @click.group(cls=GafferGroup)
-@click.option("--controller", envvar="GAFFER_CONTROLLER", default=DEFAULT_CONTROLLER, show_default=True, help="Controller endpoint (or GAFFER_CONTROLLER).")
+@click.option("--controller", envvar="GAFFER_CONTROLLER", help="Controller endpoint, tcp://HOST:PORT or ipc://PATH (or GAFFER_CONTROLLER) [default: this host's gaffer, on its unix socket].")
 @click.option("--key", envvar="GAFFER_KEY", help="Client secret key file (or GAFFER_KEY).")
 @click.option("--controller-key", envvar="GAFFER_CONTROLLER_KEY", help="Controller public key file (or GAFFER_CONTROLLER_KEY).")
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for an answer.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.version_option(package_name="gaffer")
 @click.pass_context
-def main(ctx: click.Context, controller: str, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
+def main(ctx: click.Context, controller: str | None, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
     """Drive a gaffer controller."""
     ctx.obj = Context(controller, key, controller_key, timeout, as_json)
 

@@ -13,12 +13,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import zmq
-
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
-from gaffer.common.errors import ConfigError
 from gaffer.common.template import Template
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
@@ -26,15 +23,16 @@ from gaffer.controller.settings import ControllerSettings
 
 log = logging.getLogger("gaffer")
 
-DEFAULT_BIND = "tcp://127.0.0.1:6001"
-
-
 @dataclass(frozen=True)
 class EmbeddedSettings:
+    """``bind`` None: the private unix sockets of the runtime directory (see
+    ``gaffer.common.endpoints``); a TCP ``bind`` needs ``insecure``."""
+
     node: str
     data_dir: Path = Path(".gaffer")
-    bind: str = DEFAULT_BIND
+    bind: str | None = None
     pub: str | None = None
+    insecure: bool = False
 
 
 class Embedded:
@@ -44,20 +42,14 @@ class Embedded:
             bind=settings.bind,
             pub=settings.pub,
             data_dir=settings.data_dir,
+            insecure=settings.insecure,
             liveness=Liveness(startup_grace=0.0),
         ))
         self._bus = bus
         self.agent: Agent | None = None
 
     async def start(self) -> None:
-        try:
-            await self.controller.start()
-        except zmq.ZMQError as exc:
-            await self.controller.stop()
-            raise ConfigError(
-                f"cannot listen on {self.settings.bind}: {exc.strerror} "
-                "(is another gaffer running? choose another endpoint with --bind)"
-            ) from None
+        await self.controller.start()
         self.agent = Agent(
             LinkSettings(
                 controller=self.controller.endpoint,

@@ -20,7 +20,7 @@ import uvloop
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
-from gaffer.cli.embedded import DEFAULT_BIND, Embedded, EmbeddedSettings
+from gaffer.cli.embedded import Embedded, EmbeddedSettings
 from gaffer.common.bus import EventBus
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
@@ -32,7 +32,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.loaders import find_default_file, load_templates
 from gaffer.common.template import Template, check_on_host
-from gaffer.controller.settings import require_protection
+from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
 
 log = logging.getLogger("gaffer")
 
@@ -96,7 +96,8 @@ def main() -> None:
 @click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
 @click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
-@click.option("--bind", default=DEFAULT_BIND, show_default=True, help="Endpoint gafferctl talks to (loopback).")
+@click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
+@click.option("--insecure", is_flag=True, help="Allow --bind tcp://... without authentication (any local user could run commands).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Log gaffer's own debug messages.")
@@ -105,7 +106,8 @@ def start(
     concurrency: tuple[str, ...],
     node: str | None,
     data_dir: str,
-    bind: str,
+    bind: str | None,
+    insecure: bool,
     config: str | None,
     color: bool | None,
     verbose: bool,
@@ -119,7 +121,8 @@ def start(
         config_node, apps = read_start_config(config)
         path = resolve_file(file)
         templates = read_templates(path, counts)
-        require_protection([bind], False, False, "gaffer start")
+        if bind is not None:
+            require_protection([parse_endpoint(bind, "--bind")], False, insecure, "gaffer start")
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     writer = ConsoleWriter(sys.stdout)
@@ -129,6 +132,7 @@ def start(
         node=node or config_node or socket.gethostname().split(".")[0],
         data_dir=Path(data_dir),
         bind=bind,
+        insecure=insecure,
     )
     try:
         code = uvloop.run(_run_start(path, templates, counts, settings, console, apps))
@@ -195,10 +199,12 @@ async def _run_start(
         await _drain(printer, events)
         return 2
     count = sum(t.numprocesses for t in templates)
-    console.system(
-        f"starting {count} processes from {path} on node {settings.node}; "
-        f"gafferctl --controller {embedded.controller.endpoint}; Ctrl-C to stop"
-    )
+    endpoint = embedded.controller.endpoint
+    ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
+    console.system(f"starting {count} processes from {path} on node {settings.node}; {ctl} ps; Ctrl-C to stop")
+    warning = embedded.controller.security_warning()
+    if warning:
+        console.system(warning)
     embedded.apply(templates)
     await stop.wait()
     await runner.stop()

@@ -79,17 +79,28 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [
         f"controller  {status['controller']} (gaffer {status['version']}), up {age(status['uptime'])}",
         f"endpoint    {status['endpoint']}   events {status['events']}",
-        "security    " + (f"CURVE, key {status['fingerprint']}" if status["secure"] else "INSECURE (no keys)"),
+        "security    " + _security(status),
         "nodes       " + ", ".join(f"{count} {state}" for state, count in nodes.items()),
         f"messages    {link.get('received', 0)} received, {link.get('sent', 0)} sent, "
         f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",
     ]
     if auth:
         lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused")
+    dropped = (status.get("agent_events_dropped") or {}).get("reasons") or {}
+    if dropped:
+        lines.append("agent events dropped  " + ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items())))
     for key in ("templates", "instances"):
         if key in status:
             lines.append(f"{key:<12}{cell(status[key])}")
     return "\n".join(lines)
+
+
+def _security(status: dict[str, Any]) -> str:
+    if status["secure"]:
+        return f"CURVE, key {status['fingerprint']}"
+    if status.get("warning"):
+        return f"WARNING: {status['warning']}"
+    return "local unix sockets only (no keys): access limited by file permissions"
 
 
 def templates_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -24,10 +24,17 @@ import zmq.asyncio
 from gaffer import __version__
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
-from gaffer.common.errors import ControllerUnreachable, GafferError, InvalidRequest, from_wire
+from gaffer.common.endpoints import (
+    INSECURE_WARNING,
+    claim_socket,
+    lookup_group,
+    require_protection,
+    share_socket,
+)
+from gaffer.common.errors import ConfigError, ControllerUnreachable, GafferError, InvalidRequest, from_wire
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
-from gaffer.common.transport import make_curve_server, new_socket
+from gaffer.common.transport import bind, make_curve_server, new_socket
 from gaffer.controller.admission import admit_event, stamped
 from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
@@ -36,7 +43,7 @@ from gaffer.controller.hub import PUB_HWM, EventHub
 from gaffer.controller.liveness import NodeState, judge
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import PeerServer, Session
-from gaffer.controller.settings import ControllerSettings, require_protection
+from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.store import Store
 
 log = logging.getLogger("gaffer.controller")
@@ -59,8 +66,10 @@ class Controller:
         self._server: PeerServer | None = None
         self.hub = EventHub(None)
         self._tasks: list[asyncio.Task] = []
-        self.endpoint = settings.bind
-        self.pub_endpoint = settings.pub_endpoint
+        self.endpoint = ""
+        self.pub_endpoint = ""
+        self.insecure = False
+        self._socket_locks: list[int] = []
         self.store: Store | None = None
         self.cluster: Cluster | None = None
         self._client_ops = Api(self).ops()
@@ -77,17 +86,28 @@ class Controller:
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        """Load the keys and the store, bind, and start serving; on any failure, everything
+        started so far is released again before the error propagates."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         agents = clients = None
         if settings.keys is not None:
             self.keys = load_keypair(settings.keys / "controller.key_secret")
             agents = AuthorizedKeys(settings.keys / "agents")
             clients = AuthorizedKeys(settings.keys / "clients")
-        require_protection(
-            [settings.bind, settings.pub_endpoint], self.keys is not None, settings.insecure,
-            "gaffer-controller",
-        )
-        os.makedirs(settings.data_dir, exist_ok=True)
+        control, events = settings.control, settings.events
+        require_protection([control, events], self.keys is not None, settings.insecure, "gaffer-controller")
+        self.insecure = self.keys is None and not (control.is_ipc and events.is_ipc)
+        group = lookup_group(settings.socket_group)
+        for endpoint in (control, events):
+            if endpoint.is_ipc:
+                self._socket_locks.append(claim_socket(endpoint, group))
         loop = asyncio.get_running_loop()
         self._started_mono = loop.time()
         self.store = Store(settings.data_dir)
@@ -104,10 +124,15 @@ class Controller:
         if self.keys is not None:
             make_curve_server(router, self.keys, MAIN_DOMAIN)
             make_curve_server(pub, self.keys, EVENTS_DOMAIN)
-        router.bind(settings.bind)
-        pub.bind(settings.pub_endpoint)
-        self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        try:
+            self.endpoint = bind(router, control)
+            self.pub_endpoint = bind(pub, events)
+        except ConfigError:
+            router.close(linger=0)
+            pub.close(linger=0)
+            raise
+        share_socket(control, group)
+        share_socket(events, group)
         self.hub = EventHub(pub, self.hub.bus)
         self.hub.on_subscriptions_changed(self._send_watch_all)
         self.hub.start()
@@ -122,10 +147,20 @@ class Controller:
             __version__, self.id, self.endpoint, self.pub_endpoint, settings.data_dir,
             self._security_line(agents, clients),
         )
+        if self.insecure:
+            log.warning(self.security_warning())
+
+    def security_warning(self) -> str | None:
+        """The warning ``--insecure`` earns, at start and in every ``status``."""
+        if not self.insecure:
+            return None
+        return INSECURE_WARNING.format(endpoints=f"{self.endpoint} and {self.pub_endpoint}")
 
     def _security_line(self, agents: AuthorizedKeys | None, clients: AuthorizedKeys | None) -> str:
         if self.keys is None:
-            return "INSECURE: no CURVE keys, any peer is accepted"
+            if self.insecure:
+                return "INSECURE: no CURVE keys on TCP, any peer is accepted"
+            return "local sockets only (no keys): access is limited by file permissions"
         return (
             f"CURVE key {self.keys.fingerprint}, {len(agents or ())} agent and "
             f"{len(clients or ())} client keys authorized"
@@ -156,6 +191,9 @@ class Controller:
         if self.store is not None:
             self.store.close()
             self.store = None
+        for fd in self._socket_locks:
+            os.close(fd)
+        self._socket_locks.clear()
 
     # ----------------------------------------------------------------- timers
 
@@ -425,6 +463,8 @@ class Controller:
             "events": self.pub_endpoint,
             "data_dir": str(self.settings.data_dir),
             "secure": self.keys is not None,
+            "transport": "curve" if self.keys is not None else "insecure" if self.insecure else "local",
+            "warning": self.security_warning(),
             "fingerprint": self.keys.fingerprint if self.keys else None,
             "nodes": self.nodes.counts(),
             "templates": len(self.cluster.templates),

@@ -15,12 +15,12 @@ from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_l
 from gaffer.common.errors import GafferError
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
-from gaffer.controller.settings import DEFAULT_BIND, ControllerSettings, split_endpoint
+from gaffer.controller.settings import DEFAULT_KEYED_BIND, ControllerSettings
 
 log = logging.getLogger("gaffer.controller")
 
 SETTINGS = (
-    "bind", "pub", "data_dir", "keys", "insecure", "heartbeat", "suspect_misses", "down_misses",
+    "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
     "startup_grace", "node_grace",
 )
 
@@ -35,10 +35,8 @@ def build_settings(options: dict[str, Any], config: str | None) -> ControllerSet
             return options[key]
         return expect(data, key, kind, where)
 
-    bind = pick("bind", str) or DEFAULT_BIND
+    bind = pick("bind", str)
     pub = pick("pub", str)
-    for endpoint in filter(None, (bind, pub)):
-        split_endpoint(endpoint)
     defaults = Liveness()
     liveness = Liveness(
         interval=float(pick("heartbeat", (int, float)) or defaults.interval),
@@ -57,6 +55,7 @@ def build_settings(options: dict[str, Any], config: str | None) -> ControllerSet
         data_dir=Path(pick("data_dir", str) or ".gaffer"),
         keys=Path(keys) if keys else None,
         insecure=bool(pick("insecure", bool)),
+        socket_group=pick("socket_group", str),
         liveness=liveness,
         node_grace=float(_first(pick("node_grace", (int, float)), 2.0)),
     )
@@ -67,11 +66,12 @@ def _first(value: Any, default: Any) -> Any:
 
 
 @click.command()
-@click.option("--bind", help=f"Endpoint for agents and clients [default: {DEFAULT_BIND}].")
-@click.option("--pub", help="Endpoint for event subscribers [default: the port after --bind].")
+@click.option("--bind", help=f"Endpoint for agents and clients [default: a private unix socket in the runtime dir; {DEFAULT_KEYED_BIND} with --keys].")
+@click.option("--pub", help="Endpoint for event subscribers [default: beside --bind, or its port + 1].")
 @click.option("--data-dir", help="Where the desired state is kept [default: .gaffer].")
 @click.option("--keys", help="Key directory: controller.key_secret, agents/, clients/.")
-@click.option("--insecure", is_flag=True, default=None, help="Allow a non-loopback endpoint without keys.")
+@click.option("--insecure", is_flag=True, default=None, help="Allow TCP without CURVE keys (anyone who reaches it can run commands).")
+@click.option("--socket-group", help="Let this group use the local sockets (runtime dir 0750, sockets 0660).")
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds [default: 1].")
 @click.option("--suspect-misses", type=int, help="Missed heartbeats before a node is suspect [3].")
 @click.option("--down-misses", type=int, help="Missed heartbeats before a node is down [5].")

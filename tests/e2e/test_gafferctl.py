@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +21,14 @@ DEADLINE = 15.0
 
 
 class Ctl:
-    def __init__(self, endpoint: str) -> None:
-        self.env = {**os.environ, "GAFFER_CONTROLLER": endpoint}
+    """gafferctl with the environment of a test: its own runtime dir (where it finds the
+    test's `gaffer start` by default, as an operator's finds theirs), or an explicit endpoint."""
+
+    def __init__(self, runtime: Path, endpoint: str | None = None) -> None:
+        self.env = {**os.environ, "GAFFER_RUNTIME_DIR": str(runtime)}
+        self.env.pop("GAFFER_CONTROLLER", None)
+        if endpoint is not None:
+            self.env["GAFFER_CONTROLLER"] = endpoint
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         done = subprocess.run([*CTL, *args], env=self.env, capture_output=True, text=True, timeout=30, input=stdin)
@@ -36,8 +43,9 @@ class Ctl:
         """Poll a --json command until ``predicate(result)`` holds (bounded)."""
         deadline = time.monotonic() + DEADLINE
         while True:
-            result = self.json(*args)
-            if predicate(result):
+            done = self.run(*args, "--json", check=False)
+            result = json.loads(done.stdout) if done.returncode == 0 else done.stderr
+            if done.returncode == 0 and predicate(result):
                 return result
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or args}: last {result}")
@@ -54,12 +62,11 @@ def gaffer(tmp_path):
         '[cat]\ncmd = "sh"\nargs = ["-c", "exec cat"]\nredirect_input = true\nstartsecs = 0\n\n'
         '[job]\ncmd = "sh"\nargs = ["-c", "echo job says $0; exit 4", "hi"]\nnumprocesses = 0\n'
     )
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctl = Ctl(tmp_path / "run")
     proc = subprocess.Popen(
-        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), "--bind", endpoint, str(spec)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), str(spec)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ctl.env,
     )
-    ctl = Ctl(endpoint)
     try:
         ctl.until(lambda rows: sum(r["state"] == "running" for r in rows) == 3, "ps", what="3 running")
         yield ctl
@@ -171,12 +178,19 @@ def test_errors_are_one_line_and_non_zero(gaffer, tmp_path):
     assert "Traceback" not in missing.stderr + bad.stderr + refused.stderr
 
 
-def test_unreachable_controller_is_a_clear_error():
+def test_unreachable_controller_is_a_clear_error(tmp_path):
     """No controller there: a timeout and a message naming the endpoint, not a hang."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    done = Ctl(endpoint).run("--timeout", "0.5", "nodes", check=False)
+    done = Ctl(tmp_path, endpoint).run("--timeout", "0.5", "nodes", check=False)
     assert done.returncode == 1
     assert f"no answer from the controller at {endpoint} within 0.5s" in done.stderr
+
+
+def test_no_local_gaffer_is_a_clear_error_at_once(tmp_path):
+    """Nothing listens on the default local socket: gafferctl says so without waiting."""
+    done = Ctl(tmp_path / "run").run("--timeout", "30", "nodes", check=False)
+    assert done.returncode == 1
+    assert f"no gaffer is listening at ipc://{tmp_path}/run/control.sock" in done.stderr
 
 
 def test_keygen_writes_a_key_pair(tmp_path):

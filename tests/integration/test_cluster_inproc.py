@@ -33,7 +33,7 @@ class Cluster:
 
     async def start_controller(self, **overrides) -> Controller:
         settings = ControllerSettings(
-            bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=self.tmp / "controller",
+            bind=f"ipc://{self.tmp}/run/control.sock", data_dir=self.tmp / "controller",
             liveness=FAST, node_grace=0.2, **overrides,
         )
         self.controller = Controller(settings)
@@ -355,7 +355,7 @@ class TestReconcile:
         await cluster.client.close()
         await controller.stop()
         cluster.controller = Controller(ControllerSettings(
-            bind=endpoint, pub="tcp://127.0.0.1:*", data_dir=cluster.tmp / "controller",
+            bind=endpoint, data_dir=cluster.tmp / "controller",
             liveness=Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=2.0), node_grace=0.2,
         ))
         await cluster.controller.start()

@@ -85,13 +85,30 @@ async def test_client_key_cannot_act_as_an_agent(tmp_path, keydir, controller):
         await rogue.stop(stop_processes=True)
 
 
-async def test_non_loopback_without_keys_refuses_to_start(tmp_path):
-    """Listening beyond loopback needs keys or an explicit --insecure."""
-    settings = ControllerSettings(bind="tcp://0.0.0.0:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "d")
-    with pytest.raises(ConfigError, match="gafferctl keygen"):
-        await Controller(settings).start()
+async def test_tcp_without_keys_refuses_to_start_even_on_loopback(tmp_path):
+    """TCP needs keys on every address, loopback included, or an explicit --insecure, which
+    the controller then reports as a warning in its status."""
+    for bind in ("tcp://0.0.0.0:*", "tcp://127.0.0.1:*", "tcp://[::1]:*", "tcp://localhost:*"):
+        settings = ControllerSettings(bind=bind, data_dir=tmp_path / "d")
+        with pytest.raises(ConfigError, match="gafferctl keygen"):
+            await Controller(settings).start()
     insecure = Controller(ControllerSettings(
-        bind="tcp://0.0.0.0:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "d2", insecure=True,
+        bind="tcp://127.0.0.1:*", data_dir=tmp_path / "d2", insecure=True,
     ))
     await insecure.start()
-    await insecure.stop()
+    try:
+        status = insecure.status()
+        assert status["transport"] == "insecure"
+        assert "INSECURE" in status["warning"] and insecure.endpoint in status["warning"]
+    finally:
+        await insecure.stop()
+
+
+async def test_keyed_controller_binds_ipv6_loopback(tmp_path, keydir):
+    """A bracketed IPv6 endpoint binds (ZMQ's IPv6 option is set) instead of failing."""
+    ctl = Controller(ControllerSettings(bind="tcp://[::1]:*", data_dir=tmp_path / "d", keys=keydir))
+    await ctl.start()
+    try:
+        assert ctl.endpoint.startswith("tcp://[::1]:")
+    finally:
+        await ctl.stop()
