@@ -23,6 +23,7 @@ import grp
 import ipaddress
 import os
 import re
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +279,27 @@ def check_reachable(endpoint: Endpoint) -> None:
             f"permission denied: {endpoint.path} belongs to uid {info.st_uid}; run as that user "
             "(or a member of its --socket-group)"
         )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(endpoint.path))
+        except ConnectionRefusedError:
+            raise ConfigError(
+                f"no gaffer is listening at {endpoint} (a socket is left from one that stopped): "
+                "start `gaffer start` or `gaffer-controller`, or give --controller / GAFFER_CONTROLLER"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot use {endpoint}: {exc.strerror}") from None
+
+
+def release_socket(endpoint: Endpoint, lock_fd: int) -> None:
+    """After closing a socket bound with ``claim_socket``: remove its file, then the lock."""
+    assert endpoint.path is not None
+    try:
+        if stat.S_ISSOCK(os.lstat(endpoint.path).st_mode):
+            os.unlink(endpoint.path)
+    except OSError:
+        pass
+    os.close(lock_fd)
 
 
 def _show(value: object) -> str:

@@ -26,8 +26,10 @@ from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.endpoints import (
     INSECURE_WARNING,
+    Endpoint,
     claim_socket,
     lookup_group,
+    release_socket,
     require_protection,
     share_socket,
 )
@@ -69,7 +71,7 @@ class Controller:
         self.endpoint = ""
         self.pub_endpoint = ""
         self.insecure = False
-        self._socket_locks: list[int] = []
+        self._socket_locks: list[tuple[Endpoint, int]] = []
         self.store: Store | None = None
         self.cluster: Cluster | None = None
         self._client_ops = Api(self).ops()
@@ -107,7 +109,7 @@ class Controller:
         group = lookup_group(settings.socket_group)
         for endpoint in (control, events):
             if endpoint.is_ipc:
-                self._socket_locks.append(claim_socket(endpoint, group))
+                self._socket_locks.append((endpoint, claim_socket(endpoint, group)))
         loop = asyncio.get_running_loop()
         self._started_mono = loop.time()
         self.store = Store(settings.data_dir)
@@ -191,8 +193,8 @@ class Controller:
         if self.store is not None:
             self.store.close()
             self.store = None
-        for fd in self._socket_locks:
-            os.close(fd)
+        for endpoint, fd in self._socket_locks:
+            release_socket(endpoint, fd)
         self._socket_locks.clear()
 
     # ----------------------------------------------------------------- timers
