@@ -103,8 +103,9 @@ class AsyncClient:
         wait = self.timeout if timeout is None else check_timeout(timeout)
         try:
             channel.send([frame])
-            body = await asyncio.wait_for(future, wait)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(wait):
+                body = await future
+        except TimeoutError:
             self._reset()
             raise ControllerUnreachable(
                 f"no answer from the controller at {self.endpoint} within {wait:g}s "

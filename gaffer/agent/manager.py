@@ -464,7 +464,8 @@ class Manager:
                 self._waiters.append(waiter)
                 await waiter
 
-        await asyncio.wait_for(loop(), timeout)
+        async with asyncio.timeout(timeout):
+            await loop()
 
     def _changed(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -88,4 +88,5 @@ class Embedded:
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         assert self.agent is not None
-        await asyncio.wait_for(self.agent.connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.agent.connected.wait()

@@ -91,6 +91,10 @@ class Channel:
     may consume the signal that input arrived. So every wake-up re-reads ``ZMQ_EVENTS``, and
     every send checks whether it just swallowed a pending wake-up: a receiver never sleeps
     while a message waits.
+
+    Waits use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11, ``wait_for``
+    swallows a cancellation that arrives just as the awaited event is set, and the task
+    that owns the channel (an agent's link) then never stops.
     """
 
     def __init__(self, sock: zmq.Socket) -> None:
@@ -132,8 +136,9 @@ class Channel:
             if left is not None and left <= 0:
                 return []
             try:
-                await asyncio.wait_for(self._readable.wait(), left)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(left):
+                    await self._readable.wait()
+            except TimeoutError:
                 return self.drain(limit)
 
     def drain(self, limit: int = RECV_BATCH) -> list[list[zmq.Frame]]:

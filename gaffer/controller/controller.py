@@ -224,8 +224,9 @@ class Controller:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, max(0.0, timeout))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await waiter
+        except TimeoutError:
             pass
 
     def _notify(self) -> None:
@@ -312,8 +313,9 @@ class Controller:
         self._commands[command_id] = (node.name, future)
         try:
             self._server_send(session, "command", {"id": command_id, "op": op, "args": args})
-            body = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                body = await future
+        except TimeoutError:
             raise ControllerUnreachable(f"node {node.name} did not answer {op} within {timeout:g}s") from None
         finally:
             self._commands.pop(command_id, None)
