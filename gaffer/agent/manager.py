@@ -456,7 +456,11 @@ class Manager:
     # ----------------------------------------------------------------- waiting
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
-        """Return once ``predicate()`` holds; it is re-checked after every state change."""
+        """Return once ``predicate()`` holds; it is re-checked after every state change.
+
+        The first check comes after the loop has run what is already scheduled, so an
+        operation called just before (``add``, ``kill``) has converged by then.
+        """
 
         async def loop() -> None:
             while not predicate():
@@ -465,6 +469,7 @@ class Manager:
                 await waiter
 
         async with asyncio.timeout(timeout):
+            await asyncio.sleep(0)
             await loop()
 
     def _changed(self) -> None:
