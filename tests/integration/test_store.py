@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from gaffer.common.errors import ConfigError, InvalidRequest, TemplateNotFound
+from gaffer.common.errors import ConfigError, InvalidRequest, StorageDamaged, TemplateNotFound
 from gaffer.controller.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store, migrate
 from gaffer.testing import template
 
@@ -436,9 +436,9 @@ class TestMigrations:
             Store(tmp_path)
 
     def test_a_file_that_is_not_sqlite_is_refused(self, tmp_path):
-        """Garbage in gaffer.db is a ConfigError naming the file, not a traceback."""
+        """Garbage in gaffer.db is StorageDamaged naming the file and the way out, not a traceback."""
         (tmp_path / DB_NAME).write_bytes(b"this is not a database at all" * 100)
-        with pytest.raises(ConfigError, match=DB_NAME):
+        with pytest.raises(StorageDamaged, match=f"{DB_NAME} is damaged .*not starting.*gaffer-controller check"):
             Store(tmp_path)
 
 
