@@ -106,8 +106,8 @@ def damaged_at_open(path: Path, problems: Sequence[str]) -> str:
     """The one line a controller refusing a damaged store prints."""
     more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
     return (
-        f"the controller's store {path} is damaged ({_short(problems[0])}{more}); not starting "
-        f"on it. Run `gaffer-controller check --data-dir {path.parent}` to list the problems, "
+        f"the controller's store {path} is damaged ({_short(problems[0])}{more}); not using "
+        f"it. Run `gaffer-controller check --data-dir {path.parent}` to list the problems, "
         "then restore a backup or export and import what is readable (README, 'Backups and "
         "damaged storage')"
     )
@@ -164,6 +164,12 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_private(path: Path) -> int:
+    """A new file readable by its owner only from the first moment (never chmod after the
+    fact): O_EXCL, so an existing file or a planted symlink is refused, not followed."""
+    return os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
 
 def rollback(conn: sqlite3.Connection) -> None:

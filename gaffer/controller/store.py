@@ -53,7 +53,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.template import MAX_INT, Template, parse_template
 from gaffer.controller.dbfile import (
-    DB_NAME, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
+    DB_NAME, LOCK_HINT, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
 )
 
 log = logging.getLogger("gaffer.controller.store")
@@ -220,8 +220,8 @@ def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
 class Store:
     """The desired state under one data dir, locked to this Store until ``close()``.
 
-    ``verify=False`` skips the ``quick_check`` at open: only for the offline commands, which
-    report damage themselves instead of refusing to look.
+    ``verify=False`` skips the ``quick_check`` at open (for tests that need a damaged file
+    open); ``lock_hint`` ends the message refusing a data dir another process holds.
     """
 
     def __init__(
@@ -230,6 +230,7 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         verify: bool = True,
+        lock_hint: str = LOCK_HINT,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
@@ -240,7 +241,7 @@ class Store:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"cannot create the data dir {self.data_dir}: {exc.strerror}") from exc
-        self._lock_fd = acquire_lock(self.data_dir)
+        self._lock_fd = acquire_lock(self.data_dir, lock_hint)
         self._conn: sqlite3.Connection | None = None
         try:
             self._conn = connect(self.path)
@@ -306,7 +307,7 @@ class Store:
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
             raise InvalidRequest(f"template {twice[0]!r} appears more than once in one apply")
-        encoded = [(template, _encode(template)) for template in templates]
+        encoded = [(template, encode_spec(template)) for template in templates]
         now = self._clock()
         with self._write() as conn:
             return [self._put_one(conn, template, spec, now) for template, spec in encoded]
@@ -358,7 +359,7 @@ class Store:
             scaled = previous.with_count(count)
             conn.execute(
                 "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?",
-                (_encode(scaled), now, name),
+                (encode_spec(scaled), now, name),
             )
             stored = StoredTemplate(scaled, version + 1, bool(paused), created_at, now)
             return Change(name, "scaled", version + 1, previous, stored)
@@ -652,7 +653,7 @@ def decode_spec(name: str, spec: str) -> Template:
         raise ValueError(f"its spec is not JSON ({exc})") from exc
 
 
-def _encode(template: Template) -> str:
+def encode_spec(template: Template) -> str:
     return json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 

@@ -438,7 +438,7 @@ class TestMigrations:
     def test_a_file_that_is_not_sqlite_is_refused(self, tmp_path):
         """Garbage in gaffer.db is StorageDamaged naming the file and the way out, not a traceback."""
         (tmp_path / DB_NAME).write_bytes(b"this is not a database at all" * 100)
-        with pytest.raises(StorageDamaged, match=f"{DB_NAME} is damaged .*not starting.*gaffer-controller check"):
+        with pytest.raises(StorageDamaged, match=f"{DB_NAME} is damaged .*not using it.*gaffer-controller check"):
             Store(tmp_path)
 
 
