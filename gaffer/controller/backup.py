@@ -185,6 +185,7 @@ class Backups:
         self._failing: set[str] = set()
         self.last: Path | None = None
         self.taken = 0
+        self.attempts = 0
 
     def start(self) -> None:
         """Start the timer on the running loop (nothing when backups are off)."""
@@ -214,6 +215,7 @@ class Backups:
             "keep": self.policy.keep,
             "last": str(self.last) if self.last else None,
             "taken": self.taken,
+            "attempts": self.attempts,
             "failing": sorted(self._failing),
         }
 
@@ -229,6 +231,7 @@ class Backups:
         assert self._pool is not None
         now = self._clock()
         self._last_attempt = now
+        self.attempts += 1
         self._job = self._pool.submit(self._backup, backup_name(now))
         try:
             path = await asyncio.wrap_future(self._job)

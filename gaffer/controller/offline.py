@@ -133,6 +133,8 @@ def import_state(data_dir: Path, source: str, replace: bool = False, now: float 
         try:
             _write_fresh(fresh, state, templates, generations, time.time() if now is None else now)
             kept = _install(db, fresh, keep_old=replace and old is not None)
+        except OSError as exc:
+            raise ConfigError(f"cannot install the imported store in {data_dir}: {exc}") from exc
         finally:
             fresh.unlink(missing_ok=True)
     return Imported(len(templates), len(state.nodes), kept)

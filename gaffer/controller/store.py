@@ -220,8 +220,8 @@ def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
 class Store:
     """The desired state under one data dir, locked to this Store until ``close()``.
 
-    ``verify=False`` skips the ``quick_check`` at open (for tests that need a damaged file
-    open); ``lock_hint`` ends the message refusing a data dir another process holds.
+    Opening runs ``quick_check`` and refuses a damaged file (StorageDamaged); ``lock_hint``
+    ends the message refusing a data dir another process holds.
     """
 
     def __init__(
@@ -229,7 +229,6 @@ class Store:
         data_dir: str | os.PathLike[str],
         *,
         clock: Callable[[], float] = time.time,
-        verify: bool = True,
         lock_hint: str = LOCK_HINT,
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -245,10 +244,9 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         try:
             self._conn = connect(self.path)
-            if verify:
-                problems = quick_check(self._conn)
-                if problems:
-                    raise StorageDamaged(damaged_at_open(self.path, problems))
+            problems = quick_check(self._conn)
+            if problems:
+                raise StorageDamaged(damaged_at_open(self.path, problems))
             migrate(self._conn, self.path)
         except sqlite3.Error as exc:
             self.close()
