@@ -144,7 +144,7 @@ def storage_error(exc: sqlite3.Error, path: Path, at_open: bool = False) -> Stor
     if primary in _DAMAGED:
         return StorageDamaged(
             f"the controller's store {path} is damaged ({exc}): changes are refused until it is "
-            f"repaired. Stop the controller and run `gaffer-controller check --data-dir "
+            f"repaired. Stop the controller and run `gaffer-controller check --full --data-dir "
             f"{path.parent}`, then restore a backup or export and import what is readable "
             "(README, 'Backups and damaged storage')"
         )

@@ -85,8 +85,9 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-def fill(directory: Path) -> Path:
-    """Write a file until the filesystem says ENOSPC; its path (delete it to free the space)."""
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Write a file until the filesystem says ENOSPC, then give back ``leave`` bytes; its path
+    (delete it to free the space)."""
     filler = directory / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     chunk = b"\0" * 65536
@@ -98,6 +99,7 @@ def fill(directory: Path) -> Path:
                 if exc.errno != errno.ENOSPC:
                     raise
                 if len(chunk) == 1:
+                    os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
                     return filler
                 chunk = chunk[: len(chunk) // 2]
     finally:
