@@ -7,19 +7,25 @@ memory must stay equal to the store when a write fails.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from gaffer.agent.agent import Agent
+from gaffer.agent.link import LinkSettings
 from gaffer.client import AsyncClient
 from gaffer.common.errors import StorageDamaged, StorageError
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.store import DB_NAME, Store
-from gaffer.testing import template
+from gaffer.testing import poll_until, template
 
 sys.path.insert(0, str(Path(__file__).parent))
 import damage  # noqa: E402
@@ -152,11 +158,39 @@ async def controller(tmp_path):
     controller = Controller(settings)
     await controller.start()
     client = AsyncClient(controller.endpoint, timeout=5.0)
+    agents: list[Agent] = []
+    controller.test_agents = agents
     try:
         yield controller, client
     finally:
+        for agent in agents:
+            await agent.stop(stop_processes=True)
         await client.close()
         await controller.stop()
+
+
+async def start_agent(controller: Controller, tmp_path: Path, name: str) -> Agent:
+    link = LinkSettings(
+        controller=controller.endpoint, node=name, labels={}, state_dir=tmp_path / f"agent-{name}",
+        heartbeat=0.1, timeout=0.5,
+    )
+    agent = Agent(link, keeper=False)
+    controller.test_agents.append(agent)
+    await agent.start()
+    await asyncio.wait_for(agent.connected.wait(), 5)
+    return agent
+
+
+@contextmanager
+def refused(data_dir: Path, trigger: str) -> Iterator[None]:
+    """A real SQLite trigger that aborts one kind of write (SQLITE_CONSTRAINT) while it exists."""
+    conn = sqlite3.connect(data_dir / DB_NAME, isolation_level=None, timeout=5)
+    try:
+        conn.execute(f"CREATE TRIGGER refuse {trigger} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        yield
+    finally:
+        conn.execute("DROP TRIGGER refuse")
+        conn.close()
 
 
 def memory(controller: Controller) -> dict:
@@ -208,3 +242,31 @@ class TestClusterFollowsTheStore:
             assert memory(controller) == stored(controller), op
         assert stored(controller) != before
         assert controller.status()["storage"]["ok"] is True
+
+    async def test_drain_is_stored_whole_or_not_at_all(self, controller, tmp_path):
+        """Drain sets cordoned and draining in one transaction: when the store refuses the
+        draining part, neither the store nor memory has the node cordoned."""
+        controller, client = controller
+        with refused(tmp_path / "data", "BEFORE UPDATE OF draining ON nodes WHEN NEW.draining = 1"):
+            with pytest.raises(StorageError, match="refused by the test"):
+                await client.call("drain", node="n1", wait=0)
+            assert memory(controller)["nodes"]["n1"] == stored(controller)["nodes"]["n1"] == (False, False)
+        await client.call("drain", node="n1", wait=0)
+        assert memory(controller)["nodes"]["n1"] == stored(controller)["nodes"]["n1"] == (True, True)
+
+    async def test_a_reconcile_the_store_refuses_is_tried_again(self, controller, tmp_path):
+        """Placement the store refuses is not taken as done: memory keeps the stored placement,
+        and once the store accepts it the instance is placed and runs, with no new request."""
+        controller, client = controller
+        agent = await start_agent(controller, tmp_path, "n1")
+        with refused(tmp_path / "data", "BEFORE INSERT ON placement"):
+            await client.call("apply", templates=[{"name": "job", "cmd": "sleep", "args": ["300"], "startsecs": 0}])
+            await poll_until(lambda: controller.status()["storage"]["failing"] == ["error"], what="the refusal")
+            await controller.cluster.settled()
+            assert controller.cluster.placement == controller.store.placement()
+            assert ("job", 1) not in controller.cluster.placement
+        await poll_until(
+            lambda: any(r["id"] == "job.1" and r["state"] == "running" for r in agent.manager.instances()),
+            timeout=15.0, what="job.1 running after the store accepts its placement",
+        )
+        assert controller.store.placement()[("job", 1)] == "n1"
