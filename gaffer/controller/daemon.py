@@ -197,7 +197,10 @@ def export(ctx: click.Context, target: str, data_dir: str | None) -> None:
     except GafferError as exc:
         raise _fail(exc) from None
     for record in state.invalid:
-        click.echo(f"warning: template {record.name!r} no longer validates ({record.invalid}); exported its raw spec", err=True)
+        click.echo(
+            f"warning: template {record.name!r} no longer validates ({record.invalid}); exported its raw spec",
+            err=True,
+        )
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     where = "stdout" if target == "-" else target

@@ -105,8 +105,7 @@ def test_offline_commands_refuse_while_a_controller_runs_naming_its_pid(tmp_path
 
 
 def test_a_template_that_no_longer_validates_is_reported_exported_and_forgotten(tmp_path):
-    """The controller refuses to start naming forget-template; check lists the template, export
-    keeps its raw spec; after forget-template the controller starts with the rest."""
+    """An unreadable template: start names forget-template, check lists it, export keeps it, forgetting it fixes it."""
     data = tmp_path / "data"
     seeded(data)
     spoil(data, "db", '{"cmd": 3}')
@@ -135,8 +134,7 @@ def test_a_template_that_no_longer_validates_is_reported_exported_and_forgotten(
 
 
 def test_export_then_import_gives_the_same_desired_state_to_a_new_controller(tmp_path):
-    """Templates with their versions and paused flags, node flags and generations survive an
-    export and an import into an empty data dir; the export file is 0600; stdin works too."""
+    """Export then import (file or stdin) into an empty data dir keeps versions, paused, node flags and generations."""
     seeded(tmp_path / "old")
     target = tmp_path / "state.json"
     done = controller("export", str(target), "--data-dir", str(tmp_path / "old"))
@@ -161,8 +159,7 @@ def test_export_then_import_gives_the_same_desired_state_to_a_new_controller(tmp
 
 
 def test_import_checks_everything_first_and_replaces_only_when_told(tmp_path):
-    """An export with a bad template changes nothing, naming the field; a non-empty store is
-    replaced only with --replace, which keeps the old file beside the new one."""
+    """A bad export changes nothing, naming the field; only --replace replaces a store, keeping the old file."""
     data = tmp_path / "data"
     seeded(data)
     before = exported(data)
@@ -190,14 +187,14 @@ def test_import_checks_everything_first_and_replaces_only_when_told(tmp_path):
 
 
 def test_check_and_export_of_a_damaged_store(tmp_path):
-    """A garbled page: check lists what SQLite found and exits 1; export writes every table it
-    can still read, says which one it could not, and exits 1."""
+    """A garbled page: check lists SQLite's findings; export writes what reads and names the rest; both exit 1."""
     data = tmp_path / "data"
     seeded(data)
     damage.garble_table(data / DB_NAME, "nodes")
     checked = controller("check", "--data-dir", str(data))
     assert checked.returncode == 1
-    assert checked.stdout and all(line.startswith("quick_check: ") or line.startswith("nodes: ") for line in checked.stdout.splitlines())
+    lines = checked.stdout.splitlines()
+    assert lines and all(line.startswith(("quick_check: ", "nodes: ")) for line in lines)
     assert "restore a backup" in checked.stderr
     done = controller("export", "--data-dir", str(data))
     assert done.returncode == 1

@@ -96,8 +96,7 @@ class TestKillDuringApply:
     ROUNDS = 4
 
     def test_sigkill_in_the_middle_of_an_apply_leaves_all_of_it_or_none(self, tmp_path):
-        """kill -9 of the controller at a random moment of a 3,000-template apply: the store then
-        holds every template of that apply or none of them, never a part."""
+        """kill -9 of the controller at a random moment of a 3,000-template apply leaves all of it or none."""
         seed = random.randrange(2**32)
         rng = random.Random(seed)
         data = tmp_path / "data"
@@ -138,9 +137,7 @@ class TestKillDuringApply:
 
 class TestFullDisk:
     def test_a_full_disk_refuses_an_apply_at_once_in_one_line_and_saves_none(self, tmp_path):
-        """gafferctl apply of 60 templates on a disk with room for a few of them: one line saying
-        disk full and naming the data dir, none saved, the controller alive; once space is back
-        the same apply works."""
+        """apply on a nearly full disk: one 'disk full' line naming the data dir, none saved, the controller alive."""
         spec = tmp_path / "sixty.json"
         spec.write_text(json.dumps({
             f"t{i}": {"cmd": "sleep", "env": {"PAD": "x" * 2000}} for i in range(60)
@@ -176,8 +173,7 @@ def seeded(data_dir: Path) -> Path:
 class TestDamagedAtStart:
     @pytest.mark.parametrize("harm", ["garbled page", "broken index"])
     def test_a_damaged_store_stops_the_start_with_one_line(self, tmp_path, harm):
-        """A garbled page (quick_check finds it) or a broken index (found when the templates are
-        read): the controller exits 1 with one line naming the file and `check`, no traceback."""
+        """A garbled page or a broken index: the start fails with one line naming the file and `check`, no traceback."""
         db = seeded(tmp_path / "data")
         if harm == "garbled page":
             damage.garble_table(db, "templates")
@@ -197,8 +193,7 @@ class TestDamagedAtStart:
 
 class TestDamagedWhileRunning:
     def test_damage_found_while_running_is_reported_to_clients_and_logged_once(self, tmp_path):
-        """A broken index quick_check misses stops the first assignment: the log says so once,
-        status shows it, and scale is refused in one line instead of accepted and never acted on."""
+        """Damage quick_check misses is logged once, shown in status, and refuses scale in one line."""
         data = tmp_path / "data"
         with Store(data) as store:
             store.put_templates([template("web", args=["300"])])

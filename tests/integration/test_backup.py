@@ -132,8 +132,7 @@ class TestSchedule:
 class TestRestore:
     @pytest.mark.parametrize("how", ["import", "copy"])
     async def test_restoring_a_backup_brings_back_its_state_and_the_agent_follows(self, running, tmp_path, how):
-        """Restore (stop; import the backup, or copy it over gaffer.db; start) gives the backup's
-        desired state, and the agent, which applied newer generations since, runs exactly that."""
+        """A restored backup (import or copy) gives its state, and the agent, ahead in generations, runs just that."""
         with Store(tmp_path / "data") as store:
             store.put_templates([template("web", args=["300"], numprocesses=2)])
         controller = await running.start(backup_every=3600)
@@ -181,9 +180,8 @@ async def poll_until_running(running: Running, wanted: dict) -> None:
 
 
 class TestFailures:
-    async def test_a_failing_backup_is_logged_once_retried_and_the_controller_carries_on(self, running, tmp_path, caplog):
-        """A backup dir that cannot be made fails every period, logged once; the controller
-        answers meanwhile; once the obstacle goes the next backup lands and says so."""
+    async def test_a_failing_backup_is_logged_once_and_retried(self, running, tmp_path, caplog):
+        """A backup dir that cannot be made fails each period, logged once, the controller answering; then it works."""
         caplog.set_level(logging.INFO, logger="gaffer.controller.backup")
         blocker = tmp_path / "not-a-dir"
         blocker.write_text("a file where the backup dir should be")

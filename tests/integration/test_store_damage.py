@@ -66,8 +66,7 @@ class TestDamageAtOpen:
 
 class TestDamageWhileRunning:
     def test_corruption_only_a_lookup_finds_is_reported_once_and_then_every_call_refused(self, tmp_path, caplog):
-        """A broken index entry passes quick_check; the lookup that hits it gives StorageDamaged,
-        logged once, and the Store then refuses everything rather than write into a damaged file."""
+        """A broken index passes quick_check; the lookup hitting it is StorageDamaged, logged once; then all refused."""
         db = seeded(tmp_path)
         damage.unlink_index_entry(db, "generations", "n1")
         caplog.set_level(logging.ERROR, logger="gaffer.controller.store")
@@ -84,9 +83,7 @@ class TestDamageWhileRunning:
 
 class TestFullDisk:
     def test_a_full_disk_saves_nothing_of_an_apply_says_so_once_and_recovers(self, tmp_path, caplog):
-        """60 templates on a tmpfs with room for a few: StorageError 'disk full' naming the data
-        dir, none saved, logged once however often it is tried; once space is back the same
-        apply goes through."""
+        """A nearly full tmpfs: 60 templates give 'disk full', logged once, none saved; with space back they go in."""
         caplog.set_level(logging.INFO, logger="gaffer.controller.store")
         with damage.tmpfs(tmp_path / "mnt", "2m") as mnt:
             store = Store(mnt / "data")
@@ -126,8 +123,7 @@ WRITES = {
 
 class TestIOErrors:
     def test_every_write_maps_an_io_error_and_changes_nothing(self, tmp_path, caplog):
-        """With the WAL immutable every write method raises StorageError(io_error), logged once,
-        and the store holds exactly what it held; every one works again afterwards."""
+        """Under I/O errors every write method raises StorageError(io_error), logged once, changing nothing."""
         seeded(tmp_path)
         caplog.set_level(logging.INFO, logger="gaffer.controller.store")
         with Store(tmp_path) as store:
@@ -225,8 +221,7 @@ OPERATIONS = [
 
 class TestClusterFollowsTheStore:
     async def test_a_refused_write_answers_the_client_and_leaves_memory_equal_to_the_store(self, controller, tmp_path):
-        """Under I/O errors every operation that writes answers storage_error at once, and the
-        controller's memory still equals the store; after the fault, each works and both move."""
+        """Under I/O errors every writing operation answers storage_error and memory stays equal to the store."""
         controller, client = controller
         before = stored(controller)
         assert memory(controller) == before
@@ -244,8 +239,7 @@ class TestClusterFollowsTheStore:
         assert controller.status()["storage"]["ok"] is True
 
     async def test_drain_is_stored_whole_or_not_at_all(self, controller, tmp_path):
-        """Drain sets cordoned and draining in one transaction: when the store refuses the
-        draining part, neither the store nor memory has the node cordoned."""
+        """Drain stores cordoned and draining together: refused, neither the store nor memory has the node cordoned."""
         controller, client = controller
         with refused(tmp_path / "data", "BEFORE UPDATE OF draining ON nodes WHEN NEW.draining = 1"):
             with pytest.raises(StorageError, match="refused by the test"):
@@ -255,8 +249,7 @@ class TestClusterFollowsTheStore:
         assert memory(controller)["nodes"]["n1"] == stored(controller)["nodes"]["n1"] == (True, True)
 
     async def test_a_reconcile_the_store_refuses_is_tried_again(self, controller, tmp_path):
-        """Placement the store refuses is not taken as done: memory keeps the stored placement,
-        and once the store accepts it the instance is placed and runs, with no new request."""
+        """Placement the store refuses stays out of memory, and is placed and run once the store accepts it, unasked."""
         controller, client = controller
         agent = await start_agent(controller, tmp_path, "n1")
         with refused(tmp_path / "data", "BEFORE INSERT ON placement"):

@@ -15,6 +15,8 @@ from gaffer.controller.desired import (
 from gaffer.testing import template
 
 SPEC = template("web").to_dict()
+TEMPLATE_NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+NODE_NAMES = st.from_regex(r"n[0-9]{1,3}", fullmatch=True)
 
 
 def document(**overrides) -> str:
@@ -33,9 +35,9 @@ class TestRecords:
 
     @settings(max_examples=100, deadline=None)
     @given(
-        st.dictionaries(st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True), st.tuples(st.integers(1, 10**6), st.booleans()), max_size=5),
-        st.dictionaries(st.from_regex(r"n[0-9]{1,3}", fullmatch=True), st.tuples(st.booleans(), st.booleans()), max_size=5),
-        st.dictionaries(st.from_regex(r"n[0-9]{1,3}", fullmatch=True), st.integers(0, 2**40), max_size=5),
+        st.dictionaries(TEMPLATE_NAMES, st.tuples(st.integers(1, 10**6), st.booleans()), max_size=5),
+        st.dictionaries(NODE_NAMES, st.tuples(st.booleans(), st.booleans()), max_size=5),
+        st.dictionaries(NODE_NAMES, st.integers(0, 2**40), max_size=5),
     )
     def test_an_export_reads_back_as_the_same_state(self, templates, nodes, generations):
         """dumps() then parse_export() is the identity on any valid state."""

@@ -28,8 +28,7 @@ def sqlite_error(cls: type, code: int, text: str) -> sqlite3.Error:
     (1, "error", "some error"),
 ])
 def test_failures_map_to_a_reason_and_one_line(code, reason, says):
-    """FULL, IOERR (any extended code), READONLY, BUSY, CANTOPEN: a StorageError naming the
-    file, saying nothing was saved, in one line."""
+    """FULL, IOERR (extended too), READONLY, BUSY, CANTOPEN: a StorageError with its reason, in one line."""
     error = storage_error(sqlite_error(sqlite3.OperationalError, code, "some error"), DB)
     assert type(error) is StorageError and error.reason == reason
     assert says in error.message and str(DB) in error.message and "nothing of this change was saved" in error.message
