@@ -206,7 +206,7 @@ class TestDamagedWhileRunning:
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(BIN / "gaffer"), "start", "--no-color", "--node", "n1", "--data-dir", str(data),
-                 "--bind", endpoint, str(spec)],
+                 "--bind", endpoint, "--insecure", str(spec)],
                 stdout=out, stderr=subprocess.STDOUT,
             )
         try:
