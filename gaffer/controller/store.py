@@ -301,10 +301,11 @@ class Store:
         A template whose launch spec changed (``spec_hash``) loses its failure history in the
         same transaction: a new spec gets a fresh start on every node.
         """
-        names = [t.name for t in templates]
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})
-            raise InvalidRequest(f"template {twice[0]!r} appears more than once in one apply")
+        seen: set[str] = set()
+        for template in templates:
+            if template.name in seen:
+                raise InvalidRequest(f"template {template.name!r} appears more than once in one apply")
+            seen.add(template.name)
         encoded = [(template, encode_spec(template)) for template in templates]
         now = self._clock()
         with self._write() as conn:
