@@ -306,13 +306,15 @@ class Store:
             if template.name in seen:
                 raise InvalidRequest(f"template {template.name!r} appears more than once in one apply")
             seen.add(template.name)
-        encoded = [(template, encode_spec(template)) for template in templates]
+        encoded = [(template, template.to_dict()) for template in templates]
         now = self._clock()
         with self._write() as conn:
-            return [self._put_one(conn, template, spec, now) for template, spec in encoded]
+            return [self._put_one(conn, template, data, now) for template, data in encoded]
 
-    def _put_one(self, conn: sqlite3.Connection, template: Template, spec: str, now: float) -> Change:
-        name = template.name
+    def _put_one(self, conn: sqlite3.Connection, template: Template, data: dict, now: float) -> Change:
+        """One template inside ``put_templates``' transaction. The same spec text again is
+        ``unchanged`` without decoding anything (re-applying a file is the common case)."""
+        name, spec = template.name, _dumps(data)
         row = conn.execute(
             f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name = ?", (name,)
         ).fetchone()
@@ -324,8 +326,8 @@ class Store:
             )
             return Change(name, "created", 1, None, StoredTemplate(template, 1, False, now, now))
         _, old_spec, version, paused, created_at, updated_at = row
-        previous = self._decode_or_none(name, old_spec)
-        kind = _compare(previous, template)
+        previous = template if old_spec == spec else self._decode_or_none(name, old_spec)
+        kind = "unchanged" if previous is template else _compare(previous, data)
         if kind == "unchanged":
             assert previous is not None
             stored = StoredTemplate(previous, version, bool(paused), created_at, updated_at)
@@ -334,7 +336,7 @@ class Store:
             "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?",
             (spec, now, name),
         )
-        if previous is None or previous.spec_hash() != template.spec_hash():
+        if kind == "updated" and (previous is None or previous.spec_hash() != template.spec_hash()):
             conn.execute("DELETE FROM failures WHERE template = ?", (name,))
         stored = StoredTemplate(template, version + 1, bool(paused), created_at, now)
         return Change(name, kind, version + 1, previous, stored)
@@ -653,18 +655,21 @@ def decode_spec(name: str, spec: str) -> Template:
 
 
 def encode_spec(template: Template) -> str:
-    return json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return _dumps(template.to_dict())
 
 
-def _compare(previous: Template | None, template: Template) -> ChangeKind:
+def _dumps(data: dict) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _compare(previous: Template | None, after: dict) -> ChangeKind:
+    """How ``after`` (a template's ``to_dict()``) differs from ``previous``."""
     if previous is None:
         return "updated"
-    before, after = previous.to_dict(), template.to_dict()
+    before = previous.to_dict()
     if before == after:
         return "unchanged"
-    before.pop("numprocesses")
-    after.pop("numprocesses")
-    return "scaled" if before == after else "updated"
+    return "scaled" if {**before, "numprocesses": 0} == {**after, "numprocesses": 0} else "updated"
 
 
 def _template_exists(conn: sqlite3.Connection, name: str) -> bool:
