@@ -22,6 +22,11 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     ├── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
     ├── SubscriptionClosed           "subscription_closed" read from a subscription closed on purpose
     ├── ControllerUnreachable        "unreachable"        no answer from the controller in time
+    ├── StorageError                 "storage_error"      the controller's store cannot be written
+    │   │                                                 (disk full, I/O error, read-only): nothing
+    │   │                                                 of the change was saved
+    │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
+    │                                                     export or restore a backup
     ├── KeeperError                  "keeper_error"       the agent's fd keeper
     │   ├── KeeperUnavailable        "keeper_unavailable" none can be reached or started
     │   ├── KeeperBusy               "keeper_busy"        another agent is connected to it
@@ -170,6 +175,32 @@ class SubscriptionClosed(GafferError):
 
 class ControllerUnreachable(GafferError):
     code = "unreachable"
+
+
+class StorageError(GafferError):
+    """The controller's store refused a read or write; nothing of the change was saved.
+
+    ``reason`` is a stable machine word for logs and counters: ``disk_full``, ``io_error``,
+    ``read_only``, ``busy``, ``cannot_open`` or ``error``; ``damaged`` on StorageDamaged. It
+    stays on this side: a client rebuilding the error from the wire sees the class default.
+    """
+
+    code = "storage_error"
+    reason = "error"
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StorageDamaged(StorageError):
+    """The store's file is corrupt (SQLite found a damaged page or index)."""
+
+    code = "storage_damaged"
+    reason = "damaged"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "damaged")
 
 
 class KeeperError(GafferError):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from gaffer.common import topics
-from gaffer.common.errors import InvalidRequest, TemplateNotFound
+from gaffer.common.errors import InvalidRequest, StorageDamaged, StorageError, TemplateNotFound
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.hub import EventHub
@@ -43,6 +43,8 @@ from gaffer.controller.store import Store, StoredTemplate
 log = logging.getLogger("gaffer.controller.cluster")
 
 RESEND_AFTER = 2.0
+STORE_RETRY = 5.0
+"""Seconds before a reconcile that the store refused (disk full, I/O error) is tried again."""
 INLINE_SLOTS = 5_000
 WORKER_SWITCH = 0.0005
 """GIL switch interval while the worker thread schedules: the loop thread takes the GIL back
@@ -99,6 +101,7 @@ class Cluster:
         self._announced_failed: set[Slot] = set()
         self._dirty = False
         self._replace = False
+        self._retry_at: float | None = None
         self._by_node: dict[str, dict[str, list[int]]] = group_by_node(self.placement)
         self._running: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
@@ -117,24 +120,26 @@ class Cluster:
     # ----------------------------------------------------------------- desired state
 
     def apply(self, templates: Iterable[Template]) -> list[dict[str, Any]]:
-        """Create or update each template; report what changed for each."""
+        """Create or update the templates, all or none: one store transaction (StorageError
+        and nothing saved when the disk refuses). Memory and events follow the commit only."""
+        changes = self.store.put_templates(list(templates))
         results = []
-        for template in templates:
-            change = self.store.put_template(template)
-            results.append({"name": template.name, "change": change.kind, "version": change.version})
+        for change in changes:
+            results.append({"name": change.name, "change": change.kind, "version": change.version})
             if not change.changed:
                 continue
-            stored = self.store.get_template(template.name)
-            self.templates[template.name] = stored
-            previous = change.previous
+            stored = change.stored
+            assert stored is not None
+            name, template, previous = change.name, stored.template, change.previous
+            self.templates[name] = stored
             if previous is None:
-                self._event(template.name, "created", stored)
+                self._event(name, "created", stored)
                 continue
             if previous.with_count(0) != template.with_count(0):
-                self._event(template.name, "updated", stored)
-                self._spec_changed(template.name, previous, template)
+                self._event(name, "updated", stored)
+                self._spec_changed(name, previous, template)
             if previous.numprocesses != template.numprocesses:
-                self._event(template.name, "scaled", stored, previous=previous.numprocesses)
+                self._event(name, "scaled", stored, previous=previous.numprocesses)
         self.kick()
         return results
 
@@ -143,7 +148,6 @@ class Cluster:
         self.store.delete_template(name)
         del self.templates[name]
         self.rollouts.pop(name, None)
-        self.store.clear_failed(name)
         self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] != name}
         self.hub.publish(topics.template(name, "deleted"), {"name": name})
         self.kick()
@@ -153,8 +157,9 @@ class Cluster:
         current = stored.template.numprocesses
         count = parse_scale(how, current)
         if count != current:
-            self.store.set_count(name, count)
-            self.templates[name] = self.store.get_template(name)
+            change = self.store.set_count(name, count)
+            assert change.stored is not None
+            self.templates[name] = change.stored
             self._event(name, "scaled", self.templates[name], previous=current)
             self.kick()
         return count
@@ -181,17 +186,15 @@ class Cluster:
 
     def cordon(self, name: str, cordoned: bool) -> None:
         """Cordon: keep what the node runs, place nothing new. Uncordon also ends a drain."""
-        self.store.set_cordoned(name, cordoned)
+        self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
         node = self._node_record(name)
         node.cordoned = cordoned
-        if not cordoned and node.draining:
-            self.store.set_draining(name, False)
+        if not cordoned:
             node.draining = False
         self.kick()
 
     def drain(self, name: str, draining: bool = True) -> None:
-        self.store.set_cordoned(name, True)
-        self.store.set_draining(name, draining)
+        self.store.set_node_flags(name, cordoned=True, draining=draining)
         node = self._node_record(name)
         node.cordoned = True
         node.draining = draining
@@ -203,7 +206,10 @@ class Cluster:
         agents reconnecting would otherwise cost a thousand synchronous disk writes)."""
         known = (dict(node.labels), node.agent_id)
         if self._stored_nodes.get(node.name) != known:
-            self.store.put_node(node.name, node.labels, node.agent_id)
+            try:
+                self.store.put_node(node.name, node.labels, node.agent_id)
+            except StorageError:
+                return  # the store logged it; tried again at the node's next hello
             self._stored_nodes[node.name] = known
 
     def _node_record(self, name: str) -> Node:
@@ -227,7 +233,7 @@ class Cluster:
     def _spec_changed(self, name: str, old: Template, new: Template) -> None:
         if old.spec_hash() == new.spec_hash():
             return
-        self.store.clear_failed(name)
+        # the store forgot these failures in the apply's transaction
         self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
         sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
         self.rollouts[name] = start_rollout(
@@ -259,8 +265,9 @@ class Cluster:
                 continue
             seen = self.failed.get(slot, frozenset())
             if node.name not in seen:
+                if not self._store_failure(slot, node.name):
+                    continue
                 self.failed[slot] = seen | {node.name}
-                self.store.mark_failed(slot[0], slot[1], node.name)
                 log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
         if changed:
@@ -276,6 +283,9 @@ class Cluster:
     def check_timers(self) -> None:
         """Called on every tick: lost nodes after their grace, and unacked assignments."""
         now = self._clock()
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self.kick()
         if self.may_move and any(now - since >= self.node_grace for since in self.down_since.values()):
             lost_now = {
                 name for name, since in self.down_since.items() if now - since >= self.node_grace
@@ -300,9 +310,18 @@ class Cluster:
             bad = {e.split(":", 1)[0] for e in errors}
             for slot, owner in self.placement.items():
                 if owner == node.name and slot[0] in bad and node.name not in self.failed.get(slot, frozenset()):
-                    self.failed[slot] = self.failed.get(slot, frozenset()) | {node.name}
-                    self.store.mark_failed(slot[0], slot[1], node.name)
+                    if self._store_failure(slot, node.name):
+                        self.failed[slot] = self.failed.get(slot, frozenset()) | {node.name}
             self.kick()
+
+    def _store_failure(self, slot: Slot, node: str) -> bool:
+        """Store that ``slot`` failed on ``node`` before memory says so; False if the store
+        refused (it logged why; the next report of the failure tries again)."""
+        try:
+            self.store.mark_failed(slot[0], slot[1], node)
+        except StorageError:
+            return False
+        return True
 
     # ----------------------------------------------------------------- reconciling
 
@@ -321,6 +340,10 @@ class Cluster:
                 self._dirty = False
                 try:
                     await self.reconcile()
+                except StorageError as exc:
+                    # the store logged it once; a damaged store refuses until repaired
+                    if not isinstance(exc, StorageDamaged):
+                        self._retry_at = self._clock() + STORE_RETRY
                 except Exception:
                     log.exception("reconcile failed; will retry on the next change")
         finally:
@@ -360,11 +383,12 @@ class Cluster:
         gone = {d.name for d in demands if d.name not in self.templates}
         if gone:
             changes = {slot: node for slot, node in changes.items() if slot[0] not in gone}
+        if changes:
+            await self._save_placement(changes)
         self.placement = plan.placement
         self._by_node = placed.by_node
         self.plan = plan
         if changes:
-            await self._save_placement(changes)
             c = plan.counts()
             log.info(
                 "placement: %d placed (%d kept, %d added, %d moved), %d stopped, %d evicted, %d pending",
@@ -473,7 +497,10 @@ class Cluster:
                 await asyncio.sleep(0)
         if not changed:
             return
-        generations = self.store.next_generations([node.name for node, _, _ in changed])
+        generations = self.store.next_generations(
+            [node.name for node, _, _ in changed],
+            {node.name: node.generation_acked for node, _, _ in changed},
+        )
         for index, (node, body, digest) in enumerate(changed):
             generation = generations[node.name]
             body = {"generation": generation, **body}

@@ -40,6 +40,7 @@ from gaffer.common.transport import bind, make_curve_server, new_socket
 from gaffer.controller.admission import admit_event, stamped
 from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
+from gaffer.controller.backup import BackupPolicy, Backups
 from gaffer.controller.cluster import Cluster
 from gaffer.controller.hub import PUB_HWM, EventHub
 from gaffer.controller.liveness import NodeState, judge
@@ -73,6 +74,7 @@ class Controller:
         self.insecure = False
         self._socket_locks: list[tuple[Endpoint, int]] = []
         self.store: Store | None = None
+        self.backups: Backups | None = None
         self.cluster: Cluster | None = None
         self._client_ops = Api(self).ops()
         self._command_ids = itertools.count(1)
@@ -113,6 +115,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         self._started_mono = loop.time()
         self.store = Store(settings.data_dir)
+        self.backups = Backups(self.store.path, BackupPolicy.of(settings))
         self._ctx = zmq.asyncio.Context()
         if self.keys is not None:
             assert agents is not None and clients is not None
@@ -143,6 +146,7 @@ class Controller:
         )
         self._server = PeerServer(router, self, secure=self.keys is not None)
         self._server.start()
+        self.backups.start()
         self._tasks.append(loop.create_task(self._tick()))
         log.info(
             "gaffer-controller %s (%s) listening on %s, events on %s, data in %s, %s",
@@ -177,6 +181,8 @@ class Controller:
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+        if self.backups is not None:
+            await self.backups.stop()
         if self.cluster is not None:
             await self.cluster.close()
         if self._server is not None:
@@ -480,6 +486,8 @@ class Controller:
             "auth": vars(self._zap.stats) if self._zap else None,
             "events_published": self.hub.published,
             "agent_events_dropped": self.agent_drops.snapshot(),
+            "storage": {**self.store.health(), "backups": self.backups.status()}
+            if self.store is not None and self.backups is not None else None,
         }
 
     def started_oneoff(self, node: str, ident: str) -> None:

@@ -32,6 +32,11 @@ class ControllerSettings:
     socket_group: str | None = None
     liveness: Liveness = field(default_factory=Liveness)
     node_grace: float = 2.0
+    backup_every: float = 0.0
+    """Seconds between backups of the store; 0: none (``gaffer-controller`` defaults to 3600)."""
+    backup_dir: Path | None = None
+    """Where backups go; None: ``<data_dir>/backups``."""
+    backup_keep: int = 5
 
     def __post_init__(self) -> None:
         """Refuse a malformed endpoint now, before anything starts."""
