@@ -64,14 +64,19 @@ class Sent:
     body: dict[str, Any]
     at: float
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    before: Sent | None = None
+    """The assignment this one replaced (its own ``before`` dropped): the node's reports on
+    what that one gave it may still be on their way."""
     _sets: dict[str, frozenset[int]] = field(default_factory=dict, repr=False)
 
     def assigns(self, template: str, ordinal: int) -> bool:
-        """Whether this assignment gave the node ``template.ordinal`` (sets built on demand)."""
+        """Whether this assignment, or the one it replaced, gave the node ``template.ordinal``."""
         ordinals = self._sets.get(template)
         if ordinals is None:
             ordinals = self._sets[template] = frozenset(self.body["ordinals"].get(template, ()))
-        return ordinal in ordinals
+        if ordinal in ordinals:
+            return True
+        return self.before is not None and self.before.assigns(template, ordinal)
 
 
 class Cluster:
@@ -236,6 +241,12 @@ class Cluster:
         # the store forgot these failures in the apply's transaction
         self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
         sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
+        old_spec = with_allowance(_base_spec(old), old.update.max_unavailable)
+        for node, templates in self._by_node.items():
+            if name in templates:
+                # placed there but not on record as sent (its assignment is being resent after
+                # a reconnect): it runs the old spec, and must wait its turn like the others
+                sent.setdefault(node, old_spec)
         self.rollouts[name] = start_rollout(
             self.rollouts.get(name), _base_spec(new), new.spec_hash(),
             new.update.max_unavailable, sent,
@@ -504,9 +515,12 @@ class Cluster:
         for index, (node, body, digest) in enumerate(changed):
             generation = generations[node.name]
             body = {"generation": generation, **body}
+            before = self.sent.get(node.name)
+            if before is not None:
+                before.before = None
             self.sent[node.name] = Sent(generation, digest, body, now, specs={
                 name: _base_spec_dict(spec) for name, spec in body["templates"].items()
-            })
+            }, before=before)
             self._send_assign(node, body)
             if index % SEND_SLICE == SEND_SLICE - 1:
                 await asyncio.sleep(0)
