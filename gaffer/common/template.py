@@ -97,35 +97,45 @@ class Template:
     update: Update = field(default_factory=Update)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data that ``parse_template`` turns back into an equal Template."""
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            data[f.name] = _plain(getattr(self, f.name))
-        return data
+        """Plain data that ``parse_template`` turns back into an equal Template (a new dict
+        each call: callers may change it)."""
+        return {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
 
     def spec_hash(self) -> str:
         """Digest of the fields a running process was started with (RESTART_FIELDS).
 
         Two templates with the same hash run identical processes; changing any other field
-        (count, policies, placement, timeouts) applies without restarting anything.
+        (count, policies, placement, timeouts) applies without restarting anything. Computed
+        once per template (it is immutable): a controller with 100,000 templates asks often.
         """
-        full = self.to_dict()
-        data = {key: full[key] for key in RESTART_FIELDS}
+        cached = self.__dict__.get("_spec_hash")
+        if cached is not None:
+            return cached
+        data = {key: _plain(getattr(self, key)) for key in RESTART_FIELDS}
         blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        digest = hashlib.sha256(blob).hexdigest()[:16]
+        object.__setattr__(self, "_spec_hash", digest)
+        return digest
 
     def with_count(self, numprocesses: int) -> "Template":
         return replace(self, numprocesses=numprocesses)
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (Flapping, Placement, Update, LogFiles)):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple):
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    names = _RECORD_FIELDS.get(kind)
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if kind is tuple:
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+_RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
