@@ -16,20 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
+import msgpack
 import uvloop
 import zmq
 import zmq.asyncio
 
 from gaffer.common import protocol
 from gaffer.common.endpoints import check_reachable, parse_endpoint
-from gaffer.common.errors import ConfigError, ControllerUnreachable, ProtocolError, from_wire
+from gaffer.common.errors import ConfigError, ControllerUnreachable, ProtocolError, TemplateError, from_wire
 from gaffer.common.keys import KeyPair
 from gaffer.common.transport import Channel, connect, make_curve_client, new_socket
 
 DEFAULT_TIMEOUT = 5.0
+PAGE = 2_000
+APPLY_PART_BYTES = 1024 * 1024
+"""Templates per apply request, by encoded size: a quarter of a message, leaving room."""
+"""Items per page when a listing is fetched whole (a page stays far below a message)."""
 MAX_TIMEOUT = 86_400.0
 T = TypeVar("T")
 
@@ -50,6 +56,21 @@ class ReceivedEvent:
     data: dict[str, Any]
     missed: int = 0
     """How many sequence numbers were skipped since the previous event (0: none)."""
+
+
+def split_by_size(items: list[Any], budget: int) -> list[list[Any]]:
+    """``items`` in order, cut into lists whose encoded size stays within ``budget`` (an item
+    bigger than that goes alone)."""
+    parts: list[list[Any]] = [[]]
+    used = 0
+    for item in items:
+        size = len(msgpack.packb(item, use_bin_type=True)) + 8
+        if parts[-1] and used + size > budget:
+            parts.append([])
+            used = 0
+        parts[-1].append(item)
+        used += size
+    return parts
 
 
 def check_timeout(value: float) -> float:
@@ -117,6 +138,34 @@ class AsyncClient:
         if not body["ok"]:
             raise from_wire(body["error"])
         return body["result"]
+
+    async def apply(self, templates: list[dict[str, Any]], source: str | None = None) -> Any:
+        """Apply templates (plain data) all or nothing, however many: an apply too big for one
+        message goes in parts to a stage that the last request commits (see the controller's
+        ``staging``)."""
+        problems = protocol.oversized_templates(templates)
+        if problems:
+            raise TemplateError(problems, source=source)
+        parts = split_by_size(templates, APPLY_PART_BYTES)
+        if len(parts) == 1:
+            return await self.call("apply", templates=parts[0], source=source)
+        stage = secrets.token_urlsafe(24)
+        for part in parts[:-1]:
+            await self.call("stage_apply", stage=stage, templates=part, source=source)
+        return await self.call("apply", stage=stage, templates=parts[-1], source=source)
+
+    async def listing(self, op: str, page: int = PAGE, **args: Any) -> list[dict[str, Any]]:
+        """Every item of a listing (``nodes``, ``templates``, ``ps``), fetched ``page`` at a
+        time so a listing of any size fits the wire."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            extra = {"continue": token} if token is not None else {}
+            result = await self.call(op, limit=page, **args, **extra)
+            items.extend(result["items"])
+            token = result["continue"]
+            if token is None:
+                return items
 
     async def _read(self, channel: Channel) -> None:
         while True:
@@ -199,6 +248,12 @@ class Client:
 
     def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
         return self._loop.run_until_complete(self._client.call(op, timeout=timeout, **args))
+
+    def listing(self, op: str, page: int = PAGE, **args: Any) -> list[dict[str, Any]]:
+        return self._loop.run_until_complete(self._client.listing(op, page, **args))
+
+    def apply(self, templates: list[dict[str, Any]], source: str | None = None) -> Any:
+        return self._loop.run_until_complete(self._client.apply(templates, source))
 
     def run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
         """Run ``work(async_client)`` to completion on this client's loop."""

@@ -7,6 +7,7 @@ and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 from pathlib import Path
@@ -58,6 +59,9 @@ class Context:
 
     def call(self, op: str, **args: Any) -> Any:
         return self.client().call(op, **args)
+
+    def listing(self, op: str, **args: Any) -> list[dict[str, Any]]:
+        return self.client().listing(op, **args)
 
     def show(self, result: Any, human: Callable[[Any], str]) -> None:
         if self.as_json:
@@ -118,7 +122,7 @@ def json_option(f: Callable) -> Callable:
 @click.pass_obj
 def nodes(obj: Context) -> None:
     """Nodes: state (up/suspect/down), address, labels, instances, last heartbeat."""
-    obj.show(obj.call("nodes"), tables.nodes_table)
+    obj.show(obj.listing("nodes"), tables.nodes_table)
 
 
 @main.command()
@@ -138,11 +142,11 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
     templates = []
     for path in files:
         templates.extend(load_templates(path))
-    names = [t.name for t in templates]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(t.name for t in templates)
+    duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
-        fail(f"defined in more than one file: {', '.join(duplicates)}")
-    result = obj.call("apply", templates=[t.to_dict() for t in templates], source=", ".join(files))
+        fail(f"defined in more than one file: {', '.join(duplicates[:20])}")
+    result = obj.client().apply([t.to_dict() for t in templates], source=", ".join(files))
     obj.show(result, tables.apply_text)
 
 
@@ -151,7 +155,7 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
 @click.pass_obj
 def templates(obj: Context) -> None:
     """Templates with their wanted, running and pending counts."""
-    obj.show(obj.call("templates"), tables.templates_table)
+    obj.show(obj.listing("templates"), tables.templates_table)
 
 
 @main.command()
@@ -207,7 +211,7 @@ _template_op("restart", "restarting", "Rolling restart of NAME, update.max_unava
 @click.pass_obj
 def ps(obj: Context, name: str | None) -> None:
     """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime."""
-    obj.show(obj.call("ps", **({"name": name} if name else {})), tables.ps_table)
+    obj.show(obj.listing("ps", **({"name": name} if name else {})), tables.ps_table)
 
 
 @main.command()

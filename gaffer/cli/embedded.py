@@ -72,8 +72,9 @@ class Embedded:
         cluster = self.controller.cluster
         assert cluster is not None
         wanted = {t.name for t in templates}
-        for name in sorted(set(cluster.templates) - wanted):
-            cluster.delete(name)
+        gone = sorted(set(cluster.templates) - wanted)
+        if gone:
+            cluster.delete_many(gone)
         results = cluster.apply(templates)
         for template in templates:
             if cluster.templates[template.name].paused:

@@ -172,5 +172,12 @@ def stats_table(stats: dict[str, Any]) -> str:
     ], empty="no running instances")
 
 
-def apply_text(results: Sequence[dict[str, Any]]) -> str:
+def apply_text(results: Sequence[dict[str, Any]] | dict[str, Any]) -> str:
+    """One line per template; for a very large apply, the counts and the changed ones."""
+    if isinstance(results, dict):
+        lines = [f"{r['name']}: {r['change']} (version {r['version']})" for r in results["results"]]
+        if results["more"]:
+            lines.append(f"... and {results['more']} more changed")
+        counts = ", ".join(f"{n} {change}" for change, n in sorted(results["counts"].items()))
+        return "\n".join([*lines, f"applied: {counts}"])
     return "\n".join(f"{r['name']}: {r['change']} (version {r['version']})" for r in results)

@@ -27,6 +27,8 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     │   │                                                 of the change was saved
     │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
     │                                                     export or restore a backup
+    ├── TooLarge                     "too_large"          an answer bigger than one message:
+    │                                                     ask for it in pages (limit/continue)
     ├── KeeperError                  "keeper_error"       the agent's fd keeper
     │   ├── KeeperUnavailable        "keeper_unavailable" none can be reached or started
     │   ├── KeeperBusy               "keeper_busy"        another agent is connected to it
@@ -201,6 +203,12 @@ class StorageDamaged(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "damaged")
+
+
+class TooLarge(GafferError):
+    """An answer (or a request) does not fit in one wire message."""
+
+    code = "too_large"
 
 
 class KeeperError(GafferError):

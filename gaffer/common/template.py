@@ -97,25 +97,43 @@ class Template:
     update: Update = field(default_factory=Update)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data that ``parse_template`` turns back into an equal Template (a new dict
+        """Plain data that ``parse_template`` turns back into an equal Template (a new copy
         each call: callers may change it)."""
-        return {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
+        return _copy(self._plain_form())
+
+    def spec_json(self) -> str:
+        """``to_dict()`` as canonical JSON (sorted keys, no spaces): what the store keeps."""
+        cached = self.__dict__.get("_spec_json")
+        if cached is None:
+            cached = json.dumps(self._plain_form(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+            object.__setattr__(self, "_spec_json", cached)
+        return cached
+
+    def _plain_form(self) -> dict[str, Any]:
+        """The plain form, made once per template and kept (it is immutable, and a controller
+        applying 100,000 templates would otherwise build each one's several times over).
+        Never handed out: ``to_dict`` copies it."""
+        cached = self.__dict__.get("_plain")
+        if cached is None:
+            cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
+            object.__setattr__(self, "_plain", cached)
+        return cached
 
     def spec_hash(self) -> str:
         """Digest of the fields a running process was started with (RESTART_FIELDS).
 
         Two templates with the same hash run identical processes; changing any other field
         (count, policies, placement, timeouts) applies without restarting anything. Computed
-        once per template (it is immutable): a controller with 100,000 templates asks often.
+        once per template, like ``spec_json``.
         """
         cached = self.__dict__.get("_spec_hash")
-        if cached is not None:
-            return cached
-        data = {key: _plain(getattr(self, key)) for key in RESTART_FIELDS}
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        digest = hashlib.sha256(blob).hexdigest()[:16]
-        object.__setattr__(self, "_spec_hash", digest)
-        return digest
+        if cached is None:
+            plain = self._plain_form()
+            data = {key: plain[key] for key in RESTART_FIELDS}
+            blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+            cached = hashlib.sha256(blob).hexdigest()[:16]
+            object.__setattr__(self, "_spec_hash", cached)
+        return cached
 
     def with_count(self, numprocesses: int) -> "Template":
         return replace(self, numprocesses=numprocesses)
@@ -136,6 +154,16 @@ def _plain(value: Any) -> Any:
 
 
 _RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
+
+
+def _copy(value: Any) -> Any:
+    """A copy of plain data (dicts and lists copied all the way down)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    return value
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))

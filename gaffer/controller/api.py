@@ -8,20 +8,34 @@ argument. Operations on the desired state go through ``Cluster``; operations on 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+import msgpack
+
 from gaffer.common import topics
-from gaffer.common.errors import GafferError, InstanceNotFound, InvalidRequest, NotFound
+from gaffer.common.errors import (
+    GafferError,
+    InstanceNotFound,
+    InvalidRequest,
+    NotFound,
+    Problem,
+    TemplateError,
+)
+from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
-from gaffer.common.template import parse_templates
+from gaffer.common.template import Template, parse_templates
 from gaffer.controller.liveness import NodeState
+from gaffer.controller.paging import page, page_args
 from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
 
 if TYPE_CHECKING:
     from gaffer.controller.controller import Controller
 
+Listing = list[dict[str, Any]] | dict[str, Any]
+"""A listing: the whole list, or with ``limit`` one page (see ``paging``)."""
 STATS_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 60.0
 Op = Callable[..., Awaitable[Any]]
@@ -52,6 +66,7 @@ class Api:
             "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
             "run": self.run, "cordon": self.cordon, "uncordon": self.uncordon,
             "drain": self.drain, "logs": self.logs, "write": self.write, "wait": self.wait,
+            "stage_apply": self.stage_apply,
         }
 
     # ----------------------------------------------------------------- cluster
@@ -62,9 +77,17 @@ class Api:
     async def status(self, **_: Any) -> dict[str, Any]:
         return self.controller.status()
 
-    async def nodes(self, **_: Any) -> list[dict[str, Any]]:
+    async def nodes(self, **args: Any) -> Listing:
+        limit, after = page_args(args)
         now = self.controller.now()
-        return [node.view(now) for node in sorted(self.controller.nodes.nodes.values(), key=lambda n: n.name)]
+        nodes = sorted(self.controller.nodes.nodes.values(), key=lambda n: n.name)
+        if limit is None:
+            return [node.view(now) for node in nodes]
+        rows = [{"name": node.name} for node in nodes]
+        result = page(rows, _by_name, limit, after)
+        known = self.controller.nodes.nodes
+        result["items"] = [known[row["name"]].view(now) for row in result["items"]]
+        return result
 
     async def cordon(self, **args: Any) -> dict[str, Any]:
         name = _text(args, "node")
@@ -96,15 +119,48 @@ class Api:
 
     # ----------------------------------------------------------------- templates
 
-    async def apply(self, **args: Any) -> list[dict[str, Any]]:
-        items = args.get("templates")
-        if not isinstance(items, list) or not items:
-            raise InvalidRequest("argument 'templates' must be a non-empty list of templates")
-        templates = parse_templates(((None, item) for item in items), source=args.get("source"))
-        return self.cluster.apply(templates)
+    async def apply(self, **args: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        """Apply ``templates``, plus everything staged under ``stage`` (see ``staging``), in
+        one transaction."""
+        stage = args.get("stage")
+        templates = self._part(args, allow_empty=stage is not None)
+        if stage is not None:
+            staged = self.controller.stages.take(stage, self.controller.now())
+            names = {t.name for t in staged}
+            twice = [t.name for t in templates if t.name in names]
+            if twice:
+                raise TemplateError([Problem(n, "", "defined more than once in one apply") for n in twice[:100]])
+            templates = staged + templates
+        return summarize_apply(await self.cluster.apply_sliced(templates))
 
-    async def templates(self, **_: Any) -> list[dict[str, Any]]:
-        return [self.cluster.template_view(name) for name in sorted(self.cluster.templates)]
+    async def stage_apply(self, **args: Any) -> dict[str, Any]:
+        """Validate one part of an apply too big for one message and keep it for ``apply``."""
+        templates = self._part(args, allow_empty=False)
+        size = len(msgpack.packb(args["templates"], use_bin_type=True))
+        staged = self.controller.stages.add(args.get("stage"), templates, size, self.controller.now())
+        return {"stage": args["stage"], "staged": staged}
+
+    def _part(self, args: dict[str, Any], allow_empty: bool) -> list[Template]:
+        items = args.get("templates", [])
+        if not isinstance(items, list) or (not items and not allow_empty):
+            raise InvalidRequest("argument 'templates' must be a non-empty list of templates")
+        source = _text(args, "source", None)
+        problems = oversized_templates(items)
+        if problems:
+            raise TemplateError(problems, source=source)
+        templates = parse_templates(((None, item) for item in items), source=source)
+        for template in templates:
+            template.spec_json()  # made now, part by part, not all at once in the commit
+        return templates
+
+    async def templates(self, **args: Any) -> Listing:
+        limit, after = page_args(args)
+        names = sorted(self.cluster.templates)
+        if limit is None:
+            return self.cluster.template_views(names)
+        result = page([{"name": name} for name in names], _by_name, limit, after)
+        result["items"] = self.cluster.template_views([row["name"] for row in result["items"]])
+        return result
 
     async def get(self, **args: Any) -> dict[str, Any]:
         return self.cluster.template_view(_text(args, "name"))
@@ -140,19 +196,22 @@ class Api:
 
     # ----------------------------------------------------------------- instances
 
-    async def ps(self, **args: Any) -> list[dict[str, Any]]:
+    async def ps(self, **args: Any) -> Listing:
         name = _text(args, "name", None)
+        limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
             raise NotFound(f"no template named {name!r}")
         rows = self._instance_rows(name)
-        stats = await self._gather_stats(name, {row["node"] for row in rows if row["pid"]})
+        result = page(rows, _instance_key, limit, after) if limit is not None else None
+        shown = result["items"] if result is not None else rows
+        stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
         now = time.time()
-        for row in rows:
+        for row in shown:
             sample = stats.get(row["id"]) if row["pid"] else None
             row["cpu"] = sample["cpu"] if sample else None
             row["mem"] = sample["mem"] if sample else None
             row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
-        return rows
+        return result if result is not None else rows
 
     def _instance_rows(self, name: str | None) -> list[dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
@@ -190,7 +249,7 @@ class Api:
                 rows[key]["stale"] = True
                 if node.state is NodeState.DOWN:
                     rows[key]["state"] = "unknown"
-        return sorted(rows.values(), key=lambda r: (r["template"], _ordinal_key(r["ordinal"]), r["node"] or ""))
+        return sorted(rows.values(), key=_instance_key)
 
     async def _gather_stats(self, name: str | None, node_names: set[str]) -> dict[str, dict[str, Any]]:
         async def one(node_name: str) -> dict[str, Any]:
@@ -357,6 +416,23 @@ class Api:
         return chosen
 
 
+MAX_APPLY_RESULTS = 10_000
+
+
+def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dict[str, Any]:
+    """The answer to an apply: one result per template, or for a very large apply (whose
+    full list could exceed a message) the counts per change and the first changed ones."""
+    if len(results) <= MAX_APPLY_RESULTS:
+        return results
+    counts = collections.Counter(r["change"] for r in results)
+    changed = [r for r in results if r["change"] != "unchanged"]
+    return {
+        "counts": dict(counts),
+        "results": changed[:MAX_APPLY_RESULTS],
+        "more": max(0, len(changed) - MAX_APPLY_RESULTS),
+    }
+
+
 def _seconds(args: dict[str, Any], key: str, default: float) -> float:
     value = args.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -381,3 +457,12 @@ def _row(ident: str, template: str, ordinal: Any, node: str | None, report: dict
 
 def _ordinal_key(ordinal: Any) -> tuple[int, Any]:
     return (0, ordinal) if isinstance(ordinal, int) else (1, str(ordinal))
+
+
+def _instance_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Instances in ``ps`` order: template, ordinal (numbers first), node."""
+    return (row["template"], _ordinal_key(row["ordinal"]), row["node"] or "")
+
+
+def _by_name(row: dict[str, Any]) -> tuple[str]:
+    return (row["name"],)

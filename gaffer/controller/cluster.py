@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from gaffer.common import topics
+from gaffer.common.parts import split_assignment
 from gaffer.common.errors import InvalidRequest, StorageDamaged, StorageError, TemplateNotFound
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
@@ -38,7 +39,7 @@ from gaffer.controller.liveness import NodeState
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.rollout import Rollout, start_rollout, with_allowance
 from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule
-from gaffer.controller.store import Store, StoredTemplate
+from gaffer.controller.store import Change, Puts, Store, StoredTemplate
 
 log = logging.getLogger("gaffer.controller.cluster")
 
@@ -52,6 +53,10 @@ for every socket call, and at the default 5 ms each of those waits would add up 
 """Below this many slots, scheduling is faster inline than handed to the worker thread."""
 STORE_SLICE = 1_000
 SEND_SLICE = 50
+APPLY_SLICE = 2_000
+"""Templates compared, or announced, between two turns of the loop in a large apply."""
+PART_BYTES = 2 * 1024 * 1024
+"""An assignment bigger than this goes in parts (half a message: room for the envelope)."""
 RESTART_ENV = "GAFFER_RESTARTED_AT"
 Slot = tuple[str, int]
 SendAssign = Callable[[Node, dict[str, Any]], bool]
@@ -61,7 +66,9 @@ SendAssign = Callable[[Node, dict[str, Any]], bool]
 class Sent:
     generation: int
     digest: str
-    body: dict[str, Any]
+    bodies: list[dict[str, Any]]
+    """The assignment as sent: one body, or its parts (see gaffer.common.parts)."""
+    ordinals: dict[str, list[int]]
     at: float
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     before: Sent | None = None
@@ -73,7 +80,7 @@ class Sent:
         """Whether this assignment, or the one it replaced, gave the node ``template.ordinal``."""
         ordinals = self._sets.get(template)
         if ordinals is None:
-            ordinals = self._sets[template] = frozenset(self.body["ordinals"].get(template, ()))
+            ordinals = self._sets[template] = frozenset(self.ordinals.get(template, ()))
         if ordinal in ordinals:
             return True
         return self.before is not None and self.before.assigns(template, ordinal)
@@ -111,6 +118,7 @@ class Cluster:
         self._running: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
+        self._demand_cache: dict[str, tuple[StoredTemplate, Demand]] = {}
         self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
         for stored in store.nodes():
             self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
@@ -128,33 +136,73 @@ class Cluster:
         """Create or update the templates, all or none: one store transaction (StorageError
         and nothing saved when the disk refuses). Memory and events follow the commit only."""
         changes = self.store.put_templates(list(templates))
-        results = []
+        self._announce(self._record(changes))
+        self.kick()
+        return _results(changes)
+
+    async def apply_sliced(self, templates: list[Template]) -> list[dict[str, Any]]:
+        """``apply`` for a large apply (100,000 templates): the same single transaction, but
+        the work before it (comparing with what is stored) and after it (events, rolling
+        updates) runs in slices, so the loop keeps answering agents and clients meanwhile."""
+        puts = Puts()
+        for start in range(0, len(templates), APPLY_SLICE):
+            self.store.prepare_puts(templates[start:start + APPLY_SLICE], puts)
+            await asyncio.sleep(0)
+        changes = self.store.commit_puts(puts)
+        changed = self._record(changes)
+        for start in range(0, len(changed), APPLY_SLICE):
+            self._announce(changed[start:start + APPLY_SLICE])
+            await asyncio.sleep(0)
+        self.kick()
+        return _results(changes)
+
+    def _record(self, changes: list[Change]) -> list[tuple[Change, Template | None]]:
+        """Memory follows the committed changes; the changed ones, each with its template
+        from before."""
+        changed = []
         for change in changes:
-            results.append({"name": change.name, "change": change.kind, "version": change.version})
             if not change.changed:
                 continue
+            assert change.stored is not None
+            before = self.templates.get(change.name)
+            previous = before.template if before is not None else change.previous
+            self.templates[change.name] = change.stored
+            changed.append((change, previous))
+        return changed
+
+    def _announce(self, changed: list[tuple[Change, Template | None]]) -> None:
+        """Events and rolling updates for committed changes."""
+        relaunched = []
+        for change, previous in changed:
             stored = change.stored
             assert stored is not None
-            name, template, previous = change.name, stored.template, change.previous
-            self.templates[name] = stored
+            name, template = change.name, stored.template
             if previous is None:
                 self._event(name, "created", stored)
                 continue
-            if previous.with_count(0) != template.with_count(0):
+            if change.kind == "updated":
                 self._event(name, "updated", stored)
-                self._spec_changed(name, previous, template)
+                if previous.spec_hash() != template.spec_hash():
+                    relaunched.append((name, previous, template))
             if previous.numprocesses != template.numprocesses:
                 self._event(name, "scaled", stored, previous=previous.numprocesses)
-        self.kick()
-        return results
+        if relaunched:
+            self._specs_changed(relaunched)
 
     def delete(self, name: str) -> None:
-        self._stored(name)
-        self.store.delete_template(name)
-        del self.templates[name]
-        self.rollouts.pop(name, None)
-        self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] != name}
-        self.hub.publish(topics.template(name, "deleted"), {"name": name})
+        self.delete_many([name])
+
+    def delete_many(self, names: list[str]) -> None:
+        """Delete templates, all in one transaction (or none: TemplateNotFound)."""
+        for name in names:
+            self._stored(name)
+        self.store.delete_templates(names)
+        gone = set(names)
+        for name in names:
+            del self.templates[name]
+            self.rollouts.pop(name, None)
+            self.hub.publish(topics.template(name, "deleted"), {"name": name})
+        self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] not in gone}
         self.kick()
 
     def scale(self, name: str, how: str | int) -> int:
@@ -235,22 +283,29 @@ class Cluster:
             {"name": name, "numprocesses": stored.template.numprocesses, "version": stored.version, **extra},
         )
 
-    def _spec_changed(self, name: str, old: Template, new: Template) -> None:
-        if old.spec_hash() == new.spec_hash():
-            return
-        # the store forgot these failures in the apply's transaction
-        self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
-        sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
-        old_spec = with_allowance(_base_spec(old), old.update.max_unavailable)
+    def _specs_changed(self, changed: list[tuple[str, Template, Template]]) -> None:
+        """New launch specs: the store forgot their failures in the apply's transaction, and
+        each template placed somewhere starts a cluster-wide rolling update."""
+        names = {name for name, _, _ in changed}
+        self.failed = {slot: n for slot, n in self.failed.items() if slot[0] not in names}
+        placed: dict[str, list[str]] = {}
         for node, templates in self._by_node.items():
-            if name in templates:
+            for name in names.intersection(templates):
+                placed.setdefault(name, []).append(node)
+        for name, old, new in changed:
+            sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
+            if not sent and name not in placed:
+                self.rollouts.pop(name, None)
+                continue
+            old_spec = with_allowance(_base_spec(old), old.update.max_unavailable)
+            for node in placed.get(name, ()):
                 # placed there but not on record as sent (its assignment is being resent after
                 # a reconnect): it runs the old spec, and must wait its turn like the others
                 sent.setdefault(node, old_spec)
-        self.rollouts[name] = start_rollout(
-            self.rollouts.get(name), _base_spec(new), new.spec_hash(),
-            new.update.max_unavailable, sent,
-        )
+            self.rollouts[name] = start_rollout(
+                self.rollouts.get(name), _base_spec(new), new.spec_hash(),
+                new.update.max_unavailable, sent,
+            )
 
     # ----------------------------------------------------------------- observations
 
@@ -309,7 +364,8 @@ class Cluster:
                 continue
             if node.generation_acked < sent.generation and now - sent.at >= RESEND_AFTER:
                 sent.at = now
-                self._send_assign(node, sent.body)
+                for body in sent.bodies:
+                    self._send_assign(node, body)
 
     def placement_on(self, node: str) -> int:
         return sum(len(ordinals) for ordinals in self._by_node.get(node, {}).values())
@@ -424,17 +480,29 @@ class Cluster:
             await asyncio.sleep(0)
 
     def _demands(self) -> list[Demand]:
+        """One Demand per template, made again only for templates that changed since the last
+        reconcile (a Demand checks itself: 100,000 of them each pass would stall the loop)."""
         demands = []
+        cache = self._demand_cache
         for name, stored in self.templates.items():
+            known = cache.get(name)
+            if known is not None and known[0] is stored:
+                demands.append(known[1])
+                continue
             template = stored.template
             placement = template.placement
-            demands.append(Demand(
+            demand = Demand(
                 name=name,
                 count=0 if stored.paused else template.numprocesses,
                 max_per_node=placement.max_per_node,
                 nodes=placement.nodes,
                 labels=dict(placement.labels),
-            ))
+            )
+            cache[name] = (stored, demand)
+            demands.append(demand)
+        if len(cache) > len(self.templates):
+            for name in [n for n in cache if n not in self.templates]:
+                del cache[name]
         return demands
 
     def _node_infos(self, now: float) -> list[NodeInfo]:
@@ -515,13 +583,15 @@ class Cluster:
         for index, (node, body, digest) in enumerate(changed):
             generation = generations[node.name]
             body = {"generation": generation, **body}
+            bodies = split_assignment(body, PART_BYTES)
             before = self.sent.get(node.name)
             if before is not None:
                 before.before = None
-            self.sent[node.name] = Sent(generation, digest, body, now, specs={
+            self.sent[node.name] = Sent(generation, digest, bodies, body["ordinals"], now, specs={
                 name: _base_spec_dict(spec) for name, spec in body["templates"].items()
             }, before=before)
-            self._send_assign(node, body)
+            for part in bodies:
+                self._send_assign(node, part)
             if index % SEND_SLICE == SEND_SLICE - 1:
                 await asyncio.sleep(0)
 
@@ -538,30 +608,49 @@ class Cluster:
         return {name: {"count": p.count, "reason": p.reason} for name, p in self.plan.pending.items()}
 
     def template_view(self, name: str) -> dict[str, Any]:
-        stored = self._stored(name)
-        placed = sorted(o for (t, o) in self.placement if t == name)
-        running = 0
-        for (t, o), node_name in self.placement.items():
-            if t != name:
-                continue
-            node = self.nodes.nodes.get(node_name)
-            row = node.instances.get(topics.instance_id(t, o)) if node else None
-            if row is not None and row["state"] == "running":
-                running += 1
-        pending = self.pending().get(name)
-        return {
-            "name": name,
-            "version": stored.version,
-            "paused": stored.paused,
-            "numprocesses": stored.template.numprocesses,
-            "placed": len(placed),
-            "running": running,
-            "pending": pending,
-            "rolling": name in self.rollouts,
-            "spec": stored.template.to_dict(),
-            "created_at": stored.created_at,
-            "updated_at": stored.updated_at,
-        }
+        self._stored(name)
+        return self.template_views([name])[0]
+
+    def template_views(self, names: list[str]) -> list[dict[str, Any]]:
+        """Views of ``names`` (each must exist), counted in one pass over the placement."""
+        wanted = set(names)
+        placed: dict[str, int] = dict.fromkeys(wanted, 0)
+        running: dict[str, int] = dict.fromkeys(wanted, 0)
+        nodes = self.nodes.nodes
+        for node_name, templates in self._by_node.items():
+            node = nodes.get(node_name)
+            for t, ordinals in templates.items():
+                if t not in wanted:
+                    continue
+                placed[t] += len(ordinals)
+                if node is None:
+                    continue
+                for o in ordinals:
+                    row = node.instances.get(topics.instance_id(t, o))
+                    if row is not None and row["state"] == "running":
+                        running[t] += 1
+        pending = self.pending()
+        views = []
+        for name in names:
+            stored = self.templates[name]
+            views.append({
+                "name": name,
+                "version": stored.version,
+                "paused": stored.paused,
+                "numprocesses": stored.template.numprocesses,
+                "placed": placed[name],
+                "running": running[name],
+                "pending": pending.get(name),
+                "rolling": name in self.rollouts,
+                "spec": stored.template.to_dict(),
+                "created_at": stored.created_at,
+                "updated_at": stored.updated_at,
+            })
+        return views
+
+
+def _results(changes: list[Change]) -> list[dict[str, Any]]:
+    return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,18 @@ from gaffer.common.endpoints import (
     require_protection,
     share_socket,
 )
-from gaffer.common.errors import ConfigError, ControllerUnreachable, GafferError, InvalidRequest, from_wire
+from gaffer.common.errors import (
+    ConfigError,
+    ControllerUnreachable,
+    GafferError,
+    InvalidRequest,
+    ProtocolError,
+    TooLarge,
+    from_wire,
+)
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.transport import bind, make_curve_server, new_socket
 from gaffer.controller.admission import admit_event, stamped
 from gaffer.controller.api import Api
@@ -47,11 +56,14 @@ from gaffer.controller.liveness import NodeState, judge
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import PeerServer, Session
 from gaffer.controller.settings import ControllerSettings
+from gaffer.controller.staging import Stages
 from gaffer.controller.store import Store
 
 log = logging.getLogger("gaffer.controller")
 
 MAX_ONEOFF_EXITS = 1_000
+MAX_PROBLEMS = 200
+"""Problems sent back with one refused request: enough to fix a file, never too big to send."""
 MAIN_DOMAIN = "gaffer"
 EVENTS_DOMAIN = "gaffer-events"
 
@@ -73,6 +85,8 @@ class Controller:
         self.pub_endpoint = ""
         self.insecure = False
         self._socket_locks: list[tuple[Endpoint, int]] = []
+        self._requests: set[asyncio.Task] = set()
+        self.stages = Stages()
         self.store: Store | None = None
         self.backups: Backups | None = None
         self.cluster: Cluster | None = None
@@ -173,8 +187,10 @@ class Controller:
         )
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._requests]:
             task.cancel()
+        for task in list(self._requests):
+            await cancel_and_wait(task)
         for task in self._tasks:
             try:
                 await task
@@ -217,6 +233,7 @@ class Controller:
                 self._judge_nodes()
                 if beat:
                     self._send_beats()
+                    self.stages.expire(self.now())
                 assert self.cluster is not None
                 self.cluster.check_timers()
             except Exception:
@@ -442,9 +459,13 @@ class Controller:
         if handler is None:
             self._reply_error(session, body["id"], InvalidRequest(f"unknown operation {body['op']!r}"))
             return
-        asyncio.get_running_loop().create_task(self._answer(session, body["id"], handler, body["args"]))
+        task = asyncio.get_running_loop().create_task(
+            self._answer(session, body["id"], body["op"], handler, body["args"])
+        )
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
-    async def _answer(self, session: Session, request_id: int, handler: Any, args: dict) -> None:
+    async def _answer(self, session: Session, request_id: int, op: str, handler: Any, args: dict) -> None:
         try:
             result = await handler(**args)
         except GafferError as exc:
@@ -457,10 +478,28 @@ class Controller:
             log.exception("request failed")
             self._reply_error(session, request_id, GafferError(f"internal error: {exc}"))
             return
-        self._server_send(session, "reply", {"id": request_id, "ok": True, "result": result, "error": None})
+        try:
+            self._server_send(session, "reply", {"id": request_id, "ok": True, "result": result, "error": None})
+        except ProtocolError as exc:
+            if exc.reason != protocol.TOO_LARGE:
+                raise
+            self._reply_error(session, request_id, TooLarge(
+                f"the answer to {op!r} does not fit in one message ({protocol.MAX_MESSAGE} bytes): "
+                "ask for it in pages with limit and continue (gafferctl pages by itself)"
+            ))
 
     def _reply_error(self, session: Session, request_id: int, exc: GafferError) -> None:
-        self._server_send(session, "reply", {"id": request_id, "ok": False, "result": None, "error": exc.to_dict()})
+        """Send ``exc``; one too big for a message (a template file with thousands of problems)
+        goes with its first problems and a count of the rest."""
+        error = exc.to_dict()
+        problems = error.get("problems")
+        if problems is not None and len(problems) > MAX_PROBLEMS:
+            error["problems"] = problems[:MAX_PROBLEMS]
+            lines = error["message"].splitlines()[: MAX_PROBLEMS + 1]
+            error["message"] = "\n".join(lines + [f"  ... and {len(problems) - MAX_PROBLEMS} more problems"])
+        if len(error["message"]) > protocol.MAX_TEXT:
+            error["message"] = error["message"][: protocol.MAX_TEXT - 100] + "\n  ... (cut)"
+        self._server_send(session, "reply", {"id": request_id, "ok": False, "result": None, "error": error})
 
     def status(self) -> dict[str, Any]:
         assert self._server is not None and self.cluster is not None

@@ -44,14 +44,14 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 from gaffer.common.errors import (
     ConfigError, InvalidRequest, StorageDamaged, StorageError, TemplateError, TemplateNotFound,
 )
-from gaffer.common.template import MAX_INT, Template, parse_template
+from gaffer.common.template import MAX_INT, RESTART_FIELDS, Template, parse_template
 from gaffer.controller.dbfile import (
     DB_NAME, LOCK_HINT, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
 )
@@ -90,12 +90,32 @@ class Change:
     name: str
     kind: ChangeKind
     version: int
-    previous: Template | None = None
+    previous_spec: str | None = None
     stored: StoredTemplate | None = None
 
     @property
     def changed(self) -> bool:
         return self.kind != "unchanged"
+
+    @property
+    def previous(self) -> Template | None:
+        """The template before the change, decoded on demand (None when created, or when the
+        stored one no longer validated): applying 100,000 templates decodes none of them."""
+        if self.previous_spec is None:
+            return None
+        try:
+            return decode_spec(self.name, self.previous_spec)
+        except ValueError:
+            return None
+
+
+@dataclass
+class Puts:
+    """An apply worked out against the stored rows (``prepare_puts``), to commit as one."""
+
+    templates: dict[str, Template] = field(default_factory=dict)
+    rows: dict[str, tuple] = field(default_factory=dict)
+    plans: dict[str, tuple[ChangeKind, bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +166,8 @@ _V1 = (
 
 _TEMPLATE_COLUMNS = "name, spec, version, paused, created_at, updated_at"
 _NODE_COLUMNS = "name, labels, agent_id, cordoned, draining, first_seen, last_seen"
+_SQL_BATCH = 500
+"""Names per ``IN (...)`` query: well under SQLite's limit on bound parameters."""
 
 
 def _create_v1(conn: sqlite3.Connection) -> None:
@@ -301,45 +323,96 @@ class Store:
         A template whose launch spec changed (``spec_hash``) loses its failure history in the
         same transaction: a new spec gets a fresh start on every node.
         """
-        seen: set[str] = set()
+        return self.commit_puts(self.prepare_puts(templates))
+
+    def prepare_puts(self, templates: Sequence[Template], prepared: Puts | None = None) -> Puts:
+        """Work out, without writing, what putting ``templates`` changes (see ``Puts``).
+
+        Call it on slices of a large apply (passing the ``Puts`` so far) so the loop can run
+        between them; ``commit_puts`` then writes everything in one short transaction.
+        """
+        puts = prepared if prepared is not None else Puts()
+        names = [t.name for t in templates]
         for template in templates:
-            if template.name in seen:
+            if template.name in puts.templates:
                 raise InvalidRequest(f"template {template.name!r} appears more than once in one apply")
-            seen.add(template.name)
-        encoded = [(template, template.to_dict()) for template in templates]
+            puts.templates[template.name] = template
+            template.spec_json()
+        with self._read() as conn:
+            for start in range(0, len(names), _SQL_BATCH):
+                chunk = names[start:start + _SQL_BATCH]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name IN ({marks})", chunk):
+                    puts.rows[row[0]] = row
+        for template in templates:
+            row = puts.rows.get(template.name)
+            if row is None:
+                puts.plans[template.name] = ("created", False)
+            else:
+                puts.plans[template.name] = _compare(template.name, row[1], template)
+        return puts
+
+    def commit_puts(self, puts: Puts) -> list[Change]:
+        """Write what ``prepare_puts`` worked out, in one transaction. A template whose stored
+        version moved since (a concurrent scale, say) is worked out again inside it, so the
+        result is always what putting it now means."""
         now = self._clock()
         with self._write() as conn:
-            return [self._put_one(conn, template, data, now) for template, data in encoded]
-
-    def _put_one(self, conn: sqlite3.Connection, template: Template, data: dict, now: float) -> Change:
-        """One template inside ``put_templates``' transaction. The same spec text again is
-        ``unchanged`` without decoding anything (re-applying a file is the common case)."""
-        name, spec = template.name, _dumps(data)
-        row = conn.execute(
-            f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name = ?", (name,)
-        ).fetchone()
-        if row is None:
-            conn.execute(
+            moved = self._moved(conn, puts)
+            if moved:
+                for row in conn.execute(
+                    f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name IN ({','.join('?' * len(moved))})", moved
+                ):
+                    puts.rows[row[0]] = row
+                for name in moved:
+                    row = puts.rows.get(name)
+                    template = puts.templates[name]
+                    puts.plans[name] = ("created", False) if row is None else _compare(name, row[1], template)
+            inserts, updates, relaunched, changes = [], [], [], []
+            for name, template in puts.templates.items():
+                kind, relaunch = puts.plans[name]
+                row = puts.rows.get(name)
+                if row is None:
+                    inserts.append((name, template.spec_json(), now, now))
+                    changes.append(Change(name, "created", 1, None, StoredTemplate(template, 1, False, now, now)))
+                    continue
+                _, old_spec, version, paused, created_at, updated_at = row
+                if kind == "unchanged":
+                    stored = StoredTemplate(template, version, bool(paused), created_at, updated_at)
+                    changes.append(Change(name, kind, version, old_spec, stored))
+                    continue
+                updates.append((template.spec_json(), now, name))
+                if relaunch:
+                    relaunched.append((name,))
+                stored = StoredTemplate(template, version + 1, bool(paused), created_at, now)
+                changes.append(Change(name, kind, version + 1, old_spec, stored))
+            conn.executemany(
                 "INSERT INTO templates (name, spec, version, paused, created_at, updated_at) "
-                "VALUES (?, ?, 1, 0, ?, ?)",
-                (name, spec, now, now),
+                "VALUES (?, ?, 1, 0, ?, ?)", inserts,
             )
-            return Change(name, "created", 1, None, StoredTemplate(template, 1, False, now, now))
-        _, old_spec, version, paused, created_at, updated_at = row
-        previous = template if old_spec == spec else self._decode_or_none(name, old_spec)
-        kind = "unchanged" if previous is template else _compare(previous, data)
-        if kind == "unchanged":
-            assert previous is not None
-            stored = StoredTemplate(previous, version, bool(paused), created_at, updated_at)
-            return Change(name, kind, version, previous, stored)
-        conn.execute(
-            "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?",
-            (spec, now, name),
-        )
-        if kind == "updated" and (previous is None or previous.spec_hash() != template.spec_hash()):
-            conn.execute("DELETE FROM failures WHERE template = ?", (name,))
-        stored = StoredTemplate(template, version + 1, bool(paused), created_at, now)
-        return Change(name, kind, version + 1, previous, stored)
+            conn.executemany(
+                "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?", updates,
+            )
+            conn.executemany("DELETE FROM failures WHERE template = ?", relaunched)
+            return changes
+
+    @staticmethod
+    def _moved(conn: sqlite3.Connection, puts: Puts) -> list[str]:
+        """Names whose stored row is not the one ``prepare_puts`` read (changed, created or
+        deleted since)."""
+        names = list(puts.templates)
+        current: dict[str, int] = {}
+        for start in range(0, len(names), _SQL_BATCH):
+            chunk = names[start:start + _SQL_BATCH]
+            marks = ",".join("?" * len(chunk))
+            current.update(conn.execute(f"SELECT name, version FROM templates WHERE name IN ({marks})", chunk))
+        moved = []
+        for name in names:
+            row = puts.rows.get(name)
+            if (row[2] if row is not None else None) != current.get(name):
+                puts.rows.pop(name, None)
+                moved.append(name)
+        return moved
 
     def set_count(self, name: str, count: int) -> Change:
         """Set a template's cluster-wide ``numprocesses`` ("scaled" or "unchanged")."""
@@ -356,14 +429,14 @@ class Store:
             previous = self._decode(name, spec)
             if previous.numprocesses == count:
                 stored = StoredTemplate(previous, version, bool(paused), created_at, updated_at)
-                return Change(name, "unchanged", version, previous, stored)
+                return Change(name, "unchanged", version, spec, stored)
             scaled = previous.with_count(count)
             conn.execute(
                 "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?",
                 (encode_spec(scaled), now, name),
             )
             stored = StoredTemplate(scaled, version + 1, bool(paused), created_at, now)
-            return Change(name, "scaled", version + 1, previous, stored)
+            return Change(name, "scaled", version + 1, spec, stored)
 
     def set_paused(self, name: str, paused: bool) -> bool:
         """Pause (instances stopped, template kept) or resume; True when the flag changed."""
@@ -378,9 +451,15 @@ class Store:
 
     def delete_template(self, name: str) -> None:
         """Forget a template with its placement and failures (works on one that no longer validates)."""
+        self.delete_templates([name])
+
+    def delete_templates(self, names: Sequence[str]) -> None:
+        """``delete_template`` for several, in one transaction: all go, or none (TemplateNotFound
+        for the first unknown name)."""
         with self._write() as conn:
-            if conn.execute("DELETE FROM templates WHERE name = ?", (name,)).rowcount == 0:
-                raise TemplateNotFound(name)
+            for name in names:
+                if conn.execute("DELETE FROM templates WHERE name = ?", (name,)).rowcount == 0:
+                    raise TemplateNotFound(name)
 
     def get_template(self, name: str) -> StoredTemplate:
         with self._read() as conn:
@@ -634,12 +713,6 @@ class Store:
                 f"{self.data_dir}` (`gaffer-controller export` first keeps a copy of its spec)"
             ) from exc
 
-    def _decode_or_none(self, name: str, spec: str) -> Template | None:
-        try:
-            return self._decode(name, spec)
-        except ConfigError:
-            return None
-
 
 # ------------------------------------------------------------------------------- helpers
 
@@ -655,21 +728,36 @@ def decode_spec(name: str, spec: str) -> Template:
 
 
 def encode_spec(template: Template) -> str:
-    return _dumps(template.to_dict())
+    return template.spec_json()
 
 
-def _dumps(data: dict) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+def _compare(name: str, old_spec: str, template: Template) -> tuple[ChangeKind, bool]:
+    """How ``template`` differs from the stored ``old_spec``, and whether its launch fields
+    (``RESTART_FIELDS``: what a running process was started with) changed.
 
-
-def _compare(previous: Template | None, after: dict) -> ChangeKind:
-    """How ``after`` (a template's ``to_dict()``) differs from ``previous``."""
-    if previous is None:
-        return "updated"
-    before = previous.to_dict()
+    Compared as plain data, which costs a JSON parse instead of a full validation. A stored
+    spec with other fields than this gaffer writes (one from an older version) is decoded
+    first, so its defaults count and an upgrade never looks like a change.
+    """
+    if old_spec == template.spec_json():
+        return "unchanged", False
+    after = template.to_dict()
+    try:
+        before = json.loads(old_spec)
+    except ValueError:
+        return "updated", True
+    if not isinstance(before, dict):
+        return "updated", True
+    if before.keys() != after.keys():
+        try:
+            before = decode_spec(name, old_spec).to_dict()
+        except ValueError:
+            return "updated", True
     if before == after:
-        return "unchanged"
-    return "scaled" if {**before, "numprocesses": 0} == {**after, "numprocesses": 0} else "updated"
+        return "unchanged", False
+    relaunch = any(before[key] != after[key] for key in RESTART_FIELDS)
+    count_only = {**before, "numprocesses": 0} == {**after, "numprocesses": 0}
+    return ("scaled" if count_only else "updated"), relaunch
 
 
 def _template_exists(conn: sqlite3.Connection, name: str) -> bool:
