@@ -15,7 +15,7 @@ from typing import Any, Callable
 import click
 
 from gaffer.client import Client, Credentials
-from gaffer.cli import tables
+from gaffer.cli import params, tables
 from gaffer.common import keys as keyfiles
 from gaffer.common.endpoints import default_control
 from gaffer.common.errors import GafferError
@@ -93,7 +93,7 @@ class GafferGroup(click.Group):
 @click.option("--controller", envvar="GAFFER_CONTROLLER", help="Controller endpoint, tcp://HOST:PORT or ipc://PATH (or GAFFER_CONTROLLER) [default: this host's gaffer, on its unix socket].")
 @click.option("--key", envvar="GAFFER_KEY", help="Client secret key file (or GAFFER_KEY).")
 @click.option("--controller-key", envvar="GAFFER_CONTROLLER_KEY", help="Controller public key file (or GAFFER_CONTROLLER_KEY).")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--timeout", type=params.TIMEOUT, default=5.0, show_default=True, help="Seconds to wait for an answer.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.version_option(package_name="gaffer")
 @click.pass_context
@@ -281,7 +281,7 @@ def uncordon(obj: Context, node: str) -> None:
 
 @main.command()
 @click.argument("node")
-@click.option("--wait", "wait", type=float, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
+@click.option("--wait", "wait", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
 @json_option
 @click.pass_obj
 def drain(obj: Context, node: str, wait: float) -> None:
@@ -295,7 +295,7 @@ def drain(obj: Context, node: str, wait: float) -> None:
 @main.command()
 @click.argument("target")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("-n", "--lines", type=int, default=100, show_default=True, help="How many recent lines.")
+@click.option("-n", "--lines", type=params.LINES, default=100, show_default=True, help="How many recent lines.")
 @json_option
 @click.pass_obj
 def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
