@@ -292,6 +292,24 @@ def drain(obj: Context, node: str, wait: float) -> None:
         sys.exit(1)
 
 
+@main.group(name="node")
+def node_group() -> None:
+    """Node records (see `nodes` for the list)."""
+
+
+@node_group.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def forget(obj: Context, name: str) -> None:
+    """Forget node NAME, gone for good: its instances are placed on other nodes.
+
+    Only a node that is down: drain an up one and stop its agent first. If its agent comes
+    back later, it joins as a new node and stops what it still runs.
+    """
+    obj.show(obj.call("forget", node=name), lambda r: f"forgot {r['node']} ({r['moving']} instances move to other nodes)")
+
+
 @main.command()
 @click.argument("target")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")

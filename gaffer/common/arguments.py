@@ -74,15 +74,22 @@ def instance_id(args: dict[str, Any], key: str = "id", default: Any = MISSING) -
     value = _get(args, key, default)
     if value is default:
         return value
-    if not isinstance(value, str) or not INSTANCE_ID_RE.match(value):
+    if not is_instance_id(value):
         raise InvalidArgument(key, f"must be {INSTANCE_ID_RULE}, got {_show(value)}")
     return value
+
+
+def is_instance_id(value: Any) -> bool:
+    if not isinstance(value, str) or not INSTANCE_ID_RE.match(value):
+        return False
+    ordinal = value.rpartition(".")[2]
+    return ordinal.startswith("run-") or int(ordinal) <= MAX_COUNT
 
 
 def target(args: dict[str, Any], key: str = "target") -> str:
     """A template name or an instance id."""
     value = _get(args, key, MISSING)
-    if isinstance(value, str) and (NAME_RE.match(value) or INSTANCE_ID_RE.match(value)):
+    if isinstance(value, str) and (NAME_RE.match(value) or is_instance_id(value)):
         return value
     raise InvalidArgument(key, f"must be a template name or {INSTANCE_ID_RULE}, got {_show(value)}")
 

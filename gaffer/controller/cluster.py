@@ -742,7 +742,8 @@ def parse_scale(how: str | int, current: int) -> int:
             shown = repr(how) if len(text) <= 40 else f"of {len(text)} characters"
             raise InvalidRequest(f"bad count {shown}: use N, +N or -N")
         if len(digits) > len(str(MAX_COUNT)):
-            raise InvalidRequest(f"bad count: {len(digits)} digits, at most {MAX_COUNT:,} instances")
+            shown = repr(how) if len(text) <= 40 else f"of {len(digits)} digits"
+            raise InvalidRequest(f"bad count {shown}: at most {MAX_COUNT:,} instances")
         value = int(digits)
         count = current + value if text[0] == "+" else current - value if text[0] == "-" else value
     if count < 0:

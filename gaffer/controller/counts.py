@@ -53,12 +53,12 @@ def check_counts(limits: CountLimits, changes: Mapping[str, tuple[int, int]], to
         if count > limits.per_template and count > before:
             raise LimitExceeded(
                 f"{name}: {count:,} instances is over the limit of {limits.per_template:,} per "
-                "template (gaffer-controller --max-per-template)"
+                "template (--max-per-template)"
             )
     if after > limits.total and after > total:
         raise LimitExceeded(
             f"the templates would want {after:,} instances in all, over the limit of "
-            f"{limits.total:,} (gaffer-controller --max-instances)"
+            f"{limits.total:,} (--max-instances)"
         )
 
 

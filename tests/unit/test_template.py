@@ -541,3 +541,63 @@ class TestCheckOnHost:
             ("uid", f"unknown user {value!r} on this host"),
             ("gid", f"unknown group {value!r} on this host"),
         ]
+
+
+class TestBounds:
+    """Issue 7: every number in a template is finite and bounded, every name has a pattern."""
+
+    @pytest.mark.parametrize(("data", "expected"), [
+        ({"cmd": "x", "numprocesses": 9223372036854775807},
+         ["web.numprocesses: is too large: at most 1,000,000, got 9223372036854775807"]),
+        ({"cmd": "x", "numprocesses": 10**400},
+         ["web.numprocesses: is too large: at most 1,000,000, got a number of 401 digits"]),
+        ({"cmd": "x", "startsecs": 1e9}, ["web.startsecs: is too large: at most 2.592e+06, got 1e+09"]),
+        ({"cmd": "x", "flapping": {"window": 1e12}},
+         ["web.flapping.window: is too large: at most 2.592e+06, got 1e+12"]),
+        ({"cmd": "x", "flapping": {"attempts": 10**12}},
+         ["web.flapping.attempts: is too large: at most 1,000,000, got 1000000000000"]),
+        ({"cmd": "x", "placement": {"max_per_node": 10**7}},
+         ["web.placement.max_per_node: is too large: at most 1,000,000, got 10000000"]),
+        ({"cmd": "x", "update": {"max_unavailable": 10**7}},
+         ["web.update.max_unavailable: is too large: at most 1,000,000, got 10000000"]),
+        ({"cmd": "x", "log": {"dir": "/l", "max_bytes": 2**50}},
+         ["web.log.max_bytes: is too large: at most 1,099,511,627,776, got 1125899906842624"]),
+        ({"cmd": "x", "uid": 2**40}, ["web.uid: is too large: at most 4294967294, got 1099511627776"]),
+        ({"cmd": "x", "args": [float("nan")]}, ["web.args[0]: must be a string, got number nan"]),
+        ({"cmd": "x", "env": {"A": float("inf")}}, ["web.env.A: must be a string, got number inf"]),
+        ({"cmd": "x", "exitcodes": [0] * 300}, ["web.exitcodes: has 300 items: at most 256"]),
+        ({"cmd": "x", "placement": {"nodes": ["n" * 65]}},
+         [f"web.placement.nodes[0]: must be a node name ({NAME_RULE}), got a string"]),
+        ({"cmd": "x", "stop_signal": "9" * 5000}, ["web.stop_signal: unknown signal of 5000 characters"]),
+    ], ids=lambda v: repr(v)[:50])
+    def test_out_of_bounds_values_are_named(self, data: dict, expected: list[str]) -> None:
+        """Counts, durations, sizes and ids past their limits are problems naming the field."""
+        assert problems_of(data) == expected
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+    @pytest.mark.parametrize("field", ["graceful_timeout", "startsecs", "flapping.window", "flapping.retry_in"])
+    def test_no_float_field_takes_nan_or_infinity(self, field: str, value: float) -> None:
+        """Every float field refuses NaN and both infinities."""
+        head, _, tail = field.partition(".")
+        data = {"cmd": "x", head: {tail: value}} if tail else {"cmd": "x", head: value}
+        assert problems_of(data) == [f"web.{field}: must be finite, got {value}"]
+
+    def test_a_stored_count_past_the_format_limit_reads_back(self) -> None:
+        """The store reads counts written before the limit existed (max_count=MAX_INT)."""
+        t = parse_template({"cmd": "x", "numprocesses": 2**63 - 1}, "web", max_count=2**63 - 1)
+        assert t.numprocesses == 2**63 - 1
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(
+        st.sampled_from(["numprocesses", "graceful_timeout", "startsecs", "uid", "exitcodes", "args"]),
+        st.one_of(st.integers(), st.floats(), st.text(max_size=30), st.booleans(), st.none(),
+                  st.lists(st.one_of(st.integers(), st.floats()), max_size=3)),
+    ))
+    def test_any_numbers_give_a_template_or_template_error(self, fields: dict) -> None:
+        """Whatever numbers come in, parsing ends in a Template or a TemplateError."""
+        try:
+            t = parse_template({"cmd": "x", **fields}, "web")
+        except TemplateError:
+            return
+        assert 0 <= t.numprocesses <= 1_000_000
+        assert 0 <= t.graceful_timeout <= 30 * 86_400 and 0 <= t.startsecs <= 30 * 86_400
