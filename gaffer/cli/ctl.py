@@ -360,7 +360,7 @@ def write(obj: Context, target: str, data: str) -> None:
 
 
 @main.command()
-@click.argument("prefixes", nargs=-1)
+@click.argument("prefixes", nargs=-1, callback=params.topic_prefixes)
 @json_option
 @click.pass_obj
 def events(obj: Context, prefixes: tuple[str, ...]) -> None:

@@ -97,6 +97,24 @@ class BoundedInt(click.ParamType):
         return f"BoundedInt({self.low}, {self.high})"
 
 
+MAX_PREFIX = 256
+"""Characters of an event topic prefix (a topic is at most 256)."""
+
+
+def topic_prefixes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Click callback: event topic prefixes must be text a topic can hold (an argument that
+    was not valid UTF-8 arrives with surrogates, which cannot be subscribed to)."""
+    for value in values:
+        shown = repr(value) if len(value) <= 40 else f"of {len(value)} characters"
+        if len(value) > MAX_PREFIX:
+            raise click.BadParameter(f"a topic prefix is at most {MAX_PREFIX} characters, got one {shown}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.BadParameter(f"{shown} is not valid UTF-8 text") from None
+    return values
+
+
 def _as_float(value: int | float) -> float | None:
     try:
         return float(value)

@@ -321,18 +321,21 @@ class TestHostileFiles:
         with pytest.raises(ConfigError, match="integer"):
             load_templates(write(tmp_path / name, text))
 
-    @pytest.mark.parametrize(("name", "text", "problem"), [
-        ("t.json", '{"web": {"cmd": "x", "graceful_timeout": NaN}}', "web.graceful_timeout: must be finite, got nan"),
-        ("t.json", '{"web": {"cmd": "x", "startsecs": Infinity}}', "web.startsecs: must be finite, got inf"),
-        ("t.json", '{"web": {"cmd": "x", "startsecs": 1e999}}', "web.startsecs: must be finite, got inf"),
-        ("t.toml", '[web]\ncmd = "x"\nflapping = { window = nan }\n', "web.flapping.window: must be finite, got nan"),
-        ("t.toml", '[web]\ncmd = "x"\ngraceful_timeout = -inf\n', "web.graceful_timeout: must be finite, got -inf"),
-    ])
-    def test_nan_and_infinity_literals_are_refused_by_field(self, tmp_path: Path, name: str, text: str, problem: str) -> None:
-        """TOML's nan/inf and JSON's NaN/Infinity parse, and the field that holds one is named."""
-        with pytest.raises(TemplateError) as info:
-            load_templates(write(tmp_path / name, text))
-        assert [str(p) for p in info.value.problems] == [problem]
+    def test_nan_and_infinity_literals_are_refused_by_field(self, tmp_path: Path) -> None:
+        """TOML's nan/inf and JSON's NaN/Infinity parse, and the field holding one is named."""
+        cases = [
+            ("t.json", '{"web": {"cmd": "x", "graceful_timeout": NaN}}', "web.graceful_timeout: must be finite, got nan"),
+            ("t.json", '{"web": {"cmd": "x", "startsecs": Infinity}}', "web.startsecs: must be finite, got inf"),
+            ("t.json", '{"web": {"cmd": "x", "startsecs": 1e999}}', "web.startsecs: must be finite, got inf"),
+            ("t.json", '{"web": {"cmd": "x", "env": {"A": -Infinity}}}', "web.env.A: must be a string, got number -inf"),
+            ("t.toml", '[web]\ncmd = "x"\nflapping = { window = nan }\n', "web.flapping.window: must be finite, got nan"),
+            ("t.toml", '[web]\ncmd = "x"\ngraceful_timeout = -inf\n', "web.graceful_timeout: must be finite, got -inf"),
+            ("t.toml", '[web]\ncmd = "x"\nargs = [nan]\n', "web.args[0]: must be a string, got number nan"),
+        ]
+        for name, text, problem in cases:
+            with pytest.raises(TemplateError) as info:
+                load_templates(write(tmp_path / name, text))
+            assert [str(p) for p in info.value.problems] == [problem], text
 
     def test_count_past_the_format_limit_is_refused(self, tmp_path: Path) -> None:
         """numprocesses = 2**63-1 in a file is a TemplateError naming the field."""

@@ -574,13 +574,15 @@ class TestBounds:
         """Counts, durations, sizes and ids past their limits are problems naming the field."""
         assert problems_of(data) == expected
 
-    @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
-    @pytest.mark.parametrize("field", ["graceful_timeout", "startsecs", "flapping.window", "flapping.retry_in"])
-    def test_no_float_field_takes_nan_or_infinity(self, field: str, value: float) -> None:
-        """Every float field refuses NaN and both infinities."""
-        head, _, tail = field.partition(".")
-        data = {"cmd": "x", head: {tail: value}} if tail else {"cmd": "x", head: value}
-        assert problems_of(data) == [f"web.{field}: must be finite, got {value}"]
+    def test_no_field_takes_nan_or_infinity(self) -> None:
+        """Float fields refuse NaN and both infinities, and so do args and env values."""
+        for value in (float("nan"), float("inf"), float("-inf")):
+            for field in ("graceful_timeout", "startsecs", "flapping.window", "flapping.retry_in"):
+                head, _, tail = field.partition(".")
+                data = {"cmd": "x", head: {tail: value}} if tail else {"cmd": "x", head: value}
+                assert problems_of(data) == [f"web.{field}: must be finite, got {value}"]
+            assert problems_of({"cmd": "x", "args": ["a", value]}) == [f"web.args[1]: must be a string, got number {value}"]
+            assert problems_of({"cmd": "x", "env": {"B": value}}) == [f"web.env.B: must be a string, got number {value}"]
 
     def test_a_stored_count_past_the_format_limit_reads_back(self) -> None:
         """The store reads counts written before the limit existed (max_count=MAX_INT)."""
