@@ -38,14 +38,16 @@ from hypothesis import strategies as st
 from gaffer.agent import daemon as agent_daemon
 from gaffer.cli import ctl
 from gaffer.cli import start as gaffer_cli
+from gaffer.client import Client
 from gaffer.common.errors import InvalidSignal
+from gaffer.common.loaders import load_templates
 from gaffer.common.signals import parse_signal
 from gaffer.controller import daemon as controller_daemon
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 CTL = [sys.executable, "-m", "gaffer.cli.ctl"]
 DEADLINE = 20.0
-EXAMPLES = 12
+EXAMPLES = 25
 STREAMING = {("events",)}
 """Commands that never end by themselves: fuzzed as subprocesses (``test_streaming_commands``)."""
 PAUSING = {signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU}
@@ -190,31 +192,29 @@ def check_outcome(result, argv_used: list[str]) -> None:
 class World:
     """The running `gaffer start` and what the fuzz did to it."""
 
-    def __init__(self, root: Path, env: dict[str, str], node: str) -> None:
+    def __init__(self, root: Path, env: dict[str, str], client: Client) -> None:
         self.root = root
         self.env = env
-        self.node = node
+        self.client = client
+        self.node = client.call("nodes")[0]["name"]
         self.touched: set[str] = set()
 
     def restore(self) -> None:
         """Back to the file's templates, running, on an uncordoned node (each command's fuzz
         starts from the same state, whatever the one before deleted or stopped)."""
         self.touched = set()
-        self.ctl("apply", str(self.root / "gaffer.toml"))
+        call = self.client.call
+        call("apply", templates=[t.to_dict() for t in load_templates(self.root / "gaffer.toml")])
         for name in ("web", "cat", "job"):
-            self.ctl("start", name)
-        self.ctl("uncordon", self.node)
-        for name in {t["name"] for t in self.ctl("templates")} - {"web", "cat", "job"}:
-            self.ctl("delete", name)
-
-    def ctl(self, *args: str) -> Any:
-        done = subprocess.run([*CTL, *args, "--json"], env=self.env, capture_output=True, text=True, timeout=30)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout)
+            call("start", name=name)
+        call("uncordon", node=self.node)
+        for name in {t["name"] for t in call("templates")} - {"web", "cat", "job"}:
+            call("delete", name=name)
 
     def desired(self) -> dict[str, Any]:
-        templates = {t["name"]: (t["numprocesses"], t["paused"], t["version"]) for t in self.ctl("templates")}
-        nodes = {f"node:{n['name']}": (n["cordoned"], n["draining"]) for n in self.ctl("nodes")}
+        call = self.client.call
+        templates = {t["name"]: (t["numprocesses"], t["paused"], t["version"]) for t in call("templates")}
+        nodes = {f"node:{n['name']}": (n["cordoned"], n["draining"]) for n in call("nodes")}
         return {**templates, **nodes}
 
 
@@ -242,8 +242,8 @@ def world(tmp_path_factory) -> Iterator[World]:
                 break
             assert proc.poll() is None and time.monotonic() < deadline, done.stderr
             time.sleep(0.05)  # poll
-        nodes = json.loads(subprocess.run([*CTL, "nodes", "--json"], env=env, capture_output=True, text=True, timeout=30).stdout)
-        yield World(root, env, nodes[0]["name"])
+        with Client(f"ipc://{root}/run/control.sock", timeout=10.0) as client:
+            yield World(root, env, client)
     finally:
         proc.send_signal(signals.SIGINT)
         try:
@@ -304,7 +304,7 @@ def test_every_gafferctl_command(world, runner, path, chain):
     for key in set(before) | set(after):
         if before.get(key) != after.get(key):
             assert key in world.touched, f"{key} changed ({before.get(key)} -> {after.get(key)}) but no command said so"
-    assert world.ctl("status")["nodes"]["up"] == 1
+    assert world.client.call("status")["nodes"]["up"] == 1
 
 
 def test_gafferctl_global_options(world, runner):
@@ -321,7 +321,7 @@ def test_gafferctl_global_options(world, runner):
         check_outcome(result, full)
 
     fuzz()
-    assert world.ctl("status")["nodes"]["up"] == 1
+    assert world.client.call("status")["nodes"]["up"] == 1
 
 
 @pytest.mark.parametrize("args", [
