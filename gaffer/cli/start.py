@@ -32,7 +32,7 @@ from gaffer.common.errors import (
     TemplateError,
 )
 from gaffer.common.loaders import find_default_file, load_templates
-from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE
+from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
 from gaffer.common.template import Template, check_on_host
 from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
 from gaffer.controller.counts import CountLimits, check_counts
@@ -87,6 +87,14 @@ def read_start_config(path: str | None) -> tuple[str | None, list[AppSpec]]:
     return node, parse_apps(data.get("apps", []), source=path)
 
 
+def check_node_name(name: str) -> str:
+    """The node name the embedded agent says hello with (a hostname may not fit the rule)."""
+    if not NAME_RE.match(name):
+        shown = repr(name) if len(name) <= 80 else f"of {len(name)} characters"
+        raise ConfigError(f"node name {shown} is not valid: use {NAME_RULE} (give one with --node)")
+    return name
+
+
 def resolve_file(file: str | None) -> Path:
     if file is not None:
         return Path(file)
@@ -135,6 +143,7 @@ def start(
     limits = CountLimits(max_per_template, max_instances)
     try:
         config_node, apps = read_start_config(config)
+        node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
         templates = read_templates(path, counts, limits)
         if bind is not None:
@@ -145,7 +154,7 @@ def start(
     console = Console(writer, use_color(sys.stdout, color))
     _log_to_console(console, verbose)
     settings = EmbeddedSettings(
-        node=node or config_node or socket.gethostname().split(".")[0],
+        node=node,
         data_dir=Path(data_dir),
         bind=bind,
         insecure=insecure,

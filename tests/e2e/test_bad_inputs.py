@@ -92,6 +92,13 @@ class TestEndpointsAndFiles:
         line = one_line_error(run(GAFFER, tmp_path, "start", "--data-dir", str(tmp_path / "d"), str(path)))
         assert line == f"Error: {path}: invalid {'JSON' if name.endswith('json') else 'TOML'}: nested too deeply (at most 32 levels)"
 
+    def test_gaffer_start_with_a_bad_node_name_is_one_line(self, tmp_path):
+        """--node with a dot would never say hello (the wire refuses it): refused at once."""
+        path = tmp_path / "gaffer.toml"
+        path.write_text('[web]\ncmd = "sleep"\nargs = ["300"]\n')
+        line = one_line_error(run(GAFFER, tmp_path, "start", "--node", "a.b", "--data-dir", str(tmp_path / "d"), str(path)))
+        assert line.startswith("Error: node name 'a.b' is not valid: use letters, digits")
+
     def test_gaffer_controller_with_a_100000_level_config_is_one_line(self, tmp_path):
         """A daemon config file nested 100,000 levels is refused in one line."""
         path = tmp_path / "c.toml"

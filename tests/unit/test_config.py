@@ -58,6 +58,8 @@ class TestControllerSettings:
         ("max_per_template = 0", "max_per_template: must be >= 1, got 0"),
         ("max_per_template = 2000000", "max_per_template: must be <= 1e+06"),
         ("max_instances = 100000000000", "max_instances: must be <= 1e+07"),
+        ("backup_every = nan", "backup_every: must be a finite number, got nan"),
+        ("backup_keep = 0", "backup_keep: must be >= 1, got 0"),
         ("heartbeat = 3600\ndown_misses = 1000\nsuspect_misses = 999", "heartbeat x down_misses must be at most 86400"),
     ])
     def test_liveness_and_limits_are_finite_and_bounded(self, tmp_path: Path, line: str, message: str) -> None:
