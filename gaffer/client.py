@@ -15,6 +15,7 @@ back as the same ``GafferError`` classes the controller raised (matched by code)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 from dataclasses import dataclass
@@ -264,7 +265,17 @@ class Client:
         stream = self._client.events(prefixes)
         try:
             while True:
-                yield self._loop.run_until_complete(stream.__anext__())
+                step = asyncio.ensure_future(stream.__anext__(), loop=self._loop)
+                try:
+                    event = self._loop.run_until_complete(step)
+                except BaseException:
+                    # Ctrl-C lands while the stream awaits: end that step first, or closing
+                    # the stream fails with "asynchronous generator is already running".
+                    step.cancel()
+                    with contextlib.suppress(BaseException):
+                        self._loop.run_until_complete(step)
+                    raise
+                yield event
         finally:
             self._loop.run_until_complete(stream.aclose())
 

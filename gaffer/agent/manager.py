@@ -29,7 +29,14 @@ from gaffer.agent import flapping
 from gaffer.agent.flapping import FlapState, Verdict
 from gaffer.agent.instance import Instance
 from gaffer.agent.launch import build_launch
-from gaffer.agent.lifecycle import ExitKind, State, backoff_delay, classify_exit
+from gaffer.agent.lifecycle import (
+    ExitKind,
+    State,
+    backoff_delay,
+    classify_exit,
+    classify_spawn_failure,
+    repeat_error,
+)
 from gaffer.agent.output import Line, LineSplitter, RotatingLog
 from gaffer.agent.process import ExitStatus, Process
 from gaffer.agent.stats import StatsSampler
@@ -48,6 +55,9 @@ from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
 
 log = logging.getLogger("gaffer.manager")
+SHOWN_AS_EVENT = {"gaffer_event": True}
+"""``extra`` of a log record that says what an event the Manager publishes says: a console
+that prints the events (``gaffer start``) leaves such records out, so nothing shows twice."""
 
 
 class FdKeeper(Protocol):
@@ -227,6 +237,7 @@ class Manager:
             if inst.state in (State.EXITED, State.FAILED):
                 inst.move(State.STOPPED)
                 inst.failures = 0
+                inst.repeats = None
             elif inst.state is State.BACKOFF:
                 inst.cancel_timers()
                 inst.move(State.STOPPED)
@@ -633,15 +644,9 @@ class Manager:
         except SpawnError as exc:
             if inst.oneoff:
                 raise
-            inst.error = exc.message
-            inst.process = None
-            log.warning("%s: %s", inst.id, exc.message)
-            self._publish(
-                topics.proc(inst.template, "exit"),
-                self._proc_payload(inst, status=None, signal=None, error=exc.message),
-            )
-            self._after_failure(entry, inst, starting=True)
+            self._spawn_failed(entry, inst, exc.message)
             return
+        self._repeats_ended(inst)
         self.spawned += 1
         inst.process = process
         inst.spec_hash = entry.spec_hash
@@ -746,6 +751,33 @@ class Manager:
             return
         self._after_failure(entry, inst, starting=was is State.STARTING)
 
+    def _spawn_failed(self, entry: _Entry, inst: Instance, error: str) -> None:
+        """A spawn that failed: reported once per run of the same error (``Repeats``), then
+        final under ``restart = "never"``, retried with backoff otherwise."""
+        inst.error = error
+        inst.process = None
+        previous = inst.repeats
+        if previous is not None and previous.error != error:
+            self._repeats_ended(inst)
+        inst.repeats = repeat_error(previous, error)
+        if inst.repeats.first:
+            log.warning("%s: %s", inst.id, error, extra=SHOWN_AS_EVENT)
+        self._publish(
+            topics.proc(inst.template, "exit"),
+            self._proc_payload(inst, status=None, signal=None, error=error, again=inst.repeats.again),
+        )
+        if classify_spawn_failure(entry.template.restart) is ExitKind.DONE:
+            inst.move(State.EXITED)
+            self._changed()
+            return
+        self._after_failure(entry, inst, starting=True)
+
+    def _repeats_ended(self, inst: Instance) -> None:
+        """Say how often an error came back, once it stops coming back."""
+        repeats, inst.repeats = inst.repeats, None
+        if repeats is not None and repeats.again:
+            log.warning("%s: %s (again, %d times)", inst.id, repeats.error, repeats.again)
+
     def _after_failure(self, entry: _Entry, inst: Instance, starting: bool) -> None:
         """An unexpected exit (or failed spawn): consult flapping, then respawn or wait."""
         inst.failures = inst.failures + 1 if starting else 1
@@ -790,7 +822,7 @@ class Manager:
             return
         log.warning(
             "%s is flapping: respawns suspended for %.1fs (retry %d)",
-            entry.template.name, delay, entry.flap.retries,
+            entry.template.name, delay, entry.flap.retries, extra=SHOWN_AS_EVENT,
         )
         self._publish(
             topics.proc(entry.template.name, "flap"),
@@ -820,6 +852,7 @@ class Manager:
                 self._fail(entry, inst, "flapping: gave up after max_retry retries")
 
     def _fail(self, entry: _Entry, inst: Instance, reason: str) -> None:
+        self._repeats_ended(inst)
         inst.move(State.FAILED)
         inst.error = reason
         self._publish(topics.proc(inst.template, "failed"), self._proc_payload(inst, reason=reason))

@@ -111,18 +111,24 @@ class Console:
         if topic.startswith("output."):
             self.line(data["id"], data["line"], self._colors.get(data["template"]), data.get("ts"))
         elif topic.startswith("proc.") and not topic.endswith(".running"):
-            self.system(describe_proc_event(topic, data))
+            text = describe_proc_event(topic, data)
+            if text is not None:
+                self.system(text)
         elif topic.startswith("template."):
             self.system(f"template {data.get('name')} {topic.rsplit('.', 1)[1]}")
 
 
-def describe_proc_event(topic: str, data: dict[str, Any]) -> str:
+def describe_proc_event(topic: str, data: dict[str, Any]) -> str | None:
+    """One console line for a proc event; None for a spawn error repeated (``again``): it
+    was shown the first time, and the Manager logs the count when the repeats end."""
     kind = topic.rsplit(".", 1)[1]
     ident = data.get("id") or data.get("template")
     if kind == "spawn":
         return f"{ident} started (pid {data.get('pid')})"
     if kind in ("exit", "stop"):
         verb = "stopped" if kind == "stop" else "exited"
+        if data.get("error") and data.get("again"):
+            return None
         if data.get("error"):
             return f"{ident} failed to start: {data['error']}"
         if data.get("signal"):
@@ -139,13 +145,16 @@ def describe_proc_event(topic: str, data: dict[str, Any]) -> str:
 
 
 class ConsoleLogHandler(logging.Handler):
-    """Routes gaffer's own log records to the console as ``gaffer`` lines."""
+    """Routes gaffer's own log records to the console as ``gaffer`` lines, except those that
+    only repeat an event the console prints anyway (``gaffer_event`` in their ``extra``)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__()
         self._console = console
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "gaffer_event", False):
+            return
         try:
             self._console.system(self.format(record))
         except Exception:  # a log handler must never raise into the caller

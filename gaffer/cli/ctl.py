@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from gaffer.client import Client, Credentials
-from gaffer.cli import tables
+from gaffer.cli import params, tables
 from gaffer.common import keys as keyfiles
 from gaffer.common.endpoints import default_control
 from gaffer.common.errors import GafferError
@@ -97,7 +97,7 @@ class GafferGroup(click.Group):
 @click.option("--controller", envvar="GAFFER_CONTROLLER", help="Controller endpoint, tcp://HOST:PORT or ipc://PATH (or GAFFER_CONTROLLER) [default: this host's gaffer, on its unix socket].")
 @click.option("--key", envvar="GAFFER_KEY", help="Client secret key file (or GAFFER_KEY).")
 @click.option("--controller-key", envvar="GAFFER_CONTROLLER_KEY", help="Controller public key file (or GAFFER_CONTROLLER_KEY).")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--timeout", type=params.TIMEOUT, default=5.0, show_default=True, help="Seconds to wait for an answer.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.version_option(package_name="gaffer")
 @click.pass_context
@@ -285,7 +285,7 @@ def uncordon(obj: Context, node: str) -> None:
 
 @main.command()
 @click.argument("node")
-@click.option("--wait", "wait", type=float, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
+@click.option("--wait", "wait", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
 @json_option
 @click.pass_obj
 def drain(obj: Context, node: str, wait: float) -> None:
@@ -296,10 +296,28 @@ def drain(obj: Context, node: str, wait: float) -> None:
         sys.exit(1)
 
 
+@main.group(name="node")
+def node_group() -> None:
+    """Node records (see `nodes` for the list)."""
+
+
+@node_group.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def forget(obj: Context, name: str) -> None:
+    """Forget node NAME, gone for good: its instances are placed on other nodes.
+
+    Only a node that is down: drain an up one and stop its agent first. If its agent comes
+    back later, it joins as a new node and stops what it still runs.
+    """
+    obj.show(obj.call("forget", node=name), lambda r: f"forgot {r['node']} ({r['moving']} instances move to other nodes)")
+
+
 @main.command()
 @click.argument("target")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("-n", "--lines", type=int, default=100, show_default=True, help="How many recent lines.")
+@click.option("-n", "--lines", type=params.LINES, default=100, show_default=True, help="How many recent lines.")
 @json_option
 @click.pass_obj
 def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
@@ -346,7 +364,7 @@ def write(obj: Context, target: str, data: str) -> None:
 
 
 @main.command()
-@click.argument("prefixes", nargs=-1)
+@click.argument("prefixes", nargs=-1, callback=params.topic_prefixes)
 @json_option
 @click.pass_obj
 def events(obj: Context, prefixes: tuple[str, ...]) -> None:

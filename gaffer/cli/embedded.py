@@ -18,6 +18,7 @@ from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
 from gaffer.common.template import Template
 from gaffer.controller.controller import Controller
+from gaffer.controller.counts import CountLimits
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 
@@ -33,6 +34,7 @@ class EmbeddedSettings:
     bind: str | None = None
     pub: str | None = None
     insecure: bool = False
+    limits: CountLimits = CountLimits()
 
 
 class Embedded:
@@ -44,6 +46,8 @@ class Embedded:
             data_dir=settings.data_dir,
             insecure=settings.insecure,
             liveness=Liveness(startup_grace=0.0),
+            max_per_template=settings.limits.per_template,
+            max_instances=settings.limits.total,
         ))
         self._bus = bus
         self.agent: Agent | None = None

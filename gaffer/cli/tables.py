@@ -115,7 +115,7 @@ def templates_table(rows: Sequence[dict[str, Any]]) -> str:
         ("name", lambda r: r["name"]),
         ("state", state),
         ("version", lambda r: r["version"]),
-        ("wanted", lambda r: r["numprocesses"]),
+        ("wanted", lambda r: r["numprocesses"] if not r.get("limited") else f"{r['numprocesses']} (limited to {r['limited']['placing']})"),
         ("running", lambda r: r["running"]),
         ("pending", lambda r: (f"{r['pending']['count']} ({r['pending']['reason']})" if r.get("pending") else 0)),
     ], empty="no templates")
@@ -130,6 +130,9 @@ def template_text(row: dict[str, Any]) -> str:
     ]
     if row.get("pending"):
         lines.append(f"pending     {row['pending']['count']}: {row['pending']['reason']}")
+    if row.get("limited"):
+        limited = row["limited"]
+        lines.append(f"limited     placing {limited['placing']} of {limited['wanted']}: {limited['reason']}")
     if row.get("rolling"):
         lines.append("update      rolling")
     placement = spec.get("placement") or {}

@@ -8,10 +8,15 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     ├── ConfigError                  "invalid_config"     bad daemon configuration
     ├── NotFound                     "not_found"
     │   ├── TemplateNotFound         "template_not_found"
-    │   └── InstanceNotFound         "instance_not_found"
+    │   ├── InstanceNotFound         "instance_not_found"
+    │   └── NodeNotFound             "node_not_found"
     ├── Conflict                     "conflict"
-    │   └── TemplateExists           "template_exists"
+    │   ├── TemplateExists           "template_exists"
+    │   └── NodeAlive                "node_alive"         forget refused: the node is not down
     ├── InvalidRequest               "invalid_request"    a well-formed request that cannot apply
+    │   ├── InvalidArgument          "invalid_argument"   a request argument of the wrong type,
+    │   │                                                 size, pattern or range (.argument)
+    │   ├── LimitExceeded            "limit_exceeded"     a count over a controller's limit
     │   ├── StdinNotEnabled          "stdin_not_enabled"
     │   └── InvalidSignal            "invalid_signal"
     ├── ProcessError                 "process_error"
@@ -116,6 +121,15 @@ class InstanceNotFound(NotFound):
         self.instance_id = instance_id
 
 
+class NodeNotFound(NotFound):
+    code = "node_not_found"
+    name = ""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no node named {name!r} (see `gafferctl nodes`)")
+        self.name = name
+
+
 class Conflict(GafferError):
     code = "conflict"
 
@@ -128,8 +142,31 @@ class TemplateExists(Conflict):
         self.name = name
 
 
+class NodeAlive(Conflict):
+    """Only a node that is down can be forgotten: one that is up or suspect still runs things."""
+
+    code = "node_alive"
+
+
 class InvalidRequest(GafferError):
     code = "invalid_request"
+
+
+class InvalidArgument(InvalidRequest):
+    """A request argument that is missing, of the wrong type, too long, or out of range."""
+
+    code = "invalid_argument"
+    argument = ""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"argument {argument!r}: {message}")
+        self.argument = argument
+
+
+class LimitExceeded(InvalidRequest):
+    """A change that would make a template, or all of them, want more instances than allowed."""
+
+    code = "limit_exceeded"
 
 
 class StdinNotEnabled(InvalidRequest):

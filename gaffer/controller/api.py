@@ -1,8 +1,10 @@
 """The operations clients can ask of the controller (``request.op``), one method each.
 
-Arguments arrive as plain data from the wire and are checked here, with errors that name the
-argument. Operations on the desired state go through ``Cluster``; operations on processes
-(kill, stdin, output, stats, one-off runs) are forwarded to the agent that runs them.
+Arguments arrive as plain data from the wire and are checked here (``common/arguments.py``:
+type, length, pattern, range; never NaN), with errors that name the argument, before anything
+acts on them. Operations on the desired state go through ``Cluster``; operations on processes
+(kill, stdin, output, stats, one-off runs) are forwarded to the agent that runs them. Node
+operations name a node the controller knows (``NodeNotFound`` otherwise).
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import msgpack
 
+from gaffer.common import arguments as arg
 from gaffer.common import topics
 from gaffer.common.errors import (
     GafferError,
     InstanceNotFound,
+    InvalidArgument,
     InvalidRequest,
     NotFound,
     Problem,
     TemplateError,
 )
+from gaffer.common.limits import MAX_LINES
 from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
@@ -41,15 +46,6 @@ DRAIN_TIMEOUT = 60.0
 Op = Callable[..., Awaitable[Any]]
 
 
-def _text(args: dict[str, Any], key: str, default: Any = ...) -> Any:
-    value = args.get(key, default)
-    if value is ...:
-        raise InvalidRequest(f"missing argument {key!r}")
-    if value is not None and value is not default and not isinstance(value, str):
-        raise InvalidRequest(f"argument {key!r} must be a string")
-    return value
-
-
 class Api:
     def __init__(self, controller: "Controller") -> None:
         self.controller = controller
@@ -65,8 +61,8 @@ class Api:
             "delete": self.delete, "scale": self.scale, "start": self.start, "stop": self.stop,
             "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
             "run": self.run, "cordon": self.cordon, "uncordon": self.uncordon,
-            "drain": self.drain, "logs": self.logs, "write": self.write, "wait": self.wait,
-            "stage_apply": self.stage_apply,
+            "drain": self.drain, "forget": self.forget, "logs": self.logs, "write": self.write,
+            "wait": self.wait, "stage_apply": self.stage_apply,
         }
 
     # ----------------------------------------------------------------- cluster
@@ -90,19 +86,25 @@ class Api:
         return result
 
     async def cordon(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "node")
+        name = arg.node(args)
         self.cluster.cordon(name, True)
         return {"node": name, "cordoned": True}
 
     async def uncordon(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "node")
+        name = arg.node(args)
         self.cluster.cordon(name, False)
         return {"node": name, "cordoned": False}
 
+    async def forget(self, **args: Any) -> dict[str, Any]:
+        """Remove a node that is down for good; its placements move to other nodes."""
+        name = arg.node(args)
+        moved = self.cluster.forget_node(name)
+        return {"node": name, "forgotten": True, "moving": moved}
+
     async def drain(self, **args: Any) -> dict[str, Any]:
         """Cordon the node and move its instances away; wait until it runs none (or timeout)."""
-        name = _text(args, "node")
-        timeout = _seconds(args, "wait", DRAIN_TIMEOUT)
+        name = arg.node(args)
+        timeout = arg.seconds(args, "wait", DRAIN_TIMEOUT)
         self.cluster.drain(name, True)
         node = self.controller.nodes.nodes[name]
         deadline = self.controller.now() + timeout
@@ -144,7 +146,9 @@ class Api:
         items = args.get("templates", [])
         if not isinstance(items, list) or (not items and not allow_empty):
             raise InvalidRequest("argument 'templates' must be a non-empty list of templates")
-        source = _text(args, "source", None)
+        source = args.get("source")
+        if source is not None and not isinstance(source, str):
+            raise InvalidArgument("source", "must be a string")
         problems = oversized_templates(items)
         if problems:
             raise TemplateError(problems, source=source)
@@ -163,41 +167,39 @@ class Api:
         return result
 
     async def get(self, **args: Any) -> dict[str, Any]:
-        return self.cluster.template_view(_text(args, "name"))
+        return self.cluster.template_view(arg.name(args))
 
     async def delete(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.delete(name)
         return {"name": name, "deleted": True}
 
     async def scale(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
-        count = args.get("count")
-        if not isinstance(count, (str, int)) or isinstance(count, bool):
-            raise InvalidRequest("argument 'count' must be N, +N or -N")
+        name = arg.name(args)
+        count = arg.count(args)
         previous = self.cluster.templates[name].template.numprocesses if name in self.cluster.templates else None
         new = self.cluster.scale(name, count)
         return {"name": name, "numprocesses": new, "previous": previous}
 
     async def start(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.set_paused(name, False)
         return {"name": name, "paused": False}
 
     async def stop(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.set_paused(name, True)
         return {"name": name, "paused": True}
 
     async def restart(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.restart(name)
         return {"name": name, "restarting": True}
 
     # ----------------------------------------------------------------- instances
 
     async def ps(self, **args: Any) -> Listing:
-        name = _text(args, "name", None)
+        name = arg.name(args, default=None)
         limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
             raise NotFound(f"no template named {name!r}")
@@ -228,7 +230,7 @@ class Api:
         for template, pending in cluster.pending().items():
             if name is not None and template != name:
                 continue
-            wanted = cluster.templates[template].template.numprocesses if template in cluster.templates else 0
+            wanted = cluster.wanted(template)
             for ordinal in range(1, wanted + 1):
                 ident = topics.instance_id(template, ordinal)
                 if ident not in rows:
@@ -271,7 +273,7 @@ class Api:
         return samples
 
     async def stats(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name", None)
+        name = arg.name(args, default=None)
         if name is not None and name not in self.cluster.templates:
             raise NotFound(f"no template named {name!r}")
         nodes = {n for (t, _), n in self.cluster.placement.items() if name is None or t == name}
@@ -297,12 +299,10 @@ class Api:
         return found
 
     async def kill(self, **args: Any) -> dict[str, Any]:
-        target = _text(args, "target")
-        sig = args.get("signal", "TERM")
-        if not isinstance(sig, (str, int)) or isinstance(sig, bool):
-            raise InvalidRequest("argument 'signal' must be a name or a number")
+        target = arg.target(args)
+        sig = arg.signal(args)
         parse_signal(sig)
-        group = bool(args.get("group", False))
+        group = arg.boolean(args, "group", False)
         nodes = self._nodes_running(target)
         if not nodes:
             if target in self.cluster.templates:
@@ -316,20 +316,16 @@ class Api:
         return {"pids": pids}
 
     async def write(self, **args: Any) -> dict[str, Any]:
-        ident = _text(args, "id")
-        data = args.get("data")
-        if not isinstance(data, (str, bytes)):
-            raise InvalidRequest("argument 'data' must be a string or bytes")
+        ident = arg.instance_id(args)
+        data = arg.data(args)
         node = self._node_of_instance(ident)
         written = await self.controller.command(node, "write", {"id": ident, "data": data})
         return {"id": ident, "node": node.name, "bytes": written}
 
     async def logs(self, **args: Any) -> list[dict[str, Any]]:
-        target = _text(args, "target")
-        lines = args.get("lines", 100)
-        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
-            raise InvalidRequest("argument 'lines' must be an integer >= 0")
-        stream = _text(args, "stream", None)
+        target = arg.target(args)
+        lines = arg.integer(args, "lines", 100, 0, MAX_LINES)
+        stream = arg.stream(args)
         if target in self.cluster.templates or any(
             row["template"] == target for n in self.controller.nodes.nodes.values() for row in n.instances.values()
         ):
@@ -339,7 +335,7 @@ class Api:
             })
         else:
             idents = [target]
-        only = _text(args, "node", None)
+        only = arg.node(args, default=None)
         out: list[dict[str, Any]] = []
         for ident in idents:
             node = self._node_of_instance(ident) if only is None else self._connected_node(only)
@@ -369,15 +365,13 @@ class Api:
 
     async def run(self, **args: Any) -> dict[str, Any]:
         """A one-off process of template ``name`` on the least busy eligible node."""
-        name = _text(args, "name")
-        run_args = args.get("args")
-        if run_args is not None and (not isinstance(run_args, list) or not all(isinstance(a, str) for a in run_args)):
-            raise InvalidRequest("argument 'args' must be a list of strings")
+        name = arg.name(args)
+        run_args = arg.strings(args, "args")
         stored = self.cluster.templates.get(name)
         if stored is None:
             raise NotFound(f"no template named {name!r}")
         node = self._node_for_run(stored.template)
-        spec = stored.template.to_dict()
+        spec = stored.template.with_count(0).to_dict()
         with self.controller.starting_oneoff(node.name, name):
             result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
             if isinstance(result, dict) and isinstance(result.get("id"), str):
@@ -386,9 +380,9 @@ class Api:
 
     async def wait(self, **args: Any) -> dict[str, Any]:
         """Wait up to ``seconds`` for one-off run ``id`` on ``node`` to end; its exit status."""
-        ident = _text(args, "id")
-        node = _text(args, "node")
-        seconds = _seconds(args, "seconds", 30.0)
+        ident = arg.instance_id(args)
+        node = arg.node(args)
+        seconds = arg.seconds(args, "seconds", 30.0)
         deadline = self.controller.now() + seconds
         while (ended := self.controller.oneoff_exits.get((node, ident))) is None:
             left = deadline - self.controller.now()
@@ -431,13 +425,6 @@ def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dic
         "results": changed[:MAX_APPLY_RESULTS],
         "more": max(0, len(changed) - MAX_APPLY_RESULTS),
     }
-
-
-def _seconds(args: dict[str, Any], key: str, default: float) -> float:
-    value = args.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidRequest(f"argument {key!r} must be a number of seconds >= 0")
-    return float(value)
 
 
 def _row(ident: str, template: str, ordinal: Any, node: str | None, report: dict[str, Any] | None, default_state: str) -> dict[str, Any]:

@@ -31,9 +31,18 @@ from typing import Any, Callable, Iterable
 
 from gaffer.common import topics
 from gaffer.common.parts import split_assignment
-from gaffer.common.errors import InvalidRequest, StorageDamaged, StorageError, TemplateNotFound
+from gaffer.common.errors import (
+    InvalidRequest,
+    NodeAlive,
+    NodeNotFound,
+    StorageDamaged,
+    StorageError,
+    TemplateNotFound,
+)
+from gaffer.common.limits import MAX_COUNT
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
+from gaffer.controller.counts import CountLimits, Limited, check_counts, effective_counts
 from gaffer.controller.hub import EventHub
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.registry import Node, NodeTable
@@ -95,6 +104,7 @@ class Cluster:
         send_assign: SendAssign,
         node_grace: float,
         clock: Callable[[], float],
+        limits: CountLimits = CountLimits(),
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -119,6 +129,15 @@ class Cluster:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
         self._demand_cache: dict[str, tuple[StoredTemplate, Demand]] = {}
+        self.limits = limits
+        self.limited: dict[str, Limited] = {}
+        """Templates that want more than the limits allow: only ``placing`` of them is placed."""
+        self._total = sum(stored.template.numprocesses for stored in self.templates.values())
+        self._over = {
+            name for name, stored in self.templates.items()
+            if stored.template.numprocesses > limits.per_template
+        }
+        self._recount()
         self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
         for stored in store.nodes():
             self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
@@ -135,8 +154,11 @@ class Cluster:
     def apply(self, templates: Iterable[Template]) -> list[dict[str, Any]]:
         """Create or update the templates, all or none: one store transaction (StorageError
         and nothing saved when the disk refuses). Memory and events follow the commit only."""
-        changes = self.store.put_templates(list(templates))
+        templates = list(templates)
+        counts = self._check_counts(templates)
+        changes = self.store.put_templates(templates)
         self._announce(self._record(changes))
+        self._counted(counts)
         self.kick()
         return _results(changes)
 
@@ -144,12 +166,14 @@ class Cluster:
         """``apply`` for a large apply (100,000 templates): the same single transaction, but
         the work before it (comparing with what is stored) and after it (events, rolling
         updates) runs in slices, so the loop keeps answering agents and clients meanwhile."""
+        counts = self._check_counts(templates)
         puts = Puts()
         for start in range(0, len(templates), APPLY_SLICE):
             self.store.prepare_puts(templates[start:start + APPLY_SLICE], puts)
             await asyncio.sleep(0)
         changes = self.store.commit_puts(puts)
         changed = self._record(changes)
+        self._counted(counts)
         for start in range(0, len(changed), APPLY_SLICE):
             self._announce(changed[start:start + APPLY_SLICE])
             await asyncio.sleep(0)
@@ -194,8 +218,7 @@ class Cluster:
 
     def delete_many(self, names: list[str]) -> None:
         """Delete templates, all in one transaction (or none: TemplateNotFound)."""
-        for name in names:
-            self._stored(name)
+        counts = {name: (self._stored(name).template.numprocesses, 0) for name in names}
         self.store.delete_templates(names)
         gone = set(names)
         for name in names:
@@ -203,6 +226,7 @@ class Cluster:
             self.rollouts.pop(name, None)
             self.hub.publish(topics.template(name, "deleted"), {"name": name})
         self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] not in gone}
+        self._counted(counts)
         self.kick()
 
     def scale(self, name: str, how: str | int) -> int:
@@ -210,12 +234,59 @@ class Cluster:
         current = stored.template.numprocesses
         count = parse_scale(how, current)
         if count != current:
+            check_counts(self.limits, {name: (current, count)}, self._total)
             change = self.store.set_count(name, count)
             assert change.stored is not None
             self.templates[name] = change.stored
             self._event(name, "scaled", self.templates[name], previous=current)
+            self._counted({name: (current, count)})
             self.kick()
         return count
+
+    def wanted(self, name: str) -> int:
+        """How many instances of ``name`` are placed (its count, or less when limited)."""
+        limited = self.limited.get(name)
+        if limited is not None:
+            return limited.placing
+        stored = self.templates.get(name)
+        return stored.template.numprocesses if stored is not None else 0
+
+    def _check_counts(self, templates: list[Template]) -> dict[str, tuple[int, int]]:
+        """Refuse a whole apply, before anything is stored, if it would grow a count past a
+        limit (LimitExceeded); the counts it changes, (before, after) per template."""
+        changes: dict[str, tuple[int, int]] = {}
+        for template in templates:
+            stored = self.templates.get(template.name)
+            before = stored.template.numprocesses if stored is not None else 0
+            changes[template.name] = (before, template.numprocesses)
+        check_counts(self.limits, changes, self._total)
+        return changes
+
+    def _counted(self, changes: dict[str, tuple[int, int]]) -> None:
+        """Keep the total and the over-limit set up to date after counts changed."""
+        for name, (before, after) in changes.items():
+            self._total += after - before
+            if after > self.limits.per_template:
+                self._over.add(name)
+            else:
+                self._over.discard(name)
+        self._recount()
+
+    def _recount(self) -> None:
+        """Find the templates over a limit (only ever from a store written before the limits,
+        or under higher ones): place at most the limit, and say so once per template."""
+        if not (self.limited or self._over or self._total > self.limits.total):
+            return
+        counts = {name: stored.template.numprocesses for name, stored in self.templates.items()}
+        _, limited = effective_counts(self.limits, counts)
+        for name, note in sorted(limited.items()):
+            if self.limited.get(name) != note:
+                log.error(
+                    "template %s wants %s instances, %s: placing only %s; scale it down "
+                    "(gafferctl scale %s=N) or raise the limit",
+                    name, f"{note.wanted:,}", note.reason, f"{note.placing:,}", name,
+                )
+        self.limited = limited
 
     def set_paused(self, name: str, paused: bool) -> None:
         stored = self._stored(name)
@@ -239,16 +310,16 @@ class Cluster:
 
     def cordon(self, name: str, cordoned: bool) -> None:
         """Cordon: keep what the node runs, place nothing new. Uncordon also ends a drain."""
+        node = self._known_node(name)
         self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
-        node = self._node_record(name)
         node.cordoned = cordoned
         if not cordoned:
             node.draining = False
         self.kick()
 
     def drain(self, name: str, draining: bool = True) -> None:
+        node = self._known_node(name)
         self.store.set_node_flags(name, cordoned=True, draining=draining)
-        node = self._node_record(name)
         node.cordoned = True
         node.draining = draining
         self.hub.publish(topics.node(name, "drain"), {"node": name, "draining": draining})
@@ -265,10 +336,32 @@ class Cluster:
                 return  # the store logged it; tried again at the node's next hello
             self._stored_nodes[node.name] = known
 
-    def _node_record(self, name: str) -> Node:
+    def forget_node(self, name: str) -> int:
+        """Forget a node that is gone for good: its record goes (its generation stays, so an
+        agent that comes back under that name is still fenced), and its slots are placed
+        elsewhere at once. Only a ``down`` node: one that is up or suspect may still run
+        things. Returns how many slots it held."""
+        node = self._known_node(name)
+        if node.state is not NodeState.DOWN:
+            raise NodeAlive(
+                f"node {name!r} is {node.state.value}: only a node that is down can be forgotten "
+                f"(drain it with `gafferctl drain {name}` and stop its agent first)"
+            )
+        held = self.placement_on(name)
+        self.store.forget_node(name)
+        self.nodes.disconnect(node)
+        del self.nodes.nodes[name]
+        self._stored_nodes.pop(name, None)
+        self.down_since.pop(name, None)
+        self.sent.pop(name, None)
+        log.warning("node %s forgotten; its %d slots move to other nodes", name, held)
+        self.kick()
+        return held
+
+    def _known_node(self, name: str) -> Node:
         node = self.nodes.nodes.get(name)
         if node is None:
-            node = self.nodes.nodes[name] = Node(name=name)
+            raise NodeNotFound(name)
         return node
 
     def _stored(self, name: str) -> StoredTemplate:
@@ -493,7 +586,7 @@ class Cluster:
             placement = template.placement
             demand = Demand(
                 name=name,
-                count=0 if stored.paused else template.numprocesses,
+                count=0 if stored.paused else self.wanted(name),
                 max_per_node=placement.max_per_node,
                 nodes=placement.nodes,
                 labels=dict(placement.labels),
@@ -638,6 +731,7 @@ class Cluster:
                 "version": stored.version,
                 "paused": stored.paused,
                 "numprocesses": stored.template.numprocesses,
+                "limited": self.limited[name].view() if name in self.limited else None,
                 "placed": placed[name],
                 "running": running[name],
                 "pending": pending.get(name),
@@ -735,11 +829,17 @@ def parse_scale(how: str | int, current: int) -> int:
         text = str(how).strip()
         digits = text[1:] if text[:1] in "+-" else text
         if not digits.isascii() or not digits.isdecimal():
-            raise InvalidRequest(f"bad count {how!r}: use N, +N or -N")
+            shown = repr(how) if len(text) <= 40 else f"of {len(text)} characters"
+            raise InvalidRequest(f"bad count {shown}: use N, +N or -N")
+        if len(digits) > len(str(MAX_COUNT)):
+            shown = repr(how) if len(text) <= 40 else f"of {len(digits)} digits"
+            raise InvalidRequest(f"bad count {shown}: at most {MAX_COUNT:,} instances")
         value = int(digits)
         count = current + value if text[0] == "+" else current - value if text[0] == "-" else value
     if count < 0:
         raise InvalidRequest(f"count would be {count}: it must stay >= 0")
+    if count > MAX_COUNT:
+        raise InvalidRequest(f"count would be {count:,}: at most {MAX_COUNT:,} instances")
     return count
 
 

@@ -51,6 +51,7 @@ from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
 from gaffer.controller.backup import BackupPolicy, Backups
 from gaffer.controller.cluster import Cluster
+from gaffer.controller.counts import CountLimits
 from gaffer.controller.hub import PUB_HWM, EventHub
 from gaffer.controller.liveness import NodeState, judge
 from gaffer.controller.registry import Node, NodeTable
@@ -156,7 +157,8 @@ class Controller:
         self.hub.on_subscriptions_changed(self._send_watch_all)
         self.hub.start()
         self.cluster = Cluster(
-            self.store, self.nodes, self.hub, self._send_assign, settings.node_grace, self.now
+            self.store, self.nodes, self.hub, self._send_assign, settings.node_grace, self.now,
+            limits=CountLimits(settings.max_per_template, settings.max_instances),
         )
         self._server = PeerServer(router, self, secure=self.keys is not None)
         self._server.start()

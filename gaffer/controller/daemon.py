@@ -17,8 +17,21 @@ from typing import Any
 import click
 import uvloop
 
+from gaffer.cli import params
 from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
 from gaffer.common.errors import GafferError
+from gaffer.common.limits import (
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MAX_PER_TEMPLATE,
+    MAX_BACKUPS,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_HEARTBEAT,
+    MAX_MISSES,
+    MAX_TOTAL,
+    MAX_WAIT,
+    MIN_HEARTBEAT,
+)
 from gaffer.controller import offline
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
@@ -28,7 +41,8 @@ log = logging.getLogger("gaffer.controller")
 
 SETTINGS = (
     "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
-    "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep",
+    "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
+    "max_instances",
 )
 DEFAULT_DATA_DIR = ".gaffer"
 DEFAULT_BACKUP_EVERY = 3600.0
@@ -40,27 +54,27 @@ def build_settings(options: dict[str, Any], config: str | None) -> ControllerSet
     data: dict[str, Any] = read_config(config, SETTINGS) if config else {}
     where = config or "options"
 
-    def pick(key: str, kind: type | tuple[type, ...]) -> Any:
+    def pick(key: str, kind: type | tuple[type, ...], low: float | None = None, high: float | None = None) -> Any:
         if options.get(key) is not None:
             return options[key]
-        return expect(data, key, kind, where)
+        return expect(data, key, kind, where, low=low, high=high)
 
     bind = pick("bind", str)
     pub = pick("pub", str)
     defaults = Liveness()
     liveness = Liveness(
-        interval=float(pick("heartbeat", (int, float)) or defaults.interval),
-        suspect_misses=int(pick("suspect_misses", int) or defaults.suspect_misses),
-        down_misses=int(pick("down_misses", int) or defaults.down_misses),
-        startup_grace=float(_first(pick("startup_grace", (int, float)), defaults.startup_grace)),
+        interval=float(pick("heartbeat", (int, float), MIN_HEARTBEAT, MAX_HEARTBEAT) or defaults.interval),
+        suspect_misses=int(pick("suspect_misses", int, 1, MAX_MISSES) or defaults.suspect_misses),
+        down_misses=int(pick("down_misses", int, 1, MAX_MISSES) or defaults.down_misses),
+        startup_grace=float(_first(pick("startup_grace", (int, float), 0, MAX_WAIT), defaults.startup_grace)),
     )
-    if liveness.interval <= 0 or liveness.suspect_misses < 1 or liveness.down_misses <= liveness.suspect_misses:
-        raise GafferError(
-            f"{where}: need heartbeat > 0, suspect_misses >= 1 and down_misses > suspect_misses"
-        )
+    if liveness.down_misses <= liveness.suspect_misses:
+        raise GafferError(f"{where}: need down_misses > suspect_misses")
+    if liveness.down_after > MAX_WAIT:
+        raise GafferError(f"{where}: heartbeat x down_misses must be at most {MAX_WAIT:g} seconds")
     keys = pick("keys", str)
-    backup_every = float(_first(pick("backup_every", (int, float)), DEFAULT_BACKUP_EVERY))
-    backup_keep = _first(pick("backup_keep", int), DEFAULT_BACKUP_KEEP)
+    backup_every = float(_first(pick("backup_every", (int, float), 0, MAX_DURATION), DEFAULT_BACKUP_EVERY))
+    backup_keep = _first(pick("backup_keep", int, 1, MAX_BACKUPS), DEFAULT_BACKUP_KEEP)
     if not math.isfinite(backup_every) or backup_every < 0:
         raise GafferError(f"{where}: backup_every must be a number of seconds >= 0 (0: no backups)")
     if backup_keep < 1:
@@ -74,7 +88,9 @@ def build_settings(options: dict[str, Any], config: str | None) -> ControllerSet
         insecure=bool(pick("insecure", bool)),
         socket_group=pick("socket_group", str),
         liveness=liveness,
-        node_grace=float(_first(pick("node_grace", (int, float)), 2.0)),
+        node_grace=float(_first(pick("node_grace", (int, float), 0, MAX_WAIT), 2.0)),
+        max_per_template=_first(pick("max_per_template", int, 1, MAX_COUNT), DEFAULT_MAX_PER_TEMPLATE),
+        max_instances=_first(pick("max_instances", int, 1, MAX_TOTAL), DEFAULT_MAX_INSTANCES),
         backup_every=backup_every,
         backup_dir=Path(backup_dir) if backup_dir else None,
         backup_keep=backup_keep,
@@ -92,14 +108,16 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--keys", help="Key directory: controller.key_secret, agents/, clients/.")
 @click.option("--insecure", is_flag=True, default=None, help="Allow TCP without CURVE keys (anyone who reaches it can run commands).")
 @click.option("--socket-group", help="Let this group use the local sockets (runtime dir 0750, sockets 0660).")
-@click.option("--heartbeat", type=float, help="Heartbeat interval in seconds [default: 1].")
-@click.option("--suspect-misses", type=int, help="Missed heartbeats before a node is suspect [3].")
-@click.option("--down-misses", type=int, help="Missed heartbeats before a node is down [5].")
-@click.option("--startup-grace", type=float, help="Seconds after start before any node is declared down [10].")
-@click.option("--node-grace", type=float, help="Seconds a node stays down before its instances move [2].")
-@click.option("--backup-every", type=float, help="Seconds between backups of the store; 0: none [3600].")
+@click.option("--heartbeat", type=params.HEARTBEAT, help="Heartbeat interval in seconds [default: 1].")
+@click.option("--suspect-misses", type=params.MISSES, help="Missed heartbeats before a node is suspect [3].")
+@click.option("--down-misses", type=params.MISSES, help="Missed heartbeats before a node is down [5].")
+@click.option("--startup-grace", type=params.SECONDS, help="Seconds after start before any node is declared down [10].")
+@click.option("--node-grace", type=params.SECONDS, help="Seconds a node stays down before its instances move [2].")
+@click.option("--max-per-template", type=params.PER_TEMPLATE, help=f"Most instances one template may want [{DEFAULT_MAX_PER_TEMPLATE}].")
+@click.option("--max-instances", type=params.TOTAL, help=f"Most instances all templates together may want [{DEFAULT_MAX_INSTANCES}].")
+@click.option("--backup-every", type=params.DURATION, help="Seconds between backups of the store; 0: none [3600].")
 @click.option("--backup-dir", help="Where backups go [default: DATA_DIR/backups].")
-@click.option("--backup-keep", type=int, help="How many backups to keep [5].")
+@click.option("--backup-keep", type=params.KEEP, help="How many backups to keep [5].")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
 @click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
 @click.version_option(package_name="gaffer")

@@ -89,7 +89,7 @@ def template_record(name: str, spec_text: str, version: int, paused: bool) -> Te
     except (ValueError, RecursionError) as exc:
         return TemplateRecord(name, version, paused, spec_text, f"its spec is not JSON ({exc})")
     try:
-        parse_template(spec, name=name)
+        parse_template(spec, name=name, max_count=MAX_INT)
     except TemplateError as exc:
         return TemplateRecord(name, version, paused, spec, exc.message)
     return TemplateRecord(name, version, paused, spec)

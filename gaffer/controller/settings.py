@@ -17,6 +17,7 @@ from gaffer.common.endpoints import (
     events_for,
     parse_endpoint,
 )
+from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE
 from gaffer.controller.liveness import Liveness
 
 DEFAULT_KEYED_BIND = f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
@@ -37,6 +38,10 @@ class ControllerSettings:
     backup_dir: Path | None = None
     """Where backups go; None: ``<data_dir>/backups``."""
     backup_keep: int = 5
+    max_per_template: int = DEFAULT_MAX_PER_TEMPLATE
+    """Most instances one template may want (``--max-per-template``)."""
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    """Most instances all templates together may want (``--max-instances``)."""
 
     def __post_init__(self) -> None:
         """Refuse a malformed endpoint now, before anything starts."""

@@ -546,6 +546,16 @@ class Store:
             rows = conn.execute(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY name").fetchall()
         return [_stored_node(row) for row in rows]
 
+    def forget_node(self, name: str) -> bool:
+        """Delete a node's record (labels, agent, cordon, drain); True if there was one.
+
+        Its generation stays: an agent that later says hello under that name gets a generation
+        above every one it was ever sent, so a stale assignment can never look current.
+        """
+        _check_name("node", name)
+        with self._write() as conn:
+            return conn.execute("DELETE FROM nodes WHERE name = ?", (name,)).rowcount == 1
+
     # ------------------------------------------------------------------ placement, failures
 
     def save_placement(self, changes: Mapping[Slot, str | None]) -> None:
@@ -720,7 +730,7 @@ class Store:
 def decode_spec(name: str, spec: str) -> Template:
     """A stored spec back into a Template; ValueError saying why it no longer validates."""
     try:
-        return parse_template(json.loads(spec), name=name)
+        return parse_template(json.loads(spec), name=name, max_count=MAX_INT)
     except TemplateError as exc:
         raise ValueError(exc.message) from exc
     except ValueError as exc:

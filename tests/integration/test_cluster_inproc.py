@@ -32,10 +32,10 @@ class Cluster:
         self.client: AsyncClient | None = None
 
     async def start_controller(self, **overrides) -> Controller:
-        settings = ControllerSettings(
-            bind=f"ipc://{self.tmp}/run/control.sock", data_dir=self.tmp / "controller",
-            liveness=FAST, node_grace=0.2, **overrides,
-        )
+        settings = ControllerSettings(**{
+            "bind": f"ipc://{self.tmp}/run/control.sock", "data_dir": self.tmp / "controller",
+            "liveness": FAST, "node_grace": 0.2, **overrides,
+        })
         self.controller = Controller(settings)
         await self.controller.start()
         self.client = AsyncClient(self.controller.endpoint, timeout=5.0)
