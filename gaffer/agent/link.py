@@ -416,21 +416,22 @@ class ControllerLink:
 
     def _flush_due(self) -> None:
         self._flush_timer = None
-        if not self.connected.is_set():
-            return
-        self._flush()
-        if self.followers.owes_markers():
-            self._schedule_flush()
+        if self.connected.is_set():
+            self._flush()
 
     def _flush(self) -> None:
+        """Send what is pending; a skip marker still owed (its stream may have gone quiet)
+        gets another flush, so it is never left unsent."""
         self._flushed_at = asyncio.get_running_loop().time()
         self._send_report(full=False)
-        for topic, data in self.followers.markers(asyncio.get_running_loop().time()):
+        for topic, data in self.followers.markers(self._flushed_at):
             self._queue(topic, data["ts"], data)
         if self._events:
             events, self._events = list(self._events), collections.deque()
             for batch in _batches(events):
                 self._send_events(batch)
+        if self.followers.owes_markers():
+            self._schedule_flush()
 
     def _send_events(self, batch: list[dict[str, Any]]) -> None:
         try:
