@@ -15,6 +15,7 @@ longer than ``MAX_LINE`` is cut into pieces rather than buffered without end.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import time
 from dataclasses import dataclass
@@ -200,13 +201,21 @@ def format_log_line(line: Line) -> str:
 
 
 def format_log_chunk(chunk: Chunk) -> bytes:
-    """Every line of ``chunk`` as ``format_log_line`` writes it (one stamp: one read's time).
+    """Every line of ``chunk`` as ``format_log_line`` writes it (one stamp: one read's time)."""
+    buf, start, end = _log_block(chunk)
+    return buf[start:end]
 
-    Done on bytes: ``bytes.replace`` inserts the heads about three times faster than the same
-    on ``str``, which matters when every two-byte line of ``yes`` gets a 30-byte head."""
+
+def _log_block(chunk: Chunk) -> tuple[bytes, int, int]:
+    """``format_log_chunk`` as ``buf[start:end]``, made by one ``bytes.replace`` and never
+    copied again (written through a memoryview).
+
+    On bytes, the replace is about three times faster than on ``str``; that matters when every
+    two-byte line of ``yes`` gets a 30-byte head and the block grows fifteenfold."""
     head = f"{_stamp(chunk.ts)} {chunk.stream} ".encode()
-    body = chunk.text.encode("utf-8", errors="replace").replace(b"\n", b"\n" + head)
-    return b"".join((head, body, b"\n"))
+    raw = b"\n" + chunk.text.encode("utf-8", errors="replace") + b"\n"
+    buf = raw.replace(b"\n", b"\n" + head)
+    return buf, 1, len(buf) - len(head)
 
 
 class RotatingLog:
@@ -238,31 +247,34 @@ class RotatingLog:
         """Append the lines of ``chunk``, rotating before any line that would not fit."""
         if self._closed:
             return
-        blob = format_log_chunk(chunk)
+        buf, start, end = _log_block(chunk)
+        view = memoryview(buf)
         try:
             if self._file is None:
                 self._open("ab")
-            while blob:
+            while start < end:
                 room = self.max_bytes - self._size
-                if len(blob) <= room:
-                    self._write(blob)
+                if end - start <= room:
+                    self._write(view[start:end])
                     return
-                cut = blob.rfind(b"\n", 0, room) + 1 if room > 0 else 0
+                cut = buf.rfind(b"\n", start, start + room) + 1 if room > 0 else 0
                 if not cut and not self._size:
-                    cut = blob.find(b"\n") + 1
+                    cut = buf.find(b"\n", start, end) + 1
                 if cut:
-                    self._write(blob[:cut])
-                    blob = blob[cut:]
-                if blob:
+                    self._write(view[start:cut])
+                    start = cut
+                if start < end:
                     self._rotate()
         except OSError:
             self.errors += 1
             self._drop_file()
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: memoryview) -> None:
         assert self._file is not None
-        self._file.write(data)
-        self._size += len(data)
+        written = os.write(self._file.fileno(), data)
+        self._size += written
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"short write to {self.path} ({written} of {len(data)} bytes)")
 
     def _rotate(self) -> None:
         self._drop_file()
