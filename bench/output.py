@@ -71,7 +71,10 @@ STOP_TIMEOUT = 30.0
 PS_TARGET_MS = 100.0
 PEERS = ("circus", "supervisor")
 
-LINES = {"short": b"y\n", "log": b"2026-01-01T00:00:00.000Z INFO request handled in 3 ms " + b"x" * 45 + b"\n"}
+LINES = {
+    "short": b"y\n",
+    "log": b"2026-01-01T00:00:00.000Z INFO request handled in 3 ms " + b"x" * 45 + b"\n",
+}
 FLOOD = r'''"""Writes MiB of output (whole lines) at full speed: flood.py SHAPE MIB wait|now (MIB <= 0:
 forever). With "wait" it prints "ready" every 50 ms until a line arrives on stdin."""
 import os, select, sys
@@ -616,7 +619,7 @@ def ps_section(run: Run, calls: int, gap: float) -> list[str]:
         rows.append([
             f"gaffer, {condition}", str(len(values)), f"{percentile(values, 50):.1f}",
             f"{percentile(values, 99):.1f}", f"{max(values):.1f}",
-            " / ".join(f"{a:.0f}->{b:.0f}" for a, b in (rss.get("controller", (0, 0)), rss.get("agent", (0, 0)))),
+            " / ".join(f"{a:.0f}->{b:.0f}" for a, b in (rss.get(n, (0, 0)) for n in ("controller", "agent"))),
         ])
     for name in PEERS:
         status = run.peers.get(name, {}).get("status")

@@ -393,7 +393,8 @@ class ControllerLink:
         if len(self._events) >= MAX_PENDING:
             self._events.popleft()
             self.events_dropped += 1
-        self._events.append({"topic": topic, "ts": ts, "data": {k: v for k, v in data.items() if k != "node"}})
+        clean = {k: v for k, v in data.items() if k != "node"}
+        self._events.append({"topic": topic, "ts": ts, "data": clean})
 
     def _queue_output(self, topic: str, ts: float, data: dict[str, Any]) -> None:
         """Lines for the stream of the previous queued event are appended to it: one event per

@@ -115,7 +115,7 @@ class Console:
         self._writer.write(f"{self._head(prefix, color, ts)} {text}\n")
 
     def lines(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> None:
-        """Every line of ``text`` (lines joined by "\n") with the same head, as far as the
+        """Every line of ``text`` (lines joined by newlines) with the same head, as far as the
         writer has room; the rest is counted as dropped without being formatted."""
         count = text.count("\n") + 1
         room = self._writer.room()

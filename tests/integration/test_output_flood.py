@@ -100,7 +100,8 @@ class Daemons:
         """An instance ``flood.1`` writing ``lines`` numbered lines (0: forever); with ``wait``
         it says ``ready`` until it reads ``go`` on stdin."""
         spec = {
-            "name": "flood", "cmd": sys.executable, "args": ["-c", FLOOD, str(lines), "wait" if wait else "now"],
+            "name": "flood", "cmd": sys.executable,
+            "args": ["-c", FLOOD, str(lines), "wait" if wait else "now"],
             "numprocesses": 1, "startsecs": 0, "restart": "never", "redirect_input": True,
         }
         await self.call("apply", templates=[spec])

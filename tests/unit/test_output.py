@@ -289,7 +289,9 @@ class TestLogFormat:
 
     @settings(max_examples=200, deadline=None)
     @given(
-        st.lists(st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=10), min_size=1, max_size=8),
+        st.lists(
+            st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=10), min_size=1, max_size=8
+        ),
         st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False),
     )
     def test_a_chunk_formats_as_its_lines_would(self, texts: list[str], ts: float) -> None:
@@ -311,7 +313,8 @@ def write_lines(log: RotatingLog, lines: list[Line]) -> None:
     start = 0
     for end in range(1, len(lines) + 1):
         if end == len(lines) or (lines[end].ts, lines[end].stream) != (lines[start].ts, lines[start].stream):
-            log.write_chunk(Chunk(lines[start].ts, lines[start].stream, "\n".join(ln.text for ln in lines[start:end])))
+            text = "\n".join(ln.text for ln in lines[start:end])
+            log.write_chunk(Chunk(lines[start].ts, lines[start].stream, text))
             start = end
 
 
@@ -434,7 +437,9 @@ class LineAtATimeLog:
     st.integers(40, 200),
     st.integers(0, 3),
 )
-def test_chunks_rotate_exactly_as_single_lines_would(chunks: list[list[str]], max_bytes: int, backups: int) -> None:
+def test_chunks_rotate_exactly_as_single_lines_would(
+    chunks: list[list[str]], max_bytes: int, backups: int
+) -> None:
     """Writing chunks gives the same files, byte for byte, as writing their lines one by one."""
     reference = LineAtATimeLog(max_bytes, backups)
     with tempfile.TemporaryDirectory() as tmp:
