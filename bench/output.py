@@ -430,6 +430,7 @@ async def measure_ps(run: Run, calls: int, gap: float, cli_runs: int, work: Path
         for condition in ("idle", "flood", "flood+follower"):
             if condition == "flood":
                 await cluster.flood("flood", [shutil.which("yes") or "/usr/bin/yes"])
+                await ps_calls(cluster, 1, gap)  # the first ps after a spawn samples it (~0.1 s)
             if condition == "flood+follower":
                 ctl = await Spawned.start("gafferctl logs -f", [
                     str(BIN / "gafferctl"), "--controller", cluster.endpoint, "logs", "flood.1", "-f",
@@ -633,8 +634,9 @@ def ps_section(run: Run, calls: int, gap: float) -> list[str]:
         "### `ps` while a flood is followed (ms, lower is better)",
         "",
         f"{calls} `ps` requests through `AsyncClient`, {gap * 1000:.0f} ms apart: idle; while an "
-        "instance runs `yes`; and while a real `gafferctl logs -f` follows it. RSS in MB of "
-        "controller / agent, before -> after the calls.",
+        "instance runs `yes` (after one unmeasured call: the first `ps` after any spawn takes "
+        "about 0.1 s to sample the new process, flood or not); and while a real `gafferctl logs "
+        "-f` follows it. RSS in MB of controller / agent, before -> after the calls.",
         "",
         results.table(["condition", "calls", "p50", "p99", "max", "RSS MB ctl / agent"], rows,
                       align="lrrrrl"),
