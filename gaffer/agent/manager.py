@@ -37,7 +37,7 @@ from gaffer.agent.lifecycle import (
     classify_spawn_failure,
     repeat_error,
 )
-from gaffer.agent.output import Line, LineSplitter, RotatingLog
+from gaffer.agent.output import Chunk, Line, LineSplitter, RotatingLog
 from gaffer.agent.process import ExitStatus, Process
 from gaffer.agent.stats import StatsSampler
 from gaffer.common import topics
@@ -859,26 +859,25 @@ class Manager:
         self._changed()
 
     def _on_output(self, entry: _Entry, inst: Instance, stream: str, data: bytes) -> None:
+        """Captured bytes -> one chunk of complete lines: into the ring, the log file, and one
+        ``output.`` event carrying all of them (only if someone subscribes)."""
         splitter = inst.splitters.get(stream)
         if splitter is None:
             splitter = inst.splitters[stream] = LineSplitter()
-        texts = splitter.feed(data)
-        if not texts:
+        text = splitter.feed(data)
+        if text is None:
             return
-        now = time.time()
-        lines = [Line(now, stream, text) for text in texts]
-        for line in lines:
-            inst.output.append(line)
+        chunk = Chunk(time.time(), stream, text)
+        inst.output.add(chunk)
         if inst.log is not None:
-            inst.log.write_lines(lines)
+            inst.log.write_chunk(chunk)
         topic = topics.output(inst.template, inst.ordinal, stream)
         if self.bus.wants(topic):
-            for line in lines:
-                self.bus.publish(
-                    topic,
-                    {"node": self.node, "id": inst.id, "template": inst.template,
-                     "stream": stream, "line": line.text, "ts": line.ts},
-                )
+            self.bus.publish(
+                topic,
+                {"node": self.node, "id": inst.id, "template": inst.template,
+                 "stream": stream, "ts": chunk.ts, "text": text},
+            )
 
     # ----------------------------------------------------------------- events
 

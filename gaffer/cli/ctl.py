@@ -337,10 +337,24 @@ def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
     topic = f"output.{target}."
     try:
         for event in obj.client().events([topic]):
-            line = {"id": event.data.get("id"), "stream": event.data.get("stream"), "line": event.data.get("line"), "ts": event.ts}
-            _print_line(obj, line, prefix)
+            data = event.data
+            base = {"id": data.get("id"), "stream": data.get("stream"), "ts": event.ts}
+            if "skipped" in data:
+                _print_skipped(obj, {**base, "skipped": data["skipped"]}, prefix)
+            elif isinstance(data.get("text"), str):
+                for text in data["text"].split("\n"):
+                    _print_line(obj, {**base, "line": text}, prefix)
     except KeyboardInterrupt:
         pass
+
+
+def _print_skipped(obj: Context, marker: dict[str, Any], prefix: str) -> None:
+    """Lines the follow limit left out (the agent counts them): said where they are missing."""
+    if obj.as_json:
+        click.echo(json.dumps(marker, sort_keys=True))
+    else:
+        head = f"{marker['id']} | " if prefix else ""
+        click.echo(f"{head}# {marker['skipped']} lines skipped", err=True)
 
 
 def _print_line(obj: Context, line: dict[str, Any], prefix: str) -> None:

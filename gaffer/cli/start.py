@@ -300,7 +300,7 @@ async def _run_once(template: Template, args: list[str] | None, node: str) -> in
     async def relay() -> None:
         async for event in events:
             stream = sys.stdout if event.data["stream"] == "out" else sys.stderr
-            stream.write(event.data["line"] + "\n")
+            stream.write(event.data["text"] + "\n")
             stream.flush()
 
     relay_task = asyncio.create_task(relay())

@@ -10,6 +10,8 @@ only when:
   ``output.<template>.<ordinal>.<out|err>`` (``node.`` and ``template.`` events are the
   controller's own, and only it publishes them);
 - the payload names the same instance as the topic (``id`` = ``<template>.<ordinal>``);
+- an output event carries lines (``text``, a string) or a skip marker (``skipped``, a count),
+  so a follower never has to guess at its shape;
 - that instance is one the controller gave this node: placed on it now, in the last assignment
   it was sent (an exit racing a move is still its own), or a one-off run started there.
 
@@ -34,7 +36,9 @@ ID_MISMATCH = "id_mismatch"
 """The payload's ``id``/``template`` disagree with the topic."""
 NOT_ASSIGNED = "not_assigned"
 """The instance is not one this node was given."""
-DROP_REASONS = (FOREIGN_TOPIC, BAD_TOPIC, ID_MISMATCH, NOT_ASSIGNED)
+BAD_OUTPUT = "bad_output"
+"""An ``output.`` payload with neither ``text`` (a string) nor ``skipped`` (a count >= 0)."""
+DROP_REASONS = (FOREIGN_TOPIC, BAD_TOPIC, ID_MISMATCH, NOT_ASSIGNED, BAD_OUTPUT)
 
 OUTPUT_STREAMS = ("out", "err")
 CONTROLLER_FIELDS = ("node", "scope")
@@ -61,11 +65,20 @@ def admit_event(topic: str, data: Mapping[str, Any], owns: Container[str]) -> st
         ident = data.get("id", instance)
         if ident != instance or data.get("template", template) != template:
             return ID_MISMATCH
+        if not _output_payload(data):
+            return BAD_OUTPUT
     else:
         return FOREIGN_TOPIC
     if ident not in owns:
         return NOT_ASSIGNED
     return None
+
+
+def _output_payload(data: Mapping[str, Any]) -> bool:
+    if "text" in data:
+        return type(data["text"]) is str
+    skipped = data.get("skipped")
+    return type(skipped) is int and skipped >= 0
 
 
 def stamped(data: Mapping[str, Any], node: str) -> dict[str, Any]:

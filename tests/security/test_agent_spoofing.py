@@ -76,10 +76,10 @@ async def test_agent_cannot_speak_for_other_nodes_templates_or_instances(tmp_pat
         evil.send("events", {"events": [
             _event("node.node1.down", node="node1"),
             _event("template.web.deleted", name="web"),
-            _event("output.web.1.out", id="web.1", template="web", stream="out", line="FAKE"),
+            _event("output.web.1.out", id="web.1", template="web", stream="out", text="FAKE"),
             _event("proc.web.exit", id="web.1", template="web", status=0, signal=None),
             _event("proc.mine.failed", id="mine.1", template="mine", scope="cluster", node="node1"),
-            _event("output.mine.1.out", id="mine.1", template="mine", stream="out", line="mine"),
+            _event("output.mine.1.out", id="mine.1", template="mine", stream="out", text="mine"),
         ]})
         await poll_until(lambda: controller.agent_drops.total >= 4, timeout=5, what="the drops")
         await _marker(admin, collector, "after")

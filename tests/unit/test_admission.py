@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gaffer.controller.admission import (
+    BAD_OUTPUT,
     BAD_TOPIC,
     FOREIGN_TOPIC,
     ID_MISMATCH,
@@ -24,8 +25,13 @@ OWNED = frozenset({"web.1", "web.2", "job.run-3"})
         ("proc.web.spawn", {"id": "web.1", "template": "web", "pid": 10}, None),
         ("proc.web.exit", {"id": "web.2"}, None),
         ("proc.job.exit", {"id": "job.run-3", "oneoff": True}, None),
-        ("output.web.1.out", {"id": "web.1", "template": "web", "line": "hi"}, None),
-        ("output.web.2.err", {"line": "no id given: the topic names it"}, None),
+        ("output.web.1.out", {"id": "web.1", "template": "web", "text": "hi\nthere"}, None),
+        ("output.web.2.err", {"text": "no id given: the topic names it"}, None),
+        ("output.web.1.out", {"id": "web.1", "skipped": 120, "skipped_bytes": 4000}, None),
+        ("output.web.1.out", {"id": "web.1", "line": "the old shape"}, BAD_OUTPUT),
+        ("output.web.1.out", {"id": "web.1", "text": ["not", "a", "string"]}, BAD_OUTPUT),
+        ("output.web.1.out", {"id": "web.1", "skipped": -1}, BAD_OUTPUT),
+        ("output.web.1.out", {"id": "web.1", "skipped": True}, BAD_OUTPUT),
         ("node.n2.down", {"node": "n2"}, FOREIGN_TOPIC),
         ("template.web.deleted", {"name": "web"}, FOREIGN_TOPIC),
         ("hub.anything", {}, FOREIGN_TOPIC),
@@ -36,9 +42,9 @@ OWNED = frozenset({"web.1", "web.2", "job.run-3"})
         ("proc.web.spawn", {"id": "db.1"}, ID_MISMATCH),
         ("proc.web.spawn", {"template": "web"}, ID_MISMATCH),
         ("proc.web.spawn", {"id": "web.1", "template": "db"}, ID_MISMATCH),
-        ("output.web.1.out", {"id": "web.2", "line": "x"}, ID_MISMATCH),
+        ("output.web.1.out", {"id": "web.2", "text": "x"}, ID_MISMATCH),
         ("proc.web.spawn", {"id": "web.3"}, NOT_ASSIGNED),
-        ("output.web.3.out", {"id": "web.3", "line": "fake"}, NOT_ASSIGNED),
+        ("output.web.3.out", {"id": "web.3", "text": "fake"}, NOT_ASSIGNED),
         ("proc.job.exit", {"id": "job.run-4"}, NOT_ASSIGNED),
     ],
 )
