@@ -460,6 +460,10 @@ class Cluster:
                 for body in sent.bodies:
                     self._send_assign(node, body)
 
+    def by_node(self, node: str) -> dict[str, list[int]]:
+        """{template: ordinals} placed on ``node`` now."""
+        return self._by_node.get(node, {})
+
     def placement_on(self, node: str) -> int:
         return sum(len(ordinals) for ordinals in self._by_node.get(node, {}).values())
 

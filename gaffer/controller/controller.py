@@ -575,3 +575,11 @@ class _OwnedBy:
         if (self._name, ident) in controller.oneoffs_started:
             return True
         return ordinal.startswith("run-") and (self._name, template) in controller.oneoffs_pending
+
+    def holds_template(self, name: str) -> bool:
+        controller = self._controller
+        assert controller.cluster is not None
+        if name in controller.cluster.by_node(self._name):
+            return True
+        sent = controller.cluster.sent.get(self._name)
+        return sent is not None and (name in sent.ordinals or (sent.before is not None and name in sent.before.ordinals))

@@ -19,7 +19,7 @@ from gaffer.common.errors import InvalidRequest, TemplateError, TemplateNotFound
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
-from gaffer.testing import pid_dead, poll_until
+from gaffer.testing import next_event, pid_dead, poll_until
 
 FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
 
@@ -407,3 +407,20 @@ class TestRolling:
         assert max_down(seen) <= 2
         after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="roll")}
         assert all(after[i] != before[i] for i in before)
+
+
+class TestEvents:
+    async def test_a_nodes_flapping_reaches_subscribers(self, cluster):
+        """proc.<t>.flap, which names a template rather than one instance, is admitted from the
+        node that runs it (it was once dropped as an id mismatch)."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        events = cluster.controller.hub.bus.subscribe("proc.crash.flap")
+        template = {
+            **spec("crash", 1), "cmd": "sh", "args": ["-c", "exit 3"],
+            "flapping": {"attempts": 2, "window": 30, "retry_in": 30, "max_retry": 1},
+        }
+        await cluster.call("apply", templates=[template])
+        flap = await next_event(events, "proc.crash.flap", timeout=10)
+        assert flap.data["node"] == "n1" and flap.data["template"] == "crash"
+        assert "id_mismatch" not in cluster.controller.agent_drops.snapshot()["reasons"]
