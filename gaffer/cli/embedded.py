@@ -71,15 +71,16 @@ class Embedded:
         assert self.agent is not None
         return self.agent.manager
 
-    def apply(self, templates: list[Template]) -> list[dict]:
-        """Make the desired state exactly ``templates``: create, update, resume, delete."""
+    async def apply(self, templates: list[Template]) -> list[dict]:
+        """Make the desired state exactly ``templates``: create, update, resume, delete (the
+        apply in slices, so a file of 100,000 templates leaves the loop free meanwhile)."""
         cluster = self.controller.cluster
         assert cluster is not None
         wanted = {t.name for t in templates}
         gone = sorted(set(cluster.templates) - wanted)
         if gone:
             cluster.delete_many(gone)
-        results = cluster.apply(templates)
+        results = await cluster.apply_sliced(templates)
         for template in templates:
             if cluster.templates[template.name].paused:
                 cluster.set_paused(template.name, False)

@@ -33,6 +33,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.loaders import find_default_file, load_templates
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host
 from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
 from gaffer.controller.counts import CountLimits, check_counts
@@ -202,16 +203,26 @@ async def _run_start(
             for template in embedded.manager.templates():
                 embedded.manager.kill(template.name, "KILL", group=True)
 
-    def on_reload() -> None:
+    reloading: asyncio.Task | None = None
+
+    async def reload() -> None:
         try:
             fresh = read_templates(path, counts, settings.limits)
+            console.register(sorted(t.name for t in fresh))
+            results = await embedded.apply(fresh)
         except GafferError as exc:
             console.system(f"reload refused, keeping the running templates: {exc.message}")
             return
-        console.register(sorted(t.name for t in fresh))
-        results = embedded.apply(fresh)
         changes = [f"{r['name']} {r['change']}" for r in results if r["change"] != "unchanged"]
-        console.system("reloaded: " + (", ".join(changes) if changes else "nothing changed"))
+        shown = ", ".join(changes[:20]) + (f" and {len(changes) - 20} more" if len(changes) > 20 else "")
+        console.system("reloaded: " + (shown if changes else "nothing changed"))
+
+    def on_reload() -> None:
+        nonlocal reloading
+        if reloading is not None and not reloading.done():
+            console.system("a reload is still being applied; send SIGHUP again once it is done")
+            return
+        reloading = loop.create_task(reload())
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_stop_signal)
@@ -231,8 +242,13 @@ async def _run_start(
     warning = embedded.controller.security_warning()
     if warning:
         console.system(warning)
-    embedded.apply(templates)
+    try:
+        await embedded.apply(templates)
+    except GafferError as exc:
+        console.system(f"cannot apply {path}: {exc.message}")
+        stop.set()
     await stop.wait()
+    await cancel_and_wait(reloading)
     await runner.stop()
     await embedded.stop()
     console.system("all processes stopped")

@@ -39,9 +39,9 @@ class Ctl:
     def json(self, *args: str):
         return json.loads(self.run(*args, "--json").stdout)
 
-    def until(self, predicate, *args: str, what: str = ""):
+    def until(self, predicate, *args: str, what: str = "", within: float = DEADLINE):
         """Poll a --json command until ``predicate(result)`` holds (bounded)."""
-        deadline = time.monotonic() + DEADLINE
+        deadline = time.monotonic() + within
         while True:
             done = self.run(*args, "--json", check=False)
             result = json.loads(done.stdout) if done.returncode == 0 else done.stderr
@@ -226,3 +226,42 @@ def test_events_stream_shows_what_happens(gaffer):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_hundred_thousand_templates_start_apply_and_list(tmp_path):
+    """100,000 templates: `gaffer start` runs the file, `gafferctl apply` updates them all in
+    one go, and `templates`/`ps` list them (in pages); the ones with instances run."""
+    def write(path, arg: str) -> None:
+        with open(path, "w") as out:
+            for i in range(100_000):
+                count = 1 if i % 20_000 == 0 else 0
+                out.write(f'[h{i}]\ncmd = "sleep"\nargs = ["{arg}"]\nnumprocesses = {count}\nstartsecs = 0\n\n')
+
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    write(first, "300")
+    write(second, "301")
+    ctl = Ctl(tmp_path / "run")
+    proc = subprocess.Popen(
+        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), str(first)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ctl.env,
+    )
+    try:
+        rows = ctl.until(lambda rows: sum(r["state"] == "running" for r in rows) == 5, "ps", what="5 running", within=120)
+        before = {r["pid"] for r in rows}
+        done = subprocess.run(
+            [*CTL, "--timeout", "120", "apply", str(second)], env=ctl.env, capture_output=True, text=True, timeout=180,
+        )
+        assert done.returncode == 0 and "applied: 100000 updated" in done.stdout, done.stderr
+        rows = ctl.until(
+            lambda rows: sum(r["state"] == "running" and r["pid"] not in before for r in rows) == 5,
+            "ps", what="5 running again, restarted with the new spec", within=120,
+        )
+        assert len(ctl.json("templates")) == 100_000
+        assert {r["id"] for r in rows} == {f"h{i}.1" for i in range(0, 100_000, 20_000)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
