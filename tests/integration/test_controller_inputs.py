@@ -22,16 +22,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.template import Template
 from gaffer.controller.store import Store
-from test_cluster_inproc import Cluster, spec
-
-
-@pytest.fixture
-async def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
+from inproc import Cluster, spec
 
 
 async def desired(c: Cluster) -> dict[str, tuple[int, int, bool]]:
