@@ -18,7 +18,6 @@ must belong to this user and be closed to others: one made by someone else (a sq
 
 from __future__ import annotations
 
-import fcntl
 import grp
 import ipaddress
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from gaffer.common import pidlock
 from gaffer.common.errors import ConfigError
 
 DEFAULT_TCP_PORT = 6001
@@ -226,22 +226,14 @@ def claim_socket(endpoint: Endpoint, group: int | None = None) -> int:
     private_dir(endpoint.path.parent, group)
     lock = endpoint.path.with_name(endpoint.path.name + ".lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot open {lock}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        who = f"process {holder}" if holder.isdecimal() else "another process"
+        return pidlock.hold(lock)
+    except pidlock.LockHeld as held:
         raise ConfigError(
-            f"{endpoint} is in use by {who} (another gaffer?): stop it, or listen elsewhere "
-            "with --bind ipc://PATH"
+            f"{endpoint} is in use by {held.holder} (another gaffer?): stop it, or listen "
+            "elsewhere with --bind ipc://PATH"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {lock}: {exc.strerror}") from None
 
 
 def share_socket(endpoint: Endpoint, group: int | None) -> None:

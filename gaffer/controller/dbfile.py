@@ -15,12 +15,12 @@ and every failure reads the same: one line naming the file, what happened and th
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 from pathlib import Path
 from typing import Sequence
 
+from gaffer.common import pidlock
 from gaffer.common.errors import ConfigError, StorageDamaged, StorageError
 
 DB_NAME = "gaffer.db"
@@ -34,25 +34,14 @@ def acquire_lock(data_dir: Path, hint: str = LOCK_HINT) -> int:
     ConfigError naming the pid of the holder."""
     path = data_dir / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"cannot open the lock file {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        who = f"process {holder}" if holder.isdecimal() else "another process"
+        return pidlock.hold(path)
+    except pidlock.LockHeld as held:
         raise ConfigError(
-            f"the data dir {data_dir} is in use: {who} holds {path} (a running "
+            f"the data dir {data_dir} is in use: {held.holder} holds {path} (a running "
             f"gaffer-controller?). {hint}"
         ) from None
     except OSError as exc:
-        os.close(fd)
         raise ConfigError(f"cannot lock {path}: {exc.strerror}") from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def connect(path: Path) -> sqlite3.Connection:
