@@ -89,10 +89,26 @@ def status_text(status: dict[str, Any]) -> str:
     dropped = (status.get("agent_events_dropped") or {}).get("reasons") or {}
     if dropped:
         lines.append("agent events dropped  " + ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items())))
+    storage = status.get("storage")
+    if storage:
+        lines.append("storage     " + _storage(storage))
     for key in ("templates", "instances"):
         if key in status:
             lines.append(f"{key:<12}{cell(status[key])}")
     return "\n".join(lines)
+
+
+def _storage(storage: dict[str, Any]) -> str:
+    if storage.get("damaged"):
+        return f"DAMAGED: {storage.get('problem')}"
+    if storage.get("failing"):
+        return f"FAILING ({', '.join(storage['failing'])}): writes are refused until it recovers"
+    backups = storage.get("backups") or {}
+    if not backups.get("every"):
+        return "ok, no scheduled backups"
+    last = backups.get("last") or "none yet"
+    failing = f", FAILING: {', '.join(backups['failing'])}" if backups.get("failing") else ""
+    return f"ok, backup every {backups['every']:g}s to {backups['dir']} (last: {last}){failing}"
 
 
 def _security(status: dict[str, Any]) -> str:
