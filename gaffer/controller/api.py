@@ -32,7 +32,7 @@ from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
 from gaffer.controller.liveness import NodeState
-from gaffer.controller.paging import page, page_args
+from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
 
@@ -76,14 +76,12 @@ class Api:
     async def nodes(self, **args: Any) -> Listing:
         limit, after = page_args(args)
         now = self.controller.now()
-        nodes = sorted(self.controller.nodes.nodes.values(), key=lambda n: n.name)
-        if limit is None:
-            return [node.view(now) for node in nodes]
-        rows = [{"name": node.name} for node in nodes]
-        result = page(rows, _by_name, limit, after)
         known = self.controller.nodes.nodes
-        result["items"] = [known[row["name"]].view(now) for row in result["items"]]
-        return result
+        names = sorted(known)
+        if limit is None:
+            return [known[name].view(now) for name in names]
+        shown, token = page_names(names, limit, after)
+        return {"items": [known[name].view(now) for name in shown], "continue": token}
 
     async def cordon(self, **args: Any) -> dict[str, Any]:
         name = arg.node(args)
@@ -162,9 +160,8 @@ class Api:
         names = sorted(self.cluster.templates)
         if limit is None:
             return self.cluster.template_views(names)
-        result = page([{"name": name} for name in names], _by_name, limit, after)
-        result["items"] = self.cluster.template_views([row["name"] for row in result["items"]])
-        return result
+        shown, token = page_names(names, limit, after)
+        return {"items": self.cluster.template_views(shown), "continue": token}
 
     async def get(self, **args: Any) -> dict[str, Any]:
         return self.cluster.template_view(arg.name(args))
@@ -450,6 +447,3 @@ def _instance_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """Instances in ``ps`` order: template, ordinal (numbers first), node."""
     return (row["template"], _ordinal_key(row["ordinal"]), row["node"] or "")
 
-
-def _by_name(row: dict[str, Any]) -> tuple[str]:
-    return (row["name"],)

@@ -14,6 +14,7 @@ Pure: rows in, a page out.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 from typing import Any, Callable, Sequence
 
@@ -48,6 +49,19 @@ def page(rows: list[dict[str, Any]], key: Key, limit: int, after: list[Any] | No
     items = rows[:limit]
     more = len(rows) > limit
     return {"items": items, "continue": encode_token(list(key(items[-1]))) if more else None}
+
+
+def page_names(names: list[str], limit: int, after: list[Any] | None) -> tuple[list[str], str | None]:
+    """``page`` for a sorted list of names (keys ``(name,)``), by bisection instead of a scan:
+    paging through 100,000 templates costs each page its own size, not the whole list."""
+    start = 0
+    if after is not None:
+        if len(after) != 1 or not isinstance(after[0], str):
+            raise InvalidRequest("argument 'continue' is not a token of this listing")
+        start = bisect.bisect_right(names, after[0])
+    items = names[start:start + limit]
+    more = start + limit < len(names)
+    return items, encode_token([items[-1]]) if more and items else None
 
 
 def encode_token(key: list[Any]) -> str:
