@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/hello.toml
 
-.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile clean
+.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 test-unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-bench: bench-spawn bench-link bench-reconcile
+bench: bench-spawn bench-link bench-reconcile bench-apply bench-output
 
 bench-spawn: $(VENV)/.installed
 	$(BIN)/python bench/spawn.py
@@ -37,6 +37,12 @@ bench-link: $(VENV)/.installed
 
 bench-reconcile: $(VENV)/.installed
 	$(BIN)/python bench/reconcile.py
+
+bench-apply: $(VENV)/.installed
+	$(BIN)/python bench/apply.py
+
+bench-output: $(VENV)/.installed
+	$(BIN)/python bench/output.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

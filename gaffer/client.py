@@ -15,20 +15,29 @@ back as the same ``GafferError`` classes the controller raised (matched by code)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import secrets
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
+import msgpack
 import uvloop
 import zmq
 import zmq.asyncio
 
 from gaffer.common import protocol
-from gaffer.common.errors import ControllerUnreachable, ProtocolError, from_wire
+from gaffer.common.endpoints import check_reachable, parse_endpoint
+from gaffer.common.errors import ConfigError, ControllerUnreachable, ProtocolError, TemplateError, from_wire
 from gaffer.common.keys import KeyPair
-from gaffer.common.transport import Channel, make_curve_client, new_socket
+from gaffer.common.transport import Channel, connect, make_curve_client, new_socket
 
 DEFAULT_TIMEOUT = 5.0
+PAGE = 2_000
+APPLY_PART_BYTES = 1024 * 1024
+"""Templates per apply request, by encoded size: a quarter of a message, leaving room."""
+"""Items per page when a listing is fetched whole (a page stays far below a message)."""
+MAX_TIMEOUT = 86_400.0
 T = TypeVar("T")
 
 
@@ -50,6 +59,28 @@ class ReceivedEvent:
     """How many sequence numbers were skipped since the previous event (0: none)."""
 
 
+def split_by_size(items: list[Any], budget: int) -> list[list[Any]]:
+    """``items`` in order, cut into lists whose encoded size stays within ``budget`` (an item
+    bigger than that goes alone)."""
+    parts: list[list[Any]] = [[]]
+    used = 0
+    for item in items:
+        size = len(msgpack.packb(item, use_bin_type=True)) + 8
+        if parts[-1] and used + size > budget:
+            parts.append([])
+            used = 0
+        parts[-1].append(item)
+        used += size
+    return parts
+
+
+def check_timeout(value: float) -> float:
+    """A request timeout: a finite number of seconds, 0 < value <= a day (ConfigError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise ConfigError(f"timeout: must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value!r}")
+    return float(value)
+
+
 class AsyncClient:
     def __init__(
         self,
@@ -57,9 +88,10 @@ class AsyncClient:
         credentials: Credentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.endpoint = endpoint
+        self._endpoint = parse_endpoint(endpoint, "controller")
+        self.endpoint = str(self._endpoint)
         self.credentials = credentials
-        self.timeout = timeout
+        self.timeout = check_timeout(timeout)
         self._ctx = zmq.asyncio.Context()
         self._channel: Channel | None = None
         self._ids = itertools.count(1)
@@ -75,8 +107,9 @@ class AsyncClient:
 
     def _ensure_connected(self) -> Channel:
         if self._channel is None:
+            check_reachable(self._endpoint)
             sock = self._socket(zmq.DEALER)
-            sock.connect(self.endpoint)
+            connect(sock, self._endpoint)
             self._channel = Channel(sock)
             self._reader = asyncio.get_running_loop().create_task(self._read(self._channel))
         return self._channel
@@ -89,11 +122,12 @@ class AsyncClient:
         frame = protocol.encode("request", self._seq, {"id": request_id, "op": op, "args": args})
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else check_timeout(timeout)
         try:
             channel.send([frame])
-            body = await asyncio.wait_for(future, wait)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(wait):
+                body = await future
+        except TimeoutError:
             self._reset()
             raise ControllerUnreachable(
                 f"no answer from the controller at {self.endpoint} within {wait:g}s "
@@ -105,6 +139,34 @@ class AsyncClient:
         if not body["ok"]:
             raise from_wire(body["error"])
         return body["result"]
+
+    async def apply(self, templates: list[dict[str, Any]], source: str | None = None) -> Any:
+        """Apply templates (plain data) all or nothing, however many: an apply too big for one
+        message goes in parts to a stage that the last request commits (see the controller's
+        ``staging``)."""
+        problems = protocol.oversized_templates(templates)
+        if problems:
+            raise TemplateError(problems, source=source)
+        parts = split_by_size(templates, APPLY_PART_BYTES)
+        if len(parts) == 1:
+            return await self.call("apply", templates=parts[0], source=source)
+        stage = secrets.token_urlsafe(24)
+        for part in parts[:-1]:
+            await self.call("stage_apply", stage=stage, templates=part, source=source)
+        return await self.call("apply", stage=stage, templates=parts[-1], source=source)
+
+    async def listing(self, op: str, page: int = PAGE, **args: Any) -> list[dict[str, Any]]:
+        """Every item of a listing (``nodes``, ``templates``, ``ps``), fetched ``page`` at a
+        time so a listing of any size fits the wire."""
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            extra = {"continue": token} if token is not None else {}
+            result = await self.call(op, limit=page, **args, **extra)
+            items.extend(result["items"])
+            token = result["continue"]
+            if token is None:
+                return items
 
     async def _read(self, channel: Channel) -> None:
         while True:
@@ -136,10 +198,12 @@ class AsyncClient:
         """
         if endpoint is None:
             endpoint = (await self.call("status"))["events"]
+        events = parse_endpoint(endpoint, "events endpoint")
+        check_reachable(events)
         sock = self._socket(zmq.SUB)
         for prefix in prefixes:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        sock.connect(endpoint)
+        connect(sock, events)
         channel = Channel(sock)
         last = 0
         try:
@@ -176,8 +240,8 @@ class Client:
         credentials: Credentials | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self._loop = uvloop.new_event_loop()
         self._client = AsyncClient(endpoint, credentials, timeout)
+        self._loop = uvloop.new_event_loop()
 
     @property
     def endpoint(self) -> str:
@@ -185,6 +249,12 @@ class Client:
 
     def call(self, op: str, timeout: float | None = None, **args: Any) -> Any:
         return self._loop.run_until_complete(self._client.call(op, timeout=timeout, **args))
+
+    def listing(self, op: str, page: int = PAGE, **args: Any) -> list[dict[str, Any]]:
+        return self._loop.run_until_complete(self._client.listing(op, page, **args))
+
+    def apply(self, templates: list[dict[str, Any]], source: str | None = None) -> Any:
+        return self._loop.run_until_complete(self._client.apply(templates, source))
 
     def run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
         """Run ``work(async_client)`` to completion on this client's loop."""
@@ -195,7 +265,17 @@ class Client:
         stream = self._client.events(prefixes)
         try:
             while True:
-                yield self._loop.run_until_complete(stream.__anext__())
+                step = asyncio.ensure_future(stream.__anext__(), loop=self._loop)
+                try:
+                    event = self._loop.run_until_complete(step)
+                except BaseException:
+                    # Ctrl-C lands while the stream awaits: end that step first, or closing
+                    # the stream fails with "asynchronous generator is already running".
+                    step.cancel()
+                    with contextlib.suppress(BaseException):
+                        self._loop.run_until_complete(step)
+                    raise
+                yield event
         finally:
             self._loop.run_until_complete(stream.aclose())
 

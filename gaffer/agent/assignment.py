@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from gaffer.agent.manager import Manager
 from gaffer.common.errors import GafferError, TemplateError
+from gaffer.common.parts import PartsAssembler
 from gaffer.common.template import Template, check_on_host, parse_template
 
 log = logging.getLogger("gaffer.agent.assignment")
@@ -39,8 +40,14 @@ class Assignments:
         self._removals: dict[str, asyncio.Task] = {}
         self.pinned: set[str] = set()
         """Templates kept although not assigned: a one-off run of them is still going."""
+        self._parts = PartsAssembler()
 
     def apply(self, body: dict[str, Any]) -> None:
+        """Converge to an assignment, or to the one ``body`` completes when it is a part."""
+        whole = self._parts.feed(body)
+        if whole is None:
+            return
+        body = whole
         generation = body["generation"]
         if generation < self.generation:
             log.info("ignoring assignment %d: %d is already applied", generation, self.generation)

@@ -1,7 +1,8 @@
 """What the controller may ask an agent to do right now (``command`` -> ``result``).
 
-Each handler checks its arguments and raises a GafferError with a clear message; the link
-turns that into an error result. Nothing here changes the desired state: that only ever
+Each handler checks its arguments (``common/arguments.py``, the same checks as the
+controller's) and raises a GafferError with a clear message; the link turns that into an error
+result. Nothing here changes the desired state: that only ever
 arrives as a whole assignment.
 """
 
@@ -12,23 +13,12 @@ from typing import Any, Awaitable, Callable
 
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.manager import Manager
-from gaffer.common.errors import InvalidRequest, TemplateError, TemplateNotFound
+from gaffer.common import arguments as arg
+from gaffer.common.errors import InvalidArgument, InvalidRequest, TemplateError, TemplateNotFound
+from gaffer.common.limits import MAX_LINES
 from gaffer.common.template import check_on_host, parse_template
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
-
-
-def _arg(args: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    if key not in args:
-        if default is ...:
-            raise InvalidRequest(f"missing argument {key!r}")
-        return default
-    value = args[key]
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise InvalidRequest(f"argument {key!r} has the wrong type")
-    if not isinstance(value, kind):
-        raise InvalidRequest(f"argument {key!r} has the wrong type")
-    return value
 
 
 class Commands:
@@ -47,31 +37,33 @@ class Commands:
         }
 
     async def kill(self, _op: str, args: dict[str, Any]) -> list[int]:
-        target = _arg(args, "target", str)
-        signal = _arg(args, "signal", (str, int), "TERM")
-        group = _arg(args, "group", bool, False)
+        target = arg.target(args)
+        signal = arg.signal(args)
+        group = arg.boolean(args, "group", False)
         return self.manager.kill(target, signal, group=group)
 
     async def write(self, _op: str, args: dict[str, Any]) -> int:
-        data = _arg(args, "data", (bytes, str))
+        data = arg.data(args)
         raw = data.encode() if isinstance(data, str) else data
-        self.manager.write(_arg(args, "id", str), raw)
+        self.manager.write(arg.instance_id(args), raw)
         return len(raw)
 
     async def output(self, _op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
-        count = _arg(args, "lines", int, 100)
-        stream = _arg(args, "stream", (str, type(None)), None)
-        lines = self.manager.output(_arg(args, "id", str), count, stream)
+        count = arg.integer(args, "lines", 100, 0, MAX_LINES)
+        stream = arg.stream(args)
+        lines = self.manager.output(arg.instance_id(args), count, stream)
         return [line.to_dict() for line in lines]
 
     async def stats(self, _op: str, args: dict[str, Any]) -> dict[str, Any]:
-        name = _arg(args, "template", (str, type(None)), None)
+        name = arg.name(args, "template", None)
         return await self.manager.stats(name)
 
     async def run(self, _op: str, args: dict[str, Any]) -> dict[str, Any]:
         """A one-off process from the template spec the controller sends; returns its id."""
-        spec = _arg(args, "template", dict)
-        run_args = _arg(args, "args", (list, type(None)), None)
+        spec = args.get("template")
+        if not isinstance(spec, dict):
+            raise InvalidArgument("template", "must be a template spec (a map)")
+        run_args = arg.strings(args, "args")
         try:
             template = parse_template(spec)
             problems = check_on_host(template)

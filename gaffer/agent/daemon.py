@@ -26,7 +26,8 @@ from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_l
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.keys import load_keypair, load_public
 from gaffer.common.template import LABEL_RE, NAME_RE
-from gaffer.controller.settings import require_protection, split_endpoint
+from gaffer.common.endpoints import INSECURE_WARNING, default_control, parse_endpoint, require_protection
+from gaffer.controller.settings import DEFAULT_KEYED_BIND
 
 log = logging.getLogger("gaffer.agent")
 
@@ -34,7 +35,6 @@ SETTINGS = (
     "controller", "name", "labels", "state_dir", "key", "controller_key", "insecure", "apps",
     "stop_processes",
 )
-DEFAULT_CONTROLLER = "tcp://127.0.0.1:6001"
 DEFAULT_STATE_DIR = "/var/lib/gaffer/agent"
 
 
@@ -59,8 +59,6 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
             return options[key]
         return expect(data, key, kind, where)
 
-    controller = pick("controller", str) or DEFAULT_CONTROLLER
-    split_endpoint(controller)
     name = pick("name", str) or socket.gethostname().split(".")[0]
     if not NAME_RE.match(name):
         raise ConfigError(f"{where}: name {name!r}: use letters, digits, '-' and '_' (no dots)")
@@ -70,9 +68,14 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
     if bool(key) != bool(controller_key):
         raise ConfigError(f"{where}: --key and --controller-key go together (CURVE needs both)")
     insecure = bool(pick("insecure", bool))
+    given = pick("controller", str)
+    if given:
+        controller = parse_endpoint(given, f"{where}: controller")
+    else:
+        controller = parse_endpoint(DEFAULT_KEYED_BIND) if key else default_control()
     require_protection([controller], bool(key), insecure, "gaffer-agent")
     settings = LinkSettings(
-        controller=controller,
+        controller=str(controller),
         node=name,
         labels=labels,
         state_dir=Path(pick("state_dir", str) or DEFAULT_STATE_DIR),
@@ -84,13 +87,13 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
 
 
 @click.command()
-@click.option("--controller", help=f"Controller endpoint [default: {DEFAULT_CONTROLLER}].")
+@click.option("--controller", help=f"Controller endpoint [default: the local controller's unix socket; {DEFAULT_KEYED_BIND} with --key].")
 @click.option("--name", help="This node's name [default: the short hostname].")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Node label (repeatable).")
 @click.option("--state-dir", help=f"Where the agent keeps its state [default: {DEFAULT_STATE_DIR}].")
 @click.option("--key", help="This agent's secret key file (NAME.key_secret).")
 @click.option("--controller-key", help="The controller's public key file (controller.key).")
-@click.option("--insecure", is_flag=True, default=None, help="Allow a non-loopback controller without keys.")
+@click.option("--insecure", is_flag=True, default=None, help="Allow a TCP controller endpoint without CURVE keys.")
 @click.option("--stop-processes", is_flag=True, default=None, help="Stop managed processes when the agent stops.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings and [[apps]].")
 @click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
@@ -126,7 +129,13 @@ async def _serve_agent(
     runner = AppRunner(loop, agent.manager)
     await runner.start(apps)
     await agent.start()
-    fingerprint = settings.keys.fingerprint if settings.keys else "none (insecure)"
+    if settings.keys:
+        fingerprint = settings.keys.fingerprint
+    elif settings.controller.startswith("ipc://"):
+        fingerprint = "none (local socket)"
+    else:
+        fingerprint = "none (INSECURE: TCP without CURVE keys)"
+        log.warning(INSECURE_WARNING.format(endpoints=settings.controller))
     log.info(
         "gaffer-agent node %s (agent %s) -> controller %s, key %s, labels %s, state in %s, "
         "processes tracked by %s%s",

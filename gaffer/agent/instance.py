@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gaffer.agent.lifecycle import State, check_transition
+from gaffer.agent.lifecycle import Repeats, State, check_transition
 from gaffer.agent.output import LineSplitter, RingBuffer, RotatingLog
 from gaffer.agent.process import ExitStatus, Process
 from gaffer.common.topics import instance_id
@@ -26,6 +26,8 @@ class Instance:
     started_at: float | None = None
     last_exit: ExitStatus | None = None
     error: str | None = None
+    repeats: Repeats | None = None
+    """The spawn error this instance keeps hitting, and how often (reported once)."""
     oneoff: bool = False
     timer: asyncio.TimerHandle | None = None
     kill_timer: asyncio.TimerHandle | None = None

@@ -11,6 +11,7 @@ unreachable. None of this touches the processes: they keep running while the con
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -23,13 +24,15 @@ import zmq
 import zmq.asyncio
 
 from gaffer import __version__
+from gaffer.agent.follow import Followers
 from gaffer.agent.manager import Manager
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.bus import Event, Subscription
+from gaffer.common.endpoints import parse_endpoint
 from gaffer.common.errors import GafferError, ProtocolError, SubscriberTooSlow, SubscriptionClosed
 from gaffer.common.keys import KeyPair
-from gaffer.common.transport import Channel, make_curve_client, new_socket
+from gaffer.common.transport import Channel, connect, make_curve_client, new_socket
 from gaffer.common.tasks import cancel_and_wait
 
 log = logging.getLogger("gaffer.agent.link")
@@ -37,6 +40,10 @@ log = logging.getLogger("gaffer.agent.link")
 WIRE_FIELDS = ("id", "template", "ordinal", "pid", "state", "restarts", "started_at", "spec")
 FLUSH_EVERY = 0.05
 MAX_BACKOFF = 10.0
+MAX_PENDING = 100_000
+"""Events kept for the controller while they cannot be sent (beyond, the oldest go, counted)."""
+BATCH_BYTES = 1024 * 1024
+"""Rough size of one ``events`` message: a flush sends several rather than one over the limit."""
 
 
 @dataclass(frozen=True)
@@ -108,13 +115,17 @@ class ControllerLink:
         self._last_in_seq = 0
         self._interval = settings.heartbeat
         self._timeout = settings.timeout
-        self._events: list[dict[str, Any]] = []
+        self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._dirty: set[str] = set()
         self._task: asyncio.Task | None = None
         self._pump: asyncio.Task | None = None
         self._hello_at = float("-inf")
         self._watch: tuple[str, ...] = ()
         self._sub: Subscription | None = None
+        self.followers = Followers()
+        self.events_dropped = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushed_at = float("-inf")
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -126,6 +137,9 @@ class ControllerLink:
     async def stop(self) -> None:
         for task in (self._task, self._pump):
             await cancel_and_wait(task)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if self._channel is not None:
             self._channel.close()
         self._ctx.destroy(linger=0)
@@ -160,7 +174,7 @@ class ControllerLink:
         sock = new_socket(self._ctx, zmq.DEALER)
         if self.settings.keys is not None and self.settings.controller_key is not None:
             make_curve_client(sock, self.settings.keys, self.settings.controller_key)
-        sock.connect(self.settings.controller)
+        connect(sock, parse_endpoint(self.settings.controller, "controller"))
         self._channel = Channel(sock)
         self._seq = 0
         self._last_in_seq = 0
@@ -281,8 +295,9 @@ class ControllerLink:
     def _send(self, kind: str, body: dict[str, Any]) -> bool:
         if self._channel is None:
             return False
+        frame = protocol.encode(kind, self._seq + 1, body)
         self._seq += 1
-        return self._channel.send([protocol.encode(kind, self._seq, body)])
+        return self._channel.send([frame])
 
     def instances(self) -> list[dict[str, Any]]:
         return [wire_instance(i) for i in self.manager.instances()]
@@ -360,8 +375,10 @@ class ControllerLink:
     async def _pump_events(self) -> None:
         """Forward the Manager's events and instance changes in batches.
 
-        A change of the watched output prefixes closes the subscription; the loop then
-        subscribes again with the new prefixes.
+        Events are taken off the bus as soon as they come (output that will be skipped is only
+        counted, so a flood never piles up in the subscription's queue); what is to be sent
+        goes at most once per FLUSH_EVERY. A change of the watched output prefixes closes the
+        subscription; the loop then subscribes again with the new prefixes.
         """
         bus = self.manager.bus
         while True:
@@ -372,9 +389,7 @@ class ControllerLink:
                     self._note(event)
                     while (more := sub.get_nowait()) is not None:
                         self._note(more)
-                    if self.connected.is_set():
-                        self._flush()
-                    await asyncio.sleep(FLUSH_EVERY)
+                    self._schedule_flush()
             except SubscriptionClosed:
                 continue
             except SubscriberTooSlow:
@@ -384,17 +399,87 @@ class ControllerLink:
                 sub.close()
 
     def _note(self, event: Event) -> None:
-        if event.topic.startswith("proc.") and "id" in event.data:
+        topic = event.topic
+        if topic.startswith("output."):
+            if "text" in event.data:
+                now = asyncio.get_running_loop().time()
+                for out_topic, data in self.followers.offer(topic, event.data, now, self.connected.is_set()):
+                    self._queue_output(out_topic, event.ts, data)
+            return
+        if topic.startswith("proc.") and "id" in event.data:
             self._dirty.add(event.data["id"])
-        if len(self._events) < protocol.MAX_EVENTS:
-            data = {k: v for k, v in event.data.items() if k != "node"}
-            self._events.append({"topic": event.topic, "ts": event.ts, "data": data})
+        self._queue(topic, event.ts, event.data)
+
+    def _queue(self, topic: str, ts: float, data: dict[str, Any]) -> None:
+        if len(self._events) >= MAX_PENDING:
+            self._events.popleft()
+            self.events_dropped += 1
+        clean = {k: v for k, v in data.items() if k != "node"}
+        self._events.append({"topic": topic, "ts": ts, "data": clean})
+
+    def _queue_output(self, topic: str, ts: float, data: dict[str, Any]) -> None:
+        """Lines for the stream of the previous queued event are appended to it: one event per
+        stream and flush, whatever the number of reads."""
+        last = self._events[-1] if self._events else None
+        if last is not None and last["topic"] == topic and "text" in last["data"] and "text" in data:
+            last["data"]["text"] += "\n" + data["text"]
+            return
+        self._queue(topic, ts, data)
+
+    def _schedule_flush(self) -> None:
+        if self._flush_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._flushed_at + FLUSH_EVERY - loop.time()
+        if delay > 0:
+            self._flush_timer = loop.call_later(delay, self._flush_due)
+        else:
+            self._flush_due()
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        if self.connected.is_set():
+            self._flush()
 
     def _flush(self) -> None:
+        """Send what is pending; a skip marker still owed (its stream may have gone quiet)
+        gets another flush, so it is never left unsent."""
+        self._flushed_at = asyncio.get_running_loop().time()
         self._send_report(full=False)
+        for topic, data in self.followers.markers(self._flushed_at):
+            self._queue(topic, data["ts"], data)
         if self._events:
-            events, self._events = self._events, []
-            self._send("events", {"events": events})
+            events, self._events = list(self._events), collections.deque()
+            for batch in _batches(events):
+                self._send_events(batch)
+        if self.followers.owes_markers():
+            self._schedule_flush()
+
+    def _send_events(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self._send("events", {"events": batch})
+        except ProtocolError as exc:
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._send_events(batch[:half])
+                self._send_events(batch[half:])
+                return
+            self.events_dropped += 1
+            log.warning("event %s not sent: %s", batch[0]["topic"], exc.message)
+
+
+def _batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``events`` in runs of at most MAX_EVENTS and about BATCH_BYTES each (text counted)."""
+    batches: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for event in events:
+        cost = 256 + len(event["data"].get("text", ""))
+        if batches[-1] and (len(batches[-1]) >= protocol.MAX_EVENTS or size + cost > BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(event)
+        size += cost
+    return batches
 
 
 def _memory() -> int:

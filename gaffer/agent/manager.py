@@ -29,8 +29,15 @@ from gaffer.agent import flapping
 from gaffer.agent.flapping import FlapState, Verdict
 from gaffer.agent.instance import Instance
 from gaffer.agent.launch import build_launch
-from gaffer.agent.lifecycle import ExitKind, State, backoff_delay, classify_exit
-from gaffer.agent.output import Line, LineSplitter, RotatingLog
+from gaffer.agent.lifecycle import (
+    ExitKind,
+    State,
+    backoff_delay,
+    classify_exit,
+    classify_spawn_failure,
+    repeat_error,
+)
+from gaffer.agent.output import Chunk, Line, LineSplitter, RotatingLog
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.process import ExitStatus, Process
 from gaffer.agent.stats import StatsSampler
@@ -50,6 +57,9 @@ from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
 
 log = logging.getLogger("gaffer.manager")
+SHOWN_AS_EVENT = {"gaffer_event": True}
+"""``extra`` of a log record that says what an event the Manager publishes says: a console
+that prints the events (``gaffer start``) leaves such records out, so nothing shows twice."""
 
 
 class FdKeeper(Protocol):
@@ -234,6 +244,7 @@ class Manager:
             if inst.state in (State.EXITED, State.FAILED):
                 inst.move(State.STOPPED)
                 inst.failures = 0
+                inst.repeats = None
             elif inst.state is State.BACKOFF:
                 inst.cancel_timers()
                 inst.move(State.STOPPED)
@@ -488,7 +499,11 @@ class Manager:
     # ----------------------------------------------------------------- waiting
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
-        """Return once ``predicate()`` holds; it is re-checked after every state change."""
+        """Return once ``predicate()`` holds; it is re-checked after every state change.
+
+        The first check comes after the loop has run what is already scheduled, so an
+        operation called just before (``add``, ``kill``) has converged by then.
+        """
 
         async def loop() -> None:
             while not predicate():
@@ -496,7 +511,9 @@ class Manager:
                 self._waiters.append(waiter)
                 await waiter
 
-        await asyncio.wait_for(loop(), timeout)
+        async with asyncio.timeout(timeout):
+            await asyncio.sleep(0)
+            await loop()
 
     def _changed(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -661,15 +678,9 @@ class Manager:
         except SpawnError as exc:
             if inst.oneoff:
                 raise
-            inst.error = exc.message
-            inst.process = None
-            log.warning("%s: %s", inst.id, exc.message)
-            self._publish(
-                topics.proc(inst.template, "exit"),
-                self._proc_payload(inst, status=None, signal=None, error=exc.message),
-            )
-            self._after_failure(entry, inst, starting=True)
+            self._spawn_failed(entry, inst, exc.message)
             return
+        self._repeats_ended(inst)
         self.spawned += 1
         inst.process = process
         inst.spec_hash = entry.spec_hash
@@ -774,6 +785,33 @@ class Manager:
             return
         self._after_failure(entry, inst, starting=was is State.STARTING)
 
+    def _spawn_failed(self, entry: _Entry, inst: Instance, error: str) -> None:
+        """A spawn that failed: reported once per run of the same error (``Repeats``), then
+        final under ``restart = "never"``, retried with backoff otherwise."""
+        inst.error = error
+        inst.process = None
+        previous = inst.repeats
+        if previous is not None and previous.error != error:
+            self._repeats_ended(inst)
+        inst.repeats = repeat_error(previous, error)
+        if inst.repeats.first:
+            log.warning("%s: %s", inst.id, error, extra=SHOWN_AS_EVENT)
+        self._publish(
+            topics.proc(inst.template, "exit"),
+            self._proc_payload(inst, status=None, signal=None, error=error, again=inst.repeats.again),
+        )
+        if classify_spawn_failure(entry.template.restart) is ExitKind.DONE:
+            inst.move(State.EXITED)
+            self._changed()
+            return
+        self._after_failure(entry, inst, starting=True)
+
+    def _repeats_ended(self, inst: Instance) -> None:
+        """Say how often an error came back, once it stops coming back."""
+        repeats, inst.repeats = inst.repeats, None
+        if repeats is not None and repeats.again:
+            log.warning("%s: %s (again, %d times)", inst.id, repeats.error, repeats.again)
+
     def _after_failure(self, entry: _Entry, inst: Instance, starting: bool) -> None:
         """An unexpected exit (or failed spawn): consult flapping, then respawn or wait."""
         inst.failures = inst.failures + 1 if starting else 1
@@ -818,7 +856,7 @@ class Manager:
             return
         log.warning(
             "%s is flapping: respawns suspended for %.1fs (retry %d)",
-            entry.template.name, delay, entry.flap.retries,
+            entry.template.name, delay, entry.flap.retries, extra=SHOWN_AS_EVENT,
         )
         self._publish(
             topics.proc(entry.template.name, "flap"),
@@ -848,32 +886,32 @@ class Manager:
                 self._fail(entry, inst, "flapping: gave up after max_retry retries")
 
     def _fail(self, entry: _Entry, inst: Instance, reason: str) -> None:
+        self._repeats_ended(inst)
         inst.move(State.FAILED)
         inst.error = reason
         self._publish(topics.proc(inst.template, "failed"), self._proc_payload(inst, reason=reason))
         self._changed()
 
     def _on_output(self, entry: _Entry, inst: Instance, stream: str, data: bytes) -> None:
+        """Captured bytes -> one chunk of complete lines: into the ring, the log file, and one
+        ``output.`` event carrying all of them (only if someone subscribes)."""
         splitter = inst.splitters.get(stream)
         if splitter is None:
             splitter = inst.splitters[stream] = LineSplitter()
-        texts = splitter.feed(data)
-        if not texts:
+        text = splitter.feed(data)
+        if text is None:
             return
-        now = time.time()
-        lines = [Line(now, stream, text) for text in texts]
-        for line in lines:
-            inst.output.append(line)
+        chunk = Chunk(time.time(), stream, text)
+        inst.output.add(chunk)
         if inst.log is not None:
-            inst.log.write_lines(lines)
+            inst.log.write_chunk(chunk)
         topic = topics.output(inst.template, inst.ordinal, stream)
         if self.bus.wants(topic):
-            for line in lines:
-                self.bus.publish(
-                    topic,
-                    {"node": self.node, "id": inst.id, "template": inst.template,
-                     "stream": stream, "line": line.text, "ts": line.ts},
-                )
+            self.bus.publish(
+                topic,
+                {"node": self.node, "id": inst.id, "template": inst.template,
+                 "stream": stream, "ts": chunk.ts, "text": text},
+            )
 
     # ----------------------------------------------------------------- events
 

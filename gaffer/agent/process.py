@@ -40,7 +40,9 @@ from gaffer.common.signals import signal_name
 
 log = logging.getLogger("gaffer.process")
 
-READ_CHUNK = 65536
+READ_CHUNK = 256 * 1024
+"""Bytes read from one pipe per wake-up at most: large enough that a flood costs a few
+callbacks per megabyte, small enough that one chatty process cannot hold the loop for long."""
 STDIN_LIMIT = 1024 * 1024
 START_TOLERANCE = 0.05
 """Seconds an adopted pid's start time may differ from the recorded one (clock-tick rounding)."""
@@ -360,32 +362,23 @@ class Process:
         return ExitStatus.from_wait_status(stat.exit_status)
 
     def _on_readable(self, fd: int) -> None:
-        try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_reader(fd)
-            return
-        if self._on_output is not None:
-            self._on_output(self._readers[fd], data)
+        got = _read_pipe(fd)
+        if got is not None:
+            self._deliver(fd, *got)
 
     def _drain(self, fd: int) -> None:
         """Read what the dead group left in a pipe; stop at EOF or when nothing is ready."""
         while fd in self._readers:
-            try:
-                data = os.read(fd, READ_CHUNK)
-            except BlockingIOError:
+            got = _read_pipe(fd)
+            if got is None:
                 return
-            except OSError:
-                data = b""
-            if not data:
-                self._close_reader(fd)
-                return
-            if self._on_output is not None:
-                self._on_output(self._readers[fd], data)
+            self._deliver(fd, *got)
+
+    def _deliver(self, fd: int, data: bytes, eof: bool) -> None:
+        if data and self._on_output is not None:
+            self._on_output(self._readers[fd], data)
+        if eof:
+            self._close_reader(fd)
 
     def _close_reader(self, fd: int) -> None:
         stream = self._readers.pop(fd, None)
@@ -445,6 +438,29 @@ class Process:
         self._stdin = None
         self._stdin_buffer.clear()
         os.close(fd)
+
+
+def _read_pipe(fd: int) -> tuple[bytes, bool] | None:
+    """What pipe ``fd`` holds now, up to READ_CHUNK bytes, and whether it reached EOF (a read
+    error counts as EOF); None if nothing was ready. Reads until the pipe is empty, so a writer
+    that refills it while we read costs one wake-up for up to READ_CHUNK bytes, not one per
+    pipe-full."""
+    parts: list[bytes] = []
+    size = 0
+    while size < READ_CHUNK:
+        try:
+            data = os.read(fd, READ_CHUNK - size)
+        except BlockingIOError:
+            break
+        except OSError:
+            return b"".join(parts), True
+        if not data:
+            return b"".join(parts), True
+        parts.append(data)
+        size += len(data)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else b"".join(parts), False
 
 
 def _open_pid(pid: int, started_at: float) -> tuple[int, int]:

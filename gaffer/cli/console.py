@@ -3,6 +3,9 @@
 Writing to a terminal or a pipe can block (a paused pager, a full pipe), and the event loop
 must never wait for it: lines go through a bounded queue to one writer thread, and when that
 queue is full new lines are dropped and counted, then reported once the writer catches up.
+Output arrives in chunks of many lines (one per read); a chunk is formatted with a few string
+operations, and only as many of its lines as the queue has room for, so a flood costs the loop
+little more than the lines the terminal can actually show.
 """
 
 from __future__ import annotations
@@ -37,19 +40,31 @@ class ConsoleWriter:
         self._stream = stream
         self._limit = limit
         self._lines: collections.deque[str] = collections.deque()
+        self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="gaffer-console", daemon=True)
         self._thread.start()
 
-    def write(self, line: str) -> None:
+    def room(self) -> int:
+        """Lines that may still be queued (a hint: the writer only ever makes more room)."""
+        return self._limit - self._queued
+
+    def write(self, text: str, lines: int = 1) -> None:
+        """Queue ``text`` (``lines`` formatted lines, each ending in a newline), or drop it all."""
         with self._cond:
-            if len(self._lines) >= self._limit:
-                self.dropped += 1
+            if self._queued + lines > self._limit:
+                self.dropped += lines
                 return
-            self._lines.append(line)
+            self._lines.append(text)
+            self._queued += lines
             self._cond.notify()
+
+    def drop(self, lines: int) -> None:
+        """Count lines that were not even formatted because there was no room."""
+        with self._cond:
+            self.dropped += lines
 
     def _run(self) -> None:
         reported = 0
@@ -61,6 +76,7 @@ class ConsoleWriter:
                     return
                 batch = list(self._lines)
                 self._lines.clear()
+                self._queued = 0
                 dropped = self.dropped
             if dropped > reported:
                 batch.append(f"gaffer | {dropped - reported} output lines dropped: console too slow\n")
@@ -96,11 +112,29 @@ class Console:
         self.width = max([self.width, *(len(i) for i in ids)])
 
     def line(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> None:
+        self._writer.write(f"{self._head(prefix, color, ts)} {text}\n")
+
+    def lines(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> None:
+        """Every line of ``text`` (lines joined by newlines) with the same head, as far as the
+        writer has room; the rest is counted as dropped without being formatted."""
+        count = text.count("\n") + 1
+        room = self._writer.room()
+        if room <= 0:
+            self._writer.drop(count)
+            return
+        if count > room:
+            text = "\n".join(text.split("\n", room)[:room])
+            self._writer.drop(count - room)
+            count = room
+        head = self._head(prefix, color, ts) + " "
+        self._writer.write(head + text.replace("\n", "\n" + head) + "\n", count)
+
+    def _head(self, prefix: str, color: str | None, ts: float | None) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(ts if ts is not None else time.time()))
         head = f"{stamp} {prefix:<{self.width}} |"
         if self._color and color:
             head = f"\x1b[{color}m{head}{RESET}"
-        self._writer.write(f"{head} {text}\n")
+        return head
 
     def system(self, text: str) -> None:
         self.line("gaffer", text, SYSTEM_COLOR)
@@ -109,20 +143,29 @@ class Console:
         data = event.data
         topic = event.topic
         if topic.startswith("output."):
-            self.line(data["id"], data["line"], self._colors.get(data["template"]), data.get("ts"))
+            if "text" in data:
+                self.lines(data["id"], data["text"], self._colors.get(data["template"]), data.get("ts"))
+            elif "skipped" in data:
+                self.system(f"{data['id']}: {data['skipped']} lines skipped")
         elif topic.startswith("proc.") and not topic.endswith(".running"):
-            self.system(describe_proc_event(topic, data))
+            text = describe_proc_event(topic, data)
+            if text is not None:
+                self.system(text)
         elif topic.startswith("template."):
             self.system(f"template {data.get('name')} {topic.rsplit('.', 1)[1]}")
 
 
-def describe_proc_event(topic: str, data: dict[str, Any]) -> str:
+def describe_proc_event(topic: str, data: dict[str, Any]) -> str | None:
+    """One console line for a proc event; None for a spawn error repeated (``again``): it
+    was shown the first time, and the Manager logs the count when the repeats end."""
     kind = topic.rsplit(".", 1)[1]
     ident = data.get("id") or data.get("template")
     if kind == "spawn":
         return f"{ident} started (pid {data.get('pid')})"
     if kind in ("exit", "stop"):
         verb = "stopped" if kind == "stop" else "exited"
+        if data.get("error") and data.get("again"):
+            return None
         if data.get("error"):
             return f"{ident} failed to start: {data['error']}"
         if data.get("signal"):
@@ -139,13 +182,16 @@ def describe_proc_event(topic: str, data: dict[str, Any]) -> str:
 
 
 class ConsoleLogHandler(logging.Handler):
-    """Routes gaffer's own log records to the console as ``gaffer`` lines."""
+    """Routes gaffer's own log records to the console as ``gaffer`` lines, except those that
+    only repeat an event the console prints anyway (``gaffer_event`` in their ``extra``)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__()
         self._console = console
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "gaffer_event", False):
+            return
         try:
             self._console.system(self.format(record))
         except Exception:  # a log handler must never raise into the caller

@@ -7,6 +7,7 @@ and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 from pathlib import Path
@@ -15,18 +16,19 @@ from typing import Any, Callable
 import click
 
 from gaffer.client import Client, Credentials
-from gaffer.cli import tables
+from gaffer.cli import params, tables
 from gaffer.common import keys as keyfiles
+from gaffer.common.endpoints import default_control
 from gaffer.common.errors import GafferError
 from gaffer.common.loaders import load_templates
 from gaffer.common.signals import parse_signal
+from gaffer.controller.settings import DEFAULT_KEYED_BIND
 
-DEFAULT_CONTROLLER = "tcp://127.0.0.1:6001"
 WAIT_CHUNK = 30.0
 
 
 class Context:
-    def __init__(self, controller: str, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
+    def __init__(self, controller: str | None, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
         self.controller = controller
         self.key = key
         self.controller_key = controller_key
@@ -43,11 +45,23 @@ class Context:
                 credentials = Credentials(
                     keyfiles.load_keypair(self.key), keyfiles.load_public(self.controller_key)
                 )
-            self._client = Client(self.controller, credentials, timeout=self.timeout)
+            self._client = Client(self.endpoint(), credentials, timeout=self.timeout)
         return self._client
+
+    def endpoint(self) -> str:
+        """``--controller`` / GAFFER_CONTROLLER, else this host's gaffer: its private unix
+        socket, or loopback TCP when keys are given."""
+        if self.controller:
+            return self.controller
+        if self.key or self.controller_key:
+            return DEFAULT_KEYED_BIND
+        return str(default_control())
 
     def call(self, op: str, **args: Any) -> Any:
         return self.client().call(op, **args)
+
+    def listing(self, op: str, **args: Any) -> list[dict[str, Any]]:
+        return self.client().listing(op, **args)
 
     def show(self, result: Any, human: Callable[[Any], str]) -> None:
         if self.as_json:
@@ -80,14 +94,14 @@ class GafferGroup(click.Group):
 
 
 @click.group(cls=GafferGroup)
-@click.option("--controller", envvar="GAFFER_CONTROLLER", default=DEFAULT_CONTROLLER, show_default=True, help="Controller endpoint (or GAFFER_CONTROLLER).")
+@click.option("--controller", envvar="GAFFER_CONTROLLER", help="Controller endpoint, tcp://HOST:PORT or ipc://PATH (or GAFFER_CONTROLLER) [default: this host's gaffer, on its unix socket].")
 @click.option("--key", envvar="GAFFER_KEY", help="Client secret key file (or GAFFER_KEY).")
 @click.option("--controller-key", envvar="GAFFER_CONTROLLER_KEY", help="Controller public key file (or GAFFER_CONTROLLER_KEY).")
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for an answer.")
+@click.option("--timeout", type=params.TIMEOUT, default=5.0, show_default=True, help="Seconds to wait for an answer.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.version_option(package_name="gaffer")
 @click.pass_context
-def main(ctx: click.Context, controller: str, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
+def main(ctx: click.Context, controller: str | None, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
     """Drive a gaffer controller."""
     ctx.obj = Context(controller, key, controller_key, timeout, as_json)
 
@@ -108,7 +122,7 @@ def json_option(f: Callable) -> Callable:
 @click.pass_obj
 def nodes(obj: Context) -> None:
     """Nodes: state (up/suspect/down), address, labels, instances, last heartbeat."""
-    obj.show(obj.call("nodes"), tables.nodes_table)
+    obj.show(obj.listing("nodes"), tables.nodes_table)
 
 
 @main.command()
@@ -128,11 +142,11 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
     templates = []
     for path in files:
         templates.extend(load_templates(path))
-    names = [t.name for t in templates]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(t.name for t in templates)
+    duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
-        fail(f"defined in more than one file: {', '.join(duplicates)}")
-    result = obj.call("apply", templates=[t.to_dict() for t in templates], source=", ".join(files))
+        fail(f"defined in more than one file: {', '.join(duplicates[:20])}")
+    result = obj.client().apply([t.to_dict() for t in templates], source=", ".join(files))
     obj.show(result, tables.apply_text)
 
 
@@ -141,7 +155,7 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
 @click.pass_obj
 def templates(obj: Context) -> None:
     """Templates with their wanted, running and pending counts."""
-    obj.show(obj.call("templates"), tables.templates_table)
+    obj.show(obj.listing("templates"), tables.templates_table)
 
 
 @main.command()
@@ -197,7 +211,7 @@ _template_op("restart", "restarting", "Rolling restart of NAME, update.max_unava
 @click.pass_obj
 def ps(obj: Context, name: str | None) -> None:
     """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime."""
-    obj.show(obj.call("ps", **({"name": name} if name else {})), tables.ps_table)
+    obj.show(obj.listing("ps", **({"name": name} if name else {})), tables.ps_table)
 
 
 @main.command()
@@ -271,7 +285,7 @@ def uncordon(obj: Context, node: str) -> None:
 
 @main.command()
 @click.argument("node")
-@click.option("--wait", "wait", type=float, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
+@click.option("--wait", "wait", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait for the node to empty.")
 @json_option
 @click.pass_obj
 def drain(obj: Context, node: str, wait: float) -> None:
@@ -282,10 +296,28 @@ def drain(obj: Context, node: str, wait: float) -> None:
         sys.exit(1)
 
 
+@main.group(name="node")
+def node_group() -> None:
+    """Node records (see `nodes` for the list)."""
+
+
+@node_group.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def forget(obj: Context, name: str) -> None:
+    """Forget node NAME, gone for good: its instances are placed on other nodes.
+
+    Only a node that is down: drain an up one and stop its agent first. If its agent comes
+    back later, it joins as a new node and stops what it still runs.
+    """
+    obj.show(obj.call("forget", node=name), lambda r: f"forgot {r['node']} ({r['moving']} instances move to other nodes)")
+
+
 @main.command()
 @click.argument("target")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("-n", "--lines", type=int, default=100, show_default=True, help="How many recent lines.")
+@click.option("-n", "--lines", type=params.LINES, default=100, show_default=True, help="How many recent lines.")
 @json_option
 @click.pass_obj
 def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
@@ -305,10 +337,24 @@ def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
     topic = f"output.{target}."
     try:
         for event in obj.client().events([topic]):
-            line = {"id": event.data.get("id"), "stream": event.data.get("stream"), "line": event.data.get("line"), "ts": event.ts}
-            _print_line(obj, line, prefix)
+            data = event.data
+            base = {"id": data.get("id"), "stream": data.get("stream"), "ts": event.ts}
+            if "skipped" in data:
+                _print_skipped(obj, {**base, "skipped": data["skipped"]}, prefix)
+            elif isinstance(data.get("text"), str):
+                for text in data["text"].split("\n"):
+                    _print_line(obj, {**base, "line": text}, prefix)
     except KeyboardInterrupt:
         pass
+
+
+def _print_skipped(obj: Context, marker: dict[str, Any], prefix: str) -> None:
+    """Lines the follow limit left out (the agent counts them): said where they are missing."""
+    if obj.as_json:
+        click.echo(json.dumps(marker, sort_keys=True))
+    else:
+        head = f"{marker['id']} | " if prefix else ""
+        click.echo(f"{head}# {marker['skipped']} lines skipped", err=True)
 
 
 def _print_line(obj: Context, line: dict[str, Any], prefix: str) -> None:
@@ -332,7 +378,7 @@ def write(obj: Context, target: str, data: str) -> None:
 
 
 @main.command()
-@click.argument("prefixes", nargs=-1)
+@click.argument("prefixes", nargs=-1, callback=params.topic_prefixes)
 @json_option
 @click.pass_obj
 def events(obj: Context, prefixes: tuple[str, ...]) -> None:

@@ -13,28 +13,28 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import zmq
-
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
-from gaffer.common.errors import ConfigError
 from gaffer.common.template import Template
 from gaffer.controller.controller import Controller
+from gaffer.controller.counts import CountLimits
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 
 log = logging.getLogger("gaffer")
 
-DEFAULT_BIND = "tcp://127.0.0.1:6001"
-
-
 @dataclass(frozen=True)
 class EmbeddedSettings:
+    """``bind`` None: the private unix sockets of the runtime directory (see
+    ``gaffer.common.endpoints``); a TCP ``bind`` needs ``insecure``."""
+
     node: str
     data_dir: Path = Path(".gaffer")
-    bind: str = DEFAULT_BIND
+    bind: str | None = None
     pub: str | None = None
+    insecure: bool = False
+    limits: CountLimits = CountLimits()
 
 
 class Embedded:
@@ -44,20 +44,16 @@ class Embedded:
             bind=settings.bind,
             pub=settings.pub,
             data_dir=settings.data_dir,
+            insecure=settings.insecure,
             liveness=Liveness(startup_grace=0.0),
+            max_per_template=settings.limits.per_template,
+            max_instances=settings.limits.total,
         ))
         self._bus = bus
         self.agent: Agent | None = None
 
     async def start(self) -> None:
-        try:
-            await self.controller.start()
-        except zmq.ZMQError as exc:
-            await self.controller.stop()
-            raise ConfigError(
-                f"cannot listen on {self.settings.bind}: {exc.strerror} "
-                "(is another gaffer running? choose another endpoint with --bind)"
-            ) from None
+        await self.controller.start()
         self.agent = Agent(
             LinkSettings(
                 controller=self.controller.endpoint,
@@ -75,14 +71,16 @@ class Embedded:
         assert self.agent is not None
         return self.agent.manager
 
-    def apply(self, templates: list[Template]) -> list[dict]:
-        """Make the desired state exactly ``templates``: create, update, resume, delete."""
+    async def apply(self, templates: list[Template]) -> list[dict]:
+        """Make the desired state exactly ``templates``: create, update, resume, delete (the
+        apply in slices, so a file of 100,000 templates leaves the loop free meanwhile)."""
         cluster = self.controller.cluster
         assert cluster is not None
         wanted = {t.name for t in templates}
-        for name in sorted(set(cluster.templates) - wanted):
-            cluster.delete(name)
-        results = cluster.apply(templates)
+        gone = sorted(set(cluster.templates) - wanted)
+        if gone:
+            cluster.delete_many(gone)
+        results = await cluster.apply_sliced(templates)
         for template in templates:
             if cluster.templates[template.name].paused:
                 cluster.set_paused(template.name, False)
@@ -96,4 +94,5 @@ class Embedded:
 
     async def wait_connected(self, timeout: float = 10.0) -> None:
         assert self.agent is not None
-        await asyncio.wait_for(self.agent.connected.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.agent.connected.wait()

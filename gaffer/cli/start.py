@@ -21,8 +21,9 @@ from gaffer.agent import reaper
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.agent.tracking import Tracker
+from gaffer.cli import params
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
-from gaffer.cli.embedded import DEFAULT_BIND, Embedded, EmbeddedSettings
+from gaffer.cli.embedded import Embedded, EmbeddedSettings
 from gaffer.common.bus import EventBus
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
@@ -33,14 +34,18 @@ from gaffer.common.errors import (
     TemplateError,
 )
 from gaffer.common.loaders import find_default_file, load_templates
+from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host
-from gaffer.controller.settings import require_protection
+from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
+from gaffer.controller.counts import CountLimits, check_counts
 
 log = logging.getLogger("gaffer")
 
 
-def read_templates(path: Path, counts: dict[str, int]) -> list[Template]:
-    """Load, apply ``-c name=N`` overrides, and check what only this host can check."""
+def read_templates(path: Path, counts: dict[str, int], limits: CountLimits = CountLimits()) -> list[Template]:
+    """Load, apply ``-c name=N`` overrides, check the counts against the embedded controller's
+    ``limits`` and what only this host can check."""
     templates = load_templates(path)
     names = {t.name for t in templates}
     problems = [
@@ -53,15 +58,22 @@ def read_templates(path: Path, counts: dict[str, int]) -> list[Template]:
         problems.extend(check_on_host(template))
     if problems:
         raise TemplateError(problems, source=str(path))
+    check_counts(limits, {t.name: (0, t.numprocesses) for t in templates}, 0)
     return templates
 
 
 def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
+    """``-c NAME=N`` values: a template name and a count of at most MAX_COUNT."""
     counts: dict[str, int] = {}
     for value in values:
         name, sep, number = value.partition("=")
-        if not sep or not name or not (number.isascii() and number.isdecimal()):
-            raise click.BadParameter(f"expected NAME=COUNT, got {value!r}", param_hint="--concurrency")
+        shown = repr(value) if len(value) <= 80 else f"a value of {len(value)} characters"
+        if not sep or not NAME_RE.match(name) or not (number.isascii() and number.isdecimal()):
+            raise click.BadParameter(f"expected NAME=COUNT, got {shown}", param_hint="--concurrency")
+        if len(number) > len(str(MAX_COUNT)) or int(number) > MAX_COUNT:
+            raise click.BadParameter(
+                f"{name}: the count must be at most {MAX_COUNT:,}, got {shown}", param_hint="--concurrency"
+            )
         counts[name] = int(number)
     return counts
 
@@ -76,6 +88,14 @@ def read_start_config(path: str | None) -> tuple[str | None, list[AppSpec]]:
     data = read_config(path, START_SETTINGS)
     node = expect(data, "node", str, path)
     return node, parse_apps(data.get("apps", []), source=path)
+
+
+def check_node_name(name: str) -> str:
+    """The node name the embedded agent says hello with (a hostname may not fit the rule)."""
+    if not NAME_RE.match(name):
+        shown = repr(name) if len(name) <= 80 else f"of {len(name)} characters"
+        raise ConfigError(f"node name {shown} is not valid: use {NAME_RULE} (give one with --node)")
+    return name
 
 
 def resolve_file(file: str | None) -> Path:
@@ -98,8 +118,11 @@ def main() -> None:
 @click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
 @click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
-@click.option("--bind", default=DEFAULT_BIND, show_default=True, help="Endpoint gafferctl talks to (loopback).")
+@click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
+@click.option("--insecure", is_flag=True, help="Allow --bind tcp://... without authentication (any local user could run commands).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
+@click.option("--max-per-template", type=params.PER_TEMPLATE, default=DEFAULT_MAX_PER_TEMPLATE, show_default=True, help="Most instances one template may want.")
+@click.option("--max-instances", type=params.TOTAL, default=DEFAULT_MAX_INSTANCES, show_default=True, help="Most instances all templates together may want.")
 @click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Log gaffer's own debug messages.")
 def start(
@@ -107,8 +130,11 @@ def start(
     concurrency: tuple[str, ...],
     node: str | None,
     data_dir: str,
-    bind: str,
+    bind: str | None,
+    insecure: bool,
     config: str | None,
+    max_per_template: int,
+    max_instances: int,
     color: bool | None,
     verbose: bool,
 ) -> None:
@@ -117,20 +143,25 @@ def start(
     An embedded controller listens on --bind, so gafferctl works against it.
     """
     counts = parse_counts(concurrency)
+    limits = CountLimits(max_per_template, max_instances)
     try:
         config_node, apps = read_start_config(config)
+        node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
-        templates = read_templates(path, counts)
-        require_protection([bind], False, False, "gaffer start")
+        templates = read_templates(path, counts, limits)
+        if bind is not None:
+            require_protection([parse_endpoint(bind, "--bind")], False, insecure, "gaffer start")
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     writer = ConsoleWriter(sys.stdout)
     console = Console(writer, use_color(sys.stdout, color))
     _log_to_console(console, verbose)
     settings = EmbeddedSettings(
-        node=node or config_node or socket.gethostname().split(".")[0],
+        node=node,
         data_dir=Path(data_dir),
         bind=bind,
+        insecure=insecure,
+        limits=limits,
     )
     try:
         code = uvloop.run(_run_start(path, templates, counts, settings, console, apps))
@@ -189,16 +220,26 @@ async def _start_all(
             for template in embedded.manager.templates():
                 embedded.manager.kill(template.name, "KILL", group=True)
 
-    def on_reload() -> None:
+    reloading: asyncio.Task | None = None
+
+    async def reload() -> None:
         try:
-            fresh = read_templates(path, counts)
+            fresh = read_templates(path, counts, settings.limits)
+            console.register(sorted(t.name for t in fresh))
+            results = await embedded.apply(fresh)
         except GafferError as exc:
             console.system(f"reload refused, keeping the running templates: {exc.message}")
             return
-        console.register(sorted(t.name for t in fresh))
-        results = embedded.apply(fresh)
         changes = [f"{r['name']} {r['change']}" for r in results if r["change"] != "unchanged"]
-        console.system("reloaded: " + (", ".join(changes) if changes else "nothing changed"))
+        shown = ", ".join(changes[:20]) + (f" and {len(changes) - 20} more" if len(changes) > 20 else "")
+        console.system("reloaded: " + (shown if changes else "nothing changed"))
+
+    def on_reload() -> None:
+        nonlocal reloading
+        if reloading is not None and not reloading.done():
+            console.system("a reload is still being applied; send SIGHUP again once it is done")
+            return
+        reloading = loop.create_task(reload())
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_stop_signal)
@@ -212,12 +253,19 @@ async def _start_all(
         await _drain(printer, events)
         return 2
     count = sum(t.numprocesses for t in templates)
-    console.system(
-        f"starting {count} processes from {path} on node {settings.node}; "
-        f"gafferctl --controller {embedded.controller.endpoint}; Ctrl-C to stop"
-    )
-    embedded.apply(templates)
+    endpoint = embedded.controller.endpoint
+    ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
+    console.system(f"starting {count} processes from {path} on node {settings.node}; {ctl} ps; Ctrl-C to stop")
+    warning = embedded.controller.security_warning()
+    if warning:
+        console.system(warning)
+    try:
+        await embedded.apply(templates)
+    except GafferError as exc:
+        console.system(f"cannot apply {path}: {exc.message}")
+        stop.set()
     await stop.wait()
+    await cancel_and_wait(reloading)
     await runner.stop()
     await embedded.stop()
     console.system("all processes stopped")
@@ -295,7 +343,7 @@ async def _run_tracked(template: Template, args: list[str] | None, node: str, tr
     async def relay() -> None:
         async for event in events:
             stream = sys.stdout if event.data["stream"] == "out" else sys.stderr
-            stream.write(event.data["line"] + "\n")
+            stream.write(event.data["text"] + "\n")
             stream.flush()
 
     relay_task = asyncio.create_task(relay())

@@ -81,7 +81,7 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [
         f"controller  {status['controller']} (gaffer {status['version']}), up {age(status['uptime'])}",
         f"endpoint    {status['endpoint']}   events {status['events']}",
-        "security    " + (f"CURVE, key {status['fingerprint']}" if status["secure"] else "INSECURE (no keys)"),
+        "security    " + _security(status),
         "nodes       " + ", ".join(f"{count} {state}" for state, count in nodes.items()),
         f"messages    {link.get('received', 0)} received, {link.get('sent', 0)} sent, "
         f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",
@@ -94,6 +94,12 @@ def status_text(status: dict[str, Any]) -> str:
             "processes   tracked by " + _counts(hosts.get("tracking", {}))
             + "; fd keeper " + _counts(hosts.get("keeper", {}))
         )
+    dropped = (status.get("agent_events_dropped") or {}).get("reasons") or {}
+    if dropped:
+        lines.append("agent events dropped  " + ", ".join(f"{n} {reason}" for reason, n in sorted(dropped.items())))
+    storage = status.get("storage")
+    if storage:
+        lines.append("storage     " + _storage(storage))
     for key in ("templates", "instances"):
         if key in status:
             lines.append(f"{key:<12}{cell(status[key])}")
@@ -102,6 +108,27 @@ def status_text(status: dict[str, Any]) -> str:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{state} on {n}" for state, n in sorted(counts.items())) or "-"
+
+
+def _storage(storage: dict[str, Any]) -> str:
+    if storage.get("damaged"):
+        return f"DAMAGED: {storage.get('problem')}"
+    if storage.get("failing"):
+        return f"FAILING ({', '.join(storage['failing'])}): writes are refused until it recovers"
+    backups = storage.get("backups") or {}
+    if not backups.get("every"):
+        return "ok, no scheduled backups"
+    last = backups.get("last") or "none yet"
+    failing = f", FAILING: {', '.join(backups['failing'])}" if backups.get("failing") else ""
+    return f"ok, backup every {backups['every']:g}s to {backups['dir']} (last: {last}){failing}"
+
+
+def _security(status: dict[str, Any]) -> str:
+    if status["secure"]:
+        return f"CURVE, key {status['fingerprint']}"
+    if status.get("warning"):
+        return f"WARNING: {status['warning']}"
+    return "local unix sockets only (no keys): access limited by file permissions"
 
 
 def templates_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -116,7 +143,7 @@ def templates_table(rows: Sequence[dict[str, Any]]) -> str:
         ("name", lambda r: r["name"]),
         ("state", state),
         ("version", lambda r: r["version"]),
-        ("wanted", lambda r: r["numprocesses"]),
+        ("wanted", lambda r: r["numprocesses"] if not r.get("limited") else f"{r['numprocesses']} (limited to {r['limited']['placing']})"),
         ("running", lambda r: r["running"]),
         ("pending", lambda r: (f"{r['pending']['count']} ({r['pending']['reason']})" if r.get("pending") else 0)),
     ], empty="no templates")
@@ -131,6 +158,9 @@ def template_text(row: dict[str, Any]) -> str:
     ]
     if row.get("pending"):
         lines.append(f"pending     {row['pending']['count']}: {row['pending']['reason']}")
+    if row.get("limited"):
+        limited = row["limited"]
+        lines.append(f"limited     placing {limited['placing']} of {limited['wanted']}: {limited['reason']}")
     if row.get("rolling"):
         lines.append("update      rolling")
     placement = spec.get("placement") or {}
@@ -173,5 +203,12 @@ def stats_table(stats: dict[str, Any]) -> str:
     ], empty="no running instances")
 
 
-def apply_text(results: Sequence[dict[str, Any]]) -> str:
+def apply_text(results: Sequence[dict[str, Any]] | dict[str, Any]) -> str:
+    """One line per template; for a very large apply, the counts and the changed ones."""
+    if isinstance(results, dict):
+        lines = [f"{r['name']}: {r['change']} (version {r['version']})" for r in results["results"]]
+        if results["more"]:
+            lines.append(f"... and {results['more']} more changed")
+        counts = ", ".join(f"{n} {change}" for change, n in sorted(results["counts"].items()))
+        return "\n".join([*lines, f"applied: {counts}"])
     return "\n".join(f"{r['name']}: {r['change']} (version {r['version']})" for r in results)

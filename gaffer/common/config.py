@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import difflib
 import logging
-import tomllib
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from gaffer.common.errors import ConfigError
+from gaffer.common.loaders import parse_toml
 
 
 def read_config(path: str | Path, allowed: Iterable[str]) -> dict[str, Any]:
     """The top-level table of a TOML file whose keys must all be in ``allowed``."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    data = parse_toml(text, str(path))
     allowed = list(allowed)
     problems = []
     for key in data:
@@ -37,8 +37,19 @@ def read_config(path: str | Path, allowed: Iterable[str]) -> dict[str, Any]:
     return data
 
 
-def expect(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """``data[key]`` if present and of ``kind`` (bool is never an int here), else ConfigError."""
+def expect(
+    data: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
+    """``data[key]`` if present and of ``kind`` (bool is never an int here), else ConfigError.
+
+    A number is never NaN or infinite, and lies in ``low..high`` when they are given.
+    """
     if key not in data:
         return None
     value = data[key]
@@ -50,7 +61,24 @@ def expect(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     if not ok:
         names = " or ".join(k.__name__ for k in kinds)
         raise ConfigError(f"{where}: {key}: must be {names}, got {type(value).__name__}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_number(value, f"{where}: {key}", low, high)
     return value
+
+
+def check_number(value: int | float, what: str, low: float | None, high: float | None) -> None:
+    """ConfigError naming ``what`` unless ``value`` is finite and within ``low..high``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{what}: must be a finite number, got {value}")
+    if low is not None and value < low:
+        raise ConfigError(f"{what}: must be >= {low:g}, got {_short(value)}")
+    if high is not None and value > high:
+        raise ConfigError(f"{what}: must be <= {high:g}, got {_short(value)}")
+
+
+def _short(value: int | float) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value) if abs(value) < 10**20 else ""
+    return text or "a number too large to show"
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -8,10 +8,15 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     ├── ConfigError                  "invalid_config"     bad daemon configuration
     ├── NotFound                     "not_found"
     │   ├── TemplateNotFound         "template_not_found"
-    │   └── InstanceNotFound         "instance_not_found"
+    │   ├── InstanceNotFound         "instance_not_found"
+    │   └── NodeNotFound             "node_not_found"
     ├── Conflict                     "conflict"
-    │   └── TemplateExists           "template_exists"
+    │   ├── TemplateExists           "template_exists"
+    │   └── NodeAlive                "node_alive"         forget refused: the node is not down
     ├── InvalidRequest               "invalid_request"    a well-formed request that cannot apply
+    │   ├── InvalidArgument          "invalid_argument"   a request argument of the wrong type,
+    │   │                                                 size, pattern or range (.argument)
+    │   ├── LimitExceeded            "limit_exceeded"     a count over a controller's limit
     │   ├── StdinNotEnabled          "stdin_not_enabled"
     │   └── InvalidSignal            "invalid_signal"
     ├── ProcessError                 "process_error"
@@ -22,6 +27,13 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     ├── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
     ├── SubscriptionClosed           "subscription_closed" read from a subscription closed on purpose
     ├── ControllerUnreachable        "unreachable"        no answer from the controller in time
+    ├── StorageError                 "storage_error"      the controller's store cannot be written
+    │   │                                                 (disk full, I/O error, read-only): nothing
+    │   │                                                 of the change was saved
+    │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
+    │                                                     export or restore a backup
+    ├── TooLarge                     "too_large"          an answer bigger than one message:
+    │                                                     ask for it in pages (limit/continue)
     ├── KeeperError                  "keeper_error"       the agent's fd keeper
     │   ├── KeeperUnavailable        "keeper_unavailable" none can be reached or started
     │   ├── KeeperBusy               "keeper_busy"        another agent is connected to it
@@ -109,6 +121,15 @@ class InstanceNotFound(NotFound):
         self.instance_id = instance_id
 
 
+class NodeNotFound(NotFound):
+    code = "node_not_found"
+    name = ""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no node named {name!r} (see `gafferctl nodes`)")
+        self.name = name
+
+
 class Conflict(GafferError):
     code = "conflict"
 
@@ -121,8 +142,31 @@ class TemplateExists(Conflict):
         self.name = name
 
 
+class NodeAlive(Conflict):
+    """Only a node that is down can be forgotten: one that is up or suspect still runs things."""
+
+    code = "node_alive"
+
+
 class InvalidRequest(GafferError):
     code = "invalid_request"
+
+
+class InvalidArgument(InvalidRequest):
+    """A request argument that is missing, of the wrong type, too long, or out of range."""
+
+    code = "invalid_argument"
+    argument = ""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"argument {argument!r}: {message}")
+        self.argument = argument
+
+
+class LimitExceeded(InvalidRequest):
+    """A change that would make a template, or all of them, want more instances than allowed."""
+
+    code = "limit_exceeded"
 
 
 class StdinNotEnabled(InvalidRequest):
@@ -170,6 +214,38 @@ class SubscriptionClosed(GafferError):
 
 class ControllerUnreachable(GafferError):
     code = "unreachable"
+
+
+class StorageError(GafferError):
+    """The controller's store refused a read or write; nothing of the change was saved.
+
+    ``reason`` is a stable machine word for logs and counters: ``disk_full``, ``io_error``,
+    ``read_only``, ``busy``, ``cannot_open`` or ``error``; ``damaged`` on StorageDamaged. It
+    stays on this side: a client rebuilding the error from the wire sees the class default.
+    """
+
+    code = "storage_error"
+    reason = "error"
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StorageDamaged(StorageError):
+    """The store's file is corrupt (SQLite found a damaged page or index)."""
+
+    code = "storage_damaged"
+    reason = "damaged"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "damaged")
+
+
+class TooLarge(GafferError):
+    """An answer (or a request) does not fit in one wire message."""
+
+    code = "too_large"
 
 
 class KeeperError(GafferError):

@@ -2,6 +2,11 @@
 
 Every loader returns validated Templates or raises TemplateError naming the file and listing
 all problems; a file that cannot be read or parsed raises ConfigError with the reason.
+
+The parsers are guarded (``parse_toml``, ``parse_json``, also used for daemon config files):
+a document nested deeper than ``MAX_NESTING`` levels, or so deep that the parser itself runs
+out of stack (``RecursionError``), or holding an integer too long to convert, is refused with
+one line. NaN and infinities parse, and the validators then refuse them naming the field.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gaffer.common.errors import ConfigError, Problem, TemplateError
 from gaffer.common.template import Template, parse_templates
@@ -20,6 +25,8 @@ ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s
 DQ_ESCAPE = re.compile(r'\\([nt"\\])')
 DQ_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
 DEFAULT_FILES = ("gaffer.toml", "Procfile", "gaffer.json")
+MAX_NESTING = 32
+"""Levels of tables and lists a file may nest (a template needs 3; the wire allows 32)."""
 
 
 def load_templates(path: str | Path) -> list[Template]:
@@ -68,10 +75,7 @@ def find_default_file(directory: Path) -> Path | None:
 
 def templates_from_toml(text: str, source: str | None = None) -> list[Template]:
     """A TOML document whose top-level tables are templates keyed by name."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source or 'TOML'}: invalid TOML: {exc}") from None
+    data = parse_toml(text, source)
     problems = [
         Problem(str(key), "", f"must be a table [{key}], got a bare value")
         for key, value in data.items()
@@ -84,10 +88,7 @@ def templates_from_toml(text: str, source: str | None = None) -> list[Template]:
 
 def templates_from_json(text: str, source: str | None = None) -> list[Template]:
     """One template object (with ``name``), a list of them, or an object keyed by name."""
-    try:
-        data: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source or 'JSON'}: invalid JSON: {exc}") from None
+    data = parse_json(text, source)
     if isinstance(data, list):
         return parse_templates(((None, item) for item in data), source=source)
     if isinstance(data, dict):
@@ -99,6 +100,51 @@ def templates_from_json(text: str, source: str | None = None) -> list[Template]:
         [Problem("", "", "expected a template object, a list of them, or an object keyed by name")],
         source=source,
     )
+
+
+def parse_toml(text: str, source: str | None = None) -> dict[str, Any]:
+    """A TOML document as plain data, or ConfigError naming ``source`` and the problem."""
+    return _guarded(tomllib.loads, text, f"{source or 'TOML'}: invalid TOML")
+
+
+def parse_json(text: str, source: str | None = None) -> Any:
+    """A JSON document as plain data, or ConfigError naming ``source`` and the problem."""
+    return _guarded(json.loads, text, f"{source or 'JSON'}: invalid JSON")
+
+
+def _guarded(parse: Callable[[str], Any], text: str, head: str) -> Any:
+    try:
+        data = parse(text)
+    except RecursionError:
+        raise ConfigError(f"{head}: nested too deeply (at most {MAX_NESTING} levels)") from None
+    except ValueError as exc:  # TOMLDecodeError, JSONDecodeError, an integer too long
+        raise ConfigError(f"{head}: {exc}") from None
+    depth = nesting(data)
+    if depth > MAX_NESTING:
+        raise ConfigError(f"{head}: nested {depth} levels deep (at most {MAX_NESTING})")
+    return data
+
+
+def nesting(data: Any) -> int:
+    """How many levels of tables and lists ``data`` nests (0 for a scalar), without recursion:
+    a parser may hand back a structure deeper than Python's stack (TOML dotted keys)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_NESTING:
+                return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
 
 
 def templates_from_procfile(

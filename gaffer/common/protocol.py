@@ -20,7 +20,8 @@ from typing import Any, Iterable, Mapping
 import msgpack
 
 from gaffer.common import schema as s
-from gaffer.common.errors import ProtocolError
+from gaffer.common.errors import Problem, ProtocolError
+from gaffer.common.parts import MAX_PARTS
 from gaffer.common.template import LABEL_RE, NAME_RE
 
 PROTOCOL_VERSION = 1
@@ -32,6 +33,9 @@ MAX_INSTANCES = 100_000
 MAX_TEMPLATES = 10_000
 MAX_EVENTS = 10_000
 MAX_TEXT = 65_536
+MAX_TEMPLATE_BYTES = 256 * 1024
+"""One template's spec, encoded: far more than any real template needs, and small enough that
+an assignment part always holds at least one (two 2.5 MB arguments once wedged a node)."""
 
 TOO_LARGE = "too_large"
 NOT_MSGPACK = "not_msgpack"
@@ -107,12 +111,16 @@ def _outcome_matches_ok(body: dict[str, Any]) -> None:
         raise _invalid_at("error", "must describe the failure when ok is false")
 
 
-def _ordinals_name_templates(body: dict[str, Any]) -> None:
-    """Ordinals for a template the assignment does not carry could never be started."""
+def _assign_consistent(body: dict[str, Any]) -> None:
+    """Ordinals for a template the assignment does not carry could never be started; a part
+    must be one of its count (see gaffer.common.parts)."""
     templates = body["templates"]
     for name in body["ordinals"]:
         if name not in templates:
             raise _invalid_at(f"ordinals.{name}", "names a template missing from templates")
+    part = body.get("part")
+    if part is not None and not 0 <= part[0] < part[1]:
+        raise _invalid_at("part", "must be [index, count] with 0 <= index < count")
 
 
 def _invalid_at(field: str, message: str) -> s.Invalid:
@@ -177,7 +185,8 @@ _SCHEMAS: dict[str, s.Check] = {
             "ordinals": s.map_of(_NAME, s.list_of(s.integer(1, MAX_INT), MAX_INSTANCES),
                                  MAX_TEMPLATES),
         },
-        post=_ordinals_name_templates,
+        optional={"part": s.list_of(s.integer(0, MAX_PARTS), 2, 2)},
+        post=_assign_consistent,
     ),
     "command": s.struct({"id": _ID, "op": _WORD, "args": _MAP}),
     "ping": s.struct({"nonce": _ID}),
@@ -210,6 +219,24 @@ def instances_digest(instances: Iterable[Mapping[str, Any]]) -> str:
         ((i["id"], i["state"], i["pid"], i["spec"]) for i in instances), key=lambda row: row[0]
     )
     return hashlib.blake2b(msgpack.packb(rows), digest_size=8).hexdigest()
+
+
+def oversized_templates(items: Iterable[Any]) -> list[Problem]:
+    """A problem for each template (plain data) bigger than MAX_TEMPLATE_BYTES encoded."""
+    problems = []
+    for index, item in enumerate(items):
+        try:
+            size = len(msgpack.packb(item, use_bin_type=True))
+        except (TypeError, ValueError, OverflowError):
+            continue  # not plain data: validation names the field
+        if size > MAX_TEMPLATE_BYTES:
+            name = item.get("name") if isinstance(item, dict) else None
+            where = name if isinstance(name, str) and name else f"[{index}]"
+            problems.append(Problem(
+                where, "", f"the template is {size:,} bytes encoded; the limit is "
+                f"{MAX_TEMPLATE_BYTES:,} (keep big data in files the command reads)",
+            ))
+    return problems
 
 
 # ---------------------------------------------------------------- codec

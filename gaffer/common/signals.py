@@ -6,6 +6,8 @@ import signal
 
 from gaffer.common.errors import InvalidSignal
 
+MAX_SIGNAL_NAME = 16
+
 
 def parse_signal(value: object) -> signal.Signals:
     """Return the signal named or numbered by ``value``; raise InvalidSignal otherwise."""
@@ -18,6 +20,9 @@ def parse_signal(value: object) -> signal.Signals:
             raise InvalidSignal(f"unknown signal number {value}") from None
     if isinstance(value, str):
         text = value.strip().upper()
+        if len(text) > MAX_SIGNAL_NAME or not text.isascii():
+            shown = repr(value) if len(value) <= 40 else f"of {len(value)} characters"
+            raise InvalidSignal(f"unknown signal {shown}")
         if text.isdecimal():
             return parse_signal(int(text))
         if not text.startswith("SIG"):

@@ -24,9 +24,17 @@ from typing import Any, Iterable, Mapping
 
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
+from gaffer.common.limits import (
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_ID,
+    MAX_LOG_BACKUPS,
+    MAX_LOG_BYTES,
+    NAME_RE,
+    NAME_RULE,
+)
 from gaffer.common.signals import parse_signal
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 RESTART_POLICIES = ("always", "on-failure", "never")
 STREAMS = ("out", "err")
 LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,62}[A-Za-z0-9])?\Z")
@@ -97,34 +105,72 @@ class Template:
     update: Update = field(default_factory=Update)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data that ``parse_template`` turns back into an equal Template."""
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            data[f.name] = _plain(getattr(self, f.name))
-        return data
+        """Plain data that ``parse_template`` turns back into an equal Template (a new copy
+        each call: callers may change it)."""
+        return _copy(self._plain_form())
+
+    def spec_json(self) -> str:
+        """``to_dict()`` as canonical JSON (sorted keys, no spaces): what the store keeps."""
+        cached = self.__dict__.get("_spec_json")
+        if cached is None:
+            cached = json.dumps(self._plain_form(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+            object.__setattr__(self, "_spec_json", cached)
+        return cached
+
+    def _plain_form(self) -> dict[str, Any]:
+        """The plain form, made once per template and kept (it is immutable, and a controller
+        applying 100,000 templates would otherwise build each one's several times over).
+        Never handed out: ``to_dict`` copies it."""
+        cached = self.__dict__.get("_plain")
+        if cached is None:
+            cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
+            object.__setattr__(self, "_plain", cached)
+        return cached
 
     def spec_hash(self) -> str:
         """Digest of the fields a running process was started with (RESTART_FIELDS).
 
         Two templates with the same hash run identical processes; changing any other field
-        (count, policies, placement, timeouts) applies without restarting anything.
+        (count, policies, placement, timeouts) applies without restarting anything. Computed
+        once per template, like ``spec_json``.
         """
-        full = self.to_dict()
-        data = {key: full[key] for key in RESTART_FIELDS}
-        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        cached = self.__dict__.get("_spec_hash")
+        if cached is None:
+            plain = self._plain_form()
+            data = {key: plain[key] for key in RESTART_FIELDS}
+            blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+            cached = hashlib.sha256(blob).hexdigest()[:16]
+            object.__setattr__(self, "_spec_hash", cached)
+        return cached
 
     def with_count(self, numprocesses: int) -> "Template":
         return replace(self, numprocesses=numprocesses)
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, (Flapping, Placement, Update, LogFiles)):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple):
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    names = _RECORD_FIELDS.get(kind)
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if kind is tuple:
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+_RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
+
+
+def _copy(value: Any) -> Any:
+    """A copy of plain data (dicts and lists copied all the way down)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
     return value
 
 
@@ -134,6 +180,7 @@ RESTART_FIELDS = (
     "redirect_output", "redirect_input", "log",
 )
 MAX_INT = 2**63 - 1
+MAX_EXITCODES = 256
 
 
 class _Checker:
@@ -173,32 +220,40 @@ class _Checker:
             return None
         return value
 
-    def integer(self, name: str, value: Any, *, minimum: int | None = None) -> int | None:
+    def integer(
+        self, name: str, value: Any, *, minimum: int | None = None, maximum: int = MAX_INT
+    ) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(name, f"must be an integer, got {_kind(value)}")
             return None
         if minimum is not None and value < minimum:
-            self.fail(name, f"must be >= {minimum}, got {value}")
+            self.fail(name, f"must be >= {minimum}, got {_digits(value)}")
             return None
-        if value > MAX_INT:
-            self.fail(name, f"is too large (at most {MAX_INT})")
+        if value > maximum:
+            self.fail(name, f"is too large: at most {maximum:,}, got {_digits(value)}")
             return None
         return value
 
-    def number(self, name: str, value: Any, *, minimum: float = 0.0) -> float | None:
+    def number(
+        self, name: str, value: Any, *, minimum: float = 0.0, maximum: float = MAX_DURATION
+    ) -> float | None:
+        """A finite number in ``minimum..maximum`` (NaN and infinities are refused)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(name, f"must be a number, got {_kind(value)}")
             return None
         try:
             value = float(value)
         except OverflowError:
-            self.fail(name, "is too large")
+            self.fail(name, f"is too large: at most {maximum:g}")
             return None
         if not math.isfinite(value):
             self.fail(name, f"must be finite, got {value}")
             return None
         if value < minimum:
             self.fail(name, f"must be >= {minimum:g}, got {value:g}")
+            return None
+        if value > maximum:
+            self.fail(name, f"is too large: at most {maximum:g}, got {value:g}")
             return None
         return float(value)
 
@@ -209,12 +264,21 @@ class _Checker:
         return value
 
 
-def parse_template(data: Any, name: str | None = None) -> Template:
+def _digits(value: int) -> str:
+    """An integer for a message: itself, or how long it is when it would flood the line."""
+    text = str(value) if abs(value) < 10**20 else ""
+    return text or f"a number of {len(str(abs(value)))} digits"
+
+
+def parse_template(data: Any, name: str | None = None, *, max_count: int = MAX_COUNT) -> Template:
     """Validate plain data into a Template, raising TemplateError listing every problem.
 
     ``name`` comes from the enclosing key (TOML table, JSON mapping); otherwise ``data["name"]``.
+    ``max_count`` bounds ``numprocesses``: the format limit for anything that comes in; the
+    store reads back what it holds with a wider one, since a count stored before the limit
+    existed must not keep the controller from starting (it places at most its own limit).
     """
-    problems, template = _parse(data, name)
+    problems, template = _parse(data, name, max_count=max_count)
     if problems:
         raise TemplateError(problems)
     assert template is not None
@@ -240,7 +304,7 @@ def parse_templates(items: Iterable[tuple[str | None, Any]], source: str | None 
 
 
 def _parse(
-    data: Any, name: str | None, position: str = "<template>"
+    data: Any, name: str | None, position: str = "<template>", *, max_count: int = MAX_COUNT
 ) -> tuple[list[Problem], Template | None]:
     """``position`` labels a template that has no usable name yet (``[3]`` in a JSON list)."""
     label = name if isinstance(name, str) and name else position
@@ -259,11 +323,8 @@ def _parse(
     if raw_name is None:
         chk.fail("name", "is required")
     elif chk.string("name", raw_name) is not None and not NAME_RE.match(raw_name):
-        chk.fail(
-            "name",
-            f"{raw_name!r} is not a valid name: use letters, digits, '-' and '_' "
-            "(no dots), starting with a letter or digit, at most 64 characters",
-        )
+        shown = repr(raw_name) if len(raw_name) <= 80 else f"a string of {len(raw_name)} characters"
+        chk.fail("name", f"{shown} is not a valid name: use {NAME_RULE}")
     values["name"] = raw_name
 
     if "cmd" not in data:
@@ -271,7 +332,7 @@ def _parse(
     else:
         values["cmd"] = chk.string("cmd", data["cmd"])
 
-    _parse_simple_fields(chk, data, values)
+    _parse_simple_fields(chk, data, values, max_count)
     _parse_nested_fields(chk, data, values)
 
     if chk.problems:
@@ -279,7 +340,7 @@ def _parse(
     return [], Template(**values)
 
 
-def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -> None:
+def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any], max_count: int) -> None:
     if "args" in data:
         values["args"] = _parse_args(chk, data["args"])
     if "env" in data:
@@ -293,7 +354,9 @@ def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 chk.fail(key, f"must be a name or a number, got {_kind(value)}")
             elif isinstance(value, int) and value < 0:
-                chk.fail(key, f"must be >= 0, got {value}")
+                chk.fail(key, f"must be >= 0, got {_digits(value)}")
+            elif isinstance(value, int) and value > MAX_ID:
+                chk.fail(key, f"is too large: at most {MAX_ID}, got {_digits(value)}")
             elif isinstance(value, str) and not value.strip():
                 chk.fail(key, "must not be empty")
             elif isinstance(value, str) and "\0" in value:
@@ -303,7 +366,9 @@ def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -
     if "cwd" in data and data["cwd"] is not None:
         values["cwd"] = chk.string("cwd", data["cwd"])
     if "numprocesses" in data:
-        values["numprocesses"] = chk.integer("numprocesses", data["numprocesses"], minimum=0)
+        values["numprocesses"] = chk.integer(
+            "numprocesses", data["numprocesses"], minimum=0, maximum=max_count
+        )
     for key in ("graceful_timeout", "startsecs"):
         if key in data:
             values[key] = chk.number(key, data[key])
@@ -336,7 +401,7 @@ def _parse_args(chk: _Checker, value: Any) -> tuple[str, ...] | None:
         return None
     out = []
     for i, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+        if not _scalar(item):
             chk.fail(f"args[{i}]", f"must be a string, got {_kind(item)}")
         elif isinstance(item, str) and "\0" in item:
             chk.fail(f"args[{i}]", "must not contain a NUL byte")
@@ -353,7 +418,7 @@ def _parse_env(chk: _Checker, value: Any) -> dict[str, str] | None:
     for key, item in table.items():
         if not isinstance(key, str) or not key or "=" in key or "\0" in key:
             chk.fail("env", f"invalid variable name {key!r}")
-        elif isinstance(item, bool) or not isinstance(item, (str, int, float)):
+        elif not _scalar(item):
             chk.fail(f"env.{key}", f"must be a string, got {_kind(item)}")
         elif isinstance(item, str) and "\0" in item:
             chk.fail(f"env.{key}", "must not contain a NUL byte")
@@ -362,11 +427,21 @@ def _parse_env(chk: _Checker, value: Any) -> dict[str, str] | None:
     return env
 
 
+def _scalar(item: Any) -> bool:
+    """A string, or a number written as one (never a bool, NaN or an infinity)."""
+    if isinstance(item, float):
+        return math.isfinite(item)
+    return isinstance(item, (str, int)) and not isinstance(item, bool)
+
+
 def _parse_exitcodes(chk: _Checker, value: Any) -> tuple[int, ...] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)):
         chk.fail("exitcodes", f"must be a list of integers, got {_kind(value)}")
+        return None
+    if len(value) > MAX_EXITCODES:
+        chk.fail("exitcodes", f"has {len(value)} items: at most {MAX_EXITCODES}")
         return None
     codes = []
     for i, item in enumerate(value):
@@ -405,7 +480,9 @@ def _parse_nested_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -
             chk.unknown_keys(table, ("max_unavailable",), prefix="update.")
             count = 1
             if "max_unavailable" in table:
-                count = chk.integer("update.max_unavailable", table["max_unavailable"], minimum=1)
+                count = chk.integer(
+                    "update.max_unavailable", table["max_unavailable"], minimum=1, maximum=MAX_COUNT
+                )
             values["update"] = Update(max_unavailable=count or 1)
 
 
@@ -421,7 +498,9 @@ def _parse_flapping(chk: _Checker, value: Any) -> Flapping | None:
     base = Flapping()
     attempts = base.attempts
     if "attempts" in table:
-        attempts = chk.integer("flapping.attempts", table["attempts"], minimum=1) or base.attempts
+        attempts = chk.integer(
+            "flapping.attempts", table["attempts"], minimum=1, maximum=MAX_COUNT
+        ) or base.attempts
     window = base.window
     if "window" in table:
         parsed_window = chk.number("flapping.window", table["window"], minimum=-math.inf)
@@ -434,7 +513,7 @@ def _parse_flapping(chk: _Checker, value: Any) -> Flapping | None:
         retry_in = base.retry_in if parsed is None else parsed
     max_retry = base.max_retry
     if "max_retry" in table:
-        parsed_retry = chk.integer("flapping.max_retry", table["max_retry"], minimum=-1)
+        parsed_retry = chk.integer("flapping.max_retry", table["max_retry"], minimum=-1, maximum=MAX_COUNT)
         max_retry = base.max_retry if parsed_retry is None else parsed_retry
     return Flapping(attempts=attempts, window=window, retry_in=retry_in, max_retry=max_retry)
 
@@ -450,10 +529,12 @@ def _parse_log(chk: _Checker, value: Any) -> LogFiles | None:
     directory = chk.string("log.dir", table["dir"])
     max_bytes = LogFiles.max_bytes
     if "max_bytes" in table:
-        max_bytes = chk.integer("log.max_bytes", table["max_bytes"], minimum=1024) or max_bytes
+        max_bytes = chk.integer(
+            "log.max_bytes", table["max_bytes"], minimum=1024, maximum=MAX_LOG_BYTES
+        ) or max_bytes
     backups = LogFiles.backups
     if "backups" in table:
-        parsed = chk.integer("log.backups", table["backups"], minimum=0)
+        parsed = chk.integer("log.backups", table["backups"], minimum=0, maximum=MAX_LOG_BACKUPS)
         backups = backups if parsed is None else parsed
     if directory is None:
         return None
@@ -467,7 +548,9 @@ def _parse_placement(chk: _Checker, value: Any) -> Placement | None:
     chk.unknown_keys(table, ("max_per_node", "nodes", "labels"), prefix="placement.")
     max_per_node = None
     if table.get("max_per_node") is not None:
-        max_per_node = chk.integer("placement.max_per_node", table["max_per_node"], minimum=1)
+        max_per_node = chk.integer(
+            "placement.max_per_node", table["max_per_node"], minimum=1, maximum=MAX_COUNT
+        )
     nodes: tuple[str, ...] = ()
     if "nodes" in table:
         raw = table["nodes"]
@@ -475,8 +558,8 @@ def _parse_placement(chk: _Checker, value: Any) -> Placement | None:
             chk.fail("placement.nodes", f"must be a list of node names, got {_kind(raw)}")
         else:
             for i, node in enumerate(raw):
-                if not isinstance(node, str) or not node:
-                    chk.fail(f"placement.nodes[{i}]", f"must be a node name, got {_kind(node)}")
+                if not isinstance(node, str) or not NAME_RE.match(node):
+                    chk.fail(f"placement.nodes[{i}]", f"must be a node name ({NAME_RULE}), got {_kind(node)}")
             nodes = tuple(raw)
     labels: dict[str, str] = {}
     if "labels" in table:

@@ -14,6 +14,8 @@ import asyncio
 import zmq
 import zmq.asyncio
 
+from gaffer.common.endpoints import Endpoint
+from gaffer.common.errors import ConfigError
 from gaffer.common.keys import KeyPair
 from gaffer.common.protocol import MAX_MESSAGE
 
@@ -35,6 +37,31 @@ def new_socket(
     sock.setsockopt(zmq.LINGER, linger)
     sock.setsockopt(zmq.MAXMSGSIZE, maxmsgsize)
     return sock
+
+
+def bind(sock: zmq.Socket, endpoint: Endpoint, what: str = "listen") -> str:
+    """Bind ``endpoint`` (IPv6 enabled when it names an IPv6 host); the address actually
+    bound (a ``*`` port resolved), or ConfigError saying why not (port in use, no such
+    address) instead of a ZMQ traceback."""
+    if endpoint.ipv6:
+        sock.setsockopt(zmq.IPV6, 1)
+    try:
+        sock.bind(str(endpoint))
+    except zmq.ZMQError as exc:
+        hint = " (is another gaffer running there?)" if exc.errno == zmq.EADDRINUSE else ""
+        raise ConfigError(f"cannot {what} on {endpoint}: {exc.strerror}{hint}") from None
+    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
+def connect(sock: zmq.Socket, endpoint: Endpoint) -> None:
+    """Connect to ``endpoint`` (IPv6 enabled when it names an IPv6 host); ConfigError if ZMQ
+    refuses the address."""
+    if endpoint.ipv6:
+        sock.setsockopt(zmq.IPV6, 1)
+    try:
+        sock.connect(str(endpoint))
+    except zmq.ZMQError as exc:
+        raise ConfigError(f"cannot connect to {endpoint}: {exc.strerror}") from None
 
 
 def make_curve_server(sock: zmq.Socket, keys: KeyPair, domain: str) -> None:
@@ -64,6 +91,10 @@ class Channel:
     may consume the signal that input arrived. So every wake-up re-reads ``ZMQ_EVENTS``, and
     every send checks whether it just swallowed a pending wake-up: a receiver never sleeps
     while a message waits.
+
+    Waits use ``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11, ``wait_for``
+    swallows a cancellation that arrives just as the awaited event is set, and the task
+    that owns the channel (an agent's link) then never stops.
     """
 
     def __init__(self, sock: zmq.Socket) -> None:
@@ -105,8 +136,9 @@ class Channel:
             if left is not None and left <= 0:
                 return []
             try:
-                await asyncio.wait_for(self._readable.wait(), left)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(left):
+                    await self._readable.wait()
+            except TimeoutError:
                 return self.drain(limit)
 
     def drain(self, limit: int = RECV_BATCH) -> list[list[zmq.Frame]]:

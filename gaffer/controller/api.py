@@ -1,39 +1,49 @@
 """The operations clients can ask of the controller (``request.op``), one method each.
 
-Arguments arrive as plain data from the wire and are checked here, with errors that name the
-argument. Operations on the desired state go through ``Cluster``; operations on processes
-(kill, stdin, output, stats, one-off runs) are forwarded to the agent that runs them.
+Arguments arrive as plain data from the wire and are checked here (``common/arguments.py``:
+type, length, pattern, range; never NaN), with errors that name the argument, before anything
+acts on them. Operations on the desired state go through ``Cluster``; operations on processes
+(kill, stdin, output, stats, one-off runs) are forwarded to the agent that runs them. Node
+operations name a node the controller knows (``NodeNotFound`` otherwise).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+import msgpack
+
+from gaffer.common import arguments as arg
 from gaffer.common import topics
-from gaffer.common.errors import GafferError, InstanceNotFound, InvalidRequest, NotFound
+from gaffer.common.errors import (
+    GafferError,
+    InstanceNotFound,
+    InvalidArgument,
+    InvalidRequest,
+    NotFound,
+    Problem,
+    TemplateError,
+)
+from gaffer.common.limits import MAX_LINES
+from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
-from gaffer.common.template import parse_templates
+from gaffer.common.template import Template, parse_templates
 from gaffer.controller.liveness import NodeState
+from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
 
 if TYPE_CHECKING:
     from gaffer.controller.controller import Controller
 
+Listing = list[dict[str, Any]] | dict[str, Any]
+"""A listing: the whole list, or with ``limit`` one page (see ``paging``)."""
 STATS_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 60.0
 Op = Callable[..., Awaitable[Any]]
-
-
-def _text(args: dict[str, Any], key: str, default: Any = ...) -> Any:
-    value = args.get(key, default)
-    if value is ...:
-        raise InvalidRequest(f"missing argument {key!r}")
-    if value is not None and value is not default and not isinstance(value, str):
-        raise InvalidRequest(f"argument {key!r} must be a string")
-    return value
 
 
 class Api:
@@ -51,7 +61,8 @@ class Api:
             "delete": self.delete, "scale": self.scale, "start": self.start, "stop": self.stop,
             "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
             "run": self.run, "cordon": self.cordon, "uncordon": self.uncordon,
-            "drain": self.drain, "logs": self.logs, "write": self.write, "wait": self.wait,
+            "drain": self.drain, "forget": self.forget, "logs": self.logs, "write": self.write,
+            "wait": self.wait, "stage_apply": self.stage_apply,
         }
 
     # ----------------------------------------------------------------- cluster
@@ -62,24 +73,36 @@ class Api:
     async def status(self, **_: Any) -> dict[str, Any]:
         return self.controller.status()
 
-    async def nodes(self, **_: Any) -> list[dict[str, Any]]:
+    async def nodes(self, **args: Any) -> Listing:
+        limit, after = page_args(args)
         now = self.controller.now()
-        return [node.view(now) for node in sorted(self.controller.nodes.nodes.values(), key=lambda n: n.name)]
+        known = self.controller.nodes.nodes
+        names = sorted(known)
+        if limit is None:
+            return [known[name].view(now) for name in names]
+        shown, token = page_names(names, limit, after)
+        return {"items": [known[name].view(now) for name in shown], "continue": token}
 
     async def cordon(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "node")
+        name = arg.node(args)
         self.cluster.cordon(name, True)
         return {"node": name, "cordoned": True}
 
     async def uncordon(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "node")
+        name = arg.node(args)
         self.cluster.cordon(name, False)
         return {"node": name, "cordoned": False}
 
+    async def forget(self, **args: Any) -> dict[str, Any]:
+        """Remove a node that is down for good; its placements move to other nodes."""
+        name = arg.node(args)
+        moved = self.cluster.forget_node(name)
+        return {"node": name, "forgotten": True, "moving": moved}
+
     async def drain(self, **args: Any) -> dict[str, Any]:
         """Cordon the node and move its instances away; wait until it runs none (or timeout)."""
-        name = _text(args, "node")
-        timeout = _seconds(args, "wait", DRAIN_TIMEOUT)
+        name = arg.node(args)
+        timeout = arg.seconds(args, "wait", DRAIN_TIMEOUT)
         self.cluster.drain(name, True)
         node = self.controller.nodes.nodes[name]
         deadline = self.controller.now() + timeout
@@ -96,63 +119,98 @@ class Api:
 
     # ----------------------------------------------------------------- templates
 
-    async def apply(self, **args: Any) -> list[dict[str, Any]]:
-        items = args.get("templates")
-        if not isinstance(items, list) or not items:
-            raise InvalidRequest("argument 'templates' must be a non-empty list of templates")
-        templates = parse_templates(((None, item) for item in items), source=args.get("source"))
-        return self.cluster.apply(templates)
+    async def apply(self, **args: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        """Apply ``templates``, plus everything staged under ``stage`` (see ``staging``), in
+        one transaction."""
+        stage = args.get("stage")
+        templates = self._part(args, allow_empty=stage is not None)
+        if stage is not None:
+            staged = self.controller.stages.take(stage, self.controller.now())
+            names = {t.name for t in staged}
+            twice = [t.name for t in templates if t.name in names]
+            if twice:
+                raise TemplateError([Problem(n, "", "defined more than once in one apply") for n in twice[:100]])
+            templates = staged + templates
+        return summarize_apply(await self.cluster.apply_sliced(templates))
 
-    async def templates(self, **_: Any) -> list[dict[str, Any]]:
-        return [self.cluster.template_view(name) for name in sorted(self.cluster.templates)]
+    async def stage_apply(self, **args: Any) -> dict[str, Any]:
+        """Validate one part of an apply too big for one message and keep it for ``apply``."""
+        templates = self._part(args, allow_empty=False)
+        size = len(msgpack.packb(args["templates"], use_bin_type=True))
+        staged = self.controller.stages.add(args.get("stage"), templates, size, self.controller.now())
+        return {"stage": args["stage"], "staged": staged}
+
+    def _part(self, args: dict[str, Any], allow_empty: bool) -> list[Template]:
+        items = args.get("templates", [])
+        if not isinstance(items, list) or (not items and not allow_empty):
+            raise InvalidRequest("argument 'templates' must be a non-empty list of templates")
+        source = args.get("source")
+        if source is not None and not isinstance(source, str):
+            raise InvalidArgument("source", "must be a string")
+        problems = oversized_templates(items)
+        if problems:
+            raise TemplateError(problems, source=source)
+        templates = parse_templates(((None, item) for item in items), source=source)
+        for template in templates:
+            template.spec_json()  # made now, part by part, not all at once in the commit
+        return templates
+
+    async def templates(self, **args: Any) -> Listing:
+        limit, after = page_args(args)
+        names = sorted(self.cluster.templates)
+        if limit is None:
+            return self.cluster.template_views(names)
+        shown, token = page_names(names, limit, after)
+        return {"items": self.cluster.template_views(shown), "continue": token}
 
     async def get(self, **args: Any) -> dict[str, Any]:
-        return self.cluster.template_view(_text(args, "name"))
+        return self.cluster.template_view(arg.name(args))
 
     async def delete(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.delete(name)
         return {"name": name, "deleted": True}
 
     async def scale(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
-        count = args.get("count")
-        if not isinstance(count, (str, int)) or isinstance(count, bool):
-            raise InvalidRequest("argument 'count' must be N, +N or -N")
+        name = arg.name(args)
+        count = arg.count(args)
         previous = self.cluster.templates[name].template.numprocesses if name in self.cluster.templates else None
         new = self.cluster.scale(name, count)
         return {"name": name, "numprocesses": new, "previous": previous}
 
     async def start(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.set_paused(name, False)
         return {"name": name, "paused": False}
 
     async def stop(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.set_paused(name, True)
         return {"name": name, "paused": True}
 
     async def restart(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name")
+        name = arg.name(args)
         self.cluster.restart(name)
         return {"name": name, "restarting": True}
 
     # ----------------------------------------------------------------- instances
 
-    async def ps(self, **args: Any) -> list[dict[str, Any]]:
-        name = _text(args, "name", None)
+    async def ps(self, **args: Any) -> Listing:
+        name = arg.name(args, default=None)
+        limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
             raise NotFound(f"no template named {name!r}")
         rows = self._instance_rows(name)
-        stats = await self._gather_stats(name, {row["node"] for row in rows if row["pid"]})
+        result = page(rows, _instance_key, limit, after) if limit is not None else None
+        shown = result["items"] if result is not None else rows
+        stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
         now = time.time()
-        for row in rows:
+        for row in shown:
             sample = stats.get(row["id"]) if row["pid"] else None
             row["cpu"] = sample["cpu"] if sample else None
             row["mem"] = sample["mem"] if sample else None
             row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
-        return rows
+        return result if result is not None else rows
 
     def _instance_rows(self, name: str | None) -> list[dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
@@ -169,7 +227,7 @@ class Api:
         for template, pending in cluster.pending().items():
             if name is not None and template != name:
                 continue
-            wanted = cluster.templates[template].template.numprocesses if template in cluster.templates else 0
+            wanted = cluster.wanted(template)
             for ordinal in range(1, wanted + 1):
                 ident = topics.instance_id(template, ordinal)
                 if ident not in rows:
@@ -190,7 +248,7 @@ class Api:
                 rows[key]["stale"] = True
                 if node.state is NodeState.DOWN:
                     rows[key]["state"] = "unknown"
-        return sorted(rows.values(), key=lambda r: (r["template"], _ordinal_key(r["ordinal"]), r["node"] or ""))
+        return sorted(rows.values(), key=_instance_key)
 
     async def _gather_stats(self, name: str | None, node_names: set[str]) -> dict[str, dict[str, Any]]:
         async def one(node_name: str) -> dict[str, Any]:
@@ -212,7 +270,7 @@ class Api:
         return samples
 
     async def stats(self, **args: Any) -> dict[str, Any]:
-        name = _text(args, "name", None)
+        name = arg.name(args, default=None)
         if name is not None and name not in self.cluster.templates:
             raise NotFound(f"no template named {name!r}")
         nodes = {n for (t, _), n in self.cluster.placement.items() if name is None or t == name}
@@ -238,12 +296,10 @@ class Api:
         return found
 
     async def kill(self, **args: Any) -> dict[str, Any]:
-        target = _text(args, "target")
-        sig = args.get("signal", "TERM")
-        if not isinstance(sig, (str, int)) or isinstance(sig, bool):
-            raise InvalidRequest("argument 'signal' must be a name or a number")
+        target = arg.target(args)
+        sig = arg.signal(args)
         parse_signal(sig)
-        group = bool(args.get("group", False))
+        group = arg.boolean(args, "group", False)
         nodes = self._nodes_running(target)
         if not nodes:
             if target in self.cluster.templates:
@@ -257,20 +313,16 @@ class Api:
         return {"pids": pids}
 
     async def write(self, **args: Any) -> dict[str, Any]:
-        ident = _text(args, "id")
-        data = args.get("data")
-        if not isinstance(data, (str, bytes)):
-            raise InvalidRequest("argument 'data' must be a string or bytes")
+        ident = arg.instance_id(args)
+        data = arg.data(args)
         node = self._node_of_instance(ident)
         written = await self.controller.command(node, "write", {"id": ident, "data": data})
         return {"id": ident, "node": node.name, "bytes": written}
 
     async def logs(self, **args: Any) -> list[dict[str, Any]]:
-        target = _text(args, "target")
-        lines = args.get("lines", 100)
-        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
-            raise InvalidRequest("argument 'lines' must be an integer >= 0")
-        stream = _text(args, "stream", None)
+        target = arg.target(args)
+        lines = arg.integer(args, "lines", 100, 0, MAX_LINES)
+        stream = arg.stream(args)
         if target in self.cluster.templates or any(
             row["template"] == target for n in self.controller.nodes.nodes.values() for row in n.instances.values()
         ):
@@ -280,7 +332,7 @@ class Api:
             })
         else:
             idents = [target]
-        only = _text(args, "node", None)
+        only = arg.node(args, default=None)
         out: list[dict[str, Any]] = []
         for ident in idents:
             node = self._node_of_instance(ident) if only is None else self._connected_node(only)
@@ -310,23 +362,24 @@ class Api:
 
     async def run(self, **args: Any) -> dict[str, Any]:
         """A one-off process of template ``name`` on the least busy eligible node."""
-        name = _text(args, "name")
-        run_args = args.get("args")
-        if run_args is not None and (not isinstance(run_args, list) or not all(isinstance(a, str) for a in run_args)):
-            raise InvalidRequest("argument 'args' must be a list of strings")
+        name = arg.name(args)
+        run_args = arg.strings(args, "args")
         stored = self.cluster.templates.get(name)
         if stored is None:
             raise NotFound(f"no template named {name!r}")
         node = self._node_for_run(stored.template)
-        spec = stored.template.to_dict()
-        result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
+        spec = stored.template.with_count(0).to_dict()
+        with self.controller.starting_oneoff(node.name, name):
+            result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
+            if isinstance(result, dict) and isinstance(result.get("id"), str):
+                self.controller.started_oneoff(node.name, result["id"])
         return {**result, "node": node.name}
 
     async def wait(self, **args: Any) -> dict[str, Any]:
         """Wait up to ``seconds`` for one-off run ``id`` on ``node`` to end; its exit status."""
-        ident = _text(args, "id")
-        node = _text(args, "node")
-        seconds = _seconds(args, "seconds", 30.0)
+        ident = arg.instance_id(args)
+        node = arg.node(args)
+        seconds = arg.seconds(args, "seconds", 30.0)
         deadline = self.controller.now() + seconds
         while (ended := self.controller.oneoff_exits.get((node, ident))) is None:
             left = deadline - self.controller.now()
@@ -354,11 +407,21 @@ class Api:
         return chosen
 
 
-def _seconds(args: dict[str, Any], key: str, default: float) -> float:
-    value = args.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidRequest(f"argument {key!r} must be a number of seconds >= 0")
-    return float(value)
+MAX_APPLY_RESULTS = 10_000
+
+
+def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dict[str, Any]:
+    """The answer to an apply: one result per template, or for a very large apply (whose
+    full list could exceed a message) the counts per change and the first changed ones."""
+    if len(results) <= MAX_APPLY_RESULTS:
+        return results
+    counts = collections.Counter(r["change"] for r in results)
+    changed = [r for r in results if r["change"] != "unchanged"]
+    return {
+        "counts": dict(counts),
+        "results": changed[:MAX_APPLY_RESULTS],
+        "more": max(0, len(changed) - MAX_APPLY_RESULTS),
+    }
 
 
 def _row(ident: str, template: str, ordinal: Any, node: str | None, report: dict[str, Any] | None, default_state: str) -> dict[str, Any]:
@@ -378,3 +441,9 @@ def _row(ident: str, template: str, ordinal: Any, node: str | None, report: dict
 
 def _ordinal_key(ordinal: Any) -> tuple[int, Any]:
     return (0, ordinal) if isinstance(ordinal, int) else (1, str(ordinal))
+
+
+def _instance_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Instances in ``ps`` order: template, ordinal (numbers first), node."""
+    return (row["template"], _ordinal_key(row["ordinal"]), row["node"] or "")
+

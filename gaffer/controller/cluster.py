@@ -30,19 +30,31 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from gaffer.common import topics
-from gaffer.common.errors import InvalidRequest, TemplateNotFound
+from gaffer.common.parts import split_assignment
+from gaffer.common.errors import (
+    InvalidRequest,
+    NodeAlive,
+    NodeNotFound,
+    StorageDamaged,
+    StorageError,
+    TemplateNotFound,
+)
+from gaffer.common.limits import MAX_COUNT
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
+from gaffer.controller.counts import CountLimits, Limited, check_counts, effective_counts
 from gaffer.controller.hub import EventHub
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.rollout import Rollout, start_rollout, with_allowance
 from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule
-from gaffer.controller.store import Store, StoredTemplate
+from gaffer.controller.store import Change, Puts, Store, StoredTemplate
 
 log = logging.getLogger("gaffer.controller.cluster")
 
 RESEND_AFTER = 2.0
+STORE_RETRY = 5.0
+"""Seconds before a reconcile that the store refused (disk full, I/O error) is tried again."""
 INLINE_SLOTS = 5_000
 WORKER_SWITCH = 0.0005
 """GIL switch interval while the worker thread schedules: the loop thread takes the GIL back
@@ -50,6 +62,10 @@ for every socket call, and at the default 5 ms each of those waits would add up 
 """Below this many slots, scheduling is faster inline than handed to the worker thread."""
 STORE_SLICE = 1_000
 SEND_SLICE = 50
+APPLY_SLICE = 2_000
+"""Templates compared, or announced, between two turns of the loop in a large apply."""
+PART_BYTES = 2 * 1024 * 1024
+"""An assignment bigger than this goes in parts (half a message: room for the envelope)."""
 RESTART_ENV = "GAFFER_RESTARTED_AT"
 Slot = tuple[str, int]
 SendAssign = Callable[[Node, dict[str, Any]], bool]
@@ -59,9 +75,24 @@ SendAssign = Callable[[Node, dict[str, Any]], bool]
 class Sent:
     generation: int
     digest: str
-    body: dict[str, Any]
+    bodies: list[dict[str, Any]]
+    """The assignment as sent: one body, or its parts (see gaffer.common.parts)."""
+    ordinals: dict[str, list[int]]
     at: float
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    before: Sent | None = None
+    """The assignment this one replaced (its own ``before`` dropped): the node's reports on
+    what that one gave it may still be on their way."""
+    _sets: dict[str, frozenset[int]] = field(default_factory=dict, repr=False)
+
+    def assigns(self, template: str, ordinal: int) -> bool:
+        """Whether this assignment, or the one it replaced, gave the node ``template.ordinal``."""
+        ordinals = self._sets.get(template)
+        if ordinals is None:
+            ordinals = self._sets[template] = frozenset(self.ordinals.get(template, ()))
+        if ordinal in ordinals:
+            return True
+        return self.before is not None and self.before.assigns(template, ordinal)
 
 
 class Cluster:
@@ -73,6 +104,7 @@ class Cluster:
         send_assign: SendAssign,
         node_grace: float,
         clock: Callable[[], float],
+        limits: CountLimits = CountLimits(),
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -91,10 +123,21 @@ class Cluster:
         self._announced_failed: set[Slot] = set()
         self._dirty = False
         self._replace = False
+        self._retry_at: float | None = None
         self._by_node: dict[str, dict[str, list[int]]] = group_by_node(self.placement)
         self._running: asyncio.Task | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
+        self._demand_cache: dict[str, tuple[StoredTemplate, Demand]] = {}
+        self.limits = limits
+        self.limited: dict[str, Limited] = {}
+        """Templates that want more than the limits allow: only ``placing`` of them is placed."""
+        self._total = sum(stored.template.numprocesses for stored in self.templates.values())
+        self._over = {
+            name for name, stored in self.templates.items()
+            if stored.template.numprocesses > limits.per_template
+        }
+        self._recount()
         self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
         for stored in store.nodes():
             self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
@@ -109,35 +152,81 @@ class Cluster:
     # ----------------------------------------------------------------- desired state
 
     def apply(self, templates: Iterable[Template]) -> list[dict[str, Any]]:
-        """Create or update each template; report what changed for each."""
-        results = []
-        for template in templates:
-            change = self.store.put_template(template)
-            results.append({"name": template.name, "change": change.kind, "version": change.version})
+        """Create or update the templates, all or none: one store transaction (StorageError
+        and nothing saved when the disk refuses). Memory and events follow the commit only."""
+        templates = list(templates)
+        counts = self._check_counts(templates)
+        changes = self.store.put_templates(templates)
+        self._announce(self._record(changes))
+        self._counted(counts)
+        self.kick()
+        return _results(changes)
+
+    async def apply_sliced(self, templates: list[Template]) -> list[dict[str, Any]]:
+        """``apply`` for a large apply (100,000 templates): the same single transaction, but
+        the work before it (comparing with what is stored) and after it (events, rolling
+        updates) runs in slices, so the loop keeps answering agents and clients meanwhile."""
+        counts = self._check_counts(templates)
+        puts = Puts()
+        for start in range(0, len(templates), APPLY_SLICE):
+            self.store.prepare_puts(templates[start:start + APPLY_SLICE], puts)
+            await asyncio.sleep(0)
+        changes = self.store.commit_puts(puts)
+        changed = self._record(changes)
+        self._counted(counts)
+        for start in range(0, len(changed), APPLY_SLICE):
+            self._announce(changed[start:start + APPLY_SLICE])
+            await asyncio.sleep(0)
+        self.kick()
+        return _results(changes)
+
+    def _record(self, changes: list[Change]) -> list[tuple[Change, Template | None]]:
+        """Memory follows the committed changes; the changed ones, each with its template
+        from before."""
+        changed = []
+        for change in changes:
             if not change.changed:
                 continue
-            stored = self.store.get_template(template.name)
-            self.templates[template.name] = stored
-            previous = change.previous
+            assert change.stored is not None
+            before = self.templates.get(change.name)
+            previous = before.template if before is not None else change.previous
+            self.templates[change.name] = change.stored
+            changed.append((change, previous))
+        return changed
+
+    def _announce(self, changed: list[tuple[Change, Template | None]]) -> None:
+        """Events and rolling updates for committed changes."""
+        relaunched = []
+        for change, previous in changed:
+            stored = change.stored
+            assert stored is not None
+            name, template = change.name, stored.template
             if previous is None:
-                self._event(template.name, "created", stored)
+                self._event(name, "created", stored)
                 continue
-            if previous.with_count(0) != template.with_count(0):
-                self._event(template.name, "updated", stored)
-                self._spec_changed(template.name, previous, template)
+            if change.kind == "updated":
+                self._event(name, "updated", stored)
+                if previous.spec_hash() != template.spec_hash():
+                    relaunched.append((name, previous, template))
             if previous.numprocesses != template.numprocesses:
-                self._event(template.name, "scaled", stored, previous=previous.numprocesses)
-        self.kick()
-        return results
+                self._event(name, "scaled", stored, previous=previous.numprocesses)
+        if relaunched:
+            self._specs_changed(relaunched)
 
     def delete(self, name: str) -> None:
-        self._stored(name)
-        self.store.delete_template(name)
-        del self.templates[name]
-        self.rollouts.pop(name, None)
-        self.store.clear_failed(name)
-        self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] != name}
-        self.hub.publish(topics.template(name, "deleted"), {"name": name})
+        self.delete_many([name])
+
+    def delete_many(self, names: list[str]) -> None:
+        """Delete templates, all in one transaction (or none: TemplateNotFound)."""
+        counts = {name: (self._stored(name).template.numprocesses, 0) for name in names}
+        self.store.delete_templates(names)
+        gone = set(names)
+        for name in names:
+            del self.templates[name]
+            self.rollouts.pop(name, None)
+            self.hub.publish(topics.template(name, "deleted"), {"name": name})
+        self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] not in gone}
+        self._counted(counts)
         self.kick()
 
     def scale(self, name: str, how: str | int) -> int:
@@ -145,11 +234,59 @@ class Cluster:
         current = stored.template.numprocesses
         count = parse_scale(how, current)
         if count != current:
-            self.store.set_count(name, count)
-            self.templates[name] = self.store.get_template(name)
+            check_counts(self.limits, {name: (current, count)}, self._total)
+            change = self.store.set_count(name, count)
+            assert change.stored is not None
+            self.templates[name] = change.stored
             self._event(name, "scaled", self.templates[name], previous=current)
+            self._counted({name: (current, count)})
             self.kick()
         return count
+
+    def wanted(self, name: str) -> int:
+        """How many instances of ``name`` are placed (its count, or less when limited)."""
+        limited = self.limited.get(name)
+        if limited is not None:
+            return limited.placing
+        stored = self.templates.get(name)
+        return stored.template.numprocesses if stored is not None else 0
+
+    def _check_counts(self, templates: list[Template]) -> dict[str, tuple[int, int]]:
+        """Refuse a whole apply, before anything is stored, if it would grow a count past a
+        limit (LimitExceeded); the counts it changes, (before, after) per template."""
+        changes: dict[str, tuple[int, int]] = {}
+        for template in templates:
+            stored = self.templates.get(template.name)
+            before = stored.template.numprocesses if stored is not None else 0
+            changes[template.name] = (before, template.numprocesses)
+        check_counts(self.limits, changes, self._total)
+        return changes
+
+    def _counted(self, changes: dict[str, tuple[int, int]]) -> None:
+        """Keep the total and the over-limit set up to date after counts changed."""
+        for name, (before, after) in changes.items():
+            self._total += after - before
+            if after > self.limits.per_template:
+                self._over.add(name)
+            else:
+                self._over.discard(name)
+        self._recount()
+
+    def _recount(self) -> None:
+        """Find the templates over a limit (only ever from a store written before the limits,
+        or under higher ones): place at most the limit, and say so once per template."""
+        if not (self.limited or self._over or self._total > self.limits.total):
+            return
+        counts = {name: stored.template.numprocesses for name, stored in self.templates.items()}
+        _, limited = effective_counts(self.limits, counts)
+        for name, note in sorted(limited.items()):
+            if self.limited.get(name) != note:
+                log.error(
+                    "template %s wants %s instances, %s: placing only %s; scale it down "
+                    "(gafferctl scale %s=N) or raise the limit",
+                    name, f"{note.wanted:,}", note.reason, f"{note.placing:,}", name,
+                )
+        self.limited = limited
 
     def set_paused(self, name: str, paused: bool) -> None:
         stored = self._stored(name)
@@ -173,18 +310,16 @@ class Cluster:
 
     def cordon(self, name: str, cordoned: bool) -> None:
         """Cordon: keep what the node runs, place nothing new. Uncordon also ends a drain."""
-        self.store.set_cordoned(name, cordoned)
-        node = self._node_record(name)
+        node = self._known_node(name)
+        self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
         node.cordoned = cordoned
-        if not cordoned and node.draining:
-            self.store.set_draining(name, False)
+        if not cordoned:
             node.draining = False
         self.kick()
 
     def drain(self, name: str, draining: bool = True) -> None:
-        self.store.set_cordoned(name, True)
-        self.store.set_draining(name, draining)
-        node = self._node_record(name)
+        node = self._known_node(name)
+        self.store.set_node_flags(name, cordoned=True, draining=draining)
         node.cordoned = True
         node.draining = draining
         self.hub.publish(topics.node(name, "drain"), {"node": name, "draining": draining})
@@ -195,13 +330,38 @@ class Cluster:
         agents reconnecting would otherwise cost a thousand synchronous disk writes)."""
         known = (dict(node.labels), node.agent_id)
         if self._stored_nodes.get(node.name) != known:
-            self.store.put_node(node.name, node.labels, node.agent_id)
+            try:
+                self.store.put_node(node.name, node.labels, node.agent_id)
+            except StorageError:
+                return  # the store logged it; tried again at the node's next hello
             self._stored_nodes[node.name] = known
 
-    def _node_record(self, name: str) -> Node:
+    def forget_node(self, name: str) -> int:
+        """Forget a node that is gone for good: its record goes (its generation stays, so an
+        agent that comes back under that name is still fenced), and its slots are placed
+        elsewhere at once. Only a ``down`` node: one that is up or suspect may still run
+        things. Returns how many slots it held."""
+        node = self._known_node(name)
+        if node.state is not NodeState.DOWN:
+            raise NodeAlive(
+                f"node {name!r} is {node.state.value}: only a node that is down can be forgotten "
+                f"(drain it with `gafferctl drain {name}` and stop its agent first)"
+            )
+        held = self.placement_on(name)
+        self.store.forget_node(name)
+        self.nodes.disconnect(node)
+        del self.nodes.nodes[name]
+        self._stored_nodes.pop(name, None)
+        self.down_since.pop(name, None)
+        self.sent.pop(name, None)
+        log.warning("node %s forgotten; its %d slots move to other nodes", name, held)
+        self.kick()
+        return held
+
+    def _known_node(self, name: str) -> Node:
         node = self.nodes.nodes.get(name)
         if node is None:
-            node = self.nodes.nodes[name] = Node(name=name)
+            raise NodeNotFound(name)
         return node
 
     def _stored(self, name: str) -> StoredTemplate:
@@ -216,16 +376,29 @@ class Cluster:
             {"name": name, "numprocesses": stored.template.numprocesses, "version": stored.version, **extra},
         )
 
-    def _spec_changed(self, name: str, old: Template, new: Template) -> None:
-        if old.spec_hash() == new.spec_hash():
-            return
-        self.store.clear_failed(name)
-        self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
-        sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
-        self.rollouts[name] = start_rollout(
-            self.rollouts.get(name), _base_spec(new), new.spec_hash(),
-            new.update.max_unavailable, sent,
-        )
+    def _specs_changed(self, changed: list[tuple[str, Template, Template]]) -> None:
+        """New launch specs: the store forgot their failures in the apply's transaction, and
+        each template placed somewhere starts a cluster-wide rolling update."""
+        names = {name for name, _, _ in changed}
+        self.failed = {slot: n for slot, n in self.failed.items() if slot[0] not in names}
+        placed: dict[str, list[str]] = {}
+        for node, templates in self._by_node.items():
+            for name in names.intersection(templates):
+                placed.setdefault(name, []).append(node)
+        for name, old, new in changed:
+            sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
+            if not sent and name not in placed:
+                self.rollouts.pop(name, None)
+                continue
+            old_spec = with_allowance(_base_spec(old), old.update.max_unavailable)
+            for node in placed.get(name, ()):
+                # placed there but not on record as sent (its assignment is being resent after
+                # a reconnect): it runs the old spec, and must wait its turn like the others
+                sent.setdefault(node, old_spec)
+            self.rollouts[name] = start_rollout(
+                self.rollouts.get(name), _base_spec(new), new.spec_hash(),
+                new.update.max_unavailable, sent,
+            )
 
     # ----------------------------------------------------------------- observations
 
@@ -251,8 +424,9 @@ class Cluster:
                 continue
             seen = self.failed.get(slot, frozenset())
             if node.name not in seen:
+                if not self._store_failure(slot, node.name):
+                    continue
                 self.failed[slot] = seen | {node.name}
-                self.store.mark_failed(slot[0], slot[1], node.name)
                 log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
         if changed:
@@ -268,6 +442,9 @@ class Cluster:
     def check_timers(self) -> None:
         """Called on every tick: lost nodes after their grace, and unacked assignments."""
         now = self._clock()
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self.kick()
         if self.may_move and any(now - since >= self.node_grace for since in self.down_since.values()):
             lost_now = {
                 name for name, since in self.down_since.items() if now - since >= self.node_grace
@@ -280,7 +457,12 @@ class Cluster:
                 continue
             if node.generation_acked < sent.generation and now - sent.at >= RESEND_AFTER:
                 sent.at = now
-                self._send_assign(node, sent.body)
+                for body in sent.bodies:
+                    self._send_assign(node, body)
+
+    def by_node(self, node: str) -> dict[str, list[int]]:
+        """{template: ordinals} placed on ``node`` now."""
+        return self._by_node.get(node, {})
 
     def placement_on(self, node: str) -> int:
         return sum(len(ordinals) for ordinals in self._by_node.get(node, {}).values())
@@ -292,9 +474,18 @@ class Cluster:
             bad = {e.split(":", 1)[0] for e in errors}
             for slot, owner in self.placement.items():
                 if owner == node.name and slot[0] in bad and node.name not in self.failed.get(slot, frozenset()):
-                    self.failed[slot] = self.failed.get(slot, frozenset()) | {node.name}
-                    self.store.mark_failed(slot[0], slot[1], node.name)
+                    if self._store_failure(slot, node.name):
+                        self.failed[slot] = self.failed.get(slot, frozenset()) | {node.name}
             self.kick()
+
+    def _store_failure(self, slot: Slot, node: str) -> bool:
+        """Store that ``slot`` failed on ``node`` before memory says so; False if the store
+        refused (it logged why; the next report of the failure tries again)."""
+        try:
+            self.store.mark_failed(slot[0], slot[1], node)
+        except StorageError:
+            return False
+        return True
 
     # ----------------------------------------------------------------- reconciling
 
@@ -313,6 +504,10 @@ class Cluster:
                 self._dirty = False
                 try:
                     await self.reconcile()
+                except StorageError as exc:
+                    # the store logged it once; a damaged store refuses until repaired
+                    if not isinstance(exc, StorageDamaged):
+                        self._retry_at = self._clock() + STORE_RETRY
                 except Exception:
                     log.exception("reconcile failed; will retry on the next change")
         finally:
@@ -352,11 +547,12 @@ class Cluster:
         gone = {d.name for d in demands if d.name not in self.templates}
         if gone:
             changes = {slot: node for slot, node in changes.items() if slot[0] not in gone}
+        if changes:
+            await self._save_placement(changes)
         self.placement = plan.placement
         self._by_node = placed.by_node
         self.plan = plan
         if changes:
-            await self._save_placement(changes)
             c = plan.counts()
             log.info(
                 "placement: %d placed (%d kept, %d added, %d moved), %d stopped, %d evicted, %d pending",
@@ -381,17 +577,29 @@ class Cluster:
             await asyncio.sleep(0)
 
     def _demands(self) -> list[Demand]:
+        """One Demand per template, made again only for templates that changed since the last
+        reconcile (a Demand checks itself: 100,000 of them each pass would stall the loop)."""
         demands = []
+        cache = self._demand_cache
         for name, stored in self.templates.items():
+            known = cache.get(name)
+            if known is not None and known[0] is stored:
+                demands.append(known[1])
+                continue
             template = stored.template
             placement = template.placement
-            demands.append(Demand(
+            demand = Demand(
                 name=name,
-                count=0 if stored.paused else template.numprocesses,
+                count=0 if stored.paused else self.wanted(name),
                 max_per_node=placement.max_per_node,
                 nodes=placement.nodes,
                 labels=dict(placement.labels),
-            ))
+            )
+            cache[name] = (stored, demand)
+            demands.append(demand)
+        if len(cache) > len(self.templates):
+            for name in [n for n in cache if n not in self.templates]:
+                del cache[name]
         return demands
 
     def _node_infos(self, now: float) -> list[NodeInfo]:
@@ -465,14 +673,22 @@ class Cluster:
                 await asyncio.sleep(0)
         if not changed:
             return
-        generations = self.store.next_generations([node.name for node, _, _ in changed])
+        generations = self.store.next_generations(
+            [node.name for node, _, _ in changed],
+            {node.name: node.generation_acked for node, _, _ in changed},
+        )
         for index, (node, body, digest) in enumerate(changed):
             generation = generations[node.name]
             body = {"generation": generation, **body}
-            self.sent[node.name] = Sent(generation, digest, body, now, specs={
+            bodies = split_assignment(body, PART_BYTES)
+            before = self.sent.get(node.name)
+            if before is not None:
+                before.before = None
+            self.sent[node.name] = Sent(generation, digest, bodies, body["ordinals"], now, specs={
                 name: _base_spec_dict(spec) for name, spec in body["templates"].items()
-            })
-            self._send_assign(node, body)
+            }, before=before)
+            for part in bodies:
+                self._send_assign(node, part)
             if index % SEND_SLICE == SEND_SLICE - 1:
                 await asyncio.sleep(0)
 
@@ -489,30 +705,50 @@ class Cluster:
         return {name: {"count": p.count, "reason": p.reason} for name, p in self.plan.pending.items()}
 
     def template_view(self, name: str) -> dict[str, Any]:
-        stored = self._stored(name)
-        placed = sorted(o for (t, o) in self.placement if t == name)
-        running = 0
-        for (t, o), node_name in self.placement.items():
-            if t != name:
-                continue
-            node = self.nodes.nodes.get(node_name)
-            row = node.instances.get(topics.instance_id(t, o)) if node else None
-            if row is not None and row["state"] == "running":
-                running += 1
-        pending = self.pending().get(name)
-        return {
-            "name": name,
-            "version": stored.version,
-            "paused": stored.paused,
-            "numprocesses": stored.template.numprocesses,
-            "placed": len(placed),
-            "running": running,
-            "pending": pending,
-            "rolling": name in self.rollouts,
-            "spec": stored.template.to_dict(),
-            "created_at": stored.created_at,
-            "updated_at": stored.updated_at,
-        }
+        self._stored(name)
+        return self.template_views([name])[0]
+
+    def template_views(self, names: list[str]) -> list[dict[str, Any]]:
+        """Views of ``names`` (each must exist), counted in one pass over the placement."""
+        wanted = set(names)
+        placed: dict[str, int] = dict.fromkeys(wanted, 0)
+        running: dict[str, int] = dict.fromkeys(wanted, 0)
+        nodes = self.nodes.nodes
+        for node_name, templates in self._by_node.items():
+            node = nodes.get(node_name)
+            for t, ordinals in templates.items():
+                if t not in wanted:
+                    continue
+                placed[t] += len(ordinals)
+                if node is None:
+                    continue
+                for o in ordinals:
+                    row = node.instances.get(topics.instance_id(t, o))
+                    if row is not None and row["state"] == "running":
+                        running[t] += 1
+        pending = self.pending()
+        views = []
+        for name in names:
+            stored = self.templates[name]
+            views.append({
+                "name": name,
+                "version": stored.version,
+                "paused": stored.paused,
+                "numprocesses": stored.template.numprocesses,
+                "limited": self.limited[name].view() if name in self.limited else None,
+                "placed": placed[name],
+                "running": running[name],
+                "pending": pending.get(name),
+                "rolling": name in self.rollouts,
+                "spec": stored.template.to_dict(),
+                "created_at": stored.created_at,
+                "updated_at": stored.updated_at,
+            })
+        return views
+
+
+def _results(changes: list[Change]) -> list[dict[str, Any]]:
+    return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]
 
 
 @dataclass(frozen=True)
@@ -597,11 +833,17 @@ def parse_scale(how: str | int, current: int) -> int:
         text = str(how).strip()
         digits = text[1:] if text[:1] in "+-" else text
         if not digits.isascii() or not digits.isdecimal():
-            raise InvalidRequest(f"bad count {how!r}: use N, +N or -N")
+            shown = repr(how) if len(text) <= 40 else f"of {len(text)} characters"
+            raise InvalidRequest(f"bad count {shown}: use N, +N or -N")
+        if len(digits) > len(str(MAX_COUNT)):
+            shown = repr(how) if len(text) <= 40 else f"of {len(digits)} digits"
+            raise InvalidRequest(f"bad count {shown}: at most {MAX_COUNT:,} instances")
         value = int(digits)
         count = current + value if text[0] == "+" else current - value if text[0] == "-" else value
     if count < 0:
         raise InvalidRequest(f"count would be {count}: it must stay >= 0")
+    if count > MAX_COUNT:
+        raise InvalidRequest(f"count would be {count:,}: at most {MAX_COUNT:,} instances")
     return count
 
 

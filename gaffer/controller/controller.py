@@ -10,35 +10,61 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import zmq
 import zmq.asyncio
 
 from gaffer import __version__
 from gaffer.common import protocol
-from gaffer.common.errors import ControllerUnreachable, GafferError, InvalidRequest, from_wire
+from gaffer.common.badmsg import BadMessages
+from gaffer.common.endpoints import (
+    INSECURE_WARNING,
+    Endpoint,
+    claim_socket,
+    lookup_group,
+    release_socket,
+    require_protection,
+    share_socket,
+)
+from gaffer.common.errors import (
+    ConfigError,
+    ControllerUnreachable,
+    GafferError,
+    InvalidRequest,
+    ProtocolError,
+    TooLarge,
+    from_wire,
+)
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
-from gaffer.common.transport import make_curve_server, new_socket
+from gaffer.common.tasks import cancel_and_wait
+from gaffer.common.transport import bind, make_curve_server, new_socket
+from gaffer.controller.admission import admit_event, stamped
 from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
+from gaffer.controller.backup import BackupPolicy, Backups
 from gaffer.controller.cluster import Cluster
+from gaffer.controller.counts import CountLimits
 from gaffer.controller.hub import PUB_HWM, EventHub
 from gaffer.controller.liveness import NodeState, judge
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import PeerServer, Session
-from gaffer.controller.settings import ControllerSettings, require_protection
+from gaffer.controller.settings import ControllerSettings
+from gaffer.controller.staging import Stages
 from gaffer.controller.store import Store
 
 log = logging.getLogger("gaffer.controller")
 
 MAX_ONEOFF_EXITS = 1_000
+MAX_PROBLEMS = 200
+"""Problems sent back with one refused request: enough to fix a file, never too big to send."""
 MAIN_DOMAIN = "gaffer"
 EVENTS_DOMAIN = "gaffer-events"
 
@@ -56,9 +82,14 @@ class Controller:
         self._server: PeerServer | None = None
         self.hub = EventHub(None)
         self._tasks: list[asyncio.Task] = []
-        self.endpoint = settings.bind
-        self.pub_endpoint = settings.pub_endpoint
+        self.endpoint = ""
+        self.pub_endpoint = ""
+        self.insecure = False
+        self._socket_locks: list[tuple[Endpoint, int]] = []
+        self._requests: set[asyncio.Task] = set()
+        self.stages = Stages()
         self.store: Store | None = None
+        self.backups: Backups | None = None
         self.cluster: Cluster | None = None
         self._client_ops = Api(self).ops()
         self._command_ids = itertools.count(1)
@@ -67,24 +98,39 @@ class Controller:
         self._cut_off = False
         self._regained_at: float | None = None
         self.oneoff_exits: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+        self.oneoffs_started: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.oneoffs_pending: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.agent_drops = BadMessages(logger=logging.getLogger("gaffer.controller.admission"))
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        """Load the keys and the store, bind, and start serving; on any failure, everything
+        started so far is released again before the error propagates."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         agents = clients = None
         if settings.keys is not None:
             self.keys = load_keypair(settings.keys / "controller.key_secret")
             agents = AuthorizedKeys(settings.keys / "agents")
             clients = AuthorizedKeys(settings.keys / "clients")
-        require_protection(
-            [settings.bind, settings.pub_endpoint], self.keys is not None, settings.insecure,
-            "gaffer-controller",
-        )
-        os.makedirs(settings.data_dir, exist_ok=True)
+        control, events = settings.control, settings.events
+        require_protection([control, events], self.keys is not None, settings.insecure, "gaffer-controller")
+        self.insecure = self.keys is None and not (control.is_ipc and events.is_ipc)
+        group = lookup_group(settings.socket_group)
+        for endpoint in (control, events):
+            if endpoint.is_ipc:
+                self._socket_locks.append((endpoint, claim_socket(endpoint, group)))
         loop = asyncio.get_running_loop()
         self._started_mono = loop.time()
         self.store = Store(settings.data_dir)
+        self.backups = Backups(self.store.path, BackupPolicy.of(settings))
         self._ctx = zmq.asyncio.Context()
         if self.keys is not None:
             assert agents is not None and clients is not None
@@ -98,42 +144,63 @@ class Controller:
         if self.keys is not None:
             make_curve_server(router, self.keys, MAIN_DOMAIN)
             make_curve_server(pub, self.keys, EVENTS_DOMAIN)
-        router.bind(settings.bind)
-        pub.bind(settings.pub_endpoint)
-        self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        self.pub_endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        try:
+            self.endpoint = bind(router, control)
+            self.pub_endpoint = bind(pub, events)
+        except ConfigError:
+            router.close(linger=0)
+            pub.close(linger=0)
+            raise
+        share_socket(control, group)
+        share_socket(events, group)
         self.hub = EventHub(pub, self.hub.bus)
         self.hub.on_subscriptions_changed(self._send_watch_all)
         self.hub.start()
         self.cluster = Cluster(
-            self.store, self.nodes, self.hub, self._send_assign, settings.node_grace, self.now
+            self.store, self.nodes, self.hub, self._send_assign, settings.node_grace, self.now,
+            limits=CountLimits(settings.max_per_template, settings.max_instances),
         )
         self._server = PeerServer(router, self, secure=self.keys is not None)
         self._server.start()
+        self.backups.start()
         self._tasks.append(loop.create_task(self._tick()))
         log.info(
             "gaffer-controller %s (%s) listening on %s, events on %s, data in %s, %s",
             __version__, self.id, self.endpoint, self.pub_endpoint, settings.data_dir,
             self._security_line(agents, clients),
         )
+        if self.insecure:
+            log.warning(self.security_warning())
+
+    def security_warning(self) -> str | None:
+        """The warning ``--insecure`` earns, at start and in every ``status``."""
+        if not self.insecure:
+            return None
+        return INSECURE_WARNING.format(endpoints=f"{self.endpoint} and {self.pub_endpoint}")
 
     def _security_line(self, agents: AuthorizedKeys | None, clients: AuthorizedKeys | None) -> str:
         if self.keys is None:
-            return "INSECURE: no CURVE keys, any peer is accepted"
+            if self.insecure:
+                return "INSECURE: no CURVE keys on TCP, any peer is accepted"
+            return "local sockets only (no keys): access is limited by file permissions"
         return (
             f"CURVE key {self.keys.fingerprint}, {len(agents or ())} agent and "
             f"{len(clients or ())} client keys authorized"
         )
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._requests]:
             task.cancel()
+        for task in list(self._requests):
+            await cancel_and_wait(task)
         for task in self._tasks:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+        if self.backups is not None:
+            await self.backups.stop()
         if self.cluster is not None:
             await self.cluster.close()
         if self._server is not None:
@@ -150,6 +217,9 @@ class Controller:
         if self.store is not None:
             self.store.close()
             self.store = None
+        for endpoint, fd in self._socket_locks:
+            release_socket(endpoint, fd)
+        self._socket_locks.clear()
 
     # ----------------------------------------------------------------- timers
 
@@ -165,6 +235,7 @@ class Controller:
                 self._judge_nodes()
                 if beat:
                     self._send_beats()
+                    self.stages.expire(self.now())
                 assert self.cluster is not None
                 self.cluster.check_timers()
             except Exception:
@@ -178,8 +249,9 @@ class Controller:
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, max(0.0, timeout))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await waiter
+        except TimeoutError:
             pass
 
     def _notify(self) -> None:
@@ -266,8 +338,9 @@ class Controller:
         self._commands[command_id] = (node.name, future)
         try:
             self._server_send(session, "command", {"id": command_id, "op": op, "args": args})
-            body = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                body = await future
+        except TimeoutError:
             raise ControllerUnreachable(f"node {node.name} did not answer {op} within {timeout:g}s") from None
         finally:
             self._commands.pop(command_id, None)
@@ -312,10 +385,15 @@ class Controller:
             self.cluster.instances_reported(node, body["instances"])
             self._notify()
         elif kind == "events":
+            owns = _OwnedBy(self, node.name)
             for event in body["events"]:
-                data = dict(event["data"])
-                data["node"] = node.name
-                self.hub.publish(event["topic"], data, event["ts"])
+                topic = event["topic"]
+                refused = admit_event(topic, event["data"], owns)
+                if refused is not None:
+                    self.agent_drops.record(f"agent:{node.name}", refused, f"event {topic}")
+                    continue
+                data = stamped(event["data"], node.name)
+                self.hub.publish(topic, data, event["ts"])
                 if data.get("oneoff") and event["topic"].endswith(".exit") and isinstance(data.get("id"), str):
                     self.oneoff_exits[(node.name, data["id"])] = data
                     while len(self.oneoff_exits) > MAX_ONEOFF_EXITS:
@@ -383,9 +461,13 @@ class Controller:
         if handler is None:
             self._reply_error(session, body["id"], InvalidRequest(f"unknown operation {body['op']!r}"))
             return
-        asyncio.get_running_loop().create_task(self._answer(session, body["id"], handler, body["args"]))
+        task = asyncio.get_running_loop().create_task(
+            self._answer(session, body["id"], body["op"], handler, body["args"])
+        )
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
-    async def _answer(self, session: Session, request_id: int, handler: Any, args: dict) -> None:
+    async def _answer(self, session: Session, request_id: int, op: str, handler: Any, args: dict) -> None:
         try:
             result = await handler(**args)
         except GafferError as exc:
@@ -398,10 +480,28 @@ class Controller:
             log.exception("request failed")
             self._reply_error(session, request_id, GafferError(f"internal error: {exc}"))
             return
-        self._server_send(session, "reply", {"id": request_id, "ok": True, "result": result, "error": None})
+        try:
+            self._server_send(session, "reply", {"id": request_id, "ok": True, "result": result, "error": None})
+        except ProtocolError as exc:
+            if exc.reason != protocol.TOO_LARGE:
+                raise
+            self._reply_error(session, request_id, TooLarge(
+                f"the answer to {op!r} does not fit in one message ({protocol.MAX_MESSAGE} bytes): "
+                "ask for it in pages with limit and continue (gafferctl pages by itself)"
+            ))
 
     def _reply_error(self, session: Session, request_id: int, exc: GafferError) -> None:
-        self._server_send(session, "reply", {"id": request_id, "ok": False, "result": None, "error": exc.to_dict()})
+        """Send ``exc``; one too big for a message (a template file with thousands of problems)
+        goes with its first problems and a count of the rest."""
+        error = exc.to_dict()
+        problems = error.get("problems")
+        if problems is not None and len(problems) > MAX_PROBLEMS:
+            error["problems"] = problems[:MAX_PROBLEMS]
+            lines = error["message"].splitlines()[: MAX_PROBLEMS + 1]
+            error["message"] = "\n".join(lines + [f"  ... and {len(problems) - MAX_PROBLEMS} more problems"])
+        if len(error["message"]) > protocol.MAX_TEXT:
+            error["message"] = error["message"][: protocol.MAX_TEXT - 100] + "\n  ... (cut)"
+        self._server_send(session, "reply", {"id": request_id, "ok": False, "result": None, "error": error})
 
     def status(self) -> dict[str, Any]:
         assert self._server is not None and self.cluster is not None
@@ -414,6 +514,8 @@ class Controller:
             "events": self.pub_endpoint,
             "data_dir": str(self.settings.data_dir),
             "secure": self.keys is not None,
+            "transport": "curve" if self.keys is not None else "insecure" if self.insecure else "local",
+            "warning": self.security_warning(),
             "fingerprint": self.keys.fingerprint if self.keys else None,
             "nodes": self.nodes.counts(),
             "hosts": self.nodes.host_counts(),
@@ -425,4 +527,60 @@ class Controller:
             "link": self._server.stats,
             "auth": vars(self._zap.stats) if self._zap else None,
             "events_published": self.hub.published,
+            "agent_events_dropped": self.agent_drops.snapshot(),
+            "storage": {**self.store.health(), "backups": self.backups.status()}
+            if self.store is not None and self.backups is not None else None,
         }
+
+    def started_oneoff(self, node: str, ident: str) -> None:
+        """Remember a one-off run the controller started, so its node may report on it."""
+        self.oneoffs_started[(node, ident)] = None
+        while len(self.oneoffs_started) > MAX_ONEOFF_EXITS:
+            self.oneoffs_started.popitem(last=False)
+
+    @contextlib.contextmanager
+    def starting_oneoff(self, node: str, template: str) -> Iterator[None]:
+        """While a run request is out, its node may report any one-off of ``template``: the
+        spawn event can overtake the reply that names the run."""
+        key = (node, template)
+        self.oneoffs_pending[key] += 1
+        try:
+            yield
+        finally:
+            self.oneoffs_pending[key] -= 1
+            if self.oneoffs_pending[key] <= 0:
+                del self.oneoffs_pending[key]
+
+
+class _OwnedBy:
+    """The instance ids node ``name`` may speak for (see ``admission``), looked up lazily:
+    most event batches name a handful of instances, a node may hold thousands."""
+
+    def __init__(self, controller: Controller, name: str) -> None:
+        self._controller = controller
+        self._name = name
+
+    def __contains__(self, ident: object) -> bool:
+        if not isinstance(ident, str):
+            return False
+        controller = self._controller
+        assert controller.cluster is not None
+        template, _, ordinal = ident.rpartition(".")
+        if ordinal.isascii() and ordinal.isdecimal() and len(ordinal) <= 19:
+            number = int(ordinal)
+            if controller.cluster.placement.get((template, number)) == self._name:
+                return True
+            sent = controller.cluster.sent.get(self._name)
+            if sent is not None and sent.assigns(template, number):
+                return True
+        if (self._name, ident) in controller.oneoffs_started:
+            return True
+        return ordinal.startswith("run-") and (self._name, template) in controller.oneoffs_pending
+
+    def holds_template(self, name: str) -> bool:
+        controller = self._controller
+        assert controller.cluster is not None
+        if name in controller.cluster.by_node(self._name):
+            return True
+        sent = controller.cluster.sent.get(self._name)
+        return sent is not None and (name in sent.ordinals or (sent.before is not None and name in sent.before.ordinals))

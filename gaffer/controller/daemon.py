@@ -1,28 +1,52 @@
-"""``gaffer-controller``: the controller as a daemon (options, config file, signals, logs)."""
+"""``gaffer-controller``: the controller as a daemon (options, config file, signals, logs).
+
+``gaffer-controller [OPTIONS]`` runs the daemon; its subcommands (``check``, ``export``,
+``import``, ``forget-template``) work on a stopped controller's store (``offline.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import uvloop
 
+from gaffer.cli import params
 from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
 from gaffer.common.errors import GafferError
+from gaffer.common.limits import (
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MAX_PER_TEMPLATE,
+    MAX_BACKUPS,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_HEARTBEAT,
+    MAX_MISSES,
+    MAX_TOTAL,
+    MAX_WAIT,
+    MIN_HEARTBEAT,
+)
+from gaffer.controller import offline
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
-from gaffer.controller.settings import DEFAULT_BIND, ControllerSettings, split_endpoint
+from gaffer.controller.settings import DEFAULT_KEYED_BIND, ControllerSettings
 
 log = logging.getLogger("gaffer.controller")
 
 SETTINGS = (
-    "bind", "pub", "data_dir", "keys", "insecure", "heartbeat", "suspect_misses", "down_misses",
-    "startup_grace", "node_grace",
+    "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
+    "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
+    "max_instances",
 )
+DEFAULT_DATA_DIR = ".gaffer"
+DEFAULT_BACKUP_EVERY = 3600.0
+DEFAULT_BACKUP_KEEP = 5
 
 
 def build_settings(options: dict[str, Any], config: str | None) -> ControllerSettings:
@@ -30,35 +54,46 @@ def build_settings(options: dict[str, Any], config: str | None) -> ControllerSet
     data: dict[str, Any] = read_config(config, SETTINGS) if config else {}
     where = config or "options"
 
-    def pick(key: str, kind: type | tuple[type, ...]) -> Any:
+    def pick(key: str, kind: type | tuple[type, ...], low: float | None = None, high: float | None = None) -> Any:
         if options.get(key) is not None:
             return options[key]
-        return expect(data, key, kind, where)
+        return expect(data, key, kind, where, low=low, high=high)
 
-    bind = pick("bind", str) or DEFAULT_BIND
+    bind = pick("bind", str)
     pub = pick("pub", str)
-    for endpoint in filter(None, (bind, pub)):
-        split_endpoint(endpoint)
     defaults = Liveness()
     liveness = Liveness(
-        interval=float(pick("heartbeat", (int, float)) or defaults.interval),
-        suspect_misses=int(pick("suspect_misses", int) or defaults.suspect_misses),
-        down_misses=int(pick("down_misses", int) or defaults.down_misses),
-        startup_grace=float(_first(pick("startup_grace", (int, float)), defaults.startup_grace)),
+        interval=float(pick("heartbeat", (int, float), MIN_HEARTBEAT, MAX_HEARTBEAT) or defaults.interval),
+        suspect_misses=int(pick("suspect_misses", int, 1, MAX_MISSES) or defaults.suspect_misses),
+        down_misses=int(pick("down_misses", int, 1, MAX_MISSES) or defaults.down_misses),
+        startup_grace=float(_first(pick("startup_grace", (int, float), 0, MAX_WAIT), defaults.startup_grace)),
     )
-    if liveness.interval <= 0 or liveness.suspect_misses < 1 or liveness.down_misses <= liveness.suspect_misses:
-        raise GafferError(
-            f"{where}: need heartbeat > 0, suspect_misses >= 1 and down_misses > suspect_misses"
-        )
+    if liveness.down_misses <= liveness.suspect_misses:
+        raise GafferError(f"{where}: need down_misses > suspect_misses")
+    if liveness.down_after > MAX_WAIT:
+        raise GafferError(f"{where}: heartbeat x down_misses must be at most {MAX_WAIT:g} seconds")
     keys = pick("keys", str)
+    backup_every = float(_first(pick("backup_every", (int, float), 0, MAX_DURATION), DEFAULT_BACKUP_EVERY))
+    backup_keep = _first(pick("backup_keep", int, 1, MAX_BACKUPS), DEFAULT_BACKUP_KEEP)
+    if not math.isfinite(backup_every) or backup_every < 0:
+        raise GafferError(f"{where}: backup_every must be a number of seconds >= 0 (0: no backups)")
+    if backup_keep < 1:
+        raise GafferError(f"{where}: backup_keep must be at least 1")
+    backup_dir = pick("backup_dir", str)
     return ControllerSettings(
         bind=bind,
         pub=pub,
-        data_dir=Path(pick("data_dir", str) or ".gaffer"),
+        data_dir=Path(pick("data_dir", str) or DEFAULT_DATA_DIR),
         keys=Path(keys) if keys else None,
         insecure=bool(pick("insecure", bool)),
+        socket_group=pick("socket_group", str),
         liveness=liveness,
-        node_grace=float(_first(pick("node_grace", (int, float)), 2.0)),
+        node_grace=float(_first(pick("node_grace", (int, float), 0, MAX_WAIT), 2.0)),
+        max_per_template=_first(pick("max_per_template", int, 1, MAX_COUNT), DEFAULT_MAX_PER_TEMPLATE),
+        max_instances=_first(pick("max_instances", int, 1, MAX_TOTAL), DEFAULT_MAX_INSTANCES),
+        backup_every=backup_every,
+        backup_dir=Path(backup_dir) if backup_dir else None,
+        backup_keep=backup_keep,
     )
 
 
@@ -66,22 +101,32 @@ def _first(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-@click.command()
-@click.option("--bind", help=f"Endpoint for agents and clients [default: {DEFAULT_BIND}].")
-@click.option("--pub", help="Endpoint for event subscribers [default: the port after --bind].")
+@click.group(invoke_without_command=True)
+@click.option("--bind", help=f"Endpoint for agents and clients [default: a private unix socket in the runtime dir; {DEFAULT_KEYED_BIND} with --keys].")
+@click.option("--pub", help="Endpoint for event subscribers [default: beside --bind, or its port + 1].")
 @click.option("--data-dir", help="Where the desired state is kept [default: .gaffer].")
 @click.option("--keys", help="Key directory: controller.key_secret, agents/, clients/.")
-@click.option("--insecure", is_flag=True, default=None, help="Allow a non-loopback endpoint without keys.")
-@click.option("--heartbeat", type=float, help="Heartbeat interval in seconds [default: 1].")
-@click.option("--suspect-misses", type=int, help="Missed heartbeats before a node is suspect [3].")
-@click.option("--down-misses", type=int, help="Missed heartbeats before a node is down [5].")
-@click.option("--startup-grace", type=float, help="Seconds after start before any node is declared down [10].")
-@click.option("--node-grace", type=float, help="Seconds a node stays down before its instances move [2].")
+@click.option("--insecure", is_flag=True, default=None, help="Allow TCP without CURVE keys (anyone who reaches it can run commands).")
+@click.option("--socket-group", help="Let this group use the local sockets (runtime dir 0750, sockets 0660).")
+@click.option("--heartbeat", type=params.HEARTBEAT, help="Heartbeat interval in seconds [default: 1].")
+@click.option("--suspect-misses", type=params.MISSES, help="Missed heartbeats before a node is suspect [3].")
+@click.option("--down-misses", type=params.MISSES, help="Missed heartbeats before a node is down [5].")
+@click.option("--startup-grace", type=params.SECONDS, help="Seconds after start before any node is declared down [10].")
+@click.option("--node-grace", type=params.SECONDS, help="Seconds a node stays down before its instances move [2].")
+@click.option("--max-per-template", type=params.PER_TEMPLATE, help=f"Most instances one template may want [{DEFAULT_MAX_PER_TEMPLATE}].")
+@click.option("--max-instances", type=params.TOTAL, help=f"Most instances all templates together may want [{DEFAULT_MAX_INSTANCES}].")
+@click.option("--backup-every", type=params.DURATION, help="Seconds between backups of the store; 0: none [3600].")
+@click.option("--backup-dir", help="Where backups go [default: DATA_DIR/backups].")
+@click.option("--backup-keep", type=params.KEEP, help="How many backups to keep [5].")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
 @click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
 @click.version_option(package_name="gaffer")
-def main(config: str | None, log_level: str, **options: Any) -> None:
-    """Run the gaffer controller."""
+@click.pass_context
+def main(ctx: click.Context, config: str | None, log_level: str, **options: Any) -> None:
+    """Run the gaffer controller (or, with a command, work on a stopped controller's store)."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = {"config": config, "data_dir": options["data_dir"]}
+        return
     setup_daemon_logging(log_level)
     try:
         settings = build_settings(options, config)
@@ -105,3 +150,110 @@ async def _serve(settings: ControllerSettings) -> None:
     finally:
         log.info("stopping (managed processes keep running on their agents)")
         await controller.stop()
+
+
+# --------------------------------------------------------------------------- offline commands
+
+DATA_DIR_HELP = "The stopped controller's data dir [default: the group's, the config file's, or .gaffer]."
+
+
+def _data_dir(ctx: click.Context, given: str | None) -> Path:
+    """This command's --data-dir, else the one given before it, else the config file's."""
+    if given:
+        return Path(given)
+    parent = ctx.obj or {}
+    if parent.get("data_dir"):
+        return Path(parent["data_dir"])
+    if parent.get("config"):
+        data = read_config(parent["config"], SETTINGS)
+        found = expect(data, "data_dir", str, parent["config"])
+        if found:
+            return Path(found)
+    return Path(DEFAULT_DATA_DIR)
+
+
+def _fail(exc: GafferError) -> click.ClickException:
+    return click.ClickException(exc.message)
+
+
+@main.command()
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.option("--full", is_flag=True, help="integrity_check (every index against its table) instead of quick_check.")
+@click.pass_context
+def check(ctx: click.Context, data_dir: str | None, full: bool) -> None:
+    """Check the store: SQLite's own check, the schema, and every stored template.
+
+    Prints every problem, one a line; exits 1 if there is any.
+    """
+    try:
+        report = offline.check(_data_dir(ctx, data_dir), full)
+    except GafferError as exc:
+        raise _fail(exc) from None
+    for line in report.problems:
+        click.echo(line)
+    click.echo(report.summary, err=not report.ok)
+    ctx.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("target", default="-", metavar="[FILE|-]")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.pass_context
+def export(ctx: click.Context, target: str, data_dir: str | None) -> None:
+    """Write the desired state as JSON to FILE (mode 0600) or stdout.
+
+    Templates that no longer validate are written with their raw spec and named on stderr;
+    exits 1 if some part of the store could not be read.
+    """
+    try:
+        state, problems = offline.export(_data_dir(ctx, data_dir))
+        text = state.dumps()
+        if target == "-":
+            sys.stdout.write(text)
+        else:
+            offline.write_private(Path(target), text.encode())
+    except GafferError as exc:
+        raise _fail(exc) from None
+    for record in state.invalid:
+        click.echo(
+            f"warning: template {record.name!r} no longer validates ({record.invalid}); exported its raw spec",
+            err=True,
+        )
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    where = "stdout" if target == "-" else target
+    click.echo(f"exported {len(state.templates)} templates and {len(state.nodes)} nodes to {where}", err=True)
+    ctx.exit(1 if problems else 0)
+
+
+@main.command("import")
+@click.argument("source", metavar="FILE|-")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.option("--replace", is_flag=True, help="Replace a store that is not empty (the old file is kept beside it).")
+@click.pass_context
+def import_(ctx: click.Context, source: str, data_dir: str | None, replace: bool) -> None:
+    """Make FILE (an export, or a backup) the desired state: validated first, all or nothing."""
+    try:
+        done = offline.import_state(_data_dir(ctx, data_dir), source, replace)
+    except GafferError as exc:
+        raise _fail(exc) from None
+    click.echo(f"imported {done.templates} templates and {done.nodes} nodes from {source}")
+    if done.kept is not None:
+        click.echo(f"the replaced store is kept as {done.kept}")
+
+
+@main.command("forget-template")
+@click.argument("name")
+@click.option("--data-dir", help=DATA_DIR_HELP)
+@click.pass_context
+def forget_template(ctx: click.Context, name: str, data_dir: str | None) -> None:
+    """Delete template NAME from the store, even one whose stored spec no longer reads.
+
+    Its placement and failure history go with it; agents stop its instances once the
+    controller is back.
+    """
+    try:
+        offline.forget_template(_data_dir(ctx, data_dir), name)
+    except GafferError as exc:
+        raise _fail(exc) from None
+    click.echo(f"forgot template {name!r}")

@@ -5,8 +5,12 @@ XPUB socket (topic frame + ``event`` envelope) and to a local EventBus (HTTP str
 XPUB tells us which topic prefixes remote subscribers hold, so producers can skip work nobody
 wants (``wants``): agents forward output lines only while someone subscribes to them.
 
-A slow remote subscriber never slows the hub: ZMQ drops what exceeds its high-water mark and
-the subscriber sees the gap in sequence numbers. A slow local subscriber is cut off by the bus.
+A slow remote subscriber never slows the hub: ZMQ drops what exceeds its high-water mark
+(``PUB_HWM`` events queued per subscriber) and the subscriber sees the gap in sequence numbers.
+A slow local subscriber is cut off by the bus. Output reaches the hub already limited by the
+agents (``gaffer.agent.follow``: a few events a second per followed stream, a bounded number
+of bytes each), so a subscriber that stops reading makes the controller hold at most
+``PUB_HWM`` events, accumulating no faster than the agents' follow budgets.
 """
 
 from __future__ import annotations

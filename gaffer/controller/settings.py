@@ -1,69 +1,67 @@
-"""Controller settings: defaults, the config file, and the refusal to listen unprotected."""
+"""Controller settings: defaults, and where the controller listens.
+
+Without CURVE keys the controller listens on private unix sockets in the runtime directory
+(``gaffer.common.endpoints``); with keys, on ``tcp://127.0.0.1:6001`` unless ``bind`` says
+otherwise. TCP without keys is refused unless ``insecure``.
+"""
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gaffer.common.errors import ConfigError
+from gaffer.common.endpoints import (
+    DEFAULT_TCP_PORT,
+    Endpoint,
+    default_control,
+    events_for,
+    parse_endpoint,
+)
+from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE
 from gaffer.controller.liveness import Liveness
 
-ENDPOINT_RE = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+):(\d{1,5}|\*)$")
-DEFAULT_BIND = "tcp://127.0.0.1:6001"
+DEFAULT_KEYED_BIND = f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
 
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    bind: str = DEFAULT_BIND
+    bind: str | None = None
     pub: str | None = None
     data_dir: Path = Path(".gaffer")
     keys: Path | None = None
     insecure: bool = False
+    socket_group: str | None = None
     liveness: Liveness = field(default_factory=Liveness)
     node_grace: float = 2.0
+    backup_every: float = 0.0
+    """Seconds between backups of the store; 0: none (``gaffer-controller`` defaults to 3600)."""
+    backup_dir: Path | None = None
+    """Where backups go; None: ``<data_dir>/backups``."""
+    backup_keep: int = 5
+    max_per_template: int = DEFAULT_MAX_PER_TEMPLATE
+    """Most instances one template may want (``--max-per-template``)."""
+    max_instances: int = DEFAULT_MAX_INSTANCES
+    """Most instances all templates together may want (``--max-instances``)."""
+
+    def __post_init__(self) -> None:
+        """Refuse a malformed endpoint now, before anything starts."""
+        if self.bind:
+            parse_endpoint(self.bind, "--bind")
+        if self.pub:
+            parse_endpoint(self.pub, "--pub")
 
     @property
-    def pub_endpoint(self) -> str:
-        """Events go to ``pub``, or to the port after ``bind``'s."""
+    def control(self) -> Endpoint:
+        """``bind``, or the default: a private unix socket, or loopback TCP when keyed."""
+        if self.bind:
+            return parse_endpoint(self.bind, "--bind")
+        if self.keys is not None:
+            return parse_endpoint(DEFAULT_KEYED_BIND)
+        return default_control()
+
+    @property
+    def events(self) -> Endpoint:
+        """Events go to ``pub``, or beside the control endpoint (the next TCP port)."""
         if self.pub:
-            return self.pub
-        host, port = split_endpoint(self.bind)
-        return f"tcp://{host}:{port + 1 if port else '*'}"
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` -> (HOST, PORT), PORT 0 for ``*`` (any free port); else ConfigError."""
-    match = ENDPOINT_RE.match(endpoint)
-    if not match:
-        raise ConfigError(f"{endpoint!r} is not an endpoint: use tcp://HOST:PORT")
-    if match.group(2) == "*":
-        return match.group(1), 0
-    port = int(match.group(2))
-    if not 0 < port < 65536:
-        raise ConfigError(f"{endpoint!r}: port must be 1..65535")
-    return match.group(1), port
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def require_protection(endpoints: list[str], have_keys: bool, insecure: bool, what: str) -> None:
-    """Refuse a non-loopback endpoint without CURVE keys unless ``insecure`` says so."""
-    if have_keys or insecure:
-        return
-    exposed = [e for e in endpoints if not is_loopback(split_endpoint(e)[0])]
-    if exposed:
-        raise ConfigError(
-            f"{what} would use {', '.join(exposed)} without encryption or authentication. "
-            "Make CURVE keys with `gafferctl keygen` (see the README, 'Security') and pass "
-            "them, or pass --insecure to accept an open, unauthenticated endpoint."
-        )
+            return parse_endpoint(self.pub, "--pub")
+        return events_for(self.control)

@@ -7,66 +7,61 @@ Why it is built this way:
   fsynced: whatever a caller was told survives a SIGKILL at any moment, and a power cut as far
   as the disk honours fsync. Nothing is cached here; the file is the only truth, so a restarted
   controller sees exactly what was acknowledged, no more and no less.
+- **One change, one transaction.** ``put_templates`` stores a whole apply at once: a crash or a
+  full disk leaves all of it or none of it, never the first 170 of 3,000.
 - **One writer.** Two controllers on one data dir would each believe their own desired state.
   ``<data_dir>/controller.lock`` is held with ``flock`` for the Store's lifetime (the kernel drops
   it when the holder dies, even by SIGKILL) and carries the holder's pid for the refusal message.
+  The offline commands (``gaffer-controller check|export|import|forget-template``) take it too.
+- **Damage is found at the door and reported, never a traceback.** Opening runs SQLite's
+  ``quick_check``; a damaged file is refused with one line naming it and the way out. Every
+  SQLite failure later (disk full, I/O error, read-only, corruption) becomes a StorageError
+  with one clear line, logged once per kind until a write succeeds again. Corruption found while
+  running is sticky: from then on the Store refuses every call (StorageDamaged) rather than
+  write more into a damaged file; the controller keeps serving what it holds in memory.
 - **Schema changes are ordered migrations**, applied all-or-nothing in one transaction. A
   database written by a newer gaffer is refused rather than guessed at; version 0 is an empty
   file.
 - **Stored templates are re-validated when read.** The spec is ``Template.to_dict()`` as JSON and
   comes back through ``parse_template``; one that no longer validates is reported by name
-  (ConfigError), never silently dropped.
+  (ConfigError, naming ``gaffer-controller forget-template``), never silently dropped.
 
 Tables (schema version 1): ``meta`` (schema_version), ``templates`` (spec, version, paused),
 ``nodes`` (labels, agent id, cordoned, draining, first/last seen; a node may be stored before it
 ever registers), ``placement`` and ``failures`` (both deleted with their template),
 ``generations`` (per node, kept even when everything else about the node goes).
 
-Not thread-safe: the controller calls it from its one loop thread. Each write fsyncs, so batch
-where the caller can (``save_placement``, ``touch_nodes``, ``next_generations``).
+Not thread-safe: the controller calls it from its one loop thread (backups read the file through
+their own connection). Each write fsyncs, so batch where the caller can (``put_templates``,
+``save_placement``, ``touch_nodes``, ``next_generations``).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
-from gaffer.common.errors import ConfigError, InvalidRequest, TemplateError, TemplateNotFound
-from gaffer.common.template import MAX_INT, Template, parse_template
+from gaffer.common.errors import (
+    ConfigError, InvalidRequest, StorageDamaged, StorageError, TemplateError, TemplateNotFound,
+)
+from gaffer.common.template import MAX_INT, RESTART_FIELDS, Template, parse_template
+from gaffer.controller.dbfile import (
+    DB_NAME, LOCK_HINT, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
+)
 
-DB_NAME = "gaffer.db"
-LOCK_NAME = "controller.lock"
-BUSY_TIMEOUT_MS = 5000
+log = logging.getLogger("gaffer.controller.store")
+
 
 ChangeKind = Literal["created", "updated", "scaled", "unchanged"]
 Migration = Callable[[sqlite3.Connection], None]
 Slot = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class Change:
-    """What ``put_template`` or ``set_count`` did.
-
-    ``scaled`` means only ``numprocesses`` changed; ``updated`` means anything else did (perhaps
-    the count too). ``version`` is the template's version after the call; ``previous`` is the
-    template before it (None when created, or when the stored one no longer validated).
-    """
-
-    name: str
-    kind: ChangeKind
-    version: int
-    previous: Template | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.kind != "unchanged"
 
 
 @dataclass(frozen=True)
@@ -80,6 +75,47 @@ class StoredTemplate:
     @property
     def name(self) -> str:
         return self.template.name
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``put_templates`` or ``set_count`` did to one template.
+
+    ``scaled`` means only ``numprocesses`` changed; ``updated`` means anything else did (perhaps
+    the count too). ``version`` is the template's version after the call; ``previous`` is the
+    template before it (None when created, or when the stored one no longer validated);
+    ``stored`` is the record as committed, so callers need not read it back.
+    """
+
+    name: str
+    kind: ChangeKind
+    version: int
+    previous_spec: str | None = None
+    stored: StoredTemplate | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.kind != "unchanged"
+
+    @property
+    def previous(self) -> Template | None:
+        """The template before the change, decoded on demand (None when created, or when the
+        stored one no longer validated): applying 100,000 templates decodes none of them."""
+        if self.previous_spec is None:
+            return None
+        try:
+            return decode_spec(self.name, self.previous_spec)
+        except ValueError:
+            return None
+
+
+@dataclass
+class Puts:
+    """An apply worked out against the stored rows (``prepare_puts``), to commit as one."""
+
+    templates: dict[str, Template] = field(default_factory=dict)
+    rows: dict[str, tuple] = field(default_factory=dict)
+    plans: dict[str, tuple[ChangeKind, bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -130,6 +166,8 @@ _V1 = (
 
 _TEMPLATE_COLUMNS = "name, spec, version, paused, created_at, updated_at"
 _NODE_COLUMNS = "name, labels, agent_id, cordoned, draining, first_seen, last_seen"
+_SQL_BATCH = 500
+"""Names per ``IN (...)`` query: well under SQLite's limit on bound parameters."""
 
 
 def _create_v1(conn: sqlite3.Connection) -> None:
@@ -202,21 +240,39 @@ def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
 
 
 class Store:
-    """The desired state under one data dir, locked to this Store until ``close()``."""
+    """The desired state under one data dir, locked to this Store until ``close()``.
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+    Opening runs ``quick_check`` and refuses a damaged file (StorageDamaged); ``lock_hint``
+    ends the message refusing a data dir another process holds.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        lock_hint: str = LOCK_HINT,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self._clock = clock
+        self._damage: StorageDamaged | None = None
+        self._failing: set[str] = set()
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigError(f"cannot create the data dir {self.data_dir}: {exc.strerror}") from exc
-        self._lock_fd = _acquire_lock(self.data_dir / LOCK_NAME)
+        self._lock_fd = acquire_lock(self.data_dir, lock_hint)
         self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = _connect(self.path)
+            self._conn = connect(self.path)
+            problems = quick_check(self._conn)
+            if problems:
+                raise StorageDamaged(damaged_at_open(self.path, problems))
             migrate(self._conn, self.path)
+        except sqlite3.Error as exc:
+            self.close()
+            raise storage_error(exc, self.path, at_open=True) from exc
         except BaseException:
             self.close()
             raise
@@ -243,51 +299,144 @@ class Store:
                 os.close(fd)
 
     def schema_version(self) -> int:
-        return _schema_version(self._db(), self.path)
+        with self._read() as conn:
+            return _schema_version(conn, self.path)
+
+    def health(self) -> dict[str, object]:
+        """For ``status``: ``ok``, and what is wrong (damage, or kinds of failing writes)."""
+        return {
+            "ok": self._damage is None and not self._failing,
+            "damaged": self._damage is not None,
+            "failing": sorted(self._failing),
+            "problem": self._damage.message if self._damage is not None else None,
+        }
 
     # ------------------------------------------------------------------------- templates
 
     def put_template(self, template: Template) -> Change:
         """Create or replace ``template``; the version goes up only when something changed."""
-        spec = _encode(template)
+        return self.put_templates([template])[0]
+
+    def put_templates(self, templates: Sequence[Template]) -> list[Change]:
+        """Create or replace every template in one transaction: all are stored, or none.
+
+        A template whose launch spec changed (``spec_hash``) loses its failure history in the
+        same transaction: a new spec gets a fresh start on every node.
+        """
+        return self.commit_puts(self.prepare_puts(templates))
+
+    def prepare_puts(self, templates: Sequence[Template], prepared: Puts | None = None) -> Puts:
+        """Work out, without writing, what putting ``templates`` changes (see ``Puts``).
+
+        Call it on slices of a large apply (passing the ``Puts`` so far) so the loop can run
+        between them; ``commit_puts`` then writes everything in one short transaction.
+        """
+        puts = prepared if prepared is not None else Puts()
+        names = [t.name for t in templates]
+        for template in templates:
+            if template.name in puts.templates:
+                raise InvalidRequest(f"template {template.name!r} appears more than once in one apply")
+            puts.templates[template.name] = template
+            template.spec_json()
+        with self._read() as conn:
+            for start in range(0, len(names), _SQL_BATCH):
+                chunk = names[start:start + _SQL_BATCH]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name IN ({marks})", chunk):
+                    puts.rows[row[0]] = row
+        for template in templates:
+            row = puts.rows.get(template.name)
+            if row is None:
+                puts.plans[template.name] = ("created", False)
+            else:
+                puts.plans[template.name] = _compare(template.name, row[1], template)
+        return puts
+
+    def commit_puts(self, puts: Puts) -> list[Change]:
+        """Write what ``prepare_puts`` worked out, in one transaction. A template whose stored
+        version moved since (a concurrent scale, say) is worked out again inside it, so the
+        result is always what putting it now means."""
         now = self._clock()
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT spec, version FROM templates WHERE name = ?", (template.name,)
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO templates (name, spec, version, paused, created_at, updated_at) "
-                    "VALUES (?, ?, 1, 0, ?, ?)",
-                    (template.name, spec, now, now),
-                )
-                return Change(template.name, "created", 1)
-            previous = self._decode_or_none(template.name, row[0])
-            kind = _compare(previous, template)
-            if kind == "unchanged":
-                return Change(template.name, kind, row[1], previous)
-            conn.execute(
-                "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?",
-                (spec, now, template.name),
+            moved = self._moved(conn, puts)
+            if moved:
+                for row in conn.execute(
+                    f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name IN ({','.join('?' * len(moved))})", moved
+                ):
+                    puts.rows[row[0]] = row
+                for name in moved:
+                    row = puts.rows.get(name)
+                    template = puts.templates[name]
+                    puts.plans[name] = ("created", False) if row is None else _compare(name, row[1], template)
+            inserts, updates, relaunched, changes = [], [], [], []
+            for name, template in puts.templates.items():
+                kind, relaunch = puts.plans[name]
+                row = puts.rows.get(name)
+                if row is None:
+                    inserts.append((name, template.spec_json(), now, now))
+                    changes.append(Change(name, "created", 1, None, StoredTemplate(template, 1, False, now, now)))
+                    continue
+                _, old_spec, version, paused, created_at, updated_at = row
+                if kind == "unchanged":
+                    stored = StoredTemplate(template, version, bool(paused), created_at, updated_at)
+                    changes.append(Change(name, kind, version, old_spec, stored))
+                    continue
+                updates.append((template.spec_json(), now, name))
+                if relaunch:
+                    relaunched.append((name,))
+                stored = StoredTemplate(template, version + 1, bool(paused), created_at, now)
+                changes.append(Change(name, kind, version + 1, old_spec, stored))
+            conn.executemany(
+                "INSERT INTO templates (name, spec, version, paused, created_at, updated_at) "
+                "VALUES (?, ?, 1, 0, ?, ?)", inserts,
             )
-            return Change(template.name, kind, row[1] + 1, previous)
+            conn.executemany(
+                "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?", updates,
+            )
+            conn.executemany("DELETE FROM failures WHERE template = ?", relaunched)
+            return changes
+
+    @staticmethod
+    def _moved(conn: sqlite3.Connection, puts: Puts) -> list[str]:
+        """Names whose stored row is not the one ``prepare_puts`` read (changed, created or
+        deleted since)."""
+        names = list(puts.templates)
+        current: dict[str, int] = {}
+        for start in range(0, len(names), _SQL_BATCH):
+            chunk = names[start:start + _SQL_BATCH]
+            marks = ",".join("?" * len(chunk))
+            current.update(conn.execute(f"SELECT name, version FROM templates WHERE name IN ({marks})", chunk))
+        moved = []
+        for name in names:
+            row = puts.rows.get(name)
+            if (row[2] if row is not None else None) != current.get(name):
+                puts.rows.pop(name, None)
+                moved.append(name)
+        return moved
 
     def set_count(self, name: str, count: int) -> Change:
         """Set a template's cluster-wide ``numprocesses`` ("scaled" or "unchanged")."""
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_INT:
             raise InvalidRequest(f"numprocesses of {name!r} must be an integer >= 0, got {count!r}")
+        now = self._clock()
         with self._write() as conn:
-            row = conn.execute("SELECT spec, version FROM templates WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name = ?", (name,)
+            ).fetchone()
             if row is None:
                 raise TemplateNotFound(name)
-            previous = self._decode(name, row[0])
+            _, spec, version, paused, created_at, updated_at = row
+            previous = self._decode(name, spec)
             if previous.numprocesses == count:
-                return Change(name, "unchanged", row[1], previous)
+                stored = StoredTemplate(previous, version, bool(paused), created_at, updated_at)
+                return Change(name, "unchanged", version, spec, stored)
+            scaled = previous.with_count(count)
             conn.execute(
                 "UPDATE templates SET spec = ?, version = version + 1, updated_at = ? WHERE name = ?",
-                (_encode(previous.with_count(count)), self._clock(), name),
+                (encode_spec(scaled), now, name),
             )
-            return Change(name, "scaled", row[1] + 1, previous)
+            stored = StoredTemplate(scaled, version + 1, bool(paused), created_at, now)
+            return Change(name, "scaled", version + 1, spec, stored)
 
     def set_paused(self, name: str, paused: bool) -> bool:
         """Pause (instances stopped, template kept) or resume; True when the flag changed."""
@@ -302,24 +451,29 @@ class Store:
 
     def delete_template(self, name: str) -> None:
         """Forget a template with its placement and failures (works on one that no longer validates)."""
+        self.delete_templates([name])
+
+    def delete_templates(self, names: Sequence[str]) -> None:
+        """``delete_template`` for several, in one transaction: all go, or none (TemplateNotFound
+        for the first unknown name)."""
         with self._write() as conn:
-            if conn.execute("DELETE FROM templates WHERE name = ?", (name,)).rowcount == 0:
-                raise TemplateNotFound(name)
+            for name in names:
+                if conn.execute("DELETE FROM templates WHERE name = ?", (name,)).rowcount == 0:
+                    raise TemplateNotFound(name)
 
     def get_template(self, name: str) -> StoredTemplate:
-        row = self._db().execute(
-            f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name = ?",
-            (name,),
-        ).fetchone()
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_TEMPLATE_COLUMNS} FROM templates WHERE name = ?", (name,)
+            ).fetchone()
         if row is None:
             raise TemplateNotFound(name)
         return self._stored_template(row)
 
     def templates(self) -> list[StoredTemplate]:
         """Every template, by name; ConfigError naming the first stored one that no longer validates."""
-        rows = self._db().execute(
-            f"SELECT {_TEMPLATE_COLUMNS} FROM templates ORDER BY name"
-        ).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_TEMPLATE_COLUMNS} FROM templates ORDER BY name").fetchall()
         return [self._stored_template(row) for row in rows]
 
     # ----------------------------------------------------------------------------- nodes
@@ -344,11 +498,32 @@ class Store:
 
     def set_cordoned(self, name: str, cordoned: bool) -> bool:
         """Cordon (no new placements) or uncordon; True when the flag changed."""
-        return self._set_node_flag(name, "cordoned", cordoned)
+        return self.set_node_flags(name, cordoned=cordoned)
 
     def set_draining(self, name: str, draining: bool) -> bool:
         """Mark a node as draining (its instances to move away); True when the flag changed."""
-        return self._set_node_flag(name, "draining", draining)
+        return self.set_node_flags(name, draining=draining)
+
+    def set_node_flags(self, name: str, *, cordoned: bool | None = None, draining: bool | None = None) -> bool:
+        """Set a node's cordoned and/or draining flags (None: leave it) in one transaction;
+        True when either changed. A node that never registered gets a record only when a flag
+        is set, so clearing one nobody set invents nothing."""
+        _check_name("node", name)
+        wanted = {k: bool(v) for k, v in (("cordoned", cordoned), ("draining", draining)) if v is not None}
+        with self._write() as conn:
+            row = conn.execute("SELECT cordoned, draining FROM nodes WHERE name = ?", (name,)).fetchone()
+            current = {"cordoned": bool(row[0]), "draining": bool(row[1])} if row else {}
+            changes = {k: v for k, v in wanted.items() if current.get(k, False) != v}
+            if not changes:
+                return False
+            columns = ", ".join(changes)
+            conn.execute(
+                f"INSERT INTO nodes (name, {columns}) VALUES (?{', ?' * len(changes)}) "
+                f"ON CONFLICT (name) DO UPDATE SET "
+                + ", ".join(f"{column} = excluded.{column}" for column in changes),
+                (name, *(int(v) for v in changes.values())),
+            )
+            return True
 
     def touch_node(self, name: str, ts: float) -> bool:
         """Set a registered node's ``last_seen`` (wall-clock seconds); False if it never registered."""
@@ -367,24 +542,19 @@ class Store:
             )
 
     def nodes(self) -> list[StoredNode]:
-        rows = self._db().execute(
-            f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY name"
-        ).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_NODE_COLUMNS} FROM nodes ORDER BY name").fetchall()
         return [_stored_node(row) for row in rows]
 
-    def _set_node_flag(self, name: str, column: str, value: bool) -> bool:
+    def forget_node(self, name: str) -> bool:
+        """Delete a node's record (labels, agent, cordon, drain); True if there was one.
+
+        Its generation stays: an agent that later says hello under that name gets a generation
+        above every one it was ever sent, so a stale assignment can never look current.
+        """
         _check_name("node", name)
         with self._write() as conn:
-            row = conn.execute(f"SELECT {column} FROM nodes WHERE name = ?", (name,)).fetchone()
-            current = bool(row[0]) if row is not None else False
-            if current == bool(value):
-                return False
-            conn.execute(
-                f"INSERT INTO nodes (name, {column}) VALUES (?, ?) "
-                f"ON CONFLICT (name) DO UPDATE SET {column} = excluded.{column}",
-                (name, int(bool(value))),
-            )
-            return True
+            return conn.execute("DELETE FROM nodes WHERE name = ?", (name,)).rowcount == 1
 
     # ------------------------------------------------------------------ placement, failures
 
@@ -415,7 +585,8 @@ class Store:
             )
 
     def placement(self) -> dict[Slot, str]:
-        rows = self._db().execute("SELECT template, ordinal, node FROM placement")
+        with self._read() as conn:
+            rows = conn.execute("SELECT template, ordinal, node FROM placement").fetchall()
         return {(template, ordinal): node for template, ordinal, node in rows}
 
     def mark_failed(self, template: str, ordinal: int, node: str) -> bool:
@@ -436,11 +607,12 @@ class Store:
         Like removing a slot, forgetting is idempotent: an unknown (or just deleted) template
         has nothing to forget and gives 0.
         """
+        if ordinal is not None:
+            _check_slot((template, ordinal))
         with self._write() as conn:
             if ordinal is None:
                 cursor = conn.execute("DELETE FROM failures WHERE template = ?", (template,))
             else:
-                _check_slot((template, ordinal))
                 cursor = conn.execute(
                     "DELETE FROM failures WHERE template = ? AND ordinal = ?", (template, ordinal)
                 )
@@ -448,8 +620,10 @@ class Store:
 
     def failed(self) -> dict[Slot, frozenset[str]]:
         """For each ordinal that has failed somewhere, the nodes it failed on."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT template, ordinal, node FROM failures").fetchall()
         found: dict[Slot, set[str]] = {}
-        for template, ordinal, node in self._db().execute("SELECT template, ordinal, node FROM failures"):
+        for template, ordinal, node in rows:
             found.setdefault((template, ordinal), set()).add(node)
         return {slot: frozenset(nodes) for slot, nodes in found.items()}
 
@@ -459,16 +633,24 @@ class Store:
         """The next assignment generation for ``node``: strictly increasing, across restarts too."""
         return self.next_generations([node])[node]
 
-    def next_generations(self, nodes: Iterable[str]) -> dict[str, int]:
-        """``next_generation`` for several nodes in one transaction."""
+    def next_generations(self, nodes: Iterable[str], floors: Mapping[str, int] | None = None) -> dict[str, int]:
+        """``next_generation`` for several nodes in one transaction.
+
+        ``floors`` are generations the nodes say they already applied: the next one is above
+        both the stored one and the floor. After a restore from an older backup the stored
+        generations are behind what agents hold, and an agent ignores an assignment older
+        than its own, so without the floor it would never take a new one.
+        """
         names = list(dict.fromkeys(nodes))
+        floors = floors or {}
         for name in names:
             _check_name("node", name)
+        rows = [(name, max(0, int(floors.get(name, 0))) + 1) for name in names]
         with self._write() as conn:
             conn.executemany(
-                "INSERT INTO generations (node, generation) VALUES (?, 1) "
-                "ON CONFLICT (node) DO UPDATE SET generation = generation + 1",
-                [(name,) for name in names],
+                "INSERT INTO generations (node, generation) VALUES (?, ?) ON CONFLICT (node) "
+                "DO UPDATE SET generation = MAX(generation + 1, excluded.generation)",
+                rows,
             )
             return {
                 name: conn.execute("SELECT generation FROM generations WHERE node = ?", (name,)).fetchone()[0]
@@ -477,27 +659,55 @@ class Store:
 
     def generations(self) -> dict[str, int]:
         """The last generation handed out per node."""
-        return dict(self._db().execute("SELECT node, generation FROM generations").fetchall())
+        with self._read() as conn:
+            return dict(conn.execute("SELECT node, generation FROM generations").fetchall())
 
     # -------------------------------------------------------------------------------- inner
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError(f"the store at {self.path} is closed")
+        if self._damage is not None:
+            raise StorageDamaged(self._damage.message)
         return self._conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, committed (and fsynced) before the caller returns."""
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read; SQLite's failures become one StorageError (logged once)."""
         conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (and fsynced) before the caller returns, or rolled
+        back whole; SQLite's failures become one StorageError (logged once per kind)."""
+        conn = self._db()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback(conn)
+                raise
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        if self._failing:
+            log.warning("the store %s takes writes again (%s is over)", self.path, ", ".join(sorted(self._failing)))
+            self._failing.clear()
+
+    def _failed(self, exc: sqlite3.Error) -> StorageError:
+        error = storage_error(exc, self.path)
+        if isinstance(error, StorageDamaged):
+            self._damage = error
+            log.error("%s", error.message)
+        elif error.reason not in self._failing:
+            self._failing.add(error.reason)
+            log.error("%s", error.message)
+        return error
 
     def _stored_template(self, row: tuple) -> StoredTemplate:
         name, spec, version, paused, created_at, updated_at = row
@@ -505,95 +715,59 @@ class Store:
 
     def _decode(self, name: str, spec: str) -> Template:
         try:
-            return parse_template(json.loads(spec), name=name)
-        except (ValueError, TemplateError) as exc:
-            detail = exc.message if isinstance(exc, TemplateError) else f"its spec is not JSON ({exc})"
+            return decode_spec(name, spec)
+        except ValueError as exc:
             raise ConfigError(
-                f"template {name!r} stored in {self.path} no longer validates: {detail}; "
-                "apply a corrected version or delete it"
+                f"template {name!r} stored in {self.path} no longer validates: {exc}; stop the "
+                f"controller and run `gaffer-controller forget-template {name} --data-dir "
+                f"{self.data_dir}` (`gaffer-controller export` first keeps a copy of its spec)"
             ) from exc
-
-    def _decode_or_none(self, name: str, spec: str) -> Template | None:
-        try:
-            return self._decode(name, spec)
-        except ConfigError:
-            return None
 
 
 # ------------------------------------------------------------------------------- helpers
 
 
-def _acquire_lock(path: Path) -> int:
-    """An fd holding an exclusive flock on ``path`` (with our pid written in), or ConfigError."""
+def decode_spec(name: str, spec: str) -> Template:
+    """A stored spec back into a Template; ValueError saying why it no longer validates."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        raise ConfigError(f"cannot open the lock file {path}: {exc.strerror}") from exc
+        return parse_template(json.loads(spec), name=name, max_count=MAX_INT)
+    except TemplateError as exc:
+        raise ValueError(exc.message) from exc
+    except ValueError as exc:
+        raise ValueError(f"its spec is not JSON ({exc})") from exc
+
+
+def encode_spec(template: Template) -> str:
+    return template.spec_json()
+
+
+def _compare(name: str, old_spec: str, template: Template) -> tuple[ChangeKind, bool]:
+    """How ``template`` differs from the stored ``old_spec``, and whether its launch fields
+    (``RESTART_FIELDS``: what a running process was started with) changed.
+
+    Compared as plain data, which costs a JSON parse instead of a full validation. A stored
+    spec with other fields than this gaffer writes (one from an older version) is decoded
+    first, so its defaults count and an upgrade never looks like a change.
+    """
+    if old_spec == template.spec_json():
+        return "unchanged", False
+    after = template.to_dict()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        who = f"process {holder}" if holder.isdecimal() else "another process"
-        raise ConfigError(
-            f"the data dir {path.parent} is in use: {who} holds {path} (another "
-            "gaffer-controller?). Stop it first, or give this controller its own --data-dir."
-        ) from None
-    except OSError as exc:
-        os.close(fd)
-        raise ConfigError(f"cannot lock {path}: {exc.strerror}") from exc
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating it private to this user) the database with the durability settings."""
-    try:
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-            _fsync_dir(path.parent)
-        conn = sqlite3.connect(path, isolation_level=None)
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(f"cannot open the controller database {path}: {exc}") from exc
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ConfigError(f"{path}: SQLite refused WAL mode (got {mode!r}); use a local filesystem")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"cannot open the controller database {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a newly created file's directory entry durable too."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _encode(template: Template) -> str:
-    return json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _compare(previous: Template | None, template: Template) -> ChangeKind:
-    if previous is None:
-        return "updated"
-    before, after = previous.to_dict(), template.to_dict()
+        before = json.loads(old_spec)
+    except ValueError:
+        return "updated", True
+    if not isinstance(before, dict):
+        return "updated", True
+    if before.keys() != after.keys():
+        try:
+            before = decode_spec(name, old_spec).to_dict()
+        except ValueError:
+            return "updated", True
     if before == after:
-        return "unchanged"
-    before.pop("numprocesses")
-    after.pop("numprocesses")
-    return "scaled" if before == after else "updated"
+        return "unchanged", False
+    relaunch = any(before[key] != after[key] for key in RESTART_FIELDS)
+    count_only = {**before, "numprocesses": 0} == {**after, "numprocesses": 0}
+    return ("scaled" if count_only else "updated"), relaunch
 
 
 def _template_exists(conn: sqlite3.Connection, name: str) -> bool:

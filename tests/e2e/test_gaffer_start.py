@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gaffer.testing import free_port, pid_dead, poll_until
+from gaffer.testing import pid_dead, poll_until
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 STARTED = re.compile(r"(\S+) started \(pid (\d+)\)")
@@ -56,15 +56,15 @@ class Gaffer:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
 
-def isolated(tmp: Path) -> list[str]:
-    """Options that keep a test's gaffer to its own data dir and loopback port."""
-    return ["--data-dir", str(tmp / "data"), "--bind", f"tcp://127.0.0.1:{free_port()}"]
+def isolated(tmp: Path) -> dict[str, str]:
+    """An environment that keeps a test's gaffer to its own runtime dir (its sockets)."""
+    return {**os.environ, "GAFFER_RUNTIME_DIR": str(tmp / "run")}
 
 
 async def start_gaffer(tmp: Path, *args: str, cwd: Path | None = None, color: str = "--no-color") -> Gaffer:
     proc = await asyncio.create_subprocess_exec(
-        *GAFFER, "start", color, *isolated(tmp), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd,
+        *GAFFER, "start", color, "--data-dir", str(tmp / "data"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=cwd, env=isolated(tmp),
     )
     return Gaffer(proc)
 

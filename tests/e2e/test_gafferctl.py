@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,8 +21,14 @@ DEADLINE = 15.0
 
 
 class Ctl:
-    def __init__(self, endpoint: str) -> None:
-        self.env = {**os.environ, "GAFFER_CONTROLLER": endpoint}
+    """gafferctl with the environment of a test: its own runtime dir (where it finds the
+    test's `gaffer start` by default, as an operator's finds theirs), or an explicit endpoint."""
+
+    def __init__(self, runtime: Path, endpoint: str | None = None) -> None:
+        self.env = {**os.environ, "GAFFER_RUNTIME_DIR": str(runtime)}
+        self.env.pop("GAFFER_CONTROLLER", None)
+        if endpoint is not None:
+            self.env["GAFFER_CONTROLLER"] = endpoint
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         done = subprocess.run([*CTL, *args], env=self.env, capture_output=True, text=True, timeout=30, input=stdin)
@@ -32,12 +39,13 @@ class Ctl:
     def json(self, *args: str):
         return json.loads(self.run(*args, "--json").stdout)
 
-    def until(self, predicate, *args: str, what: str = ""):
+    def until(self, predicate, *args: str, what: str = "", within: float = DEADLINE):
         """Poll a --json command until ``predicate(result)`` holds (bounded)."""
-        deadline = time.monotonic() + DEADLINE
+        deadline = time.monotonic() + within
         while True:
-            result = self.json(*args)
-            if predicate(result):
+            done = self.run(*args, "--json", check=False)
+            result = json.loads(done.stdout) if done.returncode == 0 else done.stderr
+            if done.returncode == 0 and predicate(result):
                 return result
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what or args}: last {result}")
@@ -54,12 +62,11 @@ def gaffer(tmp_path):
         '[cat]\ncmd = "sh"\nargs = ["-c", "exec cat"]\nredirect_input = true\nstartsecs = 0\n\n'
         '[job]\ncmd = "sh"\nargs = ["-c", "echo job says $0; exit 4", "hi"]\nnumprocesses = 0\n'
     )
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctl = Ctl(tmp_path / "run")
     proc = subprocess.Popen(
-        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), "--bind", endpoint, str(spec)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), str(spec)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ctl.env,
     )
-    ctl = Ctl(endpoint)
     try:
         ctl.until(lambda rows: sum(r["state"] == "running" for r in rows) == 3, "ps", what="3 running")
         yield ctl
@@ -171,12 +178,19 @@ def test_errors_are_one_line_and_non_zero(gaffer, tmp_path):
     assert "Traceback" not in missing.stderr + bad.stderr + refused.stderr
 
 
-def test_unreachable_controller_is_a_clear_error():
+def test_unreachable_controller_is_a_clear_error(tmp_path):
     """No controller there: a timeout and a message naming the endpoint, not a hang."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    done = Ctl(endpoint).run("--timeout", "0.5", "nodes", check=False)
+    done = Ctl(tmp_path, endpoint).run("--timeout", "0.5", "nodes", check=False)
     assert done.returncode == 1
     assert f"no answer from the controller at {endpoint} within 0.5s" in done.stderr
+
+
+def test_no_local_gaffer_is_a_clear_error_at_once(tmp_path):
+    """Nothing listens on the default local socket: gafferctl says so without waiting."""
+    done = Ctl(tmp_path / "run").run("--timeout", "30", "nodes", check=False)
+    assert done.returncode == 1
+    assert f"no gaffer is listening at ipc://{tmp_path}/run/control.sock" in done.stderr
 
 
 def test_keygen_writes_a_key_pair(tmp_path):
@@ -212,3 +226,42 @@ def test_events_stream_shows_what_happens(gaffer):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_hundred_thousand_templates_start_apply_and_list(tmp_path):
+    """100,000 templates: `gaffer start` runs the file, `gafferctl apply` updates them all in
+    one go, and `templates`/`ps` list them (in pages); the ones with instances run."""
+    def write(path, arg: str) -> None:
+        with open(path, "w") as out:
+            for i in range(100_000):
+                count = 1 if i % 20_000 == 0 else 0
+                out.write(f'[h{i}]\ncmd = "sleep"\nargs = ["{arg}"]\nnumprocesses = {count}\nstartsecs = 0\n\n')
+
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    write(first, "300")
+    write(second, "301")
+    ctl = Ctl(tmp_path / "run")
+    proc = subprocess.Popen(
+        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), str(first)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ctl.env,
+    )
+    try:
+        rows = ctl.until(lambda rows: sum(r["state"] == "running" for r in rows) == 5, "ps", what="5 running", within=120)
+        before = {r["pid"] for r in rows}
+        done = subprocess.run(
+            [*CTL, "--timeout", "120", "apply", str(second)], env=ctl.env, capture_output=True, text=True, timeout=180,
+        )
+        assert done.returncode == 0 and "applied: 100000 updated" in done.stdout, done.stderr
+        rows = ctl.until(
+            lambda rows: sum(r["state"] == "running" and r["pid"] not in before for r in rows) == 5,
+            "ps", what="5 running again, restarted with the new spec", within=120,
+        )
+        assert len(ctl.json("templates")) == 100_000
+        assert {r["id"] for r in rows} == {f"h{i}.1" for i in range(0, 100_000, 20_000)}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -20,6 +20,7 @@ from gaffer.common.template import Template, parse_template
 from gaffer.controller.store import Store
 
 TEMPLATES = ("web", "worker", "cron", "db", "cache")
+BULK = tuple(f"bulk-{i}" for i in range(60))
 NODES = ("n1", "n2", "n3", "n4")
 Op = tuple[Any, ...]
 
@@ -59,6 +60,12 @@ class Model:
         old, version, paused = self.templates[name]
         if old != spec:
             self.templates[name] = (spec, version + 1, paused)
+            if parse_template(old, name=name).spec_hash() != parse_template(spec, name=name).spec_hash():
+                self._clear_failed(name, None)
+
+    def _put_templates(self, batch: tuple[tuple[str, int, int], ...]) -> None:
+        for name, variant, count in batch:
+            self._put_template(name, variant, count)
 
     def _set_count(self, name: str, count: int) -> None:
         old, version, paused = self.templates[name]
@@ -161,6 +168,9 @@ def _pick(rng: random.Random, model: Model) -> Op | None:
         return ("put_node", rng.choice(NODES), rng.choice("abc"), f"agent-{rng.randrange(3)}")
     if roll < 0.88:
         return (rng.choice(("set_cordoned", "set_draining")), rng.choice(NODES + ("n9",)), rng.random() < 0.5)
+    if roll < 0.94:
+        names = rng.sample(TEMPLATES + BULK, rng.randint(2, 40))
+        return ("put_templates", tuple((name, rng.randrange(3), rng.randrange(7)) for name in names))
     return ("next_generation", rng.choice(NODES))
 
 
@@ -169,6 +179,8 @@ def apply(store: Store, op: Op) -> None:
     kind, *args = op
     if kind == "put_template":
         store.put_template(make_template(*args))
+    elif kind == "put_templates":
+        store.put_templates([make_template(*item) for item in args[0]])
     elif kind == "save_placement":
         store.save_placement({(name, ordinal): node for name, ordinal, node in args[0]})
     elif kind == "put_node":

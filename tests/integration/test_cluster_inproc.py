@@ -8,7 +8,6 @@ are exercised quickly and deterministically.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -19,96 +18,9 @@ from gaffer.common.errors import InvalidRequest, TemplateError, TemplateNotFound
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
-from gaffer.testing import pid_dead, poll_until
+from gaffer.testing import next_event, pid_dead, poll_until
+from inproc import spec
 
-FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
-
-
-class Cluster:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.controller: Controller | None = None
-        self.agents: dict[str, Agent] = {}
-        self.client: AsyncClient | None = None
-
-    async def start_controller(self, **overrides) -> Controller:
-        settings = ControllerSettings(
-            bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=self.tmp / "controller",
-            liveness=FAST, node_grace=0.2, **overrides,
-        )
-        self.controller = Controller(settings)
-        await self.controller.start()
-        self.client = AsyncClient(self.controller.endpoint, timeout=5.0)
-        return self.controller
-
-    async def start_agent(self, name: str, labels: dict[str, str] | None = None) -> Agent:
-        assert self.controller is not None
-        settings = LinkSettings(
-            controller=self.controller.endpoint, node=name, labels=labels or {},
-            state_dir=self.tmp / f"agent-{name}", heartbeat=0.1, timeout=0.5,
-        )
-        agent = Agent(settings)
-        await agent.start()
-        self.agents[name] = agent
-        await asyncio.wait_for(agent.connected.wait(), 5)
-        return agent
-
-    async def lose_agent(self, name: str) -> None:
-        """The host dies: its link goes silent and its processes die with it."""
-        agent = self.agents.pop(name)
-        await agent.stop(stop_processes=True)
-
-    async def call(self, op: str, **args):
-        assert self.client is not None
-        return await self.client.call(op, **args)
-
-    async def running(self, name: str | None = None) -> dict[str, str]:
-        rows = await self.call("ps", **({"name": name} if name else {}))
-        return {r["id"]: r["node"] for r in rows if r["state"] == "running" and not r["stale"]}
-
-    async def wait_running(self, count: int, name: str | None = None, timeout: float = 15.0) -> dict[str, str]:
-        found: dict[str, str] = {}
-
-        async def enough() -> bool:
-            nonlocal found
-            found = await self.running(name)
-            return len(found) == count
-
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await enough():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"wanted {count} running, have {found}")
-            assert self.controller is not None
-            await self.controller.changed(0.2)
-        return found
-
-    async def wait_node(self, name: str, state: str, timeout: float = 10.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            nodes = {n["name"]: n["state"] for n in await self.call("nodes")}
-            if nodes.get(name) == state:
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"node {name} is {nodes.get(name)}, not {state}")
-            assert self.controller is not None
-            await self.controller.changed(0.2)
-
-    async def close(self) -> None:
-        for agent in self.agents.values():
-            await agent.stop(stop_processes=True)
-        if self.client is not None:
-            await self.client.close()
-        if self.controller is not None:
-            await self.controller.stop()
-
-
-@pytest.fixture
-async def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def _has_gaffer_env(pid: int) -> bool:
@@ -117,10 +29,6 @@ def _has_gaffer_env(pid: int) -> bool:
             return b"GAFFER_AGENT_ID=" in env.read()
     except OSError:
         return False
-
-
-def spec(name: str, count: int, **fields) -> dict:
-    return {"name": name, "cmd": "sleep", "args": ["300"], "numprocesses": count, "startsecs": 0, **fields}
 
 
 def per_node(running: dict[str, str]) -> dict[str, int]:
@@ -357,7 +265,7 @@ class TestReconcile:
         await cluster.client.close()
         await controller.stop()
         cluster.controller = Controller(ControllerSettings(
-            bind=endpoint, pub="tcp://127.0.0.1:*", data_dir=cluster.tmp / "controller",
+            bind=endpoint, data_dir=cluster.tmp / "controller",
             liveness=Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=2.0), node_grace=0.2,
         ))
         await cluster.controller.start()
@@ -409,3 +317,20 @@ class TestRolling:
         assert max_down(seen) <= 2
         after = {r["id"]: r["pid"] for r in await cluster.call("ps", name="roll")}
         assert all(after[i] != before[i] for i in before)
+
+
+class TestEvents:
+    async def test_a_nodes_flapping_reaches_subscribers(self, cluster):
+        """proc.<t>.flap, which names a template rather than one instance, is admitted from the
+        node that runs it (it was once dropped as an id mismatch)."""
+        await cluster.start_controller()
+        await cluster.start_agent("n1")
+        events = cluster.controller.hub.bus.subscribe("proc.crash.flap")
+        template = {
+            **spec("crash", 1), "cmd": "sh", "args": ["-c", "exit 3"],
+            "flapping": {"attempts": 2, "window": 30, "retry_in": 30, "max_retry": 1},
+        }
+        await cluster.call("apply", templates=[template])
+        flap = await next_event(events, "proc.crash.flap", timeout=10)
+        assert flap.data["node"] == "n1" and flap.data["template"] == "crash"
+        assert "id_mismatch" not in cluster.controller.agent_drops.snapshot()["reasons"]

@@ -55,7 +55,7 @@ def junk_frames(draw) -> list[bytes]:
 @pytest.fixture
 async def controller(tmp_path):
     ctl = Controller(ControllerSettings(
-        bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "data", liveness=FAST,
+        bind=f"ipc://{tmp_path}/run/control.sock", data_dir=tmp_path / "data", liveness=FAST,
     ))
     await ctl.start()
     try:

@@ -58,6 +58,34 @@ class TestSpawning:
         await poll_until(lambda: target.exists() and target.read_text().strip() != "")
         assert target.read_text().strip() == "80-1"
 
+    async def test_never_does_not_retry_a_spawn_that_failed(self, manager):
+        """restart = "never": a missing binary leaves the instance exited with the error, once (issue 7)."""
+        sub = manager.bus.subscribe("proc.once.")
+        manager.add(template("once", cmd="/nonexistent/binary", restart="never"))
+        failed = await next_event(sub, "proc.once.exit")
+        await manager.wait_until(lambda: states(manager, "once") == {"once.1": "exited"}, timeout=5)
+        info = manager.instances("once")[0]
+        assert "not found" in info["error"] and info["error"] == failed.data["error"]
+        assert manager._entries["once"].instances[1].timer is None, "a retry is scheduled"
+        assert sub.get_nowait() is None, "more than one attempt was made"
+
+    async def test_a_repeated_spawn_error_is_logged_once_then_counted(self, manager, caplog):
+        """on-failure retries a failed spawn; its error is logged once, the repeats counted at the end."""
+        sub = manager.bus.subscribe("proc.again.")
+        caplog.set_level("WARNING", logger="gaffer.manager")
+        manager.add(template(
+            "again", cmd="/nonexistent/binary", restart="on-failure",
+            flapping={"attempts": 4, "window": 30, "retry_in": 0, "max_retry": 0},
+        ))
+        exits = await collect_events(sub, "proc.again.exit", 4)
+        await next_event(sub, "proc.again.failed")
+        assert [e.data["again"] for e in exits] == [0, 1, 2, 3]
+        said = [r.getMessage() for r in caplog.records if "/nonexistent/binary" in r.getMessage()]
+        assert said == [
+            "again.1: command '/nonexistent/binary' not found",
+            "again.1: command '/nonexistent/binary' not found (again, 3 times)",
+        ]
+
     async def test_starting_becomes_running_after_startsecs(self, manager):
         """An instance is `starting` until it has stayed up startsecs."""
         sub = manager.bus.subscribe("proc.slow.")

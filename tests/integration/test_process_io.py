@@ -120,7 +120,7 @@ class TestOutput:
         seen = set()
         while len(seen) < 3:
             event = await next_event(sub, "output.talk.1.")
-            seen.add((event.data["stream"], event.data["line"]))
+            seen.update((event.data["stream"], text) for text in event.data["text"].split("\n"))
         assert seen == {("out", "one"), ("err", "two"), ("out", "three")}
         lines = manager.output("talk.1")
         assert [ln.text for ln in lines if ln.stream == "out"] == ["one", "three"]

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from gaffer.common.errors import ConfigError, InvalidRequest, TemplateNotFound
+from gaffer.common.errors import ConfigError, InvalidRequest, StorageDamaged, TemplateNotFound
 from gaffer.controller.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store, migrate
 from gaffer.testing import template
 
@@ -210,6 +210,52 @@ class TestTemplates:
             assert [s.name for s in store.templates()] == ["ok"]
 
 
+class TestBatch:
+    def test_put_templates_stores_a_whole_batch_and_reports_each(self, store):
+        """One call creates, updates and leaves alone, with the committed record in each Change."""
+        store.put_templates([template("web"), template("db", numprocesses=2)])
+        changes = store.put_templates([
+            template("web", env={"A": "1"}), template("db", numprocesses=2), template("new"),
+        ])
+        assert [(c.name, c.kind, c.version) for c in changes] == [
+            ("web", "updated", 2), ("db", "unchanged", 1), ("new", "created", 1),
+        ]
+        for change in changes:
+            assert change.stored == store.get_template(change.name)
+
+    def test_a_batch_that_fails_midway_stores_nothing(self, store):
+        """A template that cannot be stored undoes the ones before it in the same call."""
+        store.put_template(template("web"))
+        with pytest.raises(InvalidRequest, match="'web' appears more than once"):
+            store.put_templates([template("a"), template("web", numprocesses=3), template("web")])
+        assert [s.name for s in store.templates()] == ["web"]
+        assert store.get_template("web").version == 1
+
+    def test_a_new_launch_spec_forgets_failures_a_count_change_keeps_them(self, store):
+        """Failures go with a new spec in the apply's transaction; scaling keeps them."""
+        store.put_templates([template("web", numprocesses=2), template("db")])
+        store.mark_failed("web", 1, "n1")
+        store.mark_failed("db", 1, "n1")
+        store.put_templates([template("web", numprocesses=5), template("db", args=["1"])])
+        assert store.failed() == {("web", 1): frozenset({"n1"})}
+
+
+class TestNodeFlagsAndGenerations:
+    def test_set_node_flags_sets_both_in_one_call(self, store):
+        """Drain is cordon plus draining, stored together; None leaves a flag alone."""
+        assert store.set_node_flags("n1", cordoned=True, draining=True) is True
+        assert store.set_node_flags("n1", cordoned=True) is False
+        assert store.set_node_flags("n1", cordoned=False, draining=None) is True
+        [node] = store.nodes()
+        assert (node.cordoned, node.draining) == (False, True)
+
+    def test_next_generation_goes_above_what_the_node_reports(self, store):
+        """After a restore the stored generation is behind the agent's: the floor wins, then counting goes on."""
+        assert store.next_generations(["n1", "n2"]) == {"n1": 1, "n2": 1}
+        assert store.next_generations(["n1", "n2"], {"n1": 40, "n2": 0}) == {"n1": 41, "n2": 2}
+        assert store.next_generations(["n1"], {"n1": 3}) == {"n1": 42}
+
+
 class TestNodes:
     def test_put_node_records_labels_agent_and_first_seen(self, store):
         """A registering node gets first_seen = last_seen = now; a later put keeps first_seen."""
@@ -367,6 +413,16 @@ class TestReopen:
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert (tmp_path / DB_NAME).stat().st_mode & 0o077 == 0
 
+    def test_data_dir_and_lock_are_private_from_creation(self, tmp_path):
+        """A data dir the Store creates is 0700 and its lock file 0600, whatever the umask."""
+        old = os.umask(0)
+        try:
+            Store(tmp_path / "data").close()
+        finally:
+            os.umask(old)
+        assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "data" / "controller.lock").stat().st_mode & 0o777 == 0o600
+
     def test_using_a_closed_store_is_an_error(self, tmp_path):
         """After close, calls fail loudly instead of reopening anything."""
         store = Store(tmp_path)
@@ -436,9 +492,9 @@ class TestMigrations:
             Store(tmp_path)
 
     def test_a_file_that_is_not_sqlite_is_refused(self, tmp_path):
-        """Garbage in gaffer.db is a ConfigError naming the file, not a traceback."""
+        """Garbage in gaffer.db is StorageDamaged naming the file and the way out, not a traceback."""
         (tmp_path / DB_NAME).write_bytes(b"this is not a database at all" * 100)
-        with pytest.raises(ConfigError, match=DB_NAME):
+        with pytest.raises(StorageDamaged, match=f"{DB_NAME} is damaged .*not using it.*gaffer-controller check"):
             Store(tmp_path)
 
 

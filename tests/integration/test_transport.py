@@ -57,3 +57,35 @@ async def test_recv_batch_times_out_empty():
     finally:
         channel.close()
         ctx.destroy(linger=0)
+
+
+async def test_cancelling_a_receiver_as_input_arrives_cancels_it():
+    """A receive cancelled in the same loop turn as its input arrives still ends (#7).
+
+    ``asyncio.wait_for`` before Python 3.12 swallowed such a cancellation and the receiver ran
+    on, so an agent told to stop while output flooded in sometimes never stopped.
+    """
+    ctx = zmq.asyncio.Context()
+    server = ctx.socket(zmq.ROUTER)
+    server.bind("inproc://cancel")
+    client = Channel(new_socket(ctx, zmq.DEALER))
+    client.sock.connect("inproc://cancel")
+    survived = 0
+    try:
+        for _ in range(20):
+            reader = asyncio.ensure_future(client.recv_batch(timeout=30.0))
+            await asyncio.sleep(0)  # poll: one loop turn, so the reader is now waiting
+            client._readable.set()
+            reader.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(reader), 1.0)
+            except asyncio.CancelledError:
+                continue
+            except asyncio.TimeoutError:
+                reader.cancel()
+            survived += 1
+    finally:
+        client.close()
+        server.close(0)
+        ctx.destroy(linger=0)
+    assert survived == 0

@@ -26,6 +26,7 @@ def test_example_controller_config_builds_settings() -> None:
     """deploy/config/controller.toml holds only known settings with the right types."""
     settings = controller_daemon.build_settings({}, str(DEPLOY / "config" / "controller.toml"))
     assert settings.bind == "tcp://10.0.0.10:6001" and settings.liveness.down_misses == 5
+    assert (settings.backup_every, settings.backup_keep, settings.backup_dir) == (3600.0, 5, None)
 
 
 def test_example_agent_config_is_known_settings_and_apps() -> None:

@@ -180,7 +180,7 @@ class TestIdentity:
             ({"uid": "no-such-user-x"}, "unknown user 'no-such-user-x' on this host"),
             ({"uid": "nobody", "gid": "no-such-group-x"}, "unknown group 'no-such-group-x' on this host"),
             ({"gid": "no-such-group-x"}, "unknown group 'no-such-group-x' on this host"),
-            ({"uid": 10**30}, f"unknown user {10**30} on this host"),
+            ({"uid": "1" * 30}, f"unknown user '{'1' * 30}' on this host"),
         ],
     )
     def test_unknown_identity_is_a_spawn_error(self, fields: dict, message: str) -> None:

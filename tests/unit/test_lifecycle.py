@@ -16,8 +16,11 @@ from gaffer.agent.lifecycle import (
     IllegalTransition,
     State,
     backoff_delay,
+    Repeats,
     check_transition,
     classify_exit,
+    classify_spawn_failure,
+    repeat_error,
 )
 
 EXPECTED = (0, 3)
@@ -149,3 +152,39 @@ class TestTransitions:
     def test_state_prints_as_its_value(self) -> None:
         """States show as lower-case words in tables and events."""
         assert str(State.BACKOFF) == "backoff"
+
+
+class TestSpawnFailure:
+    """Issue 7: restart = "never" must not retry a spawn that failed."""
+
+    @pytest.mark.parametrize(("restart", "kind"), [
+        ("never", ExitKind.DONE), ("on-failure", ExitKind.RESTART), ("always", ExitKind.RESTART),
+    ])
+    def test_a_failed_spawn_is_final_only_under_never(self, restart: str, kind: ExitKind) -> None:
+        """never: one try, done; on-failure and always: retried with backoff."""
+        assert classify_spawn_failure(restart) is kind
+
+    @pytest.mark.parametrize("old", [State.STOPPED, State.BACKOFF])
+    def test_a_never_instance_whose_spawn_failed_can_become_exited(self, old: State) -> None:
+        """A spawn starts from stopped or backoff, and under never ends in exited."""
+        check_transition(old, State.EXITED)
+
+    def test_the_same_error_is_counted_not_repeated(self) -> None:
+        """The first error is reported; its repeats are counted; another error starts over."""
+        first = repeat_error(None, "command 'x' not found")
+        assert first.first and first.again == 0
+        third = repeat_error(repeat_error(first, "command 'x' not found"), "command 'x' not found")
+        assert third == Repeats("command 'x' not found", 3) and not third.first and third.again == 2
+        other = repeat_error(third, "no such directory")
+        assert other == Repeats("no such directory", 1) and other.first
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=30))
+    def test_one_report_per_run_of_the_same_error(self, errors: list[str]) -> None:
+        """Reports (``first``) happen exactly where the error changes."""
+        repeats = None
+        reports = []
+        for error in errors:
+            repeats = repeat_error(repeats, error)
+            reports.append(repeats.first)
+        assert reports == [i == 0 or errors[i] != errors[i - 1] for i in range(len(errors))]

@@ -288,3 +288,51 @@ class TestFiles:
         (tmp_path / "gaffer.toml").mkdir()
         write(tmp_path / "Procfile", "web: x\n")
         assert find_default_file(tmp_path) == tmp_path / "Procfile"
+
+
+class TestHostileFiles:
+    """Issue 7: files that made the loaders raise RecursionError or ValueError tracebacks."""
+
+    @pytest.mark.parametrize(("name", "text"), [
+        ("deep.json", "[" * 100_000 + "]" * 100_000),
+        ("deep.toml", "a = " + "[" * 100_000 + "]" * 100_000),
+        ("inline.toml", "a = " + "{b = " * 100_000 + "1" + "}" * 100_000),
+        ("dotted.toml", "[" + ".".join(["a"] * 2_000) + "]\n"),
+    ])
+    def test_deep_nesting_is_one_clear_error(self, tmp_path: Path, name: str, text: str) -> None:
+        """Deep nesting (100,000 levels; a 2,000-part dotted key) is a ConfigError, never a RecursionError."""
+        path = write(tmp_path / name, text)
+        with pytest.raises(ConfigError) as info:
+            load_templates(path)
+        assert str(path) in info.value.message and "nested" in info.value.message
+        assert "\n" not in info.value.message
+
+    @pytest.mark.parametrize("name", ["big.json", "big.toml"])
+    def test_an_integer_too_long_to_convert_is_a_clear_error(self, tmp_path: Path, name: str) -> None:
+        """An integer of 5,000 digits is refused with a ConfigError, not a ValueError."""
+        number = "1" * 5000
+        text = f'{{"web": {{"cmd": "x", "numprocesses": {number}}}}}' if name.endswith("json") else f'[web]\ncmd = "x"\nnumprocesses = {number}\n'
+        with pytest.raises(ConfigError, match="integer"):
+            load_templates(write(tmp_path / name, text))
+
+    def test_nan_and_infinity_literals_are_refused_by_field(self, tmp_path: Path) -> None:
+        """TOML's nan/inf and JSON's NaN/Infinity parse, and the field holding one is named."""
+        cases = [
+            ("t.json", '{"web": {"cmd": "x", "graceful_timeout": NaN}}', "web.graceful_timeout: must be finite, got nan"),
+            ("t.json", '{"web": {"cmd": "x", "startsecs": Infinity}}', "web.startsecs: must be finite, got inf"),
+            ("t.json", '{"web": {"cmd": "x", "startsecs": 1e999}}', "web.startsecs: must be finite, got inf"),
+            ("t.json", '{"web": {"cmd": "x", "env": {"A": -Infinity}}}', "web.env.A: must be a string, got number -inf"),
+            ("t.toml", '[web]\ncmd = "x"\nflapping = { window = nan }\n', "web.flapping.window: must be finite, got nan"),
+            ("t.toml", '[web]\ncmd = "x"\ngraceful_timeout = -inf\n', "web.graceful_timeout: must be finite, got -inf"),
+            ("t.toml", '[web]\ncmd = "x"\nargs = [nan]\n', "web.args[0]: must be a string, got number nan"),
+        ]
+        for name, text, problem in cases:
+            with pytest.raises(TemplateError) as info:
+                load_templates(write(tmp_path / name, text))
+            assert [str(p) for p in info.value.problems] == [problem], text
+
+    def test_count_past_the_format_limit_is_refused(self, tmp_path: Path) -> None:
+        """numprocesses = 2**63-1 in a file is a TemplateError naming the field."""
+        path = write(tmp_path / "t.toml", '[s]\ncmd = "x"\nnumprocesses = 9223372036854775807\n')
+        with pytest.raises(TemplateError, match=r"s\.numprocesses: is too large: at most 1,000,000"):
+            load_templates(path)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.common.errors import Problem, TemplateError
+from gaffer.common.limits import NAME_RE, NAME_RULE
 from gaffer.common.template import (
     Flapping,
     LogFiles,
@@ -102,7 +103,7 @@ BAD_INPUTS = [
      ["web.graceful_timeout: must be a number, got boolean false"]),
     ({"cmd": "x", "graceful_timeout": float("inf")}, ["web.graceful_timeout: must be finite, got inf"]),
     ({"cmd": "x", "graceful_timeout": float("nan")}, ["web.graceful_timeout: must be finite, got nan"]),
-    ({"cmd": "x", "graceful_timeout": 10**400}, ["web.graceful_timeout: is too large"]),
+    ({"cmd": "x", "graceful_timeout": 10**400}, ["web.graceful_timeout: is too large: at most 2.592e+06"]),
     ({"cmd": "x", "startsecs": -0.5}, ["web.startsecs: must be >= 0, got -0.5"]),
     # stop_signal
     ({"cmd": "x", "stop_signal": "BOGUS"}, ["web.stop_signal: unknown signal 'BOGUS'"]),
@@ -153,8 +154,8 @@ BAD_INPUTS = [
     ({"cmd": "x", "placement": {"nodes": "a"}},
      ["web.placement.nodes: must be a list of node names, got string 'a'"]),
     ({"cmd": "x", "placement": {"nodes": ["a", "", 3]}}, [
-        "web.placement.nodes[1]: must be a node name, got string ''",
-        "web.placement.nodes[2]: must be a node name, got number 3",
+        f"web.placement.nodes[1]: must be a node name ({NAME_RULE}), got string ''",
+        f"web.placement.nodes[2]: must be a node name ({NAME_RULE}), got number 3",
     ]),
     ({"cmd": "x", "placement": {"labels": []}}, ["web.placement.labels: must be a table/object, got a list"]),
     ({"cmd": "x", "placement": {"labels": {"-a": "x"}}}, ["web.placement.labels: invalid label key '-a'"]),
@@ -420,7 +421,7 @@ TEMPLATE_DATA = st.builds(
         ),
         placement=optional_fields(
             max_per_node=st.one_of(st.none(), st.integers(1, 1000)),
-            nodes=st.lists(NON_BLANK, max_size=3),
+            nodes=st.lists(st.from_regex(NAME_RE, fullmatch=True), max_size=3),
             labels=st.dictionaries(LABEL_KEY, NO_NUL_TEXT, max_size=3),
         ),
         update=optional_fields(max_unavailable=st.integers(1, 100)),
@@ -532,7 +533,7 @@ class TestCheckOnHost:
             Problem("web", "gid", f"unknown group {gid} on this host"),
         ]
 
-    @pytest.mark.parametrize("value", ["²", 10**30, "1" * 40])
+    @pytest.mark.parametrize("value", ["²", "1" * 40])
     def test_odd_ids_are_problems_not_crashes(self, value: object) -> None:
         """Superscript digits and ids beyond the C range are reported, never raised."""
         t = parse_template({"cmd": "x", "uid": value, "gid": value}, "web")
@@ -540,3 +541,65 @@ class TestCheckOnHost:
             ("uid", f"unknown user {value!r} on this host"),
             ("gid", f"unknown group {value!r} on this host"),
         ]
+
+
+class TestBounds:
+    """Issue 7: every number in a template is finite and bounded, every name has a pattern."""
+
+    @pytest.mark.parametrize(("data", "expected"), [
+        ({"cmd": "x", "numprocesses": 9223372036854775807},
+         ["web.numprocesses: is too large: at most 1,000,000, got 9223372036854775807"]),
+        ({"cmd": "x", "numprocesses": 10**400},
+         ["web.numprocesses: is too large: at most 1,000,000, got a number of 401 digits"]),
+        ({"cmd": "x", "startsecs": 1e9}, ["web.startsecs: is too large: at most 2.592e+06, got 1e+09"]),
+        ({"cmd": "x", "flapping": {"window": 1e12}},
+         ["web.flapping.window: is too large: at most 2.592e+06, got 1e+12"]),
+        ({"cmd": "x", "flapping": {"attempts": 10**12}},
+         ["web.flapping.attempts: is too large: at most 1,000,000, got 1000000000000"]),
+        ({"cmd": "x", "placement": {"max_per_node": 10**7}},
+         ["web.placement.max_per_node: is too large: at most 1,000,000, got 10000000"]),
+        ({"cmd": "x", "update": {"max_unavailable": 10**7}},
+         ["web.update.max_unavailable: is too large: at most 1,000,000, got 10000000"]),
+        ({"cmd": "x", "log": {"dir": "/l", "max_bytes": 2**50}},
+         ["web.log.max_bytes: is too large: at most 1,099,511,627,776, got 1125899906842624"]),
+        ({"cmd": "x", "uid": 2**40}, ["web.uid: is too large: at most 4294967294, got 1099511627776"]),
+        ({"cmd": "x", "args": [float("nan")]}, ["web.args[0]: must be a string, got number nan"]),
+        ({"cmd": "x", "env": {"A": float("inf")}}, ["web.env.A: must be a string, got number inf"]),
+        ({"cmd": "x", "exitcodes": [0] * 300}, ["web.exitcodes: has 300 items: at most 256"]),
+        ({"cmd": "x", "placement": {"nodes": ["n" * 65]}},
+         [f"web.placement.nodes[0]: must be a node name ({NAME_RULE}), got a string"]),
+        ({"cmd": "x", "stop_signal": "9" * 5000}, ["web.stop_signal: unknown signal of 5000 characters"]),
+    ], ids=lambda v: repr(v)[:50])
+    def test_out_of_bounds_values_are_named(self, data: dict, expected: list[str]) -> None:
+        """Counts, durations, sizes and ids past their limits are problems naming the field."""
+        assert problems_of(data) == expected
+
+    def test_no_field_takes_nan_or_infinity(self) -> None:
+        """Float fields refuse NaN and both infinities, and so do args and env values."""
+        for value in (float("nan"), float("inf"), float("-inf")):
+            for field in ("graceful_timeout", "startsecs", "flapping.window", "flapping.retry_in"):
+                head, _, tail = field.partition(".")
+                data = {"cmd": "x", head: {tail: value}} if tail else {"cmd": "x", head: value}
+                assert problems_of(data) == [f"web.{field}: must be finite, got {value}"]
+            assert problems_of({"cmd": "x", "args": ["a", value]}) == [f"web.args[1]: must be a string, got number {value}"]
+            assert problems_of({"cmd": "x", "env": {"B": value}}) == [f"web.env.B: must be a string, got number {value}"]
+
+    def test_a_stored_count_past_the_format_limit_reads_back(self) -> None:
+        """The store reads counts written before the limit existed (max_count=MAX_INT)."""
+        t = parse_template({"cmd": "x", "numprocesses": 2**63 - 1}, "web", max_count=2**63 - 1)
+        assert t.numprocesses == 2**63 - 1
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(
+        st.sampled_from(["numprocesses", "graceful_timeout", "startsecs", "uid", "exitcodes", "args"]),
+        st.one_of(st.integers(), st.floats(), st.text(max_size=30), st.booleans(), st.none(),
+                  st.lists(st.one_of(st.integers(), st.floats()), max_size=3)),
+    ))
+    def test_any_numbers_give_a_template_or_template_error(self, fields: dict) -> None:
+        """Whatever numbers come in, parsing ends in a Template or a TemplateError."""
+        try:
+            t = parse_template({"cmd": "x", **fields}, "web")
+        except TemplateError:
+            return
+        assert 0 <= t.numprocesses <= 1_000_000
+        assert 0 <= t.graceful_timeout <= 30 * 86_400 and 0 <= t.startsecs <= 30 * 86_400

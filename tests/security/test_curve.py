@@ -13,57 +13,9 @@ from gaffer.client import AsyncClient, Credentials
 from gaffer.common import keys
 from gaffer.common.errors import ConfigError, ControllerUnreachable
 from gaffer.controller.controller import Controller
-from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 from gaffer.testing import poll_until
-
-FAST = Liveness(interval=0.1, suspect_misses=3, down_misses=5, startup_grace=0.0)
-
-
-@pytest.fixture
-def keydir(tmp_path: Path) -> Path:
-    """A controller key directory with one authorized agent (node1) and client (admin)."""
-    root = tmp_path / "keys"
-    keys.generate(root, "controller")
-    for name in ("node1", "intruder"):
-        keys.generate(tmp_path / "agent-keys", name)
-    for name in ("admin", "stranger"):
-        keys.generate(tmp_path / "client-keys", name)
-    (root / "agents").mkdir()
-    (root / "clients").mkdir()
-    (root / "agents" / "node1.key").write_bytes((tmp_path / "agent-keys" / "node1.key").read_bytes())
-    (root / "clients" / "admin.key").write_bytes((tmp_path / "client-keys" / "admin.key").read_bytes())
-    return root
-
-
-@pytest.fixture
-async def controller(tmp_path, keydir):
-    ctl = Controller(ControllerSettings(
-        bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "data",
-        keys=keydir, liveness=FAST,
-    ))
-    await ctl.start()
-    try:
-        yield ctl
-    finally:
-        await ctl.stop()
-
-
-def agent_settings(tmp_path: Path, controller: Controller, key: str, node: str, keydir: Path) -> LinkSettings:
-    return LinkSettings(
-        controller=controller.endpoint, node=node, labels={}, state_dir=tmp_path / f"state-{key}-{node}",
-        keys=keys.load_keypair(tmp_path / "agent-keys" / f"{key}.key_secret"),
-        controller_key=keys.load_public(keydir / "controller.key"),
-        heartbeat=0.1, timeout=0.5,
-    )
-
-
-def client(tmp_path: Path, controller: Controller, name: str, keydir: Path, folder: str = "client-keys") -> AsyncClient:
-    creds = Credentials(
-        keys.load_keypair(tmp_path / folder / f"{name}.key_secret"), keys.load_public(keydir / "controller.key")
-    )
-    return AsyncClient(controller.endpoint, creds, timeout=1.0)
-
+from keylab import agent_settings, client
 
 async def test_authorized_agent_and_client_work(tmp_path, keydir, controller):
     """An agent with an authorized key registers; an authorized client sees it."""
@@ -133,13 +85,30 @@ async def test_client_key_cannot_act_as_an_agent(tmp_path, keydir, controller):
         await rogue.stop(stop_processes=True)
 
 
-async def test_non_loopback_without_keys_refuses_to_start(tmp_path):
-    """Listening beyond loopback needs keys or an explicit --insecure."""
-    settings = ControllerSettings(bind="tcp://0.0.0.0:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "d")
-    with pytest.raises(ConfigError, match="gafferctl keygen"):
-        await Controller(settings).start()
+async def test_tcp_without_keys_refuses_to_start_even_on_loopback(tmp_path):
+    """TCP needs keys on every address, loopback included, or an explicit --insecure, which
+    the controller then reports as a warning in its status."""
+    for bind in ("tcp://0.0.0.0:*", "tcp://127.0.0.1:*", "tcp://[::1]:*", "tcp://localhost:*"):
+        settings = ControllerSettings(bind=bind, data_dir=tmp_path / "d")
+        with pytest.raises(ConfigError, match="gafferctl keygen"):
+            await Controller(settings).start()
     insecure = Controller(ControllerSettings(
-        bind="tcp://0.0.0.0:*", pub="tcp://127.0.0.1:*", data_dir=tmp_path / "d2", insecure=True,
+        bind="tcp://127.0.0.1:*", data_dir=tmp_path / "d2", insecure=True,
     ))
     await insecure.start()
-    await insecure.stop()
+    try:
+        status = insecure.status()
+        assert status["transport"] == "insecure"
+        assert "INSECURE" in status["warning"] and insecure.endpoint in status["warning"]
+    finally:
+        await insecure.stop()
+
+
+async def test_keyed_controller_binds_ipv6_loopback(tmp_path, keydir):
+    """A bracketed IPv6 endpoint binds (ZMQ's IPv6 option is set) instead of failing."""
+    ctl = Controller(ControllerSettings(bind="tcp://[::1]:*", data_dir=tmp_path / "d", keys=keydir))
+    await ctl.start()
+    try:
+        assert ctl.endpoint.startswith("tcp://[::1]:")
+    finally:
+        await ctl.stop()
