@@ -162,17 +162,17 @@ class Agent:
     async def _settle(self) -> None:
         """Adopt or stop every process of this node that is this agent's to settle (see the
         module docstring); the Manager wants what the (restored or first) assignment says."""
+        try:
+            procs = await asyncio.wait_for(self._find_processes(), SETTLE_STEP)
+        except asyncio.TimeoutError:
+            log.error("reading /proc took over %gs: processes of earlier agents are not settled", SETTLE_STEP)
+            return
         held: dict[str, Reclaimed] = {}
         if self.keeper is not None:
             try:
                 held = await asyncio.wait_for(self.keeper.reclaim(), SETTLE_STEP)
             except (KeeperError, asyncio.TimeoutError) as exc:
                 log.warning("cannot reclaim pipes from the keeper (adopting without them): %r", exc)
-        try:
-            procs = await asyncio.wait_for(self._find_processes(), SETTLE_STEP)
-        except asyncio.TimeoutError:
-            log.error("reading /proc took over %gs: processes of earlier agents are not settled", SETTLE_STEP)
-            return
         plan = plan_adoption(procs, self._identity(procs), self._wanted(), self._journaled())
         for candidate in plan.adopt:
             pipes = held.pop(candidate.instance_id, None) or Reclaimed(fds={})

@@ -18,7 +18,9 @@ the leader is reaped). A scan of /proc reads every process (about 20 us each), s
 worker thread, one at a time, batching every request made meanwhile; victims are signalled by
 pidfd after checking their start time, so a reused pid is never hit. Scans happen on every
 stop, and on every leader exit in subreaper mode (in cgroup mode an exit costs one write to
-``cgroup.kill``), after ``SCAN_DELAY`` so that one scan serves a burst; after a SIGKILL the
+``cgroup.kill``, plus a scan only if some process was created between the spawn and the move
+into the cgroup, which ``ns_last_pid`` tells), after ``SCAN_DELAY`` so that one scan serves a
+burst; after a SIGKILL the
 scan is repeated (``SCAN_ROUNDS``) until it finds nothing, since a dying daemon may have forked.
 
 The stop signal goes to each process once: the scan leaves out the group and the cgroup,
@@ -49,6 +51,7 @@ CGROUP = "cgroup"
 SUBREAPER = "subreaper"
 MODES = ("auto", CGROUP, SUBREAPER)
 SCAN_ROUNDS = 3
+LAST_PID = "/proc/sys/kernel/ns_last_pid"
 SCAN_DELAY = 0.02
 """Scans wait this long first, so a burst of exits or stops is served by one scan, and scans
 never take more than a share of the agent's time however fast instances die."""
@@ -69,6 +72,9 @@ class Track:
     place: Place | None = None
     roots: frozenset[tuple[int, int]] = frozenset()
     ticks: int | None = None
+    may_have_escaped: bool = False
+    """cgroup mode: some process was created between the spawn and the move into the cgroup
+    (maybe a child of the leader, outside the cgroup): the exit is followed by a scan too."""
     serial: str = field(default_factory=lambda: str(next(_serials)))
 
     def claim_data(self) -> tuple:
@@ -144,6 +150,7 @@ class Tracker:
                 self._cgroup_failed(place, exc)
             else:
                 track.place = place
+                track.may_have_escaped = _last_pid() != pid
                 self._hold(place)
         self._live.add(track)
         return track
@@ -187,9 +194,10 @@ class Tracker:
     def leftovers(self, track: Track) -> None:
         """The leader has exited (not yet reaped): SIGKILL whatever is left of the incarnation."""
         _killpg(track.pid, _signal.SIGKILL)
-        if track.place is not None and self.cgroups is not None:
+        in_cgroup = track.place is not None and self.cgroups is not None
+        if in_cgroup:
             self.cgroups.kill(track.place)
-        else:
+        if not in_cgroup or track.may_have_escaped:
             if track.ticks is None:
                 track.ticks = _ticks(track.pid)
             self._request(track, _signal.SIGKILL)
@@ -404,6 +412,15 @@ def _ticks(pid: int) -> int | None:
     try:
         return adoption.read_stat(pid).start_ticks
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def _last_pid() -> int | None:
+    """The last pid the kernel handed out in this pid namespace (one small read)."""
+    try:
+        with open(LAST_PID, "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
         return None
 
 

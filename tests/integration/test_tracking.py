@@ -183,6 +183,30 @@ def _ppid(pid: int) -> int:
         return int(stat.read().rsplit(b")", 1)[1].split()[1])
 
 
+class TestCgroupWindow:
+    async def test_a_daemon_forked_before_the_move_into_the_cgroup_is_still_killed(self, tracker, mark, tmp_path):
+        """A leader that double-forked before it entered its cgroup: the exit is followed by a scan that finds the daemon."""
+        if tracker.mode != CGROUP:
+            pytest.skip("only cgroup mode has a window between spawn and cgroup")
+        out = tmp_path / "daemon.pid"
+        env = {"PATH": os.environ["PATH"], "MARK": mark, "GAFFER_NODE": tracker.node,
+               "GAFFER_TEMPLATE": "w", "GAFFER_INSTANCE": "1"}
+        leader = subprocess.Popen([sys.executable, "-c", DAEMON, str(out)], env=env, start_new_session=True)
+        try:
+            daemon = await daemon_pid(out)
+            track = tracker.spawned("w.1", leader.pid)
+            assert track.place is not None and track.may_have_escaped
+            leader.kill()
+            await poll_until(lambda: _state(leader.pid) == "Z", what="the leader to be a zombie")
+            tracker.leftovers(track)
+            leader.wait()
+            tracker.ended(track)
+            await poll_until(lambda: pid_dead(daemon), what="the escaped daemon to be killed")
+        finally:
+            leader.kill()
+            leader.wait()
+
+
 class TestReaper:
     async def test_reaps_orphans_but_never_a_registered_child_or_one_in_its_own_session(self):
         """Only zombies that are nobody's are reaped; an owned child and a same-session child keep their status."""
