@@ -6,8 +6,13 @@ double-forked out of it (setsid + fork) into a session of their own. ``Tracker``
 of them. Two modes, chosen once per agent and reported to the controller:
 
 ``cgroup``
-    Each instance in its own cgroup v2 (``cgroups``), entered right after spawn. Nothing can
-    leave it; ``cgroup.kill`` ends all of it. This is what systemd does for a service.
+    Each instance in its own cgroup v2 (``cgroups``). Nothing can leave it; ``cgroup.kill``
+    ends all of it. This is what systemd does for a service. Moving a process into a cgroup
+    costs about 0.1 ms of kernel time on a host without ``favordynmods`` (a quarter of a
+    spawn), and it holds up every fork meanwhile, so instances are moved in batches just
+    after a burst of spawns (``PLACE_DELAY``, at most ``PLACE_MAX_WAIT``), in a worker thread, together with whatever they
+    forked before the move (one /proc scan per batch). Until then an instance is tracked as in
+    subreaper mode.
 ``subreaper``
     No usable cgroups. The agent is a child subreaper (``reaper``), so orphans come back to
     it; a descendant is found by its session, its ancestry, or the instance's GAFFER_ markers
@@ -18,10 +23,9 @@ the leader is reaped). A scan of /proc reads every process (about 20 us each), s
 worker thread, one at a time, batching every request made meanwhile; victims are signalled by
 pidfd after checking their start time, so a reused pid is never hit. Scans happen on every
 stop, and on every leader exit in subreaper mode (in cgroup mode an exit costs one write to
-``cgroup.kill``, plus a scan only if some process was created between the spawn and the move
-into the cgroup, which ``ns_last_pid`` tells), after ``SCAN_DELAY`` so that one scan serves a
-burst; after a SIGKILL the
-scan is repeated (``SCAN_ROUNDS``) until it finds nothing, since a dying daemon may have forked.
+``cgroup.kill``, plus a scan only if the instance was not yet placed in its cgroup), after
+``SCAN_DELAY`` so that one scan serves a burst; after a SIGKILL the scan is repeated
+(``SCAN_ROUNDS``) until it finds nothing, since a dying daemon may have forked.
 
 The stop signal goes to each process once: the scan leaves out the group and the cgroup,
 which were signalled directly.
@@ -51,7 +55,11 @@ CGROUP = "cgroup"
 SUBREAPER = "subreaper"
 MODES = ("auto", CGROUP, SUBREAPER)
 SCAN_ROUNDS = 3
-LAST_PID = "/proc/sys/kernel/ns_last_pid"
+PLACE_DELAY = 0.02
+"""Spawned instances are moved into their cgroups once no spawn came for this long, so a burst
+of spawns is not slowed by the moves and one batch (one /proc scan) serves it..."""
+PLACE_MAX_WAIT = 1.0
+"""...but never later than this after the first of them."""
 SCAN_DELAY = 0.02
 """Scans wait this long first, so a burst of exits or stops is served by one scan, and scans
 never take more than a share of the agent's time however fast instances die."""
@@ -72,10 +80,15 @@ class Track:
     place: Place | None = None
     roots: frozenset[tuple[int, int]] = frozenset()
     ticks: int | None = None
-    may_have_escaped: bool = False
-    """cgroup mode: some process was created between the spawn and the move into the cgroup
-    (maybe a child of the leader, outside the cgroup): the exit is followed by a scan too."""
+    target: Place | None = None
+    """cgroup mode: the cgroup the instance is to be moved into (``place`` once it is)."""
     serial: str = field(default_factory=lambda: str(next(_serials)))
+
+    @property
+    def may_have_escaped(self) -> bool:
+        """cgroup mode, not yet placed: some of it may be outside any cgroup of ours, so an
+        exit is followed by a scan too."""
+        return self.target is not None and self.place is None
 
     def claim_data(self) -> tuple:
         return (self.serial, self.instance_id, self.pid, self.ticks,
@@ -106,6 +119,9 @@ class Tracker:
         self._removals: dict[str, asyncio.TimerHandle] = {}
         self._requests: dict[Track, int] = {}
         self._scanner: asyncio.Task | None = None
+        self._unplaced: list[Track] = []
+        self._placer: asyncio.Task | None = None
+        self._last_spawn = 0.0
         self._strays: set[asyncio.TimerHandle] = set()
         self._used: dict[str, Place] = {}
         self._me = os.getpid()
@@ -138,22 +154,55 @@ class Tracker:
     # ------------------------------------------------------------------------- tracks
 
     def spawned(self, instance_id: str, pid: int) -> Track:
-        """A leader was just spawned: put it in its cgroup (cgroup mode) and track it."""
+        """A leader was just spawned: track it, and (cgroup mode) move it into its cgroup
+        with the next batch (see the module docstring)."""
         track = Track(instance_id, pid, self.agent_id)
         if self.cgroups is not None:
-            place = self.cgroups.place(instance_id)
-            try:
-                if place.fs not in self._refs:
-                    self.cgroups.ensure(place)
-                self.cgroups.move(place, pid)
-            except OSError as exc:
-                self._cgroup_failed(place, exc)
-            else:
-                track.place = place
-                track.may_have_escaped = _last_pid() != pid
-                self._hold(place)
+            track.target = self.cgroups.place(instance_id)
+            self._unplaced.append(track)
+            self._last_spawn = self._loop.time()
+            if self._placer is None or self._placer.done():
+                self._placer = self._loop.create_task(self._place_loop())
         self._live.add(track)
         return track
+
+    async def _place_loop(self) -> None:
+        started = self._loop.time()
+        while self._unplaced:
+            await asyncio.sleep(PLACE_DELAY)  # gather the spawns of one burst
+            now = self._loop.time()
+            if now - self._last_spawn < PLACE_DELAY and now - started < PLACE_MAX_WAIT:
+                continue  # the burst goes on: moves now would slow it down
+            started = now
+            batch = [t for t in self._unplaced if t in self._live]
+            self._unplaced = []
+            if not batch or self.cgroups is None:
+                continue
+            claims = [t.claim_data() for t in self._live]
+            jobs = [(t.serial, t.target, t.pid) for t in batch if t.target is not None]
+            failure = await self._loop.run_in_executor(
+                None, _place, self.cgroups, self.node, jobs, claims, self._me
+            )
+            if failure is not None:
+                self._cgroup_failed(*failure)
+                if self.cgroups is None:
+                    return
+            for track in batch:
+                self._placed(track)
+
+    def _placed(self, track: Track) -> None:
+        """The worker moved ``track`` (and what it had forked) into its cgroup."""
+        place = track.target
+        assert place is not None and self.cgroups is not None
+        if track in self._live:
+            track.place = place
+            self._hold(place)
+            return
+        # it ended while being moved: whatever was moved in is a leftover
+        self.cgroups.kill(place)
+        self._used.setdefault(place.fs, place)
+        if place.fs not in self._refs:
+            self._schedule_removal(place, 0)
 
     def adopted(
         self,
@@ -250,6 +299,7 @@ class Tracker:
             except asyncio.TimeoutError:
                 log.warning("descendant scans did not finish in %gs", FINISH_TIMEOUT)
         await cancel_and_wait(self._scanner)
+        await cancel_and_wait(self._placer)
         for handle in (*self._removals.values(), *self._strays):
             handle.cancel()
         self._removals.clear()
@@ -359,6 +409,38 @@ class Tracker:
                     self.reaper.kick()
 
 
+def _place(
+    cgroups: CgroupTree, node: str, jobs: list[tuple[str, Place, int]], claims_data: list[tuple], me: int
+) -> tuple[Place, OSError] | None:
+    """In a worker thread: move each leader into its cgroup, then (one /proc scan) whatever
+    it forked before that; the first cgroup failure that is not a vanished process, if any."""
+    for _, place, pid in jobs:
+        try:
+            cgroups.ensure(place)
+            cgroups.move(place, pid)
+        except ProcessLookupError:
+            continue
+        except OSError as exc:
+            return place, exc
+    procs = adoption.snapshot()
+    table = {p.pid: p for p in procs}
+    claims = []
+    for serial, ident, pid, ticks, cgroup, roots, agent_id in claims_data:
+        leader = table.get(pid)
+        claims.append(Claim(serial, ident, pid, ticks if ticks is not None else (
+            leader.start_ticks if leader is not None else -1), cgroup, roots, agent_id))
+    owners = descendants(procs, claims, node, spare=(me,))
+    for serial, place, pid in jobs:
+        inside = set(cgroup_procs(place.fs))
+        for member in owners.get(serial, ()):
+            if member != pid and member not in inside:
+                try:
+                    cgroups.move(place, member)
+                except OSError:
+                    continue
+    return None
+
+
 def _excluded(track: Track) -> tuple[int, str | None]:
     """What a scan must leave out for ``track``: its group, and its cgroup's directory."""
     return track.pid, track.place.fs if track.place else None
@@ -412,15 +494,6 @@ def _ticks(pid: int) -> int | None:
     try:
         return adoption.read_stat(pid).start_ticks
     except (OSError, ValueError, IndexError):
-        return None
-
-
-def _last_pid() -> int | None:
-    """The last pid the kernel handed out in this pid namespace (one small read)."""
-    try:
-        with open(LAST_PID, "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
         return None
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from gaffer.agent import presence
 from gaffer.agent import reaper as reaping
-from gaffer.agent.cgroups import CgroupTree
+from gaffer.agent.cgroups import CgroupTree, procs as cgroup_procs
 from gaffer.agent.manager import Manager
 from gaffer.agent.reaper import Reaper
 from gaffer.agent.tracking import CGROUP, SUBREAPER, Tracker
@@ -195,7 +195,7 @@ class TestCgroupWindow:
         try:
             daemon = await daemon_pid(out)
             track = tracker.spawned("w.1", leader.pid)
-            assert track.place is not None and track.may_have_escaped
+            assert track.target is not None and track.may_have_escaped
             leader.kill()
             await poll_until(lambda: _state(leader.pid) == "Z", what="the leader to be a zombie")
             tracker.leftovers(track)
@@ -205,6 +205,28 @@ class TestCgroupWindow:
         finally:
             leader.kill()
             leader.wait()
+
+
+    async def test_a_daemon_forked_before_the_move_follows_its_leader_into_the_cgroup(self, tracker, mark, tmp_path):
+        """The batch that moves a leader into its cgroup moves what it forked before, too."""
+        if tracker.mode != CGROUP:
+            pytest.skip("only cgroup mode moves processes into cgroups")
+        out = tmp_path / "daemon.pid"
+        env = {"PATH": os.environ["PATH"], "MARK": mark, "GAFFER_NODE": tracker.node,
+               "GAFFER_TEMPLATE": "w", "GAFFER_INSTANCE": "1"}
+        leader = subprocess.Popen([sys.executable, "-c", DAEMON, str(out)], env=env, start_new_session=True)
+        try:
+            daemon = await daemon_pid(out)
+            track = tracker.spawned("w.1", leader.pid)
+            await poll_until(lambda: track.place is not None, what="the instance placed in its cgroup")
+            members = set(cgroup_procs(track.place.fs))
+            assert {leader.pid, daemon} <= members and not track.may_have_escaped
+            tracker.signal(track, signal.SIGKILL)
+            await poll_until(lambda: pid_dead(daemon), what="the daemon killed with its cgroup")
+        finally:
+            leader.kill()
+            leader.wait()
+            tracker.ended(track)
 
 
 class TestReaper:
