@@ -183,17 +183,23 @@ def _ppid(pid: int) -> int:
         return int(stat.read().rsplit(b")", 1)[1].split()[1])
 
 
+async def forked_before_tracking(tracker: Tracker, mark: str, tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """A leader of instance w.1 that has double-forked a daemon before the tracker saw it:
+    the leader's Popen and the daemon's pid."""
+    out = tmp_path / "daemon.pid"
+    env = {"PATH": os.environ["PATH"], "MARK": mark, "GAFFER_NODE": tracker.node,
+           "GAFFER_TEMPLATE": "w", "GAFFER_INSTANCE": "1"}
+    leader = subprocess.Popen([sys.executable, "-c", DAEMON, str(out)], env=env, start_new_session=True)
+    return leader, await daemon_pid(out)
+
+
 class TestCgroupWindow:
     async def test_a_daemon_forked_before_the_move_into_the_cgroup_is_still_killed(self, tracker, mark, tmp_path):
         """A leader that double-forked before it entered its cgroup: the exit is followed by a scan that finds the daemon."""
         if tracker.mode != CGROUP:
             pytest.skip("only cgroup mode has a window between spawn and cgroup")
-        out = tmp_path / "daemon.pid"
-        env = {"PATH": os.environ["PATH"], "MARK": mark, "GAFFER_NODE": tracker.node,
-               "GAFFER_TEMPLATE": "w", "GAFFER_INSTANCE": "1"}
-        leader = subprocess.Popen([sys.executable, "-c", DAEMON, str(out)], env=env, start_new_session=True)
+        leader, daemon = await forked_before_tracking(tracker, mark, tmp_path)
         try:
-            daemon = await daemon_pid(out)
             track = tracker.spawned("w.1", leader.pid)
             assert track.target is not None and track.may_have_escaped
             leader.kill()
@@ -211,12 +217,8 @@ class TestCgroupWindow:
         """The batch that moves a leader into its cgroup moves what it forked before, too."""
         if tracker.mode != CGROUP:
             pytest.skip("only cgroup mode moves processes into cgroups")
-        out = tmp_path / "daemon.pid"
-        env = {"PATH": os.environ["PATH"], "MARK": mark, "GAFFER_NODE": tracker.node,
-               "GAFFER_TEMPLATE": "w", "GAFFER_INSTANCE": "1"}
-        leader = subprocess.Popen([sys.executable, "-c", DAEMON, str(out)], env=env, start_new_session=True)
+        leader, daemon = await forked_before_tracking(tracker, mark, tmp_path)
         try:
-            daemon = await daemon_pid(out)
             track = tracker.spawned("w.1", leader.pid)
             await poll_until(lambda: track.place is not None, what="the instance placed in its cgroup")
             members = set(cgroup_procs(track.place.fs))
