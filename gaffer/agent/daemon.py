@@ -18,16 +18,21 @@ import click
 import uvloop
 
 from gaffer.agent import reaper
-from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.agent import Agent
+from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.link import LinkSettings
 from gaffer.agent.tracking import MODES
 from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
+from gaffer.common.endpoints import (
+    DEFAULT_KEYED_BIND,
+    INSECURE_WARNING,
+    default_control,
+    parse_endpoint,
+    require_protection,
+)
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.keys import load_keypair, load_public
 from gaffer.common.template import LABEL_RE, NAME_RE
-from gaffer.common.endpoints import INSECURE_WARNING, default_control, parse_endpoint, require_protection
-from gaffer.controller.settings import DEFAULT_KEYED_BIND
 
 log = logging.getLogger("gaffer.agent")
 

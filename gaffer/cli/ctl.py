@@ -15,14 +15,13 @@ from typing import Any, Callable
 
 import click
 
-from gaffer.client import Client, Credentials
 from gaffer.cli import params, tables
+from gaffer.client import Client, Credentials
 from gaffer.common import keys as keyfiles
-from gaffer.common.endpoints import default_control
+from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
 from gaffer.common.loaders import load_templates
 from gaffer.common.signals import parse_signal
-from gaffer.controller.settings import DEFAULT_KEYED_BIND
 
 WAIT_CHUNK = 30.0
 

@@ -32,6 +32,8 @@ from gaffer.common import pidlock
 from gaffer.common.errors import ConfigError
 
 DEFAULT_TCP_PORT = 6001
+DEFAULT_KEYED_BIND = f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
+"""Where a controller with CURVE keys listens, and where clients with keys look for it."""
 CONTROL_SOCKET = "control.sock"
 EVENTS_SOCKET = "events.sock"
 MAX_SOCKET_PATH = 107

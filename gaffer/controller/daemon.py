@@ -19,6 +19,7 @@ import uvloop
 
 from gaffer.cli import params
 from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
+from gaffer.common.endpoints import DEFAULT_KEYED_BIND
 from gaffer.common.errors import GafferError
 from gaffer.common.limits import (
     DEFAULT_MAX_INSTANCES,
@@ -35,7 +36,7 @@ from gaffer.common.limits import (
 from gaffer.controller import offline
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
-from gaffer.controller.settings import DEFAULT_KEYED_BIND, ControllerSettings
+from gaffer.controller.settings import ControllerSettings
 
 log = logging.getLogger("gaffer.controller")
 

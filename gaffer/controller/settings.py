@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gaffer.common.endpoints import (
-    DEFAULT_TCP_PORT,
+    DEFAULT_KEYED_BIND,
     Endpoint,
     default_control,
     events_for,
@@ -19,8 +19,6 @@ from gaffer.common.endpoints import (
 )
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE
 from gaffer.controller.liveness import Liveness
-
-DEFAULT_KEYED_BIND = f"tcp://127.0.0.1:{DEFAULT_TCP_PORT}"
 
 
 @dataclass(frozen=True)
