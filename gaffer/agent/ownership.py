@@ -85,46 +85,56 @@ class Claim:
     """Markers count only on processes carrying this agent id (None: carrying none)."""
 
 
+class _Index:
+    """The claims, looked up every way a process can belong to one."""
+
+    def __init__(self, claims: list[Claim], node: str) -> None:
+        self.node = node
+        self.by_leader: dict[tuple[int, int], Claim] = {(c.leader, c.leader_ticks): c for c in claims}
+        self.by_root = {root: c for c in claims for root in c.roots}
+        self.by_group: dict[int, list[Claim]] = {}
+        self.by_cgroup: dict[str, list[Claim]] = {}
+        self.by_marks: dict[tuple[str, str | None], list[Claim]] = {}
+        for claim in claims:
+            self.by_group.setdefault(claim.leader, []).append(claim)
+            if claim.cgroup:
+                self.by_cgroup.setdefault(claim.cgroup, []).append(claim)
+            self.by_marks.setdefault((claim.instance_id, claim.agent_id), []).append(claim)
+
+    def direct(self, proc: ProcInfo) -> Claim | None:
+        """The claim a process belongs to by itself: session or group, cgroup, a root found at
+        adoption, or its markers (on this node)."""
+        for key in (proc.sid, proc.pgid):
+            if key in self.by_group:
+                return _pick(self.by_group[key], proc.start_ticks)
+        if proc.cgroup and proc.cgroup in self.by_cgroup:
+            return _pick(self.by_cgroup[proc.cgroup], proc.start_ticks)
+        if (proc.pid, proc.start_ticks) in self.by_root:
+            return self.by_root[(proc.pid, proc.start_ticks)]
+        marks = (proc.instance_id, proc.agent_id)
+        if proc.node == self.node and marks in self.by_marks:
+            return _pick(self.by_marks[marks], proc.start_ticks)
+        return None
+
+
 def descendants(
     procs: Iterable[ProcInfo], claims: Iterable[Claim], node: str, spare: Iterable[int] = ()
 ) -> dict[str, tuple[int, ...]]:
     """Every claim's processes (sorted pids; the leader included while it lives)."""
     table = {p.pid: p for p in procs}
     claim_list = list(claims)
-    by_leader: dict[tuple[int, int], Claim] = {(c.leader, c.leader_ticks): c for c in claim_list}
-    by_root = {root: c for c in claim_list for root in c.roots}
-    by_group: dict[int, list[Claim]] = {}
-    by_cgroup: dict[str, list[Claim]] = {}
-    by_marks: dict[tuple[str, str | None], list[Claim]] = {}
-    for claim in claim_list:
-        by_group.setdefault(claim.leader, []).append(claim)
-        if claim.cgroup:
-            by_cgroup.setdefault(claim.cgroup, []).append(claim)
-        by_marks.setdefault((claim.instance_id, claim.agent_id), []).append(claim)
+    index = _Index(claim_list, node)
     excluded = {0, 1, *spare}
     owner: dict[int, Claim | None] = {}
-
-    def direct(proc: ProcInfo) -> Claim | None:
-        for key in (proc.sid, proc.pgid):
-            if key in by_group:
-                return _pick(by_group[key], proc.start_ticks)
-        if proc.cgroup and proc.cgroup in by_cgroup:
-            return _pick(by_cgroup[proc.cgroup], proc.start_ticks)
-        if (proc.pid, proc.start_ticks) in by_root:
-            return by_root[(proc.pid, proc.start_ticks)]
-        marks = (proc.instance_id, proc.agent_id)
-        if proc.node == node and marks in by_marks:
-            return _pick(by_marks[marks], proc.start_ticks)
-        return None
 
     def decide(proc: ProcInfo) -> Claim | None:
         if proc.pid in excluded:
             return None
-        claim = by_leader.get((proc.pid, proc.start_ticks))
+        claim = index.by_leader.get((proc.pid, proc.start_ticks))
         if claim is not None:
             return claim
         parent = owner.get(proc.ppid)
-        return parent if parent is not None else direct(proc)
+        return parent if parent is not None else index.direct(proc)
 
     def resolve(pid: int) -> Claim | None:
         """Walk up to the first process already decided (or outside the table), then decide
