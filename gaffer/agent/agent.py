@@ -30,7 +30,7 @@ from typing import Any
 from gaffer.agent import adoption, journal, presence
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.commands import Commands
-from gaffer.agent.keeper_client import KeeperClient, Reclaimed
+from gaffer.agent.keeper.client import KeeperClient, Reclaimed
 from gaffer.agent.link import ControllerLink, LinkSettings, read_agent_id
 from gaffer.agent.manager import Manager
 from gaffer.agent.ownership import Candidate, Identity, ProcInfo, plan_adoption

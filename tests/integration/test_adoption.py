@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from gaffer.agent.adoption import discover
-from gaffer.agent.keeper import lock_path
-from gaffer.agent.keeper_client import KeeperClient
+from gaffer.agent.keeper.client import KeeperClient
+from gaffer.agent.keeper.daemon import lock_path
 from gaffer.agent.process import ExitStatus, LaunchSpec, Process
 from gaffer.common.errors import AdoptError
 from gaffer.testing import pid_dead, poll_until
@@ -39,7 +39,7 @@ print(json.dumps(pids))
 
 KEEPING_LAUNCHER = r"""
 import asyncio, json, subprocess, sys, uvloop
-from gaffer.agent.keeper_client import KeeperClient
+from gaffer.agent.keeper.client import KeeperClient
 
 async def main(path, spec):
     client = await KeeperClient.connect(path)

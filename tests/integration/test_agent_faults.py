@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from gaffer.agent.agent import Agent
-from gaffer.agent.keeper import lock_path
+from gaffer.agent.keeper.daemon import lock_path
 from gaffer.agent.link import LinkSettings
 from gaffer.client import AsyncClient
 from gaffer.controller.controller import Controller

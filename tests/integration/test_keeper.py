@@ -16,16 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gaffer.agent.keeper import (
-    HEADER,
-    MAX_REQUEST,
-    FrameDecoder,
-    encode_frame,
-    lock_path,
-    recv_with_fds,
-    send_with_fds,
-)
-from gaffer.agent.keeper_client import KeeperClient, Reclaimed, spawn_keeper
+from gaffer.agent.keeper.client import KeeperClient, Reclaimed, spawn_keeper
+from gaffer.agent.keeper.daemon import lock_path
+from gaffer.agent.keeper.framing import HEADER, MAX_REQUEST, FrameDecoder, encode_frame, recv_with_fds, send_with_fds
 from gaffer.common.errors import KeeperBusy, KeeperRejected
 from gaffer.testing import POLL, pid_dead, poll_until
 
@@ -45,7 +38,7 @@ while True:
 
 AGENT = r"""
 import asyncio, os, subprocess, sys, uvloop
-from gaffer.agent.keeper_client import KeeperClient
+from gaffer.agent.keeper.client import KeeperClient
 
 async def main(path, counter, writer):
     client = await KeeperClient.connect(path, buffer_kib=int(sys.argv[4]))

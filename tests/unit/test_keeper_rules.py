@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gaffer.agent.keeper import idle_left
+from gaffer.agent.keeper.server import idle_left
 
 
 def test_idle_starts_when_the_agent_and_the_streams_are_gone() -> None:

@@ -1,13 +1,4 @@
-"""The fd keeper: holds the agent's pipe ends so managed processes outlive the agent.
-
-A captured instance writes into a pipe whose read end the agent holds. If the agent dies, the
-next write gets SIGPIPE (or blocks for ever once the pipe buffer fills). The keeper is one small
-process per host, outside the agent, that holds a duplicate of every such pipe end::
-
-    agent ──deposit(key, fds)──▶ keeper          holds duplicates, never reads them
-    agent dies (EOF on its link)  keeper          drains out/err into bounded buffers
-    agent' ──reclaim()─────────▶ keeper ──fds + buffered bytes──▶ agent'
-                                  keeper          holds again, reads nothing
+"""The keeper process's loop: it holds pipe ends for the agent, and drains them while no agent is there.
 
 It is single-threaded (one ``selectors`` loop), bounded everywhere (held descriptors by
 RLIMIT_NOFILE, buffers per stream, request sizes, the reply queue) and answers a malformed
@@ -17,166 +8,47 @@ its writers are gone (end of file), a stdin pipe until its reader is gone (the w
 then reports an error), and once every stream of a key has ended the key counts for nothing,
 however much it buffered.
 
-Wire: each frame is a ``!IB`` header (body length, number of descriptors) and a msgpack map.
-Descriptors travel as SCM_RIGHTS in the same ``sendmsg`` as the frame's first byte, so the
-kernel hands them over no later than the header; the receiver queues them and each frame takes
-as many as its header declares. Requests carry ``op`` and ``id``; every reply echoes the ``id``
-with ``ok`` or ``error: {code, message}``. On accept the keeper sends ``welcome`` (or
-``refused`` and closes, when another agent is connected).
+Requests (``op``): ``deposit`` (a key and its pipe ends), ``release`` (all of a key, or some
+streams), ``reclaim`` (every key handed back with fresh descriptors and drained bytes, one
+``item`` frame each, then ``ok``), ``status`` (counters, and one key's details).
 """
 
 from __future__ import annotations
 
-import argparse
-import array
 import collections
 import fcntl
 import functools
 import logging
 import os
-import resource
 import select
 import selectors
 import signal
 import socket
 import stat
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import msgpack
+from gaffer.agent.keeper.framing import (
+    MAX_KEY,
+    MAX_REQUEST,
+    PROTOCOL,
+    STREAMS,
+    Frame,
+    FrameDecoder,
+    close_fd,
+    encode_frame,
+    recv_with_fds,
+    send_with_fds,
+)
 
 log = logging.getLogger("gaffer.keeper")
 
-PROTOCOL = 1
-HEADER = struct.Struct("!IB")
-MAX_FDS_PER_FRAME = 253
-ANC_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * array.array("i").itemsize)
-MAX_REQUEST = 64 * 1024
-MAX_BUFFER_KIB = 4096
-MAX_REPLY = 2 * MAX_BUFFER_KIB * 1024 + 64 * 1024
-MAX_KEY = 200
-STREAMS = ("out", "err", "in")
 DRAINED = ("out", "err")
 READ_CHUNK = 65536
-RECV_CHUNK = 262144
 OUTBOX_HIGH = 1024 * 1024
-FD_RESERVE = 64
 MAX_ERROR_LOGS = 100
-DEFAULT_IDLE_TIMEOUT = 60.0
-DEFAULT_BUFFER_KIB = 64
-
-
-# ----------------------------------------------------------------------------- framing
-
-
-def encode_frame(body: dict[str, Any], nfds: int = 0) -> bytes:
-    """One frame: header then the msgpack body."""
-    data = msgpack.packb(body, use_bin_type=True)
-    return HEADER.pack(len(data), nfds) + data
-
-
-@dataclass
-class Frame:
-    """A frame off the wire: its decoded body, or ``error`` saying why there is none."""
-
-    body: dict[str, Any] | None
-    fds: list[int]
-    error: str | None = None
-
-
-class FrameDecoder:
-    """Splits a byte stream into frames and gives each the descriptors its header declared.
-
-    Bodies longer than ``max_body`` are skipped (the length says where the next frame starts)
-    and reported as an error frame, so one bad request never desynchronises the stream.
-    """
-
-    def __init__(self, max_body: int) -> None:
-        self.max_body = max_body
-        self._buf = bytearray()
-        self._fds: collections.deque[int] = collections.deque()
-        self._skip = 0
-
-    def feed(self, data: bytes, fds: list[int]) -> list[Frame]:
-        self._fds.extend(fds)
-        if self._skip:
-            used = min(self._skip, len(data))
-            self._skip -= used
-            data = data[used:]
-        self._buf += data
-        frames = []
-        while len(self._buf) >= HEADER.size:
-            length, nfds = HEADER.unpack_from(self._buf)
-            taken = self._take(nfds)
-            if length > self.max_body:
-                rest = len(self._buf) - HEADER.size
-                self._skip = max(0, length - rest)
-                del self._buf[: HEADER.size + min(length, rest)]
-                error = f"frame of {length} bytes exceeds the {self.max_body} byte limit"
-                frames.append(Frame(None, taken, error))
-                continue
-            if len(self._buf) < HEADER.size + length:
-                self._untake(taken)
-                break
-            raw = bytes(self._buf[HEADER.size : HEADER.size + length])
-            del self._buf[: HEADER.size + length]
-            frames.append(_decode(raw, taken, nfds))
-        return frames
-
-    def _take(self, count: int) -> list[int]:
-        return [self._fds.popleft() for _ in range(min(count, len(self._fds)))]
-
-    def _untake(self, fds: list[int]) -> None:
-        self._fds.extendleft(reversed(fds))
-
-    def close(self) -> None:
-        """Close descriptors that arrived but were never claimed by a frame."""
-        while self._fds:
-            _close(self._fds.popleft())
-
-
-def _decode(raw: bytes, fds: list[int], declared: int) -> Frame:
-    if len(fds) != declared:
-        return Frame(None, fds, f"frame declared {declared} descriptors but {len(fds)} arrived")
-    try:
-        body = msgpack.unpackb(raw, raw=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        return Frame(None, fds, f"body is not msgpack: {exc}")
-    if not isinstance(body, dict):
-        return Frame(None, fds, f"body must be a map, got {type(body).__name__}")
-    return Frame(body, fds)
-
-
-def recv_with_fds(sock: socket.socket, size: int = RECV_CHUNK) -> tuple[bytes, list[int], bool]:
-    """One ``recvmsg``: data, descriptors (close-on-exec), and whether some were truncated."""
-    data, ancillary, flags, _ = sock.recvmsg(size, ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
-    fds: list[int] = []
-    for level, kind, cdata in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            got = array.array("i")
-            got.frombytes(cdata[: len(cdata) - len(cdata) % got.itemsize])
-            fds.extend(got)
-    return data, fds, bool(flags & socket.MSG_CTRUNC)
-
-
-def send_with_fds(sock: socket.socket, data: bytes | memoryview, fds: list[int] | tuple[int, ...]) -> int:
-    """One ``sendmsg``; the descriptors go with the first byte sent."""
-    if fds:
-        return sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-    return sock.send(data)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-# ----------------------------------------------------------------------------- state
 
 
 class RequestError(Exception):
@@ -219,9 +91,6 @@ class _Conn:
         self.outbox_bytes = 0
         self.errors = 0
         self.events = 0
-
-
-# ----------------------------------------------------------------------------- the keeper
 
 
 class Keeper:
@@ -365,7 +234,7 @@ class Keeper:
         conn.decoder.close()
         for _, fds in conn.outbox:
             for fd in fds:
-                _close(fd)
+                close_fd(fd)
         conn.outbox.clear()
         conn.sock.close()
 
@@ -403,11 +272,11 @@ class Keeper:
                 conn.outbox_bytes = 0
                 for _, queued in conn.outbox:
                     for fd in queued:
-                        _close(fd)
+                        close_fd(fd)
                 conn.outbox.clear()
                 break
             for fd in fds:
-                _close(fd)
+                close_fd(fd)
             conn.outbox[0] = [data[sent:], []]
             conn.outbox_bytes -= sent
             if sent == len(data):
@@ -445,7 +314,7 @@ class Keeper:
             handler(rid, body, frame.fds)
         except RequestError as exc:
             for fd in frame.fds:
-                _close(fd)
+                close_fd(fd)
             self._log_error(exc.message)
             self._send({"id": rid, "error": {"code": exc.code, "message": exc.message}})
 
@@ -577,7 +446,7 @@ class Keeper:
             held.watched.discard(name)
             self._sel.unregister(fd)
         self._nfds -= 1
-        _close(fd)
+        close_fd(fd)
 
     def _start_draining(self, key: str, held: Held) -> int:
         """Read out/err into buffers; watch stdin's write end for its reader going away
@@ -675,136 +544,3 @@ def _hung_up(sock: socket.socket) -> bool:
     poller.register(sock, select.POLLIN | select.POLLRDHUP)
     return any(events & (select.POLLHUP | select.POLLRDHUP) for _, events in poller.poll(0))
 
-
-# ----------------------------------------------------------------------------- startup
-
-
-class StartupError(Exception):
-    """The keeper cannot start; ``busy`` when another keeper already serves the socket."""
-
-    def __init__(self, message: str, busy: bool = False) -> None:
-        super().__init__(message)
-        self.busy = busy
-
-
-def lock_path(path: str) -> str:
-    """The lock file beside the socket; it holds the serving keeper's pid."""
-    return path + ".lock"
-
-
-def take_lock(path: str) -> int:
-    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise StartupError(f"another keeper (pid {owner}) already serves {path}", busy=True) from None
-    return fd
-
-
-def bind(path: str) -> socket.socket:
-    """Listen on ``path`` (mode 0600); a stale socket there is replaced, anything else refused."""
-    if len(os.fsencode(path)) > 107:
-        raise StartupError(f"--socket: {path!r} is longer than the 107 bytes a unix socket path allows")
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise StartupError(f"--socket: {path!r} exists and is not a socket")
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"--socket: cannot listen on {path!r}: {exc.strerror}") from None
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(16)
-    return sock
-
-
-def fd_budget(requested: int | None) -> int:
-    """Descriptors the keeper may hold: half of what RLIMIT_NOFILE leaves (reclaim may dup)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    budget = max(0, (soft - FD_RESERVE) // 2)
-    return budget if requested is None else min(requested, budget)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gaffer.agent.keeper", description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True, help="unix socket path (in the agent's state dir)")
-    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT,
-                        help="exit after this many seconds with nothing held and no agent")
-    parser.add_argument("--buffer-kib", type=int, default=DEFAULT_BUFFER_KIB,
-                        help="newest output kept per stream while no agent is connected")
-    parser.add_argument("--max-fds", type=int, help="hold at most this many descriptors")
-    parser.add_argument("--ready-fd", type=int, help="write 'ready' or 'error: ...' here once listening")
-    parser.add_argument("--detach", action="store_true", help="fork into the background once listening")
-    return parser
-
-
-def _limits(args: argparse.Namespace) -> Limits:
-    if not 0 < args.idle_timeout <= 86400:
-        raise StartupError("--idle-timeout: must be more than 0 and at most 86400 seconds")
-    if not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
-        raise StartupError(f"--buffer-kib: must be 1 to {MAX_BUFFER_KIB}")
-    if args.max_fds is not None and args.max_fds < 1:
-        raise StartupError("--max-fds: must be at least 1")
-    return Limits(args.buffer_kib * 1024, fd_budget(args.max_fds), args.idle_timeout)
-
-
-def _report(ready_fd: int | None, line: str) -> None:
-    if ready_fd is None:
-        return
-    try:
-        os.write(ready_fd, line.encode() + b"\n")
-        os.close(ready_fd)
-    except OSError:
-        pass
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s keeper[%(process)d] %(levelname)s: %(message)s")
-    try:
-        limits = _limits(args)
-        lock_fd = take_lock(args.socket)
-        listener = bind(args.socket)
-    except StartupError as exc:
-        log.error("%s", exc)
-        _report(args.ready_fd, ("busy: " if exc.busy else "error: ") + str(exc))
-        return 3 if exc.busy else 2
-    if args.detach and os.fork() > 0:
-        os._exit(0)
-    if args.detach:
-        os.chdir("/")
-    os.ftruncate(lock_fd, 0)
-    os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
-    inode = os.stat(args.socket).st_ino
-    log.info(
-        "listening on %s (idle timeout %gs, %d KiB per stream, up to %d descriptors)",
-        args.socket, limits.idle_timeout, limits.buffer_bytes // 1024, limits.max_fds,
-    )
-    _report(args.ready_fd, f"ready {os.getpid()}")
-    reason = Keeper(listener, limits).run()
-    try:
-        if os.stat(args.socket).st_ino == inode:
-            os.unlink(args.socket)
-    except FileNotFoundError:
-        pass
-    log.info("exiting: %s", reason)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

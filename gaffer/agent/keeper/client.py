@@ -1,4 +1,4 @@
-"""The agent's side of the fd keeper (``gaffer.agent.keeper``): deposit, release, reclaim.
+"""The agent's side of the fd keeper (server.py is the other): deposit, release, reclaim.
 
 ``deposit`` and ``release`` are synchronous calls that put the request on the wire at once
 (the Manager spawns and reaps in plain callbacks) and return a future for the keeper's answer,
@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gaffer.agent import reaper
-from gaffer.agent.keeper import (
+from gaffer.agent.keeper.framing import (
     MAX_KEY,
     MAX_REPLY,
     STREAMS,
     Frame,
     FrameDecoder,
+    close_fd,
     encode_frame,
     recv_with_fds,
     send_with_fds,
@@ -66,7 +67,7 @@ class Reclaimed:
     def close(self) -> None:
         """Close the descriptors (when the instance is not adopted)."""
         for fd in self.fds.values():
-            _close(fd)
+            close_fd(fd)
 
 
 @dataclass(eq=False)
@@ -250,7 +251,7 @@ class KeeperClient:
                 copies.append(os.dup(fd))
         except OSError:
             for fd in copies:
-                _close(fd)
+                close_fd(fd)
             raise
         self._outbox.append([data, copies])
         self._outbox_bytes += len(data)
@@ -270,7 +271,7 @@ class KeeperClient:
                 self._fail(f"send failed: {exc.strerror or exc}")
                 return
             for fd in fds:
-                _close(fd)
+                close_fd(fd)
             self._outbox_fds -= len(fds)
             self._outbox_bytes -= sent
             if sent == len(data):
@@ -303,7 +304,7 @@ class KeeperClient:
         body = frame.body
         if body is None:
             for fd in frame.fds:
-                _close(fd)
+                close_fd(fd)
             self._fail(f"bad frame from the keeper: {frame.error}")
             return
         if not self._welcome.done():
@@ -313,7 +314,7 @@ class KeeperClient:
         pending = self._pending.get(rid) if isinstance(rid, int) else None
         if pending is None:
             for fd in frame.fds:
-                _close(fd)
+                close_fd(fd)
             if "error" in body:
                 log.warning("keeper: %s", _message(body["error"]))
             return
@@ -358,7 +359,7 @@ class KeeperClient:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             for fd in fds:
-                _close(fd)
+                close_fd(fd)
             log.error("bad reclaim item from the keeper: %s", exc)
 
     def _fail(self, reason: str) -> None:
@@ -380,7 +381,7 @@ class KeeperClient:
         self._decoder.close()
         for _, fds in self._outbox:
             for fd in fds:
-                _close(fd)
+                close_fd(fd)
         self._outbox.clear()
         self._outbox_bytes = 0
         self._outbox_fds = 0
@@ -393,9 +394,6 @@ class KeeperClient:
                 reclaimed.close()
             if not entry.future.done():
                 entry.future.set_exception(KeeperUnavailable(f"keeper at {self.path}: {reason}"))
-
-
-# ----------------------------------------------------------------------------- starting
 
 
 async def spawn_keeper(
@@ -509,9 +507,6 @@ async def _reap(loop: asyncio.AbstractEventLoop, proc: subprocess.Popen) -> None
     proc.wait()
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
 def _log_unawaited(op: str, key: str | None) -> Callable[[asyncio.Future[Any]], None]:
     """A done-callback that logs a refusal nobody awaited (and marks the error retrieved).
 
@@ -545,10 +540,3 @@ def _error(error: Any) -> KeeperError:
     if code == "keeper_busy":
         return KeeperBusy(message)
     return KeeperRejected(str(code or "error"), message)
-
-
-def _close(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass

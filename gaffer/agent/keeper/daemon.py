@@ -1,0 +1,154 @@
+"""The fd keeper: holds the agent's pipe ends so managed processes outlive the agent.
+
+This is its entry point (``python -m gaffer.agent.keeper``, which ``client.spawn_keeper``
+runs): the arguments, the lock file that makes one keeper serve a socket, the listening
+socket, the descriptor budget, and the ready line the launching agent waits for. The loop
+itself is ``server.Keeper``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import resource
+import socket
+import stat
+
+from gaffer.agent.keeper.framing import MAX_BUFFER_KIB
+from gaffer.agent.keeper.server import Keeper, Limits
+
+log = logging.getLogger("gaffer.keeper")
+
+FD_RESERVE = 64
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_BUFFER_KIB = 64
+
+
+class StartupError(Exception):
+    """The keeper cannot start; ``busy`` when another keeper already serves the socket."""
+
+    def __init__(self, message: str, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
+
+
+def lock_path(path: str) -> str:
+    """The lock file beside the socket; it holds the serving keeper's pid."""
+    return path + ".lock"
+
+
+def take_lock(path: str) -> int:
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StartupError(f"another keeper (pid {owner}) already serves {path}", busy=True) from None
+    return fd
+
+
+def bind(path: str) -> socket.socket:
+    """Listen on ``path`` (mode 0600); a stale socket there is replaced, anything else refused."""
+    if len(os.fsencode(path)) > 107:
+        raise StartupError(f"--socket: {path!r} is longer than the 107 bytes a unix socket path allows")
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise StartupError(f"--socket: {path!r} exists and is not a socket")
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"--socket: cannot listen on {path!r}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(16)
+    return sock
+
+
+def fd_budget(requested: int | None) -> int:
+    """Descriptors the keeper may hold: half of what RLIMIT_NOFILE leaves (reclaim may dup)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    budget = max(0, (soft - FD_RESERVE) // 2)
+    return budget if requested is None else min(requested, budget)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gaffer.agent.keeper", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", required=True, help="unix socket path (in the agent's state dir)")
+    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT,
+                        help="exit after this many seconds with nothing held and no agent")
+    parser.add_argument("--buffer-kib", type=int, default=DEFAULT_BUFFER_KIB,
+                        help="newest output kept per stream while no agent is connected")
+    parser.add_argument("--max-fds", type=int, help="hold at most this many descriptors")
+    parser.add_argument("--ready-fd", type=int, help="write 'ready' or 'error: ...' here once listening")
+    parser.add_argument("--detach", action="store_true", help="fork into the background once listening")
+    return parser
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    if not 0 < args.idle_timeout <= 86400:
+        raise StartupError("--idle-timeout: must be more than 0 and at most 86400 seconds")
+    if not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
+        raise StartupError(f"--buffer-kib: must be 1 to {MAX_BUFFER_KIB}")
+    if args.max_fds is not None and args.max_fds < 1:
+        raise StartupError("--max-fds: must be at least 1")
+    return Limits(args.buffer_kib * 1024, fd_budget(args.max_fds), args.idle_timeout)
+
+
+def _report(ready_fd: int | None, line: str) -> None:
+    if ready_fd is None:
+        return
+    try:
+        os.write(ready_fd, line.encode() + b"\n")
+        os.close(ready_fd)
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s keeper[%(process)d] %(levelname)s: %(message)s")
+    try:
+        limits = _limits(args)
+        lock_fd = take_lock(args.socket)
+        listener = bind(args.socket)
+    except StartupError as exc:
+        log.error("%s", exc)
+        _report(args.ready_fd, ("busy: " if exc.busy else "error: ") + str(exc))
+        return 3 if exc.busy else 2
+    if args.detach and os.fork() > 0:
+        os._exit(0)
+    if args.detach:
+        os.chdir("/")
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+    inode = os.stat(args.socket).st_ino
+    log.info(
+        "listening on %s (idle timeout %gs, %d KiB per stream, up to %d descriptors)",
+        args.socket, limits.idle_timeout, limits.buffer_bytes // 1024, limits.max_fds,
+    )
+    _report(args.ready_fd, f"ready {os.getpid()}")
+    reason = Keeper(listener, limits).run()
+    try:
+        if os.stat(args.socket).st_ino == inode:
+            os.unlink(args.socket)
+    except FileNotFoundError:
+        pass
+    log.info("exiting: %s", reason)
+    return 0
+
