@@ -33,7 +33,7 @@ from gaffer.agent.instance import Instance
 from gaffer.agent.launch import build_launch
 from gaffer.agent.lease import Lease
 from gaffer.agent.lifecycle import (
-    Begin, Event, Exit, Outcome, State, Then, begin, next_state, on_exit, repeat_error,
+    Begin, Event, Exit, Outcome, State, Then, begin, on_exit, repeat_error,
 )
 from gaffer.agent.output import Line
 from gaffer.agent.ownership import ProcInfo
@@ -117,7 +117,7 @@ class Executor:
         for ordinal in actions.unwait:
             inst = instances[ordinal]
             inst.cancel_timers()
-            inst.move(next_state(inst.state, Event.UNWAIT))
+            inst.take(Event.UNWAIT)
         for ordinal in actions.forget:
             instances.pop(ordinal).output.close()
         if actions.delete:
@@ -129,7 +129,7 @@ class Executor:
             self._fail(entry, entry.instance(ordinal), ALREADY_FAILED)
         for ordinal in actions.wait:
             inst = entry.instance(ordinal)
-            inst.move(next_state(inst.state, Event.WAIT))
+            inst.take(Event.WAIT)
         for ordinal in actions.spawn:
             entry.instance(ordinal)
         entry.start_queue = collections.deque(actions.spawn)
@@ -147,30 +147,31 @@ class Executor:
         if not queue or self._entries.get(entry.name) is not entry or not entry.wanted.active:
             return
         here = entry.wanted.here
+        now = self._clock.time()
+        holding = self._holding_at(now)
         budget = SPAWN_BATCH
         while queue and budget:
             ordinal = queue.popleft()
             inst = entry.instances.get(ordinal)
-            suspended = entry.flap.suspended(self._clock.time())
-            if inst is None or ordinal not in here or not startable(inst, suspended):
+            if inst is None or ordinal not in here or not startable(inst, entry.flap, now):
                 continue
             budget -= 1
-            self._begin(entry, inst)
+            self._begin(entry, inst, holding, now)
         if queue and not entry.start_pending:
             entry.start_pending = True
             self._clock.call_soon(self._start_some, entry)
 
     # ----------------------------------------------------------------- one instance
 
-    def _begin(self, entry: Entry, inst: Instance) -> None:
+    def _begin(self, entry: Entry, inst: Instance, holding: bool, now: float) -> None:
         """Spawn a wanted instance, unless held or suspended (it waits in backoff without a
-        timer) or its template gave up (failed)."""
-        now = self._clock.time()
-        step = begin(entry.flap, self._holding_at(now), now)
+        timer) or its template gave up (failed). The flapping state is read here: a spawn
+        just before, in the same batch, may have changed it."""
+        step = begin(entry.flap, holding, now)
         if step is Begin.SPAWN:
             self.spawn(entry, inst, entry.template)
         elif step is Begin.WAIT:
-            inst.move(next_state(inst.state, Event.WAIT))
+            inst.take(Event.WAIT)
         else:
             self._fail(entry, inst, ALREADY_FAILED)
 
@@ -202,7 +203,7 @@ class Executor:
         inst.restart_gen = entry.wanted.restart_gen
         inst.started_at = process.started_at
         inst.error = None
-        inst.move(next_state(inst.state, Event.SPAWNED))
+        inst.take(Event.SPAWNED)
         self._bus.publish(topics.proc(inst.template, "spawn"), inst.event(self._node, self._clock.wall()))
         self._changes.notify()
         if inst.oneoff:
@@ -216,7 +217,7 @@ class Executor:
         if inst.incarnation != incarnation or inst.state is not State.STARTING:
             return
         inst.timer = None
-        inst.move(next_state(inst.state, Event.UP))
+        inst.take(Event.UP)
         inst.failures = 0
         self._bus.publish(topics.proc(inst.template, "running"), inst.event(self._node, self._clock.wall()))
         self._changes.notify()
@@ -228,7 +229,7 @@ class Executor:
         if inst.state not in (State.STARTING, State.RUNNING) or inst.process is None:
             return
         inst.cancel_timers()
-        inst.move(next_state(inst.state, Event.STOP))
+        inst.take(Event.STOP)
         template = entry.template
         inst.process.signal(parse_signal(template.stop_signal))
         inst.kill_timer = self._clock.call_later(
@@ -326,7 +327,8 @@ class Executor:
     def _respawn(self, entry: Entry, inst: Instance) -> None:
         inst.timer = None
         if inst.state is State.BACKOFF and self._entries.get(entry.name) is entry:
-            self._begin(entry, inst)
+            now = self._clock.time()
+            self._begin(entry, inst, self._holding_at(now), now)
 
     def _suspend(self, entry: Entry, resume_at: float, announce: bool) -> None:
         entry.cancel_flap_timer()
@@ -364,7 +366,7 @@ class Executor:
 
     def _fail(self, entry: Entry, inst: Instance, reason: str) -> None:
         self._repeats_ended(inst)
-        inst.move(next_state(inst.state, Event.FAIL))
+        inst.take(Event.FAIL)
         inst.error = reason
         payload = inst.event(self._node, self._clock.wall(), reason=reason)
         self._bus.publish(topics.proc(inst.template, "failed"), payload)
@@ -405,13 +407,13 @@ class Executor:
         )
         inst.incarnation = incarnation
         if inst.waiting:
-            inst.move(next_state(inst.state, Event.UNWAIT))
+            inst.take(Event.UNWAIT)
         inst.process = process
         inst.spec_hash = found.spec
         inst.restart_gen = entry.wanted.restart_gen
         inst.started_at = found.started_at
         inst.output.restart(None, inst.id)
-        inst.move(next_state(inst.state, Event.ADOPTED))
+        inst.take(Event.ADOPTED)
         for stream, data in buffered.items():
             lost = dropped.get(stream, 0)
             if lost:

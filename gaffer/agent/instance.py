@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.agent.capture import Capture
-from gaffer.agent.lifecycle import Life, Repeats, State, check_transition
+from gaffer.agent.lifecycle import Event, Life, Repeats, State, check_transition, next_state
 from gaffer.agent.process import ExitStatus, Proc
 from gaffer.common.topics import instance_id
 
@@ -60,6 +60,10 @@ class Instance:
         self.move(life.state)
         self.failures = life.failures
         self.restarts = life.restarts
+
+    def take(self, event: Event) -> None:
+        """Move as ``event`` says (``lifecycle.next_state``: IllegalTransition if it cannot)."""
+        self.state = next_state(self.state, event)
 
     def move(self, new: State) -> State:
         """Change state after checking the move is legal; returns the old state."""

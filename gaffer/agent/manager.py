@@ -30,7 +30,7 @@ from gaffer.agent.entry import Entry
 from gaffer.agent.executor import SHOWN_AS_EVENT, Executor
 from gaffer.agent.instance import Instance
 from gaffer.agent.lease import Lease
-from gaffer.agent.lifecycle import Event, Policy, State, next_state
+from gaffer.agent.lifecycle import Event, Policy, State
 from gaffer.agent.output import Line
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.plan import Ordinal, Wanted, sort_key
@@ -186,7 +186,7 @@ class Manager:
             elif inst.state is not State.BACKOFF:
                 continue
             inst.cancel_timers()
-            inst.move(next_state(inst.state, Event.RESET))
+            inst.take(Event.RESET)
         self._act.converge_soon(entry)
 
     def stop(self, name: str) -> None:

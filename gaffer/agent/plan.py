@@ -130,11 +130,13 @@ def _sorted(ordinals: Iterable[Ordinal]) -> tuple[Ordinal, ...]:
     return tuple(sorted(ordinals, key=sort_key))
 
 
-def startable(inst: InstanceView, suspended: bool) -> bool:
+def startable(inst: InstanceView, flapping: FlapState, now: float) -> bool:
     """Whether an instance of ``here`` is to be begun: stopped, or waiting while its template
     is not suspended (a held one is begun again and waits again: that changes nothing)."""
     state = inst.state
-    return state is State.STOPPED or (state is State.BACKOFF and inst.waiting and not suspended)
+    if state is State.STOPPED:
+        return True
+    return state is State.BACKOFF and inst.waiting and not flapping.suspended(now)
 
 
 def plan(
@@ -190,7 +192,7 @@ def plan(
                 outdated.append(ordinal)
         elif state is not State.EXITED:
             unavailable += 1
-            if startable(inst, suspended):
+            if state is State.STOPPED or (state is State.BACKOFF and inst.waiting and not suspended):
                 start.append(ordinal)
     spawn: tuple[Ordinal, ...] = ()
     wait: tuple[Ordinal, ...] = ()

@@ -220,7 +220,7 @@ EVENT_TABLE = [
 
 
 class TestNextState:
-    @pytest.mark.parametrize(("old", "event", "new"), EVENT_TABLE, ids=[f"{a}-{e.value}" for a, e, _ in EVENT_TABLE])
+    @pytest.mark.parametrize(("old", "event", "new"), EVENT_TABLE, ids=[f"{a}-{e.label}" for a, e, _ in EVENT_TABLE])
     def test_event_moves(self, old: State, event: Event, new: State) -> None:
         """Each event takes an instance from the states it makes sense in to one state."""
         assert next_state(old, event) is new
@@ -232,7 +232,7 @@ class TestNextState:
             try:
                 new = next_state(state, event)
             except IllegalTransition as exc:
-                assert event.value in exc.message and str(state) in exc.message
+                assert event.label in exc.message and str(state) in exc.message
                 continue
             assert new is state or new in TRANSITIONS[state], (state, event, new)
 
