@@ -36,7 +36,7 @@ from gaffer.agent.lease import Lease
 from gaffer.agent.link import ControllerLink, LinkSettings, read_agent_id
 from gaffer.agent.manager import Manager
 from gaffer.agent.ownership import Candidate, Identity, ProcInfo, plan_adoption
-from gaffer.agent.process import ProcessHooks
+from gaffer.agent.processes import ProcessHooks
 from gaffer.agent.tracking import Tracker
 from gaffer.common.bus import EventBus
 from gaffer.common.errors import AdoptError, ConfigError, KeeperError

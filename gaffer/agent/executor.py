@@ -38,7 +38,8 @@ from gaffer.agent.lifecycle import (
 from gaffer.agent.output import Line
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.plan import Actions, plan, startable
-from gaffer.agent.process import ExitStatus, Found, ProcessFactory, ProcessHooks
+from gaffer.agent.process import ExitStatus
+from gaffer.agent.processes import Found, ProcessFactory, ProcessHooks
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.clock import Clock

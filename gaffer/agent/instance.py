@@ -8,7 +8,8 @@ from typing import Any
 
 from gaffer.agent.capture import Capture
 from gaffer.agent.lifecycle import Event, Life, Repeats, State, check_transition, next_state
-from gaffer.agent.process import ExitStatus, Proc
+from gaffer.agent.process import ExitStatus
+from gaffer.agent.processes import Proc
 from gaffer.common.topics import instance_id
 
 Handle = asyncio.Handle | asyncio.TimerHandle

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gaffer.agent import adoption
-from gaffer.agent.process import Proc
+from gaffer.agent.processes import Proc
 
 
 @dataclass(frozen=True)

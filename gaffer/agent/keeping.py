@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 
 from gaffer.agent.keeper_client import KeeperClient, Reclaimed
-from gaffer.agent.process import Proc
+from gaffer.agent.processes import Proc
 from gaffer.common.errors import ConfigError, GafferError, KeeperBusy, KeeperError
 from gaffer.common.tasks import cancel_and_wait
 

@@ -34,7 +34,7 @@ from gaffer.agent.lifecycle import Event, Policy, State
 from gaffer.agent.output import Line
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.plan import Ordinal, Wanted, sort_key
-from gaffer.agent.process import Found, ProcessFactory, ProcessHooks, Processes
+from gaffer.agent.processes import Found, ProcessFactory, ProcessHooks, Processes
 from gaffer.agent.stats import Sampler, StatsSampler, summarize
 from gaffer.agent.tracking import Tracker
 from gaffer.common import topics

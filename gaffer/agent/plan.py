@@ -155,24 +155,10 @@ def plan(
     runs of the template still go (a deleted template stays until they end).
     """
     here = wanted.here
-    stop: list[Ordinal] = []
-    unwait: list[Ordinal] = []
-    forget: list[Ordinal] = []
-    assigned = wanted.ordinals
-    for ordinal, inst in instances.items():
-        if ordinal in here:
-            continue
-        state = inst.state
-        if state is State.STARTING or state is State.RUNNING:
-            stop.append(ordinal)
-        elif state is State.BACKOFF:
-            unwait.append(ordinal)
-            state = State.STOPPED
-        if state in _ENDED and (wanted.deleting or ordinal not in assigned):
-            forget.append(ordinal)
+    stop, unwait, forget = _unwanted(wanted, instances)
     if wanted.deleting:
         gone = len(forget) == len(instances) and not busy
-        return Actions(_sorted(stop), _sorted(unwait), _sorted(forget), delete=gone)
+        return Actions(stop, unwait, forget, delete=gone)
     suspended = flapping.suspended(now)
     start: list[Ordinal] = []
     outdated: list[Ordinal] = []
@@ -206,10 +192,30 @@ def plan(
         else:
             fail = _sorted(start)
     roll = () if holding else _roll(outdated, instances, wanted.max_unavailable - unavailable)
-    return Actions(
-        _sorted(stop), _sorted(unwait), _sorted(forget), spawn, wait, fail, roll,
-        rolling=bool(outdated),
-    )
+    return Actions(stop, unwait, forget, spawn, wait, fail, roll, rolling=bool(outdated))
+
+
+def _unwanted(
+    wanted: Wanted, instances: Mapping[Ordinal, InstanceView]
+) -> tuple[tuple[Ordinal, ...], tuple[Ordinal, ...], tuple[Ordinal, ...]]:
+    """What to stop, unwait and forget of the instances that should not run now."""
+    here = wanted.here
+    stop: list[Ordinal] = []
+    unwait: list[Ordinal] = []
+    forget: list[Ordinal] = []
+    assigned = wanted.ordinals
+    for ordinal, inst in instances.items():
+        if ordinal in here:
+            continue
+        state = inst.state
+        if state is State.STARTING or state is State.RUNNING:
+            stop.append(ordinal)
+        elif state is State.BACKOFF:
+            unwait.append(ordinal)
+            state = State.STOPPED
+        if state in _ENDED and (wanted.deleting or ordinal not in assigned):
+            forget.append(ordinal)
+    return _sorted(stop), _sorted(unwait), _sorted(forget)
 
 
 def _roll(

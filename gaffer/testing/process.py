@@ -18,7 +18,8 @@ import signal as _signal
 from typing import Iterable
 
 from gaffer.agent.ownership import ProcInfo
-from gaffer.agent.process import ExitCallback, ExitStatus, Found, LaunchSpec, OutputCallback
+from gaffer.agent.process import ExitCallback, ExitStatus, LaunchSpec, OutputCallback
+from gaffer.agent.processes import Found
 from gaffer.common.clock import Clock
 from gaffer.common.errors import AdoptError, SpawnError, StdinClosed
 

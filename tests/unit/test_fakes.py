@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gaffer.agent.process import ExitStatus, LaunchSpec, Proc, Process, ProcessFactory, Processes
+from gaffer.agent.process import ExitStatus, LaunchSpec, Process
+from gaffer.agent.processes import Proc, ProcessFactory, Processes
 from gaffer.testing.clock import FakeClock
 from gaffer.testing.process import FakeProcess, FakeProcesses
 

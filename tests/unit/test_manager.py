@@ -18,7 +18,7 @@ import pytest
 from gaffer.agent.adoption import Found
 from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
-from gaffer.agent.process import Proc
+from gaffer.agent.processes import Proc
 from gaffer.agent.stats import ProcStats
 from gaffer.common.bus import Event, Subscription
 from gaffer.common.errors import InstanceNotFound, InvalidRequest, StdinNotEnabled, TemplateNotFound
