@@ -30,13 +30,16 @@ from typing import Any
 from gaffer.agent import adoption, journal, presence
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.commands import Commands
-from gaffer.agent.keeper.client import KeeperClient, Reclaimed
+from gaffer.agent.keeper.client import Reclaimed
+from gaffer.agent.keeping import Keeping
+from gaffer.agent.lease import Lease
 from gaffer.agent.link import ControllerLink, LinkSettings, read_agent_id
 from gaffer.agent.manager import Manager
 from gaffer.agent.ownership import Candidate, Identity, ProcInfo, plan_adoption
+from gaffer.agent.processes import ProcessHooks
 from gaffer.agent.tracking import Tracker
 from gaffer.common.bus import EventBus
-from gaffer.common.errors import AdoptError, ConfigError, KeeperBusy, KeeperError
+from gaffer.common.errors import AdoptError, ConfigError, KeeperError
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.topics import split_instance_id
 
@@ -44,27 +47,15 @@ log = logging.getLogger("gaffer.agent")
 
 STRAY_GRACE = 10.0
 BUSY_PATIENCE = 3.0
-"""A keeper still busy with the agent this one replaces (its exit not yet noticed) is
-retried this long before concluding that another agent really is running."""
+"""An agent of this state dir killed just now may not have released its name yet: retried
+this long before concluding that another agent really is running."""
 KEEPER_IDLE = 2.0
 """A keeper holding nothing with no agent connected exits after this long: a later agent
 starts a new one in a few milliseconds, so there is no reason to linger."""
-KEEPER_RETRY_FIRST = 0.1
-KEEPER_RETRY_MAX = 30.0
-KEEPER_LAST_CHANCE = 10.0
-"""On stop, how long to try for a keeper (and its acknowledgements) before letting go of the
-pipes anyway."""
 SETTLE_STEP = 30.0
 """Bound on each step of settling (reclaiming pipes, reading /proc): the Manager spawns nothing
 meanwhile, so it must never wait for ever."""
-RUNNING, RESTARTING, OFF = "running", "restarting", "off"
-
-
-def keeper_retry_delay(previous: float | None) -> float:
-    """Backoff between attempts to start a keeper: 0.1 s, doubling, capped at 30 s."""
-    if previous is None:
-        return KEEPER_RETRY_FIRST
-    return min(KEEPER_RETRY_MAX, previous * 2)
+OFF = "off"
 
 
 class Agent:
@@ -83,37 +74,39 @@ class Agent:
         os.chmod(settings.state_dir, 0o700)
         self.agent_id = read_agent_id(settings.state_dir)
         self.tracker = Tracker.for_host(settings.node, self.agent_id, tracking)
+        self.lease = Lease(held=True)
+        self.journal = journal.Journal(settings.state_dir / "spawned.journal")
+        self.keeping = Keeping(settings.state_dir, keeper_idle) if keeper else None
+        hooks: list[ProcessHooks] = [self.journal]
+        if self.keeping is not None:
+            hooks.append(self.keeping)
         self.manager = Manager(
             node=settings.node,
             bus=bus,
             agent_env={"GAFFER_AGENT_ID": self.agent_id},
-            held=True,
             tracker=self.tracker,
+            lease=self.lease,
+            hooks=hooks,
         )
-        self.link = ControllerLink(self.manager, settings, self.agent_id, host=self.host_info)
+        self.commands = Commands(self.manager)
+        self.link = ControllerLink(
+            self.manager, settings, self.agent_id, self.lease,
+            host=self.host_info, on_assign=self._on_assign, commands=self.commands.table(),
+        )
         self.assignments = Assignments(
             self.manager, self.link.ack, settings.state_dir / "assignment.json" if keeper else None
         )
-        self.commands = Commands(self.manager, self.assignments)
-        self.link.on_assign = self._on_assign
-        self.link.commands = self.commands.table()
-        self._use_keeper = keeper
-        self._keeper_idle = keeper_idle
-        self.keeper_state = RUNNING if keeper else OFF
-        self.journal = journal.Journal(settings.state_dir / "spawned.journal")
-        self.manager.journal = self.journal
-        self.keeper: KeeperClient | None = None
         self._presence: presence.Presence | None = None
         self._tasks: set[asyncio.Task] = set()
         self._unsettled = False
         self._journal_entries: dict[int, int] = {}
         self.adopted = 0
         self.strays = 0
-        self.keeper_restarts = 0
 
     def host_info(self) -> dict[str, str]:
         """How this host keeps its processes, for the controller (``protocol._HOST``)."""
-        return {"tracking": self.tracker.mode, "keeper": self.keeper_state}
+        keeper = self.keeping.state if self.keeping is not None else OFF
+        return {"tracking": self.tracker.mode, "keeper": keeper}
 
     async def start(self) -> None:
         self._presence = await self._announce()
@@ -121,8 +114,8 @@ class Agent:
             removed = self.tracker.cgroups.cleanup(presence.alive)
             if removed:
                 log.info("removed %d empty cgroups left by earlier agents", removed)
-        if self._use_keeper:
-            await self._connect_keeper()
+        if self.keeping is not None:
+            await self.keeping.start()
             if self.assignments.restore():
                 await self._settle()
             else:
@@ -147,17 +140,20 @@ class Agent:
     # ------------------------------------------------------------------------- settling
 
     def _on_assign(self, body: dict[str, Any]) -> None:
+        """An assignment (or a part of one): the first settles what was found at start; once
+        a whole one is applied, the hold ends."""
         if self._unsettled:
             self._unsettled = False
-            self.manager.settle(True)
+            self.lease.settle(True)
             self._watch(self._settle_then_release())
-        self.assignments.apply(body)
+        if self.assignments.apply(body):
+            self.lease.release()
 
     async def _settle_then_release(self) -> None:
         try:
             await self._settle()
         finally:
-            self.manager.settle(False)
+            self.lease.settle(False)
 
     async def _settle(self) -> None:
         """Adopt or stop every process of this node that is this agent's to settle (see the
@@ -168,9 +164,9 @@ class Agent:
             log.error("reading /proc took over %gs: processes of earlier agents are not settled", SETTLE_STEP)
             return
         held: dict[str, Reclaimed] = {}
-        if self.keeper is not None:
+        if self.keeping is not None:
             try:
-                held = await asyncio.wait_for(self.keeper.reclaim(), SETTLE_STEP)
+                held = await asyncio.wait_for(self.keeping.reclaim(), SETTLE_STEP)
             except (KeeperError, asyncio.TimeoutError) as exc:
                 log.warning("cannot reclaim pipes from the keeper (adopting without them): %r", exc)
         plan = plan_adoption(procs, self._identity(procs), self._wanted(), self._journaled())
@@ -268,11 +264,8 @@ class Agent:
         return {row["pid"] for row in self.manager.instances() if row["pid"]}
 
     def _release_pipes(self, key: str) -> None:
-        if self.keeper is not None:
-            try:
-                self.keeper.release(key)
-            except KeeperError:
-                pass
+        if self.keeping is not None:
+            self.keeping.release(key)
 
     def _stop_stray(self, candidate: Candidate, reason: str) -> None:
         """An incarnation nothing here wants: TERM it whole, KILL what lingers."""
@@ -283,96 +276,6 @@ class Agent:
         )
         self.tracker.terminate(candidate.leader, candidate.members, STRAY_GRACE)
 
-    # ------------------------------------------------------------------------- the keeper
-
-    async def _connect_keeper(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + BUSY_PATIENCE
-        while True:
-            try:
-                self.keeper = await self._open_keeper()
-                break
-            except KeeperBusy as exc:
-                if loop.time() > deadline:
-                    raise ConfigError(
-                        f"another agent is using {self.settings.state_dir} ({exc.message}): "
-                        "stop it, or give this one its own --state-dir"
-                    ) from None
-                await asyncio.sleep(0.05)
-        self.manager.keeper = self.keeper
-        self._watch(self._keep_keeper())
-
-    async def _open_keeper(self) -> KeeperClient:
-        return await KeeperClient.connect(
-            self.settings.state_dir / "keeper.sock", spawn=True, idle_timeout=self._keeper_idle,
-            log_path=self.settings.state_dir / "keeper.log",
-        )
-
-    async def _keep_keeper(self) -> None:
-        """Whenever the keeper is lost, start a new one and hand it every live pipe again;
-        retry with backoff (``keeper_retry_delay``) for as long as the agent runs."""
-        while True:
-            assert self.keeper is not None
-            reason = await asyncio.shield(self.keeper.lost)
-            self.keeper_state = RESTARTING
-            self.manager.keeper = None
-            log.warning("fd keeper lost (%s); starting a new one", reason)
-            await self._reconnect_keeper()
-
-    async def _reconnect_keeper(self) -> None:
-        delay: float | None = None
-        attempts = 0
-        while True:
-            try:
-                keeper = await self._open_keeper()
-                self._deposit_all(keeper)
-            except KeeperError as exc:
-                attempts += 1
-                delay = keeper_retry_delay(delay)
-                if attempts == 1 or delay >= KEEPER_RETRY_MAX:
-                    log.error(
-                        "no fd keeper (attempt %d, next in %.1fs): processes would not survive "
-                        "an agent restart: %s", attempts, delay, exc,
-                    )
-                await asyncio.sleep(delay)
-                continue
-            self.keeper = keeper
-            self.manager.keeper = keeper
-            self.keeper_state = RUNNING
-            self.keeper_restarts += 1
-            log.info("fd keeper pid %s holds %d instances' pipes again", keeper.keeper_pid,
-                     len(self.manager.live_pipes()))
-            return
-
-    def _deposit_all(self, keeper: KeeperClient) -> None:
-        for ident, fds in self.manager.live_pipes().items():
-            try:
-                keeper.deposit(ident, fds)
-            except ValueError as exc:
-                log.warning("%s: cannot hand its pipes to the keeper: %s", ident, exc)
-
-    async def _hand_over(self) -> None:
-        """Before this process lets go of the pipes, make sure a live keeper holds every one:
-        the pipes close with the agent, and a process writing output would then die of
-        SIGPIPE. A keeper lost just now (its loss maybe not even noticed yet) is replaced; a
-        ``status`` round trip, answered after every earlier deposit, proves it holds them."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + KEEPER_LAST_CHANCE
-        while loop.time() < deadline:
-            try:
-                if self.keeper is None or self.keeper.lost.done():
-                    await asyncio.wait_for(self._reconnect_keeper(), deadline - loop.time())
-                assert self.keeper is not None
-                await asyncio.wait_for(self.keeper.status(), max(0.1, deadline - loop.time()))
-                return
-            except asyncio.TimeoutError:
-                break
-            except KeeperError as exc:
-                log.warning("the fd keeper did not answer (%s); trying another", exc)
-                if self.keeper is not None:
-                    self.keeper.close(str(exc))
-        log.error("stopping without an fd keeper: processes that write output may die")
-
     def _watch(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -382,15 +285,13 @@ class Agent:
         """Close the link; the processes keep running (their pipes stay with the keeper)
         unless ``stop_processes``."""
         await self.link.stop()
+        await self.assignments.aclose()
         if stop_processes:
             await self.manager.shutdown()
         for task in list(self._tasks):
             await cancel_and_wait(task)
-        if self._use_keeper and not stop_processes:
-            await self._hand_over()
-        if self.keeper is not None:
-            self.manager.keeper = None
-            self.keeper.close()
+        if self.keeping is not None:
+            await self.keeping.aclose(hand_over=not stop_processes)
         if not stop_processes:
             self.manager.abandon()
         await self.tracker.aclose(finish=stop_processes)

@@ -6,6 +6,11 @@ missing is started, what is not in it is stopped. Older generations than the las
 ignored (a reordered or replayed message), equal ones re-applied (harmless, and it heals a
 Manager that drifted). A template this host cannot run (bad spec, unknown user) is reported in
 the ack so the controller can place its ordinals elsewhere.
+
+A template that is no longer assigned is removed (its instances stopped, then forgotten) in a
+task this object owns (``aclose`` ends them), unless a one-off run of it still goes: then only
+its assigned instances stop, and a later assignment removes it. ``apply`` says whether it
+applied a whole assignment: the agent then releases its hold (``lease.Lease``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Callable
 from gaffer.agent.manager import Manager
 from gaffer.common.errors import GafferError, TemplateError
 from gaffer.common.parts import PartsAssembler
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host, parse_template
 
 log = logging.getLogger("gaffer.agent.assignment")
@@ -38,26 +44,27 @@ class Assignments:
         self.generation = 0
         self._last: dict[str, Any] | None = None
         self._removals: dict[str, asyncio.Task] = {}
-        self.pinned: set[str] = set()
-        """Templates kept although not assigned: a one-off run of them is still going."""
         self._parts = PartsAssembler()
 
-    def apply(self, body: dict[str, Any]) -> None:
-        """Converge to an assignment, or to the one ``body`` completes when it is a part."""
+    def apply(self, body: dict[str, Any]) -> bool:
+        """Converge to an assignment, or to the one ``body`` completes when it is a part.
+
+        Returns whether a whole assignment was applied (False for a part, or an older
+        generation than the one applied)."""
         whole = self._parts.feed(body)
         if whole is None:
-            return
+            return False
         body = whole
         generation = body["generation"]
         if generation < self.generation:
             log.info("ignoring assignment %d: %d is already applied", generation, self.generation)
-            return
+            return False
         self._last = body
         errors = self._converge(body)
         self.generation = generation
         self._save(body)
-        self.manager.release()
         self._ack(generation, errors)
+        return True
 
     def restore(self) -> bool:
         """Apply the assignment saved by an earlier agent, without releasing the hold."""
@@ -102,7 +109,11 @@ class Assignments:
                 continue
             wanted[name] = (template, set(body["ordinals"].get(name, ())))
         for existing in self.manager.templates():
-            if existing.name not in wanted and existing.name not in self.pinned:
+            if existing.name in wanted:
+                continue
+            if self.manager.has_runs(existing.name):
+                self.manager.assign(existing.name, ())
+            else:
                 self._remove(existing.name)
         for name, (template, ordinals) in wanted.items():
             if name in self._removals:
@@ -120,10 +131,17 @@ class Assignments:
         self._removals[name] = task
         task.add_done_callback(lambda done, name=name: self._removed(name, done))
 
+    async def aclose(self) -> None:
+        """End the removals still going (their instances keep stopping on their own)."""
+        for task in list(self._removals.values()):
+            await cancel_and_wait(task)
+
     def _removed(self, name: str, task: asyncio.Task) -> None:
         """A removal finished: the last assignment may want that name again (re-created)."""
         self._removals.pop(name, None)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             log.warning("removing %s failed: %s", name, task.exception())
         if self._last is not None and name in self._last["templates"]:
             errors = self._converge(self._last)

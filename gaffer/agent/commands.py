@@ -3,18 +3,18 @@
 Each handler checks its arguments (``common/arguments.py``, the same checks as the
 controller's) and raises a GafferError with a clear message; the link turns that into an error
 result. Nothing here changes the desired state: that only ever
-arrives as a whole assignment.
+arrives as a whole assignment. A one-off run of a template this node is not assigned adds it
+with no instances; the Manager keeps it while the run goes (``Manager.has_runs``), and the
+next assignment after the run removes it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable
 
-from gaffer.agent.assignment import Assignments
 from gaffer.agent.manager import Manager
 from gaffer.common import arguments as arg
-from gaffer.common.errors import InvalidArgument, InvalidRequest, TemplateError, TemplateNotFound
+from gaffer.common.errors import InvalidArgument, InvalidRequest, TemplateError
 from gaffer.common.limits import MAX_LINES
 from gaffer.common.template import check_on_host, parse_template
 
@@ -22,10 +22,8 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 class Commands:
-    def __init__(self, manager: Manager, assignments: Assignments) -> None:
+    def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        self.assignments = assignments
-        self._runs: set[asyncio.Task] = set()
 
     def table(self) -> dict[str, Handler]:
         return {
@@ -74,20 +72,5 @@ class Commands:
         name = template.name
         if name not in {t.name for t in self.manager.templates()}:
             self.manager.add(template.with_count(0), ordinals=())
-        self.assignments.pinned.add(name)
         inst = self.manager.run(name, [str(a) for a in run_args] if run_args is not None else None)
-        task = asyncio.get_running_loop().create_task(self._unpin_when_done(name, inst.done))
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
         return {"id": inst.id, "pid": inst.pid}
-
-    async def _unpin_when_done(self, name: str, done: asyncio.Future | None) -> None:
-        """Unpin once no one-off of ``name`` runs; the next assignment may then remove it."""
-        if done is not None:
-            await done
-        try:
-            running = any(i["oneoff"] and i["pid"] for i in self.manager.instances(name))
-        except TemplateNotFound:
-            running = False
-        if not running:
-            self.assignments.pinned.discard(name)

@@ -75,3 +75,11 @@ def record_exit(policy: Flapping | None, state: FlapState, now: float) -> FlapDe
 def reset() -> FlapState:
     """The state after an operator starts the template again by hand."""
     return FlapState()
+
+
+def resumed(state: FlapState, now: float) -> FlapState:
+    """The state when the resume timer fires at ``now``: timers may fire a hair early, so the
+    suspension ends now whatever ``resume_at`` says (the clock must agree with the timer)."""
+    if state.resume_at is not None and state.resume_at > now:
+        return replace(state, resume_at=now)
+    return state

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gaffer.agent.lifecycle import Repeats, State, check_transition
-from gaffer.agent.output import LineSplitter, RingBuffer, RotatingLog
-from gaffer.agent.process import ExitStatus, Process
+from gaffer.agent.capture import Capture
+from gaffer.agent.lifecycle import Event, Life, Repeats, State, check_transition, next_state
+from gaffer.agent.process import ExitStatus
+from gaffer.agent.processes import Proc
 from gaffer.common.topics import instance_id
+
+Handle = asyncio.Handle | asyncio.TimerHandle
 
 
 @dataclass(eq=False)
@@ -18,7 +20,9 @@ class Instance:
     template: str
     ordinal: int | str
     state: State = State.STOPPED
-    process: Process | None = None
+    process: Proc | None = None
+    incarnation: int = 0
+    """Counts the processes this instance had: an exit or a timer of an earlier one is ignored."""
     restarts: int = 0
     failures: int = 0
     spec_hash: str | None = None
@@ -29,11 +33,10 @@ class Instance:
     repeats: Repeats | None = None
     """The spawn error this instance keeps hitting, and how often (reported once)."""
     oneoff: bool = False
-    timer: asyncio.TimerHandle | None = None
-    kill_timer: asyncio.TimerHandle | None = None
-    output: RingBuffer = field(default_factory=RingBuffer)
-    splitters: dict[str, LineSplitter] = field(default_factory=dict)
-    log: RotatingLog | None = None
+    timer: Handle | None = None
+    """The respawn timer while in backoff, or the ``startsecs`` timer while starting."""
+    kill_timer: Handle | None = None
+    output: Capture = field(default_factory=Capture)
     done: asyncio.Future | None = None
 
     @property
@@ -44,6 +47,25 @@ class Instance:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None and self.process.alive else None
 
+    @property
+    def waiting(self) -> bool:
+        """In backoff with no respawn timer: it starts at the next converge that may spawn."""
+        return self.state is State.BACKOFF and self.timer is None
+
+    @property
+    def life(self) -> Life:
+        return Life(self.state, self.failures, self.restarts)
+
+    def live(self, life: Life) -> None:
+        """Take the state and counters an exit decision gave."""
+        self.move(life.state)
+        self.failures = life.failures
+        self.restarts = life.restarts
+
+    def take(self, event: Event) -> None:
+        """Move as ``event`` says (``lifecycle.next_state``: IllegalTransition if it cannot)."""
+        self.state = next_state(self.state, event)
+
     def move(self, new: State) -> State:
         """Change state after checking the move is legal; returns the old state."""
         old = self.state
@@ -53,14 +75,27 @@ class Instance:
         return old
 
     def cancel_timers(self) -> None:
-        for name in ("timer", "kill_timer"):
-            handle = getattr(self, name)
-            if handle is not None:
-                handle.cancel()
-                setattr(self, name, None)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.kill_timer is not None:
+            self.kill_timer.cancel()
+            self.kill_timer = None
 
-    def info(self, node: str, now: float | None = None) -> dict[str, Any]:
-        now = time.time() if now is None else now
+    def event(self, node: str, ts: float, **extra: Any) -> dict[str, Any]:
+        """The payload of a ``proc.<template>.<kind>`` event about this instance."""
+        data = {
+            "node": node,
+            "template": self.template,
+            "id": self.id,
+            "ordinal": self.ordinal,
+            "pid": self.pid,
+            "ts": ts,
+        }
+        data.update(extra)
+        return data
+
+    def info(self, node: str, now: float) -> dict[str, Any]:
         pid = self.pid
         return {
             "id": self.id,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gaffer.agent import adoption
+from gaffer.agent.processes import Proc
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,18 @@ class Journal:
 
     def exited(self, instance_id: str, pid: int) -> None:
         self._write(f"- {instance_id} {pid}\n")
+
+    def on_spawn(self, instance_id: str, process: Proc, spec: str | None, oneoff: bool) -> None:
+        """ProcessHooks: every spawn is noted, one-off runs too."""
+        if process.pid is not None:
+            self.spawned(instance_id, process.pid, spec)
+
+    def on_adopt(self, instance_id: str, process: Proc) -> None:
+        """ProcessHooks: adopted leaders are written at once by ``rewrite`` after settling."""
+
+    def on_exit(self, instance_id: str, process: Proc, oneoff: bool) -> None:
+        if process.pid is not None:
+            self.exited(instance_id, process.pid)
 
     def _write(self, line: str) -> None:
         try:

@@ -26,15 +26,40 @@ A spawn that fails (the program is missing, the cwd or user does not exist) is a
 process that never ran: ``classify_spawn_failure`` says whether to try again, and ``Repeats``
 counts the same error coming back, so it is reported once rather than on every retry.
 
-All functions here are pure; the Manager feeds them facts and the current time.
+Two decisions are made here, both pure (the Manager feeds them facts and the current time, and
+carries out what they return):
+
+- ``next_state(state, event)``: where a plain event (spawned, up, stop, wait, ...) takes an
+  instance, refused with IllegalTransition when the event makes no sense in that state;
+- ``on_exit(life, exit, policy, flap, now)``: what an exit (or a failed spawn) means for the
+  instance and its template: its new ``Life``, the template's new ``FlapState``, the event to
+  publish, and what comes next (``Then``): nothing, a converge, a spawn now, a respawn after a
+  backoff delay, a suspension (with or without a ``proc.<t>.flap`` announcement), or giving up.
+
+::
+
+    exit ─► classify_exit / classify_spawn_failure
+              ├─ REQUESTED ─► stopped, "stop", CONVERGE
+              ├─ DONE      ─► exited, "exit"
+              └─ RESTART   ─► not wanted here any more ─► stopped, CONVERGE
+                             record_exit(flapping)
+                               ├─ GIVE_UP ─► backoff, GIVE_UP (the template fails)
+                               ├─ SUSPEND ─► backoff, suspend until resume_at (announced if new)
+                               └─ RESPAWN ─► backoff_delay > 0 ─► backoff, RETRY after it
+                                             else begin(): SPAWN, or wait (held, suspended),
+                                             or FAIL (the template already gave up)
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from gaffer.agent import flapping
+from gaffer.agent.flapping import FlapState, Verdict
 from gaffer.common.errors import GafferError
+from gaffer.common.template import Flapping, Template
 
 
 class State(str, enum.Enum):
@@ -148,3 +173,168 @@ def backoff_delay(failures: int) -> float:
         return 0.0
     doublings = min(failures - 2, 64)  # past the cap anyway; keeps the float finite
     return min(BACKOFF_CAP, BACKOFF_BASE * 2**doublings)
+
+
+# ------------------------------------------------------------------------- plain events
+
+
+class Event(enum.Enum):
+    """What happens to an instance, other than an exit (``on_exit`` decides those): each
+    event names the states it may happen in and the state it leads to."""
+
+    SPAWNED = ("spawned", (State.STOPPED, State.BACKOFF, State.STARTING, State.RUNNING), State.STARTING)
+    UP = ("up", (State.STARTING,), State.RUNNING)  # stayed up ``startsecs``
+    ADOPTED = ("adopted", (State.STOPPED,), State.RUNNING)  # an earlier agent's process, watched
+    STOP = ("stop", (State.STARTING, State.RUNNING), State.STOPPING)  # the stop signal was sent
+    WAIT = ("wait", (State.STOPPED, State.BACKOFF, State.STARTING, State.RUNNING), State.BACKOFF)
+    UNWAIT = ("unwait", (State.BACKOFF,), State.STOPPED)  # not wanted any more, or started by hand
+    FAIL = ("fail", (State.STOPPED, State.BACKOFF), State.FAILED)  # the template gave up
+    RESET = ("reset", (State.EXITED, State.FAILED, State.BACKOFF), State.STOPPED)  # started by hand
+
+    def __init__(self, label: str, sources: tuple[State, ...], target: State) -> None:
+        self.label = label
+        self.sources = sources
+        self.target = target
+
+
+def next_state(state: State, event: Event) -> State:
+    """The state ``event`` takes an instance to from ``state`` (IllegalTransition if none).
+
+    On the spawn path (twice per instance): the sources are a short tuple, so this is a few
+    identity checks, with no hashing of enum members (a Python-level ``__hash__``)."""
+    if state in event.sources:
+        return event.target
+    raise IllegalTransition(f"instance cannot take {event.label!r} while {state}")
+
+
+# ------------------------------------------------------------------------- exits
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The parts of a template that decide what an exit means."""
+
+    restart: str = "always"
+    exitcodes: tuple[int, ...] = (0,)
+    flapping: Flapping | None = None
+
+    @classmethod
+    def of(cls, template: Template) -> "Policy":
+        return cls(template.restart, template.exitcodes, template.flapping)
+
+
+class Life(NamedTuple):
+    """What the exit decision reads and changes of one instance: its state, the exits in a
+    row before it reached ``running`` (``failures``, which set the backoff) and its restarts.
+
+    Life, Exit and Outcome are named tuples: immutable values like the frozen dataclasses
+    elsewhere, and made on every exit, where a tuple costs a quarter of a frozen dataclass."""
+
+    state: State = State.STOPPED
+    failures: int = 0
+    restarts: int = 0
+
+
+class Exit(NamedTuple):
+    """How a process ended (``code`` or ``signal``; both None: unknown), or that it never
+    started (``error``: the spawn failed, and why)."""
+
+    code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+
+
+class Begin(enum.Enum):
+    SPAWN = "spawn"
+    WAIT = "wait"  # held, or the template is suspended for flapping: backoff, no timer
+    FAIL = "fail"  # the template gave up after flapping
+
+
+def begin(flap: FlapState, holding: bool, now: float) -> Begin:
+    """Whether an instance that should run may be spawned now. The answer is the same for
+    every instance of a template: it depends on the template's flapping and on the hold."""
+    if flap.failed:
+        return Begin.FAIL
+    if holding or flap.suspended(now):
+        return Begin.WAIT
+    return Begin.SPAWN
+
+
+class Then(enum.Enum):
+    NOTHING = "nothing"  # final (exited), or waiting for a timer or the next converge
+    CONVERGE = "converge"  # stopped on request or no longer wanted: converge the template
+    SPAWN = "spawn"  # spawn again now (the spawn moves it to starting)
+    RETRY = "retry"  # spawn again after ``delay`` seconds of backoff
+    FAIL = "fail"  # the template had already given up: the instance is failed
+    GIVE_UP = "give_up"  # this exit made the template give up: fail every waiting instance
+
+
+class Outcome(NamedTuple):
+    """What an exit decided: the instance's new ``life`` (its state once the outcome is
+    carried out, except for SPAWN), the template's new ``flap``, the ``event`` to publish
+    (``proc.<t>.stop`` or ``.exit``), and what comes next. ``suspend`` is the time the
+    template's respawns resume (arm its timer), ``announce`` says the suspension is new
+    (publish ``proc.<t>.flap``)."""
+
+    life: Life
+    flap: FlapState
+    event: str
+    then: Then = Then.NOTHING
+    delay: float = 0.0
+    suspend: float | None = None
+    announce: bool = False
+
+
+def on_exit(
+    life: Life,
+    exit: Exit,
+    policy: Policy,
+    flap: FlapState,
+    now: float,
+    *,
+    wanted: bool = True,
+    holding: bool = False,
+    oneoff: bool = False,
+) -> Outcome:
+    """Decide what an exit means (see the module docstring for the flow).
+
+    ``wanted``: the instance should still run here (its template active, its ordinal
+    assigned); ``holding``: nothing may be spawned now; ``oneoff``: a run that is never
+    restarted. Exits the Manager asked for (the instance was stopping) never count.
+    """
+    if exit.error is not None:
+        kind, event, starting = classify_spawn_failure(policy.restart), "exit", True
+    else:
+        stopping = life.state is State.STOPPING
+        kind = classify_exit(policy.restart, policy.exitcodes, exit.code, exit.signal, stopping)
+        event = "stop" if kind is ExitKind.REQUESTED else "exit"
+        starting = life.state is State.STARTING
+    if oneoff:
+        final = State.STOPPED if kind is ExitKind.REQUESTED else State.EXITED
+        return Outcome(Life(final, life.failures, life.restarts), flap, "exit")
+    if kind is ExitKind.REQUESTED:
+        return Outcome(Life(State.STOPPED, life.failures, life.restarts), flap, event, Then.CONVERGE)
+    if kind is ExitKind.DONE:
+        return Outcome(Life(State.EXITED, life.failures, life.restarts), flap, event)
+    failures = life.failures + 1 if starting else 1
+    if not wanted:
+        return Outcome(Life(State.STOPPED, failures, life.restarts), flap, event, Then.CONVERGE)
+    decision = flapping.record_exit(policy.flapping, flap, now)
+    waiting = Life(State.BACKOFF, failures, life.restarts)
+    if decision.verdict is Verdict.GIVE_UP:
+        return Outcome(waiting, decision.state, event, Then.GIVE_UP)
+    if decision.verdict is Verdict.SUSPEND:
+        resume_at = decision.resume_at if decision.resume_at is not None else now
+        return Outcome(
+            waiting, decision.state, event, suspend=resume_at, announce=resume_at != flap.resume_at
+        )
+    restarts = life.restarts + 1
+    delay = backoff_delay(failures)
+    if delay > 0:
+        return Outcome(Life(State.BACKOFF, failures, restarts), decision.state, event, Then.RETRY, delay)
+    step = begin(decision.state, holding, now)
+    if step is Begin.SPAWN:
+        return Outcome(Life(life.state, failures, restarts), decision.state, event, Then.SPAWN)
+    if step is Begin.WAIT:
+        return Outcome(Life(State.BACKOFF, failures, restarts), decision.state, event)
+    return Outcome(Life(State.BACKOFF, failures, restarts), decision.state, event, Then.FAIL)

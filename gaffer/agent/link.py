@@ -6,6 +6,10 @@ changes in batches. The controller's ``beat`` proves it is alive: after ``timeou
 silence the agent closes the socket, makes a new one and says hello again (libzmq reconnects a
 TCP link by itself, but only a new hello re-registers), backing off while the controller stays
 unreachable. None of this touches the processes: they keep running while the controller is away.
+
+The link renews the agent's ``Lease`` with every fresh message and holds it when the session is
+lost (silence, or this agent was stalled), so the Manager spawns nothing until the controller
+has spoken again. Each command runs in a task the link owns and cancels when it stops.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import random
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import zmq
 import zmq.asyncio
 
 from gaffer import __version__
 from gaffer.agent.follow import Followers
+from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
@@ -91,11 +96,21 @@ class ControllerLink:
         manager: Manager,
         settings: LinkSettings,
         agent_id: str,
+        lease: Lease,
+        *,
         host: Callable[[], dict[str, str]] | None = None,
+        on_assign: Callable[[dict[str, Any]], None] | None = None,
+        commands: Mapping[str, CommandHandler] | None = None,
     ) -> None:
-        """``host`` says how this host keeps its processes (hello, and heartbeats when it
-        changes: see ``protocol._HOST``)."""
+        """``lease``: renewed by every fresh message, held when the session is lost;
+        ``host`` says how this host keeps its processes (hello, and heartbeats when it
+        changes: see ``protocol._HOST``); ``on_assign`` takes each ``assign`` message;
+        ``commands`` maps the controller's command ops to their handlers."""
         self.manager = manager
+        self._lease = lease
+        self._on_assign = on_assign
+        self._commands: dict[str, CommandHandler] = dict(commands or {})
+        self._running: set[asyncio.Task] = set()
         self._host = host
         self._host_sent: dict[str, str] | None = None
         self.settings = settings
@@ -107,8 +122,6 @@ class ControllerLink:
         self.refusal: tuple[str, str] | None = None
         self.reconnects = 0
         self.bad = BadMessages()
-        self.on_assign: Callable[[dict[str, Any]], None] | None = None
-        self.commands: dict[str, CommandHandler] = {}
         self._ctx = zmq.asyncio.Context()
         self._channel: Channel | None = None
         self._seq = 0
@@ -135,7 +148,8 @@ class ControllerLink:
         self._task = loop.create_task(self._run())
 
     async def stop(self) -> None:
-        for task in (self._task, self._pump):
+        """End the session, the event pump and every command still running."""
+        for task in (self._task, self._pump, *self._running):
             await cancel_and_wait(task)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
@@ -157,7 +171,7 @@ class ControllerLink:
                 if self._channel is not None:
                     self._channel.close()
                     self._channel = None
-            self.manager.hold()
+            self._lease.hold()
             failures = 0 if welcomed else failures + 1
             self.reconnects += 1
             delay = min(MAX_BACKOFF, 0.2 * 2 ** min(failures, 8)) if failures else 0.0
@@ -197,7 +211,7 @@ class ControllerLink:
                     "this agent was stalled for %.1fs (frozen?): holding until the controller "
                     "has spoken again", now - woke,
                 )
-                self.manager.hold()
+                self._lease.hold()
                 return welcomed
             woke = now
             for frames in batch:
@@ -205,7 +219,7 @@ class ControllerLink:
                 if kind is None:
                     continue
                 last_heard = now
-                self.manager.lease_until = now + self._timeout
+                self._lease.renew(now + self._timeout)
                 if kind == "welcome":
                     welcomed = True
                     next_beat = now + self._interval
@@ -250,10 +264,12 @@ class ControllerLink:
         elif kind == "ping":
             self._send("pong", {"nonce": body["nonce"]})
         elif kind == "assign":
-            if self.on_assign is not None:
-                self.on_assign(body)
+            if self._on_assign is not None:
+                self._on_assign(body)
         elif kind == "command":
-            asyncio.get_running_loop().create_task(self._command(body))
+            task = asyncio.get_running_loop().create_task(self._command(body))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     def _on_refuse(self, code: str, message: str) -> None:
         self.connected.clear()
@@ -276,7 +292,7 @@ class ControllerLink:
             elif op == "watch":
                 result = self._set_watch(args)
             else:
-                handler = self.commands.get(op)
+                handler = self._commands.get(op)
                 if handler is None:
                     raise GafferError(f"unknown command {op!r}")
                 result = await handler(op, args)
@@ -347,7 +363,7 @@ class ControllerLink:
         rows, removed = [], []
         for instance_id in sorted(self._dirty):
             try:
-                rows.append(wire_instance(self.manager.find(instance_id).info(self.manager.node)))
+                rows.append(wire_instance(self.manager.instance(instance_id)))
             except GafferError:
                 removed.append(instance_id)
         self._dirty.clear()

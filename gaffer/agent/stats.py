@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable, Protocol
 
 import psutil
 
@@ -44,6 +44,31 @@ class ProcStats:
                 {"pid": c.pid, "cpu": round(c.cpu, 1), "mem": c.mem} for c in self.children
             ],
         }
+
+
+class Sampler(Protocol):
+    """What the Manager asks for stats (``StatsSampler``; tests pass a fake)."""
+
+    async def sample(self, pids: Iterable[int]) -> dict[int, "ProcStats"]: ...
+
+
+def summarize(
+    templates: Iterable[str], rows: Iterable[tuple[str, str, int]], sampled: dict[int, "ProcStats"]
+) -> dict[str, Any]:
+    """Per template: the sum of cpu and memory over its instances, and each instance's stats.
+
+    ``rows`` are (template, instance id, pid); pids missing from ``sampled`` (gone meanwhile)
+    are left out."""
+    result: dict[str, Any] = {name: {"cpu": 0.0, "mem": 0, "instances": []} for name in templates}
+    for template, ident, pid in rows:
+        stats = sampled.get(pid)
+        if stats is None:
+            continue
+        summary = result[template]
+        summary["cpu"] = round(summary["cpu"] + stats.total_cpu, 1)
+        summary["mem"] += stats.total_mem
+        summary["instances"].append({"id": ident, **stats.to_dict()})
+    return result
 
 
 class StatsSampler:

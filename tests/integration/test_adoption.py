@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gaffer.agent import journal
 from gaffer.agent.adoption import discover
 from gaffer.agent.keeper.client import KeeperClient
 from gaffer.agent.keeper.daemon import lock_path
@@ -256,3 +257,21 @@ class TestAdopt:
         loop = asyncio.get_running_loop()
         with pytest.raises(AdoptError, match=f"cannot adopt pid {proc.pid}"):
             Process.adopt(launch_spec(["true"]), proc.pid, 0.0, {}, lambda status: None, loop=loop)
+
+
+class TestJournal:
+    def test_a_recorded_process_is_recognised_only_while_it_is_the_same(self, tmp_path: Path) -> None:
+        """still_running checks pid, start time and session leadership."""
+        proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        try:
+            book = journal.Journal(tmp_path / "j")
+            book.spawned("s.1", proc.pid, "abc")
+            book.close()
+            [entry] = journal.read(tmp_path / "j")
+            assert entry.pid == proc.pid and entry.spec == "abc" and journal.still_running(entry)
+            assert not journal.still_running(journal.Entry("s.1", proc.pid, entry.start_ticks + 1))
+            assert not journal.still_running(journal.Entry("me.1", os.getpid(), 0))
+        finally:
+            proc.kill()
+            proc.wait()
+        assert not journal.still_running(entry)

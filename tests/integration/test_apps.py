@@ -197,6 +197,24 @@ class StubbornStart:
         pass
 
 
+class ShrugsOnce:
+    """Ignores the first cancellation (the runner gives up on it), ends at the second."""
+
+    cancellations = 0
+
+    async def start(self, loop, manager) -> None:
+        while True:
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                ShrugsOnce.cancellations += 1
+                if ShrugsOnce.cancellations > 1:
+                    raise
+
+    async def stop(self) -> None:
+        pass
+
+
 class FailsOnce:
     """Fails its first start, then starts; has no restart() of its own."""
 
@@ -432,6 +450,18 @@ class TestRunnerIsolation:
         assert not StubbornStart.finished.is_set()
         StubbornStart.release.set()
         await asyncio.wait_for(StubbornStart.finished.wait(), DEADLINE)
+
+    async def test_stop_ends_the_calls_it_abandoned(self, manager):
+        """A call abandoned after its timeout is still owned: stop cancels it again and waits."""
+        ShrugsOnce.cancellations = 0
+        apps = AppRunner(asyncio.get_running_loop(), manager, call_timeout=0.1)
+        await apps.start([spec_for(ShrugsOnce, name="shrugs")])
+        assert apps.status()[0]["state"] == "failed"
+        await poll_until(lambda: ShrugsOnce.cancellations == 1, what="the first cancellation")
+        before = asyncio.all_tasks()
+        await apps.stop()
+        assert ShrugsOnce.cancellations == 2
+        assert len(asyncio.all_tasks()) == len(before) - 1, "the abandoned start still runs"
 
     async def test_restart_brings_a_failed_app_back(self, manager, runner):
         """restart(name) on an app that failed to start stops it and starts it again."""

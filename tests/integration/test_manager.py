@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
 from gaffer.common.errors import InstanceNotFound, InvalidSignal, TemplateExists, TemplateNotFound
 from gaffer.testing import collect_events, next_event, pid_dead, poll_until, template
@@ -394,12 +395,20 @@ class TestRollingUpdate:
 
 
 class TestHold:
-    async def test_held_manager_spawns_nothing_new_until_released(self, manager):
+    async def test_held_manager_spawns_nothing_new_until_released(self):
         """While held, crashes are not respawned and new instances wait; release starts them."""
+        lease = Lease()
+        manager = Manager(node="test-node", lease=lease)
+        try:
+            await self._held_then_released(manager, lease)
+        finally:
+            await manager.shutdown()
+
+    async def _held_then_released(self, manager: Manager, lease: Lease) -> None:
         manager.add(template("lease", numprocesses=2))
         await all_running(manager, "lease", 2)
         survivor = pids(manager, "lease")["lease.1"]
-        manager.hold()
+        lease.hold()
         sub = manager.bus.subscribe("proc.lease.exit")
         manager.kill("lease.2", "KILL")
         await next_event(sub, "proc.lease.exit")
@@ -409,7 +418,7 @@ class TestHold:
             timeout=5,
         )
         assert pids(manager, "lease") == {"lease.1": survivor}
-        manager.release()
+        lease.release()
         await all_running(manager, "lease", 3)
         assert pids(manager, "lease")["lease.1"] == survivor
 

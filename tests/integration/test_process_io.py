@@ -6,11 +6,13 @@ import grp
 import os
 import pwd
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from gaffer.agent.launch import build_launch
 from gaffer.agent.manager import Manager
 from gaffer.common.errors import InvalidRequest, StdinNotEnabled
 from gaffer.testing import next_event, pid_dead, poll_until, template
@@ -223,3 +225,13 @@ class TestOneOff:
         await manager.shutdown()
         assert (await inst.done).signal is not None
         assert pid_dead(pid)
+
+
+class TestLaunchForReal:
+    def test_shell_receives_every_arg_intact(self) -> None:
+        """Running the shell argv for real prints each arg exactly as given."""
+        args = ["a b", "it's", 'say "hi"', "$literal", "back\\slash", "*", ""]
+        t = template(cmd="printf '[%s]\\n'", shell=True, args=[a.replace("$", "$$") for a in args])
+        spec = build_launch(t, 1, "n", {"PATH": os.defpath})
+        result = subprocess.run(spec.argv, env=spec.env, capture_output=True, text=True, check=True)
+        assert result.stdout.splitlines() == [f"[{a}]" for a in args]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 from gaffer.agent import journal
@@ -24,20 +22,3 @@ def test_rewrite_keeps_only_what_it_is_given(tmp_path: Path) -> None:
     book.exited("web.1", 10)
     book.close()
     assert journal.read(tmp_path / "j") == []
-
-
-def test_a_recorded_process_is_recognised_only_while_it_is_the_same(tmp_path: Path) -> None:
-    """still_running checks pid, start time and session leadership."""
-    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
-    try:
-        book = journal.Journal(tmp_path / "j")
-        book.spawned("s.1", proc.pid, "abc")
-        book.close()
-        [entry] = journal.read(tmp_path / "j")
-        assert entry.pid == proc.pid and entry.spec == "abc" and journal.still_running(entry)
-        assert not journal.still_running(journal.Entry("s.1", proc.pid, entry.start_ticks + 1))
-        assert not journal.still_running(journal.Entry("me.1", os.getpid(), 0))
-    finally:
-        proc.kill()
-        proc.wait()
-    assert not journal.still_running(entry)

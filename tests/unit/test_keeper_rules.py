@@ -23,7 +23,7 @@ def test_activity_resets_the_countdown() -> None:
 
 def test_keeper_restarts_back_off_to_a_cap() -> None:
     """Respawning a lost keeper waits 0.1 s, doubling, never more than 30 s, for ever."""
-    from gaffer.agent.agent import keeper_retry_delay
+    from gaffer.agent.keeping import keeper_retry_delay
 
     delays = []
     delay = None

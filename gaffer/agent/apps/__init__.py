@@ -24,8 +24,10 @@ Every other key is passed to the constructor.
 Isolation. ``AppRunner`` calls into apps on behalf of the daemon, so an app never takes the
 Manager down: an exception is logged with the app's name and marks that app failed while the
 Manager and the other apps carry on, and a coroutine that does not finish within
-``call_timeout`` is cancelled and abandoned. A plain (non-async) method runs on the loop
-itself, so it must return promptly: that part of the contract cannot be enforced from outside.
+``call_timeout`` is cancelled and abandoned: the runner no longer waits for it, but still
+owns it, and ``stop`` cancels every such call again and waits for them (``call_timeout`` at
+most, naming what still would not end). A plain (non-async) method runs on the loop itself, so
+it must return promptly: that part of the contract cannot be enforced from outside.
 """
 
 from __future__ import annotations
@@ -246,6 +248,8 @@ class AppRunner:
         self._manager = manager
         self.call_timeout = call_timeout
         self._slots: dict[str, _Slot] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        """Calls that timed out and were cancelled but have not ended yet."""
 
     async def start(self, specs: Iterable[AppSpec]) -> None:
         """Load every app (ConfigError listing all problems, nothing started), then start each.
@@ -280,11 +284,22 @@ class AppRunner:
         return slots
 
     async def stop(self) -> None:
-        """Stop every started app, the last started first; never raises for an app's failure."""
+        """Stop every started app, the last started first, then end the calls that were
+        abandoned; never raises for an app's failure."""
         for slot in reversed(list(self._slots.values())):
             async with slot.lock:
                 if slot.state in (RUNNING, FAILED):
                     await self._stop(slot)
+        await self._end_abandoned()
+
+    async def _end_abandoned(self) -> None:
+        if not self._abandoned:
+            return
+        for task in self._abandoned:
+            task.cancel()
+        _, pending = await asyncio.wait(set(self._abandoned), timeout=self.call_timeout)
+        for task in pending:
+            log.error("an abandoned app call ignores cancellation; leaving it: %r", task)
 
     async def restart(self, name: str) -> dict[str, Any]:
         """Restart one app (also brings a failed one back); returns its status."""
@@ -348,6 +363,8 @@ class AppRunner:
                 done, _ = await asyncio.wait({task}, timeout=self.call_timeout)
                 if not done:
                     task.cancel()
+                    self._abandoned.add(task)
+                    task.add_done_callback(self._abandoned.discard)
                     task.add_done_callback(lambda t: _late_outcome(name, method, t))
                     log.error(
                         "app %s: %s() did not finish within %gs; cancelled",

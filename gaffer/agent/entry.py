@@ -1,0 +1,75 @@
+"""The Manager's record of one template on this node: what is wanted, and what is."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+from gaffer.agent.flapping import FlapState
+from gaffer.agent.instance import Handle, Instance
+from gaffer.agent.lifecycle import Policy
+from gaffer.agent.plan import Ordinal, Wanted
+from gaffer.agent.runs import Runs
+from gaffer.common.template import Template
+
+
+@dataclass(eq=False)
+class Entry:
+    """``wanted`` is replaced (never changed in place) by every operation; ``instances`` has
+    one record per ordinal that runs, ran or waits here; ``flap`` is the template's crash-loop
+    state, ``flap_timer`` the end of its suspension; ``start_queue`` the spawns of the last
+    plan not yet made (they go in batches)."""
+
+    template: Template
+    wanted: Wanted
+    policy: Policy
+    flap: FlapState = field(default_factory=FlapState)
+    flap_timer: Handle | None = None
+    instances: dict[Ordinal, Instance] = field(default_factory=dict)
+    runs: Runs = field(default_factory=Runs)
+    converge_pending: bool = False
+    rolling: bool = False
+    start_queue: collections.deque = field(default_factory=collections.deque)
+    start_pending: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.template.name
+
+    @property
+    def deleting(self) -> bool:
+        return self.wanted.deleting
+
+    def instance(self, ordinal: Ordinal) -> Instance:
+        """The record of ``ordinal``, made (stopped) if it has none yet."""
+        inst = self.instances.get(ordinal)
+        if inst is None:
+            inst = self.instances[ordinal] = Instance(self.template.name, ordinal)
+        return inst
+
+    def cancel_flap_timer(self) -> None:
+        if self.flap_timer is not None:
+            self.flap_timer.cancel()
+            self.flap_timer = None
+
+    @property
+    def status(self) -> str:
+        if self.wanted.deleting:
+            return "deleting"
+        if not self.wanted.active:
+            return "stopped"
+        if self.flap.failed:
+            return "failed"
+        if self.flap.resume_at is not None and self.flap_timer is not None:
+            return "flapping"
+        return "active"
+
+    def payload(self, node: str) -> dict[str, Any]:
+        """The payload of a ``template.<name>.<kind>`` event."""
+        return {
+            "node": node,
+            "name": self.template.name,
+            "numprocesses": self.template.numprocesses,
+            "spec": self.wanted.spec,
+        }
