@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gaffer.common.errors import GafferError
+from gaffer.common.errors import IllegalTransition
 
 
 class State(str, enum.Enum):
@@ -65,10 +65,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.EXITED: frozenset({State.STARTING, State.STOPPED}),
     State.FAILED: frozenset({State.STARTING, State.STOPPED}),
 }
-
-
-class IllegalTransition(GafferError):
-    code = "illegal_transition"
 
 
 def check_transition(old: State, new: State) -> None:

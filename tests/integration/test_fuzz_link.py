@@ -42,7 +42,7 @@ def junk_frames(draw) -> list[bytes]:
     if choice == 0:
         return [draw(st.binary(max_size=64))]
     if choice == 1:
-        good = msgpack.packb([1, "heartbeat", 1, {"load": [0, 0, 0]}])
+        good = msgpack.packb([protocol.PROTOCOL_VERSION, "heartbeat", 1, {"load": [0, 0, 0]}])
         return [good[: draw(st.integers(0, len(good) - 1))]]
     if choice == 2:
         return [msgpack.packb(draw(plain), use_bin_type=True)]
