@@ -219,6 +219,10 @@ class Controller:
     def now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    async def changed(self, timeout: float) -> None:
+        """Wait until something in the cluster changes (a report, an ack, a node) or timeout."""
+        await self.changes.wait(timeout)
+
     def on_agent(self, session: Session, message: Message) -> None:
         assert self.agents is not None
         self.agents.receive(session, message)

@@ -113,7 +113,7 @@ async def test_wrong_but_wellformed_messages_are_dropped(controller):
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(controller.endpoint)
     try:
-        agentish.send(protocol.encode("assign", 1, {"generation": 1, "templates": {}, "ordinals": {}}))
+        agentish.send(protocol.encode("assign", 1, {"generation": 1, "templates": {}, "ordinals": {}, "controls": {}}))
         agentish.send(protocol.encode("heartbeat", 2, {"load": [0, 0, 0], "digest": "", "instances": 0, "generation": 0}))
         reply = protocol.decode(await asyncio.wait_for(agentish.recv(), 5), protocol.CONTROLLER_TO_AGENT)
         assert reply.kind == "refuse" and reply.body["code"] == "hello_required"
