@@ -1,11 +1,13 @@
 """Converging the local Manager to the controller's assignment for this node.
 
-An assignment is the node's *whole* desired state (templates and the ordinals that run here)
-with a generation number. Applying one is idempotent: what matches is left alone, what is
-missing is started, what is not in it is stopped. Older generations than the last applied are
-ignored (a reordered or replayed message), equal ones re-applied (harmless, and it heals a
-Manager that drifted). A template this host cannot run (bad spec, unknown user) is reported in
-the ack so the controller can place its ordinals elsewhere.
+An assignment is the node's *whole* desired state (templates, the ordinals that run here, and
+the controller's controls for each: count, rolling-update allowance, restart generation; see
+``gaffer.common.assign``) with a generation number. Applying one is idempotent: what matches
+is left alone, what is missing is started, what is not in it is stopped. Older generations
+than the last applied are ignored (a reordered or replayed message), equal ones re-applied
+(harmless, and it heals a Manager that drifted). A template this host cannot run (bad spec,
+unknown user) is reported in the ack as ``{template, code, message}`` so the controller can
+place its ordinals elsewhere.
 
 A template that is no longer assigned is removed (its instances stopped, then forgotten) in a
 task this object owns (``aclose`` ends them), unless a one-off run of it still goes: then only
@@ -23,14 +25,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gaffer.agent.manager import Manager
-from gaffer.common.errors import GafferError, TemplateError
+from gaffer.common.assign import Assignment, runnable
+from gaffer.common.errors import GafferError, InvalidRequest, TemplateError
 from gaffer.common.parts import PartsAssembler
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host, parse_template
 
 log = logging.getLogger("gaffer.agent.assignment")
 
-AckCallback = Callable[[int, list[str]], None]
+AssignError = dict[str, str]
+"""``{template, code, message}``: a template of the assignment this node could not apply."""
+AckCallback = Callable[[int, list[AssignError]], None]
+MAX_ERROR = 4_000
 
 
 class Assignments:
@@ -73,7 +79,7 @@ class Assignments:
         try:
             body = json.loads(self._path.read_text())
             generation = int(body["generation"])
-            body["templates"], body["ordinals"]
+            body["templates"], body["ordinals"], body["controls"]
         except FileNotFoundError:
             return False
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -82,7 +88,7 @@ class Assignments:
         self._last = body
         errors = self._converge(body)
         if errors:
-            log.warning("saved assignment %d: %s", generation, "; ".join(errors))
+            log.warning("saved assignment %d: %s", generation, _describe(errors))
         return True
 
     def _save(self, body: dict[str, Any]) -> None:
@@ -95,19 +101,24 @@ class Assignments:
         except OSError as exc:
             log.warning("cannot save the assignment in %s: %s", self._path, exc)
 
-    def _converge(self, body: dict[str, Any]) -> list[str]:
-        errors: list[str] = []
+    def _converge(self, body: dict[str, Any]) -> list[AssignError]:
+        errors: list[AssignError] = []
         wanted: dict[str, tuple[Template, set[int]]] = {}
-        for name, spec in body["templates"].items():
+        for name, entry in Assignment.from_wire(body).entries.items():
             try:
-                template = parse_template(spec, name=name)
+                template = parse_template(entry.spec, name=name)
                 problems = check_on_host(template)
                 if problems:
                     raise TemplateError(problems)
-            except TemplateError as exc:
-                errors.append(f"{name}: {exc.message}")
+                if len(entry.ordinals) != entry.control.count:
+                    raise InvalidRequest(
+                        f"controls.count is {entry.control.count}, but {len(entry.ordinals)} "
+                        "ordinals were assigned"
+                    )
+            except GafferError as exc:
+                errors.append(_error(name, exc))
                 continue
-            wanted[name] = (template, set(body["ordinals"].get(name, ())))
+            wanted[name] = (runnable(template, entry.control), set(entry.ordinals))
         for existing in self.manager.templates():
             if existing.name in wanted:
                 continue
@@ -119,9 +130,9 @@ class Assignments:
             if name in self._removals:
                 continue
             try:
-                self.manager.apply(template.with_count(len(ordinals)), ordinals)
+                self.manager.apply(template, ordinals)
             except GafferError as exc:
-                errors.append(f"{name}: {exc.message}")
+                errors.append(_error(name, exc))
         return errors
 
     def _remove(self, name: str) -> None:
@@ -146,4 +157,13 @@ class Assignments:
         if self._last is not None and name in self._last["templates"]:
             errors = self._converge(self._last)
             if errors:
-                log.warning("assignment %d: %s", self.generation, "; ".join(errors))
+                log.warning("assignment %d: %s", self.generation, _describe(errors))
+
+
+def _error(name: str, exc: GafferError) -> AssignError:
+    message = exc.message if len(exc.message) <= MAX_ERROR else exc.message[:MAX_ERROR] + "..."
+    return {"template": name, "code": exc.code, "message": message}
+
+
+def _describe(errors: list[AssignError]) -> str:
+    return "; ".join(f"{e['template']}: {e['message']}" for e in errors)

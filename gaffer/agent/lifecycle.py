@@ -58,7 +58,7 @@ from typing import NamedTuple
 
 from gaffer.agent import flapping
 from gaffer.agent.flapping import FlapState, Verdict
-from gaffer.common.errors import GafferError
+from gaffer.common.errors import IllegalTransition
 from gaffer.common.template import Flapping, Template
 
 
@@ -90,10 +90,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.EXITED: frozenset({State.STARTING, State.STOPPED}),
     State.FAILED: frozenset({State.STARTING, State.STOPPED}),
 }
-
-
-class IllegalTransition(GafferError):
-    code = "illegal_transition"
 
 
 def check_transition(old: State, new: State) -> None:

@@ -344,6 +344,7 @@ class ControllerLink:
             "instances": len(instances),
             "generation": self.generation,
             **self._host_field(force=False),
+            **({"dropped": {"events": self.events_dropped}} if self.events_dropped else {}),
         })
 
     def _host_field(self, force: bool) -> dict[str, Any]:
@@ -370,7 +371,7 @@ class ControllerLink:
         if rows or removed:
             self._send("report", {"instances": rows, "removed": removed, "full": False})
 
-    def ack(self, generation: int, errors: list[str]) -> None:
+    def ack(self, generation: int, errors: list[dict[str, str]]) -> None:
         self.generation = generation
         self._send("ack", {"generation": generation, "ok": not errors, "errors": errors})
 

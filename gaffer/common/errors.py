@@ -1,7 +1,10 @@
 """Every error gaffer raises on purpose, in one tree.
 
 Each class carries a stable ``code`` that crosses process boundaries (wire replies, HTTP bodies,
-CLI exit messages). Callers match on the class or the code, never on message text::
+CLI exit messages). Callers match on the class or the code, never on message text. What a
+class knows beyond its message (the ``.name`` of a TemplateNotFound, the ``.argument`` of an
+InvalidArgument) travels too, in ``details`` (the names in ``DETAILS``), so ``from_wire`` rebuilds
+an error equal to the one raised on the other side::
 
     GafferError                      code
     ├── TemplateError                "invalid_template"   bad template input, lists every Problem
@@ -19,6 +22,9 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     │   ├── LimitExceeded            "limit_exceeded"     a count over a controller's limit
     │   ├── StdinNotEnabled          "stdin_not_enabled"
     │   └── InvalidSignal            "invalid_signal"
+    ├── IllegalTransition            "illegal_transition" an instance state change its lifecycle
+    │                                                     forbids (a bug, never the user's input)
+    ├── LockHeld                     "lock_held"          a lock file another process holds (.holder)
     ├── ProcessError                 "process_error"
     │   ├── SpawnError               "spawn_failed"       exec failed (missing binary, bad cwd, uid)
     │   ├── AdoptError               "adopt_failed"       the pid to adopt is gone or reused
@@ -40,24 +46,34 @@ CLI exit messages). Callers match on the class or the code, never on message tex
     │   └── KeeperRejected           "keeper_rejected"    it refused a request (.reason)
     ├── RemoteError                  (the remote code)    an error code this side does not know
     └── ProtocolError                "protocol_error"     a wire message refused; .reason says why
+
+Rebuilt from the wire, each class has the same code, message and details as the original
+(``tests/unit/test_errors.py`` checks every class of the tree).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class GafferError(Exception):
     """Base of every deliberate gaffer error."""
 
     code = "error"
+    DETAILS: tuple[str, ...] = ()
+    """Attributes beyond the message that travel in ``details`` (plain strings or numbers)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
     def to_dict(self) -> dict:
-        return {"code": self.code, "message": self.message}
+        data: dict[str, Any] = {"code": self.code, "message": self.message}
+        details = {name: value for name in self.DETAILS if (value := getattr(self, name, None)) is not None}
+        if details:
+            data["details"] = details
+        return data
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class TemplateError(GafferError):
     """One or more templates are invalid; ``problems`` lists all of them."""
 
     code = "invalid_template"
+    DETAILS = ("source",)
 
     def __init__(self, problems: list[Problem], source: str | None = None) -> None:
         self.problems = list(problems)
@@ -107,6 +124,7 @@ class NotFound(GafferError):
 
 class TemplateNotFound(NotFound):
     code = "template_not_found"
+    DETAILS = ("name",)
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no template named {name!r}")
@@ -115,6 +133,7 @@ class TemplateNotFound(NotFound):
 
 class InstanceNotFound(NotFound):
     code = "instance_not_found"
+    DETAILS = ("instance_id",)
 
     def __init__(self, instance_id: str) -> None:
         super().__init__(f"no instance {instance_id!r}")
@@ -123,7 +142,7 @@ class InstanceNotFound(NotFound):
 
 class NodeNotFound(NotFound):
     code = "node_not_found"
-    name = ""
+    DETAILS = ("name",)
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no node named {name!r} (see `gafferctl nodes`)")
@@ -136,6 +155,7 @@ class Conflict(GafferError):
 
 class TemplateExists(Conflict):
     code = "template_exists"
+    DETAILS = ("name",)
 
     def __init__(self, name: str) -> None:
         super().__init__(f"template {name!r} already exists")
@@ -156,7 +176,7 @@ class InvalidArgument(InvalidRequest):
     """A request argument that is missing, of the wrong type, too long, or out of range."""
 
     code = "invalid_argument"
-    argument = ""
+    DETAILS = ("argument",)
 
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(f"argument {argument!r}: {message}")
@@ -171,15 +191,34 @@ class LimitExceeded(InvalidRequest):
 
 class StdinNotEnabled(InvalidRequest):
     code = "stdin_not_enabled"
+    DETAILS = ("instance_id",)
 
     def __init__(self, instance_id: str) -> None:
         super().__init__(
             f"stdin of {instance_id!r} is not enabled: set redirect_input = true in its template"
         )
+        self.instance_id = instance_id
 
 
 class InvalidSignal(InvalidRequest):
     code = "invalid_signal"
+
+
+class IllegalTransition(GafferError):
+    """An instance state change its lifecycle forbids: a bug in the agent, never user input."""
+
+    code = "illegal_transition"
+
+
+class LockHeld(GafferError):
+    """A lock file (data dir, socket) is held by another process; ``holder`` says which."""
+
+    code = "lock_held"
+    DETAILS = ("holder",)
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"held by {holder}")
+        self.holder = holder
 
 
 class ProcessError(GafferError):
@@ -220,11 +259,11 @@ class StorageError(GafferError):
     """The controller's store refused a read or write; nothing of the change was saved.
 
     ``reason`` is a stable machine word for logs and counters: ``disk_full``, ``io_error``,
-    ``read_only``, ``busy``, ``cannot_open`` or ``error``; ``damaged`` on StorageDamaged. It
-    stays on this side: a client rebuilding the error from the wire sees the class default.
+    ``read_only``, ``busy``, ``cannot_open`` or ``error``; ``damaged`` on StorageDamaged.
     """
 
     code = "storage_error"
+    DETAILS = ("reason",)
     reason = "error"
 
     def __init__(self, message: str, reason: str = "error") -> None:
@@ -264,6 +303,7 @@ class KeeperRejected(KeeperError):
     """The keeper answered a request with an error; ``reason`` is the keeper's code."""
 
     code = "keeper_rejected"
+    DETAILS = ("reason",)
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -271,27 +311,39 @@ class KeeperRejected(KeeperError):
 
 
 class RemoteError(GafferError):
-    """An error reported by a peer whose code has no class here; ``code`` is kept as sent."""
+    """An error reported by a peer whose code has no class here; ``code`` and ``details``
+    are kept as sent (a newer peer's error passes through an older one unchanged)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.details = dict(details or {})
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        if self.details:
+            data["details"] = dict(self.details)
+        return data
 
 
 def from_wire(data: dict) -> GafferError:
-    """Rebuild the GafferError a peer sent (``to_dict()`` form) as its own class when known."""
+    """Rebuild the GafferError a peer sent (``to_dict()`` form) as its own class when known,
+    with its details; an unknown code gives a RemoteError keeping the code."""
     code = str(data.get("code", "error"))
     message = str(data.get("message", ""))
+    details = data.get("details")
+    details = details if isinstance(details, dict) else {}
     cls = _by_code().get(code)
     if cls is None:
-        return RemoteError(code, message)
+        return RemoteError(code, message, details)
     exc = cls.__new__(cls)
     GafferError.__init__(exc, message)
+    for name in cls.DETAILS:
+        setattr(exc, name, details[name] if name in details else getattr(cls, name, None))
     if isinstance(exc, TemplateError):
-        exc.source = None
         exc.problems = [
-            Problem(p.get("where", ""), p.get("field", ""), p.get("message", ""))
-            for p in data.get("problems", [])
+            Problem(str(p.get("where", "")), str(p.get("field", "")), str(p.get("message", "")))
+            for p in data.get("problems", []) if isinstance(p, dict)
         ]
     return exc
 
@@ -301,9 +353,9 @@ def _by_code() -> dict[str, type[GafferError]]:
     stack: list[type[GafferError]] = [GafferError]
     while stack:
         cls = stack.pop()
-        found.setdefault(cls.code, cls)
+        if cls is not RemoteError:
+            found.setdefault(cls.code, cls)
         stack.extend(cls.__subclasses__())
-    found.pop(RemoteError.code, None)
     return found
 
 
@@ -315,6 +367,7 @@ class ProtocolError(GafferError):
     """
 
     code = "protocol_error"
+    DETAILS = ("reason", "kind")
 
     def __init__(self, reason: str, message: str, kind: str | None = None) -> None:
         super().__init__(message)

@@ -4,8 +4,9 @@ An assignment is a node's whole desired state, and the agent must apply it whole
 half would stop what the other half keeps). When its encoding would exceed ``budget`` bytes
 (thousands of templates, or a million ordinals), the controller sends it as ``count`` parts
 of the same generation, each marked ``part: [index, count]`` and each a valid assignment body
-on its own: some templates with their ordinals (a template with more ordinals than fit is
-repeated in several parts, its ordinals split between them). The agent keeps the parts of the
+on its own: some templates with their ordinals and controls (a template with more ordinals
+than fit is repeated in several parts, with the same spec and controls, its ordinals split
+between them: ``controls.count`` is the node's whole share, whatever part holds it). The agent keeps the parts of the
 newest generation it has seen, drops older ones, and applies the assignment once every part
 is there. A resend repeats every part; receiving a part twice is harmless.
 
@@ -24,13 +25,14 @@ INT_BYTES = 9
 
 
 def split_assignment(body: dict[str, Any], budget: int) -> list[dict[str, Any]]:
-    """``body`` ({generation, templates, ordinals}) as one body if it fits ``budget``, else as
-    parts that each do. A single template spec must fit with room for some ordinals."""
+    """``body`` ({generation, templates, ordinals, controls}) as one body if it fits
+    ``budget``, else as parts that each do. A single template spec must fit with room for some
+    ordinals."""
     if len(msgpack.packb(body, use_bin_type=True)) <= budget:
         return [body]
     units: list[tuple[int, str, list[int]]] = []
     for name, spec in body["templates"].items():
-        spec_size = len(msgpack.packb(spec, use_bin_type=True)) + len(name) + 16
+        spec_size = len(msgpack.packb(spec, use_bin_type=True)) + 2 * len(name) + 64
         ordinals = list(body["ordinals"].get(name, ()))
         room = budget - spec_size - 64
         if room < INT_BYTES:
@@ -53,12 +55,14 @@ def split_assignment(body: dict[str, Any], budget: int) -> list[dict[str, Any]]:
     for index, group in enumerate(groups):
         templates: dict[str, Any] = {}
         ordinals: dict[str, list[int]] = {}
+        controls: dict[str, Any] = {}
         for name, chunk in group:
             templates[name] = body["templates"][name]
+            controls[name] = body["controls"][name]
             ordinals.setdefault(name, []).extend(chunk)
         parts.append({
             "generation": body["generation"], "templates": templates, "ordinals": ordinals,
-            "part": [index, len(groups)],
+            "controls": controls, "part": [index, len(groups)],
         })
     return parts
 
@@ -101,12 +105,15 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """The assignment the parts were split from (ordinals sorted, each once)."""
     templates: dict[str, Any] = {}
     ordinals: dict[str, set[int]] = {}
+    controls: dict[str, Any] = {}
     for part in parts:
         templates.update(part["templates"])
+        controls.update(part["controls"])
         for name, chunk in part["ordinals"].items():
             ordinals.setdefault(name, set()).update(chunk)
     return {
         "generation": parts[0]["generation"],
         "templates": templates,
         "ordinals": {name: sorted(values) for name, values in ordinals.items()},
+        "controls": controls,
     }

@@ -11,13 +11,9 @@ import fcntl
 import os
 from pathlib import Path
 
+from gaffer.common.errors import LockHeld
 
-class LockHeld(Exception):
-    """Another process holds the lock; ``holder`` says who ("process 1234")."""
-
-    def __init__(self, holder: str) -> None:
-        super().__init__(holder)
-        self.holder = holder
+__all__ = ["LockHeld", "hold"]
 
 
 def hold(path: Path) -> int:

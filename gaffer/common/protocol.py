@@ -21,10 +21,14 @@ import msgpack
 
 from gaffer.common import schema as s
 from gaffer.common.errors import Problem, ProtocolError
+from gaffer.common.limits import MAX_COUNT
+from gaffer.common.model import AGENT_STATES, InstanceRow
 from gaffer.common.parts import MAX_PARTS
 from gaffer.common.template import LABEL_RE, NAME_RE
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: ``assign`` carries the controller's per-node decisions in ``controls`` (no longer inside
+the specs), ``ack`` errors are structured, errors carry ``details``."""
 MAX_MESSAGE = 4 * 1024 * 1024
 
 MAX_INT = 2**63 - 1
@@ -47,7 +51,7 @@ BAD_BODY = "bad_body"
 REASONS = (TOO_LARGE, NOT_MSGPACK, BAD_ENVELOPE, UNKNOWN_VERSION, UNKNOWN_KIND, UNEXPECTED_KIND,
            BAD_BODY)
 
-INSTANCE_STATES = ("stopped", "starting", "running", "backoff", "stopping", "exited", "failed")
+INSTANCE_STATES = AGENT_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +81,24 @@ _ANY = s.plain_value
 _MAP = s.plain_map(MAX_CONTAINER)
 
 _PROBLEM = s.struct({"where": s.string(256), "field": s.string(256), "message": _TEXT})
+_DETAIL = s.nullable(s.either(s.string(4_096), s.integer(-MAX_INT, MAX_INT)))
 _ERROR = s.struct(
     {"code": _WORD, "message": _TEXT},
-    optional={"problems": s.list_of(_PROBLEM, 1_000)},
+    optional={
+        "problems": s.list_of(_PROBLEM, 1_000),
+        "details": s.map_of(s.string(64, 1), _DETAIL, 16),
+    },
 )
+_ASSIGN_ERROR = s.struct({"template": _NAME, "code": _WORD, "message": s.string(4_096)})
+"""A template an agent could not apply: which, the error's code, and its message."""
+_CONTROL = s.struct({
+    "count": s.integer(0, MAX_COUNT),
+    "allowance": s.integer(1, MAX_COUNT),
+    "restart": _COUNTER,
+})
+"""The controller's decisions about one template on one node, beside (never inside) its spec:
+how many ordinals run here, how many of them may be down at once for a rolling update, and
+the template's restart generation (a change restarts every instance, rolling)."""
 
 _INSTANCE_ID = s.string(129, 1)
 _INSTANCE = s.struct({
@@ -112,12 +130,19 @@ def _outcome_matches_ok(body: dict[str, Any]) -> None:
 
 
 def _assign_consistent(body: dict[str, Any]) -> None:
-    """Ordinals for a template the assignment does not carry could never be started; a part
-    must be one of its count (see gaffer.common.parts)."""
-    templates = body["templates"]
+    """Ordinals for a template the assignment does not carry could never be started, and each
+    template carried needs its controls; a part must be one of its count (see
+    gaffer.common.parts)."""
+    templates, controls = body["templates"], body["controls"]
     for name in body["ordinals"]:
         if name not in templates:
             raise _invalid_at(f"ordinals.{name}", "names a template missing from templates")
+    if len(controls) != len(templates) or any(name not in controls for name in templates):
+        missing = next((n for n in templates if n not in controls), None)
+        if missing is not None:
+            raise _invalid_at(f"controls.{missing}", "is required for every template")
+        extra = next(n for n in controls if n not in templates)
+        raise _invalid_at(f"controls.{extra}", "names a template missing from templates")
     part = body.get("part")
     if part is not None and not 0 <= part[0] < part[1]:
         raise _invalid_at("part", "must be [index, count] with 0 <= index < count")
@@ -150,7 +175,7 @@ _SCHEMAS: dict[str, s.Check] = {
         "digest": s.string(128),
         "instances": _COUNTER,
         "generation": _COUNTER,
-    }, optional={"host": _HOST}),
+    }, optional={"host": _HOST, "dropped": s.map_of(_WORD, _COUNTER, 16)}),
     "report": s.struct({
         "instances": _INSTANCES,
         "removed": s.list_of(_INSTANCE_ID, MAX_INSTANCES),
@@ -162,7 +187,7 @@ _SCHEMAS: dict[str, s.Check] = {
     "ack": s.struct({
         "generation": _COUNTER,
         "ok": _BOOL,
-        "errors": s.list_of(s.string(4_096), 1_000),
+        "errors": s.list_of(_ASSIGN_ERROR, 1_000),
     }),
     "result": s.struct(
         {"id": _ID, "ok": _BOOL, "result": _ANY, "error": s.nullable(_ERROR)},
@@ -184,6 +209,7 @@ _SCHEMAS: dict[str, s.Check] = {
             "templates": s.map_of(_NAME, _MAP, MAX_TEMPLATES),
             "ordinals": s.map_of(_NAME, s.list_of(s.integer(1, MAX_INT), MAX_INSTANCES),
                                  MAX_TEMPLATES),
+            "controls": s.map_of(_NAME, _CONTROL, MAX_TEMPLATES),
         },
         optional={"part": s.list_of(s.integer(0, MAX_PARTS), 2, 2)},
         post=_assign_consistent,
@@ -219,6 +245,12 @@ def instances_digest(instances: Iterable[Mapping[str, Any]]) -> str:
         ((i["id"], i["state"], i["pid"], i["spec"]) for i in instances), key=lambda row: row[0]
     )
     return hashlib.blake2b(msgpack.packb(rows), digest_size=8).hexdigest()
+
+
+def rows_digest(rows: Iterable[InstanceRow]) -> str:
+    """``instances_digest`` of typed rows (the controller's view of a node)."""
+    ordered = sorted(((r.id, r.state.value, r.pid, r.spec) for r in rows), key=lambda row: row[0])
+    return hashlib.blake2b(msgpack.packb(ordered), digest_size=8).hexdigest()
 
 
 def oversized_templates(items: Iterable[Any]) -> list[Problem]:

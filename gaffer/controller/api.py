@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
 import msgpack
 
 from gaffer.common import arguments as arg
-from gaffer.common import topics
 from gaffer.common.errors import (
     GafferError,
     InstanceNotFound,
@@ -28,31 +27,83 @@ from gaffer.common.errors import (
     TemplateError,
 )
 from gaffer.common.limits import MAX_LINES
+from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id, parse_instance_id
 from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
+from gaffer.controller.changes import Changes
 from gaffer.controller.liveness import NodeState
+from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
-
-if TYPE_CHECKING:
-    from gaffer.controller.controller import Controller
+from gaffer.controller.staging import Stages
+from gaffer.controller.store import StoredTemplate
 
 Listing = list[dict[str, Any]] | dict[str, Any]
 """A listing: the whole list, or with ``limit`` one page (see ``paging``)."""
 STATS_TIMEOUT = 2.0
 DRAIN_TIMEOUT = 60.0
-Op = Callable[..., Awaitable[Any]]
+Op = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class DesiredState(Protocol):
+    """The desired state as the API reads and changes it (``Cluster``)."""
+
+    templates: Mapping[str, StoredTemplate]
+    placement: Mapping[Slot, str]
+    failed: Mapping[Slot, frozenset[str]]
+
+    async def apply_sliced(self, templates: list[Template]) -> list[dict[str, Any]]: ...
+    def template_views(self, names: list[str]) -> list[dict[str, Any]]: ...
+    def template_view(self, name: str) -> dict[str, Any]: ...
+    def delete(self, name: str) -> None: ...
+    def scale(self, name: str, how: str | int) -> int: ...
+    def set_paused(self, name: str, paused: bool) -> None: ...
+    def restart(self, name: str) -> int: ...
+    def cordon(self, name: str, cordoned: bool) -> None: ...
+    def drain(self, name: str, draining: bool = True) -> None: ...
+    def forget_node(self, name: str) -> int: ...
+    def placement_on(self, node: str) -> int: ...
+    def pending(self) -> dict[str, dict[str, Any]]: ...
+    def wanted(self, name: str) -> int: ...
+
+
+class Agents(Protocol):
+    """The nodes, and asking their agents to act now (``Links``)."""
+
+    def node(self, name: str) -> Node | None: ...
+    def all(self) -> Iterable[Node]: ...
+    async def command(self, node: Node, op: str, args: dict[str, Any], timeout: float = ...) -> Any: ...
+
+
+class ControllerInfo(Protocol):
+    """The controller itself: its id, its clock (loop time) and its status."""
+
+    id: str
+
+    def now(self) -> float: ...
+    def status(self) -> dict[str, Any]: ...
 
 
 class Api:
-    def __init__(self, controller: "Controller") -> None:
-        self.controller = controller
+    """Every client operation; each takes the request's ``args`` map (see ``requests``)."""
 
-    @property
-    def cluster(self):
-        return self.controller.cluster
+    def __init__(
+        self,
+        cluster: DesiredState,
+        agents: Agents,
+        oneoffs: OneOffs,
+        stages: Stages,
+        changes: Changes,
+        controller: ControllerInfo,
+    ) -> None:
+        self.cluster = cluster
+        self.agents = agents
+        self.oneoffs = oneoffs
+        self.stages = stages
+        self.changes = changes
+        self.controller = controller
 
     def ops(self) -> dict[str, Op]:
         return {
@@ -67,65 +118,67 @@ class Api:
 
     # ----------------------------------------------------------------- cluster
 
-    async def ping(self, **_: Any) -> dict[str, Any]:
+    async def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"controller": self.controller.id, "ts": time.time()}
 
-    async def status(self, **_: Any) -> dict[str, Any]:
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.controller.status()
 
-    async def nodes(self, **args: Any) -> Listing:
+    async def nodes(self, args: dict[str, Any]) -> Listing:
         limit, after = page_args(args)
         now = self.controller.now()
-        known = self.controller.nodes.nodes
+        known = {node.name: node for node in self.agents.all()}
         names = sorted(known)
         if limit is None:
             return [known[name].view(now) for name in names]
         shown, token = page_names(names, limit, after)
         return {"items": [known[name].view(now) for name in shown], "continue": token}
 
-    async def cordon(self, **args: Any) -> dict[str, Any]:
+    async def cordon(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.node(args)
         self.cluster.cordon(name, True)
         return {"node": name, "cordoned": True}
 
-    async def uncordon(self, **args: Any) -> dict[str, Any]:
+    async def uncordon(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.node(args)
         self.cluster.cordon(name, False)
         return {"node": name, "cordoned": False}
 
-    async def forget(self, **args: Any) -> dict[str, Any]:
+    async def forget(self, args: dict[str, Any]) -> dict[str, Any]:
         """Remove a node that is down for good; its placements move to other nodes."""
         name = arg.node(args)
         moved = self.cluster.forget_node(name)
         return {"node": name, "forgotten": True, "moving": moved}
 
-    async def drain(self, **args: Any) -> dict[str, Any]:
+    async def drain(self, args: dict[str, Any]) -> dict[str, Any]:
         """Cordon the node and move its instances away; wait until it runs none (or timeout)."""
         name = arg.node(args)
         timeout = arg.seconds(args, "wait", DRAIN_TIMEOUT)
         self.cluster.drain(name, True)
-        node = self.controller.nodes.nodes[name]
+        node = self.agents.node(name)
+        assert node is not None  # drain refused an unknown node
         deadline = self.controller.now() + timeout
 
         def remaining() -> int:
             placed = self.cluster.placement_on(name)
-            running = sum(1 for row in node.instances.values() if row.get("pid"))
+            running = sum(1 for row in node.instances.values() if row.pid)
             return placed + running
 
         while remaining() and self.controller.now() < deadline:
-            await self.controller.changed(deadline - self.controller.now())
+            if not await self.changes.wait(deadline - self.controller.now()):
+                break
         left = remaining()
         return {"node": name, "done": left == 0, "remaining": left}
 
     # ----------------------------------------------------------------- templates
 
-    async def apply(self, **args: Any) -> list[dict[str, Any]] | dict[str, Any]:
+    async def apply(self, args: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
         """Apply ``templates``, plus everything staged under ``stage`` (see ``staging``), in
         one transaction."""
         stage = args.get("stage")
         templates = self._part(args, allow_empty=stage is not None)
         if stage is not None:
-            staged = self.controller.stages.take(stage, self.controller.now())
+            staged = self.stages.take(stage, self.controller.now())
             names = {t.name for t in staged}
             twice = [t.name for t in templates if t.name in names]
             if twice:
@@ -133,11 +186,11 @@ class Api:
             templates = staged + templates
         return summarize_apply(await self.cluster.apply_sliced(templates))
 
-    async def stage_apply(self, **args: Any) -> dict[str, Any]:
+    async def stage_apply(self, args: dict[str, Any]) -> dict[str, Any]:
         """Validate one part of an apply too big for one message and keep it for ``apply``."""
         templates = self._part(args, allow_empty=False)
         size = len(msgpack.packb(args["templates"], use_bin_type=True))
-        staged = self.controller.stages.add(args.get("stage"), templates, size, self.controller.now())
+        staged = self.stages.add(args.get("stage"), templates, size, self.controller.now())
         return {"stage": args["stage"], "staged": staged}
 
     def _part(self, args: dict[str, Any], allow_empty: bool) -> list[Template]:
@@ -155,7 +208,7 @@ class Api:
             template.spec_json()  # made now, part by part, not all at once in the commit
         return templates
 
-    async def templates(self, **args: Any) -> Listing:
+    async def templates(self, args: dict[str, Any]) -> Listing:
         limit, after = page_args(args)
         names = sorted(self.cluster.templates)
         if limit is None:
@@ -163,39 +216,39 @@ class Api:
         shown, token = page_names(names, limit, after)
         return {"items": self.cluster.template_views(shown), "continue": token}
 
-    async def get(self, **args: Any) -> dict[str, Any]:
+    async def get(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.cluster.template_view(arg.name(args))
 
-    async def delete(self, **args: Any) -> dict[str, Any]:
+    async def delete(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
         self.cluster.delete(name)
         return {"name": name, "deleted": True}
 
-    async def scale(self, **args: Any) -> dict[str, Any]:
+    async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
         count = arg.count(args)
         previous = self.cluster.templates[name].template.numprocesses if name in self.cluster.templates else None
         new = self.cluster.scale(name, count)
         return {"name": name, "numprocesses": new, "previous": previous}
 
-    async def start(self, **args: Any) -> dict[str, Any]:
+    async def start(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
         self.cluster.set_paused(name, False)
         return {"name": name, "paused": False}
 
-    async def stop(self, **args: Any) -> dict[str, Any]:
+    async def stop(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
         self.cluster.set_paused(name, True)
         return {"name": name, "paused": True}
 
-    async def restart(self, **args: Any) -> dict[str, Any]:
+    async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
         self.cluster.restart(name)
         return {"name": name, "restarting": True}
 
     # ----------------------------------------------------------------- instances
 
-    async def ps(self, **args: Any) -> Listing:
+    async def ps(self, args: dict[str, Any]) -> Listing:
         name = arg.name(args, default=None)
         limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
@@ -218,46 +271,47 @@ class Api:
         for (template, ordinal), node_name in cluster.placement.items():
             if name is not None and template != name:
                 continue
-            ident = topics.instance_id(template, ordinal)
-            node = self.controller.nodes.nodes.get(node_name)
+            ident = instance_id(template, ordinal)
+            node = self.agents.node(node_name)
             report = node.instances.get(ident) if node is not None else None
-            rows[ident] = _row(ident, template, ordinal, node_name, report, "assigned")
+            rows[ident] = _row(ident, template, ordinal, node_name, report, InstanceState.ASSIGNED)
             if node is None or node.state is NodeState.DOWN:
-                rows[ident]["state"] = "unknown"
+                rows[ident]["state"] = InstanceState.UNKNOWN.value
         for template, pending in cluster.pending().items():
             if name is not None and template != name:
                 continue
             wanted = cluster.wanted(template)
             for ordinal in range(1, wanted + 1):
-                ident = topics.instance_id(template, ordinal)
+                ident = instance_id(template, ordinal)
                 if ident not in rows:
                     failed = (template, ordinal) in cluster.failed and pending["reason"] == FAILED_EVERYWHERE
-                    rows[ident] = _row(ident, template, ordinal, None, None, "failed" if failed else "pending")
+                    state = InstanceState.FAILED if failed else InstanceState.PENDING
+                    rows[ident] = _row(ident, template, ordinal, None, None, state)
                     rows[ident]["reason"] = pending["reason"]
-        for node in self.controller.nodes.nodes.values():
+        for node in self.agents.all():
             for ident, report in node.instances.items():
-                if name is not None and report["template"] != name:
+                if name is not None and report.template != name:
                     continue
                 assigned = rows.get(ident)
                 if assigned is not None and assigned["node"] == node.name:
                     continue
-                if report["pid"] is None:
+                if report.pid is None:
                     continue
                 key = f"{ident}@{node.name}"
-                rows[key] = _row(ident, report["template"], report["ordinal"], node.name, report, "stale")
+                rows[key] = _row(ident, report.template, report.ordinal, node.name, report, report.state)
                 rows[key]["stale"] = True
                 if node.state is NodeState.DOWN:
-                    rows[key]["state"] = "unknown"
+                    rows[key]["state"] = InstanceState.UNKNOWN.value
         return sorted(rows.values(), key=_instance_key)
 
     async def _gather_stats(self, name: str | None, node_names: set[str]) -> dict[str, dict[str, Any]]:
         async def one(node_name: str) -> dict[str, Any]:
-            node = self.controller.nodes.nodes.get(node_name)
+            node = self.agents.node(node_name)
             if node is None or node.state is not NodeState.UP:
                 return {}
             try:
                 args = {"template": name} if name is not None else {}
-                return await self.controller.command(node, "stats", args, timeout=STATS_TIMEOUT)
+                return await self.agents.command(node, "stats", args, timeout=STATS_TIMEOUT)
             except GafferError:
                 return {}
 
@@ -269,7 +323,7 @@ class Api:
                     samples[item["id"]] = item
         return samples
 
-    async def stats(self, **args: Any) -> dict[str, Any]:
+    async def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args, default=None)
         if name is not None and name not in self.cluster.templates:
             raise NotFound(f"no template named {name!r}")
@@ -277,7 +331,10 @@ class Api:
         samples = await self._gather_stats(name, nodes)
         out: dict[str, Any] = {}
         for ident, item in samples.items():
-            template = ident.rpartition(".")[0]
+            parsed = parse_instance_id(ident)
+            if parsed is None:
+                continue
+            template = parsed.template
             summary = out.setdefault(template, {"cpu": 0.0, "mem": 0, "instances": []})
             total_cpu = item["cpu"] + sum(c["cpu"] for c in item.get("children", []))
             summary["cpu"] = round(summary["cpu"] + total_cpu, 1)
@@ -288,14 +345,14 @@ class Api:
     def _nodes_running(self, target: str) -> list[Node]:
         """Connected nodes that run instance ``target`` or any instance of template ``target``."""
         found = []
-        for node in self.controller.nodes.nodes.values():
+        for node in self.agents.all():
             if node.state is NodeState.DOWN or node.peer is None:
                 continue
-            if target in node.instances or any(row["template"] == target for row in node.instances.values()):
+            if target in node.instances or any(row.template == target for row in node.instances.values()):
                 found.append(node)
         return found
 
-    async def kill(self, **args: Any) -> dict[str, Any]:
+    async def kill(self, args: dict[str, Any]) -> dict[str, Any]:
         target = arg.target(args)
         sig = arg.signal(args)
         parse_signal(sig)
@@ -307,28 +364,28 @@ class Api:
             raise InstanceNotFound(target)
         pids: dict[str, list[int]] = {}
         for node in nodes:
-            pids[node.name] = await self.controller.command(
+            pids[node.name] = await self.agents.command(
                 node, "kill", {"target": target, "signal": sig, "group": group}
             )
         return {"pids": pids}
 
-    async def write(self, **args: Any) -> dict[str, Any]:
+    async def write(self, args: dict[str, Any]) -> dict[str, Any]:
         ident = arg.instance_id(args)
         data = arg.data(args)
         node = self._node_of_instance(ident)
-        written = await self.controller.command(node, "write", {"id": ident, "data": data})
+        written = await self.agents.command(node, "write", {"id": ident, "data": data})
         return {"id": ident, "node": node.name, "bytes": written}
 
-    async def logs(self, **args: Any) -> list[dict[str, Any]]:
+    async def logs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         target = arg.target(args)
         lines = arg.integer(args, "lines", 100, 0, MAX_LINES)
         stream = arg.stream(args)
         if target in self.cluster.templates or any(
-            row["template"] == target for n in self.controller.nodes.nodes.values() for row in n.instances.values()
+            row.template == target for n in self.agents.all() for row in n.instances.values()
         ):
             idents = sorted({
                 ident for n in self._nodes_running(target) for ident, row in n.instances.items()
-                if row["template"] == target
+                if row.template == target
             })
         else:
             idents = [target]
@@ -336,23 +393,22 @@ class Api:
         out: list[dict[str, Any]] = []
         for ident in idents:
             node = self._node_of_instance(ident) if only is None else self._connected_node(only)
-            got = await self.controller.command(node, "output", {"id": ident, "lines": lines, "stream": stream})
+            got = await self.agents.command(node, "output", {"id": ident, "lines": lines, "stream": stream})
             out.extend({**line, "id": ident, "node": node.name} for line in got)
         out.sort(key=lambda line: line["ts"])
         return out[-lines:] if lines else []
 
     def _connected_node(self, name: str) -> Node:
-        node = self.controller.nodes.nodes.get(name)
+        node = self.agents.node(name)
         if node is None or node.state is NodeState.DOWN or node.peer is None:
             raise InvalidRequest(f"node {name} is not connected")
         return node
 
     def _node_of_instance(self, ident: str) -> Node:
-        try:
-            template, ordinal = topics.split_instance_id(ident)
-        except ValueError:
-            raise InstanceNotFound(ident) from None
-        placed = self.cluster.placement.get((template, int(ordinal))) if ordinal.isascii() and ordinal.isdecimal() else None
+        parsed = parse_instance_id(ident)
+        if parsed is None:
+            raise InstanceNotFound(ident)
+        placed = self.cluster.placement.get(parsed.slot) if parsed.slot is not None else None
         candidates = [n for n in self._nodes_running(ident)]
         if placed is not None:
             candidates.sort(key=lambda n: n.name != placed)
@@ -360,7 +416,7 @@ class Api:
             raise InstanceNotFound(ident)
         return candidates[0]
 
-    async def run(self, **args: Any) -> dict[str, Any]:
+    async def run(self, args: dict[str, Any]) -> dict[str, Any]:
         """A one-off process of template ``name`` on the least busy eligible node."""
         name = arg.name(args)
         run_args = arg.strings(args, "args")
@@ -369,37 +425,36 @@ class Api:
             raise NotFound(f"no template named {name!r}")
         node = self._node_for_run(stored.template)
         spec = stored.template.with_count(0).to_dict()
-        with self.controller.starting_oneoff(node.name, name):
-            result = await self.controller.command(node, "run", {"template": spec, "args": run_args})
+        with self.oneoffs.starting(node.name, name):
+            result = await self.agents.command(node, "run", {"template": spec, "args": run_args})
             if isinstance(result, dict) and isinstance(result.get("id"), str):
-                self.controller.started_oneoff(node.name, result["id"])
+                self.oneoffs.start(node.name, result["id"])
         return {**result, "node": node.name}
 
-    async def wait(self, **args: Any) -> dict[str, Any]:
+    async def wait(self, args: dict[str, Any]) -> dict[str, Any]:
         """Wait up to ``seconds`` for one-off run ``id`` on ``node`` to end; its exit status."""
         ident = arg.instance_id(args)
         node = arg.node(args)
         seconds = arg.seconds(args, "seconds", 30.0)
         deadline = self.controller.now() + seconds
-        while (ended := self.controller.oneoff_exits.get((node, ident))) is None:
+        while (ended := self.oneoffs.exit_of(node, ident)) is None:
             left = deadline - self.controller.now()
-            if left <= 0:
+            if left <= 0 or not await self.changes.wait(left):
                 return {"id": ident, "done": False, "exit": None}
-            await self.controller.changed(left)
         return {"id": ident, "done": True, "exit": {"status": ended.get("status"), "signal": ended.get("signal")}}
 
     def _node_for_run(self, template) -> Node:
         placement = template.placement
         best: tuple[int, str] | None = None
         chosen = None
-        for node in self.controller.nodes.nodes.values():
+        for node in self.agents.all():
             if node.state is not NodeState.UP or node.peer is None or node.cordoned or node.draining:
                 continue
             if placement.nodes and node.name not in placement.nodes:
                 continue
             if any(node.labels.get(k) != v for k, v in placement.labels.items()):
                 continue
-            key = (sum(1 for row in node.instances.values() if row.get("pid")), node.name)
+            key = (sum(1 for row in node.instances.values() if row.pid), node.name)
             if best is None or key < best:
                 best, chosen = key, node
         if chosen is None:
@@ -424,17 +479,24 @@ def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dic
     }
 
 
-def _row(ident: str, template: str, ordinal: Any, node: str | None, report: dict[str, Any] | None, default_state: str) -> dict[str, Any]:
+def _row(
+    ident: str,
+    template: str,
+    ordinal: int | str,
+    node: str | None,
+    report: InstanceRow | None,
+    default_state: InstanceState,
+) -> dict[str, Any]:
     return {
         "id": ident,
         "template": template,
         "ordinal": ordinal,
         "node": node,
-        "pid": report["pid"] if report else None,
-        "state": report["state"] if report else default_state,
-        "restarts": report["restarts"] if report else 0,
-        "started_at": report["started_at"] if report else None,
-        "spec": report["spec"] if report else None,
+        "pid": report.pid if report else None,
+        "state": (report.state if report else default_state).value,
+        "restarts": report.restarts if report else 0,
+        "started_at": report.started_at if report else None,
+        "spec": report.spec if report else None,
         "stale": False,
     }
 

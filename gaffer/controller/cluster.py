@@ -1,16 +1,17 @@
-"""Desired state and reconciliation: what should run where, and telling each node.
+"""Desired state, and carrying out each reconcile: store what it says, tell each node.
 
-``Cluster`` holds the desired state (from the store), the placement of every ordinal, and what
-each node was last told. Operations change the desired state durably, then ``kick`` a
-reconcile. A reconcile is level-triggered and idempotent:
+``Cluster`` holds the desired state (from the store), the placement of every ordinal, what
+each node was last sent, and the rolling updates under way. Operations change the desired
+state durably, then ``kick`` a reconcile. What a reconcile does is decided by one pure function
+(``reconcile.reconcile``, which returns a ``Reconcile`` value); this class is its executor:
 
-1. judge nodes for the scheduler: up/suspect as they are, down ones ``lost`` once they stayed
-   down ``node_grace`` seconds and the guard rails allow moving anything;
-2. ``schedule`` (pure) computes the placement from the demands, nodes, current placement
-   and the nodes each ordinal failed on;
-3. placement changes are stored, then every node whose assignment changed gets the whole of
-   it with a new generation (stored, monotonic per node across controller restarts);
-4. nodes that have not acked their latest generation get it again after a while.
+1. it gathers the inputs as frozen values (templates as ``Desired``, nodes as ``NodeView``,
+   the placement, failures, rollouts, what was sent) and runs the function in steps on the
+   loop, so placing 100,000 slots never stalls heartbeats and clients;
+2. it stores the placement changes (in slices), adopts the plan and the rollouts, publishes
+   the failures to announce, and sends each changed node its whole assignment with a new
+   stored generation (monotonic per node across controller restarts), in parts when large;
+3. it resends what nodes have not acked (on the tick too, by the same pure ``resends``).
 
 Sending the same assignment twice changes nothing on the agent; a node that comes back gets
 its current assignment first, and stops whatever is not in it.
@@ -19,18 +20,12 @@ its current assignment first, and stops whatever is not in it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import hashlib
 import itertools
-import json
 import logging
-import sys
-import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Mapping
 
 from gaffer.common import topics
-from gaffer.common.parts import split_assignment
 from gaffer.common.errors import (
     InvalidRequest,
     NodeAlive,
@@ -40,59 +35,44 @@ from gaffer.common.errors import (
     TemplateNotFound,
 )
 from gaffer.common.limits import MAX_COUNT
+from gaffer.common.model import InstanceRow, InstanceState, Slot
+from gaffer.common.parts import split_assignment
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.counts import CountLimits, Limited, check_counts, effective_counts
 from gaffer.controller.hub import EventHub
 from gaffer.controller.liveness import NodeState
+from gaffer.controller.orders import Version
+from gaffer.controller.reconcile import (
+    Desired,
+    Failures,
+    NodeView,
+    Nodes,
+    Placement,
+    Reconcile,
+    Sent,
+    reconcile_steps,
+    resends,
+)
 from gaffer.controller.registry import Node, NodeTable
-from gaffer.controller.rollout import Rollout, start_rollout, with_allowance
-from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule
+from gaffer.controller.rollout import Rollout
+from gaffer.controller.scheduler import Demand, NodeInfo, Plan
+from gaffer.controller.steps import Steps, run_sliced
 from gaffer.controller.store import Change, Puts, Store, StoredTemplate
+from gaffer.controller.views import template_views
 
 log = logging.getLogger("gaffer.controller.cluster")
 
-RESEND_AFTER = 2.0
 STORE_RETRY = 5.0
 """Seconds before a reconcile that the store refused (disk full, I/O error) is tried again."""
-INLINE_SLOTS = 5_000
-WORKER_SWITCH = 0.0005
-"""GIL switch interval while the worker thread schedules: the loop thread takes the GIL back
-for every socket call, and at the default 5 ms each of those waits would add up to stalls."""
-"""Below this many slots, scheduling is faster inline than handed to the worker thread."""
 STORE_SLICE = 1_000
-SEND_SLICE = 50
 APPLY_SLICE = 2_000
 """Templates compared, or announced, between two turns of the loop in a large apply."""
+DESIRED_SLICE = 256
+"""Templates whose Desired is made anew between two pauses (a large apply makes thousands)."""
 PART_BYTES = 2 * 1024 * 1024
 """An assignment bigger than this goes in parts (half a message: room for the envelope)."""
-RESTART_ENV = "GAFFER_RESTARTED_AT"
-Slot = tuple[str, int]
 SendAssign = Callable[[Node, dict[str, Any]], bool]
-
-
-@dataclass
-class Sent:
-    generation: int
-    digest: str
-    bodies: list[dict[str, Any]]
-    """The assignment as sent: one body, or its parts (see gaffer.common.parts)."""
-    ordinals: dict[str, list[int]]
-    at: float
-    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    before: Sent | None = None
-    """The assignment this one replaced (its own ``before`` dropped): the node's reports on
-    what that one gave it may still be on their way."""
-    _sets: dict[str, frozenset[int]] = field(default_factory=dict, repr=False)
-
-    def assigns(self, template: str, ordinal: int) -> bool:
-        """Whether this assignment, or the one it replaced, gave the node ``template.ordinal``."""
-        ordinals = self._sets.get(template)
-        if ordinals is None:
-            ordinals = self._sets[template] = frozenset(self.ordinals.get(template, ()))
-        if ordinal in ordinals:
-            return True
-        return self.before is not None and self.before.assigns(template, ordinal)
 
 
 class Cluster:
@@ -113,6 +93,7 @@ class Cluster:
         self.node_grace = node_grace
         self._clock = clock
         self.templates: dict[str, StoredTemplate] = {t.template.name: t for t in store.templates()}
+        self.restarts: dict[str, int] = store.restarts()
         self.placement: dict[Slot, str] = dict(store.placement())
         self.failed: dict[Slot, frozenset[str]] = dict(store.failed())
         self.sent: dict[str, Sent] = {}
@@ -120,15 +101,17 @@ class Cluster:
         self.down_since: dict[str, float] = {}
         self.may_move = False
         self.plan: Plan | None = None
-        self._announced_failed: set[Slot] = set()
+        self.lost: frozenset[str] = frozenset()
+        self._announced: set[Slot] = set()
+        self._fresh: set[str] = set()
         self._dirty = False
         self._replace = False
         self._retry_at: float | None = None
-        self._by_node: dict[str, dict[str, list[int]]] = group_by_node(self.placement)
+        self._by_node: dict[str, dict[str, list[int]]] = {}
+        self._keys: dict[str, str] = {}
         self._running: asyncio.Task | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="gaffer-schedule")
         self.reconciles = 0
-        self._demand_cache: dict[str, tuple[StoredTemplate, Demand]] = {}
+        self._desired: dict[str, tuple[StoredTemplate, int, int, Desired]] = {}
         self.limits = limits
         self.limited: dict[str, Limited] = {}
         """Templates that want more than the limits allow: only ``placing`` of them is placed."""
@@ -164,8 +147,8 @@ class Cluster:
 
     async def apply_sliced(self, templates: list[Template]) -> list[dict[str, Any]]:
         """``apply`` for a large apply (100,000 templates): the same single transaction, but
-        the work before it (comparing with what is stored) and after it (events, rolling
-        updates) runs in slices, so the loop keeps answering agents and clients meanwhile."""
+        the work before it (comparing with what is stored) and after it (events) runs in
+        slices, so the loop keeps answering agents and clients meanwhile."""
         counts = self._check_counts(templates)
         puts = Puts()
         for start in range(0, len(templates), APPLY_SLICE):
@@ -195,8 +178,8 @@ class Cluster:
         return changed
 
     def _announce(self, changed: list[tuple[Change, Template | None]]) -> None:
-        """Events and rolling updates for committed changes."""
-        relaunched = []
+        """Events for committed changes. A new launch spec lost its failures in the store
+        (same transaction): memory follows; the reconcile starts its rolling update."""
         for change, previous in changed:
             stored = change.stored
             assert stored is not None
@@ -207,11 +190,9 @@ class Cluster:
             if change.kind == "updated":
                 self._event(name, "updated", stored)
                 if previous.spec_hash() != template.spec_hash():
-                    relaunched.append((name, previous, template))
+                    self._forget_failures(name)
             if previous.numprocesses != template.numprocesses:
                 self._event(name, "scaled", stored, previous=previous.numprocesses)
-        if relaunched:
-            self._specs_changed(relaunched)
 
     def delete(self, name: str) -> None:
         self.delete_many([name])
@@ -223,7 +204,7 @@ class Cluster:
         gone = set(names)
         for name in names:
             del self.templates[name]
-            self.rollouts.pop(name, None)
+            self.restarts.pop(name, None)
             self.hub.publish(topics.template(name, "deleted"), {"name": name})
         self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] not in gone}
         self._counted(counts)
@@ -292,21 +273,29 @@ class Cluster:
         stored = self._stored(name)
         if not paused:
             self.store.clear_failed(name)
-            self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
-            self._announced_failed = {slot for slot in self._announced_failed if slot[0] != name}
+            self._forget_failures(name)
         if stored.paused != paused:
             self.store.set_paused(name, paused)
             self.templates[name] = self.store.get_template(name)
         self.kick()
 
-    def restart(self, name: str) -> None:
-        """Rolling restart: a new restart stamp in the env changes the spec, which rolls."""
+    def restart(self, name: str) -> int:
+        """Rolling restart: a new restart generation (stored beside the spec, never in it),
+        which every node rolls to; its failures are forgotten. A paused template resumes.
+        Returns the generation."""
         stored = self._stored(name)
-        env = dict(stored.template.env)
-        env[RESTART_ENV] = f"{time.time():.6f}"
-        self.apply([replace(stored.template, env=env)])
+        generation = self.store.restart(name)
+        self.restarts[name] = generation
+        self._forget_failures(name)
+        self._event(name, "updated", stored, restart=generation)
         if stored.paused:
             self.set_paused(name, False)
+        self.kick()
+        return generation
+
+    def _forget_failures(self, name: str) -> None:
+        self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
+        self._announced = {slot for slot in self._announced if slot[0] != name}
 
     def cordon(self, name: str, cordoned: bool) -> None:
         """Cordon: keep what the node runs, place nothing new. Uncordon also ends a drain."""
@@ -354,6 +343,7 @@ class Cluster:
         self._stored_nodes.pop(name, None)
         self.down_since.pop(name, None)
         self.sent.pop(name, None)
+        self._fresh.discard(name)
         log.warning("node %s forgotten; its %d slots move to other nodes", name, held)
         self.kick()
         return held
@@ -376,57 +366,30 @@ class Cluster:
             {"name": name, "numprocesses": stored.template.numprocesses, "version": stored.version, **extra},
         )
 
-    def _specs_changed(self, changed: list[tuple[str, Template, Template]]) -> None:
-        """New launch specs: the store forgot their failures in the apply's transaction, and
-        each template placed somewhere starts a cluster-wide rolling update."""
-        names = {name for name, _, _ in changed}
-        self.failed = {slot: n for slot, n in self.failed.items() if slot[0] not in names}
-        placed: dict[str, list[str]] = {}
-        for node, templates in self._by_node.items():
-            for name in names.intersection(templates):
-                placed.setdefault(name, []).append(node)
-        for name, old, new in changed:
-            sent = {node: s.specs[name] for node, s in self.sent.items() if name in s.specs}
-            if not sent and name not in placed:
-                self.rollouts.pop(name, None)
-                continue
-            old_spec = with_allowance(_base_spec(old), old.update.max_unavailable)
-            for node in placed.get(name, ()):
-                # placed there but not on record as sent (its assignment is being resent after
-                # a reconnect): it runs the old spec, and must wait its turn like the others
-                sent.setdefault(node, old_spec)
-            self.rollouts[name] = start_rollout(
-                self.rollouts.get(name), _base_spec(new), new.spec_hash(),
-                new.update.max_unavailable, sent,
-            )
-
     # ----------------------------------------------------------------- observations
 
     def node_changed(self, node: Node) -> None:
-        """A node's liveness changed (or it said hello): re-judge and resend its assignment."""
+        """A node's liveness changed (or it said hello): re-judge; one that is up gets its
+        whole assignment anew."""
         now = self._clock()
         if node.state is NodeState.DOWN:
             self.down_since.setdefault(node.name, now)
         else:
             self.down_since.pop(node.name, None)
         if node.state is NodeState.UP:
-            self.sent.pop(node.name, None)
+            self._fresh.add(node.name)
         self.kick()
 
-    def instances_reported(self, node: Node, rows: Iterable[dict[str, Any]]) -> None:
+    def instances_reported(self, node: Node, rows: Iterable[InstanceRow]) -> None:
         """Failed ordinals are tried elsewhere; rolling nodes may have finished."""
         changed = False
         for row in rows:
-            if row["state"] != "failed" or not isinstance(row["ordinal"], int):
+            if row.state is not InstanceState.FAILED or type(row.ordinal) is not int:
                 continue
-            slot = (row["template"], row["ordinal"])
+            slot = (row.template, row.ordinal)
             if self.placement.get(slot) != node.name:
                 continue
-            seen = self.failed.get(slot, frozenset())
-            if node.name not in seen:
-                if not self._store_failure(slot, node.name):
-                    continue
-                self.failed[slot] = seen | {node.name}
+            if self._failed_on(slot, node.name):
                 log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
         if changed:
@@ -434,31 +397,54 @@ class Cluster:
         elif self.rollouts:
             self.kick(placement=False)
 
+    def acked(self, node: Node, generation: int, errors: list[dict[str, Any]]) -> None:
+        """An agent applied assignment ``generation``; ``errors`` ({template, code, message})
+        name the templates it could not run: their ordinals there are tried elsewhere."""
+        node.generation_acked = max(node.generation_acked, generation)
+        if not errors:
+            return
+        log.warning(
+            "node %s could not apply part of assignment %d: %s", node.name, generation,
+            "; ".join(f"{e['template']}: {e['message']} ({e['code']})" for e in errors),
+        )
+        bad = {e["template"] for e in errors}
+        for name in sorted(bad):
+            for ordinal in self._by_node.get(node.name, {}).get(name, ()):
+                self._failed_on((name, ordinal), node.name)
+        self.kick()
+
+    def _failed_on(self, slot: Slot, node: str) -> bool:
+        """Record that ``slot`` failed on ``node``, in the store first, then in memory; False
+        when it was known already or the store refused (it logged why; the next report of the
+        failure tries again)."""
+        seen = self.failed.get(slot, frozenset())
+        if node in seen:
+            return False
+        try:
+            self.store.mark_failed(slot[0], slot[1], node)
+        except StorageError:
+            return False
+        self.failed[slot] = seen | {node}
+        return True
+
     def set_guard(self, may_move: bool) -> None:
         if may_move != self.may_move:
             self.may_move = may_move
             self.kick()
 
     def check_timers(self) -> None:
-        """Called on every tick: lost nodes after their grace, and unacked assignments."""
+        """Called on every tick: a store retry, nodes lost after their grace, and resends."""
         now = self._clock()
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             self.kick()
-        if self.may_move and any(now - since >= self.node_grace for since in self.down_since.values()):
-            lost_now = {
-                name for name, since in self.down_since.items() if now - since >= self.node_grace
-            }
-            if any(self.placement_on(name) for name in lost_now):
+        if self.may_move:
+            due = {name for name, since in self.down_since.items() if now - since >= self.node_grace}
+            if any(self.placement_on(name) for name in due - self.lost):
                 self.kick()
-        for name, sent in self.sent.items():
-            node = self.nodes.nodes.get(name)
-            if node is None or node.state is NodeState.DOWN or node.peer is None:
-                continue
-            if node.generation_acked < sent.generation and now - sent.at >= RESEND_AFTER:
-                sent.at = now
-                for body in sent.bodies:
-                    self._send_assign(node, body)
+        if self.sent:
+            for name in resends(self._nodes(now, views_of=self.sent), now):
+                self._resend(name, now)
 
     def by_node(self, node: str) -> dict[str, list[int]]:
         """{template: ordinals} placed on ``node`` now."""
@@ -467,32 +453,12 @@ class Cluster:
     def placement_on(self, node: str) -> int:
         return sum(len(ordinals) for ordinals in self._by_node.get(node, {}).values())
 
-    def acked(self, node: Node, generation: int, ok: bool, errors: list[str]) -> None:
-        node.generation_acked = max(node.generation_acked, generation)
-        if errors:
-            log.warning("node %s could not apply part of assignment %d: %s", node.name, generation, "; ".join(errors))
-            bad = {e.split(":", 1)[0] for e in errors}
-            for slot, owner in self.placement.items():
-                if owner == node.name and slot[0] in bad and node.name not in self.failed.get(slot, frozenset()):
-                    if self._store_failure(slot, node.name):
-                        self.failed[slot] = self.failed.get(slot, frozenset()) | {node.name}
-            self.kick()
-
-    def _store_failure(self, slot: Slot, node: str) -> bool:
-        """Store that ``slot`` failed on ``node`` before memory says so; False if the store
-        refused (it logged why; the next report of the failure tries again)."""
-        try:
-            self.store.mark_failed(slot[0], slot[1], node)
-        except StorageError:
-            return False
-        return True
-
     # ----------------------------------------------------------------- reconciling
 
     def kick(self, placement: bool = True) -> None:
         """Ask for a reconcile: coalesced, and never two at once (a kick during a run makes
-        the run go round once more). ``placement=False`` only advances rolling updates and
-        resends assignments: a report cannot change where anything should run."""
+        the run go round once more). ``placement=False`` keeps the last plan and only advances
+        rolling updates and sends: a report cannot change where anything should run."""
         self._dirty = True
         self._replace = self._replace or placement
         if self._running is None:
@@ -518,52 +484,117 @@ class Cluster:
         while self._running is not None:
             await asyncio.shield(self._running)
 
-    async def reconcile(self) -> Plan:
-        """One level-triggered pass. Scheduling a large cluster runs in a worker thread (the
-        function is pure), and storing and sending proceed in slices, so the loop keeps
-        answering heartbeats and clients while thousands of slots move."""
+    async def reconcile(self) -> Reconcile:
+        """One level-triggered pass: gather the inputs, let ``reconcile`` decide (in steps on
+        the loop), then carry out what it decided."""
         now = self._clock()
-        if not self._replace and self.plan is not None:
-            self._advance_rollouts()
-            await self._send_assignments(now)
-            return self.plan
+        scheduling = self._replace or self.plan is None
         self._replace = False
-        self.reconciles += 1
-        demands = self._demands()
-        infos = self._node_infos(now)
-        current = dict(self.placement)
-        avoid = dict(self.failed)
-        if len(current) + sum(d.count for d in demands) > INLINE_SLOTS:
-            loop = asyncio.get_running_loop()
-            interval = sys.getswitchinterval()
-            sys.setswitchinterval(WORKER_SWITCH)
-            try:
-                placed = await loop.run_in_executor(self._pool, place, demands, infos, current, avoid)
-            finally:
-                sys.setswitchinterval(interval)
-        else:
-            placed = place(demands, infos, current, avoid)
-        plan, changes = placed.plan, placed.changes
-        gone = {d.name for d in demands if d.name not in self.templates}
-        if gone:
-            changes = {slot: node for slot, node in changes.items() if slot[0] not in gone}
-        if changes:
-            await self._save_placement(changes)
-        self.placement = plan.placement
-        self._by_node = placed.by_node
-        self.plan = plan
-        if changes:
-            c = plan.counts()
-            log.info(
-                "placement: %d placed (%d kept, %d added, %d moved), %d stopped, %d evicted, %d pending",
-                c["placed"], c["kept"], c["added"], c["moved"], c["stopped"], c["evicted"], c["pending"],
-            )
-        self._announce_failures(plan)
-        self._advance_rollouts()
-        await self._send_assignments(now)
-        return plan
+        if scheduling:
+            self.reconciles += 1
+        desired = await run_sliced(self._desired_steps())
+        placement = Placement(
+            current=dict(self.placement) if scheduling else self.placement,
+            plan=self.plan, by_node=self._by_node, keys=self._keys, replace=scheduling,
+        )
+        failures = Failures(dict(self.failed), frozenset(self._announced))
+        result = await run_sliced(reconcile_steps(
+            desired, self._nodes(now), placement, dict(self.rollouts), failures, now,
+        ))
+        await self._carry_out(result, now)
+        return result
 
-    async def _save_placement(self, changes: dict[Slot, str | None]) -> None:
+    def _nodes(self, now: float, views_of: Mapping[str, Any] | None = None) -> Nodes:
+        """The nodes as the reconcile sees them (only those in ``views_of``, if given)."""
+        views = {}
+        for node in self.nodes.nodes.values():
+            if views_of is not None and node.name not in views_of:
+                continue
+            down_since = None
+            if node.state is NodeState.DOWN:
+                down_since = self.down_since.setdefault(node.name, now)
+            views[node.name] = NodeView(
+                info=NodeInfo(
+                    name=node.name, state=node.state.value, labels=node.labels,
+                    cordoned=node.cordoned, draining=node.draining,
+                ),
+                down_since=down_since,
+                connected=node.state is not NodeState.DOWN and node.peer is not None,
+                acked=node.generation_acked,
+                rows=node.instances,
+            )
+        return Nodes(
+            views=views, sent=dict(self.sent), fresh=frozenset(self._fresh),
+            may_move=self.may_move, grace=self.node_grace,
+        )
+
+    def _desired_steps(self) -> Steps[dict[str, Desired]]:
+        """Every template as a Desired, made anew only for templates that changed since the
+        last pass (one checks itself and encodes its spec: 100,000 each pass would stall)."""
+        desired: dict[str, Desired] = {}
+        cache = self._desired
+        made = 0
+        for name, stored in list(self.templates.items()):
+            restart = self.restarts.get(name, 0)
+            count = 0 if stored.paused else self.wanted(name)
+            known = cache.get(name)
+            if known is not None and known[0] is stored and known[1] == restart and known[2] == count:
+                desired[name] = known[3]
+                continue
+            template = stored.template
+            version = known[3].version if known is not None else None
+            if version is None or known[0].template is not template or version.restart != restart:
+                version = Version.of(template, restart)
+            placement = template.placement
+            entry = Desired(
+                name=name,
+                demand=Demand(
+                    name=name, count=count, max_per_node=placement.max_per_node,
+                    nodes=placement.nodes, labels=dict(placement.labels),
+                ),
+                version=version,
+                max_unavailable=template.update.max_unavailable,
+            )
+            cache[name] = (stored, restart, count, entry)
+            desired[name] = entry
+            made += 1
+            if made % DESIRED_SLICE == 0:
+                yield
+        if len(cache) > len(desired):
+            for name in [n for n in cache if n not in desired]:
+                del cache[name]
+        return desired
+
+    async def _carry_out(self, result: Reconcile, now: float) -> None:
+        """Store and send what ``result`` says, in that order: placement is stored before any
+        node hears of it."""
+        if result.changes:
+            await self._save_placement(result.changes)
+        if result.scheduled:
+            self.placement = dict(result.plan.placement)
+            self.plan = result.plan
+            self._by_node = {node: dict(held) for node, held in result.by_node.items()}
+            self._keys = dict(result.keys)
+        for name in sorted(set(result.lost) - self.lost):
+            log.warning("node %s is lost (down for %gs): its %d slots are placed elsewhere",
+                        name, self.node_grace, self.placement_on(name))
+        self.lost = frozenset(result.lost)
+        self.rollouts = dict(result.rollouts)
+        for step in result.rollout_steps:
+            if step.kind == "started":
+                log.info("%s: rolling update to a new version on %d nodes", step.template, step.nodes)
+            else:
+                log.info("%s: rolling update finished", step.template)
+        for failure in result.announce:
+            self._announced.add(failure.slot)
+            self.hub.publish(topics.proc(failure.slot[0], "failed"), failure.payload())
+        if result.acts:
+            log.info("reconcile %s", " ".join(f"{k}={v}" for k, v in result.log_fields().items()))
+        await self._send(result, now)
+        for name in result.resends:
+            self._resend(name, now)
+
+    async def _save_placement(self, changes: Mapping[Slot, str | None]) -> None:
         """Store placement changes in slices (each a transaction), yielding between them.
 
         Placement is derived state: after a crash between slices the controller recomputes it
@@ -576,126 +607,47 @@ class Cluster:
             self.store.save_placement(chunk)
             await asyncio.sleep(0)
 
-    def _demands(self) -> list[Demand]:
-        """One Demand per template, made again only for templates that changed since the last
-        reconcile (a Demand checks itself: 100,000 of them each pass would stall the loop)."""
-        demands = []
-        cache = self._demand_cache
-        for name, stored in self.templates.items():
-            known = cache.get(name)
-            if known is not None and known[0] is stored:
-                demands.append(known[1])
-                continue
-            template = stored.template
-            placement = template.placement
-            demand = Demand(
-                name=name,
-                count=0 if stored.paused else self.wanted(name),
-                max_per_node=placement.max_per_node,
-                nodes=placement.nodes,
-                labels=dict(placement.labels),
-            )
-            cache[name] = (stored, demand)
-            demands.append(demand)
-        if len(cache) > len(self.templates):
-            for name in [n for n in cache if n not in self.templates]:
-                del cache[name]
-        return demands
-
-    def _node_infos(self, now: float) -> list[NodeInfo]:
-        infos = []
-        for node in self.nodes.nodes.values():
-            state = node.state.value
-            if node.state is NodeState.DOWN:
-                since = self.down_since.setdefault(node.name, now)
-                if self.may_move and now - since >= self.node_grace:
-                    state = "lost"
-            infos.append(NodeInfo(
-                name=node.name, state=state, labels=dict(node.labels),
-                cordoned=node.cordoned, draining=node.draining,
-            ))
-        return infos
-
-    def _announce_failures(self, plan: Plan) -> None:
-        for name, pending in plan.pending.items():
-            if pending.reason != FAILED_EVERYWHERE:
-                continue
-            for ordinal in pending.ordinals:
-                slot = (name, ordinal)
-                if slot in self._announced_failed:
-                    continue
-                self._announced_failed.add(slot)
-                self.hub.publish(topics.proc(name, "failed"), {
-                    "template": name, "id": topics.instance_id(name, ordinal), "ordinal": ordinal,
-                    "scope": "cluster", "nodes": sorted(self.failed.get(slot, ())),
-                    "reason": pending.reason,
-                })
-
-    def _advance_rollouts(self) -> None:
-        for name, rollout in list(self.rollouts.items()):
-            per_node = {
-                node: len(templates[name]) for node, templates in self._by_node.items() if name in templates
-            }
-            done = {node: self._node_done(name, node, rollout.target_hash) for node in rollout.rolling}
-            rollout.advance(per_node, done)
-            if rollout.finished:
-                del self.rollouts[name]
-                log.info("%s: rolling update finished", name)
-
-    def _node_done(self, name: str, node_name: str, target_hash: str) -> bool:
-        node = self.nodes.nodes.get(node_name)
-        if node is None:
-            return False
-        wanted = {topics.instance_id(name, o) for o in self._by_node.get(node_name, {}).get(name, ())}
-        rows = {i["id"]: i for i in node.instances.values() if i["template"] == name}
-        return all(
-            (row := rows.get(ident)) is not None and row["spec"] == target_hash and row["state"] == "running"
-            for ident in wanted
-        )
-
-    async def _send_assignments(self, now: float) -> None:
-        by_node = self._by_node
-        specs = _SpecCache(self)
-        changed: list[tuple[Node, dict[str, Any], str]] = []
-        for index, node in enumerate(list(self.nodes.nodes.values())):
-            if node.state is NodeState.DOWN or node.peer is None:
-                continue
-            ordinals = by_node.get(node.name, {})
-            body = {
-                "templates": {name: specs.get(name, node.name, len(ords)) for name, ords in ordinals.items()},
-                "ordinals": ordinals,
-            }
-            digest = specs.digest(node.name, ordinals)
-            previous = self.sent.get(node.name)
-            if previous is None or previous.digest != digest:
-                changed.append((node, body, digest))
-            if index % SEND_SLICE == SEND_SLICE - 1:
-                await asyncio.sleep(0)
-        if not changed:
+    async def _send(self, result: Reconcile, now: float) -> None:
+        """Each node's new assignment, numbered by the store (one transaction for all)."""
+        sends = [s for s in result.sends if s.node in self.nodes.nodes]
+        if not sends:
             return
+        nodes = self.nodes.nodes
         generations = self.store.next_generations(
-            [node.name for node, _, _ in changed],
-            {node.name: node.generation_acked for node, _, _ in changed},
+            [send.node for send in sends], {send.node: nodes[send.node].generation_acked for send in sends},
         )
-        for index, (node, body, digest) in enumerate(changed):
-            generation = generations[node.name]
-            body = {"generation": generation, **body}
-            bodies = split_assignment(body, PART_BYTES)
-            before = self.sent.get(node.name)
-            if before is not None:
-                before.before = None
-            self.sent[node.name] = Sent(generation, digest, bodies, body["ordinals"], now, specs={
-                name: _base_spec_dict(spec) for name, spec in body["templates"].items()
-            }, before=before)
-            for part in bodies:
-                self._send_assign(node, part)
-            if index % SEND_SLICE == SEND_SLICE - 1:
-                await asyncio.sleep(0)
+        await run_sliced(self._send_steps(sends, generations, now))
+
+    def _send_steps(self, sends: list, generations: Mapping[str, int], now: float) -> Steps[None]:
+        for send in sends:
+            node = self.nodes.nodes.get(send.node)
+            if node is None:
+                continue
+            generation = generations[send.node]
+            bodies = tuple(split_assignment(send.body(generation), PART_BYTES))
+            before = self.sent.get(send.node)
+            if before is not None and before.before is not None:
+                before = replace(before, before=None)
+            self.sent[send.node] = Sent(
+                generation, send.digest, now, send.orders, send.ordinals, bodies, before,
+            )
+            self._fresh.discard(send.node)
+            for body in bodies:
+                self._send_assign(node, body)
+            yield
+
+    def _resend(self, name: str, now: float) -> None:
+        sent = self.sent.get(name)
+        node = self.nodes.nodes.get(name)
+        if sent is None or node is None:
+            return
+        self.sent[name] = replace(sent, at=now)
+        for body in sent.bodies:
+            self._send_assign(node, body)
 
     async def close(self) -> None:
         """Stop reconciling (the controller is stopping); the desired state is in the store."""
         await cancel_and_wait(self._running)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ----------------------------------------------------------------- views
 
@@ -710,117 +662,14 @@ class Cluster:
 
     def template_views(self, names: list[str]) -> list[dict[str, Any]]:
         """Views of ``names`` (each must exist), counted in one pass over the placement."""
-        wanted = set(names)
-        placed: dict[str, int] = dict.fromkeys(wanted, 0)
-        running: dict[str, int] = dict.fromkeys(wanted, 0)
-        nodes = self.nodes.nodes
-        for node_name, templates in self._by_node.items():
-            node = nodes.get(node_name)
-            for t, ordinals in templates.items():
-                if t not in wanted:
-                    continue
-                placed[t] += len(ordinals)
-                if node is None:
-                    continue
-                for o in ordinals:
-                    row = node.instances.get(topics.instance_id(t, o))
-                    if row is not None and row["state"] == "running":
-                        running[t] += 1
-        pending = self.pending()
-        views = []
-        for name in names:
-            stored = self.templates[name]
-            views.append({
-                "name": name,
-                "version": stored.version,
-                "paused": stored.paused,
-                "numprocesses": stored.template.numprocesses,
-                "limited": self.limited[name].view() if name in self.limited else None,
-                "placed": placed[name],
-                "running": running[name],
-                "pending": pending.get(name),
-                "rolling": name in self.rollouts,
-                "spec": stored.template.to_dict(),
-                "created_at": stored.created_at,
-                "updated_at": stored.updated_at,
-            })
-        return views
+        return template_views(
+            names, self.templates, self._by_node, self.nodes.nodes, self.pending(),
+            self.limited, self.rollouts,
+        )
 
 
 def _results(changes: list[Change]) -> list[dict[str, Any]]:
     return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]
-
-
-@dataclass(frozen=True)
-class Placed:
-    """A plan, what it changes against the current placement, and its slots per node."""
-
-    plan: Plan
-    changes: dict[Slot, str | None]
-    by_node: dict[str, dict[str, list[int]]]
-
-
-def place(
-    demands: list[Demand],
-    nodes: list[NodeInfo],
-    current: dict[Slot, str],
-    avoid: dict[Slot, frozenset[str]],
-) -> Placed:
-    """``schedule`` plus the bookkeeping around it, all pure, so all of it can run in the
-    worker thread: only storing and sending remain for the loop."""
-    plan = schedule(demands, nodes, current, avoid)
-    changes: dict[Slot, str | None] = {}
-    for slot, node in plan.placement.items():
-        if current.get(slot) != node:
-            changes[slot] = node
-    for slot in current:
-        if slot not in plan.placement:
-            changes[slot] = None
-    return Placed(plan, changes, group_by_node(plan.placement))
-
-
-def group_by_node(placement: dict[Slot, str]) -> dict[str, dict[str, list[int]]]:
-    """{node: {template: sorted ordinals}}, templates in name order."""
-    grouped: dict[str, dict[str, list[int]]] = {}
-    for (name, ordinal), node in placement.items():
-        grouped.setdefault(node, {}).setdefault(name, []).append(ordinal)
-    return {
-        node: {name: sorted(ords) for name, ords in sorted(templates.items())}
-        for node, templates in grouped.items()
-    }
-
-
-class _SpecCache:
-    """Each template's spec dict and digest, built once per pass rather than once per node."""
-
-    def __init__(self, cluster: "Cluster") -> None:
-        self._cluster = cluster
-        self._specs: dict[tuple[str, int], dict[str, Any]] = {}
-        self._digests: dict[tuple[str, str], str] = {}
-
-    def get(self, name: str, node: str, count: int) -> dict[str, Any]:
-        rollout = self._cluster.rollouts.get(name)
-        if rollout is not None:
-            spec = {**rollout.spec_for(node), "numprocesses": count}
-            self._digests[(name, node)] = _digest(spec)
-            return spec
-        key = (name, count)
-        spec = self._specs.get(key)
-        if spec is None:
-            template = self._cluster.templates[name].template
-            spec = self._specs[key] = {
-                **with_allowance(_base_spec(template), template.update.max_unavailable),
-                "numprocesses": count,
-            }
-            self._digests[(name, f"#{count}")] = _digest(spec)
-        return spec
-
-    def digest(self, node: str, ordinals: dict[str, list[int]]) -> str:
-        parts = []
-        for name, ords in ordinals.items():
-            spec_digest = self._digests.get((name, node)) or self._digests[(name, f"#{len(ords)}")]
-            parts.append(f"{name}={spec_digest}:{','.join(map(str, ords))}")
-        return hashlib.sha256(";".join(parts).encode()).hexdigest()
 
 
 def parse_scale(how: str | int, current: int) -> int:
@@ -845,21 +694,3 @@ def parse_scale(how: str | int, current: int) -> int:
     if count > MAX_COUNT:
         raise InvalidRequest(f"count would be {count:,}: at most {MAX_COUNT:,} instances")
     return count
-
-
-def _base_spec(template: Template) -> dict[str, Any]:
-    data = template.to_dict()
-    data.pop("numprocesses", None)
-    return data
-
-
-def _base_spec_dict(spec: dict[str, Any]) -> dict[str, Any]:
-    data = dict(spec)
-    data.pop("numprocesses", None)
-    return data
-
-
-def _digest(body: dict[str, Any]) -> str:
-    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-

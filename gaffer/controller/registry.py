@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
-from gaffer.common.protocol import instances_digest
+from gaffer.common.model import InstanceRow
+from gaffer.common.protocol import rows_digest
 from gaffer.controller.liveness import NodeState
 
 
@@ -30,7 +31,7 @@ class Node:
     state: NodeState = NodeState.DOWN
     last_heard: float = 0.0
     connected_at: float | None = None
-    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    instances: dict[str, InstanceRow] = field(default_factory=dict)
     digest: str = ""
     load: tuple[float, ...] = (0.0, 0.0, 0.0)
     generation_acked: int = 0
@@ -40,6 +41,8 @@ class Node:
     running: int = 0
     host: dict[str, str] = field(default_factory=dict)
     """How the agent keeps its processes (``tracking``, ``keeper``), if it says."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """What the agent had to drop (bounded queues), by kind, as its heartbeats last said."""
 
     def view(self, now: float) -> dict[str, Any]:
         running = self.running
@@ -60,6 +63,7 @@ class Node:
             "generation": self.generation_acked,
             "tracking": self.host.get("tracking"),
             "keeper": self.host.get("keeper"),
+            "dropped": dict(self.dropped),
         }
 
 
@@ -125,24 +129,32 @@ class NodeTable:
         node.load = tuple(body["load"])
         if "host" in body:
             node.host = dict(body["host"])
+        if "dropped" in body:
+            node.dropped = dict(body["dropped"])
         return body["digest"] != node.digest
 
-    def replace_instances(self, node: Node, instances: list[dict[str, Any]]) -> None:
-        node.instances = {i["id"]: i for i in instances}
+    def replace_instances(self, node: Node, instances: list[dict[str, Any]]) -> list[InstanceRow]:
+        """The node runs exactly ``instances`` (wire maps); the typed rows."""
+        rows = [InstanceRow.from_wire(item) for item in instances]
+        node.instances = {row.id: row for row in rows}
         self._refresh(node)
+        return rows
 
     def update_instances(
-        self, node: Node, instances: list[dict[str, Any]], removed: list[str] = ()
-    ) -> None:
-        for item in instances:
-            node.instances[item["id"]] = item
+        self, node: Node, instances: list[dict[str, Any]], removed: Sequence[str] = ()
+    ) -> list[InstanceRow]:
+        """Changed rows (wire maps) and the ids gone; the typed changed rows."""
+        rows = [InstanceRow.from_wire(item) for item in instances]
+        for row in rows:
+            node.instances[row.id] = row
         for ident in removed:
             node.instances.pop(ident, None)
         self._refresh(node)
+        return rows
 
     def _refresh(self, node: Node) -> None:
-        node.digest = instances_digest(node.instances.values())
-        node.running = sum(1 for i in node.instances.values() if i["pid"])
+        node.digest = rows_digest(node.instances.values())
+        node.running = sum(1 for row in node.instances.values() if row.pid)
 
     def disconnect(self, node: Node) -> None:
         """Forget the node's socket (it must say hello again); keep what we know of it."""
@@ -155,6 +167,18 @@ class NodeTable:
         for node in self.nodes.values():
             out[node.state.value] += 1
         return out
+
+    def dropped(self) -> dict[str, Any]:
+        """What agents reported dropping (their bounded queues), in all and per node."""
+        total: dict[str, int] = {}
+        per_node: dict[str, dict[str, int]] = {}
+        for node in self.nodes.values():
+            if not any(node.dropped.values()):
+                continue
+            per_node[node.name] = dict(node.dropped)
+            for kind, count in node.dropped.items():
+                total[kind] = total.get(kind, 0) + count
+        return {"total": total, "nodes": per_node}
 
     def host_counts(self) -> dict[str, dict[str, int]]:
         """Up nodes per process-tracking mode and per keeper state (for ``status``)."""

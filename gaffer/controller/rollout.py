@@ -1,85 +1,92 @@
-"""Cluster-wide rolling updates: which spec each node gets while a template changes.
+"""Cluster-wide rolling updates: which version each node runs while a template changes.
 
-A node's Manager rolls its own instances, at most its template's ``update.max_unavailable``
-at a time. The controller makes that add up across the cluster: when a spec changes, nodes
-that run the template keep the old spec until their turn; a node whose turn it is gets the new
-spec with a local allowance, and the allowances of all rolling nodes never sum to more than
-the template's ``max_unavailable``. A node is done once every instance it runs of the template
-reports the new spec and ``running``; its allowance then goes to the next node.
+A node's Manager rolls its own instances, at most its allowance at a time. The controller
+makes that add up across the cluster: when a template's version changes (a new spec, or a
+restart), nodes that run the template keep the order they were last sent until their turn; a
+node whose turn it is gets the new version with an allowance, and the allowances of all
+rolling nodes never sum to more than the template's ``update.max_unavailable`` (the budget).
+A node is done once every instance it runs of the template reports the new version and
+``running``; its allowance then goes to the next node.
 
-Pure bookkeeping: the controller feeds it what nodes run and report, and asks for specs.
+Values only: ``start_rollout`` and ``advance`` return a new ``Rollout``; the reconcile feeds
+them what nodes run and report, and asks ``order_for`` what to send.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from gaffer.controller.orders import Order, Version
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rollout:
-    target: dict[str, Any]
-    target_hash: str
+    target: Version
     budget: int
-    waiting: dict[str, dict[str, Any]] = field(default_factory=dict)
-    rolling: dict[str, int] = field(default_factory=dict)
+    waiting: Mapping[str, Order] = field(default_factory=dict)
+    """Nodes that keep the order they were last sent until their turn."""
+    rolling: Mapping[str, int] = field(default_factory=dict)
+    """Nodes rolling to ``target`` now, with their allowance."""
 
     @property
     def finished(self) -> bool:
         return not self.waiting and not self.rolling
 
-    def advance(self, ordinals_on: Mapping[str, int], done: Mapping[str, bool]) -> None:
-        """Free the allowance of finished nodes and start the next ones.
-
-        ``ordinals_on[node]`` is how many ordinals of the template a node runs now;
-        ``done[node]`` whether a rolling node reports them all updated and running.
-        """
-        for node in list(self.rolling):
-            if done.get(node, False) or ordinals_on.get(node, 0) == 0:
-                del self.rolling[node]
-        for node in list(self.waiting):
-            if ordinals_on.get(node, 0) == 0:
-                del self.waiting[node]
-        spare = self.budget - sum(self.rolling.values())
-        for node in sorted(self.waiting):
-            if spare <= 0:
-                break
-            share = min(spare, ordinals_on[node])
-            self.rolling[node] = share
-            del self.waiting[node]
-            spare -= share
-
-    def spec_for(self, node: str) -> dict[str, Any]:
-        """The spec ``node`` should run now (without its per-node count)."""
-        if node in self.waiting:
-            return self.waiting[node]
-        if node in self.rolling:
-            return with_allowance(self.target, self.rolling[node])
-        return self.target
+    def order_for(self, node: str, allowance: int) -> Order:
+        """What ``node`` runs now; ``allowance`` is the template's own, for nodes that are
+        not in the rollout (new to the template, or done)."""
+        waiting = self.waiting.get(node)
+        if waiting is not None:
+            return waiting
+        share = self.rolling.get(node)
+        return Order(self.target, share if share is not None else allowance)
 
 
-def with_allowance(spec: dict[str, Any], allowance: int) -> dict[str, Any]:
-    out = dict(spec)
-    out["update"] = {**spec.get("update", {}), "max_unavailable": allowance}
-    return out
+def advance(rollout: Rollout, ordinals_on: Mapping[str, int], done: Mapping[str, bool]) -> Rollout:
+    """The rollout after finished nodes free their allowance and the next ones start.
+
+    ``ordinals_on[node]`` is how many ordinals of the template a node runs now;
+    ``done[node]`` whether a rolling node reports them all updated and running. A node that
+    runs none of the template any more leaves the rollout.
+    """
+    rolling = {
+        node: share for node, share in rollout.rolling.items()
+        if not done.get(node, False) and ordinals_on.get(node, 0) > 0
+    }
+    waiting = {node: order for node, order in rollout.waiting.items() if ordinals_on.get(node, 0) > 0}
+    spare = rollout.budget - sum(rolling.values())
+    for node in sorted(waiting):
+        if spare <= 0:
+            break
+        share = min(spare, ordinals_on[node])
+        rolling[node] = share
+        del waiting[node]
+        spare -= share
+    if rolling == rollout.rolling and waiting == rollout.waiting:
+        return rollout
+    return replace(rollout, waiting=waiting, rolling=rolling)
 
 
 def start_rollout(
     previous: Rollout | None,
-    target: dict[str, Any],
-    target_hash: str,
+    target: Version,
     budget: int,
-    sent: Mapping[str, dict[str, Any]],
+    sent: Mapping[str, Order],
 ) -> Rollout:
-    """A rollout to ``target`` given the spec each node was last sent (``sent``).
+    """A rollout to ``target`` for the nodes that were last sent another version (``sent``).
 
-    Nodes already rolling to an earlier target keep their allowance and roll on to the new
-    target (their restarts are under way and count against the budget either way).
+    Nodes already rolling to an earlier target roll on to the new one and keep their allowance
+    while the new budget has room (their restarts are under way and count against it); the
+    others wait, keeping what they were sent.
     """
-    rollout = Rollout(target=target, target_hash=target_hash, budget=max(1, budget))
-    for node, spec in sent.items():
-        if previous is not None and node in previous.rolling:
-            rollout.rolling[node] = previous.rolling[node]
-        else:
-            rollout.waiting[node] = spec
-    return rollout
+    budget = max(1, budget)
+    rolling: dict[str, int] = {}
+    spare = budget
+    if previous is not None:
+        for node in sorted(previous.rolling):
+            if node in sent and spare > 0:
+                rolling[node] = min(previous.rolling[node], spare)
+                spare -= rolling[node]
+    waiting = {node: order for node, order in sent.items() if node not in rolling}
+    return Rollout(target=target, budget=budget, waiting=waiting, rolling=rolling)

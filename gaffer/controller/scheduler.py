@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
-Slot = tuple[str, int]
+from gaffer.common.model import Slot
+from gaffer.controller.steps import CHUNK, Steps, chunks, finish
 
 NODE_STATES = ("up", "suspect", "down", "lost")
 HOLDING_STATES = frozenset({"up", "suspect", "down"})
@@ -196,23 +198,48 @@ def schedule(
     treated as lost). ``avoid`` lists, per slot, nodes it must not run on (it failed there).
     Raises ValueError naming the offending demand or node on bad input.
     """
+    return finish(schedule_steps(demands, nodes, current, avoid))
+
+
+def schedule_steps(
+    demands: Iterable[Demand],
+    nodes: Iterable[NodeInfo],
+    current: Mapping[Slot, str],
+    avoid: Mapping[Slot, frozenset[str]] = _NO_AVOID,
+) -> Steps[Plan]:
+    """``schedule`` in steps (see ``steps``): it pauses after every few thousand slots, so a
+    controller can place 100,000 of them without stalling its loop. ``current`` and ``avoid``
+    must not change until it returns."""
     wanted = _by_name(demands, "demand")
     cluster = _by_name(nodes, "node")
     board = _Board(cluster)
-    held, stopped = _sort_current(wanted, current)
+    held, stopped = yield from _sort_current(wanted, current)
+    work = 0
     for name in sorted(held):
-        _keep(board, wanted[name], held[name], avoid)
+        demand = wanted[name]
+        verdicts: dict[str, bool] = {}
+        for part in chunks(sorted(held[name])):
+            _keep(board, demand, part, avoid, verdicts)
+            work += len(part)
+            if work >= CHUNK:
+                yield
+                work = 0
     pending: dict[str, Pending] = {}
     for name in sorted(wanted):
         demand = wanted[name]
         missing = [o for o in range(1, demand.count + 1) if (name, o) not in board.placement]
+        work += demand.count
         if missing:
-            unplaced = _place(board, demand, missing, avoid)
+            unplaced = yield from _place(board, demand, missing, avoid)
             if unplaced is not None:
                 unplaced = _stay_while_draining(board, demand, unplaced, current, avoid)
             if unplaced is not None:
                 pending[name] = unplaced
-    return _plan(board.placement, pending, current, stopped)
+            work += len(missing)
+        if work >= CHUNK:
+            yield
+            work = 0
+    return (yield from _plan(board.placement, pending, current, stopped))
 
 
 def _stay_while_draining(
@@ -304,32 +331,37 @@ class _Board:
 
 def _sort_current(
     wanted: Mapping[str, Demand], current: Mapping[Slot, str]
-) -> tuple[dict[str, list[tuple[int, str]]], list[Slot]]:
+) -> Steps[tuple[dict[str, list[tuple[int, str]]], list[Slot]]]:
     """Split current slots into the wanted ones (per template) and those to stop."""
     held: dict[str, list[tuple[int, str]]] = defaultdict(list)
     stopped: list[Slot] = []
-    for slot, node in current.items():
-        name, ordinal = slot
-        demand = wanted.get(name)
-        if demand is not None and 1 <= ordinal <= demand.count:
-            held[name].append((ordinal, node))
-        else:
-            stopped.append(slot)
+    items = iter(current.items())
+    for _ in range(0, len(current), CHUNK):
+        for slot, node in islice(items, CHUNK):
+            name, ordinal = slot
+            demand = wanted.get(name)
+            if demand is not None and 1 <= ordinal <= demand.count:
+                held[name].append((ordinal, node))
+            else:
+                stopped.append(slot)
+        yield
     return held, sorted(stopped)
 
 
 def _keep(
     board: _Board,
     demand: Demand,
-    held: list[tuple[int, str]],
+    held: Sequence[tuple[int, str]],
     avoid: Mapping[Slot, frozenset[str]],
+    verdicts: dict[str, bool],
 ) -> None:
-    """Leave each slot where it runs if it may stay; lowest ordinals win a shrunk max_per_node."""
+    """Leave each slot where it runs if it may stay; lowest ordinals win a shrunk max_per_node
+    (``held`` comes sorted, in consecutive parts; ``verdicts`` caches, per node, whether the
+    template may stay there)."""
     name = demand.name
     cap = demand.max_per_node or _UNLIMITED
     tally = board.tallies.setdefault(name, {})
-    verdicts: dict[str, bool] = {}
-    for ordinal, node_name in sorted(held):
+    for ordinal, node_name in held:
         fine = verdicts.get(node_name)
         if fine is None:
             node = board.cluster.get(node_name)
@@ -347,7 +379,7 @@ def _place(
     demand: Demand,
     missing: Sequence[int],
     avoid: Mapping[Slot, frozenset[str]],
-) -> Pending | None:
+) -> Steps[Pending | None]:
     """Put each missing ordinal on the best eligible node; return what did not fit.
 
     Nodes this template does not run on yet (tally 0) always beat those it does, so they come
@@ -366,24 +398,32 @@ def _place(
     fresh_left = len(group.members - touched)
     taken: list[str] = []
     unplaced: list[int] = []
-    for index, ordinal in enumerate(missing):
-        slot = (name, ordinal)
-        avoided = avoid.get(slot, ())
-        node = _take_fresh(group, load, touched, avoided, taken) if fresh_left else None
-        if node is not None:
-            fresh_left -= 1
-            touched.add(node)
+    done = 0
+    for part in chunks(missing):
+        for ordinal in part:
+            slot = (name, ordinal)
+            avoided = avoid.get(slot, ())
+            node = _take_fresh(group, load, touched, avoided, taken) if fresh_left else None
+            if node is not None:
+                fresh_left -= 1
+                touched.add(node)
+            else:
+                node = _pop_allowed(crowded, avoided)
+            if node is not None:
+                board.put(slot, node)
+                if tally[node] < cap:
+                    heapq.heappush(crowded, (tally[node], load[node], node))
+            elif crowded or fresh_left:
+                unplaced.append(ordinal)
+            else:
+                break
+            done += 1
         else:
-            node = _pop_allowed(crowded, avoided)
-        if node is not None:
-            board.put(slot, node)
-            if tally[node] < cap:
-                heapq.heappush(crowded, (tally[node], load[node], node))
-        elif crowded or fresh_left:
-            unplaced.append(ordinal)
-        else:
-            unplaced.extend(missing[index:])
-            break
+            if len(part) == CHUNK:
+                yield
+            continue
+        unplaced.extend(missing[done:])
+        break
     for node in taken:
         group.push(node, load)
     if not unplaced:
@@ -485,22 +525,28 @@ def _plan(
     pending: dict[str, Pending],
     current: Mapping[Slot, str],
     stopped: list[Slot],
-) -> Plan:
+) -> Steps[Plan]:
     moved, added = [], []
-    for slot, node in placement.items():
-        was = current.get(slot)
-        if was is None:
-            added.append(slot)
-        elif was != node:
-            moved.append(slot)
+    items = iter(placement.items())
+    for _ in range(0, len(placement), CHUNK):
+        for slot, node in islice(items, CHUNK):
+            was = current.get(slot)
+            if was is None:
+                added.append(slot)
+            elif was != node:
+                moved.append(slot)
+        yield
     gone = set(stopped)
     evicted = [slot for slot in current if slot not in placement and slot not in gone]
+    yield
+    moved.sort()
+    added.sort()
     return Plan(
         placement=placement,
         pending=pending,
-        moved=tuple(sorted(moved)),
+        moved=tuple(moved),
         stopped=tuple(stopped),
-        added=tuple(sorted(added)),
+        added=tuple(added),
         evicted=tuple(sorted(evicted)),
     )
 

@@ -64,6 +64,8 @@ class PeerServer:
         self._task: asyncio.Task | None = None
         self.bad = BadMessages()
         self.replays = 0
+        self.evicted = 0
+        """Sessions forgotten to stay within MAX_SESSIONS (their peers must say hello again)."""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
@@ -80,6 +82,9 @@ class PeerServer:
     def forget(self, peer: bytes) -> None:
         self._sessions.pop(peer, None)
 
+    def session(self, peer: bytes) -> Session | None:
+        return self._sessions.get(peer)
+
     @property
     def stats(self) -> dict:
         return {
@@ -88,6 +93,7 @@ class PeerServer:
             "send_dropped": self._channel.send_dropped,
             "replays": self.replays,
             "sessions": len(self._sessions),
+            "sessions_evicted": self.evicted,
             "bad_messages": self.bad.snapshot(),
         }
 
@@ -158,6 +164,7 @@ class PeerServer:
         self._sessions[peer] = session
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
+            self.evicted += 1
         return session
 
     def _allowed(self, session: Session) -> frozenset[str]:

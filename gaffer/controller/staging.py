@@ -47,6 +47,8 @@ class Stages:
         self.max_bytes = max_bytes
         self.ttl = ttl
         self._stages: dict[str, Stage] = {}
+        self.expired = 0
+        """Stages dropped unfinished (``status``: an apply whose client gave up half-way)."""
 
     def __len__(self) -> int:
         return len(self._stages)
@@ -96,6 +98,7 @@ class Stages:
         gone = [token for token, stage in self._stages.items() if now - stage.touched > self.ttl]
         for token in gone:
             del self._stages[token]
+        self.expired += len(gone)
         return gone
 
 

@@ -26,10 +26,11 @@ Why it is built this way:
   comes back through ``parse_template``; one that no longer validates is reported by name
   (ConfigError, naming ``gaffer-controller forget-template``), never silently dropped.
 
-Tables (schema version 1): ``meta`` (schema_version), ``templates`` (spec, version, paused),
+Tables (schema version 2): ``meta`` (schema_version), ``templates`` (spec, version, paused),
 ``nodes`` (labels, agent id, cordoned, draining, first/last seen; a node may be stored before it
-ever registers), ``placement`` and ``failures`` (both deleted with their template),
-``generations`` (per node, kept even when everything else about the node goes).
+ever registers), ``placement``, ``failures`` and ``restarts`` (a template's restart generation,
+kept beside its spec; all three deleted with their template), ``generations`` (per node, kept
+even when everything else about the node goes).
 
 Not thread-safe: the controller calls it from its one loop thread (backups read the file through
 their own connection). Each write fsyncs, so batch where the caller can (``put_templates``,
@@ -51,6 +52,7 @@ from typing import Callable, Iterable, Iterator, Literal, Mapping, Sequence
 from gaffer.common.errors import (
     ConfigError, InvalidRequest, StorageDamaged, StorageError, TemplateError, TemplateNotFound,
 )
+from gaffer.common.model import Slot
 from gaffer.common.template import MAX_INT, RESTART_FIELDS, Template, parse_template
 from gaffer.controller.dbfile import (
     DB_NAME, LOCK_HINT, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
@@ -61,7 +63,6 @@ log = logging.getLogger("gaffer.controller.store")
 
 ChangeKind = Literal["created", "updated", "scaled", "unchanged"]
 Migration = Callable[[sqlite3.Connection], None]
-Slot = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -175,10 +176,19 @@ def _create_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _create_restarts(conn: sqlite3.Connection) -> None:
+    """Version 2: restart generations live beside the spec, never in it."""
+    conn.execute(
+        """CREATE TABLE restarts (
+            template TEXT PRIMARY KEY REFERENCES templates (name) ON DELETE CASCADE,
+            generation INTEGER NOT NULL CHECK (generation >= 1))"""
+    )
+
+
 # Step i takes the schema from version i to i + 1. Append only; never edit a shipped step.
 # A step runs inside the migration's transaction: no executescript (it commits), and no
 # PRAGMA foreign_keys (ignored inside a transaction).
-MIGRATIONS: tuple[Migration, ...] = (_create_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _create_restarts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -617,6 +627,25 @@ class Store:
                     "DELETE FROM failures WHERE template = ? AND ordinal = ?", (template, ordinal)
                 )
             return cursor.rowcount
+
+    def restart(self, name: str) -> int:
+        """Bump ``name``'s restart generation (its instances restart, rolling) and forget its
+        failures, in one transaction; the new generation. The spec is left as it is."""
+        with self._write() as conn:
+            if not _template_exists(conn, name):
+                raise TemplateNotFound(name)
+            conn.execute(
+                "INSERT INTO restarts (template, generation) VALUES (?, 1) "
+                "ON CONFLICT (template) DO UPDATE SET generation = generation + 1",
+                (name,),
+            )
+            conn.execute("DELETE FROM failures WHERE template = ?", (name,))
+            return conn.execute("SELECT generation FROM restarts WHERE template = ?", (name,)).fetchone()[0]
+
+    def restarts(self) -> dict[str, int]:
+        """Each restarted template's restart generation (0, absent, for the others)."""
+        with self._read() as conn:
+            return dict(conn.execute("SELECT template, generation FROM restarts").fetchall())
 
     def failed(self) -> dict[Slot, frozenset[str]]:
         """For each ordinal that has failed somewhere, the nodes it failed on."""

@@ -333,4 +333,4 @@ class TestEvents:
         await cluster.call("apply", templates=[template])
         flap = await next_event(events, "proc.crash.flap", timeout=10)
         assert flap.data["node"] == "n1" and flap.data["template"] == "crash"
-        assert "id_mismatch" not in cluster.controller.agent_drops.snapshot()["reasons"]
+        assert "id_mismatch" not in cluster.controller.status()["agent_events_dropped"]["reasons"]

@@ -42,7 +42,7 @@ def junk_frames(draw) -> list[bytes]:
     if choice == 0:
         return [draw(st.binary(max_size=64))]
     if choice == 1:
-        good = msgpack.packb([1, "heartbeat", 1, {"load": [0, 0, 0]}])
+        good = msgpack.packb([protocol.PROTOCOL_VERSION, "heartbeat", 1, {"load": [0, 0, 0]}])
         return [good[: draw(st.integers(0, len(good) - 1))]]
     if choice == 2:
         return [msgpack.packb(draw(plain), use_bin_type=True)]
@@ -113,7 +113,7 @@ async def test_wrong_but_wellformed_messages_are_dropped(controller):
         peer.setsockopt(zmq.LINGER, 0)
         peer.connect(controller.endpoint)
     try:
-        agentish.send(protocol.encode("assign", 1, {"generation": 1, "templates": {}, "ordinals": {}}))
+        agentish.send(protocol.encode("assign", 1, {"generation": 1, "templates": {}, "ordinals": {}, "controls": {}}))
         agentish.send(protocol.encode("heartbeat", 2, {"load": [0, 0, 0], "digest": "", "instances": 0, "generation": 0}))
         reply = protocol.decode(await asyncio.wait_for(agentish.recv(), 5), protocol.CONTROLLER_TO_AGENT)
         assert reply.kind == "refuse" and reply.body["code"] == "hello_required"

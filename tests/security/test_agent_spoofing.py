@@ -81,7 +81,7 @@ async def test_agent_cannot_speak_for_other_nodes_templates_or_instances(tmp_pat
             _event("proc.mine.failed", id="mine.1", template="mine", scope="cluster", node="node1"),
             _event("output.mine.1.out", id="mine.1", template="mine", stream="out", text="mine"),
         ]})
-        await poll_until(lambda: controller.agent_drops.total >= 4, timeout=5, what="the drops")
+        await poll_until(lambda: controller.status()["agent_events_dropped"]["total"] >= 4, timeout=5, what="the drops")
         await _marker(admin, collector, "after")
 
         seen = collector.seen
@@ -94,7 +94,7 @@ async def test_agent_cannot_speak_for_other_nodes_templates_or_instances(tmp_pat
             ("proc.mine.failed", "node2"), ("output.mine.1.out", "node2"),
         ]
         assert "scope" not in own[0].data
-        reasons = controller.agent_drops.snapshot()["reasons"]
+        reasons = controller.status()["agent_events_dropped"]["reasons"]
         assert reasons == {"foreign_topic": 2, "not_assigned": 2}
         status = await admin.call("status")
         assert status["agent_events_dropped"]["peers"]["agent:node2"] == reasons

@@ -10,6 +10,8 @@ from typing import Any
 from gaffer.agent.assignment import Assignments
 from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
+from gaffer.common import assign
+from gaffer.common.assign import Control
 from gaffer.common.parts import split_assignment
 from gaffer.testing.clock import FakeClock
 from gaffer.testing.process import FakeProcesses
@@ -46,7 +48,9 @@ def spec(cmd: str = "sleep", **fields: Any) -> dict[str, Any]:
 
 
 def body(generation: int, templates: dict[str, dict[str, Any]], ordinals: dict[str, list[int]]) -> dict[str, Any]:
-    return {"generation": generation, "templates": templates, "ordinals": ordinals}
+    """An ``assign`` body whose controls give each template its ordinals' count."""
+    controls = {name: Control(count=len(ordinals.get(name, ()))) for name in templates}
+    return assign.body(generation, templates, ordinals, controls)
 
 
 class TestApply:
@@ -82,7 +86,7 @@ class TestApply:
         r.apply(body(1, {"bad": bad, "good": spec()}, {"bad": [1], "good": [1]}))
         await r.clock.settle()
         [(generation, errors)] = r.acks
-        assert generation == 1 and len(errors) == 1 and errors[0].startswith("bad: ")
+        assert generation == 1 and [(e["template"], e["code"]) for e in errors] == [("bad", "invalid_template")]
         assert r.running() == {"good": [1]}
 
     async def test_parts_apply_only_once_all_are_there(self) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from gaffer.cli.tables import nodes_table, status_text
+from gaffer.common.protocol import PROTOCOL_VERSION
 from gaffer.controller.registry import NodeTable
 
 HELLO = {
-    "node": "n1", "labels": {}, "cpus": 2, "memory": 1, "version": "0", "protocol": 1,
+    "node": "n1", "labels": {}, "cpus": 2, "memory": 1, "version": "0", "protocol": PROTOCOL_VERSION,
     "agent_id": "a", "incarnation": "i", "generation": 0, "instances": [],
 }
 BEAT = {"load": [0.0, 0.0, 0.0], "digest": "", "instances": 0, "generation": 0}

@@ -12,11 +12,16 @@ from gaffer.common.parts import PartsAssembler, merge_parts, split_assignment
 
 
 def body(generation: int, templates: dict[str, int], spec_size: int = 50) -> dict:
-    """An assignment of ``templates`` {name: ordinal count}, each spec about ``spec_size``."""
+    """An assignment of ``templates`` {name: ordinal count}, each spec about ``spec_size``,
+    with controls that differ per template (so a mix-up between parts would show)."""
     return {
         "generation": generation,
         "templates": {name: {"cmd": "x" * spec_size, "name": name} for name in templates},
         "ordinals": {name: list(range(1, n + 1)) for name, n in templates.items()},
+        "controls": {
+            name: {"count": n, "allowance": 1 + index % 3, "restart": index}
+            for index, (name, n) in enumerate(templates.items())
+        },
     }
 
 
@@ -50,11 +55,13 @@ def test_small_assignment_goes_whole():
 
 
 def test_many_ordinals_of_one_template_spread_over_parts():
-    """A template with more ordinals than one part holds is repeated, ordinals split."""
+    """A template with more ordinals than one part holds is repeated, ordinals split, and
+    every part carries its controls (the node's whole count, not the part's)."""
     big = body(1, {"web": 20_000})
     parts = split_assignment(big, 50_000)
     assert len(parts) > 1 and all("web" in p["templates"] for p in parts)
     assert sorted(o for p in parts for o in p["ordinals"]["web"]) == list(range(1, 20_001))
+    assert all(p["controls"]["web"] == {"count": 20_000, "allowance": 1, "restart": 0} for p in parts)
 
 
 @settings(max_examples=40, deadline=None)

@@ -82,7 +82,13 @@ problems = st.fixed_dictionaries(
 )
 errors = st.fixed_dictionaries(
     {"code": words, "message": st.text(max_size=100)},
-    optional={"problems": st.lists(problems, max_size=3)},
+    optional={
+        "problems": st.lists(problems, max_size=3),
+        "details": st.dictionaries(
+            st.text(min_size=1, max_size=10), st.none() | st.text(max_size=20) | st.integers(-100, 100),
+            max_size=3,
+        ),
+    },
 )
 
 
@@ -104,7 +110,12 @@ def assignments(draw: st.DrawFn) -> dict:
     ordinals = {
         name: draw(st.lists(st.integers(1, MAX_INT), max_size=5)) for name in chosen
     }
-    return {"generation": draw(counters), "templates": templates, "ordinals": ordinals}
+    controls = {
+        name: {"count": len(ordinals.get(name, ())), "allowance": draw(st.integers(1, 10)),
+               "restart": draw(counters)}
+        for name in templates
+    }
+    return {"generation": draw(counters), "templates": templates, "ordinals": ordinals, "controls": controls}
 
 
 hosts = st.fixed_dictionaries({
@@ -130,7 +141,7 @@ BODIES = {
         "digest": st.text(max_size=128),
         "instances": counters,
         "generation": counters,
-    }, optional={"host": hosts}),
+    }, optional={"host": hosts, "dropped": st.dictionaries(words, counters, max_size=2)}),
     "report": st.fixed_dictionaries({
         "instances": st.lists(instances, max_size=5),
         "removed": st.lists(st.text(min_size=1, max_size=20), max_size=3),
@@ -145,7 +156,10 @@ BODIES = {
     "ack": st.fixed_dictionaries({
         "generation": counters,
         "ok": st.booleans(),
-        "errors": st.lists(st.text(max_size=50), max_size=4),
+        "errors": st.lists(
+            st.fixed_dictionaries({"template": names, "code": words, "message": st.text(max_size=50)}),
+            max_size=4,
+        ),
     }),
     "result": outcomes(),
     "pong": st.fixed_dictionaries({"nonce": counters}),
@@ -175,7 +189,10 @@ HEARTBEAT = {"load": [0.5, 0.25, 0.0], "digest": "", "instances": 0, "generation
 EVENT = {"seq": 1, "topic": "t", "ts": 1.0, "data": {}}
 REQUEST = {"id": 1, "op": "x", "args": {}}
 FAILED = {"id": 1, "ok": False, "result": None, "error": {"code": "x", "message": "y"}}
-ASSIGN = {"generation": 1, "templates": {"web": {}}, "ordinals": {"web": [1]}}
+ASSIGN = {
+    "generation": 1, "templates": {"web": {}}, "ordinals": {"web": [1]},
+    "controls": {"web": {"count": 1, "allowance": 1, "restart": 0}},
+}
 HELLO = {
     "node": "node-1", "labels": {"zone": "a"}, "cpus": 4, "memory": 2**33, "version": "0.1.0",
     "protocol": 1, "agent_id": "a1b2", "incarnation": "f00d", "generation": 0, "instances": [INSTANCE],
@@ -233,7 +250,7 @@ class TestRoundTrip:
 
     def test_no_role_filter_accepts_any_known_kind(self):
         """allowed=None is for tools and tests that read every kind."""
-        assert decode(encode("ping", 3, {"nonce": 9})) == Message(1, "ping", 3, {"nonce": 9})
+        assert decode(encode("ping", 3, {"nonce": 9})) == Message(PROTOCOL_VERSION, "ping", 3, {"nonce": 9})
 
     def test_every_gaffer_error_fits_the_error_schema(self):
         """A reply can carry any GafferError's to_dict(), template problems included."""
@@ -281,12 +298,12 @@ BAD_FRAMES = [
     ("truncated", GOOD_PING[:-2], None, "not_msgpack", None),
     ("trailing-bytes", GOOD_PING + b"\x00", None, "not_msgpack", None),
     ("bad-utf8", b"\x94\x01\xa2\xff\xfe\x01\x80", None, "not_msgpack", None),
-    ("int-map-key", frame(1, "ping", 1, {1: 2}), None, "not_msgpack", None),
-    ("ext-type", frame(1, "ping", 1, msgpack.ExtType(7, b"xyz")), None, "not_msgpack",
+    ("int-map-key", frame(PROTOCOL_VERSION, "ping", 1, {1: 2}), None, "not_msgpack", None),
+    ("ext-type", frame(PROTOCOL_VERSION, "ping", 1, msgpack.ExtType(7, b"xyz")), None, "not_msgpack",
      "cannot unpack: msgpack extension types are not used by this protocol"),
-    ("empty-ext-type", frame(1, "ping", 1, msgpack.ExtType(7, b"")), None, "not_msgpack",
+    ("empty-ext-type", frame(PROTOCOL_VERSION, "ping", 1, msgpack.ExtType(7, b"")), None, "not_msgpack",
      "cannot unpack: msgpack extension type 7 is not used by this protocol"),
-    ("timestamp-ext", frame(1, "ping", 1, msgpack.Timestamp(1, 0)), None, "not_msgpack", None),
+    ("timestamp-ext", frame(PROTOCOL_VERSION, "ping", 1, msgpack.Timestamp(1, 0)), None, "not_msgpack", None),
     ("array-over-limit",
      body_frame("request", {**REQUEST, "args": {"a": [0] * (MAX_CONTAINER + 1)}}),
      None, "not_msgpack", None),
@@ -296,21 +313,21 @@ BAD_FRAMES = [
     ("string-version", frame("1", "ping", 1, {"nonce": 1}), None, "bad_envelope",
      'version must be an integer, got "1"'),
     ("bool-version", frame(True, "ping", 1, {"nonce": 1}), None, "bad_envelope", None),
-    ("three-items", frame(1, "ping", 1), None, "bad_envelope",
+    ("three-items", frame(PROTOCOL_VERSION, "ping", 1), None, "bad_envelope",
      "the envelope must be [version, kind, seq, body], got 3 items"),
-    ("five-items", frame(1, "ping", 1, {"nonce": 1}, None), None, "bad_envelope", None),
-    ("version-2", frame(2, "ping", 1, {"nonce": 1}), None, "unknown_version",
-     "protocol version 2 (this side speaks 1)"),
-    ("version-2-other-shape", frame(2, {"anything": "goes"}), None, "unknown_version", None),
+    ("five-items", frame(PROTOCOL_VERSION, "ping", 1, {"nonce": 1}, None), None, "bad_envelope", None),
+    ("newer-version", frame(PROTOCOL_VERSION + 1, "ping", 1, {"nonce": 1}), None, "unknown_version",
+     f"protocol version {PROTOCOL_VERSION + 1} (this side speaks {PROTOCOL_VERSION})"),
+    ("newer-version-other-shape", frame(PROTOCOL_VERSION + 1, {"anything": "goes"}), None, "unknown_version", None),
     ("version-0", frame(0, "ping", 1, {"nonce": 1}), None, "unknown_version", None),
-    ("unknown-kind", frame(1, "shutdown", 1, {}), None, "unknown_kind",
+    ("unknown-kind", frame(PROTOCOL_VERSION, "shutdown", 1, {}), None, "unknown_kind",
      'unknown message kind "shutdown"'),
-    ("kind-not-a-string", frame(1, 5, 1, {}), None, "bad_envelope", None),
-    ("negative-seq", frame(1, "ping", -1, {"nonce": 1}), None, "bad_envelope",
+    ("kind-not-a-string", frame(PROTOCOL_VERSION, 5, 1, {}), None, "bad_envelope", None),
+    ("negative-seq", frame(PROTOCOL_VERSION, "ping", -1, {"nonce": 1}), None, "bad_envelope",
      "seq must be an integer >= 0, got -1"),
-    ("bool-seq", frame(1, "ping", True, {"nonce": 1}), None, "bad_envelope", None),
-    ("float-seq", frame(1, "ping", 1.0, {"nonce": 1}), None, "bad_envelope", None),
-    ("huge-seq", frame(1, "ping", 2**63, {"nonce": 1}), None, "bad_envelope", None),
+    ("bool-seq", frame(PROTOCOL_VERSION, "ping", True, {"nonce": 1}), None, "bad_envelope", None),
+    ("float-seq", frame(PROTOCOL_VERSION, "ping", 1.0, {"nonce": 1}), None, "bad_envelope", None),
+    ("huge-seq", frame(PROTOCOL_VERSION, "ping", 2**63, {"nonce": 1}), None, "bad_envelope", None),
     ("agent-sends-assign", body_frame("assign", {}), AGENT_TO_CONTROLLER, "unexpected_kind",
      "'assign' is not accepted from this peer"),
     ("client-sends-hello", body_frame("hello", HELLO), CLIENT_TO_CONTROLLER, "unexpected_kind",
@@ -491,7 +508,7 @@ msgpack_values = st.recursive(
     max_leaves=20,
 )
 envelopes = st.tuples(
-    st.sampled_from([1, 1, 1, 0, 2]) | msgpack_values,
+    st.sampled_from([PROTOCOL_VERSION] * 3 + [0, PROTOCOL_VERSION + 1]) | msgpack_values,
     st.sampled_from(sorted(KINDS)) | msgpack_values,
     counters | msgpack_values,
     st.sampled_from([HELLO, {"nonce": 1}, {}]) | msgpack_values,
@@ -568,7 +585,7 @@ class TestFuzz:
         body = data.draw(BODIES[kind])
         path = data.draw(st.sampled_from(paths(body)))
         mutated = replaced(body, path, new)
-        decodes_or_refuses(msgpack.packb([1, kind, 1, mutated], use_bin_type=True), role_of(kind))
+        decodes_or_refuses(msgpack.packb([PROTOCOL_VERSION, kind, 1, mutated], use_bin_type=True), role_of(kind))
 
     def test_random_frames_from_urandom_decode_or_refuse(self):
         """A larger sample of noise than hypothesis shrinks through, same property."""

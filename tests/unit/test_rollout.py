@@ -1,52 +1,70 @@
-"""Cluster-wide rolling updates: the allowance bookkeeping, fed node states by hand."""
+"""Cluster-wide rolling updates: the allowance bookkeeping as values, fed node states by hand."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaffer.controller.rollout import Rollout, start_rollout, with_allowance
+from gaffer.controller.orders import Order, Version
+from gaffer.controller.rollout import Rollout, advance, start_rollout
+from gaffer.testing import template
 
-OLD = {"cmd": "old", "update": {"max_unavailable": 1}}
-NEW = {"cmd": "new", "update": {"max_unavailable": 2}}
+OLD = Version.of(template("web", args=["old"]), 0)
+NEW = Version.of(template("web", args=["new"]), 0)
+NEWER = Version.of(template("web", args=["new"]), 1)
 
 
-def test_nodes_wait_their_turn_and_keep_the_old_spec():
+def sent(*nodes: str, version: Version = OLD, allowance: int = 1) -> dict[str, Order]:
+    return {node: Order(version, allowance) for node in nodes}
+
+
+def test_nodes_wait_their_turn_and_keep_the_old_order():
     """With budget 2 and two instances per node, one node rolls at a time."""
-    rollout = start_rollout(None, NEW, "h2", 2, {"a": OLD, "b": OLD, "c": OLD})
-    rollout.advance({"a": 2, "b": 2, "c": 2}, {})
+    rollout = advance(start_rollout(None, NEW, 2, sent("a", "b", "c")), {"a": 2, "b": 2, "c": 2}, {})
     assert rollout.rolling == {"a": 2}
-    assert rollout.spec_for("a") == with_allowance(NEW, 2)
-    assert rollout.spec_for("b") == OLD and rollout.spec_for("c") == OLD
-    rollout.advance({"a": 2, "b": 2, "c": 2}, {"a": True})
-    assert rollout.rolling == {"b": 2} and rollout.spec_for("a") == NEW
+    assert rollout.order_for("a", 2) == Order(NEW, 2)
+    assert rollout.order_for("b", 2) == Order(OLD, 1) == rollout.order_for("c", 2)
+    rollout = advance(rollout, {"a": 2, "b": 2, "c": 2}, {"a": True})
+    assert rollout.rolling == {"b": 2} and rollout.order_for("a", 2) == Order(NEW, 2)
+
+
+def test_advance_returns_a_new_value_and_leaves_the_old_one_alone():
+    """A rollout is a value: advancing gives another one, the input is unchanged."""
+    first = start_rollout(None, NEW, 1, sent("a", "b"))
+    second = advance(first, {"a": 1, "b": 1}, {})
+    assert first.rolling == {} and set(first.waiting) == {"a", "b"}
+    assert second.rolling == {"a": 1} and set(second.waiting) == {"b"}
+    assert advance(second, {"a": 1, "b": 1}, {}) is second
 
 
 def test_budget_is_shared_across_small_nodes():
     """A budget of 3 over nodes with one instance each rolls three nodes at once."""
-    rollout = start_rollout(None, NEW, "h2", 3, {n: OLD for n in "abcd"})
-    rollout.advance({n: 1 for n in "abcd"}, {})
+    rollout = advance(start_rollout(None, NEW, 3, sent(*"abcd")), {n: 1 for n in "abcd"}, {})
     assert rollout.rolling == {"a": 1, "b": 1, "c": 1} and set(rollout.waiting) == {"d"}
 
 
 def test_a_node_that_lost_its_instances_leaves_the_rollout():
     """A node running none of the template any more frees its allowance."""
-    rollout = start_rollout(None, NEW, "h2", 1, {"a": OLD, "b": OLD})
-    rollout.advance({"a": 1, "b": 1}, {})
-    rollout.advance({"a": 0, "b": 1}, {})
+    rollout = advance(start_rollout(None, NEW, 1, sent("a", "b")), {"a": 1, "b": 1}, {})
+    rollout = advance(rollout, {"a": 0, "b": 1}, {})
     assert rollout.rolling == {"b": 1} and not rollout.waiting
-    rollout.advance({"a": 0, "b": 1}, {"b": True})
-    assert rollout.finished
+    assert advance(rollout, {"a": 0, "b": 1}, {"b": True}).finished
 
 
 def test_a_second_change_keeps_rolling_nodes_rolling():
     """An update during a rollout keeps the nodes already restarting (they hold budget)."""
-    first = start_rollout(None, NEW, "h2", 1, {"a": OLD, "b": OLD})
-    first.advance({"a": 1, "b": 1}, {})
-    newer = {"cmd": "newer", "update": {"max_unavailable": 1}}
-    second = start_rollout(first, newer, "h3", 1, {"a": with_allowance(NEW, 1), "b": OLD})
+    first = advance(start_rollout(None, NEW, 1, sent("a", "b")), {"a": 1, "b": 1}, {})
+    second = start_rollout(first, NEWER, 1, {"a": Order(NEW, 1), "b": Order(OLD, 1)})
     assert second.rolling == {"a": 1} and set(second.waiting) == {"b"}
-    assert second.spec_for("a") == with_allowance(newer, 1)
+    assert second.order_for("a", 1) == Order(NEWER, 1)
+
+
+def test_a_smaller_budget_caps_the_allowances_carried_over():
+    """Nodes carried over from a rollout with a larger budget never sum over the new one."""
+    first = advance(start_rollout(None, NEW, 4, sent("a", "b")), {"a": 3, "b": 3}, {})
+    assert first.rolling == {"a": 3, "b": 1}
+    second = start_rollout(first, NEWER, 2, {"a": Order(NEW, 3), "b": Order(NEW, 1)})
+    assert second.rolling == {"a": 2} and second.waiting == {"b": Order(NEW, 1)}
 
 
 @settings(max_examples=150, deadline=None)
@@ -54,20 +72,34 @@ def test_a_second_change_keeps_rolling_nodes_rolling():
     budget=st.integers(1, 5),
     counts=st.dictionaries(st.sampled_from("abcdefg"), st.integers(0, 4), min_size=1),
     finishing=st.lists(st.sets(st.sampled_from("abcdefg")), max_size=8),
+    restart_at=st.integers(0, 8),
+    second_budget=st.integers(1, 5),
 )
-def test_allowances_never_exceed_the_budget_and_every_node_gets_its_turn(budget, counts, finishing):
-    """Whatever finishes when, rolling allowances sum to at most the budget, and the
-    rollout ends once every node has finished."""
-    rollout = start_rollout(None, NEW, "h", budget, {n: OLD for n in counts})
-    for done in finishing:
-        rollout.advance(counts, {n: n in done for n in counts})
-        assert sum(rollout.rolling.values()) <= budget
+def test_allowances_never_exceed_the_budget_and_every_node_gets_its_turn(
+    budget, counts, finishing, restart_at, second_budget,
+):
+    """Whatever finishes when, and whatever second change starts over the first, rolling
+    allowances sum to at most the budget, and the rollout ends once every node finished."""
+    rollout = start_rollout(None, NEW, budget, sent(*counts))
+    for step, done in enumerate(finishing):
+        if step == restart_at:
+            orders = {n: rollout.order_for(n, budget) for n in counts}
+            rollout = start_rollout(rollout, NEWER, second_budget, orders)
+        rollout = advance(rollout, counts, {n: n in done for n in counts})
+        assert sum(rollout.rolling.values()) <= rollout.budget
         assert all(share >= 1 for share in rollout.rolling.values())
     for _ in range(len(counts) + 1):
-        rollout.advance(counts, {n: True for n in counts})
+        rollout = advance(rollout, counts, {n: True for n in counts})
     assert rollout.finished
 
 
 def test_rollout_with_no_nodes_is_finished_at_once():
     """A template that runs nowhere has nothing to roll."""
-    assert Rollout(target=NEW, target_hash="h", budget=1).finished
+    assert Rollout(target=NEW, budget=1).finished
+
+
+def test_a_restart_is_a_new_version_of_the_same_spec():
+    """Restarting changes the version (and the hash agents report), never the spec."""
+    assert NEWER.spec == NEW.spec
+    assert NEWER.key != NEW.key and NEWER.launch_hash != NEW.launch_hash
+    assert "numprocesses" not in NEW.spec

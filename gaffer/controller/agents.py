@@ -1,0 +1,200 @@
+"""What agents tell the controller: hello, heartbeats, reports, events, acks and results.
+
+``AgentMessages`` handles each message an agent's session delivers (after ``PeerServer`` has
+checked who sent it, its schema and its sequence number) and keeps the node table in step:
+a ``hello`` opens or resyncs a node, a heartbeat keeps it alive (and revives a suspect one),
+a report replaces or updates what it runs, events are admitted and republished, acks and
+failures go to the cluster. Node state changes (``set_state``, also called by the liveness
+tick) are published and kick a reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from gaffer.common import protocol
+from gaffer.common.badmsg import BadMessages
+from gaffer.common.model import parse_instance_id, template_of
+from gaffer.common.protocol import Message
+from gaffer.controller.admission import admit_event, stamped
+from gaffer.controller.changes import Changes
+from gaffer.controller.cluster import Cluster
+from gaffer.controller.hub import EventHub
+from gaffer.controller.links import Links
+from gaffer.controller.liveness import Liveness, NodeState
+from gaffer.controller.oneoffs import OneOffs
+from gaffer.controller.registry import Node, NodeTable
+from gaffer.controller.server import Session
+
+log = logging.getLogger("gaffer.controller")
+
+
+class AgentMessages:
+    def __init__(
+        self,
+        nodes: NodeTable,
+        links: Links,
+        cluster: Cluster,
+        hub: EventHub,
+        oneoffs: OneOffs,
+        changes: Changes,
+        liveness: Liveness,
+        controller_id: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._nodes = nodes
+        self._links = links
+        self._cluster = cluster
+        self._hub = hub
+        self._oneoffs = oneoffs
+        self._changes = changes
+        self._liveness = liveness
+        self._id = controller_id
+        self._clock = clock
+        self.drops = BadMessages(logger=logging.getLogger("gaffer.controller.admission"))
+        """Agent events refused by admission, per node and reason."""
+
+    def receive(self, session: Session, message: Message) -> None:
+        kind, body = message.kind, message.body
+        if kind == "hello":
+            self._hello(session, body)
+            return
+        node = self._nodes.by_peer(session.peer)
+        if node is None or node.state is NodeState.DOWN or (
+            session.name is not None and node.name != session.name
+        ):
+            self._links.refuse(session, "hello_required", "say hello first: this controller does not know you")
+            return
+        now = self._clock()
+        node.last_heard = now
+        if kind == "heartbeat":
+            revived = node.state is not NodeState.UP
+            stale = self._nodes.heartbeat(node, body, now)
+            if revived:
+                self.set_state(node, NodeState.UP)
+            if stale:
+                self._links.ask_report(session)
+        elif kind == "report":
+            if body["full"]:
+                rows = self._nodes.replace_instances(node, body["instances"])
+            else:
+                rows = self._nodes.update_instances(node, body["instances"], body["removed"])
+            self._cluster.instances_reported(node, rows)
+            self._changes.notify()
+        elif kind == "events":
+            self._events(node, body["events"])
+        elif kind == "ack":
+            self._cluster.acked(node, body["generation"], body["errors"])
+            self._changes.notify()
+        elif kind == "result":
+            self._links.result(node, body)
+
+    def set_state(self, node: Node, state: NodeState) -> None:
+        """A node's liveness changed: publish it, and let the cluster re-judge."""
+        old, node.state = node.state, state
+        log.info("node %s: %s -> %s", node.name, old, state)
+        if state is NodeState.DOWN:
+            self._nodes.disconnect(node)
+        self._hub.publish(f"node.{node.name}.{state.value}", {"node": node.name, "previous": old.value})
+        self._cluster.node_changed(node)
+        self._changes.notify()
+
+    def watch_prefixes(self) -> list[str]:
+        """Output topics with subscribers (only explicit ``output.`` subscriptions count: a
+        subscriber to everything does not pull every line of output)."""
+        return sorted({
+            p if p.startswith("output.") else "output."
+            for p in self._hub.subscribed_prefixes() if p.startswith("output")
+        })
+
+    def send_watch_all(self) -> None:
+        prefixes = self.watch_prefixes()
+        for node in self._nodes.nodes.values():
+            self._links.send_watch(node, prefixes)
+
+    def _hello(self, session: Session, body: dict[str, Any]) -> None:
+        if session.name is not None and body["node"] != session.name:
+            self._links.refuse(
+                session, "node_mismatch",
+                f"this key is bound to node {session.name!r}, not {body['node']!r}",
+            )
+            return
+        if body["protocol"] != protocol.PROTOCOL_VERSION:
+            self._links.refuse(
+                session, "unsupported_protocol",
+                f"protocol {body['protocol']} is not served here (this controller speaks "
+                f"{protocol.PROTOCOL_VERSION})",
+            )
+            return
+        outcome = self._nodes.hello(body, session.peer, session.address, self._clock())
+        if not outcome.accepted:
+            log.warning("refused hello for node %s from %s: %s", body["node"], session.label, outcome.message)
+            self._links.refuse(session, outcome.code, outcome.message)
+            return
+        node = self._nodes.get(body["node"])
+        assert node is not None
+        session.name = node.name
+        log.info(
+            "node %s %s from %s (%d instances)", node.name,
+            "resynced" if outcome.resync else "registered", session.address, len(node.instances),
+        )
+        self._links.send(session, "welcome", {
+            "node": node.name, "controller": self._id,
+            "heartbeat": self._liveness.interval, "timeout": self._liveness.down_after,
+        })
+        self._cluster.remember_node(node)
+        self._hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
+        self._links.send_watch(node, self.watch_prefixes())
+        self._cluster.node_changed(node)
+        self._cluster.instances_reported(node, list(node.instances.values()))
+        self._changes.notify()
+
+    def _events(self, node: Node, events: list[dict[str, Any]]) -> None:
+        owns = OwnedBy(self._cluster, self._oneoffs, node.name)
+        ended = False
+        for event in events:
+            topic = event["topic"]
+            refused = admit_event(topic, event["data"], owns)
+            if refused is not None:
+                self.drops.record(f"agent:{node.name}", refused, f"event {topic}")
+                continue
+            data = stamped(event["data"], node.name)
+            self._hub.publish(topic, data, event["ts"])
+            if data.get("oneoff") and topic.endswith(".exit") and isinstance(data.get("id"), str):
+                self._oneoffs.ended(node.name, data["id"], data)
+                ended = True
+        if ended:
+            self._changes.notify()
+
+
+class OwnedBy:
+    """The instance ids node ``name`` may speak for (see ``admission``), looked up lazily:
+    most event batches name a handful of instances, a node may hold thousands."""
+
+    def __init__(self, cluster: Cluster, oneoffs: OneOffs, name: str) -> None:
+        self._cluster = cluster
+        self._oneoffs = oneoffs
+        self._name = name
+
+    def __contains__(self, ident: object) -> bool:
+        parsed = parse_instance_id(ident)
+        if parsed is None:
+            return False
+        slot = parsed.slot
+        if slot is not None:
+            if self._cluster.placement.get(slot) == self._name:
+                return True
+            sent = self._cluster.sent.get(self._name)
+            if sent is not None and sent.assigns(*slot):
+                return True
+            return False
+        if self._oneoffs.runs_on(self._name, str(parsed)):
+            return True
+        return self._oneoffs.starting_on(self._name, template_of(str(parsed)))
+
+    def holds_template(self, name: str) -> bool:
+        if name in self._cluster.by_node(self._name):
+            return True
+        sent = self._cluster.sent.get(self._name)
+        return sent is not None and sent.holds(name)

@@ -1,0 +1,63 @@
+"""One-off runs (``gafferctl run``): which node may report on which, and how they ended.
+
+A one-off is not placed: the controller asks a node to run it and must then admit that node's
+events about it, and remember its exit for ``wait``. Both tables are bounded (the oldest go
+first) and count what they forget, for ``status``: a ``wait`` for a run forgotten that way
+times out instead of hanging on, and the count says why.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from typing import Any, Iterator
+
+MAX_ONEOFFS = 1_000
+
+
+class OneOffs:
+    def __init__(self, limit: int = MAX_ONEOFFS) -> None:
+        self._limit = limit
+        self.exits: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+        self.started: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
+        self.pending: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.dropped = {"exits": 0, "started": 0}
+
+    def ended(self, node: str, ident: str, data: dict[str, Any]) -> None:
+        """A one-off's exit event: kept for ``wait``."""
+        self.exits[(node, ident)] = data
+        while len(self.exits) > self._limit:
+            self.exits.popitem(last=False)
+            self.dropped["exits"] += 1
+
+    def exit_of(self, node: str, ident: str) -> dict[str, Any] | None:
+        return self.exits.get((node, ident))
+
+    def start(self, node: str, ident: str) -> None:
+        """Remember a one-off run the controller started, so its node may report on it."""
+        self.started[(node, ident)] = None
+        while len(self.started) > self._limit:
+            self.started.popitem(last=False)
+            self.dropped["started"] += 1
+
+    def runs_on(self, node: str, ident: str) -> bool:
+        return (node, ident) in self.started
+
+    def starting_on(self, node: str, template: str) -> bool:
+        return (node, template) in self.pending
+
+    @contextlib.contextmanager
+    def starting(self, node: str, template: str) -> Iterator[None]:
+        """While a run request is out, its node may report any one-off of ``template``: the
+        spawn event can overtake the reply that names the run."""
+        key = (node, template)
+        self.pending[key] += 1
+        try:
+            yield
+        finally:
+            self.pending[key] -= 1
+            if self.pending[key] <= 0:
+                del self.pending[key]
+
+    def status(self) -> dict[str, Any]:
+        return {"remembered": len(self.exits), "running": len(self.started), "dropped": dict(self.dropped)}

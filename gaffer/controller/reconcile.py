@@ -1,0 +1,479 @@
+"""The controller's reconcile as one value: what should run where, and what to tell each node.
+
+``reconcile(desired, nodes, placement, rollouts, failures, now) -> Reconcile`` takes frozen
+inputs and returns what to do, as Nomad's ``AllocReconciler.Compute`` returns its results:
+``Cluster`` then stores and sends exactly what the value says, and nothing else decides.
+Level-triggered: it looks at the whole state each time, so running it twice, or feeding its
+result back as the current state, changes nothing.
+
+Vocabulary::
+
+    desired     the templates, each as a Demand (for placement) and a Version (what runs)
+    lost        a node down for ``grace`` seconds while the guard allows moving anything:
+                its slots are placed elsewhere
+    order       a version and an allowance: what one node is told about one template
+    send        a node whose assignment changed (or that said hello again): its whole
+                assignment, to be numbered with a new generation and sent
+    resend      a node that has not acked its latest generation after RESEND_AFTER seconds
+
+Flow::
+
+    nodes ──► lost (down past grace, guard allows)
+                │
+    desired ──► schedule ──► plan ──► placement changes (to store), slots per node
+    failures ──┘   (skipped when only reports changed: the last plan is kept)
+                                          │
+    rollouts ──► start (a node was sent another version) / advance (done nodes free their
+                 allowance) / finish ───────┤
+                                          ▼
+                 orders per node ──► digest ≠ last sent (or hello) ──► sends
+    sent ──► unacked for RESEND_AFTER ──► resends
+    plan.pending (failed everywhere) ──► failures to announce (once per slot)
+
+Pure: no sockets, no store, no clock (``now`` is passed in), no randomness. It runs in
+``steps`` (it pauses every few thousand slots) so the controller's loop keeps answering while
+100,000 slots are placed; ``reconcile`` runs it to the end at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Mapping, Sequence
+
+import msgpack
+
+from gaffer.common import assign
+from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id
+from gaffer.controller.orders import Order, Version
+from gaffer.controller.rollout import Rollout, advance, start_rollout
+from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule_steps
+from gaffer.controller.steps import CHUNK, Steps, finish
+
+RESEND_AFTER = 2.0
+"""Seconds before an assignment a node has not acked is sent again (same generation)."""
+NODE_STEP = 64
+"""Nodes handled between two pauses when making assignments."""
+
+ByNode = Mapping[str, Mapping[str, Sequence[int]]]
+"""{node: {template: sorted ordinals}}: the placement as each node is told it."""
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Desired:
+    """One template as the reconcile sees it: where it may go, and what runs."""
+
+    name: str
+    demand: Demand
+    version: Version
+    max_unavailable: int = 1
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node: its liveness and flags (``info``, never ``lost``: that is judged here),
+    when it went down, whether it can be sent to, what it acked and what it reports.
+
+    ``rows`` is read only for nodes in a rolling update, all at once in one step.
+    """
+
+    info: NodeInfo
+    down_since: float | None = None
+    connected: bool = False
+    acked: int = 0
+    rows: Mapping[str, InstanceRow] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a node was last sent: its generation, digest and orders, when (``at``, for
+    resends), and the message bodies (one, or its parts) to send again."""
+
+    generation: int
+    digest: str
+    at: float
+    orders: Mapping[str, Order]
+    ordinals: Mapping[str, Sequence[int]]
+    bodies: tuple[dict[str, Any], ...] = ()
+    before: "Sent | None" = None
+    """The assignment this one replaced (its own ``before`` dropped): the node's reports on
+    what that one gave it may still be on their way."""
+
+    @cached_property
+    def _sets(self) -> dict[str, frozenset[int]]:
+        return {name: frozenset(ordinals) for name, ordinals in self.ordinals.items()}
+
+    def assigns(self, template: str, ordinal: int) -> bool:
+        """Whether this assignment, or the one it replaced, gave the node ``template.ordinal``."""
+        ordinals = self._sets.get(template)
+        if ordinals is not None and ordinal in ordinals:
+            return True
+        return self.before is not None and self.before.assigns(template, ordinal)
+
+    def holds(self, template: str) -> bool:
+        """Whether this assignment, or the one it replaced, gave the node ``template``."""
+        return template in self.ordinals or (self.before is not None and template in self.before.ordinals)
+
+
+@dataclass(frozen=True)
+class Nodes:
+    views: Mapping[str, NodeView]
+    sent: Mapping[str, Sent] = field(default_factory=dict)
+    fresh: frozenset[str] = frozenset()
+    """Nodes that came (back) up since they were last sent: they get their assignment anew."""
+    may_move: bool = True
+    """The liveness guard: False during the startup grace or when most nodes went silent."""
+    grace: float = 0.0
+    """Seconds a node stays down before it is lost (``node_grace``)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The current placement; with ``replace`` False, the last plan is kept as it is (only
+    reports changed: they cannot change where anything should run)."""
+
+    current: Mapping[Slot, str]
+    plan: Plan | None = None
+    by_node: ByNode = field(default_factory=dict)
+    keys: Mapping[str, str] = field(default_factory=dict)
+    replace: bool = True
+
+
+@dataclass(frozen=True)
+class Failures:
+    failed: Mapping[Slot, frozenset[str]] = field(default_factory=dict)
+    """Per slot, the nodes it failed on (it avoids them)."""
+    announced: frozenset[Slot] = frozenset()
+    """Slots already announced as failed everywhere."""
+
+
+# ---------------------------------------------------------------- the value
+
+
+@dataclass(frozen=True)
+class Send:
+    """A node's whole assignment, to be numbered and sent."""
+
+    node: str
+    digest: str
+    orders: Mapping[str, Order]
+    ordinals: Mapping[str, Sequence[int]]
+
+    def body(self, generation: int) -> dict[str, Any]:
+        return assign.body(
+            generation,
+            {name: order.version.spec for name, order in self.orders.items()},
+            {name: list(self.ordinals[name]) for name in self.orders},
+            {name: assign.Control(len(self.ordinals[name]), order.allowance, order.version.restart)
+             for name, order in self.orders.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Announce:
+    """A slot that failed on every eligible node: ``proc.<t>.failed`` (scope cluster)."""
+
+    slot: Slot
+    nodes: tuple[str, ...]
+    reason: str = FAILED_EVERYWHERE
+
+    def payload(self) -> dict[str, Any]:
+        name, ordinal = self.slot
+        return {
+            "template": name, "id": instance_id(name, ordinal), "ordinal": ordinal,
+            "scope": "cluster", "nodes": list(self.nodes), "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    template: str
+    kind: str
+    """``started`` (a new version to roll out) or ``finished``."""
+    nodes: int = 0
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    plan: Plan
+    changes: Mapping[Slot, str | None]
+    """Placement changes to store: a slot's new node, or None when it no longer runs."""
+    by_node: ByNode
+    keys: Mapping[str, str]
+    """Per node, a digest of its ordinals (kept for the next pass that reuses this plan)."""
+    lost: tuple[str, ...]
+    sends: tuple[Send, ...]
+    resends: tuple[str, ...]
+    rollouts: Mapping[str, Rollout]
+    rollout_steps: tuple[RolloutStep, ...]
+    announce: tuple[Announce, ...]
+    scheduled: bool
+    """Whether this pass placed anew (False: the last plan was kept)."""
+
+    @property
+    def acts(self) -> bool:
+        """Whether there is anything to store, send or announce."""
+        return bool(self.changes or self.sends or self.resends or self.rollout_steps or self.announce)
+
+    def log_fields(self) -> dict[str, Any]:
+        """Flat, JSON-ready fields for the one structured log line of a pass."""
+        fields_: dict[str, Any] = {"scheduled": self.scheduled}
+        if self.scheduled:
+            fields_.update(self.plan.counts())
+        fields_.update({
+            "changes": len(self.changes),
+            "lost": list(self.lost),
+            "sent": len(self.sends),
+            "resent": len(self.resends),
+            "rolling": {name: len(r.rolling) for name, r in sorted(self.rollouts.items())},
+            "rollouts_started": [s.template for s in self.rollout_steps if s.kind == "started"],
+            "rollouts_finished": [s.template for s in self.rollout_steps if s.kind == "finished"],
+            "failed_everywhere": len(self.announce),
+        })
+        return fields_
+
+
+# ---------------------------------------------------------------- the function
+
+
+def reconcile(
+    desired: Mapping[str, Desired],
+    nodes: Nodes,
+    placement: Placement,
+    rollouts: Mapping[str, Rollout],
+    failures: Failures,
+    now: float,
+) -> Reconcile:
+    """Everything one pass decides; see the module docstring."""
+    return finish(reconcile_steps(desired, nodes, placement, rollouts, failures, now))
+
+
+def reconcile_steps(
+    desired: Mapping[str, Desired],
+    nodes: Nodes,
+    placement: Placement,
+    rollouts: Mapping[str, Rollout],
+    failures: Failures,
+    now: float,
+) -> Steps[Reconcile]:
+    """``reconcile`` in steps: the inputs must not change until it returns."""
+    lost = lost_nodes(nodes, now)
+    if placement.replace or placement.plan is None:
+        infos = [
+            replace(view.info, state="lost") if view.name in lost else view.info
+            for view in nodes.views.values()
+        ]
+        demands = [d.demand for d in desired.values()]
+        plan = yield from schedule_steps(demands, infos, placement.current, failures.failed)
+        changes = yield from _changes(plan, placement.current)
+        by_node = yield from _group(plan.placement)
+        keys = yield from _keys(by_node)
+        scheduled = True
+    else:
+        plan, changes, by_node, keys = placement.plan, {}, placement.by_node, placement.keys
+        scheduled = False
+    after, rollout_steps = yield from _roll(desired, nodes, by_node, rollouts)
+    sends = yield from _sends(desired, nodes, by_node, keys, after)
+    sending = {send.node for send in sends}
+    return Reconcile(
+        plan=plan,
+        changes=changes,
+        by_node=by_node,
+        keys=keys,
+        lost=tuple(sorted(lost)),
+        sends=sends,
+        resends=tuple(n for n in resends(nodes, now) if n not in sending),
+        rollouts=after,
+        rollout_steps=rollout_steps,
+        announce=_announcements(plan, failures),
+        scheduled=scheduled,
+    )
+
+
+def lost_nodes(nodes: Nodes, now: float) -> frozenset[str]:
+    """Nodes down for ``grace`` seconds, when the guard allows moving anything."""
+    if not nodes.may_move:
+        return frozenset()
+    return frozenset(
+        name for name, view in nodes.views.items()
+        if view.info.state == "down" and view.down_since is not None and now - view.down_since >= nodes.grace
+    )
+
+
+def resends(nodes: Nodes, now: float) -> tuple[str, ...]:
+    """Connected nodes that have not acked their latest generation for RESEND_AFTER seconds."""
+    due = []
+    for name, sent in nodes.sent.items():
+        view = nodes.views.get(name)
+        if view is None or not view.connected:
+            continue
+        if view.acked < sent.generation and now - sent.at >= RESEND_AFTER:
+            due.append(name)
+    return tuple(sorted(due))
+
+
+def _changes(plan: Plan, current: Mapping[Slot, str]) -> Steps[dict[Slot, str | None]]:
+    """What the plan changes against ``current``: each moved or added slot's node, None for
+    slots that no longer run anywhere."""
+    changes: dict[Slot, str | None] = {}
+    for slot in plan.moved + plan.added:
+        changes[slot] = plan.placement[slot]
+    yield
+    for slot in plan.stopped + plan.evicted:
+        changes[slot] = None
+    yield
+    return changes
+
+
+def _group(placement: Mapping[Slot, str]) -> Steps[dict[str, dict[str, list[int]]]]:
+    """{node: {template: sorted ordinals}}, templates in name order."""
+    grouped: dict[str, dict[str, list[int]]] = {}
+    items = list(placement.items())
+    for start in range(0, len(items), CHUNK):
+        for (name, ordinal), node in items[start:start + CHUNK]:
+            templates = grouped.get(node)
+            if templates is None:
+                templates = grouped[node] = {}
+            ordinals = templates.get(name)
+            if ordinals is None:
+                templates[name] = [ordinal]
+            else:
+                ordinals.append(ordinal)
+        yield
+    out: dict[str, dict[str, list[int]]] = {}
+    done = 0
+    for node, templates in grouped.items():
+        for ordinals in templates.values():
+            ordinals.sort()
+            done += len(ordinals)
+        out[node] = {name: templates[name] for name in sorted(templates)}
+        if done >= CHUNK:
+            yield
+            done = 0
+    return out
+
+
+def _keys(by_node: ByNode) -> Steps[dict[str, str]]:
+    keys = {}
+    for index, (node, templates) in enumerate(by_node.items()):
+        blob = msgpack.packb(list(templates.items()), use_bin_type=True)
+        keys[node] = hashlib.blake2b(blob, digest_size=16).hexdigest()
+        if index % NODE_STEP == NODE_STEP - 1:
+            yield
+    return keys
+
+
+def _roll(
+    desired: Mapping[str, Desired],
+    nodes: Nodes,
+    by_node: ByNode,
+    rollouts: Mapping[str, Rollout],
+) -> Steps[tuple[dict[str, Rollout], tuple[RolloutStep, ...]]]:
+    """Start a rollout where a node holding a template was last sent another version of it;
+    advance every rollout; drop the finished ones and those of deleted templates."""
+    behind: dict[str, dict[str, Order]] = {}
+    for index, (node, sent) in enumerate(nodes.sent.items()):
+        holding = by_node.get(node, {})
+        for name, order in sent.orders.items():
+            want = desired.get(name)
+            if want is None or name not in holding:
+                continue
+            version = order.version
+            if version is not want.version and version.key != want.version.key:
+                behind.setdefault(name, {})[node] = order
+        if index % NODE_STEP == NODE_STEP - 1:
+            yield
+    after: dict[str, Rollout] = {}
+    steps: list[RolloutStep] = []
+    for name in sorted(set(rollouts) | set(behind)):
+        want = desired.get(name)
+        if want is None:
+            continue
+        rollout = rollouts.get(name)
+        if rollout is None or rollout.target.key != want.version.key:
+            late = behind.get(name)
+            if not late:
+                continue
+            rollout = start_rollout(rollout, want.version, want.max_unavailable, late)
+            steps.append(RolloutStep(name, "started", len(late)))
+        ordinals_on = {node: len(held[name]) for node, held in by_node.items() if name in held}
+        done = {
+            node: _done(nodes.views.get(node), name, by_node.get(node, {}).get(name, ()), rollout.target)
+            for node in rollout.rolling
+        }
+        rollout = advance(rollout, ordinals_on, done)
+        if rollout.finished:
+            steps.append(RolloutStep(name, "finished"))
+        else:
+            after[name] = rollout
+        yield
+    return after, tuple(steps)
+
+
+def _done(view: NodeView | None, name: str, ordinals: Sequence[int], target: Version) -> bool:
+    """Whether a node reports every ordinal it runs of ``name`` on ``target`` and running."""
+    if view is None:
+        return False
+    rows = view.rows
+    for ordinal in ordinals:
+        row = rows.get(instance_id(name, ordinal))
+        if row is None or row.spec != target.launch_hash or row.state is not InstanceState.RUNNING:
+            return False
+    return True
+
+
+def _sends(
+    desired: Mapping[str, Desired],
+    nodes: Nodes,
+    by_node: ByNode,
+    keys: Mapping[str, str],
+    rollouts: Mapping[str, Rollout],
+) -> Steps[tuple[Send, ...]]:
+    """Every connected node whose assignment differs from what it was last sent, or that
+    came back up since."""
+    sends = []
+    empty: dict[str, Sequence[int]] = {}
+    for index, (name, view) in enumerate(nodes.views.items()):
+        if index % NODE_STEP == NODE_STEP - 1:
+            yield
+        if not view.connected:
+            continue
+        held = by_node.get(name, empty)
+        orders: dict[str, Order] = {}
+        parts = [keys.get(name, "")]
+        for template in held:
+            want = desired.get(template)
+            if want is None:
+                continue
+            rollout = rollouts.get(template)
+            if rollout is None:
+                order = Order(want.version, want.max_unavailable)
+            else:
+                order = rollout.order_for(name, want.max_unavailable)
+            orders[template] = order
+            parts.append(f"{template}={order.version.key}/{order.allowance}")
+        digest = hashlib.blake2b(";".join(parts).encode(), digest_size=16).hexdigest()
+        sent = nodes.sent.get(name)
+        if sent is None or sent.digest != digest or name in nodes.fresh:
+            sends.append(Send(name, digest, orders, {t: held[t] for t in orders}))
+    return tuple(sends)
+
+
+def _announcements(plan: Plan, failures: Failures) -> tuple[Announce, ...]:
+    found = []
+    for name, pending in plan.pending.items():
+        if pending.reason != FAILED_EVERYWHERE:
+            continue
+        for ordinal in pending.ordinals:
+            slot = (name, ordinal)
+            if slot not in failures.announced:
+                found.append(Announce(slot, tuple(sorted(failures.failed.get(slot, ())))))
+    return tuple(found)

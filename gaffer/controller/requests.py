@@ -1,0 +1,109 @@
+"""Client requests: one task per request, one reply each, and errors a client can act on.
+
+Each ``request`` runs as a task owned here (``stop`` cancels and awaits them all, so a request
+that waits, a ``drain`` say, never outlives the controller). Its op's handler is called with
+the request's ``args`` map as one argument, so a call can never fail for the shape of the
+arguments: every argument is checked inside the op (``common/arguments.py``). What the handler
+raises decides the reply:
+
+- a GafferError is the answer (its code, message and details);
+- anything else is a bug in the controller: logged with its traceback and answered as an
+  ``error`` saying so, never as the client's fault;
+- an answer too large for one message becomes ``too_large`` (ask in pages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Mapping
+
+from gaffer.common import protocol
+from gaffer.common.errors import GafferError, InvalidRequest, ProtocolError, TooLarge
+from gaffer.common.protocol import Message
+from gaffer.common.tasks import cancel_and_wait
+from gaffer.controller.server import Session
+
+log = logging.getLogger("gaffer.controller")
+
+MAX_PROBLEMS = 200
+"""Problems sent back with one refused request: enough to fix a file, never too big to send."""
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Reply = Callable[[Session, dict[str, Any]], bool]
+
+
+class Requests:
+    def __init__(self, ops: Mapping[str, Handler], reply: Reply) -> None:
+        self._ops = ops
+        self._reply = reply
+        self._tasks: set[asyncio.Task] = set()
+        self.failed = 0
+        """Requests whose handler failed with a bug (not a GafferError)."""
+
+    def receive(self, session: Session, message: Message) -> None:
+        body = message.body
+        handler = self._ops.get(body["op"])
+        if handler is None:
+            self._error(session, body["id"], InvalidRequest(f"unknown operation {body['op']!r}"))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._answer(session, body["id"], body["op"], handler, body["args"])
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    async def stop(self) -> None:
+        """Cancel every request still running and wait until each has ended."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            await cancel_and_wait(task)
+
+    async def _answer(self, session: Session, request_id: int, op: str, handler: Handler, args: dict) -> None:
+        try:
+            result = await handler(args)
+        except GafferError as exc:
+            self._error(session, request_id, exc)
+            return
+        except Exception as exc:
+            self.failed += 1
+            log.exception("request %s failed: a bug in the controller", op)
+            self._error(session, request_id, GafferError(f"internal error in {op!r}: {type(exc).__name__}: {exc}"))
+            return
+        try:
+            self._reply(session, {"id": request_id, "ok": True, "result": result, "error": None})
+        except ProtocolError as exc:
+            if exc.reason != protocol.TOO_LARGE:
+                raise
+            self._error(session, request_id, TooLarge(
+                f"the answer to {op!r} does not fit in one message ({protocol.MAX_MESSAGE} bytes): "
+                "ask for it in pages with limit and continue (gafferctl pages by itself)"
+            ))
+
+    def _error(self, session: Session, request_id: int, exc: GafferError) -> None:
+        """Send ``exc``; one too big for a message (a template file with thousands of problems)
+        goes with its first problems and a count of the rest."""
+        self._reply(session, {"id": request_id, "ok": False, "result": None, "error": wire_error(exc)})
+
+
+def wire_error(exc: GafferError) -> dict[str, Any]:
+    """``exc.to_dict()``, cut to fit a reply: at most MAX_PROBLEMS problems, a bounded message."""
+    error = exc.to_dict()
+    problems = error.get("problems")
+    if problems is not None and len(problems) > MAX_PROBLEMS:
+        error["problems"] = problems[:MAX_PROBLEMS]
+        lines = error["message"].splitlines()[: MAX_PROBLEMS + 1]
+        error["message"] = "\n".join(lines + [f"  ... and {len(problems) - MAX_PROBLEMS} more problems"])
+    if len(error["message"]) > protocol.MAX_TEXT:
+        error["message"] = error["message"][: protocol.MAX_TEXT - 100] + "\n  ... (cut)"
+    details = error.get("details")
+    if details:
+        error["details"] = {
+            key: value[:4_000] if isinstance(value, str) else value for key, value in details.items()
+        }
+    return error

@@ -1,0 +1,59 @@
+"""What ``templates`` and ``get`` show of a template: its spec as stored and how it runs.
+
+Pure: counted from the placement (per node, as sent) and what the nodes report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from gaffer.common.model import InstanceState, instance_id
+from gaffer.controller.counts import Limited
+from gaffer.controller.registry import Node
+from gaffer.controller.store import StoredTemplate
+
+
+def template_views(
+    names: Sequence[str],
+    templates: Mapping[str, StoredTemplate],
+    by_node: Mapping[str, Mapping[str, Sequence[int]]],
+    nodes: Mapping[str, Node],
+    pending: Mapping[str, dict[str, Any]],
+    limited: Mapping[str, Limited],
+    rolling: Mapping[str, object],
+) -> list[dict[str, Any]]:
+    """Views of ``names`` (each in ``templates``), counted in one pass over the placement."""
+    wanted = set(names)
+    placed: dict[str, int] = dict.fromkeys(wanted, 0)
+    running: dict[str, int] = dict.fromkeys(wanted, 0)
+    for node_name, held in by_node.items():
+        node = nodes.get(node_name)
+        for name, ordinals in held.items():
+            if name not in wanted:
+                continue
+            placed[name] += len(ordinals)
+            if node is None:
+                continue
+            rows = node.instances
+            for ordinal in ordinals:
+                row = rows.get(instance_id(name, ordinal))
+                if row is not None and row.state is InstanceState.RUNNING:
+                    running[name] += 1
+    views = []
+    for name in names:
+        stored = templates[name]
+        views.append({
+            "name": name,
+            "version": stored.version,
+            "paused": stored.paused,
+            "numprocesses": stored.template.numprocesses,
+            "limited": limited[name].view() if name in limited else None,
+            "placed": placed[name],
+            "running": running[name],
+            "pending": pending.get(name),
+            "rolling": name in rolling,
+            "spec": stored.template.to_dict(),
+            "created_at": stored.created_at,
+            "updated_at": stored.updated_at,
+        })
+    return views
