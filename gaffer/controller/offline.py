@@ -38,7 +38,9 @@ from gaffer.controller.dbfile import (
 from gaffer.controller.desired import (
     DesiredState, NodeRecord, check_importable, parse_export, template_record,
 )
-from gaffer.controller.store import SCHEMA_VERSION, Store, encode_spec, migrate
+from gaffer.controller.migrations import SCHEMA_VERSION, migrate
+from gaffer.controller.store import Store
+from gaffer.controller.template_rows import encode_spec
 
 LOCK_HINT = "Stop the controller first: the offline commands need the data dir to themselves."
 SQLITE_HEADER = b"SQLite format 3\x00"

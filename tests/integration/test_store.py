@@ -18,7 +18,8 @@ from typing import Iterator
 import pytest
 
 from gaffer.common.errors import ConfigError, InvalidRequest, StorageDamaged, TemplateNotFound
-from gaffer.controller.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, Store, migrate
+from gaffer.controller.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
+from gaffer.controller.store import DB_NAME, Store
 from gaffer.testing import template
 
 sys.path.insert(0, str(Path(__file__).parent))
