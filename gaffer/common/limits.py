@@ -52,6 +52,8 @@ MAX_LOG_BYTES = 1 << 40
 MAX_LOG_BACKUPS = 1_000
 MAX_ID = 2**32 - 2
 """uid / gid numbers (``(uid_t) -1`` means "unchanged" to the kernel)."""
+MAX_INT = 2**63 - 1
+"""The largest integer SQLite and msgpack store: the ceiling of any integer field without its own."""
 
 
 def finite(value: object) -> bool:

@@ -11,7 +11,6 @@ controller validates templates that will run on other machines, where only the a
 
 from __future__ import annotations
 
-import difflib
 import grp
 import hashlib
 import json
@@ -24,9 +23,9 @@ from typing import Any, Iterable, Mapping
 
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
+from gaffer.common.fieldcheck import Checker, digits
 from gaffer.common.limits import (
     MAX_COUNT,
-    MAX_DURATION,
     MAX_ID,
     MAX_LOG_BACKUPS,
     MAX_LOG_BYTES,
@@ -179,95 +178,7 @@ RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
     "redirect_output", "redirect_input", "log",
 )
-MAX_INT = 2**63 - 1
 MAX_EXITCODES = 256
-
-
-class _Checker:
-    """Collects problems for one template while converting its fields."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.problems: list[Problem] = []
-
-    def fail(self, field_name: str, message: str) -> None:
-        self.problems.append(Problem(self.where, field_name, message))
-
-    def unknown_keys(self, data: Mapping, allowed: Iterable[str], prefix: str = "") -> None:
-        allowed = list(allowed)
-        for key in data:
-            if key in allowed:
-                continue
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-            self.fail(prefix + str(key), f"unknown field{suffix}")
-
-    def string(self, name: str, value: Any, *, allow_empty: bool = False) -> str | None:
-        if not isinstance(value, str):
-            self.fail(name, f"must be a string, got {_kind(value)}")
-            return None
-        if not allow_empty and not value.strip():
-            self.fail(name, "must not be empty")
-            return None
-        if "\0" in value:
-            self.fail(name, "must not contain a NUL byte")
-            return None
-        return value
-
-    def boolean(self, name: str, value: Any) -> bool | None:
-        if not isinstance(value, bool):
-            self.fail(name, f"must be true or false, got {_kind(value)}")
-            return None
-        return value
-
-    def integer(
-        self, name: str, value: Any, *, minimum: int | None = None, maximum: int = MAX_INT
-    ) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(name, f"must be an integer, got {_kind(value)}")
-            return None
-        if minimum is not None and value < minimum:
-            self.fail(name, f"must be >= {minimum}, got {_digits(value)}")
-            return None
-        if value > maximum:
-            self.fail(name, f"is too large: at most {maximum:,}, got {_digits(value)}")
-            return None
-        return value
-
-    def number(
-        self, name: str, value: Any, *, minimum: float = 0.0, maximum: float = MAX_DURATION
-    ) -> float | None:
-        """A finite number in ``minimum..maximum`` (NaN and infinities are refused)."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(name, f"must be a number, got {_kind(value)}")
-            return None
-        try:
-            value = float(value)
-        except OverflowError:
-            self.fail(name, f"is too large: at most {maximum:g}")
-            return None
-        if not math.isfinite(value):
-            self.fail(name, f"must be finite, got {value}")
-            return None
-        if value < minimum:
-            self.fail(name, f"must be >= {minimum:g}, got {value:g}")
-            return None
-        if value > maximum:
-            self.fail(name, f"is too large: at most {maximum:g}, got {value:g}")
-            return None
-        return float(value)
-
-    def table(self, name: str, value: Any) -> Mapping | None:
-        if not isinstance(value, Mapping):
-            self.fail(name, f"must be a table/object, got {_kind(value)}")
-            return None
-        return value
-
-
-def _digits(value: int) -> str:
-    """An integer for a message: itself, or how long it is when it would flood the line."""
-    text = str(value) if abs(value) < 10**20 else ""
-    return text or f"a number of {len(str(abs(value)))} digits"
 
 
 def parse_template(data: Any, name: str | None = None, *, max_count: int = MAX_COUNT) -> Template:
@@ -313,7 +224,7 @@ def _parse(
     if name is None:
         raw_name = data.get("name")
         label = raw_name if isinstance(raw_name, str) and raw_name else position
-    chk = _Checker(label)
+    chk = Checker(label)
     if name is not None and "name" in data and data["name"] != name:
         chk.fail("name", f"does not match its key {name!r}")
     chk.unknown_keys(data, TEMPLATE_FIELDS)
@@ -340,7 +251,7 @@ def _parse(
     return [], Template(**values)
 
 
-def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any], max_count: int) -> None:
+def _parse_simple_fields(chk: Checker, data: Mapping, values: dict[str, Any], max_count: int) -> None:
     if "args" in data:
         values["args"] = _parse_args(chk, data["args"])
     if "env" in data:
@@ -354,9 +265,9 @@ def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any], m
             if isinstance(value, bool) or not isinstance(value, (str, int)):
                 chk.fail(key, f"must be a name or a number, got {_kind(value)}")
             elif isinstance(value, int) and value < 0:
-                chk.fail(key, f"must be >= 0, got {_digits(value)}")
+                chk.fail(key, f"must be >= 0, got {digits(value)}")
             elif isinstance(value, int) and value > MAX_ID:
-                chk.fail(key, f"is too large: at most {MAX_ID}, got {_digits(value)}")
+                chk.fail(key, f"is too large: at most {MAX_ID}, got {digits(value)}")
             elif isinstance(value, str) and not value.strip():
                 chk.fail(key, "must not be empty")
             elif isinstance(value, str) and "\0" in value:
@@ -389,7 +300,7 @@ def _parse_simple_fields(chk: _Checker, data: Mapping, values: dict[str, Any], m
         values["redirect_output"] = _parse_streams(chk, data["redirect_output"])
 
 
-def _parse_args(chk: _Checker, value: Any) -> tuple[str, ...] | None:
+def _parse_args(chk: Checker, value: Any) -> tuple[str, ...] | None:
     if isinstance(value, str):
         try:
             return tuple(shlex.split(value))
@@ -410,7 +321,7 @@ def _parse_args(chk: _Checker, value: Any) -> tuple[str, ...] | None:
     return tuple(out)
 
 
-def _parse_env(chk: _Checker, value: Any) -> dict[str, str] | None:
+def _parse_env(chk: Checker, value: Any) -> dict[str, str] | None:
     table = chk.table("env", value)
     if table is None:
         return None
@@ -434,7 +345,7 @@ def _scalar(item: Any) -> bool:
     return isinstance(item, (str, int)) and not isinstance(item, bool)
 
 
-def _parse_exitcodes(chk: _Checker, value: Any) -> tuple[int, ...] | None:
+def _parse_exitcodes(chk: Checker, value: Any) -> tuple[int, ...] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple)):
@@ -452,7 +363,7 @@ def _parse_exitcodes(chk: _Checker, value: Any) -> tuple[int, ...] | None:
     return tuple(codes)
 
 
-def _parse_streams(chk: _Checker, value: Any) -> tuple[str, ...] | None:
+def _parse_streams(chk: Checker, value: Any) -> tuple[str, ...] | None:
     if isinstance(value, bool):
         return STREAMS if value else ()
     if not isinstance(value, (list, tuple)):
@@ -467,7 +378,7 @@ def _parse_streams(chk: _Checker, value: Any) -> tuple[str, ...] | None:
     return tuple(s for s in STREAMS if s in streams)
 
 
-def _parse_nested_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -> None:
+def _parse_nested_fields(chk: Checker, data: Mapping, values: dict[str, Any]) -> None:
     if "flapping" in data:
         values["flapping"] = _parse_flapping(chk, data["flapping"])
     if "log" in data and data["log"] is not None:
@@ -486,7 +397,7 @@ def _parse_nested_fields(chk: _Checker, data: Mapping, values: dict[str, Any]) -
             values["update"] = Update(max_unavailable=count or 1)
 
 
-def _parse_flapping(chk: _Checker, value: Any) -> Flapping | None:
+def _parse_flapping(chk: Checker, value: Any) -> Flapping | None:
     if value is False or value is None:
         return None
     if value is True:
@@ -518,7 +429,7 @@ def _parse_flapping(chk: _Checker, value: Any) -> Flapping | None:
     return Flapping(attempts=attempts, window=window, retry_in=retry_in, max_retry=max_retry)
 
 
-def _parse_log(chk: _Checker, value: Any) -> LogFiles | None:
+def _parse_log(chk: Checker, value: Any) -> LogFiles | None:
     table = chk.table("log", value)
     if table is None:
         return None
@@ -541,7 +452,7 @@ def _parse_log(chk: _Checker, value: Any) -> LogFiles | None:
     return LogFiles(dir=directory, max_bytes=max_bytes, backups=backups)
 
 
-def _parse_placement(chk: _Checker, value: Any) -> Placement | None:
+def _parse_placement(chk: Checker, value: Any) -> Placement | None:
     table = chk.table("placement", value)
     if table is None:
         return None

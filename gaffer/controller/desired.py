@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.common.errors import ConfigError, TemplateError
-from gaffer.common.template import MAX_INT, NAME_RE, Template, parse_template
+from gaffer.common.limits import MAX_INT
+from gaffer.common.template import NAME_RE, Template, parse_template
 
 FORMAT = "gaffer-controller-export"
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ import sqlite3
 from typing import Mapping
 
 from gaffer.common.errors import InvalidRequest, TemplateNotFound
+from gaffer.common.limits import MAX_INT
 from gaffer.common.model import Slot
-from gaffer.common.template import MAX_INT
 from gaffer.controller.node_rows import check_name
 from gaffer.controller.template_rows import require_templates, template_exists
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from gaffer.common.errors import ConfigError, InvalidRequest, TemplateError, TemplateNotFound
-from gaffer.common.template import MAX_INT, RESTART_FIELDS, Template, parse_template
+from gaffer.common.limits import MAX_INT
+from gaffer.common.template import RESTART_FIELDS, Template, parse_template
 
 ChangeKind = Literal["created", "updated", "scaled", "unchanged"]
 
