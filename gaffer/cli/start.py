@@ -193,86 +193,133 @@ async def _start_all(
     console: Console,
     apps: list[AppSpec],
 ) -> int:
-    loop = asyncio.get_running_loop()
+    """Run the embedded controller and agent while the console prints their events; the exit
+    code. The printer is drained last, so the console shows everything up to the end."""
     bus = EventBus()
     events = bus.subscribe(("output.", "proc.", "template."))
     console.register([t.name for t in templates])
     console.fit([f"{t.name}.{t.numprocesses}" for t in templates])
     printer = asyncio.create_task(_print_events(bus, events, console))
-    embedded = Embedded(settings, bus)
     try:
-        await embedded.start()
-    except GafferError as exc:
-        console.system(f"cannot start: {exc.message}")
-        await _drain(printer, events)
-        return 2
-    stop = asyncio.Event()
-    interrupts = 0
-
-    def on_stop_signal() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            console.system("stopping all processes (Ctrl-C again to kill them now)")
-            stop.set()
-        else:
-            console.system("killing all processes")
-            for template in embedded.manager.templates():
-                embedded.manager.kill(template.name, "KILL", group=True)
-
-    reloading: asyncio.Task | None = None
-
-    async def reload() -> None:
+        embedded = Embedded(settings, bus)
         try:
-            fresh = read_templates(path, counts, settings.limits)
-            console.register(sorted(t.name for t in fresh))
-            results = await embedded.apply(fresh)
+            await embedded.start()
         except GafferError as exc:
-            console.system(f"reload refused, keeping the running templates: {exc.message}")
-            return
-        changes = [f"{r['name']} {r['change']}" for r in results if r["change"] != "unchanged"]
-        shown = ", ".join(changes[:20]) + (f" and {len(changes) - 20} more" if len(changes) > 20 else "")
-        console.system("reloaded: " + (shown if changes else "nothing changed"))
+            console.system(f"cannot start: {exc.message}")
+            return 2
+        signals = _Signals(path, counts, embedded, console)
+        signals.install()
+        try:
+            return await _run_apps_and_templates(path, templates, embedded, console, apps, signals)
+        finally:
+            signals.remove()
+    finally:
+        await _drain(printer, events)
 
-    def on_reload() -> None:
-        nonlocal reloading
-        if reloading is not None and not reloading.done():
-            console.system("a reload is still being applied; send SIGHUP again once it is done")
-            return
-        reloading = loop.create_task(reload())
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_stop_signal)
-    loop.add_signal_handler(signal.SIGHUP, on_reload)
-    runner = AppRunner(loop, embedded.manager)
+async def _run_apps_and_templates(
+    path: Path,
+    templates: list[Template],
+    embedded: Embedded,
+    console: Console,
+    apps: list[AppSpec],
+    signals: _Signals,
+) -> int:
+    """Start the apps, apply the file's templates, run until a stop signal, then stop it all."""
+    runner = AppRunner(asyncio.get_running_loop(), embedded.manager)
     try:
         await runner.start(apps)
     except GafferError as exc:
         console.system(f"apps refused: {exc.message}")
         await embedded.stop()
-        await _drain(printer, events)
         return 2
-    count = sum(t.numprocesses for t in templates)
-    endpoint = embedded.controller.endpoint
-    ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
-    console.system(f"starting {count} processes from {path} on node {settings.node}; {ctl} ps; Ctrl-C to stop")
-    warning = embedded.controller.security_warning()
-    if warning:
-        console.system(warning)
+    _announce(path, templates, embedded, console)
     try:
         await embedded.apply(templates)
     except GafferError as exc:
         console.system(f"cannot apply {path}: {exc.message}")
-        stop.set()
-    await stop.wait()
-    await cancel_and_wait(reloading)
+        signals.stop.set()
+    await signals.stop.wait()
+    await signals.end_reload()
     await runner.stop()
     await embedded.stop()
     console.system("all processes stopped")
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.remove_signal_handler(signum)
-    await _drain(printer, events)
     return 0
+
+
+def _announce(path: Path, templates: list[Template], embedded: Embedded, console: Console) -> None:
+    """The first lines: how many processes, from where, and the gafferctl that reaches them."""
+    count = sum(t.numprocesses for t in templates)
+    endpoint = embedded.controller.endpoint
+    ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
+    console.system(
+        f"starting {count} processes from {path} on node {embedded.settings.node}; {ctl} ps; Ctrl-C to stop"
+    )
+    warning = embedded.controller.security_warning()
+    if warning:
+        console.system(warning)
+
+
+class _Signals:
+    """What ``gaffer start`` does on signals: the first SIGINT/SIGTERM sets ``stop`` (a
+    graceful stop of everything), the next ones kill what is left at once; SIGHUP re-reads the
+    file and applies the difference, one reload at a time. Owns the reload task."""
+
+    STOP = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, path: Path, counts: dict[str, int], embedded: Embedded, console: Console) -> None:
+        self.stop = asyncio.Event()
+        self._path = path
+        self._counts = counts
+        self._embedded = embedded
+        self._console = console
+        self._interrupts = 0
+        self._reloading: asyncio.Task | None = None
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in self.STOP:
+            loop.add_signal_handler(signum, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (*self.STOP, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+
+    async def end_reload(self) -> None:
+        """Cancel a reload still being applied, and wait for it."""
+        await cancel_and_wait(self._reloading)
+
+    def _on_stop_signal(self) -> None:
+        self._interrupts += 1
+        if self._interrupts == 1:
+            self._console.system("stopping all processes (Ctrl-C again to kill them now)")
+            self.stop.set()
+            return
+        self._console.system("killing all processes")
+        manager = self._embedded.manager
+        for template in manager.templates():
+            manager.kill(template.name, "KILL", group=True)
+
+    def _on_reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            self._console.system("a reload is still being applied; send SIGHUP again once it is done")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        embedded = self._embedded
+        try:
+            fresh = read_templates(self._path, self._counts, embedded.settings.limits)
+            self._console.register(sorted(t.name for t in fresh))
+            results = await embedded.apply(fresh)
+        except GafferError as exc:
+            self._console.system(f"reload refused, keeping the running templates: {exc.message}")
+            return
+        changes = [f"{r['name']} {r['change']}" for r in results if r["change"] != "unchanged"]
+        shown = ", ".join(changes[:20]) + (f" and {len(changes) - 20} more" if len(changes) > 20 else "")
+        self._console.system("reloaded: " + (shown if changes else "nothing changed"))
 
 
 async def _print_events(bus: EventBus, events, console: Console) -> None:
