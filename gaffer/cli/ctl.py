@@ -15,9 +15,10 @@ from typing import Any, Callable
 
 import click
 
-from gaffer.cli import params, tables
+from gaffer.cli import tables
 from gaffer.client import Client, Credentials
 from gaffer.common import keys as keyfiles
+from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
 from gaffer.common.loaders import load_templates

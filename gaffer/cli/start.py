@@ -21,7 +21,7 @@ from gaffer.agent import reaper
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.agent.tracking import Tracker
-from gaffer.cli import params
+from gaffer.common import params
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.cli.embedded import Embedded, EmbeddedSettings
 from gaffer.common.bus import EventBus

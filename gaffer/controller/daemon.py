@@ -17,7 +17,7 @@ from typing import Any
 import click
 import uvloop
 
-from gaffer.cli import params
+from gaffer.common import params
 from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND
 from gaffer.common.errors import GafferError

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaffer.cli.params import BoundedInt, FiniteFloat
+from gaffer.common.params import BoundedInt, FiniteFloat
 
 
 @click.command()

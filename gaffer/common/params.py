@@ -3,7 +3,9 @@
 click's ``FloatRange`` lets ``nan`` through (every comparison with NaN is false, so no bound
 ever refuses it) and ``inf`` too when a side is open; ``IntRange`` prints a value of any length
 back. These types refuse NaN and infinities, check both bounds, and keep the message one short
-line naming the option. Every float and int option of gaffer's commands uses one of them.
+line naming the option. Every float and int option of gaffer's commands uses one of them:
+``gafferctl`` and ``gaffer`` (cli/) as well as ``gaffer-controller``, which is why they live in
+common/ (the controller may not import cli/).
 """
 
 from __future__ import annotations
