@@ -1,7 +1,7 @@
 """The store's ``nodes`` and ``generations`` tables: node records, and the generation of the
 last assignment handed to each node.
 
-Like ``template_rows``, every function runs on a connection inside the Store's transaction.
+Like ``template_rows``: the functions that take a connection run inside the Store's transaction.
 A node's generation is kept apart from its record, and outlives it (``forget``): an agent that
 says hello again under a forgotten name must still get a generation above every one it held.
 """

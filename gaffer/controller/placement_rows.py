@@ -1,8 +1,8 @@
 """The store's per-slot tables: ``placement`` (which node runs ``<template>.<ordinal>``),
 ``failures`` (the nodes a slot failed on) and ``restarts`` (a template's restart generation).
 
-All three belong to a template and go with it (``ON DELETE CASCADE``). Like ``template_rows``,
-every function runs on a connection inside the Store's transaction; the checks run before one.
+All three belong to a template and go with it (``ON DELETE CASCADE``). Like ``template_rows``:
+the functions that take a connection run inside the Store's transaction, the checks before it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The store's ``templates`` table: its records, and the SQL that reads and writes them.
 
-Every function here runs on a connection the Store hands it, inside the Store's transaction:
-the Store decides when a transaction opens, commits and fails; this module only says what one
-change to the table is. The spec is ``Template.to_dict()`` as JSON and comes back through
+The functions that take a connection run inside a transaction the Store opened: the Store
+decides when one opens, commits and fails; this module only says what one change to the table
+is. The others (the checks, comparing specs) touch no database. The spec is ``Template.to_dict()`` as JSON and comes back through
 ``parse_template``; an apply compares specs as JSON, so storing 100,000 templates decodes none.
 """
 
