@@ -36,7 +36,7 @@ from gaffer.common.endpoints import (
 from gaffer.common.errors import ConfigError
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
-from gaffer.common.transport import bind, make_curve_server, new_socket
+from gaffer.common.transport import Channel, bind, make_curve_server, new_socket
 from gaffer.controller.agents import AgentMessages
 from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
@@ -150,7 +150,7 @@ class Controller:
         settings = self.settings
         assert self.store is not None and self.backups is not None
         self.hub = EventHub(pub, self.hub.bus)
-        self._server = PeerServer(router, self, secure=self.keys is not None)
+        self._server = PeerServer(Channel(router), self, secure=self.keys is not None)
         self.links = links = Links(self._server, self.nodes)
         self.cluster = Cluster(
             self.store, self.nodes, self.hub, links.send_assign, settings.node_grace, self.now,
