@@ -177,3 +177,23 @@ async def test_an_unacked_assignment_is_resent_on_the_tick(lab: Lab):
     await lab.run_for(2 * LIVENESS.interval)
     assert lab.fleet.counts["assigns"] == assigns + 1
     assert node.generation_acked == lost[0] == cluster.sent["n0"].generation
+
+
+async def test_a_lost_node_that_comes_back_stops_what_moved_away(lab: Lab):
+    """No resurrection: n1 returns after its instances moved; it says hello with what it
+    still runs, gets its current (empty) assignment and runs none of them any more."""
+    cluster = lab.controller.cluster
+    assert cluster is not None
+    await lab.run_for(LIVENESS.startup_grace)
+    cluster.apply([template("web", numprocesses=6)])
+    await lab.settle()
+    back = lab.agents[1]
+    back.silence()
+    await lab.run_for(LIVENESS.down_after + NODE_GRACE + LIVENESS.interval)
+    assert cluster.lost == frozenset({"n1"}) and len(back.rows) == 2
+    back.reconnect()
+    await lab.run_for(LIVENESS.interval)
+    assert lab.controller.nodes.nodes["n1"].state is NodeState.UP
+    assert back.rows == {}
+    held = lab.held()
+    assert held["n0"] | held["n2"] == {f"web.{i}" for i in range(1, 7)}
