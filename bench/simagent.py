@@ -7,16 +7,10 @@ Run as a script, ``simagent.py fleet|controller|bare ...``, it is one of those p
 
 - **fleet**: many simulated agents in one process, each its own DEALER over real TCP, all on
   one uvloop loop (each socket's ZMQ_FD on ``add_reader``), so a few fleet processes carry a
-  thousand agents without being the bottleneck. An agent speaks like ``gaffer/agent/link.py``:
-  ``hello`` (node name, ``agent_id``, some instances it claims to run), nothing more until
-  ``welcome``, then a ``heartbeat`` every interval (phases spread at random over the interval,
-  as real agents started at different times would be), with the digest of what it runs.
-  ``assign`` is acked at once with its generation (the ack time of each generation is kept),
-  its instance table becomes exactly what was assigned, all ``running`` with made-up pids, and
-  a full ``report`` follows, as a Manager converging instantly would produce. ``command`` gets
-  a ``result``; ``report`` is answered with a full report. Messages are built with msgpack
-  directly (the bytes ``protocol.encode`` would produce, without re-validating what is known to
-  be valid) and read without schema checks: the simulator must stay cheap.
+  thousand agents without being the bottleneck. Each is a ``gaffer.testing.simagent.SimAgent``
+  (the agent side of the protocol, shared with the unit tests, which run it over an in-memory
+  channel): hello, heartbeats at random phases, assignments acked at once and reported as
+  running, commands answered.
 - **controller**: a ``Controller`` in its own process (so its CPU share is its own), with a
   stall probe on its loop: a task that asks to wake every ``--probe-ms`` and records how late
   it actually woke (the loop's worst stall), and an optional cProfile of the loop on request.
@@ -37,7 +31,6 @@ import io
 import json
 import os
 import pstats
-import random
 import resource
 import signal
 import sys
@@ -45,7 +38,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import uvloop
 import zmq
 
@@ -53,13 +45,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from gaffer import __version__  # noqa: E402
-from gaffer.common import protocol  # noqa: E402
-from gaffer.common.template import parse_template  # noqa: E402
+from gaffer.common.clock import LoopClock  # noqa: E402
 from gaffer.common.transport import new_socket  # noqa: E402
+from gaffer.testing.simagent import SimAgent, SimFleet, pack  # noqa: E402
 
-PROTOCOL = protocol.PROTOCOL_VERSION
-EMPTY_DIGEST = protocol.instances_digest([])
 CONNECT_BATCH = 100
 CONNECT_PAUSE = 0.05
 QUIT_TIMEOUT = 20.0
@@ -77,10 +66,6 @@ def raise_nofile() -> int:
 def emit(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(data) + "\n")
     sys.stdout.flush()
-
-
-def pack(kind: str, seq: int, body: dict[str, Any]) -> bytes:
-    return msgpack.packb([PROTOCOL, kind, seq, body], use_bin_type=True)
 
 
 class StdinCommands:
@@ -113,99 +98,51 @@ class StdinCommands:
 # ===================================================================== fleet
 
 
-class SimAgent:
-    """One simulated agent: one DEALER, the agent side of the protocol, nothing else."""
+class SocketAgent(SimAgent):
+    """A simulated agent (``gaffer.testing.simagent``) over its own DEALER socket."""
 
-    __slots__ = (
-        "fleet", "index", "name", "agent_id", "sock", "fd", "seq", "welcomed", "interval",
-        "generation", "acked_at", "rows", "digest", "timer", "silent", "_draining",
-    )
+    __slots__ = ("ctx", "endpoint", "loop", "sock", "fd", "_draining")
 
     def __init__(self, fleet: "Fleet", index: int) -> None:
-        self.fleet = fleet
-        self.index = index
-        self.name = f"{fleet.prefix}{index:05d}"
-        self.agent_id = f"sim{fleet.run}{index:05d}"
+        super().__init__(fleet, index)
+        self.ctx = fleet.ctx
+        self.endpoint = fleet.endpoint
+        self.loop = fleet.loop
         self.sock: zmq.Socket | None = None
         self.fd = -1
-        self.seq = 0
-        self.welcomed = False
-        self.interval = 1.0
-        self.generation = 0
-        self.acked_at = 0.0
-        self.rows: dict[str, dict[str, Any]] = {}
-        self.digest = EMPTY_DIGEST
-        self.timer: asyncio.TimerHandle | None = None
-        self.silent = False
         self._draining = False
 
     def open(self) -> None:
-        fleet = self.fleet
-        sock = new_socket(fleet.ctx, zmq.DEALER)
-        sock.connect(fleet.endpoint)
+        sock = new_socket(self.ctx, zmq.DEALER)
+        sock.connect(self.endpoint)
         self.sock = sock
         self.fd = sock.getsockopt(zmq.FD)
-        fleet.loop.add_reader(self.fd, self.drain)
-        for n in range(fleet.hello_instances):
-            ordinal = self.index * fleet.hello_instances + n + 1
-            self._put_row("leftover", ordinal, "-")
-        self.digest = protocol.instances_digest(self.rows.values())
-        self.send_hello()
+        self.loop.add_reader(self.fd, self.drain)
+        self.start()
 
     def close(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        self.stop_heartbeats()
         if self.sock is not None:
-            self.fleet.loop.remove_reader(self.fd)
+            self.loop.remove_reader(self.fd)
             self.sock.close(linger=0)
             self.sock = None
 
     def silence(self) -> None:
         """The host dies: no more heartbeats, the socket goes away."""
-        self.silent = True
+        super().silence()
         self.close()
 
-    # ------------------------------------------------------------ sending
-
-    def send(self, kind: str, body: dict[str, Any]) -> None:
+    def transmit(self, frame: bytes) -> bool:
         if self.sock is None:
-            return
-        self.seq += 1
+            return False
         try:
-            self.sock.send(pack(kind, self.seq, body), zmq.NOBLOCK)
+            self.sock.send(frame, zmq.NOBLOCK)
         except zmq.Again:
-            self.fleet.counts["send_dropped"] += 1
-        # a send can swallow the readability edge of messages already queued: look now
-        self.drain()
-
-    def send_hello(self) -> None:
-        self.send("hello", {
-            "node": self.name, "labels": {"sim": "yes"}, "cpus": 2, "memory": 1 << 30,
-            "version": __version__, "protocol": PROTOCOL, "agent_id": self.agent_id,
-            "incarnation": self.fleet.incarnation, "generation": self.generation,
-            "instances": list(self.rows.values()),
-        })
-
-    def heartbeat(self) -> None:
-        self.timer = None
-        if self.silent or self.sock is None:
-            return
-        self.fleet.counts["heartbeats"] += 1
-        self.send("heartbeat", {
-            "load": [0.0, 0.0, 0.0], "digest": self.digest, "instances": len(self.rows),
-            "generation": self.generation,
-        })
-        self._schedule(self.interval)
-
-    def _schedule(self, delay: float) -> None:
-        if self.timer is None and not self.silent:
-            self.timer = self.fleet.loop.call_later(delay, self.heartbeat)
-
-    def report(self) -> None:
-        self.fleet.counts["reports"] += 1
-        self.send("report", {"instances": list(self.rows.values()), "removed": [], "full": True})
-
-    # ------------------------------------------------------------ receiving
+            return False
+        finally:
+            # a send can swallow the readability edge of messages already queued: look now
+            self.drain()
+        return True
 
     def drain(self) -> None:
         if self._draining or self.sock is None:
@@ -218,125 +155,35 @@ class SimAgent:
                     frame = sock.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self.fleet.counts["received"] += 1
-                self.handle(frame)
+                self.receive(frame)
                 sock = self.sock
         finally:
             self._draining = False
 
-    def handle(self, frame: bytes) -> None:
-        fleet = self.fleet
-        try:
-            _, kind, _, body = msgpack.unpackb(frame, raw=False)
-        except Exception:
-            fleet.counts["bad"] += 1
-            return
-        if kind == "assign":
-            self.on_assign(body)
-        elif fleet.bare:
-            if not self.welcomed:
-                self.on_welcome(self.interval)
-        elif kind == "beat":
-            fleet.counts["beats"] += 1
-        elif kind == "welcome":
-            self.on_welcome(body["heartbeat"])
-        elif kind == "command":
-            self.on_command(body)
-        elif kind == "ping":
-            self.send("pong", {"nonce": body["nonce"]})
-        elif kind == "refuse":
-            fleet.counts["refused"] += 1
-            fleet.refusals[body["code"]] = fleet.refusals.get(body["code"], 0) + 1
-            self.welcomed = False
-            if body["code"] == "hello_required":
-                self.send_hello()
-        else:
-            fleet.counts["other"] += 1
 
-    def on_welcome(self, interval: float) -> None:
-        if not self.welcomed:
-            self.fleet.counts["welcomed"] += 1
-        self.welcomed = True
-        self.interval = interval
-        self._schedule(random.random() * interval)
+class MonotonicClock(LoopClock):
+    """The loop's timers, with ``time()`` the system-wide monotonic clock: ack times are
+    compared with the bench's, in another process."""
 
-    def on_assign(self, body: dict[str, Any]) -> None:
-        fleet = self.fleet
-        fleet.counts["assigns"] += 1
-        generation = body["generation"]
-        if generation < self.generation:
-            return
-        if generation > self.generation or not self.acked_at:
-            self.acked_at = time.monotonic()
-        self.generation = generation
-        rows: dict[str, dict[str, Any]] = {}
-        for name, ordinals in body["ordinals"].items():
-            spec = fleet.spec_hash(name, body["templates"][name])
-            for ordinal in ordinals:
-                ident = f"{name}.{ordinal}"
-                row = self.rows.get(ident)
-                if row is not None and row["spec"] == spec:
-                    rows[ident] = row
-                else:
-                    rows[ident] = self._new_row(name, ordinal, spec)
-        self.rows = rows
-        self.digest = protocol.instances_digest(rows.values())
-        fleet.counts["acks"] += 1
-        self.send("ack", {"generation": generation, "ok": True, "errors": []})
-        if not fleet.bare:
-            self.report()
-
-    def on_command(self, body: dict[str, Any]) -> None:
-        op = body["op"]
-        self.fleet.counts["commands"] += 1
-        result: Any = None
-        if op == "report":
-            self.report()
-        elif op == "watch":
-            result = sorted(p for p in body["args"].get("prefixes", []) if p.startswith("output."))
-        elif op == "stats":
-            result = {}
-        else:
-            error = {"code": "error", "message": f"a simulated agent does not do {op!r}"}
-            self.send("result", {"id": body["id"], "ok": False, "result": None, "error": error})
-            return
-        self.send("result", {"id": body["id"], "ok": True, "result": result, "error": None})
-
-    def _new_row(self, template: str, ordinal: int, spec: str) -> dict[str, Any]:
-        fleet = self.fleet
-        fleet.next_pid += 1
-        return {
-            "id": f"{template}.{ordinal}", "template": template, "ordinal": ordinal,
-            "pid": fleet.next_pid, "state": "running", "restarts": 0,
-            "started_at": time.time(), "spec": spec,
-        }
-
-    def _put_row(self, template: str, ordinal: int, spec: str) -> None:
-        row = self._new_row(template, ordinal, spec)
-        self.rows[row["id"]] = row
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.time = time.monotonic
 
 
-class Fleet:
+class Fleet(SimFleet):
     """Agents ``first .. first+count-1`` of one bench run, in this process."""
 
     def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(
+            MonotonicClock(loop), prefix=args.prefix, run=args.run,
+            incarnation=f"{os.getpid():x}", hello_instances=args.hello_instances,
+            first_pid=1_000 + args.fleet_no * 50_000_000, bare=args.bare,
+        )
         self.loop = loop
         self.endpoint = args.endpoint
-        self.bare = args.bare
-        self.prefix = args.prefix
-        self.run = args.run
-        self.hello_instances = args.hello_instances
-        self.incarnation = f"{os.getpid():x}"
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, args.count + 64)
-        self.next_pid = 1_000 + args.fleet_no * 50_000_000
-        self.agents = [SimAgent(self, i) for i in range(args.first, args.first + args.count)]
-        self.counts = dict.fromkeys((
-            "welcomed", "heartbeats", "received", "beats", "assigns", "acks", "reports",
-            "commands", "refused", "send_dropped", "bad", "other",
-        ), 0)
-        self.refusals: dict[str, int] = {}
-        self._specs: dict[tuple[str, bytes], str] = {}
+        self.agents = [SocketAgent(self, i) for i in range(args.first, args.first + args.count)]
         self.done = loop.create_future()
 
     def start(self) -> None:
@@ -348,16 +195,6 @@ class Fleet:
             agent.open()
         if start + CONNECT_BATCH < len(self.agents):
             self.loop.call_later(CONNECT_PAUSE, self._open_from, start + CONNECT_BATCH)
-
-    def spec_hash(self, name: str, spec: dict[str, Any]) -> str:
-        """What a Manager would report as ``spec`` for this template (cached per content)."""
-        if self.bare:
-            return "bare"
-        key = (name, msgpack.packb({k: v for k, v in spec.items() if k != "numprocesses"}))
-        found = self._specs.get(key)
-        if found is None:
-            found = self._specs[key] = parse_template(spec, name=name).spec_hash()
-        return found
 
     def command(self, request: dict[str, Any]) -> None:
         op = request.get("op")

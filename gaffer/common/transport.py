@@ -10,6 +10,8 @@ full, because a stalled peer must never stall the loop.
 from __future__ import annotations
 
 import asyncio
+import builtins
+from typing import Any, Protocol, Sequence
 
 import zmq
 import zmq.asyncio
@@ -81,6 +83,36 @@ def make_curve_client(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> 
 def set_domain(sock: zmq.Socket, domain: str) -> None:
     """Send NULL-mechanism peers through ZAP too, so a handler can count and refuse them."""
     sock.zap_domain = domain.encode()
+
+
+class Frame(Protocol):
+    """A received frame as the channels' users read it (``zmq.Frame``, or a test's fake)."""
+
+    @property
+    def bytes(self) -> builtins.bytes: ...
+
+    @property
+    def buffer(self) -> memoryview: ...
+
+    def get(self, name: str) -> Any: ...
+
+
+class MessageChannel(Protocol):
+    """What the controller's server, the agent's link and the client use of a ``Channel``:
+    batched receive, non-blocking bounded send, counters. ``gaffer.testing.channel`` gives an
+    in-memory one, so a controller and simulated agents talk without sockets in unit tests."""
+
+    sent: int
+    received: int
+    send_dropped: int
+
+    async def recv_batch(self, limit: int = ..., timeout: float | None = ...) -> Sequence[Sequence[Frame]]: ...
+
+    def drain(self, limit: int = ...) -> Sequence[Sequence[Frame]]: ...
+
+    def send(self, frames: list[bytes]) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class Channel:

@@ -22,9 +22,9 @@ from gaffer.common.errors import (
     InstanceNotFound,
     InvalidArgument,
     InvalidRequest,
-    NotFound,
     Problem,
     TemplateError,
+    TemplateNotFound,
 )
 from gaffer.common.limits import MAX_LINES
 from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id, parse_instance_id
@@ -252,7 +252,7 @@ class Api:
         name = arg.name(args, default=None)
         limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
-            raise NotFound(f"no template named {name!r}")
+            raise TemplateNotFound(name)
         rows = self._instance_rows(name)
         result = page(rows, _instance_key, limit, after) if limit is not None else None
         shown = result["items"] if result is not None else rows
@@ -326,7 +326,7 @@ class Api:
     async def stats(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args, default=None)
         if name is not None and name not in self.cluster.templates:
-            raise NotFound(f"no template named {name!r}")
+            raise TemplateNotFound(name)
         nodes = {n for (t, _), n in self.cluster.placement.items() if name is None or t == name}
         samples = await self._gather_stats(name, nodes)
         out: dict[str, Any] = {}
@@ -422,7 +422,7 @@ class Api:
         run_args = arg.strings(args, "args")
         stored = self.cluster.templates.get(name)
         if stored is None:
-            raise NotFound(f"no template named {name!r}")
+            raise TemplateNotFound(name)
         node = self._node_for_run(stored.template)
         spec = stored.template.with_count(0).to_dict()
         with self.oneoffs.starting(node.name, name):

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
@@ -36,7 +36,7 @@ from gaffer.common.endpoints import (
 from gaffer.common.errors import ConfigError
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
-from gaffer.common.transport import bind, make_curve_server, new_socket
+from gaffer.common.transport import Channel, MessageChannel, bind, make_curve_server, new_socket
 from gaffer.controller.agents import AgentMessages
 from gaffer.controller.api import Api
 from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
@@ -62,8 +62,11 @@ EVENTS_DOMAIN = "gaffer-events"
 
 
 class Controller:
-    def __init__(self, settings: ControllerSettings) -> None:
+    def __init__(self, settings: ControllerSettings, *, clock: Callable[[], float] | None = None) -> None:
+        """``clock``: the monotonic time every part reads (the loop's by default; a
+        ``FakeClock``'s ``time`` in tests that serve on a channel, see ``serve_on``)."""
         self.settings = settings
+        self._clock = clock
         self.id = secrets.token_hex(6)
         self.nodes = NodeTable()
         self.keys: KeyPair | None = None
@@ -136,7 +139,9 @@ class Controller:
             raise
         share_socket(control, group)
         share_socket(events, group)
-        self._wire(router, pub)
+        self._wire(Channel(router), pub)
+        assert self.ticks is not None
+        self.ticks.start()
         log.info(
             "gaffer-controller %s (%s) listening on %s, events on %s, data in %s, %s",
             __version__, self.id, self.endpoint, self.pub_endpoint, settings.data_dir,
@@ -145,12 +150,26 @@ class Controller:
         if self.insecure:
             log.warning(self.security_warning())
 
-    def _wire(self, router: zmq.asyncio.Socket, pub: zmq.asyncio.Socket) -> None:
-        """Build the parts, each with its collaborators, and start the ones that run."""
+    async def serve_on(self, channel: MessageChannel) -> None:
+        """Serve agents and clients on ``channel`` (an in-memory one, ``gaffer.testing.channel``)
+        instead of binding sockets: no keys, no events socket (events go to the local bus),
+        and no ticking task: the caller ticks (``ticks.tick``) on its own clock. For tests
+        that run a controller without sockets or real time."""
+        try:
+            self.store = Store(self.settings.data_dir)
+            self.backups = Backups(self.store.path, BackupPolicy.of(self.settings))
+            self._wire(channel, None)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _wire(self, channel: MessageChannel, pub: zmq.asyncio.Socket | None) -> None:
+        """Build the parts, each with its collaborators, and start the ones that serve (the
+        caller starts the ticks)."""
         settings = self.settings
         assert self.store is not None and self.backups is not None
         self.hub = EventHub(pub, self.hub.bus)
-        self._server = PeerServer(router, self, secure=self.keys is not None)
+        self._server = PeerServer(channel, self, secure=self.keys is not None)
         self.links = links = Links(self._server, self.nodes)
         self.cluster = Cluster(
             self.store, self.nodes, self.hub, links.send_assign, settings.node_grace, self.now,
@@ -167,7 +186,6 @@ class Controller:
         self.hub.start()
         self._server.start()
         self.backups.start()
-        self.ticks.start()
 
     def security_warning(self) -> str | None:
         """The warning ``--insecure`` earns, at start and in every ``status``."""
@@ -217,6 +235,8 @@ class Controller:
     # ----------------------------------------------------------------- routing
 
     def now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
         return asyncio.get_running_loop().time()
 
     async def changed(self, timeout: float) -> None:

@@ -18,7 +18,7 @@ import bisect
 import json
 from typing import Any, Callable, Sequence
 
-from gaffer.common.errors import InvalidRequest
+from gaffer.common.errors import InvalidArgument
 
 MAX_LIMIT = 10_000
 MAX_TOKEN = 1_024
@@ -26,15 +26,15 @@ Key = Callable[[dict[str, Any]], Sequence[Any]]
 
 
 def page_args(args: dict[str, Any]) -> tuple[int | None, list[Any] | None]:
-    """``limit`` and the decoded ``continue`` of a request, or InvalidRequest naming which."""
+    """``limit`` and the decoded ``continue`` of a request, or InvalidArgument naming which."""
     limit = args.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT):
-        raise InvalidRequest(f"argument 'limit' must be an integer in 1..{MAX_LIMIT}")
+        raise InvalidArgument("limit", f"must be an integer in 1..{MAX_LIMIT}")
     token = args.get("continue")
     if token is None:
         return limit, None
     if limit is None:
-        raise InvalidRequest("argument 'continue' needs 'limit' too")
+        raise InvalidArgument("continue", "needs 'limit' too")
     return limit, decode_token(token)
 
 
@@ -45,7 +45,7 @@ def page(rows: list[dict[str, Any]], key: Key, limit: int, after: list[Any] | No
         try:
             rows = [row for row in rows if _comparable(key(row)) > mark]
         except TypeError:
-            raise InvalidRequest("argument 'continue' is not a token of this listing") from None
+            raise InvalidArgument("continue", "is not a token of this listing") from None
     items = rows[:limit]
     more = len(rows) > limit
     return {"items": items, "continue": encode_token(list(key(items[-1]))) if more else None}
@@ -57,7 +57,7 @@ def page_names(names: list[str], limit: int, after: list[Any] | None) -> tuple[l
     start = 0
     if after is not None:
         if len(after) != 1 or not isinstance(after[0], str):
-            raise InvalidRequest("argument 'continue' is not a token of this listing")
+            raise InvalidArgument("continue", "is not a token of this listing")
         start = bisect.bisect_right(names, after[0])
     items = names[start:start + limit]
     more = start + limit < len(names)
@@ -71,13 +71,13 @@ def encode_token(key: list[Any]) -> str:
 
 def decode_token(token: Any) -> list[Any]:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
-        raise InvalidRequest("argument 'continue' must be the token a previous page returned")
+        raise InvalidArgument("continue", "must be the token a previous page returned")
     try:
         key = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (ValueError, UnicodeError):
-        raise InvalidRequest("argument 'continue' is not a token of this listing") from None
+        raise InvalidArgument("continue", "is not a token of this listing") from None
     if not isinstance(key, list) or not all(isinstance(part, (str, int, list)) for part in key):
-        raise InvalidRequest("argument 'continue' is not a token of this listing")
+        raise InvalidArgument("continue", "is not a token of this listing")
     return key
 
 

@@ -14,15 +14,13 @@ import collections
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
-
-import zmq
+from typing import Protocol, Sequence
 
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.errors import ProtocolError
 from gaffer.common.protocol import Message
-from gaffer.common.transport import Channel, peer_address, user_id
+from gaffer.common.transport import Frame, MessageChannel, peer_address, user_id
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.auth import AGENT, CLIENT, role_of
 
@@ -56,8 +54,9 @@ class Handler(Protocol):
 
 
 class PeerServer:
-    def __init__(self, sock: zmq.asyncio.Socket, handler: Handler, secure: bool) -> None:
-        self._channel = Channel(sock)
+    def __init__(self, channel: MessageChannel, handler: Handler, secure: bool) -> None:
+        """``channel``: the ROUTER's (``transport.Channel``), or an in-memory one in tests."""
+        self._channel = channel
         self._handler = handler
         self._secure = secure
         self._sessions: collections.OrderedDict[bytes, Session] = collections.OrderedDict()
@@ -114,7 +113,7 @@ class PeerServer:
                     await asyncio.sleep(0)
                     started = clock()
 
-    def _receive(self, frames: list[zmq.Frame]) -> None:
+    def _receive(self, frames: Sequence[Frame]) -> None:
         if len(frames) != 2:
             peer = frames[0].bytes.hex() if frames else "?"
             self.bad.record(peer, protocol.BAD_ENVELOPE, f"expected 2 frames, got {len(frames)}")
@@ -144,7 +143,7 @@ class PeerServer:
         else:
             self._handler.on_client(session, message)
 
-    def _session(self, peer: bytes, payload: zmq.Frame) -> Session | None:
+    def _session(self, peer: bytes, payload: Frame) -> Session | None:
         session = self._sessions.get(peer)
         identity = user_id(payload)
         if session is not None:

@@ -103,3 +103,17 @@ def test_a_restart_is_a_new_version_of_the_same_spec():
     assert NEWER.spec == NEW.spec
     assert NEWER.key != NEW.key and NEWER.launch_hash != NEW.launch_hash
     assert "numprocesses" not in NEW.spec
+
+
+def test_a_node_outside_the_rollout_runs_the_target_with_the_templates_allowance():
+    """A node new to the template (or done) is not held back: target version, own allowance."""
+    rollout = advance(start_rollout(None, NEW, 1, sent("a", "b")), {"a": 1, "b": 1, "c": 1}, {})
+    assert rollout.order_for("c", 3) == Order(NEW, 3)
+    assert rollout.order_for("a", 3) == Order(NEW, 1)
+    assert rollout.order_for("b", 3) == Order(OLD, 1)
+
+
+def test_start_rollout_never_has_a_budget_below_one():
+    """max_unavailable 0 still lets one node roll at a time (else it would never finish)."""
+    rollout = advance(start_rollout(None, NEW, 0, sent("a")), {"a": 2}, {})
+    assert rollout.budget == 1 and rollout.rolling == {"a": 1}
