@@ -384,9 +384,9 @@ class Cluster:
         """Failed ordinals are tried elsewhere; rolling nodes may have finished."""
         changed = False
         for row in rows:
-            if row.state is not InstanceState.FAILED or type(row.ordinal) is not int:
+            if row["state"] != InstanceState.FAILED or type(row["ordinal"]) is not int:
                 continue
-            slot = (row.template, row.ordinal)
+            slot = (row["template"], row["ordinal"])
             if self.placement.get(slot) != node.name:
                 continue
             if self._failed_on(slot, node.name):

@@ -425,7 +425,7 @@ def _done(view: NodeView | None, name: str, ordinals: Sequence[int], target: Ver
     rows = view.rows
     for ordinal in ordinals:
         row = rows.get(instance_id(name, ordinal))
-        if row is None or row.spec != target.launch_hash or row.state is not InstanceState.RUNNING:
+        if row is None or row["spec"] != target.launch_hash or row["state"] != InstanceState.RUNNING:
             return False
     return True
 
