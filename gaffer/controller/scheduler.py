@@ -33,6 +33,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from itertools import islice
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
@@ -218,7 +219,7 @@ def schedule_steps(
     for name in sorted(held):
         demand = wanted[name]
         verdicts: dict[str, bool] = {}
-        for part in chunks(sorted(held[name])):
+        for part in chunks(sorted(held[name], key=_FIRST)):
             _keep(board, demand, part, avoid, verdicts)
             work += len(part)
             if work >= CHUNK:
@@ -227,7 +228,7 @@ def schedule_steps(
     pending: dict[str, Pending] = {}
     for name in sorted(wanted):
         demand = wanted[name]
-        missing = [o for o in range(1, demand.count + 1) if (name, o) not in board.placement]
+        missing = yield from _missing(board.placement, demand)
         work += demand.count
         if missing:
             unplaced = yield from _place(board, demand, missing, avoid)
@@ -345,7 +346,19 @@ def _sort_current(
             else:
                 stopped.append(slot)
         yield
-    return held, sorted(stopped)
+    return held, (yield from _sorted_slots(stopped))
+
+
+def _missing(placement: Mapping[Slot, str], demand: Demand) -> Steps[list[int]]:
+    """The wanted ordinals of ``demand`` not placed yet, ascending."""
+    name, count = demand.name, demand.count
+    if count <= CHUNK:
+        return [o for o in range(1, count + 1) if (name, o) not in placement]
+    missing: list[int] = []
+    for start in range(1, count + 1, CHUNK):
+        missing += [o for o in range(start, min(start + CHUNK, count + 1)) if (name, o) not in placement]
+        yield
+    return missing
 
 
 def _keep(
@@ -537,18 +550,44 @@ def _plan(
                 moved.append(slot)
         yield
     gone = set(stopped)
-    evicted = [slot for slot in current if slot not in placement and slot not in gone]
-    yield
-    moved.sort()
-    added.sort()
+    evicted = []
+    items = iter(current)
+    for _ in range(0, len(current), CHUNK):
+        evicted += [slot for slot in islice(items, CHUNK) if slot not in placement and slot not in gone]
+        yield
     return Plan(
         placement=placement,
         pending=pending,
-        moved=tuple(moved),
+        moved=tuple((yield from _sorted_slots(moved))),
         stopped=tuple(stopped),
-        added=tuple(added),
-        evicted=tuple(sorted(evicted)),
+        added=tuple((yield from _sorted_slots(added))),
+        evicted=tuple((yield from _sorted_slots(evicted))),
     )
+
+
+def _sorted_slots(slots: list[Slot]) -> Steps[list[Slot]]:
+    """``sorted(slots)``, by template then ordinal, in steps: each template's slots sorted by
+    ordinal alone (integers compare far faster than tuples; 100,000 at once stall a loop)."""
+    by_name: dict[str, list[Slot]] = {}
+    for part in chunks(slots):
+        for slot in part:
+            found = by_name.get(slot[0])
+            if found is None:
+                by_name[slot[0]] = [slot]
+            else:
+                found.append(slot)
+        yield
+    out: list[Slot] = []
+    for name in sorted(by_name):
+        group = by_name[name]
+        group.sort(key=_SECOND)
+        out.extend(group)
+        yield
+    return out
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 
 
 def _by_name(items: Iterable[Any], kind: str) -> dict[str, Any]:
