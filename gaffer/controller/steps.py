@@ -25,9 +25,9 @@ Item = TypeVar("Item")
 Steps = Generator[None, None, T]
 """A computation in steps: ``yield`` (no value) between chunks, ``return`` the result."""
 
-CHUNK = 4_096
-"""Items handled between two chances to pause: about a millisecond of the simplest work."""
-BUDGET = 0.01
+CHUNK = 1_024
+"""Items handled between two chances to pause: a millisecond or two of placing."""
+BUDGET = 0.004
 """Seconds of work ``run_sliced`` does before it lets the loop run."""
 
 
