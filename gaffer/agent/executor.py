@@ -133,11 +133,12 @@ class Executor:
             inst.take(Event.WAIT)
         for ordinal in actions.spawn:
             entry.instance(ordinal)
+        # before any spawn: one with startsecs 0 is up at once, and while rolling that plans again
+        entry.rolling = actions.rolling
         entry.start_queue = collections.deque(actions.spawn)
         self._start_some(entry)
         for ordinal in actions.roll:
             self.stop(entry, instances[ordinal])
-        entry.rolling = actions.rolling
         if actions.changes():
             self._changes.notify()
 

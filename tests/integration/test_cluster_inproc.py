@@ -275,6 +275,23 @@ class TestReconcile:
         assert after == before
 
 
+    async def test_stopping_the_controller_ends_a_drain_that_waits(self, cluster):
+        """A drain waiting to move instances nowhere (one node) does not hold up the controller's stop."""
+        controller = await cluster.start_controller()
+        await cluster.start_agent("n1")
+        await cluster.call("apply", templates=[spec("stay", 2)])
+        await cluster.wait_running(2, "stay")
+        drain = asyncio.create_task(cluster.call("drain", node="n1", wait=3600))
+        await poll_until(lambda: controller.requests.running == 1, what="the drain waiting")
+        async with asyncio.timeout(30):
+            await controller.stop()
+        cluster.controller = None
+        await cluster.client.close()
+        cluster.client = None
+        with pytest.raises(Exception):
+            await drain
+
+
 def max_down(events) -> int:
     """Most instances down at once, replaying events in the order they happened on the agents
     (their ``ts``), not the order they reached the controller."""

@@ -243,6 +243,20 @@ class TestRolling:
         assert {row["spec"] for row in r.manager.instances("roll")} == {new.spec_hash()}
         assert all(r.pids()[k] != before[k] for k in before) and r.states() == dict.fromkeys(before, "running")
 
+    def test_a_roll_goes_on_when_a_new_instance_is_up_at_once(self) -> None:
+        """startsecs 0: a scale-up spawned beside an outdated instance is up at once, and the roll
+        goes on then (the outdated one is replaced, not left on the old spec)."""
+        r = rig()
+        base = dict(startsecs=0, update={"max_unavailable": 1})
+        r.manager.add(template("up", numprocesses=1, **base))
+        r.clock.run()
+        new = template("up", numprocesses=2, env={"V": "2"}, **base)
+        r.manager.apply(new)
+        for _ in range(20):
+            r.clock.advance(0.25)
+        assert {row["spec"] for row in r.manager.instances("up")} == {new.spec_hash()}
+        assert r.states() == {"up.1": "running", "up.2": "running"}
+
     def test_restart_rolls_one_at_a_time_by_default(self) -> None:
         """restart replaces every process, one instance down at a time."""
         r = rig()
