@@ -162,7 +162,7 @@ async def timed_scale(ctl: Child, client: AsyncClient, fleets: list[Child], agen
     seen = await wait_running(client, count, 120, args.status_poll) - t0
     probe = await ctl.ask("probe", reset=True)
     return {"acked": stats["last_ack"] - t0, "seen": seen, "stall_ms": probe["worst_ms"],
-            "over_ms": probe["over_ms"], "top": probe["top"], "t0": t0,
+            "over_ms": probe["over_ms"], "top": probe["top"], "gc": probe["gc"], "t0": t0,
             "cpu": cpu_seconds(ctl.pid)[0] - cpu0}
 
 
@@ -210,7 +210,8 @@ async def controller_part(args: argparse.Namespace, run: str) -> dict[str, Any]:
                 up["profiled"] = True
             out["up"].append(up)
             log(f"controller round {round_no + 1}: 0 -> {args.count:,} acked in {up['acked']:.2f}s, "
-                f"seen running {up['seen']:.2f}s, worst stall {up['stall_ms']:.0f} ms"
+                f"seen running {up['seen']:.2f}s, worst stall {up['stall_ms']:.0f} ms "
+                f"({up['gc']['full']} full collections, longest {up['gc']['full_worst_ms']:.0f} ms)"
                 + (" (profiled, not counted)" if profiled else ""))
             down = await timed_scale(ctl, client, fleets, args.agents, 0, args)
             down["profiled"] = profiled
@@ -717,8 +718,14 @@ def controller_section(ctl: dict[str, Any], bare: dict[str, Any], args: argparse
     top = [r for r in ctl.get("up", []) if not r.get("profiled")]
     if top:
         worst = max(top, key=lambda r: r["stall_ms"])
-        stalls = ", ".join(f"{ms_:,.0f}" for ms_, _ in worst["top"][:5])
-        lines.append(f"- longest stalls of the worst scale-up round (ms): {stalls}")
+        stalls = ", ".join(f"{t['ms']:,.0f} ({t['gc_ms']:,.0f})" for t in worst["top"][:5])
+        lines.append(
+            f"- longest stalls of the worst scale-up round (ms, and in parentheses the part spent "
+            f"in garbage collection): {stalls}; {worst['gc']['full']} full collections in that "
+            f"round, the longest {worst['gc']['full_worst_ms']:,.0f} ms (the controller freezes "
+            "what it made at startup out of them, as `gaffer-controller` does: "
+            "`gaffer/controller/heap.py`)"
+        )
     loss = ctl.get("loss")
     if loss:
         within = loss["seconds"] <= loss["bound"] + LOSS_SLACK

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import os
@@ -53,6 +54,8 @@ CONNECT_BATCH = 100
 CONNECT_PAUSE = 0.05
 QUIT_TIMEOUT = 20.0
 STALL_THRESHOLDS_MS = (10, 50, 100, 500)
+OLDEST_GENERATION = len(gc.get_threshold()) - 1
+"""A collection of this generation is a full one: it walks every object the collector tracks."""
 
 
 def raise_nofile() -> int:
@@ -250,12 +253,17 @@ class StallProbe:
     """How late the loop wakes a task that asks to wake every ``period`` seconds.
 
     Anything that holds the loop (a long synchronous reconcile, a burst of messages handled
-    without yielding) shows up as lateness; the worst lateness is the loop's worst stall.
+    without yielding, a garbage collection) shows up as lateness; the worst lateness is the
+    loop's worst stall. The probe also times every collection of CPython's cyclic garbage
+    collector (``gc.callbacks``): each stall in ``top`` says how much of it was spent
+    collecting, and ``gc`` counts the full (oldest-generation) collections and the longest.
     """
 
     def __init__(self, period: float) -> None:
         self.period = period
         self._task: asyncio.Task | None = None
+        self._gc_started = 0.0
+        self._collecting = 0.0
         self._clear()
 
     def _clear(self) -> None:
@@ -263,7 +271,9 @@ class StallProbe:
         self.worst = 0.0
         self.worst_at = 0.0
         self.over = dict.fromkeys(STALL_THRESHOLDS_MS, 0)
-        self.top: list[tuple[float, float]] = []
+        self.top: list[tuple[float, float, float]] = []
+        self.full_collections = 0
+        self.full_worst = 0.0
 
     def reset(self) -> dict[str, Any]:
         """What was seen since the last reset; then start over."""
@@ -276,13 +286,18 @@ class StallProbe:
             "samples": self.samples, "period_ms": self.period * 1000,
             "worst_ms": round(self.worst * 1000, 2), "worst_at": self.worst_at,
             "over_ms": {str(k): v for k, v in self.over.items()},
-            "top": [[round(ms * 1000, 2), at] for ms, at in sorted(self.top, reverse=True)],
+            "top": [{"ms": round(late * 1000, 2), "gc_ms": round(gc_time * 1000, 2), "at": at}
+                    for late, gc_time, at in sorted(self.top, reverse=True)],
+            "gc": {"full": self.full_collections, "full_worst_ms": round(self.full_worst * 1000, 2)},
         }
 
     def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
             try:
@@ -290,10 +305,21 @@ class StallProbe:
             except asyncio.CancelledError:
                 pass
 
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._gc_started
+        self._collecting += pause
+        if info["generation"] == OLDEST_GENERATION:
+            self.full_collections += 1
+            self.full_worst = max(self.full_worst, pause)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             expected = loop.time() + self.period
+            self._collecting = 0.0
             await asyncio.sleep(self.period)
             late = max(0.0, loop.time() - expected)
             self.samples += 1
@@ -303,7 +329,7 @@ class StallProbe:
             if late > self.worst:
                 self.worst, self.worst_at = late, time.monotonic()
             if late >= 0.01:
-                self.top.append((late, time.monotonic()))
+                self.top.append((late, self._collecting, time.monotonic()))
                 self.top = sorted(self.top, reverse=True)[:10]
 
 
@@ -311,6 +337,7 @@ async def run_controller(args: argparse.Namespace) -> None:
     import logging
 
     from gaffer.controller.controller import Controller
+    from gaffer.controller.heap import freeze_startup
     from gaffer.controller.liveness import Liveness
     from gaffer.controller.settings import ControllerSettings
 
@@ -328,6 +355,7 @@ async def run_controller(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     controller = Controller(settings)
     await controller.start()
+    freeze_startup()  # as gaffer-controller does after start
     probe = StallProbe(args.probe_ms / 1000)
     if args.probe_ms > 0:
         probe.start()

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import NamedTuple, TypedDict
 
 from gaffer.common.limits import MAX_COUNT, MAX_NAME
 
@@ -110,10 +109,13 @@ def template_of(value: str) -> str:
     return value.rpartition(".")[0]
 
 
-@dataclass(frozen=True, slots=True)
-class InstanceRow:
-    """One instance as an agent reports it: the wire's Instance, typed.
+class InstanceRow(TypedDict):
+    """One instance as an agent reports it: the wire's Instance (``protocol._INSTANCE``).
 
+    A TypedDict, not a class: the controller keeps a row per instance (100,000 of them), and a
+    dict of strings, numbers and None is one the garbage collector never tracks, where a
+    dataclass or NamedTuple instance is tracked, and makes every full collection slower.
+    ``state`` is an ``InstanceState`` value (``row["state"] == InstanceState.RUNNING``);
     ``spec`` is the hash of the launch spec the process was started with, so the controller
     can tell which instances run an updated template.
     """
@@ -122,30 +124,7 @@ class InstanceRow:
     template: str
     ordinal: int | str
     pid: int | None
-    state: InstanceState
+    state: str
     restarts: int
     started_at: float | None
     spec: str | None
-
-    @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> "InstanceRow":
-        """From a map the wire schema already checked (``protocol._INSTANCE``)."""
-        return cls(
-            data["id"], data["template"], data["ordinal"], data["pid"],
-            InstanceState(data["state"]), data["restarts"], data["started_at"], data["spec"],
-        )
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "template": self.template, "ordinal": self.ordinal, "pid": self.pid,
-            "state": self.state.value, "restarts": self.restarts, "started_at": self.started_at,
-            "spec": self.spec,
-        }
-
-    @property
-    def running(self) -> bool:
-        return self.state is InstanceState.RUNNING
-
-    @property
-    def slot(self) -> Slot | None:
-        return (self.template, self.ordinal) if type(self.ordinal) is int else None

@@ -22,7 +22,7 @@ import msgpack
 from gaffer.common import schema as s
 from gaffer.common.errors import Problem, ProtocolError
 from gaffer.common.limits import MAX_COUNT
-from gaffer.common.model import AGENT_STATES, InstanceRow
+from gaffer.common.model import AGENT_STATES
 from gaffer.common.parts import MAX_PARTS
 from gaffer.common.template import LABEL_RE, NAME_RE
 
@@ -245,12 +245,6 @@ def instances_digest(instances: Iterable[Mapping[str, Any]]) -> str:
         ((i["id"], i["state"], i["pid"], i["spec"]) for i in instances), key=lambda row: row[0]
     )
     return hashlib.blake2b(msgpack.packb(rows), digest_size=8).hexdigest()
-
-
-def rows_digest(rows: Iterable[InstanceRow]) -> str:
-    """``instances_digest`` of typed rows (the controller's view of a node)."""
-    ordered = sorted(((r.id, r.state.value, r.pid, r.spec) for r in rows), key=lambda row: row[0])
-    return hashlib.blake2b(msgpack.packb(ordered), digest_size=8).hexdigest()
 
 
 def oversized_templates(items: Iterable[Any]) -> list[Problem]:

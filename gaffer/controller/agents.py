@@ -77,10 +77,10 @@ class AgentMessages:
                 self._links.ask_report(session)
         elif kind == "report":
             if body["full"]:
-                rows = self._nodes.replace_instances(node, body["instances"])
+                self._nodes.replace_instances(node, body["instances"])
             else:
-                rows = self._nodes.update_instances(node, body["instances"], body["removed"])
-            self._cluster.instances_reported(node, rows)
+                self._nodes.update_instances(node, body["instances"], body["removed"])
+            self._cluster.instances_reported(node, body["instances"])
             self._changes.notify()
         elif kind == "events":
             self._events(node, body["events"])
@@ -147,7 +147,7 @@ class AgentMessages:
         self._hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
         self._links.send_watch(node, self.watch_prefixes())
         self._cluster.node_changed(node)
-        self._cluster.instances_reported(node, list(node.instances.values()))
+        self._cluster.instances_reported(node, body["instances"])
         self._changes.notify()
 
     def _events(self, node: Node, events: list[dict[str, Any]]) -> None:

@@ -161,7 +161,7 @@ class Api:
 
         def remaining() -> int:
             placed = self.cluster.placement_on(name)
-            running = sum(1 for row in node.instances.values() if row.pid)
+            running = sum(1 for row in node.instances.values() if row["pid"])
             return placed + running
 
         while remaining() and self.controller.now() < deadline:
@@ -290,15 +290,18 @@ class Api:
                     rows[ident]["reason"] = pending["reason"]
         for node in self.agents.all():
             for ident, report in node.instances.items():
-                if name is not None and report.template != name:
+                if name is not None and report["template"] != name:
                     continue
                 assigned = rows.get(ident)
                 if assigned is not None and assigned["node"] == node.name:
                     continue
-                if report.pid is None:
+                if report["pid"] is None:
                     continue
                 key = f"{ident}@{node.name}"
-                rows[key] = _row(ident, report.template, report.ordinal, node.name, report, report.state)
+                rows[key] = _row(
+                    ident, report["template"], report["ordinal"], node.name, report,
+                    InstanceState(report["state"]),
+                )
                 rows[key]["stale"] = True
                 if node.state is NodeState.DOWN:
                     rows[key]["state"] = InstanceState.UNKNOWN.value
@@ -348,7 +351,7 @@ class Api:
         for node in self.agents.all():
             if node.state is NodeState.DOWN or node.peer is None:
                 continue
-            if target in node.instances or any(row.template == target for row in node.instances.values()):
+            if target in node.instances or any(row["template"] == target for row in node.instances.values()):
                 found.append(node)
         return found
 
@@ -381,11 +384,11 @@ class Api:
         lines = arg.integer(args, "lines", 100, 0, MAX_LINES)
         stream = arg.stream(args)
         if target in self.cluster.templates or any(
-            row.template == target for n in self.agents.all() for row in n.instances.values()
+            row["template"] == target for n in self.agents.all() for row in n.instances.values()
         ):
             idents = sorted({
                 ident for n in self._nodes_running(target) for ident, row in n.instances.items()
-                if row.template == target
+                if row["template"] == target
             })
         else:
             idents = [target]
@@ -454,7 +457,7 @@ class Api:
                 continue
             if any(node.labels.get(k) != v for k, v in placement.labels.items()):
                 continue
-            key = (sum(1 for row in node.instances.values() if row.pid), node.name)
+            key = (sum(1 for row in node.instances.values() if row["pid"]), node.name)
             if best is None or key < best:
                 best, chosen = key, node
         if chosen is None:
@@ -492,11 +495,11 @@ def _row(
         "template": template,
         "ordinal": ordinal,
         "node": node,
-        "pid": report.pid if report else None,
-        "state": (report.state if report else default_state).value,
-        "restarts": report.restarts if report else 0,
-        "started_at": report.started_at if report else None,
-        "spec": report.spec if report else None,
+        "pid": report["pid"] if report else None,
+        "state": report["state"] if report else default_state.value,
+        "restarts": report["restarts"] if report else 0,
+        "started_at": report["started_at"] if report else None,
+        "spec": report["spec"] if report else None,
         "stale": False,
     }
 

@@ -23,7 +23,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gaffer.common import topics
 from gaffer.common.errors import (
@@ -94,7 +94,8 @@ class Cluster:
         self._clock = clock
         self.templates: dict[str, StoredTemplate] = {t.template.name: t for t in store.templates()}
         self.restarts: dict[str, int] = store.restarts()
-        self.placement: dict[Slot, str] = dict(store.placement())
+        self.placement: Mapping[Slot, str] = store.placement()
+        """Never changed in place: each pass replaces it (a pass in steps reads the old one)."""
         self.failed: dict[Slot, frozenset[str]] = dict(store.failed())
         self.sent: dict[str, Sent] = {}
         self.rollouts: dict[str, Rollout] = {}
@@ -107,8 +108,8 @@ class Cluster:
         self._dirty = False
         self._replace = False
         self._retry_at: float | None = None
-        self._by_node: dict[str, dict[str, list[int]]] = {}
-        self._keys: dict[str, str] = {}
+        self._by_node: Mapping[str, Mapping[str, Sequence[int]]] = {}
+        self._keys: Mapping[str, str] = {}
         self._running: asyncio.Task | None = None
         self.reconciles = 0
         self._desired: dict[str, tuple[StoredTemplate, int, int, Desired]] = {}
@@ -384,9 +385,9 @@ class Cluster:
         """Failed ordinals are tried elsewhere; rolling nodes may have finished."""
         changed = False
         for row in rows:
-            if row.state is not InstanceState.FAILED or type(row.ordinal) is not int:
+            if row["state"] != InstanceState.FAILED or type(row["ordinal"]) is not int:
                 continue
-            slot = (row.template, row.ordinal)
+            slot = (row["template"], row["ordinal"])
             if self.placement.get(slot) != node.name:
                 continue
             if self._failed_on(slot, node.name):
@@ -443,10 +444,14 @@ class Cluster:
             if any(self.placement_on(name) for name in due - self.lost):
                 self.kick()
         if self.sent:
-            for name in resends(self._nodes(now, views_of=self.sent), now):
+            acked = {
+                node.name: node.generation_acked for node in self.nodes.nodes.values()
+                if node.state is not NodeState.DOWN and node.peer is not None
+            }
+            for name in resends(self.sent, acked, now):
                 self._resend(name, now)
 
-    def by_node(self, node: str) -> dict[str, list[int]]:
+    def by_node(self, node: str) -> Mapping[str, Sequence[int]]:
         """{template: ordinals} placed on ``node`` now."""
         return self._by_node.get(node, {})
 
@@ -494,8 +499,8 @@ class Cluster:
             self.reconciles += 1
         desired = await run_sliced(self._desired_steps())
         placement = Placement(
-            current=dict(self.placement) if scheduling else self.placement,
-            plan=self.plan, by_node=self._by_node, keys=self._keys, replace=scheduling,
+            current=self.placement, plan=self.plan, by_node=self._by_node, keys=self._keys,
+            replace=scheduling,
         )
         failures = Failures(dict(self.failed), frozenset(self._announced))
         result = await run_sliced(reconcile_steps(
@@ -504,12 +509,10 @@ class Cluster:
         await self._carry_out(result, now)
         return result
 
-    def _nodes(self, now: float, views_of: Mapping[str, Any] | None = None) -> Nodes:
-        """The nodes as the reconcile sees them (only those in ``views_of``, if given)."""
+    def _nodes(self, now: float) -> Nodes:
+        """The nodes as the reconcile sees them."""
         views = {}
         for node in self.nodes.nodes.values():
-            if views_of is not None and node.name not in views_of:
-                continue
             down_since = None
             if node.state is NodeState.DOWN:
                 down_since = self.down_since.setdefault(node.name, now)
@@ -571,10 +574,12 @@ class Cluster:
         if result.changes:
             await self._save_placement(result.changes)
         if result.scheduled:
-            self.placement = dict(result.plan.placement)
+            # adopted, not copied: these are never changed in place, only replaced by the
+            # next pass, so a pass still running on the old ones is never disturbed
+            self.placement = result.plan.placement
             self.plan = result.plan
-            self._by_node = {node: dict(held) for node, held in result.by_node.items()}
-            self._keys = dict(result.keys)
+            self._by_node = result.by_node
+            self._keys = result.keys
         for name in sorted(set(result.lost) - self.lost):
             log.warning("node %s is lost (down for %gs): its %d slots are placed elsewhere",
                         name, self.node_grace, self.placement_on(name))

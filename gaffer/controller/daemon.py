@@ -35,6 +35,7 @@ from gaffer.common.limits import (
 )
 from gaffer.controller import offline
 from gaffer.controller.controller import Controller
+from gaffer.controller.heap import freeze_startup
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
 
@@ -142,6 +143,8 @@ def main(ctx: click.Context, config: str | None, log_level: str, **options: Any)
 async def _serve(settings: ControllerSettings) -> None:
     controller = Controller(settings)
     await controller.start()
+    frozen = freeze_startup()
+    log.debug("froze %d objects made at startup (no full collection walks them)", frozen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

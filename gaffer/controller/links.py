@@ -16,8 +16,11 @@ from gaffer.common.errors import ControllerUnreachable, InvalidRequest, from_wir
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import PeerServer, Session
+from gaffer.controller.steps import Steps
 
 COMMAND_TIMEOUT = 5.0
+BEAT_STEP = 100
+"""Nodes sent a ``beat`` between two chances to pause."""
 
 
 class Links:
@@ -51,12 +54,15 @@ class Links:
             return False
         return self.send(session, "assign", body)
 
-    def send_beats(self, generation_of: Callable[[Node], int]) -> None:
-        """``beat`` with the node's current generation to every node that is not down."""
-        for node in self._nodes.nodes.values():
+    def beat_steps(self, generation_of: Callable[[Node], int]) -> Steps[None]:
+        """``beat`` with the node's current generation to every node that is not down, in
+        steps of BEAT_STEP nodes (a thousand beats at once would hold the loop)."""
+        for index, node in enumerate(list(self._nodes.nodes.values())):
             session = self.session_of(node)
             if session is not None and node.state is not NodeState.DOWN:
                 self.send(session, "beat", {"generation": generation_of(node)})
+            if index % BEAT_STEP == BEAT_STEP - 1:
+                yield
 
     def send_watch(self, node: Node, prefixes: Iterable[str]) -> None:
         """Tell an agent which output topics have subscribers."""

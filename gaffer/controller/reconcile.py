@@ -49,11 +49,11 @@ from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id
 from gaffer.controller.orders import Order, Version
 from gaffer.controller.rollout import Rollout, advance, start_rollout
 from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule_steps
-from gaffer.controller.steps import CHUNK, Steps, finish
+from gaffer.controller.steps import CHUNK, Steps, chunks, finish
 
 RESEND_AFTER = 2.0
 """Seconds before an assignment a node has not acked is sent again (same generation)."""
-NODE_STEP = 64
+NODE_STEP = 32
 """Nodes handled between two pauses when making assignments."""
 
 ByNode = Mapping[str, Mapping[str, Sequence[int]]]
@@ -290,7 +290,7 @@ def reconcile_steps(
         keys=keys,
         lost=tuple(sorted(lost)),
         sends=sends,
-        resends=tuple(n for n in resends(nodes, now) if n not in sending),
+        resends=tuple(n for n in resends(nodes.sent, acked_by(nodes.views), now) if n not in sending),
         rollouts=after,
         rollout_steps=rollout_steps,
         announce=_announcements(plan, failures),
@@ -308,28 +308,36 @@ def lost_nodes(nodes: Nodes, now: float) -> frozenset[str]:
     )
 
 
-def resends(nodes: Nodes, now: float) -> tuple[str, ...]:
-    """Connected nodes that have not acked their latest generation for RESEND_AFTER seconds."""
+def resends(sent: Mapping[str, Sent], acked: Mapping[str, int], now: float) -> tuple[str, ...]:
+    """Nodes that have not acked their latest generation for RESEND_AFTER seconds; ``acked``
+    holds the generation each connected node acked (nodes not in it cannot be sent to)."""
     due = []
-    for name, sent in nodes.sent.items():
-        view = nodes.views.get(name)
-        if view is None or not view.connected:
-            continue
-        if view.acked < sent.generation and now - sent.at >= RESEND_AFTER:
+    for name, record in sent.items():
+        generation = acked.get(name)
+        if generation is not None and generation < record.generation and now - record.at >= RESEND_AFTER:
             due.append(name)
     return tuple(sorted(due))
+
+
+def acked_by(views: Mapping[str, NodeView]) -> dict[str, int]:
+    """The generation each connected node acked."""
+    return {name: view.acked for name, view in views.items() if view.connected}
 
 
 def _changes(plan: Plan, current: Mapping[Slot, str]) -> Steps[dict[Slot, str | None]]:
     """What the plan changes against ``current``: each moved or added slot's node, None for
     slots that no longer run anywhere."""
     changes: dict[Slot, str | None] = {}
-    for slot in plan.moved + plan.added:
-        changes[slot] = plan.placement[slot]
-    yield
-    for slot in plan.stopped + plan.evicted:
-        changes[slot] = None
-    yield
+    placement = plan.placement
+    for slots in (plan.moved, plan.added):
+        for part in chunks(slots):
+            for slot in part:
+                changes[slot] = placement[slot]
+            yield
+    for slots in (plan.stopped, plan.evicted):
+        for part in chunks(slots):
+            changes.update(dict.fromkeys(part))
+            yield
     return changes
 
 
@@ -425,7 +433,7 @@ def _done(view: NodeView | None, name: str, ordinals: Sequence[int], target: Ver
     rows = view.rows
     for ordinal in ordinals:
         row = rows.get(instance_id(name, ordinal))
-        if row is None or row.spec != target.launch_hash or row.state is not InstanceState.RUNNING:
+        if row is None or row["spec"] != target.launch_hash or row["state"] != InstanceState.RUNNING:
             return False
     return True
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from gaffer.common.model import InstanceRow
-from gaffer.common.protocol import rows_digest
+from gaffer.common.protocol import instances_digest
 from gaffer.controller.liveness import NodeState
 
 
@@ -32,7 +32,9 @@ class Node:
     last_heard: float = 0.0
     connected_at: float | None = None
     instances: dict[str, InstanceRow] = field(default_factory=dict)
-    digest: str = ""
+    digest_cache: str | None = None
+    """``instances_digest`` of ``instances``, made when a heartbeat needs it (None: changed
+    since): several reports between two heartbeats cost one digest, not one each."""
     load: tuple[float, ...] = (0.0, 0.0, 0.0)
     generation_acked: int = 0
     cordoned: bool = False
@@ -131,30 +133,33 @@ class NodeTable:
             node.host = dict(body["host"])
         if "dropped" in body:
             node.dropped = dict(body["dropped"])
-        return body["digest"] != node.digest
+        return body["digest"] != self.digest(node)
 
-    def replace_instances(self, node: Node, instances: list[dict[str, Any]]) -> list[InstanceRow]:
-        """The node runs exactly ``instances`` (wire maps); the typed rows."""
-        rows = [InstanceRow.from_wire(item) for item in instances]
-        node.instances = {row.id: row for row in rows}
+    @staticmethod
+    def digest(node: Node) -> str:
+        """``instances_digest`` of what the node last reported (made once per change)."""
+        if node.digest_cache is None:
+            node.digest_cache = instances_digest(node.instances.values())
+        return node.digest_cache
+
+    def replace_instances(self, node: Node, instances: list[InstanceRow]) -> None:
+        """The node runs exactly ``instances`` (rows the wire schema checked)."""
+        node.instances = {row["id"]: row for row in instances}
         self._refresh(node)
-        return rows
 
     def update_instances(
-        self, node: Node, instances: list[dict[str, Any]], removed: Sequence[str] = ()
-    ) -> list[InstanceRow]:
-        """Changed rows (wire maps) and the ids gone; the typed changed rows."""
-        rows = [InstanceRow.from_wire(item) for item in instances]
-        for row in rows:
-            node.instances[row.id] = row
+        self, node: Node, instances: list[InstanceRow], removed: Sequence[str] = ()
+    ) -> None:
+        """Changed rows, and the ids the node no longer has."""
+        for row in instances:
+            node.instances[row["id"]] = row
         for ident in removed:
             node.instances.pop(ident, None)
         self._refresh(node)
-        return rows
 
     def _refresh(self, node: Node) -> None:
-        node.digest = rows_digest(node.instances.values())
-        node.running = sum(1 for row in node.instances.values() if row.pid)
+        node.digest_cache = None
+        node.running = sum(1 for row in node.instances.values() if row["pid"])
 
     def disconnect(self, node: Node) -> None:
         """Forget the node's socket (it must say hello again); keep what we know of it."""

@@ -33,11 +33,12 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from itertools import islice
+from operator import itemgetter
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from gaffer.common.model import Slot
-from gaffer.controller.steps import CHUNK, Steps, chunks, finish
+from gaffer.controller.steps import CHUNK, Steps, chunks, finish, sorted_slots
 
 NODE_STATES = ("up", "suspect", "down", "lost")
 HOLDING_STATES = frozenset({"up", "suspect", "down"})
@@ -218,7 +219,7 @@ def schedule_steps(
     for name in sorted(held):
         demand = wanted[name]
         verdicts: dict[str, bool] = {}
-        for part in chunks(sorted(held[name])):
+        for part in chunks(sorted(held[name], key=_FIRST)):
             _keep(board, demand, part, avoid, verdicts)
             work += len(part)
             if work >= CHUNK:
@@ -227,7 +228,7 @@ def schedule_steps(
     pending: dict[str, Pending] = {}
     for name in sorted(wanted):
         demand = wanted[name]
-        missing = [o for o in range(1, demand.count + 1) if (name, o) not in board.placement]
+        missing = yield from _missing(board.placement, demand)
         work += demand.count
         if missing:
             unplaced = yield from _place(board, demand, missing, avoid)
@@ -345,7 +346,19 @@ def _sort_current(
             else:
                 stopped.append(slot)
         yield
-    return held, sorted(stopped)
+    return held, (yield from sorted_slots(stopped))
+
+
+def _missing(placement: Mapping[Slot, str], demand: Demand) -> Steps[list[int]]:
+    """The wanted ordinals of ``demand`` not placed yet, ascending."""
+    name, count = demand.name, demand.count
+    if count <= CHUNK:
+        return [o for o in range(1, count + 1) if (name, o) not in placement]
+    missing: list[int] = []
+    for start in range(1, count + 1, CHUNK):
+        missing += [o for o in range(start, min(start + CHUNK, count + 1)) if (name, o) not in placement]
+        yield
+    return missing
 
 
 def _keep(
@@ -537,18 +550,22 @@ def _plan(
                 moved.append(slot)
         yield
     gone = set(stopped)
-    evicted = [slot for slot in current if slot not in placement and slot not in gone]
-    yield
-    moved.sort()
-    added.sort()
+    evicted = []
+    items = iter(current)
+    for _ in range(0, len(current), CHUNK):
+        evicted += [slot for slot in islice(items, CHUNK) if slot not in placement and slot not in gone]
+        yield
     return Plan(
         placement=placement,
         pending=pending,
-        moved=tuple(moved),
+        moved=tuple((yield from sorted_slots(moved))),
         stopped=tuple(stopped),
-        added=tuple(added),
-        evicted=tuple(sorted(evicted)),
+        added=tuple((yield from sorted_slots(added))),
+        evicted=tuple((yield from sorted_slots(evicted))),
     )
+
+
+_FIRST = itemgetter(0)
 
 
 def _by_name(items: Iterable[Any], kind: str) -> dict[str, Any]:

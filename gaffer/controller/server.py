@@ -27,7 +27,8 @@ from gaffer.controller.auth import AGENT, CLIENT, role_of
 log = logging.getLogger("gaffer.controller.server")
 
 MAX_SESSIONS = 20_000
-SLICE = 0.01
+SLICE = 0.004
+"""Seconds of message handling before the loop gets a turn (timers, the reconcile, clients)."""
 FROM_ANYONE = protocol.AGENT_TO_CONTROLLER | protocol.CLIENT_TO_CONTROLLER
 
 

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from operator import itemgetter
 from typing import Generator, Iterator, Sequence, TypeVar
+
+from gaffer.common.model import Slot
 
 T = TypeVar("T")
 Item = TypeVar("Item")
 Steps = Generator[None, None, T]
 """A computation in steps: ``yield`` (no value) between chunks, ``return`` the result."""
 
-CHUNK = 4_096
-"""Items handled between two chances to pause: about a millisecond of the simplest work."""
-BUDGET = 0.01
+CHUNK = 1_024
+"""Items handled between two chances to pause: a millisecond or two of placing."""
+BUDGET = 0.004
 """Seconds of work ``run_sliced`` does before it lets the loop run."""
 
 
@@ -58,3 +61,27 @@ async def run_sliced(steps: Steps[T], budget: float = BUDGET) -> T:
         if clock() - started >= budget:
             await asyncio.sleep(0)
             started = clock()
+
+
+def sorted_slots(slots: list[Slot]) -> Steps[list[Slot]]:
+    """``sorted(slots)``, by template then ordinal, in steps: each template's slots sorted by
+    ordinal alone (integers compare far faster than tuples; 100,000 at once stall a loop)."""
+    by_name: dict[str, list[Slot]] = {}
+    for part in chunks(slots):
+        for slot in part:
+            found = by_name.get(slot[0])
+            if found is None:
+                by_name[slot[0]] = [slot]
+            else:
+                found.append(slot)
+        yield
+    out: list[Slot] = []
+    for name in sorted(by_name):
+        group = by_name[name]
+        group.sort(key=_SECOND)
+        out.extend(group)
+        yield
+    return out
+
+
+_SECOND = itemgetter(1)

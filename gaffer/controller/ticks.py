@@ -20,6 +20,7 @@ from gaffer.controller.links import Links
 from gaffer.controller.liveness import Liveness, NodeState, judge
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.staging import Stages
+from gaffer.controller.steps import run_sliced
 
 log = logging.getLogger("gaffer.controller")
 
@@ -60,14 +61,14 @@ class Ticks:
             await asyncio.sleep(self._liveness.interval / 2)
             beat = not beat
             try:
-                self.tick(beat)
+                await self.tick(beat)
             except Exception:
                 log.exception("controller tick failed")
 
-    def tick(self, beat: bool) -> None:
+    async def tick(self, beat: bool) -> None:
         self.judge()
         if beat:
-            self._links.send_beats(self._generation_of)
+            await run_sliced(self._links.beat_steps(self._generation_of))
             self._stages.expire(self._clock())
         self._cluster.check_timers()
 

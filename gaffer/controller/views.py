@@ -37,7 +37,7 @@ def template_views(
             rows = node.instances
             for ordinal in ordinals:
                 row = rows.get(instance_id(name, ordinal))
-                if row is not None and row.state is InstanceState.RUNNING:
+                if row is not None and row["state"] == InstanceState.RUNNING:
                     running[name] += 1
     views = []
     for name in names:

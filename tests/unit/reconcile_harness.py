@@ -114,8 +114,9 @@ class World:
                 for ordinal in ordinals:
                     ident = instance_id(template, ordinal)
                     rows[ident] = InstanceRow(
-                        ident, template, ordinal, 100 + ordinal, InstanceState.RUNNING, 0, None,
-                        version.launch_hash,
+                        id=ident, template=template, ordinal=ordinal, pid=100 + ordinal,
+                        state=InstanceState.RUNNING.value, restarts=0, started_at=None,
+                        spec=version.launch_hash,
                     )
             self.nodes[name] = replace(self.nodes[name], rows=rows)
 

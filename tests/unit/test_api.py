@@ -155,13 +155,16 @@ class FakeInfo:
 
 def up(name: str, *rows: InstanceRow) -> Node:
     node = Node(name=name, state=NodeState.UP, peer=name.encode(), last_heard=99.0)
-    node.instances = {row.id: row for row in rows}
+    node.instances = {row["id"]: row for row in rows}
     return node
 
 
 def row(ident: str, pid: int | None = 10) -> InstanceRow:
     name, ordinal = ident.rsplit(".", 1)
-    return InstanceRow(ident, name, int(ordinal), pid, InstanceState.RUNNING, 0, 1.0, "h")
+    return InstanceRow(
+        id=ident, template=name, ordinal=int(ordinal), pid=pid, state=InstanceState.RUNNING.value,
+        restarts=0, started_at=1.0, spec="h",
+    )
 
 
 @pytest.fixture

@@ -90,7 +90,7 @@ class Lab:
             self.clock.advance(LIVENESS.interval / 2)
             await self.settle()
             self._beat = not self._beat
-            ticks.tick(self._beat)
+            await ticks.tick(self._beat)
             await self.settle()
 
     def held(self) -> dict[str, set[str]]:
