@@ -5,13 +5,15 @@ each node was last sent, and the rolling updates under way. Operations change th
 state durably, then ``kick`` a reconcile. What a reconcile does is decided by one pure function
 (``reconcile.reconcile``, which returns a ``Reconcile`` value); this class is its executor:
 
-1. it gathers the inputs as frozen values (templates as ``Desired``, nodes as ``NodeView``,
-   the placement, failures, rollouts, what was sent) and runs the function in steps on the
-   loop, so placing 100,000 slots never stalls heartbeats and clients;
+1. it gathers the inputs as frozen values (``inputs.py``: templates as ``Desired``, nodes as
+   ``NodeView``; the placement, failures, rollouts, what was sent) and runs the function in
+   steps on the loop, so placing 100,000 slots never stalls heartbeats and clients;
 2. it stores the placement changes (in slices), adopts the plan and the rollouts, publishes
-   the failures to announce, and sends each changed node its whole assignment with a new
-   stored generation (monotonic per node across controller restarts), in parts when large;
+   the failures to announce, and has ``Sending`` send each changed node its whole assignment
+   with a new stored generation (monotonic per node across controller restarts);
 3. it resends what nodes have not acked (on the tick too, by the same pure ``resends``).
+
+Count limits are kept by a ``counts.Tally``.
 
 Sending the same assignment twice changes nothing on the agent; a node that comes back gets
 its current assignment first, and stops whatever is not in it.
@@ -22,42 +24,35 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gaffer.common import topics
 from gaffer.common.errors import (
-    InvalidRequest,
     NodeAlive,
     NodeNotFound,
     StorageDamaged,
     StorageError,
     TemplateNotFound,
 )
-from gaffer.common.limits import MAX_COUNT
 from gaffer.common.model import InstanceRow, InstanceState, Slot
-from gaffer.common.parts import split_assignment
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
-from gaffer.controller.counts import CountLimits, Limited, check_counts, effective_counts
+from gaffer.controller.counts import CountLimits, Limited, Tally, parse_scale
 from gaffer.controller.hub import EventHub
+from gaffer.controller.inputs import DesiredCache, node_views
 from gaffer.controller.liveness import NodeState
-from gaffer.controller.orders import Version
 from gaffer.controller.reconcile import (
-    Desired,
     Failures,
-    NodeView,
     Nodes,
     Placement,
     Reconcile,
-    Sent,
     reconcile_steps,
-    resends,
 )
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.rollout import Rollout
-from gaffer.controller.scheduler import Demand, NodeInfo, Plan
-from gaffer.controller.steps import Steps, run_sliced
+from gaffer.controller.scheduler import Plan
+from gaffer.controller.sending import SendAssign, Sending
+from gaffer.controller.steps import run_sliced
 from gaffer.controller.store import Change, Puts, Store, StoredTemplate
 from gaffer.controller.views import template_views
 
@@ -68,11 +63,6 @@ STORE_RETRY = 5.0
 STORE_SLICE = 1_000
 APPLY_SLICE = 2_000
 """Templates compared, or announced, between two turns of the loop in a large apply."""
-DESIRED_SLICE = 256
-"""Templates whose Desired is made anew between two pauses (a large apply makes thousands)."""
-PART_BYTES = 2 * 1024 * 1024
-"""An assignment bigger than this goes in parts (half a message: room for the envelope)."""
-SendAssign = Callable[[Node, dict[str, Any]], bool]
 
 
 class Cluster:
@@ -89,7 +79,9 @@ class Cluster:
         self.store = store
         self.nodes = nodes
         self.hub = hub
-        self._send_assign = send_assign
+        self.sending = Sending(store, nodes, send_assign)
+        self.sent = self.sending.sent
+        """What each node was last sent (``Sending`` keeps it)."""
         self.node_grace = node_grace
         self._clock = clock
         self.templates: dict[str, StoredTemplate] = {t.template.name: t for t in store.templates()}
@@ -97,7 +89,6 @@ class Cluster:
         self.placement: Mapping[Slot, str] = store.placement()
         """Never changed in place: each pass replaces it (a pass in steps reads the old one)."""
         self.failed: dict[Slot, frozenset[str]] = dict(store.failed())
-        self.sent: dict[str, Sent] = {}
         self.rollouts: dict[str, Rollout] = {}
         self.down_since: dict[str, float] = {}
         self.may_move = False
@@ -112,16 +103,10 @@ class Cluster:
         self._keys: Mapping[str, str] = {}
         self._running: asyncio.Task | None = None
         self.reconciles = 0
-        self._desired: dict[str, tuple[StoredTemplate, int, int, Desired]] = {}
-        self.limits = limits
-        self.limited: dict[str, Limited] = {}
+        self._desired = DesiredCache()
+        self.tally = Tally(limits, self._counts())
         """Templates that want more than the limits allow: only ``placing`` of them is placed."""
-        self._total = sum(stored.template.numprocesses for stored in self.templates.values())
-        self._over = {
-            name for name, stored in self.templates.items()
-            if stored.template.numprocesses > limits.per_template
-        }
-        self._recount()
+        self._log_limited(self.tally.recount(self._counts))
         self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
         for stored in store.nodes():
             self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
@@ -216,7 +201,7 @@ class Cluster:
         current = stored.template.numprocesses
         count = parse_scale(how, current)
         if count != current:
-            check_counts(self.limits, {name: (current, count)}, self._total)
+            self.tally.check({name: (current, count)})
             change = self.store.set_count(name, count)
             assert change.stored is not None
             self.templates[name] = change.stored
@@ -227,11 +212,8 @@ class Cluster:
 
     def wanted(self, name: str) -> int:
         """How many instances of ``name`` are placed (its count, or less when limited)."""
-        limited = self.limited.get(name)
-        if limited is not None:
-            return limited.placing
         stored = self.templates.get(name)
-        return stored.template.numprocesses if stored is not None else 0
+        return self.tally.placing(name, stored.template.numprocesses) if stored is not None else 0
 
     def _check_counts(self, templates: list[Template]) -> dict[str, tuple[int, int]]:
         """Refuse a whole apply, before anything is stored, if it would grow a count past a
@@ -241,34 +223,24 @@ class Cluster:
             stored = self.templates.get(template.name)
             before = stored.template.numprocesses if stored is not None else 0
             changes[template.name] = (before, template.numprocesses)
-        check_counts(self.limits, changes, self._total)
+        self.tally.check(changes)
         return changes
 
     def _counted(self, changes: dict[str, tuple[int, int]]) -> None:
-        """Keep the total and the over-limit set up to date after counts changed."""
-        for name, (before, after) in changes.items():
-            self._total += after - before
-            if after > self.limits.per_template:
-                self._over.add(name)
-            else:
-                self._over.discard(name)
-        self._recount()
+        self._log_limited(self.tally.counted(changes, self._counts))
 
-    def _recount(self) -> None:
-        """Find the templates over a limit (only ever from a store written before the limits,
-        or under higher ones): place at most the limit, and say so once per template."""
-        if not (self.limited or self._over or self._total > self.limits.total):
-            return
-        counts = {name: stored.template.numprocesses for name, stored in self.templates.items()}
-        _, limited = effective_counts(self.limits, counts)
-        for name, note in sorted(limited.items()):
-            if self.limited.get(name) != note:
-                log.error(
-                    "template %s wants %s instances, %s: placing only %s; scale it down "
-                    "(gafferctl scale %s=N) or raise the limit",
-                    name, f"{note.wanted:,}", note.reason, f"{note.placing:,}", name,
-                )
-        self.limited = limited
+    def _counts(self) -> dict[str, int]:
+        return {name: stored.template.numprocesses for name, stored in self.templates.items()}
+
+    @staticmethod
+    def _log_limited(fresh: Mapping[str, Limited]) -> None:
+        """Say once per template (and change) that a stored count is over a limit."""
+        for name, note in sorted(fresh.items()):
+            log.error(
+                "template %s wants %s instances, %s: placing only %s; scale it down "
+                "(gafferctl scale %s=N) or raise the limit",
+                name, f"{note.wanted:,}", note.reason, f"{note.placing:,}", name,
+            )
 
     def set_paused(self, name: str, paused: bool) -> None:
         stored = self._stored(name)
@@ -343,7 +315,7 @@ class Cluster:
         del self.nodes.nodes[name]
         self._stored_nodes.pop(name, None)
         self.down_since.pop(name, None)
-        self.sent.pop(name, None)
+        self.sending.forget(name)
         self._fresh.discard(name)
         log.warning("node %s forgotten; its %d slots move to other nodes", name, held)
         self.kick()
@@ -443,13 +415,7 @@ class Cluster:
             due = {name for name, since in self.down_since.items() if now - since >= self.node_grace}
             if any(self.placement_on(name) for name in due - self.lost):
                 self.kick()
-        if self.sent:
-            acked = {
-                node.name: node.generation_acked for node in self.nodes.nodes.values()
-                if node.state is not NodeState.DOWN and node.peer is not None
-            }
-            for name in resends(self.sent, acked, now):
-                self._resend(name, now)
+        self.sending.resend_due(now)
 
     def by_node(self, node: str) -> Mapping[str, Sequence[int]]:
         """{template: ordinals} placed on ``node`` now."""
@@ -497,7 +463,7 @@ class Cluster:
         self._replace = False
         if scheduling:
             self.reconciles += 1
-        desired = await run_sliced(self._desired_steps())
+        desired = await run_sliced(self._desired.steps(self.templates, self.restarts, self.wanted))
         placement = Placement(
             current=self.placement, plan=self.plan, by_node=self._by_node, keys=self._keys,
             replace=scheduling,
@@ -511,62 +477,10 @@ class Cluster:
 
     def _nodes(self, now: float) -> Nodes:
         """The nodes as the reconcile sees them."""
-        views = {}
-        for node in self.nodes.nodes.values():
-            down_since = None
-            if node.state is NodeState.DOWN:
-                down_since = self.down_since.setdefault(node.name, now)
-            views[node.name] = NodeView(
-                info=NodeInfo(
-                    name=node.name, state=node.state.value, labels=node.labels,
-                    cordoned=node.cordoned, draining=node.draining,
-                ),
-                down_since=down_since,
-                connected=node.state is not NodeState.DOWN and node.peer is not None,
-                acked=node.generation_acked,
-                rows=node.instances,
-            )
         return Nodes(
-            views=views, sent=dict(self.sent), fresh=frozenset(self._fresh),
-            may_move=self.may_move, grace=self.node_grace,
+            views=node_views(self.nodes.nodes, self.down_since, now), sent=dict(self.sent),
+            fresh=frozenset(self._fresh), may_move=self.may_move, grace=self.node_grace,
         )
-
-    def _desired_steps(self) -> Steps[dict[str, Desired]]:
-        """Every template as a Desired, made anew only for templates that changed since the
-        last pass (one checks itself and encodes its spec: 100,000 each pass would stall)."""
-        desired: dict[str, Desired] = {}
-        cache = self._desired
-        made = 0
-        for name, stored in list(self.templates.items()):
-            restart = self.restarts.get(name, 0)
-            count = 0 if stored.paused else self.wanted(name)
-            known = cache.get(name)
-            if known is not None and known[0] is stored and known[1] == restart and known[2] == count:
-                desired[name] = known[3]
-                continue
-            template = stored.template
-            version = known[3].version if known is not None else None
-            if version is None or known[0].template is not template or version.restart != restart:
-                version = Version.of(template, restart)
-            placement = template.placement
-            entry = Desired(
-                name=name,
-                demand=Demand(
-                    name=name, count=count, max_per_node=placement.max_per_node,
-                    nodes=placement.nodes, labels=dict(placement.labels),
-                ),
-                version=version,
-                max_unavailable=template.update.max_unavailable,
-            )
-            cache[name] = (stored, restart, count, entry)
-            desired[name] = entry
-            made += 1
-            if made % DESIRED_SLICE == 0:
-                yield
-        if len(cache) > len(desired):
-            for name in [n for n in cache if n not in desired]:
-                del cache[name]
-        return desired
 
     async def _carry_out(self, result: Reconcile, now: float) -> None:
         """Store and send what ``result`` says, in that order: placement is stored before any
@@ -595,9 +509,9 @@ class Cluster:
             self.hub.publish(topics.proc(failure.slot[0], "failed"), failure.payload())
         if result.acts:
             log.info("reconcile %s", " ".join(f"{k}={v}" for k, v in result.log_fields().items()))
-        await self._send(result, now)
+        self._fresh.difference_update(await self.sending.send(result.sends, now))
         for name in result.resends:
-            self._resend(name, now)
+            self.sending.resend(name, now)
 
     async def _save_placement(self, changes: Mapping[Slot, str | None]) -> None:
         """Store placement changes in slices (each a transaction), yielding between them.
@@ -611,44 +525,6 @@ class Cluster:
         }:
             self.store.save_placement(chunk)
             await asyncio.sleep(0)
-
-    async def _send(self, result: Reconcile, now: float) -> None:
-        """Each node's new assignment, numbered by the store (one transaction for all)."""
-        sends = [s for s in result.sends if s.node in self.nodes.nodes]
-        if not sends:
-            return
-        nodes = self.nodes.nodes
-        generations = self.store.next_generations(
-            [send.node for send in sends], {send.node: nodes[send.node].generation_acked for send in sends},
-        )
-        await run_sliced(self._send_steps(sends, generations, now))
-
-    def _send_steps(self, sends: list, generations: Mapping[str, int], now: float) -> Steps[None]:
-        for send in sends:
-            node = self.nodes.nodes.get(send.node)
-            if node is None:
-                continue
-            generation = generations[send.node]
-            bodies = tuple(split_assignment(send.body(generation), PART_BYTES))
-            before = self.sent.get(send.node)
-            if before is not None and before.before is not None:
-                before = replace(before, before=None)
-            self.sent[send.node] = Sent(
-                generation, send.digest, now, send.orders, send.ordinals, bodies, before,
-            )
-            self._fresh.discard(send.node)
-            for body in bodies:
-                self._send_assign(node, body)
-            yield
-
-    def _resend(self, name: str, now: float) -> None:
-        sent = self.sent.get(name)
-        node = self.nodes.nodes.get(name)
-        if sent is None or node is None:
-            return
-        self.sent[name] = replace(sent, at=now)
-        for body in sent.bodies:
-            self._send_assign(node, body)
 
     async def close(self) -> None:
         """Stop reconciling (the controller is stopping); the desired state is in the store."""
@@ -669,33 +545,9 @@ class Cluster:
         """Views of ``names`` (each must exist), counted in one pass over the placement."""
         return template_views(
             names, self.templates, self._by_node, self.nodes.nodes, self.pending(),
-            self.limited, self.rollouts,
+            self.tally.limited, self.rollouts,
         )
 
 
 def _results(changes: list[Change]) -> list[dict[str, Any]]:
     return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]
-
-
-def parse_scale(how: str | int, current: int) -> int:
-    """``N``, ``+N`` or ``-N`` against ``current``; InvalidRequest for anything else or < 0."""
-    if isinstance(how, bool):
-        raise InvalidRequest(f"bad count {how!r}")
-    if isinstance(how, int):
-        count = how
-    else:
-        text = str(how).strip()
-        digits = text[1:] if text[:1] in "+-" else text
-        if not digits.isascii() or not digits.isdecimal():
-            shown = repr(how) if len(text) <= 40 else f"of {len(text)} characters"
-            raise InvalidRequest(f"bad count {shown}: use N, +N or -N")
-        if len(digits) > len(str(MAX_COUNT)):
-            shown = repr(how) if len(text) <= 40 else f"of {len(digits)} digits"
-            raise InvalidRequest(f"bad count {shown}: at most {MAX_COUNT:,} instances")
-        value = int(digits)
-        count = current + value if text[0] == "+" else current - value if text[0] == "-" else value
-    if count < 0:
-        raise InvalidRequest(f"count would be {count}: it must stay >= 0")
-    if count > MAX_COUNT:
-        raise InvalidRequest(f"count would be {count:,}: at most {MAX_COUNT:,} instances")
-    return count

@@ -8,7 +8,6 @@ clear line at once; the controller keeps answering; the log says it once, withou
 from __future__ import annotations
 
 import json
-import os
 import random
 import select
 import signal

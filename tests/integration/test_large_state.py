@@ -10,7 +10,7 @@ import pytest
 
 from gaffer.common import protocol
 from gaffer.common.errors import InvalidRequest, TemplateError, TooLarge
-from gaffer.controller import cluster as cluster_module
+from gaffer.controller import sending as sending_module
 from gaffer.controller.paging import MAX_LIMIT
 from inproc import spec
 
@@ -107,7 +107,7 @@ async def test_huge_templates_are_refused_and_others_keep_running(cluster):
 async def test_an_assignment_too_big_for_one_message_arrives_in_parts(cluster, monkeypatch):
     """With parts of a few KiB, every instance of a 60-template assignment still runs, and a
     later change (a scale) applies whole again."""
-    monkeypatch.setattr(cluster_module, "PART_BYTES", 8 * 1024)
+    monkeypatch.setattr(sending_module, "PART_BYTES", 8 * 1024)
     await cluster.start_controller()
     agent = await cluster.start_agent("n1")
     await cluster.call("apply", templates=[spec(f"s{i}", 1) for i in range(60)])

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
-from gaffer.client import AsyncClient, Credentials
 from gaffer.common import keys
 from gaffer.common.errors import ConfigError, ControllerUnreachable
 from gaffer.controller.controller import Controller

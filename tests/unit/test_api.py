@@ -28,7 +28,7 @@ from gaffer.common.model import InstanceRow, InstanceState
 from gaffer.common.template import Template
 from gaffer.controller.api import Agents, Api, ControllerInfo, DesiredState
 from gaffer.controller.changes import Changes
-from gaffer.controller.cluster import parse_scale
+from gaffer.controller.counts import parse_scale
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.registry import Node

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.common.errors import InvalidRequest, LimitExceeded
-from gaffer.controller.cluster import parse_scale
+from gaffer.controller.counts import parse_scale
 from gaffer.controller.counts import CountLimits, Limited, check_counts, effective_counts
 
 LIMITS = CountLimits(per_template=10, total=25)
