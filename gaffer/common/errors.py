@@ -49,6 +49,14 @@ an error equal to the one raised on the other side::
 
 Rebuilt from the wire, each class has the same code, message and details as the original
 (``tests/unit/test_errors.py`` checks every class of the tree).
+
+Three exceptions live outside the tree because they never leave the module that raises them;
+each is turned into a tree error (or an exit status) at that module's edge:
+``schema.Invalid`` (a value that does not fit a wire schema) becomes ProtocolError in
+``protocol.decode``; the keeper's ``server.RequestError`` becomes a reply code that the
+agent's ``KeeperClient`` raises as KeeperRejected; the keeper's ``daemon.StartupError`` becomes
+the keeper process's exit status and message, which ``spawn_keeper`` reports as
+KeeperUnavailable.
 """
 
 from __future__ import annotations
