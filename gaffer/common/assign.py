@@ -74,11 +74,10 @@ class Assignment:
         })
 
 
-def wire_spec(template: Template) -> dict[str, Any]:
-    """A template's spec as ``assign`` carries it: the stored one, without its count."""
-    data = template.to_dict()
-    data.pop("numprocesses", None)
-    return data
+def wire_spec(template: Template) -> Mapping[str, Any]:
+    """A template's spec as ``assign`` carries it: the stored one, without its count
+    (read-only: ``Template.shared_spec``)."""
+    return template.shared_spec()
 
 
 def body(

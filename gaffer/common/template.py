@@ -108,6 +108,14 @@ class Template:
         each call: callers may change it)."""
         return _copy(self._plain_form())
 
+    def shared_spec(self) -> Mapping[str, Any]:
+        """The plain form without ``numprocesses``, its nested values shared with the kept
+        plain form, so read-only: for encoding (the specs of ``assign``). One new dict per
+        template where ``to_dict`` copies every nested one: a controller keeps one for each
+        of 100,000 templates, and each object more is one more for the collector to walk."""
+        plain = self._plain_form()
+        return {name: value for name, value in plain.items() if name != "numprocesses"}
+
     def spec_json(self) -> str:
         """``to_dict()`` as canonical JSON (sorted keys, no spaces): what the store keeps."""
         cached = self.__dict__.get("_spec_json")
