@@ -447,6 +447,19 @@ class TestRoundTrip:
         assert parse_template(json.loads(json.dumps(template.to_dict()))) == template
 
     @settings(max_examples=100, deadline=None)
+    @given(TEMPLATE_DATA)
+    def test_shared_spec_is_to_dict_without_the_count_and_copies_nothing_nested(self, data: dict) -> None:
+        """shared_spec() equals to_dict() less numprocesses, and shares its nested values with
+        the template's kept form (one dict per template, not a deep copy)."""
+        template = parse_template(data)
+        shared = template.shared_spec()
+        whole = template.to_dict()
+        del whole["numprocesses"]
+        assert shared == whole
+        again = template.shared_spec()
+        assert again is not shared and all(again[key] is shared[key] for key in shared)
+
+    @settings(max_examples=100, deadline=None)
     @given(TEMPLATE_DATA, st.integers(0, 10_000))
     def test_spec_hash_ignores_numprocesses(self, data: dict, count: int) -> None:
         """Scaling never changes the spec hash, so it never restarts anything."""
