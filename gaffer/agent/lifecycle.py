@@ -59,20 +59,14 @@ from typing import NamedTuple
 from gaffer.agent import flapping
 from gaffer.agent.flapping import FlapState, Verdict
 from gaffer.common.errors import IllegalTransition
+from gaffer.common.model import AGENT_STATES, InstanceState
 from gaffer.common.template import Flapping, Template
 
 
-class State(str, enum.Enum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
-    EXITED = "exited"
-    FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
+State = InstanceState
+"""The one enum of instance states (``common/model.py``), shared with the controller and CLI."""
+LIFECYCLE = tuple(State(value) for value in AGENT_STATES)
+"""The states an instance moves between on its agent (the others are the controller's)."""
 
 
 ALIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})

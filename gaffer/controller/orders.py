@@ -26,21 +26,27 @@ from gaffer.common.template import Template
 
 @dataclass(frozen=True)
 class Version:
-    """One version of a template. ``spec`` is the wire form, shared by every node's message
-    (never changed once made); ``key`` identifies (spec, restart) in assignment digests;
-    ``launch_hash`` is the ``spec`` an agent reports for an instance started from it."""
+    """One version of a template. ``key`` identifies (spec, restart) in assignment digests
+    (two versions are equal when their keys are); ``launch_hash`` is the ``spec`` an agent
+    reports for an instance started from it. The wire form, ``spec``, is made when a message
+    needs it: a controller keeps a Version per template, and 100,000 kept specs would be
+    100,000 more objects for every full collection to walk."""
 
-    spec: Mapping[str, Any]
+    template: Template = field(compare=False, repr=False)
     restart: int
     key: str
     launch_hash: str
 
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        """The wire form (``assign.wire_spec``): read-only."""
+        return wire_spec(self.template)
+
     @classmethod
     def of(cls, template: Template, restart: int) -> "Version":
-        spec = wire_spec(template)
-        blob = msgpack.packb([spec, restart], use_bin_type=True)
+        blob = msgpack.packb([wire_spec(template), restart], use_bin_type=True)
         key = hashlib.blake2b(blob, digest_size=12).hexdigest()
-        return cls(spec=spec, restart=restart, key=key, launch_hash=launched(template, restart).spec_hash())
+        return cls(template, restart, key, launched(template, restart).spec_hash())
 
 
 @dataclass(frozen=True)

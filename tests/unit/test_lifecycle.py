@@ -17,6 +17,7 @@ from gaffer.agent.lifecycle import (
     Event,
     Exit,
     ExitKind,
+    LIFECYCLE,
     IllegalTransition,
     Life,
     Outcome,
@@ -107,7 +108,7 @@ class TestBackoff:
         assert backoff_delay(5000) == BACKOFF_CAP
 
 
-ALL_PAIRS = list(itertools.product(State, State))
+ALL_PAIRS = list(itertools.product(LIFECYCLE, LIFECYCLE))
 LEGAL = [(a, b) for a, b in ALL_PAIRS if b in TRANSITIONS[a]]
 ILLEGAL = [(a, b) for a, b in ALL_PAIRS if b not in TRANSITIONS[a]]
 
@@ -115,7 +116,7 @@ ILLEGAL = [(a, b) for a, b in ALL_PAIRS if b not in TRANSITIONS[a]]
 class TestTransitions:
     def test_every_state_has_its_moves_listed(self) -> None:
         """TRANSITIONS covers every state."""
-        assert set(TRANSITIONS) == set(State)
+        assert set(TRANSITIONS) == set(LIFECYCLE)
 
     @pytest.mark.parametrize(("old", "new"), LEGAL, ids=[f"{a}->{b}" for a, b in LEGAL])
     def test_legal_transition_is_accepted(self, old: State, new: State) -> None:
@@ -139,11 +140,11 @@ class TestTransitions:
                 if nxt not in seen:
                     seen.add(nxt)
                     frontier.append(nxt)
-        assert seen == set(State)
+        assert seen == set(LIFECYCLE)
 
     def test_every_state_can_get_back_to_stopped(self) -> None:
         """From anywhere an instance can end up stopped again (no trap states)."""
-        for start in State:
+        for start in LIFECYCLE:
             seen = {start}
             frontier = [start]
             while frontier:
@@ -228,7 +229,7 @@ class TestNextState:
     @pytest.mark.parametrize("event", list(Event))
     def test_every_event_is_a_legal_transition_or_refused(self, event: Event) -> None:
         """From any state an event either gives a transition TRANSITIONS allows, or raises."""
-        for state in State:
+        for state in LIFECYCLE:
             try:
                 new = next_state(state, event)
             except IllegalTransition as exc:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.agent.flapping import FlapState
-from gaffer.agent.lifecycle import State
+from gaffer.agent.lifecycle import LIFECYCLE, State
 from gaffer.agent.plan import Actions, Wanted, plan
 from plan_harness import (
     SPEC, View, assert_actions, carry_out, insts, reference_plan, unavailable, want,
@@ -98,7 +98,7 @@ class TestScenarios:
 
 
 ORDINALS = st.integers(min_value=1, max_value=10)
-STATES = st.sampled_from(list(State))
+STATES = st.sampled_from(LIFECYCLE)
 
 
 @st.composite

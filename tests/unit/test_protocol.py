@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaffer.agent.lifecycle import State
+from gaffer.agent.lifecycle import LIFECYCLE, State
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.errors import (
@@ -220,7 +220,7 @@ class TestKinds:
 
     def test_instance_states_are_the_lifecycle_states(self):
         """The wire's list of states cannot drift from the agent's state machine."""
-        assert protocol.INSTANCE_STATES == tuple(state.value for state in State)
+        assert protocol.INSTANCE_STATES == tuple(state.value for state in LIFECYCLE)
 
     def test_every_kind_has_a_body_strategy(self):
         """The round-trip property below covers every kind there is."""
