@@ -83,7 +83,8 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
         controller=str(controller),
         node=name,
         labels=labels,
-        state_dir=Path(pick("state_dir", str) or DEFAULT_STATE_DIR),
+        # absolute now: the keeper daemonises into / and must find its socket and lock
+        state_dir=Path(pick("state_dir", str) or DEFAULT_STATE_DIR).absolute(),
         keys=load_keypair(key) if key else None,
         controller_key=load_public(controller_key) if controller_key else None,
     )

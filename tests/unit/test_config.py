@@ -8,6 +8,7 @@ import pytest
 
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import ConfigError, GafferError
+from gaffer.agent import daemon as agent_daemon
 from gaffer.controller import daemon as controller_daemon
 
 
@@ -76,3 +77,16 @@ class TestControllerSettings:
         path = write(tmp_path / "c.toml", "max_per_template = 5\nmax_instances = 50\n")
         given = controller_daemon.build_settings({}, path)
         assert (given.max_per_template, given.max_instances) == (5, 50)
+
+
+class TestAgentPaths:
+    def test_a_relative_state_dir_is_made_absolute_before_anything_starts(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--state-dir rel is taken from the working directory at start (issue 9: the keeper
+        daemonises into / and could not find its lock under a relative path)."""
+        monkeypatch.chdir(tmp_path)
+        settings, _, _, _ = agent_daemon.build_settings(
+            {"state_dir": "rel/state", "name": "n1", "controller": "ipc:///tmp/none.sock"}, None
+        )
+        assert settings.state_dir == tmp_path / "rel" / "state"
