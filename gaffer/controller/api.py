@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence
 
 import msgpack
 
@@ -65,6 +65,7 @@ class DesiredState(Protocol):
     def drain(self, name: str, draining: bool = True) -> None: ...
     def forget_node(self, name: str) -> int: ...
     def placement_on(self, node: str) -> int: ...
+    def by_node(self, node: str) -> Mapping[str, Sequence[int]]: ...
     def pending(self) -> dict[str, dict[str, Any]]: ...
     def wanted(self, name: str) -> int: ...
 
@@ -160,9 +161,11 @@ class Api:
         deadline = self.controller.now() + timeout
 
         def remaining() -> int:
-            placed = self.cluster.placement_on(name)
-            running = sum(1 for row in node.instances.values() if row["pid"])
-            return placed + running
+            """Instances still placed on the node or running there, each counted once."""
+            ids = {row_id for row_id, row in node.instances.items() if row["pid"]}
+            for template, ordinals in self.cluster.by_node(name).items():
+                ids.update(instance_id(template, ordinal) for ordinal in ordinals)
+            return len(ids)
 
         while remaining() and self.controller.now() < deadline:
             if not await self.changes.wait(deadline - self.controller.now()):

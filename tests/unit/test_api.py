@@ -110,6 +110,13 @@ class FakeDesired:
     def placement_on(self, node: str) -> int:
         return sum(1 for n in self.placement.values() if n == node)
 
+    def by_node(self, node: str) -> dict[str, list[int]]:
+        held: dict[str, list[int]] = {}
+        for (template, ordinal), where in sorted(self.placement.items()):
+            if where == node:
+                held.setdefault(template, []).append(ordinal)
+        return held
+
     def pending(self) -> dict[str, dict[str, Any]]:
         return {}
 
@@ -296,6 +303,13 @@ async def test_drain_waits_for_the_node_to_empty_and_ends_when_it_does(parts):
     agents.nodes["a"].instances.clear()
     api.changes.notify()
     assert await asyncio.wait_for(task, 5) == {"node": "a", "done": True, "remaining": 0}
+
+
+async def test_a_drain_that_cannot_finish_counts_each_instance_once(parts):
+    """An instance both placed on and running on the node is one that remains, not two
+    (issue 9: drain counted placed + running)."""
+    api, _, _, _ = parts
+    assert await api.drain({"node": "a", "wait": 0}) == {"node": "a", "done": False, "remaining": 1}
 
 
 # ---------------------------------------------------------------- dispatch (requests.py)
