@@ -43,4 +43,4 @@ def remove_node_cgroups(node: str, timeout: float = 5.0) -> None:
             except OSError:
                 pass
         if os.path.isdir(top):
-            time.sleep(0.02)  # killed processes are leaving their cgroups
+            time.sleep(0.02)  # poll: killed processes are leaving their cgroups (deadline above)

@@ -45,10 +45,10 @@ if os.fork() == 0:
         open(sys.argv[1] + ".tmp", "w").write(str(os.getpid()))
         os.rename(sys.argv[1] + ".tmp", sys.argv[1])
         while True:
-            time.sleep(60)
+            time.sleep(60)  # the managed process's own work: it idles until killed
     os._exit(0)
 while True:
-    time.sleep(60)
+    time.sleep(60)  # the managed process's own work: it idles until killed
 """
 
 

@@ -33,15 +33,15 @@ if child == 0:
             f.write(str(os.getpid()))
         os.rename(out + ".tmp", out)
         while True:
-            time.sleep(60)
+            time.sleep(60)  # the managed process's own work: it idles until killed
     os._exit(0)
 os.waitpid(child, 0)
 if len(sys.argv) > 2:
     while not os.path.exists(out):
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll: the daemon writes its pid file
     sys.exit(int(sys.argv[2]))
 while True:
-    time.sleep(60)
+    time.sleep(60)  # the managed process's own work: it idles until killed
 """
 
 
