@@ -3,6 +3,10 @@
 Every command takes ``--json`` for machine-readable output and prints a table otherwise;
 ``--controller`` / ``GAFFER_CONTROLLER`` chooses the endpoint. Errors are one line on stderr
 and a non-zero exit status, never a traceback.
+
+Each run is one short process, so start-up is most of its cost: this module imports only what
+every command needs (click, the blocking ``Client``, the tables); what one command alone uses
+(template files, key files) is imported inside that command.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ import click
 
 from gaffer.cli import tables
 from gaffer.client import Client, Credentials
-from gaffer.common import keys as keyfiles
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
-from gaffer.common.loaders import load_templates
 from gaffer.common.signals import parse_signal
 
 WAIT_CHUNK = 30.0
@@ -42,6 +44,8 @@ class Context:
             if self.key or self.controller_key:
                 if not (self.key and self.controller_key):
                     fail("--key and --controller-key go together (CURVE needs both)")
+                from gaffer.common import keys as keyfiles
+
                 credentials = Credentials(
                     keyfiles.load_keypair(self.key), keyfiles.load_public(self.controller_key)
                 )
@@ -139,6 +143,8 @@ def status(obj: Context) -> None:
 @click.pass_obj
 def apply(obj: Context, files: tuple[str, ...]) -> None:
     """Create or update the templates of FILES (TOML, JSON or Procfile)."""
+    from gaffer.common.loaders import load_templates
+
     templates = []
     for path in files:
         templates.extend(load_templates(path))
@@ -406,6 +412,8 @@ def keygen(obj: Context, name: str, directory: str) -> None:
     A controller key directory holds controller.key_secret, agents/NODE.key and
     clients/NAME.key; see the README's Security section.
     """
+    from gaffer.common import keys as keyfiles
+
     public, secret = keyfiles.generate(Path(directory), name)
     fingerprint = keyfiles.fingerprint(keyfiles.load_public(public))
     result = {"public": str(public), "secret": str(secret), "fingerprint": fingerprint}
