@@ -40,7 +40,6 @@ import inspect
 import logging
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -184,6 +183,10 @@ def _resolve(use: str, where: str) -> Any:
 
 
 def _entry_point(name: str, where: str) -> Any:
+    # Here, not at the top: importlib.metadata (email, zipfile, csv...) costs every agent about
+    # 4 MB, and only an app named by its entry point needs it.
+    from importlib.metadata import entry_points
+
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     ep = found.get(name)
     if ep is None:
