@@ -33,6 +33,7 @@ from gaffer.common.errors import (
     SubscriberTooSlow,
     TemplateError,
 )
+from gaffer.common.keys import load_keypair
 from gaffer.common.loaders import find_default_file, load_templates
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
 from gaffer.common.tasks import cancel_and_wait
@@ -79,6 +80,11 @@ def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
 
 
 START_SETTINGS = ("node", "apps")
+START_REMEDY = (
+    "Leave --bind at its default (a private unix socket), pass --keys DIR (a key directory "
+    "made with `gafferctl keygen`, as gaffer-controller's; see the README, 'Security'), or "
+    "pass --insecure to accept an open endpoint."
+)
 
 
 def read_start_config(path: str | None) -> tuple[str | None, list[AppSpec]]:
@@ -119,6 +125,7 @@ def main() -> None:
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
 @click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
 @click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
+@click.option("--keys", default=None, type=click.Path(file_okay=False), help="CURVE key directory, as gaffer-controller's: controller.key_secret and clients/ (TCP, default tcp://127.0.0.1:6001).")
 @click.option("--insecure", is_flag=True, help="Allow --bind tcp://... without authentication (any local user could run commands).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--max-per-template", type=params.PER_TEMPLATE, default=DEFAULT_MAX_PER_TEMPLATE, show_default=True, help="Most instances one template may want.")
@@ -131,6 +138,7 @@ def start(
     node: str | None,
     data_dir: str,
     bind: str | None,
+    keys: str | None,
     insecure: bool,
     config: str | None,
     max_per_template: int,
@@ -149,8 +157,12 @@ def start(
         node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
         templates = read_templates(path, counts, limits)
+        if keys is not None:
+            load_keypair(Path(keys) / "controller.key_secret")
         if bind is not None:
-            require_protection([parse_endpoint(bind, "--bind")], False, insecure, "gaffer start")
+            require_protection(
+                [parse_endpoint(bind, "--bind")], keys is not None, insecure, "gaffer start", START_REMEDY,
+            )
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     writer = ConsoleWriter(sys.stdout)
@@ -161,6 +173,7 @@ def start(
         data_dir=Path(data_dir),
         bind=bind,
         insecure=insecure,
+        keys=Path(keys) if keys is not None else None,
         limits=limits,
     )
     try:
@@ -252,6 +265,9 @@ def _announce(path: Path, templates: list[Template], embedded: Embedded, console
     count = sum(t.numprocesses for t in templates)
     endpoint = embedded.controller.endpoint
     ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
+    keys = embedded.settings.keys
+    if keys is not None:
+        ctl += f" --controller-key {keys / 'controller.key'} --key CLIENT.key_secret"
     console.system(
         f"starting {count} processes from {path} on node {embedded.settings.node}; {ctl} ps; Ctrl-C to stop"
     )

@@ -106,7 +106,7 @@ class Controller:
         agents = clients = None
         if settings.keys is not None:
             self.keys = load_keypair(settings.keys / "controller.key_secret")
-            agents = AuthorizedKeys(settings.keys / "agents")
+            agents = AuthorizedKeys(settings.keys / "agents", dict(settings.local_agents))
             clients = AuthorizedKeys(settings.keys / "clients")
         control, events = settings.control, settings.events
         require_protection([control, events], self.keys is not None, settings.insecure, "gaffer-controller")
