@@ -359,7 +359,7 @@ class Executor:
 
     def _give_up(self, entry: Entry) -> None:
         entry.cancel_flap_timer()
-        log.error("%s: flapping past max_retry, giving up", entry.name)
+        log.error("%s: flapping past max_retry, giving up", entry.name, extra=SHOWN_AS_EVENT)
         here = entry.wanted.ordinals
         for inst in list(entry.instances.values()):
             if inst.state in (State.BACKOFF, State.STOPPED) and inst.ordinal in here:

@@ -86,7 +86,8 @@ class Embedded:
 
     async def apply(self, templates: list[Template]) -> list[dict]:
         """Make the desired state exactly ``templates``: create, update, resume, delete (the
-        apply in slices, so a file of 100,000 templates leaves the loop free meanwhile)."""
+        apply in slices, so a file of 100,000 templates leaves the loop free meanwhile).
+        One ``{name, change}`` per template, the deleted ones last (``change`` "deleted")."""
         cluster = self.controller.cluster
         assert cluster is not None
         wanted = {t.name for t in templates}
@@ -97,7 +98,7 @@ class Embedded:
         for template in templates:
             if cluster.templates[template.name].paused:
                 cluster.set_paused(template.name, False)
-        return results
+        return results + [{"name": name, "change": "deleted"} for name in gone]
 
     async def stop(self) -> None:
         """Stop every process, then the agent and the controller (the desired state stays)."""

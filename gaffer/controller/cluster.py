@@ -363,7 +363,7 @@ class Cluster:
             if self.placement.get(slot) != node.name:
                 continue
             if self._failed_on(slot, node.name):
-                log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
+                log.info("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
         if changed:
             self.kick()
