@@ -87,7 +87,9 @@ def status_text(status: dict[str, Any]) -> str:
         f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",
     ]
     if auth:
-        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused")
+        reasons = auth.get("reasons") or {}
+        why = " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")" if reasons else ""
+        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused{why}")
     hosts = status.get("hosts") or {}
     if hosts.get("tracking") or hosts.get("keeper"):
         lines.append(

@@ -39,7 +39,7 @@ from gaffer.common.protocol import Message
 from gaffer.common.transport import Channel, MessageChannel, bind, make_curve_server, new_socket
 from gaffer.controller.agents import AgentMessages
 from gaffer.controller.api import Api
-from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
+from gaffer.controller.auth import AGENT, CLIENT, WRONG_NODE, ZapHandler
 from gaffer.controller.backup import BackupPolicy, Backups
 from gaffer.controller.changes import Changes
 from gaffer.controller.cluster import Cluster
@@ -130,6 +130,9 @@ class Controller:
         if self.keys is not None:
             make_curve_server(router, self.keys, MAIN_DOMAIN)
             make_curve_server(pub, self.keys, EVENTS_DOMAIN)
+            assert self._zap is not None
+            self._zap.watch(router, "control")
+            self._zap.watch(pub, "events")
         try:
             self.endpoint = bind(router, control)
             self.pub_endpoint = bind(pub, events)
@@ -262,6 +265,21 @@ class Controller:
 
     # ----------------------------------------------------------------- status
 
+    def _auth_status(self) -> dict[str, Any] | None:
+        """The ZAP handler's counts, with the agent keys that said hello as another node."""
+        if self._zap is None:
+            return None
+        assert self.agents is not None
+        stats = self._zap.stats
+        reasons = dict(stats.reasons)
+        wrong = self.agents.wrong_node
+        if wrong:
+            reasons[WRONG_NODE] = wrong
+        return {
+            "accepted": stats.accepted, "rejected": stats.rejected + wrong,
+            "reasons": reasons, "rejected_keys": dict(stats.rejected_keys),
+        }
+
     def status(self) -> dict[str, Any]:
         assert self._server is not None and self.cluster is not None and self.agents is not None
         assert self.requests is not None
@@ -286,7 +304,7 @@ class Controller:
             ), "placed": len(cluster.placement), "running": instances},
             "moving_allowed": cluster.may_move,
             "link": self._server.stats,
-            "auth": vars(self._zap.stats) if self._zap else None,
+            "auth": self._auth_status(),
             "events_published": self.hub.published,
             "events_dropped": self.hub.dropped,
             "agent_events_dropped": self.agents.drops.snapshot(),
