@@ -291,7 +291,7 @@ def uncordon(obj: Context, node: str) -> None:
 def drain(obj: Context, node: str, wait: float) -> None:
     """Cordon NODE and move its instances elsewhere; wait until it runs nothing."""
     result = obj.client().call("drain", timeout=wait + obj.timeout, node=node, wait=wait)
-    obj.show(result, lambda r: f"drained {r['node']}" if r["done"] else f"{r['node']}: {r['remaining']} instances still there after {wait:g}s")
+    obj.show(result, lambda r: tables.drain_text(r, wait))
     if not result["done"]:
         sys.exit(1)
 

@@ -214,3 +214,12 @@ def apply_text(results: Sequence[dict[str, Any]] | dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {change}" for change, n in sorted(results["counts"].items()))
         return "\n".join([*lines, f"applied: {counts}"])
     return "\n".join(f"{r['name']}: {r['change']} (version {r['version']})" for r in results)
+
+
+def drain_text(result: dict[str, Any], wait: float) -> str:
+    """``drain``'s answer: done, or what is still there and why each template cannot move."""
+    if result["done"]:
+        return f"drained {result['node']}"
+    lines = [f"{result['node']}: {result['remaining']} instances still there after {wait:g}s"]
+    lines.extend(f"  {s['template']}: {s['message']}" for s in result.get("stuck") or ())
+    return "\n".join(lines)

@@ -38,7 +38,9 @@ from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
 from gaffer.controller.staging import Stages
+from gaffer.controller.scheduler import Demand, NodeInfo
 from gaffer.controller.store import StoredTemplate
+from gaffer.controller.stuck import Stuck, why_stuck
 
 Listing = list[dict[str, Any]] | dict[str, Any]
 """A listing: the whole list, or with ``limit`` one page (see ``paging``)."""
@@ -171,7 +173,34 @@ class Api:
             if not await self.changes.wait(deadline - self.controller.now()):
                 break
         left = remaining()
-        return {"node": name, "done": left == 0, "remaining": left}
+        result: dict[str, Any] = {"node": name, "done": left == 0, "remaining": left}
+        if left:
+            result["stuck"] = [stuck.to_wire() for stuck in self._stuck(node)]
+        return result
+
+    def _stuck(self, node: Node) -> list[Stuck]:
+        """Why each template still on ``node`` (placed or running there) finds no other node."""
+        cluster = self.cluster
+        held = cluster.by_node(node.name)
+        names = set(held) | {row["template"] for row in node.instances.values() if row["pid"]}
+        infos = [
+            NodeInfo(n.name, n.state.value, n.labels, n.cordoned, n.draining) for n in self.agents.all()
+        ]
+        out = []
+        for template in sorted(names):
+            stored = cluster.templates.get(template)
+            if stored is None:
+                continue
+            placement = stored.template.placement
+            demand = Demand(
+                template, cluster.wanted(template), placement.max_per_node, placement.nodes,
+                dict(placement.labels),
+            )
+            failed_on: set[str] = set()
+            for ordinal in held.get(template, ()):
+                failed_on.update(cluster.failed.get((template, ordinal), ()))
+            out.append(why_stuck(demand, node.name, infos, cluster.placement, failed_on))
+        return out
 
     # ----------------------------------------------------------------- templates
 

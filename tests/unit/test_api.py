@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gaffer.cli import tables
 from gaffer.common import protocol
 from gaffer.common.errors import (
     GafferError,
@@ -309,7 +310,30 @@ async def test_a_drain_that_cannot_finish_counts_each_instance_once(parts):
     """An instance both placed on and running on the node is one that remains, not two
     (issue 9: drain counted placed + running)."""
     api, _, _, _ = parts
-    assert await api.drain({"node": "a", "wait": 0}) == {"node": "a", "done": False, "remaining": 1}
+    result = await api.drain({"node": "a", "wait": 0})
+    assert {k: result[k] for k in ("node", "done", "remaining")} == {"node": "a", "done": False, "remaining": 1}
+
+
+async def test_a_drain_that_cannot_finish_says_why_per_template(parts):
+    """What stays on a drained node is named with its reason: max_per_node reached on the
+    others, a label selector no other node matches (issue 9, item 6)."""
+    api, desired, agents, _ = parts
+    desired.put(
+        template("web", numprocesses=2, placement={"max_per_node": 1}),
+        template("db", numprocesses=1, placement={"labels": {"disk": "ssd"}}),
+    )
+    desired.placement[("db", 1)] = "a"
+    result = await api.drain({"node": "a", "wait": 0})
+    assert result["done"] is False and result["remaining"] == 2
+    assert result["stuck"] == [
+        {"template": "db", "reason": "no_match", "message": "no other node matches its labels disk=ssd"},
+        {"template": "web", "reason": "max_per_node", "message": "max_per_node 1 reached on b"},
+    ]
+    assert tables.drain_text(result, 0) == (
+        "a: 2 instances still there after 0s\n"
+        "  db: no other node matches its labels disk=ssd\n"
+        "  web: max_per_node 1 reached on b"
+    )
 
 
 # ---------------------------------------------------------------- dispatch (requests.py)
