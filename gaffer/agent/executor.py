@@ -123,7 +123,7 @@ class Executor:
             instances.pop(ordinal).output.close()
         if actions.delete:
             del self._entries[entry.name]
-            self._bus.publish(topics.template(entry.name, "deleted"), {"name": entry.name})
+            self._bus.publish(topics.template(entry.name, entry.gone_as), {"name": entry.name})
             self._changes.notify()
             return
         for ordinal in actions.fail:

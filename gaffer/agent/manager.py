@@ -166,6 +166,9 @@ class Manager:
     async def remove(self, name: str) -> None:
         """Stop every instance of ``name`` and forget it; returns once all have exited."""
         entry = self._entry(name)
+        instances = entry.instances.values()
+        if instances and all(inst.state is State.FAILED for inst in instances):
+            entry.gone_as = "failed"
         entry.wanted = replace(entry.wanted, deleting=True)
         entry.cancel_flap_timer()
         for run in entry.runs:

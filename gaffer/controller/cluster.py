@@ -250,6 +250,7 @@ class Cluster:
         if stored.paused != paused:
             self.store.set_paused(name, paused)
             self.templates[name] = self.store.get_template(name)
+            self._event(name, "stopped" if paused else "started", self.templates[name])
         self.kick()
 
     def restart(self, name: str) -> int:
