@@ -123,22 +123,26 @@ class Manager:
         *,
         max_unavailable: int | None = None,
         restart_gen: int | None = None,
+        active: bool | None = None,
     ) -> str:
         """Create or update; returns "created", "updated", "scaled" or "unchanged".
 
         ``ordinals``: the ordinals that run here (default 1..numprocesses);
         ``max_unavailable``: the rolling allowance here (default the template's
         ``update.max_unavailable``); ``restart_gen``: instances started with another
-        generation are rolled (default: keep the current one)."""
+        generation are rolled (default: keep the current one); ``active``: pause (False) or
+        resume (True) it in the same step, announced as ``stopped``/``started`` rather than
+        as a scale (default: keep)."""
         entry = self._entries.get(template.name)
         if entry is None or entry.deleting:
             self.add(template, ordinals, max_unavailable=max_unavailable, restart_gen=restart_gen or 0)
+            if active is False:
+                self.stop(template.name)
             return "created"
         old, before = entry.template, entry.wanted
         generation = before.restart_gen if restart_gen is None else restart_gen
-        wanted = replace(
-            _wanted(template, ordinals, max_unavailable, generation), active=before.active
-        )
+        now_active = before.active if active is None else active
+        wanted = replace(_wanted(template, ordinals, max_unavailable, generation), active=now_active)
         restart = wanted.spec != before.spec or generation != before.restart_gen
         updated = restart or old.with_count(template.numprocesses) != template
         scaled = wanted.ordinals != before.ordinals or old.numprocesses != template.numprocesses
@@ -146,7 +150,13 @@ class Manager:
         if updated:
             payload = {**entry.payload(self.node), "restart": restart}
             self.bus.publish(topics.template(template.name, "updated"), payload)
-        if scaled:
+        if now_active != before.active:
+            if not now_active:
+                entry.cancel_flap_timer()
+                entry.flap = flapping.reset()
+            self.bus.publish(topics.template(template.name, "started" if now_active else "stopped"),
+                             entry.payload(self.node))
+        elif scaled:
             payload = {**entry.payload(self.node), "previous": old.numprocesses}
             self.bus.publish(topics.template(template.name, "scaled"), payload)
         self._act.converge_soon(entry)
@@ -179,6 +189,8 @@ class Manager:
     def start(self, name: str) -> None:
         """Run the template again: resumes a stopped one, retries a failed or exited one."""
         entry = self._entry(name)
+        if not entry.wanted.active:
+            self.bus.publish(topics.template(name, "started"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=True)
         entry.cancel_flap_timer()
         entry.flap = flapping.reset()
@@ -195,6 +207,8 @@ class Manager:
     def stop(self, name: str) -> None:
         """Pause: stop every instance but keep the template (cancels a pending flap retry)."""
         entry = self._entry(name)
+        if entry.wanted.active:
+            self.bus.publish(topics.template(name, "stopped"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=False)
         entry.cancel_flap_timer()
         entry.flap = flapping.reset()

@@ -35,3 +35,21 @@ async def test_a_template_that_failed_here_is_announced_as_failed_not_deleted(cl
     gone = await next_event(events, "template.crash.", timeout=15)
     assert gone.topic == "template.crash.failed"
     assert (await cluster.call("get", name="crash"))["name"] == "crash"
+
+
+async def test_a_paused_template_is_announced_stopped_on_its_node_not_deleted(cluster):
+    """The node's apps, webhooks and console see template.<t>.stopped on pause and
+    template.<t>.started on resume (they saw template.<t>.deleted), and it runs again."""
+    await cluster.start_controller()
+    agent = await cluster.start_agent("n1")
+    await cluster.call("apply", templates=[spec("ctl", 2)])
+    await cluster.wait_running(2, "ctl")
+    events = agent.manager.bus.subscribe("template.ctl.")
+    await cluster.call("stop", name="ctl")
+    stopped = await next_event(events, "template.ctl.", timeout=15)
+    assert stopped.topic == "template.ctl.stopped"
+    assert [t.name for t in agent.manager.templates()] == ["ctl"]
+    await cluster.call("start", name="ctl")
+    started = await next_event(events, "template.ctl.", timeout=15)
+    assert started.topic == "template.ctl.started"
+    await cluster.wait_running(2, "ctl")
