@@ -46,6 +46,9 @@ from gaffer.common.topics import split_instance_id
 log = logging.getLogger("gaffer.agent")
 
 STRAY_GRACE = 10.0
+STRAY_MARGIN = 1.0
+"""A stopping agent waits for the KILLs of leftover processes it is stopping at most
+STRAY_GRACE + this."""
 BUSY_PATIENCE = 3.0
 """An agent of this state dir killed just now may not have released its name yet: retried
 this long before concluding that another agent really is running."""
@@ -295,6 +298,7 @@ class Agent:
             finished = await self.manager.finish_stops()
         for task in list(self._tasks):
             await cancel_and_wait(task)
+        finished += await self.tracker.finish_strays(STRAY_GRACE + STRAY_MARGIN)
         if self.keeping is not None:
             await self.keeping.aclose(hand_over=not stop_processes)
         if not stop_processes:

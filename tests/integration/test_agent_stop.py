@@ -8,6 +8,7 @@ then KILL, before the agent exits.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gaffer.testing import POLL, pid_dead
+from gaffer.testing import POLL, pid_dead, poll_until
 from test_agent_faults import Lab, spec
 
 STUBBORN = "trap '' TERM; exec sleep 300"
@@ -59,3 +60,29 @@ async def test_an_agent_stopping_finishes_a_stop_in_progress(lab):
     assert pid_dead(running["stubborn.1"]), f"the stop was abandoned\n{lab.log_tail()}"
     assert psutil.pid_exists(running["calm.1"]) and not pid_dead(running["calm.1"])
     assert "finishing 1 stops in progress" in lab.log_tail()
+
+
+async def test_an_agent_stopping_finishes_the_stop_of_a_leftover(lab):
+    """A leftover of a dead agent that a new agent is stopping (TERM ignored) is KILLed before
+    that agent exits, not left to the next one."""
+    await lab.start_controller()
+    first = await lab.start_agent()
+    await lab.call("apply", templates=[spec("stubborn", 1, "sh", "-c", STUBBORN, graceful_timeout=2)])
+    running = await lab.wait_running(lambda found: "stubborn.1" in found)
+    keeper = lab.note_keeper()
+    first.kill()
+    first.wait(10)
+    if keeper is not None:
+        os.kill(keeper, signal.SIGKILL)
+        await poll_until(lambda: pid_dead(keeper), what="the keeper to die")
+    shutil.rmtree(lab.state)
+    await lab.call("delete", name="stubborn")
+    second = await lab.start_agent()
+    await poll_until(lambda: "stopping stubborn.1 (pid" in lab.log_tail(), timeout=20, what="the leftover's stop")
+    assert not pid_dead(running["stubborn.1"])
+    second.send_signal(signal.SIGTERM)
+    try:
+        second.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the agent did not exit\n{lab.log_tail()}") from None
+    assert pid_dead(running["stubborn.1"]), f"the leftover's stop was abandoned\n{lab.log_tail()}"
