@@ -19,6 +19,7 @@ pass ``gaffer.testing`` fakes for the clock and the processes, and nothing else 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from dataclasses import replace
@@ -47,6 +48,12 @@ from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
 
 __all__ = ["Manager", "SHOWN_AS_EVENT"]
+
+log = logging.getLogger("gaffer.manager")
+
+KILL_MARGIN = 5.0
+"""After its graceful_timeout a stopping process is sent KILL: time for the kernel to end it
+and for its exit to be seen, before an agent that is going away stops waiting for it."""
 
 
 class Manager:
@@ -392,6 +399,34 @@ class Manager:
                 self._act.stop(entry, run)
             self._act.converge_soon(entry)
         await self.wait_until(self._all_quiet)
+
+    async def finish_stops(self, margin: float = KILL_MARGIN) -> int:
+        """Wait for the stops in progress to end: each gets the rest of its graceful_timeout,
+        then the KILL its timer sends (so at most the longest graceful_timeout + ``margin``).
+
+        An agent that stops while leaving its processes running must not abandon a process it
+        was stopping: it would run on until the next agent settles it (issue 9, item 5).
+        Returns how many stops were in progress."""
+        stopping = [
+            (entry, inst)
+            for entry in self._entries.values()
+            for inst in [*entry.instances.values(), *entry.runs]
+            if inst.state is State.STOPPING and inst.pid is not None
+        ]
+        if not stopping:
+            return 0
+        bound = max(entry.template.graceful_timeout for entry, _ in stopping) + margin
+
+        def ended() -> bool:
+            return all(inst.state is not State.STOPPING or inst.pid is None for _, inst in stopping)
+
+        log.info("finishing %d stops in progress (at most %gs)", len(stopping), bound)
+        try:
+            await self.wait_until(ended, bound)
+        except TimeoutError:
+            left = [inst.id for _, inst in stopping if inst.pid is not None]
+            log.warning("stops not finished after %gs, left running: %s", bound, ", ".join(left))
+        return len(stopping)
 
     def _all_quiet(self) -> bool:
         return not any(

@@ -232,6 +232,15 @@ class Cluster:
     def _counts(self) -> dict[str, int]:
         return {name: stored.template.numprocesses for name, stored in self.templates.items()}
 
+    def set_limits(self, node_grace: float, limits: CountLimits) -> None:
+        """New limits and grace (a config reload): counts are judged again at once; the next
+        reconcile places what the limits now allow."""
+        self.node_grace = node_grace
+        if limits != self.tally.limits:
+            self.tally = Tally(limits, self._counts())
+            self._log_limited(self.tally.recount(self._counts))
+        self.kick()
+
     @staticmethod
     def _log_limited(fresh: Mapping[str, Limited]) -> None:
         """Say once per template (and change) that a stored count is over a limit."""

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import zmq
@@ -234,6 +235,19 @@ class Controller:
         for endpoint, fd in self._socket_locks:
             release_socket(endpoint, fd)
         self._socket_locks.clear()
+
+    def reconfigure(self, settings: ControllerSettings) -> ControllerSettings:
+        """Take what a config reload may change while running (``node_grace``, the count
+        limits) from ``settings``; everything else stays as it runs. The settings now in use."""
+        self.settings = replace(
+            self.settings, node_grace=settings.node_grace,
+            max_per_template=settings.max_per_template, max_instances=settings.max_instances,
+        )
+        if self.cluster is not None:
+            self.cluster.set_limits(
+                settings.node_grace, CountLimits(settings.max_per_template, settings.max_instances)
+            )
+        return self.settings
 
     # ----------------------------------------------------------------- routing
 
