@@ -152,12 +152,17 @@ class FakeInfo:
 
     def __init__(self) -> None:
         self.time = 100.0
+        self.held: set[str] = set()
 
     def now(self) -> float:
         return self.time
 
     def status(self) -> dict[str, Any]:
         return {"controller": self.id}
+
+    def subscribed(self, prefix: str) -> bool:
+        return prefix in self.held
+
 
 
 def up(name: str, *rows: InstanceRow) -> Node:
