@@ -239,7 +239,7 @@ class Attached:
         try:
             while True:
                 try:
-                    chunk = await _read(fd)
+                    chunk = await read_chunk(fd)
                 except OSError:
                     chunk = b""
                 if chunk:
@@ -259,7 +259,7 @@ class Attached:
                 await asyncio.sleep(STDIN_RETRY)  # the run reads slowly: let its pipe drain
 
 
-async def _read(fd: int) -> bytes:
+async def read_chunk(fd: int) -> bytes:
     """One chunk of ``fd`` (b"" at its end) without blocking the loop: a pipe or terminal is
     read once the loop says it is readable; a file (which epoll refuses, and which never
     blocks) at once. The descriptor is left blocking: it is shared with the shell."""
