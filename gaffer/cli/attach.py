@@ -25,6 +25,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 from typing import Any, TextIO
 
 from gaffer.client import AsyncClient, ReceivedEvent
@@ -87,8 +88,8 @@ class Attached:
         *,
         lease: float = LEASE,
         stdin: int | None = 0,
-        out: TextIO = sys.stdout,
-        err: TextIO = sys.stderr,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
         as_json: bool = False,
     ) -> None:
         self._client = client
@@ -98,8 +99,8 @@ class Attached:
         self._lease = lease
         self._renew = min(RENEW, lease / 2)
         self._stdin = stdin
-        self._out = out
-        self._err = err
+        self._out = out if out is not None else sys.stdout
+        self._err = err if err is not None else sys.stderr
         self._json = as_json
         self._ident: str | None = None
         self._node: str | None = None
@@ -112,8 +113,7 @@ class Attached:
     async def __call__(self) -> int:
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
+        handled = _handle_signals(loop, self._on_signal)
         marker = f"~run.{secrets.token_hex(8)}"
         prefixes = [f"output.{self._name}.run-", f"proc.{self._name}.exit", marker]
         try:
@@ -134,7 +134,7 @@ class Attached:
             await self._done
             return await self._finish()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in handled:
                 loop.remove_signal_handler(signum)
             for task in list(self._tasks):
                 task.cancel()
@@ -257,6 +257,16 @@ class Attached:
                 return
             except StdinFull:
                 await asyncio.sleep(STDIN_RETRY)  # the run reads slowly: let its pipe drain
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Any) -> tuple[int, ...]:
+    """SIGINT and SIGTERM to ``handler``; none off the main thread, where Python cannot take
+    signals (a test driving the command in a worker thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return ()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, handler, signum)
+    return (signal.SIGINT, signal.SIGTERM)
 
 
 async def read_chunk(fd: int) -> bytes:
