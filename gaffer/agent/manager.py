@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gaffer.agent import flapping
 from gaffer.agent.changes import Changes
@@ -302,14 +302,18 @@ class Manager:
                 pids.append(inst.process.pid)
         return pids
 
-    def write(self, instance_id: str, data: bytes) -> None:
-        """Write ``data`` to the stdin of a running instance whose template allows it."""
+    def write(self, instance_id: str, data: bytes, eof: bool = False) -> None:
+        """Write ``data`` to the stdin of a running instance whose template allows it; with
+        ``eof``, close its stdin after that (the process reads end of file)."""
         inst = self.find(instance_id)
         if not self._entries[inst.template].template.redirect_input:
             raise StdinNotEnabled(instance_id)
         if inst.process is None or not inst.process.alive:
             raise InvalidRequest(f"{instance_id} is not running ({inst.state.value})")
-        inst.process.write(data)
+        if data:
+            inst.process.write(data)
+        if eof:
+            inst.process.close_stdin()
 
     def output(self, instance_id: str, count: int | None = 100, stream: str | None = None) -> list[Line]:
         return self.find(instance_id).output.tail(count, stream)
@@ -336,10 +340,23 @@ class Manager:
 
     # ----------------------------------------------------------------- runs, adoption
 
-    def run(self, name: str, args: Iterable[str] | None = None) -> Instance:
-        """Spawn one process from ``name`` that is never restarted; await ``inst.done``."""
+    def run(
+        self,
+        name: str,
+        args: Iterable[str] | None = None,
+        *,
+        lease: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Instance:
+        """Spawn one process from ``name`` that is never restarted; await ``inst.done``.
+
+        ``args`` replace the template's, ``env`` is added to its ``env``. With ``lease``
+        (seconds), the run belongs to a client that must renew it (``lease_run``): it is
+        stopped if the lease lapses (``attended``)."""
         entry = self._entry(name)
         template = entry.template if args is None else replace(entry.template, args=tuple(args))
+        if env:
+            template = replace(template, env={**template.env, **env})
         inst = entry.runs.new(template.name)
         inst.done = asyncio.get_running_loop().create_future()
         try:
@@ -347,7 +364,26 @@ class Manager:
         except SpawnError:
             entry.runs.discard(inst)
             raise
+        if lease is not None:
+            entry.runs.lease(str(inst.ordinal), self._clock.time(), lease)
+            self._act.check_runs()
         return inst
+
+    def lease_run(self, instance_id: str, seconds: float, sig: int | str | None = None) -> bool:
+        """Renew the lease of one-off run ``instance_id`` for ``seconds``; 0 releases it: a
+        run still going is stopped (with ``sig``, else its stop signal, the whole group, KILL
+        after graceful_timeout) and forgotten once ended. False if the run is unknown (it
+        ended and was forgotten)."""
+        inst = self.find(instance_id)
+        entry = self._entries[inst.template]
+        if not inst.oneoff:
+            raise InvalidRequest(f"{instance_id} is not a one-off run")
+        if not entry.runs.lease(str(inst.ordinal), self._clock.time(), seconds):
+            return False
+        if seconds <= 0 and sig is not None:
+            self._act.stop(entry, inst, parse_signal(sig))
+        self._act.check_runs()
+        return True
 
     def adopt(
         self,

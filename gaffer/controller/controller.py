@@ -187,6 +187,7 @@ class Controller:
         self.requests = Requests(api.ops(), self._reply)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
+        self.hub.on_subscriptions_changed(self.changes.notify)
         self.hub.start()
         self._server.start()
         self.backups.start()
@@ -255,6 +256,10 @@ class Controller:
         if self._clock is not None:
             return self._clock()
         return asyncio.get_running_loop().time()
+
+    def subscribed(self, prefix: str) -> bool:
+        """Whether a remote subscriber holds ``prefix`` (a ``run``'s sync marker)."""
+        return self.hub.holds(prefix)
 
     async def changed(self, timeout: float) -> None:
         """Wait until something in the cluster changes (a report, an ack, a node) or timeout."""
