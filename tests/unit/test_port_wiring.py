@@ -32,11 +32,9 @@ def web(**fields) -> Template:
 
 class TestEnvironment:
     def test_each_instance_gets_its_own_port_over_an_inherited_one(self) -> None:
-        """web.1 gets PORT=8000, web.3 PORT=8002, whatever PORT gaffer itself had."""
+        """web.1 gets PORT=8000, web.3 PORT=8002, whatever PORT gaffer itself had; a template
+        without port leaves an inherited PORT as it was."""
         assert [build_env(web(), n, "n1", OS_ENV)["PORT"] for n in (1, 2, 3)] == ["8000", "8001", "8002"]
-
-    def test_without_a_port_the_environment_is_left_alone(self) -> None:
-        """A template without port sets no PORT: an inherited one passes as it was."""
         plain = parse_template({"cmd": "app"}, "web")
         assert build_env(plain, 2, "n1", OS_ENV)["PORT"] == "3000"
         assert "PORT" not in build_env(plain, 2, "n1", {})

@@ -11,14 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gaffer.agent.launch import build_env
 from gaffer.common.errors import ConfigError, TemplateError
 from gaffer.common.loaders import load_templates, templates_from_json, templates_from_toml
 from gaffer.common.ports import (
     DEFAULT_BASE,
     choose_base,
-    instance_port,
     overlaps,
-    procfile_base,
     range_problem,
 )
 from gaffer.common.template import parse_template
@@ -29,22 +28,24 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def procfile_ports(base: int, counts: list[int]) -> dict[str, int]:
-    """Every instance's PORT, as honcho 2.0.0's ``expand_processes`` assigns them."""
+def procfile_ports(tmp_path: Path, counts: dict[str, int], port: int | None = None) -> dict[str, str]:
+    """Every instance's PORT for a Procfile of web, worker and clock with ``counts``."""
+    path = write(tmp_path / "Procfile", "web: serve\nworker: work\nclock: tick\n")
     ports = {}
-    for position, count in enumerate(counts):
-        for ordinal in range(1, count + 1):
-            ports[f"p{position}.{ordinal}"] = instance_port(procfile_base(base, position), ordinal)
+    for template in load_templates(path, port, environ={}):
+        for ordinal in range(1, counts.get(template.name, 1) + 1):
+            ports[f"{template.name}.{ordinal}"] = build_env(template, ordinal, "n1", {})["PORT"]
     return ports
 
 
 class TestRule:
-    def test_honchos_rule_blocks_of_100_per_type_next_port_per_instance(self) -> None:
-        """web.1=5000, web.2=5001, worker.1=5100: the Procfile rule from the default base."""
-        assert procfile_ports(DEFAULT_BASE, [2, 3]) == {
-            "p0.1": 5000, "p0.2": 5001, "p1.1": 5100, "p1.2": 5101, "p1.3": 5102,
+    def test_honchos_rule_blocks_of_100_per_type_next_port_per_instance(self, tmp_path: Path) -> None:
+        """web.1=5000, web.2=5001, worker.1=5100: the Procfile rule, from 5000 or -p's base."""
+        assert procfile_ports(tmp_path, {"web": 2, "worker": 3}) == {
+            "web.1": "5000", "web.2": "5001",
+            "worker.1": "5100", "worker.2": "5101", "worker.3": "5102", "clock.1": "5200",
         }
-        assert procfile_ports(6100, [1, 0, 1]) == {"p0.1": 6100, "p2.1": 6300}
+        assert procfile_ports(tmp_path, {"worker": 0}, 6100) == {"web.1": "6100", "clock.1": "6300"}
 
     @pytest.mark.parametrize(("base", "count", "problem"), [
         (8000, 3, None),
@@ -97,18 +98,15 @@ class TestTemplateField:
         assert web.port == 8000
         assert parse_template(web.to_dict(), "web") == web
 
-    def test_a_template_without_port_looks_as_before(self) -> None:
-        """No port: no 'port' key in the plain form and the same spec hash as before the field
-        existed, so an upgrade restarts nothing and older agents still accept the spec."""
-        web = parse_template({"cmd": "app"}, "web")
-        assert "port" not in web.to_dict()
-        assert web.spec_hash() == "3490eb4c38d9d35a"
-
-    def test_changing_the_port_changes_the_launch_spec(self) -> None:
-        """A new port restarts the instances (their PORT changes)."""
-        hashes = {parse_template({"cmd": "app", **extra}, "web").spec_hash()
-                  for extra in ({}, {"port": 8000}, {"port": 9000})}
-        assert len(hashes) == 3
+    def test_the_port_is_a_launch_field_and_no_port_looks_as_before(self) -> None:
+        """A new port restarts the instances (their PORT changes); without one, no 'port' in the
+        plain form and the spec hash of before the field existed, so an upgrade restarts
+        nothing and older agents still accept the spec."""
+        plain = parse_template({"cmd": "app"}, "web")
+        assert "port" not in plain.to_dict()
+        assert plain.spec_hash() == "3490eb4c38d9d35a"
+        hashes = {parse_template({"cmd": "app", "port": port}, "web").spec_hash() for port in (8000, 9000)}
+        assert len(hashes | {plain.spec_hash()}) == 3
 
     @pytest.mark.parametrize(("fields", "says"), [
         ({"port": "auto"}, 'web.port: "auto" is numbered by the template\'s position in its file '
