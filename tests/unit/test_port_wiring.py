@@ -18,6 +18,7 @@ from gaffer.controller.controller import Controller
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.staging import Stages
+from gaffer.controller.template_rows import compare
 from gaffer.testing import template
 from gaffer.testing.channel import MemoryRouter
 from gaffer.testing.clock import FakeClock
@@ -133,3 +134,13 @@ class TestReadingForStart:
         with pytest.raises(TemplateError) as info:
             gaffer_cli.read_templates(path, {"web": 600})
         assert [str(p) for p in info.value.problems] == ["web.port: 65000 with 600 instances reaches port 65599, past 65535"]
+
+
+def test_adding_or_changing_a_port_is_an_update_that_relaunches() -> None:
+    """The store's comparison: a port added to (or changed on) a stored template is an update
+    of its launch spec; the same template without port is unchanged."""
+    before = parse_template({"cmd": "app"}, "web")
+    assert compare("web", before.spec_json(), web(numprocesses=1)) == ("updated", True)
+    assert compare("web", web(numprocesses=1).spec_json(), web(numprocesses=1, port=9000)) == ("updated", True)
+    assert compare("web", web(numprocesses=1).spec_json(), before) == ("updated", True)
+    assert compare("web", before.spec_json(), parse_template({"cmd": "app"}, "web")) == ("unchanged", False)
