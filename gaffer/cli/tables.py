@@ -156,6 +156,9 @@ def template_text(row: dict[str, Any]) -> str:
         f"command     {spec['cmd']} {' '.join(spec['args'])}".rstrip(),
         f"instances   {row['running']} running of {row['numprocesses']} wanted, {row['placed']} placed",
     ]
+    if spec.get("port") is not None:
+        last = spec["port"] + max(row["numprocesses"], 1) - 1
+        lines.append(f"port        {spec['port']}..{last} (PORT of instance n: {spec['port']} + n - 1)")
     if row.get("pending"):
         lines.append(f"pending     {row['pending']['count']}: {row['pending']['reason']}")
     if row.get("limited"):

@@ -9,7 +9,7 @@ import pytest
 
 from gaffer.agent.launch import build_env, build_launch
 from gaffer.cli import start as gaffer_cli
-from gaffer.cli.tables import ps_table
+from gaffer.cli.tables import ps_table, template_text
 from gaffer.common.errors import ConfigError, SpawnError, TemplateError
 from gaffer.common.template import Template, parse_template
 from gaffer.controller.api import Api
@@ -76,6 +76,13 @@ class TestPs:
         assert shown.splitlines()[0].split() == ["ID", "NODE", "STATE", "PID", "PORT", "RESTARTS", "CPU", "MEM", "UPTIME"]
         assert shown.splitlines()[1].split()[:5] == ["web.1", "n1", "running", "10", "5000"]
         assert "PORT" not in ps_table([{**base, "id": "job.1"}])
+
+    def test_get_shows_the_ports_of_a_template_with_one(self) -> None:
+        """`get`: the port range and the rule, only for a template with a port."""
+        row = {"name": "web", "version": 1, "paused": False, "numprocesses": 4, "placed": 4, "running": 4,
+               "spec": {"cmd": "serve", "args": [], "placement": {}, "port": 5000}}
+        assert "port        5000..5003 (PORT of instance n: 5000 + n - 1)" in template_text(row).splitlines()
+        assert "port" not in template_text({**row, "spec": {"cmd": "serve", "args": [], "placement": {}}})
 
 
 async def test_scale_past_the_last_port_is_refused_naming_the_field(tmp_path: Path) -> None:
