@@ -210,9 +210,7 @@ class Executor:
         inst.take(Event.SPAWNED)
         self._bus.publish(topics.proc(inst.template, "spawn"), inst.event(self._node, self._clock.wall()))
         self._changes.notify()
-        if inst.oneoff:
-            return
-        if template.startsecs <= 0:
+        if template.startsecs <= 0 or inst.oneoff:
             self._on_up(entry, inst, incarnation)
         else:
             inst.timer = self._clock.call_later(template.startsecs, self._on_up, entry, inst, incarnation)
