@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.agent.tracking import Tracker
 from gaffer.common import params
+from gaffer.cli.attach import STDIN_RETRY, parse_env, read_chunk
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.cli.embedded import Embedded, EmbeddedSettings
 from gaffer.common.bus import EventBus
@@ -29,12 +31,18 @@ from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
     ConfigError,
     GafferError,
+    InvalidRequest,
+    StdinClosed,
+    StdinFull,
     Problem,
     SubscriberTooSlow,
     TemplateError,
 )
+from gaffer.common.keys import load_keypair
 from gaffer.common.loaders import find_default_file, load_templates
-from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
+from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, NAME_RE, NAME_RULE
+from gaffer.common.ports import MAX_PORT, MIN_PORT, instance_port, overlaps, range_problem
+from gaffer.common.procfile_options import check_concurrency_names, parse_concurrency_options
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host
 from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
@@ -43,17 +51,17 @@ from gaffer.controller.counts import CountLimits, check_counts
 log = logging.getLogger("gaffer")
 
 
-def read_templates(path: Path, counts: dict[str, int], limits: CountLimits = CountLimits()) -> list[Template]:
-    """Load, apply ``-c name=N`` overrides, check the counts against the embedded controller's
-    ``limits`` and what only this host can check."""
-    templates = load_templates(path)
-    names = {t.name for t in templates}
-    problems = [
-        Problem(name, "", "no such template (given with --concurrency)")
-        for name in counts
-        if name not in names
-    ]
+def read_templates(
+    path: Path, counts: dict[str, int], limits: CountLimits = CountLimits(), port: int | None = None
+) -> list[Template]:
+    """Load (``port``: ``-p``, the base of Procfile and ``"auto"`` ports), apply ``-c name=N``
+    overrides, check the counts against the embedded controller's ``limits``, the ports (all
+    in 1..65535, no two templates sharing one: this is one host) and what only this host can
+    check."""
+    templates = load_templates(path, port)
+    check_concurrency_names(counts, [t.name for t in templates], str(path))
     templates = [t.with_count(counts[t.name]) if t.name in counts else t for t in templates]
+    problems = port_problems(templates)
     for template in templates:
         problems.extend(check_on_host(template))
     if problems:
@@ -62,23 +70,38 @@ def read_templates(path: Path, counts: dict[str, int], limits: CountLimits = Cou
     return templates
 
 
+def port_problems(templates: list[Template]) -> list[Problem]:
+    """Ports past 65535 once ``-c`` changed a count, and templates whose ports overlap."""
+    problems = []
+    for template in templates:
+        if template.port is not None and (problem := range_problem(template.port, template.numprocesses)):
+            problems.append(Problem(template.name, "port", problem))
+    ranges = [(t.name, t.port, t.numprocesses) for t in templates if t.port is not None]
+    by_name = {t.name: t for t in templates}
+    for first, second in overlaps(ranges):
+        a, b = by_name[first], by_name[second]
+        problems.append(Problem(second, "port", (
+            f"ports {a.port}..{instance_port(a.port or 0, a.numprocesses)} of {first} and "
+            f"{b.port}..{instance_port(b.port or 0, b.numprocesses)} of {second} overlap on this host"
+        )))
+    return problems
+
+
 def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
-    """``-c NAME=N`` values: a template name and a count of at most MAX_COUNT."""
-    counts: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.partition("=")
-        shown = repr(value) if len(value) <= 80 else f"a value of {len(value)} characters"
-        if not sep or not NAME_RE.match(name) or not (number.isascii() and number.isdecimal()):
-            raise click.BadParameter(f"expected NAME=COUNT, got {shown}", param_hint="--concurrency")
-        if len(number) > len(str(MAX_COUNT)) or int(number) > MAX_COUNT:
-            raise click.BadParameter(
-                f"{name}: the count must be at most {MAX_COUNT:,}, got {shown}", param_hint="--concurrency"
-            )
-        counts[name] = int(number)
-    return counts
+    """Every ``-c`` value: ``NAME=N`` or ``NAME=N,NAME=N`` as honcho takes it, counts at most
+    MAX_COUNT (``parse_concurrency``); a bad one is a usage error naming the option."""
+    try:
+        return parse_concurrency_options(values)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message.removeprefix("--concurrency: "), param_hint="--concurrency") from None
 
 
 START_SETTINGS = ("node", "apps")
+START_REMEDY = (
+    "Leave --bind at its default (a private unix socket), pass --keys DIR (a key directory "
+    "made with `gafferctl keygen`, as gaffer-controller's; see the README, 'Security'), or "
+    "pass --insecure to accept an open endpoint."
+)
 
 
 def read_start_config(path: str | None) -> tuple[str | None, list[AppSpec]]:
@@ -115,10 +138,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
+@click.option("-c", "--concurrency", multiple=True, metavar="NAME=N[,NAME=N...]", help="Instances of NAME (repeatable).")
+@click.option("-p", "--port", type=params.BoundedInt(MIN_PORT, MAX_PORT, name="port"), default=None, help="Base PORT of Procfile (and port = \"auto\") templates [default: PORT in .env, then in the environment, then 5000].")
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
 @click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
 @click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
+@click.option("--keys", default=None, type=click.Path(file_okay=False), help="CURVE key directory, as gaffer-controller's: controller.key_secret and clients/ (TCP, default tcp://127.0.0.1:6001).")
 @click.option("--insecure", is_flag=True, help="Allow --bind tcp://... without authentication (any local user could run commands).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--max-per-template", type=params.PER_TEMPLATE, default=DEFAULT_MAX_PER_TEMPLATE, show_default=True, help="Most instances one template may want.")
@@ -128,9 +153,11 @@ def main() -> None:
 def start(
     file: str | None,
     concurrency: tuple[str, ...],
+    port: int | None,
     node: str | None,
     data_dir: str,
     bind: str | None,
+    keys: str | None,
     insecure: bool,
     config: str | None,
     max_per_template: int,
@@ -148,9 +175,13 @@ def start(
         config_node, apps = read_start_config(config)
         node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
-        templates = read_templates(path, counts, limits)
+        templates = read_templates(path, counts, limits, port)
+        if keys is not None:
+            load_keypair(Path(keys) / "controller.key_secret")
         if bind is not None:
-            require_protection([parse_endpoint(bind, "--bind")], False, insecure, "gaffer start")
+            require_protection(
+                [parse_endpoint(bind, "--bind")], keys is not None, insecure, "gaffer start", START_REMEDY,
+            )
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     writer = ConsoleWriter(sys.stdout)
@@ -161,10 +192,11 @@ def start(
         data_dir=Path(data_dir),
         bind=bind,
         insecure=insecure,
+        keys=Path(keys) if keys is not None else None,
         limits=limits,
     )
     try:
-        code = uvloop.run(_run_start(path, templates, counts, settings, console, apps))
+        code = uvloop.run(_run_start(path, templates, _Reading(counts, port), settings, console, apps))
     finally:
         writer.close()
     sys.exit(code)
@@ -173,14 +205,14 @@ def start(
 async def _run_start(
     path: Path,
     templates: list[Template],
-    counts: dict[str, int],
+    reading: _Reading,
     settings: EmbeddedSettings,
     console: Console,
     apps: list[AppSpec],
 ) -> int:
     reaper.install()
     try:
-        return await _start_all(path, templates, counts, settings, console, apps)
+        return await _start_all(path, templates, reading, settings, console, apps)
     finally:
         reaper.uninstall()
 
@@ -188,7 +220,7 @@ async def _run_start(
 async def _start_all(
     path: Path,
     templates: list[Template],
-    counts: dict[str, int],
+    reading: _Reading,
     settings: EmbeddedSettings,
     console: Console,
     apps: list[AppSpec],
@@ -207,7 +239,7 @@ async def _start_all(
         except GafferError as exc:
             console.system(f"cannot start: {exc.message}")
             return 2
-        signals = _Signals(path, counts, embedded, console)
+        signals = _Signals(path, reading, embedded, console)
         signals.install()
         try:
             return await _run_apps_and_templates(path, templates, embedded, console, apps, signals)
@@ -252,12 +284,23 @@ def _announce(path: Path, templates: list[Template], embedded: Embedded, console
     count = sum(t.numprocesses for t in templates)
     endpoint = embedded.controller.endpoint
     ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
+    keys = embedded.settings.keys
+    if keys is not None:
+        ctl += f" --controller-key {keys / 'controller.key'} --key CLIENT.key_secret"
     console.system(
         f"starting {count} processes from {path} on node {embedded.settings.node}; {ctl} ps; Ctrl-C to stop"
     )
     warning = embedded.controller.security_warning()
     if warning:
         console.system(warning)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """The command line's say in reading FILE, again at each SIGHUP: ``-c`` and ``-p``."""
+
+    counts: dict[str, int]
+    port: int | None
 
 
 class _Signals:
@@ -267,10 +310,10 @@ class _Signals:
 
     STOP = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, path: Path, counts: dict[str, int], embedded: Embedded, console: Console) -> None:
+    def __init__(self, path: Path, reading: _Reading, embedded: Embedded, console: Console) -> None:
         self.stop = asyncio.Event()
         self._path = path
-        self._counts = counts
+        self._reading = reading
         self._embedded = embedded
         self._console = console
         self._interrupts = 0
@@ -311,7 +354,7 @@ class _Signals:
     async def _reload(self) -> None:
         embedded = self._embedded
         try:
-            fresh = read_templates(self._path, self._counts, embedded.settings.limits)
+            fresh = read_templates(self._path, self._reading.counts, embedded.settings.limits, self._reading.port)
             self._console.register(sorted(t.name for t in fresh))
             results = await embedded.apply(fresh)
         except GafferError as exc:
@@ -348,11 +391,19 @@ async def _drain(printer: asyncio.Task, events) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-f", "--file", "file", default=None, type=click.Path(dir_okay=False), help="Template file.")
 @click.option("--node", default=None, help="Node name given to the process (default: hostname).")
-def run(name: str, args: tuple[str, ...], file: str | None, node: str | None) -> None:
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Add KEY=VALUE to the process's environment (repeatable).")
+def run(name: str, args: tuple[str, ...], file: str | None, node: str | None, env: tuple[str, ...]) -> None:
     """Run template NAME once (not restarted) and exit with its status.
 
-    ARGS, when given, replace the template's args.
+    ARGS, when given, replace the template's args (put -- before them to pass options such
+    as -e as they are). Output shows as it comes; stdin goes to the process if the template
+    has redirect_input. Ctrl-C (or SIGTERM) sends that signal to its whole process group, KILL
+    after its graceful_timeout, and exits 130 (143) once it has ended.
     """
+    try:
+        overrides = parse_env(env)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-e/--env") from None
     try:
         path = resolve_file(file)
         templates = {t.name: t for t in read_templates(path, {})}
@@ -360,7 +411,10 @@ def run(name: str, args: tuple[str, ...], file: str | None, node: str | None) ->
         raise click.ClickException(exc.message) from None
     if name not in templates:
         raise click.ClickException(f"{path}: no template named {name!r} (have: {', '.join(sorted(templates))})")
-    code = uvloop.run(_run_once(templates[name], list(args) or None, node or socket.gethostname()))
+    template = templates[name]
+    if overrides:
+        template = replace(template, env={**template.env, **overrides})
+    code = uvloop.run(_run_once(template, list(args) or None, node or socket.gethostname()))
     sys.exit(code)
 
 
@@ -384,8 +438,19 @@ async def _run_tracked(template: Template, args: list[str] | None, node: str, tr
     except GafferError as exc:
         click.echo(f"gaffer: {template.name}: {exc.message}", err=True)
         return 127
+    interrupted: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        """The first signal goes to the run's group (KILL after graceful_timeout); a second
+        one KILLs it now."""
+        if interrupted:
+            manager.kill(inst.id, signal.SIGKILL, group=True)
+            return
+        interrupted.append(signum)
+        manager.lease_run(inst.id, 0, signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, manager.kill, inst.id, signum)
+        loop.add_signal_handler(signum, on_signal, signum)
 
     async def relay() -> None:
         async for event in events:
@@ -394,13 +459,38 @@ async def _run_tracked(template: Template, args: list[str] | None, node: str, tr
             stream.flush()
 
     relay_task = asyncio.create_task(relay())
+    feed = asyncio.create_task(_feed_stdin(manager, inst.id)) if template.redirect_input else None
     assert inst.done is not None
     status = await inst.done
+    await cancel_and_wait(feed)
     await manager.shutdown()
     await _drain(relay_task, events)
+    if interrupted:
+        return 128 + interrupted[0]
     if status.signal is not None:
         return 128 + status.signal
     return status.code if status.code is not None else 1
+
+
+async def _feed_stdin(manager: Manager, ident: str) -> None:
+    """This command's stdin to the run's, then its end of file (quietly stops once the run
+    closed its stdin or ended)."""
+    try:
+        while True:
+            try:
+                chunk = await read_chunk(0)
+            except OSError:
+                chunk = b""
+            while True:
+                try:
+                    manager.write(ident, chunk, eof=not chunk)
+                    break
+                except StdinFull:
+                    await asyncio.sleep(STDIN_RETRY)  # the run reads slowly: let its pipe drain
+            if not chunk:
+                return
+    except (StdinClosed, InvalidRequest):
+        return
 
 
 def _log_to_console(console: Console, verbose: bool) -> None:

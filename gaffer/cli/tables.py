@@ -87,7 +87,9 @@ def status_text(status: dict[str, Any]) -> str:
         f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",
     ]
     if auth:
-        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused")
+        reasons = auth.get("reasons") or {}
+        why = " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")" if reasons else ""
+        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused{why}")
     hosts = status.get("hosts") or {}
     if hosts.get("tracking") or hosts.get("keeper"):
         lines.append(
@@ -156,6 +158,9 @@ def template_text(row: dict[str, Any]) -> str:
         f"command     {spec['cmd']} {' '.join(spec['args'])}".rstrip(),
         f"instances   {row['running']} running of {row['numprocesses']} wanted, {row['placed']} placed",
     ]
+    if spec.get("port") is not None:
+        last = spec["port"] + max(row["numprocesses"], 1) - 1
+        lines.append(f"port        {spec['port']}..{last} (PORT of instance n: {spec['port']} + n - 1)")
     if row.get("pending"):
         lines.append(f"pending     {row['pending']['count']}: {row['pending']['reason']}")
     if row.get("limited"):
@@ -170,11 +175,15 @@ def template_text(row: dict[str, Any]) -> str:
 
 
 def ps_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Instances; a ``port`` column only when some instance has a PORT (older controllers
+    send no ``port`` at all)."""
+    ports = [("port", lambda r: r.get("port"))] if any(r.get("port") is not None for r in rows) else []
     return table(rows, [
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
         ("state", lambda r: r["state"]),
         ("pid", lambda r: r["pid"]),
+        *ports,
         ("restarts", lambda r: r["restarts"]),
         ("cpu", lambda r: f"{r['cpu']:.1f}%" if r.get("cpu") is not None else None),
         ("mem", lambda r: size(r.get("mem")) if r.get("mem") is not None else None),
@@ -212,3 +221,12 @@ def apply_text(results: Sequence[dict[str, Any]] | dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {change}" for change, n in sorted(results["counts"].items()))
         return "\n".join([*lines, f"applied: {counts}"])
     return "\n".join(f"{r['name']}: {r['change']} (version {r['version']})" for r in results)
+
+
+def drain_text(result: dict[str, Any], wait: float) -> str:
+    """``drain``'s answer: done, or what is still there and why each template cannot move."""
+    if result["done"]:
+        return f"drained {result['node']}"
+    lines = [f"{result['node']}: {result['remaining']} instances still there after {wait:g}s"]
+    lines.extend(f"  {s['template']}: {s['message']}" for s in result.get("stuck") or ())
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, TypeVar
 
 import zmq
 
@@ -18,6 +18,13 @@ from gaffer.client import wire
 from gaffer.client.wire import DEFAULT_TIMEOUT, PAGE, Credentials, ReceivedEvent, check_timeout
 from gaffer.common.endpoints import Endpoint, check_reachable, parse_endpoint
 from gaffer.common.sockets import connect, make_curve_client, new_socket
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from gaffer.client.aio import AsyncClient
+
+T = TypeVar("T")
 
 
 class Client:
@@ -37,6 +44,8 @@ class Client:
         self._sock: zmq.Socket | None = None
         self._ids = itertools.count(1)
         self._seq = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async: AsyncClient | None = None
 
     def _socket(self, kind: int, endpoint: Endpoint) -> zmq.Socket:
         check_reachable(endpoint)
@@ -107,6 +116,21 @@ class Client:
         finally:
             sock.close(linger=0)
 
+    def run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        """Run ``work(async_client)`` to completion on a private event loop, for what needs
+        several things at once (``gafferctl run``: output, stdin, signals, lease). The loop and
+        the ``AsyncClient`` (its own connection) are made on first use, and only then are
+        asyncio and uvloop imported."""
+        if self._loop is None:
+            import uvloop
+
+            from gaffer.client.aio import AsyncClient
+
+            self._loop = uvloop.new_event_loop()
+            self._async = AsyncClient(self.endpoint, self.credentials, self.timeout)
+        assert self._async is not None
+        return self._loop.run_until_complete(work(self._async))
+
     def _reset(self) -> None:
         """Drop the socket after a timeout so a late reply cannot answer a later request."""
         if self._sock is not None:
@@ -114,8 +138,16 @@ class Client:
             self._sock = None
 
     def close(self) -> None:
+        """Close the sockets (and ``run``'s loop); a second call does nothing. An ``events``
+        iterator left by ``break`` holds no loop: its socket simply goes with the context."""
+        if self._loop is not None and not self._loop.is_closed():
+            assert self._async is not None
+            self._loop.run_until_complete(self._async.close())
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
         self._reset()
-        self._ctx.destroy(linger=0)
+        if not self._ctx.closed:
+            self._ctx.destroy(linger=0)
 
     def __enter__(self) -> "Client":
         return self

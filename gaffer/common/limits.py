@@ -66,3 +66,8 @@ def finite(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+RUN_LEASE = 10.0
+"""Seconds an attached one-off run (``gafferctl run``) outlives a vanished client, counted from
+its last renewal: the default of ``--lease``. Here, not in ``cli/attach``, so gafferctl reads
+it without importing asyncio."""

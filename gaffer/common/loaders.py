@@ -7,17 +7,24 @@ The parsers are guarded (``parse_toml``, ``parse_json``, also used for daemon co
 a document nested deeper than ``MAX_NESTING`` levels, or so deep that the parser itself runs
 out of stack (``RecursionError``), or holding an integer too long to convert, is refused with
 one line. NaN and infinities parse, and the validators then refuse them naming the field.
+
+Ports (``common/ports.py``): every Procfile process type gets ``port = "auto"``, and so may any
+template of a TOML or JSON file; a loader replaces ``"auto"`` with the Procfile rule's base for
+the template's position in its file (0-based, in file order), from the base ``choose_base``
+picks. A ``PORT`` in ``.env`` is that base, not a variable every process gets.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 from gaffer.common.errors import ConfigError, Problem, TemplateError
+from gaffer.common.ports import AUTO, DEFAULT_BASE, choose_base, procfile_base
 from gaffer.common.template import Template, parse_templates
 
 PROCFILE_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)\s*:\s?(.*)$")
@@ -29,11 +36,19 @@ MAX_NESTING = 32
 """Levels of tables and lists a file may nest (a template needs 3; the wire allows 32)."""
 
 
-def load_templates(path: str | Path) -> list[Template]:
+PortBase = Callable[[], int]
+"""The base port of ``"auto"`` ports, asked for only when a file has one (ConfigError if the
+base given is not a port)."""
+
+
+def load_templates(
+    path: str | Path, port: int | None = None, environ: Mapping[str, str] | None = None
+) -> list[Template]:
     """Load the templates of one file, choosing the format from its name.
 
     A file that defines no template at all is an error: it is almost always a mistake, and
-    applying it (or reloading to it) would otherwise silently stop everything.
+    applying it (or reloading to it) would otherwise silently stop everything. ``port`` is
+    ``-p``; ``environ`` (default: gaffer's own) may hold the fallback ``PORT``.
     """
     path = Path(path)
     kind = file_kind(path)
@@ -43,13 +58,17 @@ def load_templates(path: str | Path) -> list[Template]:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    os_port = (os.environ if environ is None else environ).get("PORT")
     if kind == "toml":
-        templates = templates_from_toml(text, source=str(path))
+        templates = templates_from_toml(text, source=str(path), port_base=lambda: choose_base(port, None, os_port))
     elif kind == "json":
-        templates = templates_from_json(text, source=str(path))
+        templates = templates_from_json(text, source=str(path), port_base=lambda: choose_base(port, None, os_port))
     else:
         env = read_dotenv(path.parent / ".env")
-        templates = templates_from_procfile(text, env=env, source=str(path))
+        dotenv_port = env.pop("PORT", None)
+        templates = templates_from_procfile(
+            text, env=env, source=str(path), port_base=lambda: choose_base(port, dotenv_port, os_port)
+        )
     if not templates:
         raise TemplateError([Problem("", "", "no templates defined")], source=str(path))
     return templates
@@ -73,7 +92,26 @@ def find_default_file(directory: Path) -> Path | None:
     return None
 
 
-def templates_from_toml(text: str, source: str | None = None) -> list[Template]:
+def _default_base() -> int:
+    return DEFAULT_BASE
+
+
+def number_ports(items: Iterable[tuple[str | None, Any]], port_base: PortBase) -> list[tuple[str | None, Any]]:
+    """``items`` with each ``port = "auto"`` replaced by the Procfile rule's base for the
+    template's position (``port_base`` asked once, and only if some template has ``"auto"``)."""
+    items = list(items)
+    base: int | None = None
+    numbered: list[tuple[str | None, Any]] = []
+    for position, (name, data) in enumerate(items):
+        if isinstance(data, Mapping) and data.get("port") == AUTO:
+            if base is None:
+                base = port_base()
+            data = {**data, "port": procfile_base(base, position)}
+        numbered.append((name, data))
+    return numbered
+
+
+def templates_from_toml(text: str, source: str | None = None, port_base: PortBase = _default_base) -> list[Template]:
     """A TOML document whose top-level tables are templates keyed by name."""
     data = parse_toml(text, source)
     problems = [
@@ -83,19 +121,19 @@ def templates_from_toml(text: str, source: str | None = None) -> list[Template]:
     ]
     if problems:
         raise TemplateError(problems, source=source)
-    return parse_templates(data.items(), source=source)
+    return parse_templates(number_ports(data.items(), port_base), source=source)
 
 
-def templates_from_json(text: str, source: str | None = None) -> list[Template]:
+def templates_from_json(text: str, source: str | None = None, port_base: PortBase = _default_base) -> list[Template]:
     """One template object (with ``name``), a list of them, or an object keyed by name."""
     data = parse_json(text, source)
     if isinstance(data, list):
-        return parse_templates(((None, item) for item in data), source=source)
+        return parse_templates(number_ports(((None, item) for item in data), port_base), source=source)
     if isinstance(data, dict):
         keyed = bool(data) and all(isinstance(value, dict) for value in data.values())
         if ("cmd" in data or "name" in data) and not keyed:
-            return parse_templates([(None, data)], source=source)
-        return parse_templates(data.items(), source=source)
+            return parse_templates(number_ports([(None, data)], port_base), source=source)
+        return parse_templates(number_ports(data.items(), port_base), source=source)
     raise TemplateError(
         [Problem("", "", "expected a template object, a list of them, or an object keyed by name")],
         source=source,
@@ -148,9 +186,11 @@ def nesting(data: Any) -> int:
 
 
 def templates_from_procfile(
-    text: str, env: dict[str, str] | None = None, source: str | None = None
+    text: str, env: dict[str, str] | None = None, source: str | None = None, port_base: PortBase = _default_base
 ) -> list[Template]:
-    """``name: command`` lines; each command runs through ``/bin/sh -c`` like foreman."""
+    """``name: command`` lines; each command runs through ``/bin/sh -c`` like foreman, with a
+    ``PORT`` per instance by the Procfile rule (a ``PORT`` in ``env`` is left out: it is set
+    per instance)."""
     items: list[tuple[str | None, Any]] = []
     problems: list[Problem] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -165,10 +205,11 @@ def templates_from_procfile(
         if not command:
             problems.append(Problem(name, "cmd", f"line {number}: empty command"))
             continue
-        items.append((name, {"cmd": command, "shell": True, "env": dict(env or {})}))
+        shared = {key: value for key, value in (env or {}).items() if key != "PORT"}
+        items.append((name, {"cmd": command, "shell": True, "env": shared, "port": AUTO}))
     templates: list[Template] = []
     try:
-        templates = parse_templates(items, source=source)
+        templates = parse_templates(number_ports(items, port_base), source=source)
     except TemplateError as exc:
         problems.extend(exc.problems)
     if problems:

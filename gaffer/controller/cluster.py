@@ -30,11 +30,14 @@ from gaffer.common import topics
 from gaffer.common.errors import (
     NodeAlive,
     NodeNotFound,
+    Problem,
     StorageDamaged,
     StorageError,
+    TemplateError,
     TemplateNotFound,
 )
 from gaffer.common.model import InstanceRow, InstanceState, Slot
+from gaffer.common.ports import range_problem
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.counts import CountLimits, Limited, Tally, parse_scale
@@ -200,6 +203,10 @@ class Cluster:
         stored = self._stored(name)
         current = stored.template.numprocesses
         count = parse_scale(how, current)
+        port = stored.template.port
+        problem = range_problem(port, count) if port is not None else None
+        if problem is not None:
+            raise TemplateError([Problem(name, "port", problem)])
         if count != current:
             self.tally.check({name: (current, count)})
             change = self.store.set_count(name, count)
@@ -232,6 +239,15 @@ class Cluster:
     def _counts(self) -> dict[str, int]:
         return {name: stored.template.numprocesses for name, stored in self.templates.items()}
 
+    def set_limits(self, node_grace: float, limits: CountLimits) -> None:
+        """New limits and grace (a config reload): counts are judged again at once; the next
+        reconcile places what the limits now allow."""
+        self.node_grace = node_grace
+        if limits != self.tally.limits:
+            self.tally = Tally(limits, self._counts())
+            self._log_limited(self.tally.recount(self._counts))
+        self.kick()
+
     @staticmethod
     def _log_limited(fresh: Mapping[str, Limited]) -> None:
         """Say once per template (and change) that a stored count is over a limit."""
@@ -250,6 +266,7 @@ class Cluster:
         if stored.paused != paused:
             self.store.set_paused(name, paused)
             self.templates[name] = self.store.get_template(name)
+            self._event(name, "stopped" if paused else "started", self.templates[name])
         self.kick()
 
     def restart(self, name: str) -> int:
@@ -363,7 +380,7 @@ class Cluster:
             if self.placement.get(slot) != node.name:
                 continue
             if self._failed_on(slot, node.name):
-                log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
+                log.info("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
         if changed:
             self.kick()

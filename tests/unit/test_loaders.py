@@ -151,9 +151,9 @@ class TestProcfile:
             tmp_path / "Procfile",
             "# the web tier\n\nweb: python app.py --port $PORT\n   \nworker:bundle exec sidekiq\n",
         )
-        web, worker = load_templates(path)
-        assert web == Template(name="web", cmd="python app.py --port $PORT", shell=True)
-        assert worker == Template(name="worker", cmd="bundle exec sidekiq", shell=True)
+        web, worker = load_templates(path, environ={})
+        assert web == Template(name="web", cmd="python app.py --port $PORT", shell=True, port=5000)
+        assert worker == Template(name="worker", cmd="bundle exec sidekiq", shell=True, port=5100)
 
     def test_bad_lines_are_named_by_line_number(self) -> None:
         """Every bad line is reported with its number, together with template problems."""
@@ -182,10 +182,12 @@ class TestProcfile:
         assert info.value.message == f"{tmp_path / name}: no templates defined"
 
     def test_dotenv_beside_procfile_is_every_templates_env(self, tmp_path: Path) -> None:
-        """The .env next to the Procfile becomes each template's env."""
-        write(tmp_path / ".env", "PORT=5000\nexport MODE='prod'\n")
+        """The .env next to the Procfile becomes each template's env (its PORT: the base port)."""
+        write(tmp_path / ".env", "PORT=7000\nexport MODE='prod'\n")
         path = write(tmp_path / "Procfile", "web: app\nworker: work\n")
-        assert [t.env for t in load_templates(path)] == [{"PORT": "5000", "MODE": "prod"}] * 2
+        templates = load_templates(path, environ={})
+        assert [t.env for t in templates] == [{"MODE": "prod"}] * 2
+        assert [t.port for t in templates] == [7000, 7100]
 
     def test_bad_dotenv_fails_the_load(self, tmp_path: Path) -> None:
         """A broken .env is a ConfigError naming the file and line, not a silent skip."""

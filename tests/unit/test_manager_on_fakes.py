@@ -446,6 +446,14 @@ class TestTheRest:
         [row] = r.manager.instances("job")
         assert row["state"] == "exited" and row["oneoff"] and len(r.procs.spawned) == 1
 
+    async def test_a_one_off_run_is_running_once_spawned(self) -> None:
+        """ps shows a run as running while it runs (it stayed starting for its whole life)."""
+        r = rig()
+        r.manager.add(template("job", numprocesses=0, startsecs=5))
+        r.manager.run("job", [])
+        [row] = r.manager.instances("job")
+        assert row["state"] == "running"
+
     def test_adopt_watches_a_found_process_and_replays_what_the_keeper_kept(self) -> None:
         """An adopted process runs as its instance, with buffered output and a loss note."""
         r = rig(lease=Lease(held=True))
