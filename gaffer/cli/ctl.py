@@ -21,7 +21,7 @@ from gaffer.common import keys as keyfiles
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
-from gaffer.common.loaders import load_templates
+from gaffer.common.loaders import load
 from gaffer.common.signals import parse_signal
 
 WAIT_CHUNK = 30.0
@@ -141,7 +141,10 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
     """Create or update the templates of FILES (TOML, JSON or Procfile)."""
     templates = []
     for path in files:
-        templates.extend(load_templates(path))
+        loaded = load(path)
+        for warning in loaded.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        templates.extend(loaded.templates)
     counts = collections.Counter(t.name for t in templates)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:

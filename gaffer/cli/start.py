@@ -33,7 +33,7 @@ from gaffer.common.errors import (
     SubscriberTooSlow,
     TemplateError,
 )
-from gaffer.common.loaders import find_default_file, load_templates
+from gaffer.common.loaders import load, resolve_file as resolve_template_file
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host
@@ -46,7 +46,10 @@ log = logging.getLogger("gaffer")
 def read_templates(path: Path, counts: dict[str, int], limits: CountLimits = CountLimits()) -> list[Template]:
     """Load, apply ``-c name=N`` overrides, check the counts against the embedded controller's
     ``limits`` and what only this host can check."""
-    templates = load_templates(path)
+    loaded = load(path)
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    templates = loaded.templates
     names = {t.name for t in templates}
     problems = [
         Problem(name, "", "no such template (given with --concurrency)")
@@ -99,12 +102,7 @@ def check_node_name(name: str) -> str:
 
 
 def resolve_file(file: str | None) -> Path:
-    if file is not None:
-        return Path(file)
-    found = find_default_file(Path.cwd())
-    if found is None:
-        raise ConfigError("no template file given and none of gaffer.toml, Procfile, gaffer.json here")
-    return found
+    return resolve_template_file(file, Path.cwd())
 
 
 @click.group()
@@ -341,6 +339,23 @@ async def _drain(printer: asyncio.Task, events) -> None:
         await asyncio.wait_for(printer, 2.0)
     except (asyncio.TimeoutError, asyncio.CancelledError):
         printer.cancel()
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def check(file: str | None) -> None:
+    """Check FILE (Procfile, .toml or .json; default as for start) without starting anything.
+
+    Skipped lines are warnings (stderr); every problem is listed, one a line, and the exit
+    status is 1 when there is one.
+    """
+    try:
+        path = resolve_file(file)
+        templates = read_templates(path, {})
+    except GafferError as exc:
+        raise click.ClickException(exc.message) from None
+    count = sum(t.numprocesses for t in templates)
+    click.echo(f"{path}: ok, {len(templates)} templates, {count} processes")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
