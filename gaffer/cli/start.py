@@ -24,6 +24,7 @@ from gaffer.agent.tracking import Tracker
 from gaffer.common import params
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.cli.embedded import Embedded, EmbeddedSettings
+from gaffer.cli.export import export
 from gaffer.common.bus import EventBus
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
@@ -339,6 +340,9 @@ async def _drain(printer: asyncio.Task, events) -> None:
         await asyncio.wait_for(printer, 2.0)
     except (asyncio.TimeoutError, asyncio.CancelledError):
         printer.cancel()
+
+
+main.add_command(export)
 
 
 @main.command()
