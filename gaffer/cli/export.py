@@ -86,6 +86,9 @@ def write_all(directory: Path, files: list[OutFile]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{directory}: cannot create: {exc.strerror}") from None
+    taken = [out.name for out in files if (directory / out.name).is_dir()]
+    if taken:
+        raise ConfigError(f"{directory / taken[0]}: is a directory, cannot write a file there")
     umask = os.umask(0)
     os.umask(umask)
     written: list[tuple[str, Path]] = []
@@ -94,10 +97,12 @@ def write_all(directory: Path, files: list[OutFile]) -> None:
             written.append((write_temporary(directory, out, 0o644 & ~umask), directory / out.name))
         for temporary, final in written:
             os.replace(temporary, final)
-    except OSError as exc:
+    except BaseException as exc:
         for temporary, _ in written:
             Path(temporary).unlink(missing_ok=True)
-        raise ConfigError(f"{directory}: cannot write: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError):
+            raise ConfigError(f"{directory}: cannot write: {exc.strerror or exc}") from None
+        raise
 
 
 def write_temporary(directory: Path, out: OutFile, public_mode: int) -> str:
