@@ -111,11 +111,12 @@ def argv(template: Template) -> list[str]:
 def systemd_files(app: App) -> list[OutFile]:
     """The master target, one target per template, one service per instance, one env file per
     template that has an env."""
-    files = []
-    groups = [t for t in app.templates]
-    wants = " ".join(f"{app.name}-{t.name}.target" for t in groups)
-    files.append(OutFile(f"{app.name}.target", f"[Unit]\nDescription={app.name} (exported by gaffer)\nWants={wants}\n\n[Install]\nWantedBy=multi-user.target\n"))
-    for template in groups:
+    wants = " ".join(f"{app.name}-{t.name}.target" for t in app.templates)
+    files = [OutFile(
+        f"{app.name}.target",
+        f"[Unit]\nDescription={app.name} (exported by gaffer)\nWants={wants}\n\n[Install]\nWantedBy=multi-user.target\n",
+    )]
+    for template in app.templates:
         mine = [i for i in app.instances if i.template is template]
         services = " ".join(f"{app.name}-{i.label}.service" for i in mine)
         files.append(OutFile(
@@ -269,7 +270,8 @@ def supervisord_env_value(key: str, value: str) -> str:
     """A value of ``environment=``: supervisord takes one quoted token and strips quote
     characters off both ends, with no escapes, so some values cannot be written at all."""
     quote = '"' if '"' not in value else "'"
-    if quote in value or value[:1] in "'\"" and value or value[-1:] in "'\"" and value:
+    ends = value[:1] + value[-1:]
+    if quote in value or any(char in "'\"" for char in ends):
         raise ConfigError(f"env.{key}: supervisord cannot hold this value (quotes of both kinds, or one at an end)")
     return supervisord_value(f"{quote}{value}{quote}", f"env.{key}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shlex
@@ -221,6 +222,43 @@ class TestExportSupervisord:
         conf = supervisord_parser()
         conf.read_string(f"[p]\ncommand=x {supervisord_word(word)}\n")
         assert shlex.split(conf["p"]["command"] % {}) == ["x", word]
+
+
+class TestExportToml:
+    TOML = (
+        '[job]\ncmd = "/usr/bin/env"\nargs = ["$HOME", "50%"]\nrestart = "on-failure"\nexitcodes = [0, 3]\n'
+        'uid = "nobody"\ngid = "nogroup"\nstop_signal = "INT"\ngraceful_timeout = 2.5\ncwd = "/srv/job"\n'
+    )
+
+    def test_a_non_shell_template_keeps_its_words_policy_and_user(self, tmp_path: Path) -> None:
+        """A TOML template exports its argv, variables for systemd to expand, policy, user and cwd, and no PORT."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        result = gaffer("export", "systemd", "out", "--app", "batch", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        lines = (tmp_path / "out" / "batch-job-1.service").read_text().splitlines()
+        for expected in [
+            'ExecStart="/usr/bin/env" "${HOME}" "50%%"', "Restart=on-failure", "SuccessExitStatus=3",
+            "KillSignal=SIGINT", "TimeoutStopSec=2.5", "User=nobody", "Group=nogroup", "WorkingDirectory=/srv/job",
+        ]:
+            assert expected in lines
+        assert not [line for line in lines if line.startswith(("Environment", "EnvironmentFile"))]
+
+    def test_supervisord_refuses_what_it_cannot_expand(self, tmp_path: Path) -> None:
+        """supervisord does not expand $HOME in a non-shell command: refused, naming the template."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        result = gaffer("export", "supervisord", "out", cwd=tmp_path)
+        assert result.exit_code == 1
+        assert result.stderr == (
+            "Error: job: supervisord does not expand $ variables in a non-shell command; set shell = true\n"
+        )
+
+    @pytest.mark.parametrize("value", ["both ' and \"", "'quoted'", "a ;b"])
+    def test_env_values_supervisord_cannot_hold_are_refused(self, tmp_path: Path, value: str) -> None:
+        """An env value supervisord would mangle is refused, naming the variable, and nothing is written."""
+        (tmp_path / "gaffer.toml").write_text(f'[job]\ncmd = "x"\nshell = true\n[job.env]\nV = {json.dumps(value)}\n')
+        result = gaffer("export", "supervisord", "out", cwd=tmp_path)
+        assert result.exit_code == 1 and result.stderr.startswith("Error: env.V: supervisord cannot hold"), result.output
+        assert not (tmp_path / "out").exists()
 
 
 class TestExportRefusals:
