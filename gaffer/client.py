@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import weakref
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Iterable, TypeVar
 
 import msgpack
 import uvloop
@@ -242,6 +243,7 @@ class Client:
     ) -> None:
         self._client = AsyncClient(endpoint, credentials, timeout)
         self._loop = uvloop.new_event_loop()
+        self._streams: weakref.WeakSet[Generator[ReceivedEvent, None, None]] = weakref.WeakSet()
 
     @property
     def endpoint(self) -> str:
@@ -261,7 +263,13 @@ class Client:
         return self._loop.run_until_complete(work(self._client))
 
     def events(self, prefixes: Iterable[str] = ("",)) -> Iterable[ReceivedEvent]:
-        """Blocking iterator over events (Ctrl-C to stop)."""
+        """Blocking iterator over events (Ctrl-C to stop). Leaving the loop early is fine:
+        ``close`` ends every iterator still open while the loop can still run its cleanup."""
+        stream = self._events(prefixes)
+        self._streams.add(stream)
+        return stream
+
+    def _events(self, prefixes: Iterable[str]) -> Generator[ReceivedEvent, None, None]:
         stream = self._client.events(prefixes)
         try:
             while True:
@@ -277,10 +285,20 @@ class Client:
                     raise
                 yield event
         finally:
-            self._loop.run_until_complete(stream.aclose())
+            if not self._loop.is_closed():
+                self._loop.run_until_complete(stream.aclose())
 
     def close(self) -> None:
+        """End open event iterators, the sockets, then the loop (a second call does nothing).
+
+        An iterator left by ``break`` would otherwise be finalized later, by the garbage
+        collector, on a closed loop: "RuntimeError: Event loop is closed" (issue 9, item 9)."""
+        if self._loop.is_closed():
+            return
+        for stream in list(self._streams):
+            stream.close()
         self._loop.run_until_complete(self._client.close())
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
     def __enter__(self) -> "Client":

@@ -46,6 +46,9 @@ from gaffer.common.topics import split_instance_id
 log = logging.getLogger("gaffer.agent")
 
 STRAY_GRACE = 10.0
+STRAY_MARGIN = 1.0
+"""A stopping agent waits for the KILLs of leftover processes it is stopping at most
+STRAY_GRACE + this."""
 BUSY_PATIENCE = 3.0
 """An agent of this state dir killed just now may not have released its name yet: retried
 this long before concluding that another agent really is running."""
@@ -283,18 +286,24 @@ class Agent:
 
     async def stop(self, stop_processes: bool = False) -> None:
         """Close the link; the processes keep running (their pipes stay with the keeper)
-        unless ``stop_processes``."""
+        unless ``stop_processes``. Stops in progress are finished first (each within its
+        graceful_timeout, then KILL): only the processes nobody was stopping are left."""
         await self.link.stop()
         await self.assignments.aclose()
+        finished = 0
         if stop_processes:
             await self.manager.shutdown()
+        else:
+            self.lease.hold()
+            finished = await self.manager.finish_stops()
         for task in list(self._tasks):
             await cancel_and_wait(task)
+        finished += await self.tracker.finish_strays(STRAY_GRACE + STRAY_MARGIN)
         if self.keeping is not None:
             await self.keeping.aclose(hand_over=not stop_processes)
         if not stop_processes:
             self.manager.abandon()
-        await self.tracker.aclose(finish=stop_processes)
+        await self.tracker.aclose(finish=stop_processes or finished > 0)
         self.journal.close()
         if self._presence is not None:
             self._presence.close()

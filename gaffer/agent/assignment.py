@@ -9,7 +9,9 @@ than the last applied are ignored (a reordered or replayed message), equal ones 
 unknown user) is reported in the ack as ``{template, code, message}`` so the controller can
 place its ordinals elsewhere.
 
-A template that is no longer assigned is removed (its instances stopped, then forgotten) in a
+A template paused cluster-wide comes with no ordinals and ``paused``: it is kept, stopped,
+and announced ``template.<t>.stopped`` (``started`` when an assignment resumes it), never as
+deleted. A template that is no longer assigned is removed (its instances stopped, then forgotten) in a
 task this object owns (``aclose`` ends them), unless a one-off run of it still goes: then only
 its assigned instances stop, and a later assignment removes it. ``apply`` says whether it
 applied a whole assignment: the agent then releases its hold (``lease.Lease``).
@@ -50,6 +52,8 @@ class Assignments:
         self.generation = 0
         self._last: dict[str, Any] | None = None
         self._removals: dict[str, asyncio.Task] = {}
+        self._paused: set[str] = set()
+        """Templates the controller paused: resumed (``started``) when an assignment unpauses them."""
         self._parts = PartsAssembler()
 
     def apply(self, body: dict[str, Any]) -> bool:
@@ -103,7 +107,7 @@ class Assignments:
 
     def _converge(self, body: dict[str, Any]) -> list[AssignError]:
         errors: list[AssignError] = []
-        wanted: dict[str, tuple[Template, set[int]]] = {}
+        wanted: dict[str, tuple[Template, set[int], bool]] = {}
         for name, entry in Assignment.from_wire(body).entries.items():
             try:
                 template = parse_template(entry.spec, name=name)
@@ -118,7 +122,7 @@ class Assignments:
             except GafferError as exc:
                 errors.append(_error(name, exc))
                 continue
-            wanted[name] = (runnable(template, entry.control), set(entry.ordinals))
+            wanted[name] = (runnable(template, entry.control), set(entry.ordinals), entry.control.paused)
         for existing in self.manager.templates():
             if existing.name in wanted:
                 continue
@@ -126,13 +130,20 @@ class Assignments:
                 self.manager.assign(existing.name, ())
             else:
                 self._remove(existing.name)
-        for name, (template, ordinals) in wanted.items():
+        for name, (template, ordinals, paused) in wanted.items():
             if name in self._removals:
                 continue
+            active = False if paused else True if name in self._paused else None
             try:
-                self.manager.apply(template, ordinals)
+                self.manager.apply(template, ordinals, active=active)
             except GafferError as exc:
                 errors.append(_error(name, exc))
+                continue
+            if paused:
+                self._paused.add(name)
+            else:
+                self._paused.discard(name)
+        self._paused &= set(wanted)
         return errors
 
     def _remove(self, name: str) -> None:

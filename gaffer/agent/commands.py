@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
+from gaffer.agent.attended import MAX_LEASE
 from gaffer.agent.manager import Manager
 from gaffer.common import arguments as arg
-from gaffer.common.errors import InvalidArgument, InvalidRequest, TemplateError
+from gaffer.common.errors import InstanceNotFound, InvalidArgument, InvalidRequest, TemplateError
 from gaffer.common.limits import MAX_LINES
 from gaffer.common.template import check_on_host, parse_template
 
@@ -32,6 +33,7 @@ class Commands:
             "output": self.output,
             "stats": self.stats,
             "run": self.run,
+            "lease_run": self.lease_run,
         }
 
     async def kill(self, _op: str, args: dict[str, Any]) -> list[int]:
@@ -43,7 +45,7 @@ class Commands:
     async def write(self, _op: str, args: dict[str, Any]) -> int:
         data = arg.data(args)
         raw = data.encode() if isinstance(data, str) else data
-        self.manager.write(arg.instance_id(args), raw)
+        self.manager.write(arg.instance_id(args), raw, eof=arg.boolean(args, "eof", False))
         return len(raw)
 
     async def output(self, _op: str, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,6 +64,7 @@ class Commands:
         if not isinstance(spec, dict):
             raise InvalidArgument("template", "must be a template spec (a map)")
         run_args = arg.strings(args, "args")
+        lease = arg.seconds(args, "lease", arg.MISSING, MAX_LEASE) if args.get("lease") is not None else None
         try:
             template = parse_template(spec)
             problems = check_on_host(template)
@@ -72,5 +75,17 @@ class Commands:
         name = template.name
         if name not in {t.name for t in self.manager.templates()}:
             self.manager.add(template.with_count(0), ordinals=())
-        inst = self.manager.run(name, [str(a) for a in run_args] if run_args is not None else None)
+        inst = self.manager.run(
+            name, [str(a) for a in run_args] if run_args is not None else None, lease=lease, env=arg.env(args)
+        )
         return {"id": inst.id, "pid": inst.pid}
+
+    async def lease_run(self, _op: str, args: dict[str, Any]) -> bool:
+        """Renew a one-off run's lease for ``seconds`` (0: its client lets go; ``signal``
+        stops it then). False: no such run any more."""
+        seconds = arg.seconds(args, "seconds", arg.MISSING, MAX_LEASE)
+        sig = arg.signal(args) if args.get("signal") is not None else None
+        try:
+            return self.manager.lease_run(arg.instance_id(args), seconds, sig)
+        except InstanceNotFound:
+            return False

@@ -2,7 +2,11 @@
 
 Stopping the agent (SIGTERM, SIGINT) leaves the managed processes running by default: an
 upgrade or a crash of the agent must not take the host's services down. ``--stop-processes``
-(or SIGQUIT) stops them gracefully first, for when the host itself is being retired.
+(or SIGQUIT) stops them gracefully first, for when the host itself is being retired. Either
+way, stops already in progress are finished first (``Agent.stop``). SIGHUP re-reads
+``--config`` (``common/reload.py``): ``RELOADABLE`` settings are applied at once, the others
+are named as needing a restart, and a file that no longer validates is refused with its
+reason while the running configuration stays.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import uvloop
@@ -22,7 +26,14 @@ from gaffer.agent.agent import Agent
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.link import LinkSettings
 from gaffer.agent.tracking import MODES
-from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
+from gaffer.common.config import (
+    LOG_LEVELS,
+    expect,
+    pick_log_level,
+    read_config,
+    set_log_level,
+    setup_daemon_logging,
+)
 from gaffer.common.endpoints import (
     DEFAULT_KEYED_BIND,
     INSECURE_WARNING,
@@ -31,15 +42,20 @@ from gaffer.common.endpoints import (
     require_protection,
 )
 from gaffer.common.errors import ConfigError, GafferError
+from gaffer.common.keys import fingerprint as key_fingerprint
 from gaffer.common.keys import load_keypair, load_public
+from gaffer.common.reload import config_changes
 from gaffer.common.template import LABEL_RE, NAME_RE
 
 log = logging.getLogger("gaffer.agent")
 
 SETTINGS = (
     "controller", "name", "labels", "state_dir", "key", "controller_key", "insecure", "apps",
-    "stop_processes",
+    "stop_processes", "log_level",
 )
+RELOADABLE = frozenset({"log_level", "stop_processes"})
+"""What SIGHUP applies while the agent runs. The controller endpoint, the node's name and
+labels (told to the controller at hello), the state dir, keys and apps are fixed at start."""
 DEFAULT_STATE_DIR = "/var/lib/gaffer/agent"
 
 
@@ -55,8 +71,33 @@ def parse_labels(values: tuple[str, ...] | list[str] | dict[str, Any], where: st
     return labels
 
 
-def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSettings, list[AppSpec], bool, bool]:
+Built = tuple[LinkSettings, list[AppSpec], bool, bool]
+"""What build_settings gives: link settings, apps, insecure, stop_processes."""
+
+
+def load(options: dict[str, Any], config: str | None) -> tuple[Built, str]:
+    """The settings and the log level from the options and the config file, read once."""
     data: dict[str, Any] = read_config(config, SETTINGS) if config else {}
+    level = pick_log_level(options.get("log_level"), data, config or "options")
+    return build_settings(options, config, data), level
+
+
+def settings_values(built: Built, log_level: str) -> dict[str, object]:
+    """The settings by their config file names (keys by fingerprint), for ``config_changes``."""
+    settings, apps, insecure, stop_processes = built
+    return {
+        "controller": settings.controller, "name": settings.node, "labels": dict(settings.labels),
+        "state_dir": str(settings.state_dir),
+        "key": settings.keys.fingerprint if settings.keys else None,
+        "controller_key": key_fingerprint(settings.controller_key) if settings.controller_key else None,
+        "insecure": insecure, "apps": tuple(apps), "stop_processes": stop_processes,
+        "log_level": log_level,
+    }
+
+
+def build_settings(options: dict[str, Any], config: str | None, data: dict[str, Any] | None = None) -> Built:
+    if data is None:
+        data = read_config(config, SETTINGS) if config else {}
     where = config or "options"
 
     def pick(key: str, kind: type | tuple[type, ...]) -> Any:
@@ -102,36 +143,91 @@ def build_settings(options: dict[str, Any], config: str | None) -> tuple[LinkSet
 @click.option("--insecure", is_flag=True, default=None, help="Allow a TCP controller endpoint without CURVE keys.")
 @click.option("--stop-processes", is_flag=True, default=None, help="Stop managed processes when the agent stops.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings and [[apps]].")
-@click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: the config file's log_level, or info]")
 @click.option("--tracking", default="auto", show_default=True, type=click.Choice(MODES),
               help="Track descendants in a cgroup per instance (auto: where the host allows) "
                    "or as a child subreaper only.")
 @click.version_option(package_name="gaffer")
-def main(config: str | None, log_level: str, tracking: str, **options: Any) -> None:
+def main(config: str | None, tracking: str, **options: Any) -> None:
     """Run the gaffer agent of this host."""
-    setup_daemon_logging(log_level)
     try:
-        settings, apps, _, stop_processes = build_settings(options, config)
-        uvloop.run(_serve(settings, apps, stop_processes, tracking))
+        built, level = load(options, config)
+    except GafferError as exc:
+        raise click.ClickException(exc.message) from None
+    setup_daemon_logging(level)
+    reread = Reload(lambda: load(options, config), config, built, level) if config else None
+    settings, apps, _, stop_processes = built
+    try:
+        uvloop.run(_serve(settings, apps, stop_processes, tracking, reread))
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
 
 
+class Reload:
+    """SIGHUP: re-read the config file, log what changed, keep what is applied."""
+
+    def __init__(self, reread: Callable[[], tuple[Built, str]], source: str, built: Built, level: str) -> None:
+        self._reread = reread
+        self._source = source
+        self.running = built
+        self.level = level
+
+    def __call__(self) -> None:
+        try:
+            new, level = self._reread()
+        except GafferError as exc:
+            log.error("reload of %s refused, keeping the running configuration: %s", self._source, exc.message)
+            return
+        changes = config_changes(
+            settings_values(self.running, self.level), settings_values(new, level), RELOADABLE
+        )
+        settings, apps, insecure, _ = self.running
+        self.running = (settings, apps, insecure, new[3])
+        if level != self.level:
+            set_log_level(level)
+            self.level = level
+        for severity, line in changes.lines(self._source):
+            log.log(severity, line)
+
+    @property
+    def stop_processes(self) -> bool:
+        return self.running[3]
+
+
 async def _serve(
-    settings: LinkSettings, apps: list[AppSpec], stop_processes: bool, tracking: str = "auto"
+    settings: LinkSettings, apps: list[AppSpec], stop_processes: bool, tracking: str = "auto",
+    reload: Reload | None = None,
 ) -> None:
     reaper.install()
     try:
-        await _serve_agent(settings, apps, stop_processes, tracking)
+        await _serve_agent(settings, apps, stop_processes, tracking, reload)
     finally:
         reaper.uninstall()
 
 
+def _on_hup_without_config() -> None:
+    log.warning("SIGHUP: no --config file to re-read; nothing changed")
+
+
 async def _serve_agent(
-    settings: LinkSettings, apps: list[AppSpec], stop_processes: bool, tracking: str
+    settings: LinkSettings, apps: list[AppSpec], stop_processes: bool, tracking: str,
+    reload: Reload | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     agent = Agent(settings, tracking=tracking)
+    stop = asyncio.Event()
+    quit_all = False
+
+    def on_quit() -> None:
+        nonlocal quit_all
+        quit_all = True
+        stop.set()
+
+    # before start: a signal that comes while it starts is handled once it has started
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGQUIT, on_quit)
+    loop.add_signal_handler(signal.SIGHUP, reload if reload is not None else _on_hup_without_config)
     runner = AppRunner(loop, agent.manager)
     await runner.start(apps)
     await agent.start()
@@ -149,18 +245,8 @@ async def _serve_agent(
         settings.labels or "{}", settings.state_dir, agent.tracker.mode,
         f" ({agent.tracker.reason})" if agent.tracker.reason else "",
     )
-    stop = asyncio.Event()
-    stop_all = stop_processes
-
-    def on_quit() -> None:
-        nonlocal stop_all
-        stop_all = True
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGQUIT, on_quit)
     await stop.wait()
+    stop_all = quit_all or (reload.stop_processes if reload is not None else stop_processes)
     await runner.stop()
     if stop_all:
         log.info("stopping every managed process")

@@ -32,6 +32,9 @@ class Entry:
     rolling: bool = False
     start_queue: collections.deque = field(default_factory=collections.deque)
     start_pending: bool = False
+    gone_as: str = "deleted"
+    """The ``template.<t>.<kind>`` its removal is announced as: ``failed`` when every instance
+    here had failed (the controller then took it away), else ``deleted``."""
 
     @property
     def name(self) -> str:

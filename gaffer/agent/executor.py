@@ -27,9 +27,10 @@ import logging
 from typing import Sequence
 
 from gaffer.agent import flapping
+from gaffer.agent.attended import lapsed
 from gaffer.agent.changes import Changes
 from gaffer.agent.entry import Entry
-from gaffer.agent.instance import Instance
+from gaffer.agent.instance import Handle, Instance
 from gaffer.agent.launch import build_launch
 from gaffer.agent.lease import Lease
 from gaffer.agent.lifecycle import (
@@ -85,6 +86,7 @@ class Executor:
         self._environ = environ
         self._agent_env = agent_env
         self._abandoned = False
+        self._runs_timer: Handle | None = None
         self.spawned = 0
         lease.on_free(self.converge_all)
 
@@ -123,7 +125,7 @@ class Executor:
             instances.pop(ordinal).output.close()
         if actions.delete:
             del self._entries[entry.name]
-            self._bus.publish(topics.template(entry.name, "deleted"), {"name": entry.name})
+            self._bus.publish(topics.template(entry.name, entry.gone_as), {"name": entry.name})
             self._changes.notify()
             return
         for ordinal in actions.fail:
@@ -226,14 +228,14 @@ class Executor:
         if entry.rolling:
             self.converge_soon(entry)
 
-    def stop(self, entry: Entry, inst: Instance) -> None:
-        """Send the stop signal to the group; KILL it after graceful_timeout."""
+    def stop(self, entry: Entry, inst: Instance, sig: int | None = None) -> None:
+        """Send the stop signal (or ``sig``) to the group; KILL it after graceful_timeout."""
         if inst.state not in (State.STARTING, State.RUNNING) or inst.process is None:
             return
         inst.cancel_timers()
         inst.take(Event.STOP)
         template = entry.template
-        inst.process.signal(parse_signal(template.stop_signal))
+        inst.process.signal(parse_signal(template.stop_signal) if sig is None else sig)
         inst.kill_timer = self._clock.call_later(
             template.graceful_timeout, self._kill_now, inst, inst.incarnation
         )
@@ -268,6 +270,7 @@ class Executor:
             inst.live(outcome.life)
             self._bus.publish(topics.proc(inst.template, "exit"), {**payload, "oneoff": True})
             entry.runs.ended()
+            self.check_runs()
             if inst.done is not None and not inst.done.done():
                 inst.done.set_result(status)
             if entry.deleting:
@@ -359,7 +362,7 @@ class Executor:
 
     def _give_up(self, entry: Entry) -> None:
         entry.cancel_flap_timer()
-        log.error("%s: flapping past max_retry, giving up", entry.name)
+        log.error("%s: flapping past max_retry, giving up", entry.name, extra=SHOWN_AS_EVENT)
         here = entry.wanted.ordinals
         for inst in list(entry.instances.values()):
             if inst.state in (State.BACKOFF, State.STOPPED) and inst.ordinal in here:
@@ -428,10 +431,40 @@ class Executor:
         self._bus.publish(topics.proc(inst.template, "spawn"), payload)
         self._changes.notify()
 
+    # ----------------------------------------------------------------- attended runs
+
+    def check_runs(self) -> None:
+        """Carry out ``attended.lapsed``: stop the runs whose client is gone, forget the ended
+        ones it let go, and look again when the next lease runs out."""
+        if self._runs_timer is not None:
+            self._runs_timer.cancel()
+            self._runs_timer = None
+        if self._abandoned:
+            return
+        now = self._clock.time()
+        later: float | None = None
+        for entry in list(self._entries.values()):
+            verdict = lapsed(entry.runs.views(), now)
+            for key in verdict.stop:
+                inst = entry.runs.get(key)
+                if inst is not None and inst.state in (State.STARTING, State.RUNNING):
+                    log.warning("%s: its client is gone (lease lapsed); stopping it", inst.id)
+                    self.stop(entry, inst)
+            for key in verdict.forget:
+                entry.runs.forget(key)
+                self._changes.notify()
+            if verdict.next_check is not None and (later is None or verdict.next_check < later):
+                later = verdict.next_check
+        if later is not None:
+            self._runs_timer = self._clock.call_later(max(0.0, later - now), self.check_runs)
+
     def abandon(self) -> None:
         """Let go of every process without stopping it: no exit watch, no pipes, no timers,
         nothing spawned again."""
         self._abandoned = True
+        if self._runs_timer is not None:
+            self._runs_timer.cancel()
+            self._runs_timer = None
         for entry in self._entries.values():
             entry.cancel_flap_timer()
             for inst in [*entry.instances.values(), *entry.runs]:

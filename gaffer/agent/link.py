@@ -151,6 +151,8 @@ class ControllerLink:
         """End the session, the event pump and every command still running."""
         for task in (self._task, self._pump, *self._running):
             await cancel_and_wait(task)
+        if self._sub is not None:
+            self._sub.close()
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -385,8 +387,13 @@ class ControllerLink:
         wanted = tuple(sorted(p for p in prefixes if p.startswith("output.")))
         if wanted != self._watch:
             self._watch = wanted
-            if self._sub is not None:
-                self._sub.close()
+            old = self._sub
+            if old is not None:
+                # The new subscription exists before this returns: an event published right
+                # after (the spawn of a ``run`` that came with this watch, its first line) is
+                # never lost between two subscriptions. The pump drains the old one first.
+                self._sub = self.manager.bus.subscribe(("proc.", *wanted))
+                old.close()
         return list(wanted)
 
     async def _pump_events(self) -> None:
@@ -394,12 +401,14 @@ class ControllerLink:
 
         Events are taken off the bus as soon as they come (output that will be skipped is only
         counted, so a flood never piles up in the subscription's queue); what is to be sent
-        goes at most once per FLUSH_EVERY. A change of the watched output prefixes closes the
-        subscription; the loop then subscribes again with the new prefixes.
+        goes at most once per FLUSH_EVERY. A change of the watched output prefixes replaces the
+        subscription (``_set_watch``); the loop drains the old one, then reads the new one.
         """
         bus = self.manager.bus
         while True:
-            sub = self._sub = bus.subscribe(("proc.", *self._watch))
+            sub = self._sub
+            if sub is None or sub.closed:
+                sub = self._sub = bus.subscribe(("proc.", *self._watch))
             try:
                 while True:
                     event = await sub.get()

@@ -19,10 +19,11 @@ pass ``gaffer.testing`` fakes for the clock and the processes, and nothing else 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gaffer.agent import flapping
 from gaffer.agent.changes import Changes
@@ -47,6 +48,12 @@ from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
 
 __all__ = ["Manager", "SHOWN_AS_EVENT"]
+
+log = logging.getLogger("gaffer.manager")
+
+KILL_MARGIN = 5.0
+"""After its graceful_timeout a stopping process is sent KILL: time for the kernel to end it
+and for its exit to be seen, before an agent that is going away stops waiting for it."""
 
 
 class Manager:
@@ -123,22 +130,26 @@ class Manager:
         *,
         max_unavailable: int | None = None,
         restart_gen: int | None = None,
+        active: bool | None = None,
     ) -> str:
         """Create or update; returns "created", "updated", "scaled" or "unchanged".
 
         ``ordinals``: the ordinals that run here (default 1..numprocesses);
         ``max_unavailable``: the rolling allowance here (default the template's
         ``update.max_unavailable``); ``restart_gen``: instances started with another
-        generation are rolled (default: keep the current one)."""
+        generation are rolled (default: keep the current one); ``active``: pause (False) or
+        resume (True) it in the same step, announced as ``stopped``/``started`` rather than
+        as a scale (default: keep)."""
         entry = self._entries.get(template.name)
         if entry is None or entry.deleting:
             self.add(template, ordinals, max_unavailable=max_unavailable, restart_gen=restart_gen or 0)
+            if active is False:
+                self.stop(template.name)
             return "created"
         old, before = entry.template, entry.wanted
         generation = before.restart_gen if restart_gen is None else restart_gen
-        wanted = replace(
-            _wanted(template, ordinals, max_unavailable, generation), active=before.active
-        )
+        now_active = before.active if active is None else active
+        wanted = replace(_wanted(template, ordinals, max_unavailable, generation), active=now_active)
         restart = wanted.spec != before.spec or generation != before.restart_gen
         updated = restart or old.with_count(template.numprocesses) != template
         scaled = wanted.ordinals != before.ordinals or old.numprocesses != template.numprocesses
@@ -146,7 +157,13 @@ class Manager:
         if updated:
             payload = {**entry.payload(self.node), "restart": restart}
             self.bus.publish(topics.template(template.name, "updated"), payload)
-        if scaled:
+        if now_active != before.active:
+            if not now_active:
+                entry.cancel_flap_timer()
+                entry.flap = flapping.reset()
+            self.bus.publish(topics.template(template.name, "started" if now_active else "stopped"),
+                             entry.payload(self.node))
+        elif scaled:
             payload = {**entry.payload(self.node), "previous": old.numprocesses}
             self.bus.publish(topics.template(template.name, "scaled"), payload)
         self._act.converge_soon(entry)
@@ -166,6 +183,9 @@ class Manager:
     async def remove(self, name: str) -> None:
         """Stop every instance of ``name`` and forget it; returns once all have exited."""
         entry = self._entry(name)
+        instances = entry.instances.values()
+        if instances and all(inst.state is State.FAILED for inst in instances):
+            entry.gone_as = "failed"
         entry.wanted = replace(entry.wanted, deleting=True)
         entry.cancel_flap_timer()
         for run in entry.runs:
@@ -176,6 +196,8 @@ class Manager:
     def start(self, name: str) -> None:
         """Run the template again: resumes a stopped one, retries a failed or exited one."""
         entry = self._entry(name)
+        if not entry.wanted.active:
+            self.bus.publish(topics.template(name, "started"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=True)
         entry.cancel_flap_timer()
         entry.flap = flapping.reset()
@@ -192,6 +214,8 @@ class Manager:
     def stop(self, name: str) -> None:
         """Pause: stop every instance but keep the template (cancels a pending flap retry)."""
         entry = self._entry(name)
+        if entry.wanted.active:
+            self.bus.publish(topics.template(name, "stopped"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=False)
         entry.cancel_flap_timer()
         entry.flap = flapping.reset()
@@ -278,14 +302,18 @@ class Manager:
                 pids.append(inst.process.pid)
         return pids
 
-    def write(self, instance_id: str, data: bytes) -> None:
-        """Write ``data`` to the stdin of a running instance whose template allows it."""
+    def write(self, instance_id: str, data: bytes, eof: bool = False) -> None:
+        """Write ``data`` to the stdin of a running instance whose template allows it; with
+        ``eof``, close its stdin after that (the process reads end of file)."""
         inst = self.find(instance_id)
         if not self._entries[inst.template].template.redirect_input:
             raise StdinNotEnabled(instance_id)
         if inst.process is None or not inst.process.alive:
             raise InvalidRequest(f"{instance_id} is not running ({inst.state.value})")
-        inst.process.write(data)
+        if data:
+            inst.process.write(data)
+        if eof:
+            inst.process.close_stdin()
 
     def output(self, instance_id: str, count: int | None = 100, stream: str | None = None) -> list[Line]:
         return self.find(instance_id).output.tail(count, stream)
@@ -312,10 +340,23 @@ class Manager:
 
     # ----------------------------------------------------------------- runs, adoption
 
-    def run(self, name: str, args: Iterable[str] | None = None) -> Instance:
-        """Spawn one process from ``name`` that is never restarted; await ``inst.done``."""
+    def run(
+        self,
+        name: str,
+        args: Iterable[str] | None = None,
+        *,
+        lease: float | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Instance:
+        """Spawn one process from ``name`` that is never restarted; await ``inst.done``.
+
+        ``args`` replace the template's, ``env`` is added to its ``env``. With ``lease``
+        (seconds), the run belongs to a client that must renew it (``lease_run``): it is
+        stopped if the lease lapses (``attended``)."""
         entry = self._entry(name)
         template = entry.template if args is None else replace(entry.template, args=tuple(args))
+        if env:
+            template = replace(template, env={**template.env, **env})
         inst = entry.runs.new(template.name)
         inst.done = asyncio.get_running_loop().create_future()
         try:
@@ -323,7 +364,26 @@ class Manager:
         except SpawnError:
             entry.runs.discard(inst)
             raise
+        if lease is not None:
+            entry.runs.lease(str(inst.ordinal), self._clock.time(), lease)
+            self._act.check_runs()
         return inst
+
+    def lease_run(self, instance_id: str, seconds: float, sig: int | str | None = None) -> bool:
+        """Renew the lease of one-off run ``instance_id`` for ``seconds``; 0 releases it: a
+        run still going is stopped (with ``sig``, else its stop signal, the whole group, KILL
+        after graceful_timeout) and forgotten once ended. False if the run is unknown (it
+        ended and was forgotten)."""
+        inst = self.find(instance_id)
+        entry = self._entries[inst.template]
+        if not inst.oneoff:
+            raise InvalidRequest(f"{instance_id} is not a one-off run")
+        if not entry.runs.lease(str(inst.ordinal), self._clock.time(), seconds):
+            return False
+        if seconds <= 0 and sig is not None:
+            self._act.stop(entry, inst, parse_signal(sig))
+        self._act.check_runs()
+        return True
 
     def adopt(
         self,
@@ -375,6 +435,34 @@ class Manager:
                 self._act.stop(entry, run)
             self._act.converge_soon(entry)
         await self.wait_until(self._all_quiet)
+
+    async def finish_stops(self, margin: float = KILL_MARGIN) -> int:
+        """Wait for the stops in progress to end: each gets the rest of its graceful_timeout,
+        then the KILL its timer sends (so at most the longest graceful_timeout + ``margin``).
+
+        An agent that stops while leaving its processes running must not abandon a process it
+        was stopping: it would run on until the next agent settles it (issue 9, item 5).
+        Returns how many stops were in progress."""
+        stopping = [
+            (entry, inst)
+            for entry in self._entries.values()
+            for inst in [*entry.instances.values(), *entry.runs]
+            if inst.state is State.STOPPING and inst.pid is not None
+        ]
+        if not stopping:
+            return 0
+        bound = max(entry.template.graceful_timeout for entry, _ in stopping) + margin
+
+        def ended() -> bool:
+            return all(inst.state is not State.STOPPING or inst.pid is None for _, inst in stopping)
+
+        log.info("finishing %d stops in progress (at most %gs)", len(stopping), bound)
+        try:
+            await self.wait_until(ended, bound)
+        except TimeoutError:
+            left = [inst.id for _, inst in stopping if inst.pid is not None]
+            log.warning("stops not finished after %gs, left running: %s", bound, ", ".join(left))
+        return len(stopping)
 
     def _all_quiet(self) -> bool:
         return not any(

@@ -123,6 +123,8 @@ class Tracker:
         self._placer: asyncio.Task | None = None
         self._last_spawn = 0.0
         self._strays: set[asyncio.TimerHandle] = set()
+        self._stray_ends: set[asyncio.Future[None]] = set()
+        """One per ``terminate`` whose KILL has not come yet (``finish_strays`` waits on them)."""
         self._used: dict[str, Place] = {}
         self._me = os.getpid()
         self.scans = 0
@@ -269,10 +271,27 @@ class Tracker:
         place = None
         if self.cgroups is not None and leader.cgroup:
             place = self.cgroups.place_of(leader.cgroup)
-        handle = self._loop.call_later(grace, self._finish, leader, victims, place)
+        ended: asyncio.Future[None] = self._loop.create_future()
+        self._stray_ends.add(ended)
+        handle = self._loop.call_later(grace, self._finish, leader, victims, place, ended)
         self._strays.add(handle)
 
-    def _finish(self, leader: ProcInfo, victims: list[tuple[int, int]], place: Place | None) -> None:
+    async def finish_strays(self, timeout: float) -> int:
+        """Let the stops ``terminate`` began reach their KILL (each at its grace; at most
+        ``timeout`` seconds in all): an agent going away must not leave a process it was
+        stopping running. Returns how many were in progress."""
+        pending = [ended for ended in self._stray_ends if not ended.done()]
+        if pending:
+            log.info("finishing %d stops of leftover processes (at most %gs)", len(pending), timeout)
+            await asyncio.wait(pending, timeout=timeout)
+        return len(pending)
+
+    def _finish(
+        self, leader: ProcInfo, victims: list[tuple[int, int]], place: Place | None, ended: asyncio.Future[None]
+    ) -> None:
+        self._stray_ends.discard(ended)
+        if not ended.done():
+            ended.set_result(None)
         self._strays = {h for h in self._strays if not h.cancelled() and h.when() > self._loop.time()}
         if _ticks(leader.pid) == leader.start_ticks:
             _killpg(leader.pid, _signal.SIGKILL)
@@ -304,6 +323,9 @@ class Tracker:
             handle.cancel()
         self._removals.clear()
         self._strays.clear()
+        for ended in self._stray_ends:
+            ended.cancel()
+        self._stray_ends.clear()
         if self.cgroups is None:
             return
         unused = [p for p in self._used.values() if p.fs not in self._refs]

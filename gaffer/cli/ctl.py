@@ -15,16 +15,13 @@ from typing import Any, Callable
 
 import click
 
-from gaffer.cli import tables
+from gaffer.cli import attach, tables
 from gaffer.client import Client, Credentials
 from gaffer.common import keys as keyfiles
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
 from gaffer.common.loaders import load
-from gaffer.common.signals import parse_signal
-
-WAIT_CHUNK = 30.0
 
 
 class Context:
@@ -241,31 +238,35 @@ def kill(obj: Context, target: str, signal: str, group: bool) -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Add KEY=VALUE to the run's environment (repeatable).")
+@click.option("--lease", type=params.LEASE, default=attach.LEASE, show_default=True, help="Seconds the run outlives this command if it vanishes (killed, host or controller gone).")
 @json_option
 @click.pass_obj
-def run(obj: Context, name: str, args: tuple[str, ...]) -> None:
-    """Run template NAME once on some node, print its output and exit with its status.
+def run(obj: Context, name: str, args: tuple[str, ...], env: tuple[str, ...], lease: float) -> None:
+    """Run template NAME once on some node, as if it ran here: its output as it comes, this
+    command's stdin to it (if the template has redirect_input), and its exit status.
 
-    ARGS, when given, replace the template's args.
+    ARGS, when given, replace the template's args (put -- before them to pass options
+    such as -e as they are). Ctrl-C (or SIGTERM) sends that signal to the run's whole
+    process group, KILL after its graceful_timeout, and exits 130 (143) once it has ended.
+    The run never outlives this command by more than --lease seconds.
     """
-    started = obj.call("run", name=name, args=list(args) if args else None)
-    while True:
-        ended = obj.client().call(
-            "wait", timeout=WAIT_CHUNK + obj.timeout, id=started["id"], node=started["node"], seconds=WAIT_CHUNK
-        )
-        if ended["done"]:
-            break
-    lines = obj.call("logs", target=started["id"], node=started["node"], lines=10_000)
-    result = {**started, "exit": ended["exit"], "output": lines}
-    if obj.as_json:
-        obj.show(result, str)
-    else:
-        for line in lines:
-            click.echo(line["line"], err=line["stream"] == "err")
-    status = ended["exit"]
-    if status["signal"]:
-        sys.exit(128 + int(parse_signal(status["signal"])))
-    sys.exit(status["status"] if status["status"] is not None else 1)
+    try:
+        overrides = attach.parse_env(env)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-e/--env") from None
+    stdin = sys.stdin.fileno() if _has_stdin() else None
+    sys.exit(obj.client().run(lambda client: attach.Attached(
+        client, name, list(args) or None, overrides, lease=lease, stdin=stdin, as_json=obj.as_json,
+    )()))
+
+
+def _has_stdin() -> bool:
+    try:
+        sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    return True
 
 
 @main.command()
@@ -294,7 +295,7 @@ def uncordon(obj: Context, node: str) -> None:
 def drain(obj: Context, node: str, wait: float) -> None:
     """Cordon NODE and move its instances elsewhere; wait until it runs nothing."""
     result = obj.client().call("drain", timeout=wait + obj.timeout, node=node, wait=wait)
-    obj.show(result, lambda r: f"drained {r['node']}" if r["done"] else f"{r['node']}: {r['remaining']} instances still there after {wait:g}s")
+    obj.show(result, lambda r: tables.drain_text(r, wait))
     if not result["done"]:
         sys.exit(1)
 

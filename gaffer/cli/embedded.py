@@ -13,9 +13,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
+
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
+from gaffer.common.keys import KeyPair
 from gaffer.common.template import Template
 from gaffer.controller.controller import Controller
 from gaffer.controller.counts import CountLimits
@@ -27,24 +30,32 @@ log = logging.getLogger("gaffer")
 @dataclass(frozen=True)
 class EmbeddedSettings:
     """``bind`` None: the private unix sockets of the runtime directory (see
-    ``gaffer.common.endpoints``); a TCP ``bind`` needs ``insecure``."""
+    ``gaffer.common.endpoints``), or ``tcp://127.0.0.1:6001`` with ``keys``; a TCP ``bind``
+    needs ``keys`` or ``insecure``."""
 
     node: str
     data_dir: Path = Path(".gaffer")
     bind: str | None = None
     pub: str | None = None
     insecure: bool = False
+    keys: Path | None = None
+    """A controller key directory (``controller.key_secret``, ``clients/``), as
+    ``gaffer-controller --keys``: TCP with CURVE. The embedded agent gets a key made at start,
+    trusted in memory only."""
     limits: CountLimits = CountLimits()
 
 
 class Embedded:
     def __init__(self, settings: EmbeddedSettings, bus: EventBus) -> None:
         self.settings = settings
+        self._agent_keys = KeyPair(*zmq.curve_keypair()) if settings.keys is not None else None
         self.controller = Controller(ControllerSettings(
             bind=settings.bind,
             pub=settings.pub,
             data_dir=settings.data_dir,
             insecure=settings.insecure,
+            keys=settings.keys,
+            local_agents=((self._agent_keys.public, settings.node),) if self._agent_keys else (),
             liveness=Liveness(startup_grace=0.0),
             max_per_template=settings.limits.per_template,
             max_instances=settings.limits.total,
@@ -60,6 +71,8 @@ class Embedded:
                 node=self.settings.node,
                 labels={},
                 state_dir=self.settings.data_dir / "agent",
+                keys=self._agent_keys,
+                controller_key=self.controller.keys.public if self.controller.keys else None,
             ),
             bus=self._bus,
             keeper=False,
@@ -73,7 +86,8 @@ class Embedded:
 
     async def apply(self, templates: list[Template]) -> list[dict]:
         """Make the desired state exactly ``templates``: create, update, resume, delete (the
-        apply in slices, so a file of 100,000 templates leaves the loop free meanwhile)."""
+        apply in slices, so a file of 100,000 templates leaves the loop free meanwhile).
+        One ``{name, change}`` per template, the deleted ones last (``change`` "deleted")."""
         cluster = self.controller.cluster
         assert cluster is not None
         wanted = {t.name for t in templates}
@@ -84,7 +98,7 @@ class Embedded:
         for template in templates:
             if cluster.templates[template.name].paused:
                 cluster.set_paused(template.name, False)
-        return results
+        return results + [{"name": name, "change": "deleted"} for name in gone]
 
     async def stop(self) -> None:
         """Stop every process, then the agent and the controller (the desired state stays)."""

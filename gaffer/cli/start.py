@@ -12,6 +12,7 @@ import logging
 import signal
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.manager import Manager
 from gaffer.agent.tracking import Tracker
 from gaffer.common import params
+from gaffer.cli.attach import STDIN_RETRY, parse_env, read_chunk
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.cli.embedded import Embedded, EmbeddedSettings
 from gaffer.cli.export import export
@@ -30,10 +32,14 @@ from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
     ConfigError,
     GafferError,
+    InvalidRequest,
+    StdinClosed,
+    StdinFull,
     Problem,
     SubscriberTooSlow,
     TemplateError,
 )
+from gaffer.common.keys import load_keypair
 from gaffer.common.loaders import load, resolve_file as resolve_template_file
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
 from gaffer.common.tasks import cancel_and_wait
@@ -83,6 +89,11 @@ def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
 
 
 START_SETTINGS = ("node", "apps")
+START_REMEDY = (
+    "Leave --bind at its default (a private unix socket), pass --keys DIR (a key directory "
+    "made with `gafferctl keygen`, as gaffer-controller's; see the README, 'Security'), or "
+    "pass --insecure to accept an open endpoint."
+)
 
 
 def read_start_config(path: str | None) -> tuple[str | None, list[AppSpec]]:
@@ -118,6 +129,7 @@ def main() -> None:
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
 @click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
 @click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
+@click.option("--keys", default=None, type=click.Path(file_okay=False), help="CURVE key directory, as gaffer-controller's: controller.key_secret and clients/ (TCP, default tcp://127.0.0.1:6001).")
 @click.option("--insecure", is_flag=True, help="Allow --bind tcp://... without authentication (any local user could run commands).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--max-per-template", type=params.PER_TEMPLATE, default=DEFAULT_MAX_PER_TEMPLATE, show_default=True, help="Most instances one template may want.")
@@ -130,6 +142,7 @@ def start(
     node: str | None,
     data_dir: str,
     bind: str | None,
+    keys: str | None,
     insecure: bool,
     config: str | None,
     max_per_template: int,
@@ -148,8 +161,12 @@ def start(
         node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
         templates = read_templates(path, counts, limits)
+        if keys is not None:
+            load_keypair(Path(keys) / "controller.key_secret")
         if bind is not None:
-            require_protection([parse_endpoint(bind, "--bind")], False, insecure, "gaffer start")
+            require_protection(
+                [parse_endpoint(bind, "--bind")], keys is not None, insecure, "gaffer start", START_REMEDY,
+            )
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     writer = ConsoleWriter(sys.stdout)
@@ -160,6 +177,7 @@ def start(
         data_dir=Path(data_dir),
         bind=bind,
         insecure=insecure,
+        keys=Path(keys) if keys is not None else None,
         limits=limits,
     )
     try:
@@ -251,6 +269,9 @@ def _announce(path: Path, templates: list[Template], embedded: Embedded, console
     count = sum(t.numprocesses for t in templates)
     endpoint = embedded.controller.endpoint
     ctl = "gafferctl" if endpoint == str(default_control()) else f"gafferctl --controller {endpoint}"
+    keys = embedded.settings.keys
+    if keys is not None:
+        ctl += f" --controller-key {keys / 'controller.key'} --key CLIENT.key_secret"
     console.system(
         f"starting {count} processes from {path} on node {embedded.settings.node}; {ctl} ps; Ctrl-C to stop"
     )
@@ -367,11 +388,19 @@ def check(file: str | None) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-f", "--file", "file", default=None, type=click.Path(dir_okay=False), help="Template file.")
 @click.option("--node", default=None, help="Node name given to the process (default: hostname).")
-def run(name: str, args: tuple[str, ...], file: str | None, node: str | None) -> None:
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Add KEY=VALUE to the process's environment (repeatable).")
+def run(name: str, args: tuple[str, ...], file: str | None, node: str | None, env: tuple[str, ...]) -> None:
     """Run template NAME once (not restarted) and exit with its status.
 
-    ARGS, when given, replace the template's args.
+    ARGS, when given, replace the template's args (put -- before them to pass options such
+    as -e as they are). Output shows as it comes; stdin goes to the process if the template
+    has redirect_input. Ctrl-C (or SIGTERM) sends that signal to its whole process group, KILL
+    after its graceful_timeout, and exits 130 (143) once it has ended.
     """
+    try:
+        overrides = parse_env(env)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="-e/--env") from None
     try:
         path = resolve_file(file)
         templates = {t.name: t for t in read_templates(path, {})}
@@ -379,7 +408,10 @@ def run(name: str, args: tuple[str, ...], file: str | None, node: str | None) ->
         raise click.ClickException(exc.message) from None
     if name not in templates:
         raise click.ClickException(f"{path}: no template named {name!r} (have: {', '.join(sorted(templates))})")
-    code = uvloop.run(_run_once(templates[name], list(args) or None, node or socket.gethostname()))
+    template = templates[name]
+    if overrides:
+        template = replace(template, env={**template.env, **overrides})
+    code = uvloop.run(_run_once(template, list(args) or None, node or socket.gethostname()))
     sys.exit(code)
 
 
@@ -403,8 +435,19 @@ async def _run_tracked(template: Template, args: list[str] | None, node: str, tr
     except GafferError as exc:
         click.echo(f"gaffer: {template.name}: {exc.message}", err=True)
         return 127
+    interrupted: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        """The first signal goes to the run's group (KILL after graceful_timeout); a second
+        one KILLs it now."""
+        if interrupted:
+            manager.kill(inst.id, signal.SIGKILL, group=True)
+            return
+        interrupted.append(signum)
+        manager.lease_run(inst.id, 0, signum)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, manager.kill, inst.id, signum)
+        loop.add_signal_handler(signum, on_signal, signum)
 
     async def relay() -> None:
         async for event in events:
@@ -413,13 +456,38 @@ async def _run_tracked(template: Template, args: list[str] | None, node: str, tr
             stream.flush()
 
     relay_task = asyncio.create_task(relay())
+    feed = asyncio.create_task(_feed_stdin(manager, inst.id)) if template.redirect_input else None
     assert inst.done is not None
     status = await inst.done
+    await cancel_and_wait(feed)
     await manager.shutdown()
     await _drain(relay_task, events)
+    if interrupted:
+        return 128 + interrupted[0]
     if status.signal is not None:
         return 128 + status.signal
     return status.code if status.code is not None else 1
+
+
+async def _feed_stdin(manager: Manager, ident: str) -> None:
+    """This command's stdin to the run's, then its end of file (quietly stops once the run
+    closed its stdin or ended)."""
+    try:
+        while True:
+            try:
+                chunk = await read_chunk(0)
+            except OSError:
+                chunk = b""
+            while True:
+                try:
+                    manager.write(ident, chunk, eof=not chunk)
+                    break
+                except StdinFull:
+                    await asyncio.sleep(STDIN_RETRY)  # the run reads slowly: let its pipe drain
+            if not chunk:
+                return
+    except (StdinClosed, InvalidRequest):
+        return
 
 
 def _log_to_console(console: Console, verbose: bool) -> None:

@@ -87,7 +87,9 @@ def status_text(status: dict[str, Any]) -> str:
         f"{bad.get('total', 0)} dropped as bad, {link.get('replays', 0)} replays",
     ]
     if auth:
-        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused")
+        reasons = auth.get("reasons") or {}
+        why = " (" + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items())) + ")" if reasons else ""
+        lines.append(f"auth        {auth.get('accepted', 0)} accepted, {auth.get('rejected', 0)} refused{why}")
     hosts = status.get("hosts") or {}
     if hosts.get("tracking") or hosts.get("keeper"):
         lines.append(
@@ -212,3 +214,12 @@ def apply_text(results: Sequence[dict[str, Any]] | dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {change}" for change, n in sorted(results["counts"].items()))
         return "\n".join([*lines, f"applied: {counts}"])
     return "\n".join(f"{r['name']}: {r['change']} (version {r['version']})" for r in results)
+
+
+def drain_text(result: dict[str, Any], wait: float) -> str:
+    """``drain``'s answer: done, or what is still there and why each template cannot move."""
+    if result["done"]:
+        return f"drained {result['node']}"
+    lines = [f"{result['node']}: {result['remaining']} instances still there after {wait:g}s"]
+    lines.extend(f"  {s['template']}: {s['message']}" for s in result.get("stuck") or ())
+    return "\n".join(lines)

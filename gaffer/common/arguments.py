@@ -156,6 +156,22 @@ def strings(args: dict[str, Any], key: str, max_items: int = MAX_ARGS) -> list[s
     return value
 
 
+def env(args: dict[str, Any], key: str = "env", max_items: int = MAX_ARGS) -> dict[str, str] | None:
+    """None, or a map of at most ``max_items`` environment variables: each name non-empty,
+    without ``=`` or NUL (the template's ``env`` rule), each value a string without NUL."""
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or len(value) > max_items:
+        raise InvalidArgument(key, f"must be a map of at most {max_items} variables, got {_show(value)}")
+    for name_, item in value.items():
+        if not isinstance(name_, str) or not name_ or "=" in name_ or "\0" in name_ or len(name_) > MAX_ARG_LENGTH:
+            raise InvalidArgument(key, f"invalid variable name {_show(name_)}")
+        if not isinstance(item, str) or "\0" in item or len(item) > MAX_ARG_LENGTH:
+            raise InvalidArgument(f"{key}.{name_}", f"must be a string without NUL bytes, got {_show(item)}")
+    return value
+
+
 def data(args: dict[str, Any], key: str = "data") -> str | bytes:
     value = _get(args, key, MISSING)
     if not isinstance(value, (str, bytes)):

@@ -7,11 +7,16 @@
             ordinals:  {name: [ordinal]},     the slots of the template that run on this node
             controls:  {name: {count,         how many ordinals run here (all parts together)
                                allowance,     how many may be down at once while rolling
-                               restart}}}     the template's restart generation
+                               restart,       the template's restart generation
+                               paused}}}      present and true: paused cluster-wide
 
 The spec is the user's, untouched: what the controller decides for one node (its share of the
 count, its share of a rolling update's ``max_unavailable``, a restart) travels in ``controls``,
 never inside the spec, so what ``gafferctl get`` shows is what the user applied.
+
+A paused template (``gafferctl stop``) stays in the assignment of the nodes that had it, with
+no ordinals and ``paused``: the node then knows it was paused, not deleted, and says so to its
+apps, webhooks and console (``template.<t>.stopped``, then ``started`` on resume).
 
 A restart must change what the processes are started from, so that a node's report tells the
 controller which instances run the restarted version: ``launched`` gives the template an agent
@@ -39,13 +44,20 @@ class Control:
     count: int
     allowance: int = 1
     restart: int = 0
+    paused: bool = False
 
-    def to_wire(self) -> dict[str, int]:
-        return {"count": self.count, "allowance": self.allowance, "restart": self.restart}
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"count": self.count, "allowance": self.allowance, "restart": self.restart}
+        if self.paused:
+            wire["paused"] = True
+        return wire
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> "Control":
-        return cls(count=data["count"], allowance=data["allowance"], restart=data["restart"])
+        return cls(
+            count=data["count"], allowance=data["allowance"], restart=data["restart"],
+            paused=data.get("paused", False),
+        )
 
 
 @dataclass(frozen=True)

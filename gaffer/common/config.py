@@ -84,6 +84,23 @@ def _short(value: int | float) -> str:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+DEFAULT_LOG_LEVEL = "info"
+
+
+def pick_log_level(option: str | None, data: dict[str, Any], where: str) -> str:
+    """``--log-level`` if given, else the file's ``log_level``, else info (ConfigError for a
+    level that is none of LOG_LEVELS)."""
+    level = option or expect(data, "log_level", str, where) or DEFAULT_LOG_LEVEL
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{where}: log_level: must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    return level
+
+
 def setup_daemon_logging(level: str) -> None:
     """Timestamped lines on stderr (journald and log collectors add the rest)."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def set_log_level(level: str) -> None:
+    """A reload's new level, for every logger of the daemon."""
+    logging.getLogger().setLevel(level.upper())

@@ -126,8 +126,18 @@ def events_for(control: Endpoint) -> Endpoint:
     return Endpoint("tcp", host=control.host, port=control.port + 1 if control.port else 0)
 
 
-def require_protection(endpoints: list[Endpoint], have_keys: bool, insecure: bool, what: str) -> None:
-    """Refuse TCP without CURVE keys on any address, loopback included, unless ``insecure``."""
+PROTECTION_REMEDY = (
+    "Leave --bind/--controller at their defaults (a private unix socket), make CURVE keys "
+    "with `gafferctl keygen` (see the README, 'Security'), or pass --insecure to accept "
+    "an open endpoint."
+)
+
+
+def require_protection(
+    endpoints: list[Endpoint], have_keys: bool, insecure: bool, what: str, remedy: str = PROTECTION_REMEDY,
+) -> None:
+    """Refuse TCP without CURVE keys on any address, loopback included, unless ``insecure``.
+    ``remedy`` names the ways out with the options ``what`` really has."""
     if have_keys or insecure:
         return
     exposed = [str(e) for e in endpoints if not e.is_ipc]
@@ -135,9 +145,7 @@ def require_protection(endpoints: list[Endpoint], have_keys: bool, insecure: boo
         raise ConfigError(
             f"{what} would use {', '.join(exposed)} without encryption or authentication: any "
             "user who can reach it (on loopback, any local user) could run commands as gaffer. "
-            "Leave --bind/--controller at their defaults (a private unix socket), make CURVE keys "
-            "with `gafferctl keygen` (see the README, 'Security'), or pass --insecure to accept "
-            "an open endpoint."
+            + remedy
         )
 
 

@@ -33,6 +33,8 @@ an error equal to the one raised on the other side::
     ├── SubscriberTooSlow            "subscriber_too_slow" a bounded event queue overflowed
     ├── SubscriptionClosed           "subscription_closed" read from a subscription closed on purpose
     ├── ControllerUnreachable        "unreachable"        no answer from the controller in time
+    ├── ShuttingDown                 "shutting_down"      the controller stopped before it carried
+    │                                                     out the request: retry once it is back
     ├── StorageError                 "storage_error"      the controller's store cannot be written
     │   │                                                 (disk full, I/O error, read-only): nothing
     │   │                                                 of the change was saved
@@ -261,6 +263,13 @@ class SubscriptionClosed(GafferError):
 
 class ControllerUnreachable(GafferError):
     code = "unreachable"
+
+
+class ShuttingDown(GafferError):
+    """The controller is stopping: the request was refused, or cut short, and is not done
+    (what it had already stored stays stored)."""
+
+    code = "shutting_down"
 
 
 class StorageError(GafferError):

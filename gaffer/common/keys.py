@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import zmq
 import zmq.auth
@@ -138,8 +139,12 @@ class AuthorizedKeys:
     Re-read when the directory changes, so adding a key needs no restart.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, fixed: Mapping[bytes, str] | None = None) -> None:
+        """``fixed``: keys authorized in memory only (public key -> name), whatever the
+        directory holds: the embedded agent of ``gaffer start``, whose key is made at start
+        and never written anywhere."""
         self.directory = Path(directory)
+        self._fixed = dict(fixed or {})
         self._by_key: dict[bytes, str] = {}
         self._stamp: float | None = None
         self.refresh()
@@ -165,8 +170,11 @@ class AuthorizedKeys:
 
     def name_of(self, public: bytes) -> str | None:
         """The name bound to ``public`` (Z85), or None when it is not authorized."""
+        fixed = self._fixed.get(public)
+        if fixed is not None:
+            return fixed
         self.refresh()
         return self._by_key.get(public)
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self._by_key) + len(self._fixed)

@@ -95,10 +95,11 @@ _CONTROL = s.struct({
     "count": s.integer(0, MAX_COUNT),
     "allowance": s.integer(1, MAX_COUNT),
     "restart": _COUNTER,
-})
+}, optional={"paused": _BOOL})
 """The controller's decisions about one template on one node, beside (never inside) its spec:
-how many ordinals run here, how many of them may be down at once for a rolling update, and
-the template's restart generation (a change restarts every instance, rolling)."""
+how many ordinals run here, how many of them may be down at once for a rolling update, the
+template's restart generation (a change restarts every instance, rolling), and whether it is
+paused (then it has no ordinals: the node keeps it, stopped)."""
 
 _INSTANCE_ID = s.string(129, 1)
 _INSTANCE = s.struct({

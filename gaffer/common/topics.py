@@ -6,7 +6,7 @@ FAMILIES = ("node.", "template.", "proc.")
 """Topic families of state-change events; ``output.`` is separate: it is only made on demand."""
 
 PROC_KINDS = ("spawn", "running", "exit", "stop", "flap", "failed")
-TEMPLATE_KINDS = ("created", "updated", "deleted", "scaled")
+TEMPLATE_KINDS = ("created", "updated", "deleted", "scaled", "stopped", "started", "failed")
 NODE_KINDS = ("up", "suspect", "down", "drain")
 
 

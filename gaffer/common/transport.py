@@ -112,7 +112,7 @@ class MessageChannel(Protocol):
 
     def send(self, frames: list[bytes]) -> bool: ...
 
-    def close(self) -> None: ...
+    def close(self, linger: int = 0) -> None: ...
 
 
 class Channel:
@@ -196,12 +196,13 @@ class Channel:
         self.sent += 1
         return True
 
-    def close(self) -> None:
+    def close(self, linger: int = 0) -> None:
+        """Close the socket; ``linger`` ms to deliver what is still queued (0: drop it)."""
         if not self._closed:
             self._closed = True
             self._loop.remove_reader(self._fd)
             self._readable.set()
-            self.sock.close(linger=0)
+            self.sock.close(linger=linger)
 
 
 def user_id(frame: zmq.Frame) -> str | None:

@@ -54,6 +54,8 @@ class AgentMessages:
         self._clock = clock
         self.drops = BadMessages(logger=logging.getLogger("gaffer.controller.admission"))
         """Agent events refused by admission, per node and reason."""
+        self.wrong_node = 0
+        """Hellos refused because the peer's key is bound to another node (``auth.WRONG_NODE``)."""
 
     def receive(self, session: Session, message: Message) -> None:
         kind, body = message.kind, message.body
@@ -115,6 +117,12 @@ class AgentMessages:
 
     def _hello(self, session: Session, body: dict[str, Any]) -> None:
         if session.name is not None and body["node"] != session.name:
+            self.wrong_node += 1
+            log.log(
+                logging.WARNING if self.wrong_node == 1 else logging.DEBUG,
+                "refused hello for node %s from %s: its key is bound to node %s",
+                body["node"], session.label, session.name,
+            )
             self._links.refuse(
                 session, "node_mismatch",
                 f"this key is bound to node {session.name!r}, not {body['node']!r}",

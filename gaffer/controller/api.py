@@ -36,9 +36,12 @@ from gaffer.controller.liveness import NodeState
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
+from gaffer.controller.runops import RunOps
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
 from gaffer.controller.staging import Stages
+from gaffer.controller.scheduler import Demand, NodeInfo
 from gaffer.controller.store import StoredTemplate
+from gaffer.controller.stuck import Stuck, why_stuck
 
 Listing = list[dict[str, Any]] | dict[str, Any]
 """A listing: the whole list, or with ``limit`` one page (see ``paging``)."""
@@ -79,12 +82,14 @@ class Agents(Protocol):
 
 
 class ControllerInfo(Protocol):
-    """The controller itself: its id, its clock (loop time) and its status."""
+    """The controller itself: its id, its clock (loop time), its status, and whether a remote
+    subscriber holds a topic prefix (``EventHub``)."""
 
     id: str
 
     def now(self) -> float: ...
     def status(self) -> dict[str, Any]: ...
+    def subscribed(self, prefix: str) -> bool: ...
 
 
 class Api:
@@ -102,6 +107,7 @@ class Api:
         self.cluster = cluster
         self.agents = agents
         self.oneoffs = oneoffs
+        self.runs = RunOps(cluster.templates, agents, oneoffs, changes, controller)
         self.stages = stages
         self.changes = changes
         self.controller = controller
@@ -112,9 +118,9 @@ class Api:
             "apply": self.apply, "templates": self.templates, "get": self.get,
             "delete": self.delete, "scale": self.scale, "start": self.start, "stop": self.stop,
             "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
-            "run": self.run, "cordon": self.cordon, "uncordon": self.uncordon,
+            "run": self.runs.run, "cordon": self.cordon, "uncordon": self.uncordon,
             "drain": self.drain, "forget": self.forget, "logs": self.logs, "write": self.write,
-            "wait": self.wait, "stage_apply": self.stage_apply,
+            "wait": self.runs.wait, "release": self.runs.release, "stage_apply": self.stage_apply,
         }
 
     # ----------------------------------------------------------------- cluster
@@ -171,7 +177,34 @@ class Api:
             if not await self.changes.wait(deadline - self.controller.now()):
                 break
         left = remaining()
-        return {"node": name, "done": left == 0, "remaining": left}
+        result: dict[str, Any] = {"node": name, "done": left == 0, "remaining": left}
+        if left:
+            result["stuck"] = [stuck.to_wire() for stuck in self._stuck(node)]
+        return result
+
+    def _stuck(self, node: Node) -> list[Stuck]:
+        """Why each template still on ``node`` (placed or running there) finds no other node."""
+        cluster = self.cluster
+        held = cluster.by_node(node.name)
+        names = set(held) | {row["template"] for row in node.instances.values() if row["pid"]}
+        infos = [
+            NodeInfo(n.name, n.state.value, n.labels, n.cordoned, n.draining) for n in self.agents.all()
+        ]
+        out = []
+        for template in sorted(names):
+            stored = cluster.templates.get(template)
+            if stored is None:
+                continue
+            placement = stored.template.placement
+            demand = Demand(
+                template, cluster.wanted(template), placement.max_per_node, placement.nodes,
+                dict(placement.labels),
+            )
+            failed_on: set[str] = set()
+            for ordinal in held.get(template, ()):
+                failed_on.update(cluster.failed.get((template, ordinal), ()))
+            out.append(why_stuck(demand, node.name, infos, cluster.placement, failed_on))
+        return out
 
     # ----------------------------------------------------------------- templates
 
@@ -378,8 +411,13 @@ class Api:
     async def write(self, args: dict[str, Any]) -> dict[str, Any]:
         ident = arg.instance_id(args)
         data = arg.data(args)
-        node = self._node_of_instance(ident)
-        written = await self.agents.command(node, "write", {"id": ident, "data": data})
+        eof = arg.boolean(args, "eof", False)
+        only = arg.node(args, default=None)
+        node = self._node_of_instance(ident) if only is None else self._connected_node(only)
+        command: dict[str, Any] = {"id": ident, "data": data}
+        if eof:
+            command["eof"] = True
+        written = await self.agents.command(node, "write", command)
         return {"id": ident, "node": node.name, "bytes": written}
 
     async def logs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -421,51 +459,6 @@ class Api:
         if not candidates:
             raise InstanceNotFound(ident)
         return candidates[0]
-
-    async def run(self, args: dict[str, Any]) -> dict[str, Any]:
-        """A one-off process of template ``name`` on the least busy eligible node."""
-        name = arg.name(args)
-        run_args = arg.strings(args, "args")
-        stored = self.cluster.templates.get(name)
-        if stored is None:
-            raise TemplateNotFound(name)
-        node = self._node_for_run(stored.template)
-        spec = stored.template.with_count(0).to_dict()
-        with self.oneoffs.starting(node.name, name):
-            result = await self.agents.command(node, "run", {"template": spec, "args": run_args})
-            if isinstance(result, dict) and isinstance(result.get("id"), str):
-                self.oneoffs.start(node.name, result["id"])
-        return {**result, "node": node.name}
-
-    async def wait(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Wait up to ``seconds`` for one-off run ``id`` on ``node`` to end; its exit status."""
-        ident = arg.instance_id(args)
-        node = arg.node(args)
-        seconds = arg.seconds(args, "seconds", 30.0)
-        deadline = self.controller.now() + seconds
-        while (ended := self.oneoffs.exit_of(node, ident)) is None:
-            left = deadline - self.controller.now()
-            if left <= 0 or not await self.changes.wait(left):
-                return {"id": ident, "done": False, "exit": None}
-        return {"id": ident, "done": True, "exit": {"status": ended.get("status"), "signal": ended.get("signal")}}
-
-    def _node_for_run(self, template) -> Node:
-        placement = template.placement
-        best: tuple[int, str] | None = None
-        chosen = None
-        for node in self.agents.all():
-            if node.state is not NodeState.UP or node.peer is None or node.cordoned or node.draining:
-                continue
-            if placement.nodes and node.name not in placement.nodes:
-                continue
-            if any(node.labels.get(k) != v for k, v in placement.labels.items()):
-                continue
-            key = (sum(1 for row in node.instances.values() if row["pid"]), node.name)
-            if best is None or key < best:
-                best, chosen = key, node
-        if chosen is None:
-            raise InvalidRequest(f"no node can run {template.name!r} now (up, not cordoned, matching its placement)")
-        return chosen
 
 
 MAX_APPLY_RESULTS = 10_000

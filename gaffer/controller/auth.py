@@ -5,6 +5,16 @@ in the agents directory authenticates as ``agent:<node>`` (the file name is the 
 to), one in the clients directory as ``client:<name>``. That string becomes the ZMQ ``User-Id``
 of every message the peer sends, which is the only identity the controller trusts. Unknown keys
 are refused, logged once per key fingerprint, and counted.
+
+Refusals are counted by reason (``AuthStats.reasons``, shown by ``gafferctl status``):
+
+    unknown_key     a CURVE handshake with a key in neither directory (this handler says no)
+    no_key          a ZAP request without a CURVE key
+    bad_handshake   the handshake failed before ZAP was asked: a peer without CURVE, or one
+                    that took another controller's public key (libzmq reports these only
+                    through a socket monitor: ``watch``)
+    wrong_node      an agent key saying hello as another node (counted by the controller's
+                    hello handling, ``AgentMessages``, and merged into the status)
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from dataclasses import dataclass, field
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
 
 from gaffer.common.keys import AuthorizedKeys, fingerprint
 from gaffer.common.tasks import cancel_and_wait
@@ -37,11 +48,26 @@ def role_of(user_id: str | None) -> tuple[str, str] | None:
     return role, name
 
 
+UNKNOWN_KEY = "unknown_key"
+NO_KEY = "no_key"
+BAD_HANDSHAKE = "bad_handshake"
+WRONG_NODE = "wrong_node"
+HANDSHAKE_FAILURES = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+"""What a monitor reports of handshakes that failed before ZAP (its own refusals are
+EVENT_HANDSHAKE_FAILED_AUTH, counted by the handler instead)."""
+
+
 @dataclass
 class AuthStats:
     accepted: int = 0
     rejected: int = 0
+    """Every refusal, whatever the reason (the sum of ``reasons``)."""
     rejected_keys: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def refused(self, reason: str) -> None:
+        self.rejected += 1
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
 class ZapHandler:
@@ -63,6 +89,7 @@ class ZapHandler:
         self._domains = domains
         self._sock: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task | None = None
+        self._watches: list[tuple[zmq.asyncio.Socket, zmq.asyncio.Socket, asyncio.Task]] = []
         self.stats = AuthStats()
 
     def start(self) -> None:
@@ -72,7 +99,36 @@ class ZapHandler:
         self._sock = sock
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
+    def watch(self, sock: zmq.asyncio.Socket, what: str) -> None:
+        """Count the handshakes on ``sock`` that fail before ZAP is asked (``bad_handshake``),
+        from a monitor this handler owns (``stop`` ends it)."""
+        monitor = sock.get_monitor_socket(HANDSHAKE_FAILURES)
+        task = asyncio.get_running_loop().create_task(self._count_handshakes(monitor, what))
+        self._watches.append((sock, monitor, task))
+
+    async def _count_handshakes(self, monitor: zmq.asyncio.Socket, what: str) -> None:
+        seen = 0
+        while True:
+            frames = await monitor.recv_multipart()
+            try:
+                event = parse_monitor_message(frames)
+            except Exception:
+                continue
+            if not event["event"] & HANDSHAKE_FAILURES:
+                continue
+            self.stats.refused(BAD_HANDSHAKE)
+            seen += 1
+            level = logging.WARNING if seen == 1 else logging.DEBUG
+            log.log(level, "refused a peer on the %s socket: the CURVE handshake failed (error 0x%x: no "
+                    "CURVE, or another controller's public key)", what, event["value"])
+
     async def stop(self) -> None:
+        for sock, monitor, task in self._watches:
+            await cancel_and_wait(task)
+            if not sock.closed:
+                sock.disable_monitor()
+            monitor.close(linger=0)
+        self._watches.clear()
         await cancel_and_wait(self._task)
         if self._sock is not None:
             self._sock.close(linger=0)
@@ -95,7 +151,7 @@ class ZapHandler:
         if version != b"1.0" or roles is None:
             return head + [b"400", b"unknown ZAP domain", b"", b""]
         if mechanism != b"CURVE" or not creds or len(creds[0]) != 32:
-            self._reject(None, address, "a CURVE key is required")
+            self._reject(None, address, "a CURVE key is required", NO_KEY)
             return head + [b"400", b"a CURVE key is required", b"", b""]
         public = z85.encode(creds[0])
         for role in roles:
@@ -103,11 +159,11 @@ class ZapHandler:
             if name is not None:
                 self.stats.accepted += 1
                 return head + [b"200", b"OK", f"{role}:{name}".encode(), b""]
-        self._reject(public, address, "key not authorized")
+        self._reject(public, address, "key not authorized", UNKNOWN_KEY)
         return head + [b"400", b"key not authorized", b"", b""]
 
-    def _reject(self, public: bytes | None, address: bytes, reason: str) -> None:
-        self.stats.rejected += 1
+    def _reject(self, public: bytes | None, address: bytes, reason: str, code: str) -> None:
+        self.stats.refused(code)
         key = fingerprint(public) if public is not None else "no-key"
         seen = self.stats.rejected_keys.get(key, 0)
         if len(self.stats.rejected_keys) < 1024 or seen:

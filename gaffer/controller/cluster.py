@@ -232,6 +232,15 @@ class Cluster:
     def _counts(self) -> dict[str, int]:
         return {name: stored.template.numprocesses for name, stored in self.templates.items()}
 
+    def set_limits(self, node_grace: float, limits: CountLimits) -> None:
+        """New limits and grace (a config reload): counts are judged again at once; the next
+        reconcile places what the limits now allow."""
+        self.node_grace = node_grace
+        if limits != self.tally.limits:
+            self.tally = Tally(limits, self._counts())
+            self._log_limited(self.tally.recount(self._counts))
+        self.kick()
+
     @staticmethod
     def _log_limited(fresh: Mapping[str, Limited]) -> None:
         """Say once per template (and change) that a stored count is over a limit."""
@@ -250,6 +259,7 @@ class Cluster:
         if stored.paused != paused:
             self.store.set_paused(name, paused)
             self.templates[name] = self.store.get_template(name)
+            self._event(name, "stopped" if paused else "started", self.templates[name])
         self.kick()
 
     def restart(self, name: str) -> int:
@@ -363,7 +373,7 @@ class Cluster:
             if self.placement.get(slot) != node.name:
                 continue
             if self._failed_on(slot, node.name):
-                log.warning("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
+                log.info("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
         if changed:
             self.kick()

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import zmq
@@ -39,7 +40,7 @@ from gaffer.common.protocol import Message
 from gaffer.common.transport import Channel, MessageChannel, bind, make_curve_server, new_socket
 from gaffer.controller.agents import AgentMessages
 from gaffer.controller.api import Api
-from gaffer.controller.auth import AGENT, CLIENT, ZapHandler
+from gaffer.controller.auth import AGENT, CLIENT, WRONG_NODE, ZapHandler
 from gaffer.controller.backup import BackupPolicy, Backups
 from gaffer.controller.changes import Changes
 from gaffer.controller.cluster import Cluster
@@ -106,7 +107,7 @@ class Controller:
         agents = clients = None
         if settings.keys is not None:
             self.keys = load_keypair(settings.keys / "controller.key_secret")
-            agents = AuthorizedKeys(settings.keys / "agents")
+            agents = AuthorizedKeys(settings.keys / "agents", dict(settings.local_agents))
             clients = AuthorizedKeys(settings.keys / "clients")
         control, events = settings.control, settings.events
         require_protection([control, events], self.keys is not None, settings.insecure, "gaffer-controller")
@@ -130,6 +131,9 @@ class Controller:
         if self.keys is not None:
             make_curve_server(router, self.keys, MAIN_DOMAIN)
             make_curve_server(pub, self.keys, EVENTS_DOMAIN)
+            assert self._zap is not None
+            self._zap.watch(router, "control")
+            self._zap.watch(pub, "events")
         try:
             self.endpoint = bind(router, control)
             self.pub_endpoint = bind(pub, events)
@@ -183,6 +187,7 @@ class Controller:
         self.requests = Requests(api.ops(), self._reply)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
+        self.hub.on_subscriptions_changed(self.changes.notify)
         self.hub.start()
         self._server.start()
         self.backups.start()
@@ -232,12 +237,29 @@ class Controller:
             release_socket(endpoint, fd)
         self._socket_locks.clear()
 
+    def reconfigure(self, settings: ControllerSettings) -> ControllerSettings:
+        """Take what a config reload may change while running (``node_grace``, the count
+        limits) from ``settings``; everything else stays as it runs. The settings now in use."""
+        self.settings = replace(
+            self.settings, node_grace=settings.node_grace,
+            max_per_template=settings.max_per_template, max_instances=settings.max_instances,
+        )
+        if self.cluster is not None:
+            self.cluster.set_limits(
+                settings.node_grace, CountLimits(settings.max_per_template, settings.max_instances)
+            )
+        return self.settings
+
     # ----------------------------------------------------------------- routing
 
     def now(self) -> float:
         if self._clock is not None:
             return self._clock()
         return asyncio.get_running_loop().time()
+
+    def subscribed(self, prefix: str) -> bool:
+        """Whether a remote subscriber holds ``prefix`` (a ``run``'s sync marker)."""
+        return self.hub.holds(prefix)
 
     async def changed(self, timeout: float) -> None:
         """Wait until something in the cluster changes (a report, an ack, a node) or timeout."""
@@ -261,6 +283,21 @@ class Controller:
         return await self.links.command(node, op, args, timeout)
 
     # ----------------------------------------------------------------- status
+
+    def _auth_status(self) -> dict[str, Any] | None:
+        """The ZAP handler's counts, with the agent keys that said hello as another node."""
+        if self._zap is None:
+            return None
+        assert self.agents is not None
+        stats = self._zap.stats
+        reasons = dict(stats.reasons)
+        wrong = self.agents.wrong_node
+        if wrong:
+            reasons[WRONG_NODE] = wrong
+        return {
+            "accepted": stats.accepted, "rejected": stats.rejected + wrong,
+            "reasons": reasons, "rejected_keys": dict(stats.rejected_keys),
+        }
 
     def status(self) -> dict[str, Any]:
         assert self._server is not None and self.cluster is not None and self.agents is not None
@@ -286,7 +323,7 @@ class Controller:
             ), "placed": len(cluster.placement), "running": instances},
             "moving_allowed": cluster.may_move,
             "link": self._server.stats,
-            "auth": vars(self._zap.stats) if self._zap else None,
+            "auth": self._auth_status(),
             "events_published": self.hub.published,
             "events_dropped": self.hub.dropped,
             "agent_events_dropped": self.agents.drops.snapshot(),

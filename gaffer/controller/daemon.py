@@ -2,6 +2,11 @@
 
 ``gaffer-controller [OPTIONS]`` runs the daemon; its subcommands (``check``, ``export``,
 ``import``, ``forget-template``) work on a stopped controller's store (``offline.py``).
+
+Signals: SIGTERM and SIGINT stop it (managed processes keep running on their agents); SIGHUP
+re-reads ``--config`` (``common/reload.py``): ``RELOADABLE`` settings are applied at once, the
+others are named as needing a restart, and a file that no longer validates is refused with
+its reason while the running configuration stays.
 """
 
 from __future__ import annotations
@@ -12,13 +17,20 @@ import math
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 import uvloop
 
 from gaffer.common import params
-from gaffer.common.config import LOG_LEVELS, expect, read_config, setup_daemon_logging
+from gaffer.common.config import (
+    LOG_LEVELS,
+    expect,
+    pick_log_level,
+    read_config,
+    set_log_level,
+    setup_daemon_logging,
+)
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND
 from gaffer.common.errors import GafferError
 from gaffer.common.limits import (
@@ -33,6 +45,7 @@ from gaffer.common.limits import (
     MAX_WAIT,
     MIN_HEARTBEAT,
 )
+from gaffer.common.reload import config_changes
 from gaffer.controller import offline
 from gaffer.controller.controller import Controller
 from gaffer.controller.heap import freeze_startup
@@ -44,16 +57,46 @@ log = logging.getLogger("gaffer.controller")
 SETTINGS = (
     "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
     "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
-    "max_instances",
+    "max_instances", "log_level",
 )
+RELOADABLE = frozenset({"log_level", "node_grace", "max_per_template", "max_instances"})
+"""What SIGHUP applies while the controller runs. Endpoints, keys, the data dir and the
+socket group are fixed by what is bound and opened; liveness timing is fixed because agents
+were told it at hello; backups by their running schedule."""
 DEFAULT_DATA_DIR = ".gaffer"
 DEFAULT_BACKUP_EVERY = 3600.0
 DEFAULT_BACKUP_KEEP = 5
 
 
-def build_settings(options: dict[str, Any], config: str | None) -> ControllerSettings:
-    """Options given on the command line win over the config file, which wins over defaults."""
+def load(options: dict[str, Any], config: str | None) -> tuple[ControllerSettings, str]:
+    """The settings and the log level from the options and the config file, read once."""
     data: dict[str, Any] = read_config(config, SETTINGS) if config else {}
+    level = pick_log_level(options.get("log_level"), data, config or "options")
+    return build_settings(options, config, data), level
+
+
+def settings_values(settings: ControllerSettings, log_level: str) -> dict[str, object]:
+    """The settings by their config file names, for ``config_changes``."""
+    liveness = settings.liveness
+    return {
+        "bind": settings.bind, "pub": settings.pub, "data_dir": str(settings.data_dir),
+        "keys": str(settings.keys) if settings.keys else None, "insecure": settings.insecure,
+        "socket_group": settings.socket_group, "heartbeat": liveness.interval,
+        "suspect_misses": liveness.suspect_misses, "down_misses": liveness.down_misses,
+        "startup_grace": liveness.startup_grace, "node_grace": settings.node_grace,
+        "backup_every": settings.backup_every,
+        "backup_dir": str(settings.backup_dir) if settings.backup_dir else None,
+        "backup_keep": settings.backup_keep, "max_per_template": settings.max_per_template,
+        "max_instances": settings.max_instances, "log_level": log_level,
+    }
+
+
+def build_settings(
+    options: dict[str, Any], config: str | None, data: dict[str, Any] | None = None
+) -> ControllerSettings:
+    """Options given on the command line win over the config file, which wins over defaults."""
+    if data is None:
+        data = read_config(config, SETTINGS) if config else {}
     where = config or "options"
 
     def pick(key: str, kind: type | tuple[type, ...], low: float | None = None, high: float | None = None) -> Any:
@@ -121,34 +164,62 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--backup-dir", help="Where backups go [default: DATA_DIR/backups].")
 @click.option("--backup-keep", type=params.KEEP, help="How many backups to keep [5].")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
-@click.option("--log-level", default="info", type=click.Choice(LOG_LEVELS))
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: the config file's log_level, or info]")
 @click.version_option(package_name="gaffer")
 @click.pass_context
-def main(ctx: click.Context, config: str | None, log_level: str, **options: Any) -> None:
+def main(ctx: click.Context, config: str | None, **options: Any) -> None:
     """Run the gaffer controller (or, with a command, work on a stopped controller's store)."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"config": config, "data_dir": options["data_dir"]}
         return
-    setup_daemon_logging(log_level)
     try:
-        settings = build_settings(options, config)
+        settings, level = load(options, config)
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
+    setup_daemon_logging(level)
+    reread = (lambda: load(options, config)) if config else None
     try:
-        uvloop.run(_serve(settings))
+        uvloop.run(_serve(settings, level, reread, config))
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
 
 
-async def _serve(settings: ControllerSettings) -> None:
+Reread = Callable[[], tuple[ControllerSettings, str]]
+
+
+async def _serve(
+    settings: ControllerSettings, level: str = "info", reread: Reread | None = None, source: str | None = None
+) -> None:
     controller = Controller(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        nonlocal settings, level
+        if reread is None or source is None:
+            log.warning("SIGHUP: no --config file to re-read; nothing changed")
+            return
+        try:
+            new, new_level = reread()
+        except GafferError as exc:
+            log.error("reload of %s refused, keeping the running configuration: %s", source, exc.message)
+            return
+        changes = config_changes(settings_values(settings, level), settings_values(new, new_level), RELOADABLE)
+        if any(change.key != "log_level" for change in changes.applied):
+            settings = controller.reconfigure(new)
+        if new_level != level:
+            set_log_level(new_level)
+            level = new_level
+        for severity, line in changes.lines(source):
+            log.log(severity, line)
+
+    # before start: a signal that comes while it starts is handled once it has started
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await controller.start()
     frozen = freeze_startup()
     log.debug("froze %d objects made at startup (no full collection walks them)", frozen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:

@@ -78,6 +78,10 @@ class EventHub:
         """Whether any remote or local subscriber would receive ``topic``."""
         return self.remote_wants(topic) or self.bus.wants(topic)
 
+    def holds(self, prefix: str) -> bool:
+        """Whether a remote subscriber holds exactly ``prefix`` (a client's sync marker)."""
+        return prefix in self._prefixes
+
     def subscribed_prefixes(self) -> list[str]:
         return sorted(self._prefixes)
 

@@ -41,7 +41,8 @@ class DesiredCache:
             restart = restarts.get(name, 0)
             count = 0 if stored.paused else placing(name)
             known = cache.get(name)
-            if known is not None and known[0] is stored and known[1] == restart and known[2] == count:
+            if (known is not None and known[0] is stored and known[1] == restart and known[2] == count
+                    and known[3].paused == stored.paused):
                 desired[name] = known[3]
                 continue
             template = stored.template
@@ -57,6 +58,7 @@ class DesiredCache:
                 ),
                 version=version,
                 max_unavailable=template.update.max_unavailable,
+                paused=stored.paused,
             )
             cache[name] = (stored, restart, count, entry)
             desired[name] = entry

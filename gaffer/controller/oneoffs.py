@@ -21,11 +21,14 @@ class OneOffs:
         self.exits: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
         self.started: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self.pending: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.leases: dict[tuple[str, str], float] = {}
+        """The lease (seconds) each attended run was started with, renewed by every ``wait``."""
         self.dropped = {"exits": 0, "started": 0}
 
     def ended(self, node: str, ident: str, data: dict[str, Any]) -> None:
         """A one-off's exit event: kept for ``wait``."""
         self.exits[(node, ident)] = data
+        self.leases.pop((node, ident), None)
         while len(self.exits) > self._limit:
             self.exits.popitem(last=False)
             self.dropped["exits"] += 1
@@ -33,12 +36,25 @@ class OneOffs:
     def exit_of(self, node: str, ident: str) -> dict[str, Any] | None:
         return self.exits.get((node, ident))
 
-    def start(self, node: str, ident: str) -> None:
-        """Remember a one-off run the controller started, so its node may report on it."""
+    def start(self, node: str, ident: str, lease: float | None = None) -> None:
+        """Remember a one-off run the controller started, so its node may report on it (and,
+        for an attended run, the lease its waits renew)."""
         self.started[(node, ident)] = None
+        if lease is not None:
+            self.leases[(node, ident)] = lease
         while len(self.started) > self._limit:
-            self.started.popitem(last=False)
+            key, _ = self.started.popitem(last=False)
+            self.leases.pop(key, None)
             self.dropped["started"] += 1
+
+    def lease_of(self, node: str, ident: str) -> float | None:
+        """The lease of an attended run that has not ended (None: no lease, or it ended)."""
+        if (node, ident) in self.exits:
+            return None
+        return self.leases.get((node, ident))
+
+    def release(self, node: str, ident: str) -> None:
+        self.leases.pop((node, ident), None)
 
     def runs_on(self, node: str, ident: str) -> bool:
         return (node, ident) in self.started

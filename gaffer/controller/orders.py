@@ -55,3 +55,6 @@ class Order:
 
     version: Version
     allowance: int = field(default=1)
+    paused: bool = False
+    """Paused cluster-wide: sent with no ordinals to the nodes that had it, so they keep it
+    stopped and say so, rather than delete it."""

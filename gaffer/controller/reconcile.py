@@ -71,6 +71,7 @@ class Desired:
     demand: Demand
     version: Version
     max_unavailable: int = 1
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class Send:
             generation,
             {name: order.version.spec for name, order in self.orders.items()},
             {name: list(self.ordinals[name]) for name in self.orders},
-            {name: assign.Control(len(self.ordinals[name]), order.allowance, order.version.restart)
+            {name: assign.Control(len(self.ordinals[name]), order.allowance, order.version.restart, order.paused)
              for name, order in self.orders.items()},
         )
 
@@ -468,11 +469,35 @@ def _sends(
                 order = rollout.order_for(name, want.max_unavailable)
             orders[template] = order
             parts.append(f"{template}={order.version.key}/{order.allowance}")
-        digest = hashlib.blake2b(";".join(parts).encode(), digest_size=16).hexdigest()
         sent = nodes.sent.get(name)
+        if sent is not None:
+            held = _keep_paused(desired, sent, orders, held, parts)
+        digest = hashlib.blake2b(";".join(parts).encode(), digest_size=16).hexdigest()
         if sent is None or sent.digest != digest or name in nodes.fresh:
             sends.append(Send(name, digest, orders, {t: held[t] for t in orders}))
     return tuple(sends)
+
+
+def _keep_paused(
+    desired: Mapping[str, Desired],
+    sent: Sent,
+    orders: dict[str, Order],
+    held: Mapping[str, Sequence[int]],
+    parts: list[str],
+) -> Mapping[str, Sequence[int]]:
+    """Keep a paused template in the assignment of a node that was sent it, with no ordinals,
+    so the node stops it and says it stopped (a template left out is deleted there)."""
+    kept: dict[str, Sequence[int]] | None = None
+    for template in sent.orders:
+        want = desired.get(template)
+        if want is None or not want.paused or template in orders:
+            continue
+        orders[template] = Order(want.version, want.max_unavailable, paused=True)
+        parts.append(f"{template}={want.version.key}/paused")
+        if kept is None:
+            kept = dict(held)
+        kept[template] = ()
+    return held if kept is None else kept
 
 
 def _announcements(plan: Plan, failures: Failures) -> tuple[Announce, ...]:

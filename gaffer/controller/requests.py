@@ -1,7 +1,10 @@
 """Client requests: one task per request, one reply each, and errors a client can act on.
 
-Each ``request`` runs as a task owned here (``stop`` cancels and awaits them all, so a request
-that waits, a ``drain`` say, never outlives the controller). Its op's handler is called with
+Each ``request`` runs as a task owned here. A stopping controller does not drop what it
+accepted: ``stop`` refuses new requests (``shutting_down``), gives the running ones up to
+``grace`` seconds to finish and answer, and answers those it then cancels with
+``shutting_down`` too, so every request gets exactly one reply and none outlives the
+controller. Its op's handler is called with
 the request's ``args`` map as one argument, so a call can never fail for the shape of the
 arguments: every argument is checked inside the op (``common/arguments.py``). What the handler
 raises decides the reply:
@@ -19,13 +22,16 @@ import logging
 from typing import Any, Awaitable, Callable, Mapping
 
 from gaffer.common import protocol
-from gaffer.common.errors import GafferError, InvalidRequest, ProtocolError, TooLarge
+from gaffer.common.errors import GafferError, InvalidRequest, ProtocolError, ShuttingDown, TooLarge
 from gaffer.common.protocol import Message
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.server import Session
 
 log = logging.getLogger("gaffer.controller")
 
+STOP_GRACE = 5.0
+"""How long a stopping controller lets running requests finish: a command waits at most this
+long for its agent's answer, and a store write takes far less."""
 MAX_PROBLEMS = 200
 """Problems sent back with one refused request: enough to fix a file, never too big to send."""
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -37,11 +43,17 @@ class Requests:
         self._ops = ops
         self._reply = reply
         self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
         self.failed = 0
         """Requests whose handler failed with a bug (not a GafferError)."""
 
     def receive(self, session: Session, message: Message) -> None:
         body = message.body
+        if self._stopping:
+            self._error(session, body["id"], ShuttingDown(
+                f"the controller is stopping: {body['op']!r} was not carried out; retry once it is back"
+            ))
+            return
         handler = self._ops.get(body["op"])
         if handler is None:
             self._error(session, body["id"], InvalidRequest(f"unknown operation {body['op']!r}"))
@@ -56,9 +68,13 @@ class Requests:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def stop(self) -> None:
-        """Cancel every request still running and wait until each has ended."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Refuse new requests; let those running finish within ``grace`` seconds, then
+        cancel the rest (each answered ``shutting_down``) and wait until each has ended."""
+        self._stopping = True
         tasks = list(self._tasks)
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -67,6 +83,13 @@ class Requests:
     async def _answer(self, session: Session, request_id: int, op: str, handler: Handler, args: dict) -> None:
         try:
             result = await handler(args)
+        except asyncio.CancelledError:
+            if self._stopping:
+                self._error(session, request_id, ShuttingDown(
+                    f"the controller stopped before {op!r} finished; what it had stored is kept: "
+                    "check, and retry once it is back"
+                ))
+            raise
         except GafferError as exc:
             self._error(session, request_id, exc)
             return

@@ -28,6 +28,8 @@ log = logging.getLogger("gaffer.controller.server")
 
 MAX_SESSIONS = 20_000
 SLICE = 0.004
+REPLY_LINGER_MS = 1000
+"""A stopping controller's last replies (``Requests.stop``) get this long to be delivered."""
 """Seconds of message handling before the loop gets a turn (timers, the reconcile, clients)."""
 FROM_ANYONE = protocol.AGENT_TO_CONTROLLER | protocol.CLIENT_TO_CONTROLLER
 
@@ -71,8 +73,9 @@ class PeerServer:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 
     async def stop(self) -> None:
+        """Stop receiving; the replies already queued get REPLY_LINGER to reach their peers."""
         await cancel_and_wait(self._task)
-        self._channel.close()
+        self._channel.close(linger=REPLY_LINGER_MS)
 
     def send(self, session: Session, kind: str, body: dict) -> bool:
         session.out_seq += 1

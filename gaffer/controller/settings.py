@@ -27,6 +27,9 @@ class ControllerSettings:
     pub: str | None = None
     data_dir: Path = Path(".gaffer")
     keys: Path | None = None
+    local_agents: tuple[tuple[bytes, str], ...] = ()
+    """Agent keys authorized in memory (Z85 public key, node), beside ``keys/agents``: the
+    embedded agent of ``gaffer start``."""
     insecure: bool = False
     socket_group: str | None = None
     liveness: Liveness = field(default_factory=Liveness)

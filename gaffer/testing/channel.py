@@ -126,8 +126,9 @@ class MemoryChannel:
         self.sent += 1
         return True
 
-    def close(self) -> None:
-        """Close this end: its reader wakes (and finds it closed), the peer's sends fail."""
+    def close(self, linger: int = 0) -> None:
+        """Close this end: its reader wakes (and finds it closed), the peer's sends fail
+        (``linger`` is ZeroMQ's: nothing queues here)."""
         if self.closed:
             return
         self.closed = True

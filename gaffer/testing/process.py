@@ -47,6 +47,7 @@ class FakeProcess:
         self.status: ExitStatus | None = None
         self.signals: list[int] = []
         self.written = bytearray()
+        self.stdin_closed = False
         self.ignores = set(ignores)
         self.adopted = adopted
         self.abandoned = False
@@ -92,6 +93,12 @@ class FakeProcess:
         if not self.spec.stdin or not self.alive:
             raise StdinClosed(f"stdin of pid {self.pid} is closed")
         self.written += data
+
+    def close_stdin(self) -> None:
+        """Record the end of input (``stdin_closed``)."""
+        if not self.spec.stdin or not self.alive:
+            raise StdinClosed(f"stdin of pid {self.pid} is closed")
+        self.stdin_closed = True
 
     def stream_fds(self) -> dict[str, int]:
         """Made-up descriptor numbers (negative: nothing real may ever use them)."""

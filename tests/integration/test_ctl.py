@@ -198,6 +198,10 @@ class TestNodes:
     async def test_a_drain_that_cannot_finish_says_what_remains(self, gafferctl):
         """With nowhere to move to, drain reports what is left after --wait and exits 1."""
         result = await gafferctl("drain", "n1", "--wait", "0.2", code=1)
-        left = re.fullmatch(r"n1: (\d+) instances still there after 0\.2s\n", result.stdout)
+        left = re.match(r"n1: (\d+) instances still there after 0\.2s\n", result.stdout)
         assert left is not None and int(left[1]) == 3, result.stdout  # web.1, web.2, cat.1: each once
+        reasons = result.stdout[left.end():].splitlines()
+        assert reasons == [
+            f"  {name}: no other node is up, uncordoned and not draining" for name in ("cat", "web")
+        ], result.stdout
 

@@ -44,6 +44,7 @@ def desired_of(template: Template, restart: int = 0, *, paused: bool = False) ->
         ),
         version=Version.of(template, restart),
         max_unavailable=template.update.max_unavailable,
+        paused=paused,
     )
 
 

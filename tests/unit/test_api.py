@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gaffer.cli import tables
 from gaffer.common import protocol
 from gaffer.common.errors import (
     GafferError,
@@ -152,12 +153,17 @@ class FakeInfo:
 
     def __init__(self) -> None:
         self.time = 100.0
+        self.held: set[str] = set()
 
     def now(self) -> float:
         return self.time
 
     def status(self) -> dict[str, Any]:
         return {"controller": self.id}
+
+    def subscribed(self, prefix: str) -> bool:
+        return prefix in self.held
+
 
 
 def up(name: str, *rows: InstanceRow) -> Node:
@@ -309,7 +315,30 @@ async def test_a_drain_that_cannot_finish_counts_each_instance_once(parts):
     """An instance both placed on and running on the node is one that remains, not two
     (issue 9: drain counted placed + running)."""
     api, _, _, _ = parts
-    assert await api.drain({"node": "a", "wait": 0}) == {"node": "a", "done": False, "remaining": 1}
+    result = await api.drain({"node": "a", "wait": 0})
+    assert {k: result[k] for k in ("node", "done", "remaining")} == {"node": "a", "done": False, "remaining": 1}
+
+
+async def test_a_drain_that_cannot_finish_says_why_per_template(parts):
+    """What stays on a drained node is named with its reason: max_per_node reached on the
+    others, a label selector no other node matches (issue 9, item 6)."""
+    api, desired, agents, _ = parts
+    desired.put(
+        template("web", numprocesses=2, placement={"max_per_node": 1}),
+        template("db", numprocesses=1, placement={"labels": {"disk": "ssd"}}),
+    )
+    desired.placement[("db", 1)] = "a"
+    result = await api.drain({"node": "a", "wait": 0})
+    assert result["done"] is False and result["remaining"] == 2
+    assert result["stuck"] == [
+        {"template": "db", "reason": "no_match", "message": "no other node matches its labels disk=ssd"},
+        {"template": "web", "reason": "max_per_node", "message": "max_per_node 1 reached on b"},
+    ]
+    assert tables.drain_text(result, 0) == (
+        "a: 2 instances still there after 0s\n"
+        "  db: no other node matches its labels disk=ssd\n"
+        "  web: max_per_node 1 reached on b"
+    )
 
 
 # ---------------------------------------------------------------- dispatch (requests.py)
@@ -353,3 +382,25 @@ async def test_dispatch_answers_gaffer_errors_as_they_are_and_unknown_ops_as_inv
     assert from_wire(reply["error"]).code == "invalid_request"
     reply = await answer(api.ops(), "get", {"name": "web"})
     assert reply["ok"] and reply["result"] == {"name": "web", "numprocesses": 2}
+
+
+async def test_run_waits_for_the_clients_sync_marker_and_leases_the_run(parts):
+    """run with sync starts nothing until the client's subscription marker reached the hub; waits renew the lease."""
+    api, _, agents, info = parts
+    agents.answers["run"] = {"id": "web.run-1", "pid": 7}
+    with pytest.raises(InvalidRequest, match="did not reach the controller"):
+        info.time = 100.0
+        task = asyncio.ensure_future(api.runs.run({"name": "web", "sync": "~run.abc", "lease": 10}))
+        await asyncio.sleep(0)  # one turn: the request reaches its wait for the marker
+        info.time = 106.0
+        api.changes.notify()
+        await task
+    assert not any(op == "run" for _, op, _ in agents.commands)
+    info.held.add("~run.abc")
+    started = await api.runs.run({"name": "web", "sync": "~run.abc", "lease": 10, "env": {"A": "1"}})
+    node = started["node"]
+    assert [(op, args.get("lease"), args.get("env")) for _, op, args in agents.commands] == [("run", 10, {"A": "1"})]
+    await api.runs.wait({"id": "web.run-1", "node": node, "seconds": 0})
+    assert agents.commands[-1][1:] == ("lease_run", {"id": "web.run-1", "seconds": 10.0})
+    await api.runs.release({"id": "web.run-1", "node": node, "signal": "INT"})
+    assert agents.commands[-1][1:] == ("lease_run", {"id": "web.run-1", "seconds": 0, "signal": "INT"})

@@ -43,5 +43,6 @@ def test_systemd_units_run_the_installed_commands(unit: str) -> None:
     text = (DEPLOY / "systemd" / unit).read_text()
     command = unit.removesuffix(".service")
     assert f"ExecStart=/usr/local/bin/{command} --config /etc/gaffer/" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text
     if command == "gaffer-agent":
         assert "KillMode=process" in text

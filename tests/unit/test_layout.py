@@ -46,7 +46,7 @@ ALLOWED = {
 """For each package of gaffer (``client`` is ``gaffer/client.py``, ``gaffer`` the package's
 ``__init__``), the packages its modules may import."""
 
-PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership")
+PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership", "attended")
 SHELL_MODULES = ("asyncio", "socket", "subprocess", "zmq", "time", "psutil")
 
 

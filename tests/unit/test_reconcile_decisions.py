@@ -75,6 +75,38 @@ def test_a_node_that_says_hello_again_gets_its_assignment_anew():
     assert_reconcile(world.run(), sends="b")
 
 
+def test_a_paused_template_stays_on_its_nodes_with_no_ordinals_and_paused():
+    """Pausing: every node that ran web is sent web with no ordinals and ``paused`` (so it
+    stops it and says stopped, not deleted); resuming sends the ordinals again."""
+    world = settled("a", "b")
+    world.desired["web"] = desired_of(web(6), paused=True)
+    result = world.step()
+    assert_reconcile(result, changes=6, sends="ab")
+    for send in result.sends:
+        body = send.body(9)
+        assert body["ordinals"] == {"web": []}
+        assert assign.Control.from_wire(body["controls"]["web"]) == assign.Control(0, 1, 0, paused=True)
+    assert_reconcile(world.run())
+    world.want(web(6))
+    resumed = world.step()
+    assert {send.node for send in resumed.sends} == {"a", "b"}
+    assert all(not assign.Control.from_wire(s.body(10)["controls"]["web"]).paused for s in resumed.sends)
+
+
+def test_a_paused_template_is_not_sent_to_nodes_that_never_had_it():
+    """Only nodes that were sent the template keep it while paused; then deleting drops it."""
+    world = settled("a")
+    world.add_node("b")
+    world.desired["web"] = desired_of(web(2), paused=True)
+    result = world.step()
+    templates = {send.node: send.body(9)["templates"] for send in result.sends}
+    assert "web" in templates["a"] and "web" not in templates.get("b", {})
+    world.step()
+    del world.desired["web"]
+    gone = world.step()
+    assert [send.node for send in gone.sends] == ["a"] and "web" not in gone.sends[0].body(11)["templates"]
+
+
 def test_scaling_down_stops_the_highest_ordinals():
     """From 6 to 4: two slots change (to no node) and the nodes holding them are sent."""
     world = settled("a", "b", "c")
