@@ -2,7 +2,8 @@
 
 ``$VAR`` and ``${VAR}`` in ``cmd`` and ``args`` expand from the process's own environment
 (the OS environment if ``os_env``, then the template's ``env``, then GAFFER_TEMPLATE,
-GAFFER_INSTANCE and GAFFER_NODE); ``$$`` is a literal dollar; unknown names stay as written.
+GAFFER_INSTANCE and GAFFER_NODE, and PORT for a template with a ``port``); ``$$`` is a
+literal dollar; unknown names stay as written.
 With ``shell = true`` the command line goes to ``/bin/sh -c`` and the shell expands ``cmd``.
 """
 
@@ -14,6 +15,7 @@ import shlex
 from typing import Mapping
 
 from gaffer.common.errors import SpawnError
+from gaffer.common.ports import MAX_PORT, instance_port
 from gaffer.common.template import Template, resolve_group, resolve_user
 from gaffer.agent.process import LaunchSpec
 
@@ -33,8 +35,16 @@ def expand(value: str, env: Mapping[str, str]) -> str:
 def build_env(
     template: Template, ordinal: int | str, node: str, os_environ: Mapping[str, str]
 ) -> dict[str, str]:
+    """The process's environment. A template with a ``port`` gives instance ``n`` the ``PORT``
+    ``port + n - 1``, over any ``PORT`` inherited from gaffer's environment; a one-off run
+    (ordinal ``run-N``) gets none, since it would share the port of an instance."""
     env = dict(os_environ) if template.os_env else {}
     env.update(template.env)
+    if template.port is not None and isinstance(ordinal, int):
+        port = instance_port(template.port, ordinal)
+        if port > MAX_PORT:
+            raise SpawnError(f"port {template.port} with ordinal {ordinal} reaches port {port}, past {MAX_PORT}")
+        env["PORT"] = str(port)
     env["GAFFER_TEMPLATE"] = template.name
     env["GAFFER_INSTANCE"] = str(ordinal)
     env["GAFFER_NODE"] = node

@@ -17,9 +17,9 @@ import click
 
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.limits import NAME_RE, NAME_RULE
-from gaffer.common.loaders import Loaded, load, resolve_file
-from gaffer.common.ports import DEFAULT_BASE, MAX_PORT
-from gaffer.common.procfile_options import parse_concurrency
+from gaffer.common.loaders import load, resolve_file
+from gaffer.common.ports import MAX_PORT
+from gaffer.common.procfile_options import check_concurrency_names, parse_concurrency_options
 from gaffer.common.unitfiles import App, OutFile, plan_instances, supervisord_files, systemd_files
 
 RENDER = {"systemd": systemd_files, "supervisord": supervisord_files}
@@ -31,7 +31,7 @@ RENDER = {"systemd": systemd_files, "supervisord": supervisord_files}
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--app", default=None, help="Prefix of every unit/program [default: the FILE's directory name].")
 @click.option("-c", "--concurrency", multiple=True, metavar="NAME=N[,NAME=N...]", help="Instances of NAME (repeatable).")
-@click.option("-p", "--port", type=click.IntRange(1, MAX_PORT), default=None, help="First PORT [default: the .env's PORT, else 5000].")
+@click.option("-p", "--port", type=click.IntRange(1, MAX_PORT), default=None, help="Base port [default: PORT in .env, else in the environment, else 5000].")
 def export(format: str, directory: str, file: str | None, app: str | None, concurrency: tuple[str, ...], port: int | None) -> None:
     """Write systemd units or a supervisord conf for the templates of FILE into DIRECTORY.
 
@@ -40,17 +40,18 @@ def export(format: str, directory: str, file: str | None, app: str | None, concu
     """
     try:
         path = resolve_file(file, Path.cwd())
-        loaded = load(path)
+        counts = parse_concurrency_options(concurrency)
+        loaded = load(path, port)
         for warning in loaded.warnings:
             click.echo(f"warning: {warning}", err=True)
-        counts = parse_concurrency(",".join(concurrency)) if concurrency else {}
+        check_concurrency_names(counts, [t.name for t in loaded.templates], str(path))
         target = Path(os.path.abspath(directory))
         plan = App(
             name=app_name(app, path),
             workdir=str(Path(os.path.abspath(path)).parent),
             directory=str(target),
             templates=tuple(loaded.templates),
-            instances=plan_instances(loaded.templates, loaded.positions, counts, base_port(port, loaded)),
+            instances=plan_instances(loaded.templates, counts),
         )
         files = RENDER[format](plan)
         write_all(target, files)
@@ -66,16 +67,6 @@ def app_name(given: str | None, path: Path) -> str:
         shown = repr(name) if len(name) <= 80 else f"of {len(name)} characters"
         raise ConfigError(f"--app: the name {shown} is not valid: use {NAME_RULE}")
     return name
-
-
-def base_port(option: int | None, loaded: Loaded) -> int:
-    """``-p``, else a Procfile's ``.env`` ``PORT`` (honcho takes its base from there), else 5000."""
-    if option is not None:
-        return option
-    from_env = loaded.templates[0].env.get("PORT", "") if loaded.positions else ""
-    if from_env.isascii() and from_env.isdecimal() and 0 < int(from_env) <= MAX_PORT:
-        return int(from_env)
-    return DEFAULT_BASE
 
 
 def write_all(directory: Path, files: list[OutFile]) -> None:

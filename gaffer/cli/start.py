@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -41,7 +41,9 @@ from gaffer.common.errors import (
 )
 from gaffer.common.keys import load_keypair
 from gaffer.common.loaders import load, resolve_file as resolve_template_file
-from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, MAX_COUNT, NAME_RE, NAME_RULE
+from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, NAME_RE, NAME_RULE
+from gaffer.common.ports import MAX_PORT, MIN_PORT, instance_port, overlaps, range_problem
+from gaffer.common.procfile_options import check_concurrency_names, parse_concurrency_options
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host
 from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
@@ -50,20 +52,20 @@ from gaffer.controller.counts import CountLimits, check_counts
 log = logging.getLogger("gaffer")
 
 
-def read_templates(path: Path, counts: dict[str, int], limits: CountLimits = CountLimits()) -> list[Template]:
-    """Load, apply ``-c name=N`` overrides, check the counts against the embedded controller's
-    ``limits`` and what only this host can check."""
-    loaded = load(path)
+def read_templates(
+    path: Path, counts: dict[str, int], limits: CountLimits = CountLimits(), port: int | None = None
+) -> list[Template]:
+    """Load (``port``: ``-p``, the base of Procfile and ``"auto"`` ports; skipped lines are
+    printed as warnings on stderr), apply ``-c name=N`` overrides, check the counts against the
+    embedded controller's ``limits``, the ports (all in 1..65535, no two templates sharing one:
+    this is one host) and what only this host can check."""
+    loaded = load(path, port)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
     templates = loaded.templates
-    names = {t.name for t in templates}
-    problems = [
-        Problem(name, "", "no such template (given with --concurrency)")
-        for name in counts
-        if name not in names
-    ]
+    check_concurrency_names(counts, [t.name for t in templates], str(path))
     templates = [t.with_count(counts[t.name]) if t.name in counts else t for t in templates]
+    problems = port_problems(templates)
     for template in templates:
         problems.extend(check_on_host(template))
     if problems:
@@ -72,20 +74,30 @@ def read_templates(path: Path, counts: dict[str, int], limits: CountLimits = Cou
     return templates
 
 
+def port_problems(templates: list[Template]) -> list[Problem]:
+    """Ports past 65535 once ``-c`` changed a count, and templates whose ports overlap."""
+    problems = []
+    for template in templates:
+        if template.port is not None and (problem := range_problem(template.port, template.numprocesses)):
+            problems.append(Problem(template.name, "port", problem))
+    ranges = [(t.name, t.port, t.numprocesses) for t in templates if t.port is not None]
+    by_name = {t.name: t for t in templates}
+    for first, second in overlaps(ranges):
+        a, b = by_name[first], by_name[second]
+        problems.append(Problem(second, "port", (
+            f"ports {a.port}..{instance_port(a.port or 0, a.numprocesses)} of {first} and "
+            f"{b.port}..{instance_port(b.port or 0, b.numprocesses)} of {second} overlap on this host"
+        )))
+    return problems
+
+
 def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
-    """``-c NAME=N`` values: a template name and a count of at most MAX_COUNT."""
-    counts: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.partition("=")
-        shown = repr(value) if len(value) <= 80 else f"a value of {len(value)} characters"
-        if not sep or not NAME_RE.match(name) or not (number.isascii() and number.isdecimal()):
-            raise click.BadParameter(f"expected NAME=COUNT, got {shown}", param_hint="--concurrency")
-        if len(number) > len(str(MAX_COUNT)) or int(number) > MAX_COUNT:
-            raise click.BadParameter(
-                f"{name}: the count must be at most {MAX_COUNT:,}, got {shown}", param_hint="--concurrency"
-            )
-        counts[name] = int(number)
-    return counts
+    """Every ``-c`` value: ``NAME=N`` or ``NAME=N,NAME=N`` as honcho takes it, counts at most
+    MAX_COUNT (``parse_concurrency``); a bad one is a usage error naming the option."""
+    try:
+        return parse_concurrency_options(values)
+    except ConfigError as exc:
+        raise click.BadParameter(exc.message.removeprefix("--concurrency: "), param_hint="--concurrency") from None
 
 
 START_SETTINGS = ("node", "apps")
@@ -125,7 +137,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("-c", "--concurrency", multiple=True, metavar="NAME=N", help="Instances of NAME (repeatable).")
+@click.option("-c", "--concurrency", multiple=True, metavar="NAME=N[,NAME=N...]", help="Instances of NAME (repeatable).")
+@click.option("-p", "--port", type=params.BoundedInt(MIN_PORT, MAX_PORT, name="port"), default=None, help="Base PORT of Procfile (and port = \"auto\") templates [default: PORT in .env, then in the environment, then 5000].")
 @click.option("--node", default=None, help="Node name given to processes (default: hostname).")
 @click.option("--data-dir", default=".gaffer", show_default=True, type=click.Path(file_okay=False), help="Where the embedded controller keeps its state.")
 @click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
@@ -139,6 +152,7 @@ def main() -> None:
 def start(
     file: str | None,
     concurrency: tuple[str, ...],
+    port: int | None,
     node: str | None,
     data_dir: str,
     bind: str | None,
@@ -160,7 +174,7 @@ def start(
         config_node, apps = read_start_config(config)
         node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
-        templates = read_templates(path, counts, limits)
+        templates = read_templates(path, counts, limits, port)
         if keys is not None:
             load_keypair(Path(keys) / "controller.key_secret")
         if bind is not None:
@@ -181,7 +195,7 @@ def start(
         limits=limits,
     )
     try:
-        code = uvloop.run(_run_start(path, templates, counts, settings, console, apps))
+        code = uvloop.run(_run_start(path, templates, _Reading(counts, port), settings, console, apps))
     finally:
         writer.close()
     sys.exit(code)
@@ -190,14 +204,14 @@ def start(
 async def _run_start(
     path: Path,
     templates: list[Template],
-    counts: dict[str, int],
+    reading: _Reading,
     settings: EmbeddedSettings,
     console: Console,
     apps: list[AppSpec],
 ) -> int:
     reaper.install()
     try:
-        return await _start_all(path, templates, counts, settings, console, apps)
+        return await _start_all(path, templates, reading, settings, console, apps)
     finally:
         reaper.uninstall()
 
@@ -205,7 +219,7 @@ async def _run_start(
 async def _start_all(
     path: Path,
     templates: list[Template],
-    counts: dict[str, int],
+    reading: _Reading,
     settings: EmbeddedSettings,
     console: Console,
     apps: list[AppSpec],
@@ -224,7 +238,7 @@ async def _start_all(
         except GafferError as exc:
             console.system(f"cannot start: {exc.message}")
             return 2
-        signals = _Signals(path, counts, embedded, console)
+        signals = _Signals(path, reading, embedded, console)
         signals.install()
         try:
             return await _run_apps_and_templates(path, templates, embedded, console, apps, signals)
@@ -280,6 +294,14 @@ def _announce(path: Path, templates: list[Template], embedded: Embedded, console
         console.system(warning)
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """The command line's say in reading FILE, again at each SIGHUP: ``-c`` and ``-p``."""
+
+    counts: dict[str, int]
+    port: int | None
+
+
 class _Signals:
     """What ``gaffer start`` does on signals: the first SIGINT/SIGTERM sets ``stop`` (a
     graceful stop of everything), the next ones kill what is left at once; SIGHUP re-reads the
@@ -287,10 +309,10 @@ class _Signals:
 
     STOP = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, path: Path, counts: dict[str, int], embedded: Embedded, console: Console) -> None:
+    def __init__(self, path: Path, reading: _Reading, embedded: Embedded, console: Console) -> None:
         self.stop = asyncio.Event()
         self._path = path
-        self._counts = counts
+        self._reading = reading
         self._embedded = embedded
         self._console = console
         self._interrupts = 0
@@ -331,7 +353,7 @@ class _Signals:
     async def _reload(self) -> None:
         embedded = self._embedded
         try:
-            fresh = read_templates(self._path, self._counts, embedded.settings.limits)
+            fresh = read_templates(self._path, self._reading.counts, embedded.settings.limits, self._reading.port)
             self._console.register(sorted(t.name for t in fresh))
             results = await embedded.apply(fresh)
         except GafferError as exc:

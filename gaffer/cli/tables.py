@@ -158,6 +158,9 @@ def template_text(row: dict[str, Any]) -> str:
         f"command     {spec['cmd']} {' '.join(spec['args'])}".rstrip(),
         f"instances   {row['running']} running of {row['numprocesses']} wanted, {row['placed']} placed",
     ]
+    if spec.get("port") is not None:
+        last = spec["port"] + max(row["numprocesses"], 1) - 1
+        lines.append(f"port        {spec['port']}..{last} (PORT of instance n: {spec['port']} + n - 1)")
     if row.get("pending"):
         lines.append(f"pending     {row['pending']['count']}: {row['pending']['reason']}")
     if row.get("limited"):
@@ -172,11 +175,15 @@ def template_text(row: dict[str, Any]) -> str:
 
 
 def ps_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Instances; a ``port`` column only when some instance has a PORT (older controllers
+    send no ``port`` at all)."""
+    ports = [("port", lambda r: r.get("port"))] if any(r.get("port") is not None for r in rows) else []
     return table(rows, [
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
         ("state", lambda r: r["state"]),
         ("pid", lambda r: r["pid"]),
+        *ports,
         ("restarts", lambda r: r["restarts"]),
         ("cpu", lambda r: f"{r['cpu']:.1f}%" if r.get("cpu") is not None else None),
         ("mem", lambda r: size(r.get("mem")) if r.get("mem") is not None else None),

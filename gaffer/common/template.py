@@ -32,6 +32,7 @@ from gaffer.common.limits import (
     NAME_RE,
     NAME_RULE,
 )
+from gaffer.common.ports import AUTO, range_problem
 from gaffer.common.signals import parse_signal
 
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -102,6 +103,8 @@ class Template:
     log: LogFiles | None = None
     placement: Placement = field(default_factory=Placement)
     update: Update = field(default_factory=Update)
+    port: int | None = None
+    """The first ``PORT`` (instance ``n`` gets ``port + n - 1``), or None: no PORT is set."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -131,6 +134,8 @@ class Template:
         cached = self.__dict__.get("_plain")
         if cached is None:
             cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
+            if self.port is None:
+                del cached["port"]  # so a template without one looks as before the field existed
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -144,7 +149,7 @@ class Template:
         cached = self.__dict__.get("_spec_hash")
         if cached is None:
             plain = self._plain_form()
-            data = {key: plain[key] for key in RESTART_FIELDS}
+            data = {key: plain[key] for key in RESTART_FIELDS if key in plain}
             blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
             cached = hashlib.sha256(blob).hexdigest()[:16]
             object.__setattr__(self, "_spec_hash", cached)
@@ -184,7 +189,7 @@ def _copy(value: Any) -> Any:
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
-    "redirect_output", "redirect_input", "log",
+    "redirect_output", "redirect_input", "log", "port",
 )
 MAX_EXITCODES = 256
 
@@ -253,6 +258,8 @@ def _parse(
 
     _parse_simple_fields(chk, data, values, max_count)
     _parse_nested_fields(chk, data, values)
+    if "port" in data and data["port"] is not None:
+        values["port"] = _parse_port(chk, data["port"], values)
 
     if chk.problems:
         return chk.problems, None
@@ -306,6 +313,27 @@ def _parse_simple_fields(chk: Checker, data: Mapping, values: dict[str, Any], ma
         values["exitcodes"] = _parse_exitcodes(chk, data["exitcodes"])
     if "redirect_output" in data:
         values["redirect_output"] = _parse_streams(chk, data["redirect_output"])
+
+
+def _parse_port(chk: Checker, value: Any, values: Mapping[str, Any]) -> int | None:
+    """A base port whose instances all fit in 1..65535; never with ``env.PORT`` beside it."""
+    if value == AUTO:
+        chk.fail("port", '"auto" is numbered by the template\'s position in its file (gaffer start, '
+                 "gafferctl apply FILE); here give a base port 1..65535")
+        return None
+    port = chk.integer("port", value, minimum=1, maximum=2**31)
+    if port is None:
+        return None
+    count = values.get("numprocesses", Template.numprocesses)
+    problem = range_problem(port, count if isinstance(count, int) else 0)
+    if problem is not None:
+        chk.fail("port", problem)
+        return None
+    env = values.get("env") or {}
+    if "PORT" in env:
+        chk.fail("env.PORT", "is set by gaffer per instance from port: give one of the two")
+        return None
+    return port
 
 
 def _parse_args(chk: Checker, value: Any) -> tuple[str, ...] | None:

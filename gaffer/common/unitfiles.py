@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from gaffer.common.errors import ConfigError
-from gaffer.common.ports import MAX_PORT, instance_port, procfile_base
+from gaffer.common.ports import MAX_PORT, instance_port
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
 
@@ -68,21 +68,15 @@ class App:
     instances: tuple[Instance, ...]
 
 
-def plan_instances(
-    templates: list[Template], positions: Mapping[str, int], counts: Mapping[str, int], base: int
-) -> tuple[Instance, ...]:
+def plan_instances(templates: list[Template], counts: Mapping[str, int]) -> tuple[Instance, ...]:
     """Each template's instances (``counts`` overriding ``numprocesses``), with the ``PORT`` of
-    the Procfile types (``positions``, honcho's order): ``ports.procfile_base`` then
-    ``ports.instance_port``. A port past 65535 or a count for no template is a ConfigError."""
-    unknown = sorted(set(counts) - {t.name for t in templates})
-    if unknown:
-        raise ConfigError(f"--concurrency: no template named {', '.join(map(repr, unknown))}")
+    each template that has a port base (every Procfile type; ``ports.instance_port``). A port
+    past 65535 is a ConfigError."""
     instances = []
     for template in templates:
         count = counts.get(template.name, template.numprocesses)
-        position = positions.get(template.name)
         for ordinal in range(1, count + 1):
-            port = None if position is None else instance_port(procfile_base(base, position), ordinal)
+            port = None if template.port is None else instance_port(template.port, ordinal)
             if port is not None and port > MAX_PORT:
                 raise ConfigError(f"{template.name}.{ordinal} would get port {port}, past {MAX_PORT}: use a lower --port")
             instances.append(Instance(template, ordinal, port))

@@ -28,6 +28,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.limits import MAX_LINES
 from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id, parse_instance_id
+from gaffer.common.ports import instance_port
 from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
@@ -294,7 +295,9 @@ class Api:
         shown = result["items"] if result is not None else rows
         stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
         now = time.time()
+        templates = self.cluster.templates
         for row in shown:
+            row["port"] = _port(templates.get(row["template"]), row["ordinal"])
             sample = stats.get(row["id"]) if row["pid"] else None
             row["cpu"] = sample["cpu"] if sample else None
             row["mem"] = sample["mem"] if sample else None
@@ -476,6 +479,13 @@ def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dic
         "results": changed[:MAX_APPLY_RESULTS],
         "more": max(0, len(changed) - MAX_APPLY_RESULTS),
     }
+
+
+def _port(stored: StoredTemplate | None, ordinal: int | str) -> int | None:
+    """The PORT the template gives this ordinal (None: no port, or a one-off run)."""
+    if stored is None or stored.template.port is None or not isinstance(ordinal, int):
+        return None
+    return instance_port(stored.template.port, ordinal)
 
 
 def _row(

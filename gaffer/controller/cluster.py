@@ -30,11 +30,14 @@ from gaffer.common import topics
 from gaffer.common.errors import (
     NodeAlive,
     NodeNotFound,
+    Problem,
     StorageDamaged,
     StorageError,
+    TemplateError,
     TemplateNotFound,
 )
 from gaffer.common.model import InstanceRow, InstanceState, Slot
+from gaffer.common.ports import range_problem
 from gaffer.common.template import Template
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.counts import CountLimits, Limited, Tally, parse_scale
@@ -200,6 +203,10 @@ class Cluster:
         stored = self._stored(name)
         current = stored.template.numprocesses
         count = parse_scale(how, current)
+        port = stored.template.port
+        problem = range_problem(port, count) if port is not None else None
+        if problem is not None:
+            raise TemplateError([Problem(name, "port", problem)])
         if count != current:
             self.tally.check({name: (current, count)})
             change = self.store.set_count(name, count)

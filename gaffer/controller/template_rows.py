@@ -138,7 +138,7 @@ def compare(name: str, old_spec: str, template: Template) -> tuple[ChangeKind, b
             return "updated", True
     if before == after:
         return "unchanged", False
-    relaunch = any(before[key] != after[key] for key in RESTART_FIELDS)
+    relaunch = any(before.get(key) != after.get(key) for key in RESTART_FIELDS)  # "port" only when set
     count_only = {**before, "numprocesses": 0} == {**after, "numprocesses": 0}
     return ("scaled" if count_only else "updated"), relaunch
 

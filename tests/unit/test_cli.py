@@ -185,7 +185,7 @@ class TestKeygen:
 class TestGafferArguments:
     @pytest.mark.parametrize(("args", "says"), [
         (["start", "-c", "web"], "Invalid value for --concurrency: expected NAME=COUNT, got 'web'"),
-        (["start", "-c", "web=-1"], "Invalid value for --concurrency: expected NAME=COUNT, got 'web=-1'"),
+        (["start", "-c", "web=-1"], "Invalid value for --concurrency: web: the count must be a whole number 0..1,000,000, got 'web=-1'"),
         (["start", "-c", "web=1000001"], "web: the count must be at most 1,000,000"),
         (["start", "--max-per-template", "nan"], "Invalid value for '--max-per-template'"),
         (["run"], "Missing argument 'NAME'"),
@@ -204,7 +204,7 @@ class TestGafferArguments:
         )
         assert str(tmp_path / "none.toml") in refused(gaffer_cli.main, "start", str(tmp_path / "none.toml"))
         unknown = refused(gaffer_cli.main, "start", str(templates), "-c", "ghost=1")
-        assert unknown == f"Error: {templates}: ghost: no such template (given with --concurrency)"
+        assert unknown == f"Error: --concurrency: {templates} has no process type ghost (it has: web)"
         assert "node name 'bad name' is not valid" in refused(gaffer_cli.main, "start", str(templates), "--node", "bad name")
         insecure = refused(gaffer_cli.main, "start", str(templates), "--node", "n1", "--bind", "tcp://127.0.0.1:7000")
         assert insecure.startswith("Error: gaffer start would use tcp://127.0.0.1:7000 without encryption")

@@ -153,9 +153,9 @@ class TestProcfile:
             tmp_path / "Procfile",
             "# the web tier\n\nweb: python app.py --port $PORT\n   \nworker:bundle exec sidekiq\n",
         )
-        web, worker = load_templates(path)
-        assert web == Template(name="web", cmd="python app.py --port $PORT", shell=True)
-        assert worker == Template(name="worker", cmd="bundle exec sidekiq", shell=True)
+        web, worker = load_templates(path, environ={})
+        assert web == Template(name="web", cmd="python app.py --port $PORT", shell=True, port=5000)
+        assert worker == Template(name="worker", cmd="bundle exec sidekiq", shell=True, port=5100)
 
     def test_refused_names_are_named_by_line_number(self) -> None:
         """Names honcho runs but gaffer cannot are refused by line, with duplicates, all together."""
@@ -184,7 +184,12 @@ class TestProcfile:
             f"{path}:3: skipped 'web.admin: c': the name 'web.admin' has a character other than "
             "letters, digits, '_' and '-'",
         ]
-        assert loaded.positions == {"web": 0, "worker": 1}
+        assert [t.port for t in loaded.templates] == [5000, 5100]
+
+    def test_a_blank_command_line_still_takes_its_port_block(self, tmp_path: Path) -> None:
+        """honcho counts `blank:  ` as a process type, so the types after it keep honcho's ports."""
+        path = write(tmp_path / "Procfile", "web: a\nblank:  \nworker: b\n")
+        assert [(t.name, t.port) for t in load(path, environ={}).templates] == [("web", 5000), ("worker", 5200)]
 
     def test_dotenv_and_procfile_problems_are_listed_together(self, tmp_path: Path) -> None:
         """A refused .env line and a refused Procfile line come back in one error."""
@@ -210,10 +215,12 @@ class TestProcfile:
         assert info.value.message == f"{tmp_path / name}: no templates defined"
 
     def test_dotenv_beside_procfile_is_every_templates_env(self, tmp_path: Path) -> None:
-        """The .env next to the Procfile becomes each template's env."""
-        write(tmp_path / ".env", "PORT=5000\nexport MODE='prod'\n")
+        """The .env next to the Procfile becomes each template's env (its PORT: the base port)."""
+        write(tmp_path / ".env", "PORT=7000\nexport MODE='prod'\n")
         path = write(tmp_path / "Procfile", "web: app\nworker: work\n")
-        assert [t.env for t in load_templates(path)] == [{"PORT": "5000", "MODE": "prod"}] * 2
+        templates = load_templates(path, environ={})
+        assert [t.env for t in templates] == [{"MODE": "prod"}] * 2
+        assert [t.port for t in templates] == [7000, 7100]
 
     def test_bad_dotenv_fails_the_load(self, tmp_path: Path) -> None:
         """A .env line honcho would stop on (an unclosed quote) refuses the file, naming file and line."""

@@ -16,7 +16,6 @@ from click.testing import CliRunner, Result
 from gaffer.cli import start
 from gaffer.cli.export import write_all
 from gaffer.common.errors import ConfigError
-from gaffer.common.procfile_options import parse_concurrency
 from gaffer.common.unitfiles import OutFile, supervisord_word, systemd_word
 
 PROCFILE = "web: python app.py --port $PORT ; echo '50% done' # shell comment\nweb.admin: skipped\nworker: sleep 9\n"
@@ -109,32 +108,6 @@ class TestStartWarnings:
             "digits and '_' not starting with a digit",
             f"warning: {root / 'Procfile'}:2: skipped '  worker: b': indented (a process line starts with its name)",
         ]
-
-
-class TestConcurrency:
-    @pytest.mark.parametrize(("text", "counts"), [
-        ("web=2", {"web": 2}),
-        ("web=2,worker=3", {"web": 2, "worker": 3}),
-        ("web=0", {"web": 0}),
-        ("web=1,web=4", {"web": 4}),
-    ])
-    def test_honchos_comma_form(self, text: str, counts: dict[str, int]) -> None:
-        """NAME=N pairs separated by commas, the later one winning as in honcho."""
-        assert parse_concurrency(text) == counts
-
-    @pytest.mark.parametrize(("text", "message"), [
-        ("web", "--concurrency: expected NAME=COUNT, got 'web'"),
-        ("web=2,", "--concurrency: expected NAME=COUNT, got ''"),
-        ("web=2, worker=3", "--concurrency: expected NAME=COUNT, got ' worker=3'"),
-        ("web=-1", "--concurrency: expected NAME=COUNT, got 'web=-1'"),
-        ("web.1=2", "--concurrency: expected NAME=COUNT, got 'web.1=2'"),
-        ("web=1000001", "--concurrency: web: the count must be at most 1,000,000, got 'web=1000001'"),
-    ])
-    def test_bad_parts_are_named(self, text: str, message: str) -> None:
-        """A bad part is a ConfigError naming it (honcho stops with a traceback on these)."""
-        with pytest.raises(ConfigError) as info:
-            parse_concurrency(text)
-        assert info.value.message == message
 
 
 class TestExportSystemd:
@@ -287,10 +260,14 @@ class TestExportRefusals:
         assert [p.name for p in out.iterdir()] == ["b.service"]
 
     def test_an_unknown_concurrency_name_is_refused(self, tmp_path: Path) -> None:
-        """-c for a process type the file does not have is named."""
-        result = gaffer("export", "systemd", "out", "-c", "web=2,db=1", cwd=app_dir(tmp_path))
-        assert result.exit_code == 1 and result.stderr.splitlines()[-1] == "Error: --concurrency: no template named 'db'"
-        assert not (tmp_path / "shop" / "out").exists()
+        """-c for a process type the file does not have is named, and nothing is written."""
+        root = app_dir(tmp_path)
+        result = gaffer("export", "systemd", "out", "-c", "web=2,db=1", cwd=root)
+        assert result.exit_code == 1
+        assert result.stderr.splitlines()[-1] == (
+            f"Error: --concurrency: {root / 'Procfile'} has no process type db (it has: web, worker)"
+        )
+        assert not (root / "out").exists()
 
     def test_an_app_name_that_cannot_name_units_is_refused(self, tmp_path: Path) -> None:
         """--app must follow the name rule (it prefixes every unit)."""
@@ -298,7 +275,9 @@ class TestExportRefusals:
         assert result.exit_code == 1 and re.match(r"Error: --app: the name 'my app' is not valid", result.stderr.splitlines()[-1])
 
     def test_a_port_past_65535_is_refused(self, tmp_path: Path) -> None:
-        """A base that would push an instance past the last port is refused before writing."""
-        result = gaffer("export", "systemd", "out", "-p", "65500", "-c", "worker=1", cwd=app_dir(tmp_path))
+        """A count that would push an instance past the last port is refused before writing."""
+        root = app_dir(tmp_path, "web: a\n", None)
+        result = gaffer("export", "systemd", "out", "-p", "65500", "-c", "web=100", cwd=root)
         assert result.exit_code == 1
-        assert result.stderr.splitlines()[-1] == "Error: worker.1 would get port 65600, past 65535: use a lower --port"
+        assert result.stderr == "Error: web.37 would get port 65536, past 65535: use a lower --port\n"
+        assert not (root / "out").exists()
