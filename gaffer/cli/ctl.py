@@ -21,7 +21,8 @@ from gaffer.common import keys as keyfiles
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
-from gaffer.common.loaders import load_templates
+from gaffer.common.loaders import load
+
 
 class Context:
     def __init__(self, controller: str | None, key: str | None, controller_key: str | None, timeout: float, as_json: bool) -> None:
@@ -137,7 +138,10 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
     """Create or update the templates of FILES (TOML, JSON or Procfile)."""
     templates = []
     for path in files:
-        templates.extend(load_templates(path))
+        loaded = load(path)
+        for warning in loaded.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        templates.extend(loaded.templates)
     counts = collections.Counter(t.name for t in templates)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
