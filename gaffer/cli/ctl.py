@@ -141,11 +141,14 @@ def status(obj: Context) -> None:
 @click.pass_obj
 def apply(obj: Context, files: tuple[str, ...]) -> None:
     """Create or update the templates of FILES (TOML, JSON or Procfile)."""
-    from gaffer.common.loaders import load_templates
+    from gaffer.common.loaders import load
 
     templates = []
     for path in files:
-        templates.extend(load_templates(path))
+        loaded = load(path)
+        for warning in loaded.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        templates.extend(loaded.templates)
     counts = collections.Counter(t.name for t in templates)
     duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:

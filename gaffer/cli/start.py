@@ -26,6 +26,7 @@ from gaffer.common import params
 from gaffer.cli.attach import STDIN_RETRY, parse_env, read_chunk
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_color
 from gaffer.cli.embedded import Embedded, EmbeddedSettings
+from gaffer.cli.export import export
 from gaffer.common.bus import EventBus
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
@@ -39,7 +40,7 @@ from gaffer.common.errors import (
     TemplateError,
 )
 from gaffer.common.keys import load_keypair
-from gaffer.common.loaders import find_default_file, load_templates
+from gaffer.common.loaders import load, resolve_file as resolve_template_file
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, NAME_RE, NAME_RULE
 from gaffer.common.ports import MAX_PORT, MIN_PORT, instance_port, overlaps, range_problem
 from gaffer.common.procfile_options import check_concurrency_names, parse_concurrency_options
@@ -54,11 +55,14 @@ log = logging.getLogger("gaffer")
 def read_templates(
     path: Path, counts: dict[str, int], limits: CountLimits = CountLimits(), port: int | None = None
 ) -> list[Template]:
-    """Load (``port``: ``-p``, the base of Procfile and ``"auto"`` ports), apply ``-c name=N``
-    overrides, check the counts against the embedded controller's ``limits``, the ports (all
-    in 1..65535, no two templates sharing one: this is one host) and what only this host can
-    check."""
-    templates = load_templates(path, port)
+    """Load (``port``: ``-p``, the base of Procfile and ``"auto"`` ports; skipped lines are
+    printed as warnings on stderr), apply ``-c name=N`` overrides, check the counts against the
+    embedded controller's ``limits``, the ports (all in 1..65535, no two templates sharing one:
+    this is one host) and what only this host can check."""
+    loaded = load(path, port)
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    templates = loaded.templates
     check_concurrency_names(counts, [t.name for t in templates], str(path))
     templates = [t.with_count(counts[t.name]) if t.name in counts else t for t in templates]
     problems = port_problems(templates)
@@ -122,12 +126,7 @@ def check_node_name(name: str) -> str:
 
 
 def resolve_file(file: str | None) -> Path:
-    if file is not None:
-        return Path(file)
-    found = find_default_file(Path.cwd())
-    if found is None:
-        raise ConfigError("no template file given and none of gaffer.toml, Procfile, gaffer.json here")
-    return found
+    return resolve_template_file(file, Path.cwd())
 
 
 @click.group()
@@ -384,6 +383,26 @@ async def _drain(printer: asyncio.Task, events) -> None:
         await asyncio.wait_for(printer, 2.0)
     except (asyncio.TimeoutError, asyncio.CancelledError):
         printer.cancel()
+
+
+main.add_command(export)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def check(file: str | None) -> None:
+    """Check FILE (Procfile, .toml or .json; default as for start) without starting anything.
+
+    Skipped lines are warnings (stderr); every problem is listed, one a line, and the exit
+    status is 1 when there is one.
+    """
+    try:
+        path = resolve_file(file)
+        templates = read_templates(path, {})
+    except GafferError as exc:
+        raise click.ClickException(exc.message) from None
+    count = sum(t.numprocesses for t in templates)
+    click.echo(f"{path}: ok, {len(templates)} templates, {count} processes")
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -1,36 +1,36 @@
 """Reading template files: TOML, JSON and Procfile (with an optional ``.env`` beside it).
 
 Every loader returns validated Templates or raises TemplateError naming the file and listing
-all problems; a file that cannot be read or parsed raises ConfigError with the reason.
+all problems; a file that cannot be read or parsed raises ConfigError with the reason. ``load``
+also returns the warnings: the Procfile and ``.env`` lines skipped (``procfile.py`` has the
+honcho rules), for the CLI to print.
 
 The parsers are guarded (``parse_toml``, ``parse_json``, also used for daemon config files):
 a document nested deeper than ``MAX_NESTING`` levels, or so deep that the parser itself runs
 out of stack (``RecursionError``), or holding an integer too long to convert, is refused with
 one line. NaN and infinities parse, and the validators then refuse them naming the field.
 
-Ports (``common/ports.py``): every Procfile process type gets ``port = "auto"``, and so may any
-template of a TOML or JSON file; a loader replaces ``"auto"`` with the Procfile rule's base for
-the template's position in its file (0-based, in file order), from the base ``choose_base``
-picks. A ``PORT`` in ``.env`` is that base, not a variable every process gets.
+Ports (``common/ports.py``): every Procfile process type gets a port base by the Procfile rule
+for its position in honcho's list of types, and a TOML or JSON template with ``port = "auto"``
+gets the same for its position in its file (0-based, in file order), from the base
+``choose_base`` picks. A ``PORT`` in ``.env`` is that base, not a variable every process gets.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from gaffer.common.errors import ConfigError, Problem, TemplateError
+from gaffer.common.limits import NAME_RE, NAME_RULE
 from gaffer.common.ports import AUTO, DEFAULT_BASE, choose_base, procfile_base
+from gaffer.common.procfile import DotEnv, Skipped, parse_dotenv, parse_procfile
 from gaffer.common.template import Template, parse_templates
 
-PROCFILE_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*)\s*:\s?(.*)$")
-ENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-DQ_ESCAPE = re.compile(r'\\([nt"\\])')
-DQ_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\"}
 DEFAULT_FILES = ("gaffer.toml", "Procfile", "gaffer.json")
 MAX_NESTING = 32
 """Levels of tables and lists a file may nest (a template needs 3; the wire allows 32)."""
@@ -41,9 +41,22 @@ PortBase = Callable[[], int]
 base given is not a port)."""
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """What one template file holds: its templates and the lines skipped, a warning each."""
+
+    templates: list[Template]
+    warnings: list[Skipped] = field(default_factory=list)
+
+
 def load_templates(
     path: str | Path, port: int | None = None, environ: Mapping[str, str] | None = None
 ) -> list[Template]:
+    """The templates of one file (``load`` without the warnings)."""
+    return load(path, port, environ).templates
+
+
+def load(path: str | Path, port: int | None = None, environ: Mapping[str, str] | None = None) -> Loaded:
     """Load the templates of one file, choosing the format from its name.
 
     A file that defines no template at all is an error: it is almost always a mistake, and
@@ -60,18 +73,18 @@ def load_templates(
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     os_port = (os.environ if environ is None else environ).get("PORT")
     if kind == "toml":
-        templates = templates_from_toml(text, source=str(path), port_base=lambda: choose_base(port, None, os_port))
+        loaded = Loaded(templates_from_toml(text, source=str(path), port_base=lambda: choose_base(port, None, os_port)))
     elif kind == "json":
-        templates = templates_from_json(text, source=str(path), port_base=lambda: choose_base(port, None, os_port))
+        loaded = Loaded(templates_from_json(text, source=str(path), port_base=lambda: choose_base(port, None, os_port)))
     else:
-        env = read_dotenv(path.parent / ".env")
-        dotenv_port = env.pop("PORT", None)
-        templates = templates_from_procfile(
-            text, env=env, source=str(path), port_base=lambda: choose_base(port, dotenv_port, os_port)
+        dotenv = read_dotenv(path.parent / ".env")
+        dotenv_port = dotenv.values.get("PORT")
+        loaded = load_procfile(
+            text, dotenv, source=str(path), port_base=lambda: choose_base(port, dotenv_port, os_port)
         )
-    if not templates:
+    if not loaded.templates:
         raise TemplateError([Problem("", "", "no templates defined")], source=str(path))
-    return templates
+    return loaded
 
 
 def file_kind(path: Path) -> str:
@@ -90,6 +103,17 @@ def find_default_file(directory: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def resolve_file(file: str | None, directory: Path) -> Path:
+    """``file`` when given, else the default file in ``directory`` (``gaffer start``, ``check``
+    and ``export`` look the same way)."""
+    if file is not None:
+        return Path(file)
+    found = find_default_file(directory)
+    if found is None:
+        raise ConfigError("no template file given and none of gaffer.toml, Procfile, gaffer.json here")
+    return found
 
 
 def _default_base() -> int:
@@ -188,55 +212,44 @@ def nesting(data: Any) -> int:
 def templates_from_procfile(
     text: str, env: dict[str, str] | None = None, source: str | None = None, port_base: PortBase = _default_base
 ) -> list[Template]:
-    """``name: command`` lines; each command runs through ``/bin/sh -c`` like foreman, with a
-    ``PORT`` per instance by the Procfile rule (a ``PORT`` in ``env`` is left out: it is set
-    per instance)."""
+    """The templates of a Procfile's text (``load_procfile`` without the warnings)."""
+    return load_procfile(text, DotEnv(values=dict(env or {})), source, port_base).templates
+
+
+def load_procfile(text: str, dotenv: DotEnv, source: str | None = None, port_base: PortBase = _default_base) -> Loaded:
+    """``name: command`` lines, each run through ``/bin/sh -c`` like foreman and honcho, with
+    the ``.env`` values as every template's env (but ``PORT``: it is set per instance) and a
+    port base for its position in honcho's list of types. The problems of both files come back
+    together."""
+    procfile = parse_procfile(text, source or "Procfile")
+    problems = list(dotenv.problems)
+    shared = {key: value for key, value in dotenv.values.items() if key != "PORT"}
+    base: int | None = None
     items: list[tuple[str | None, Any]] = []
-    problems: list[Problem] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = PROCFILE_LINE.match(stripped)
-        if not match:
-            problems.append(Problem(f"line {number}", "", f"expected 'name: command', got {stripped!r}"))
-            continue
-        name, command = match.group(1), match.group(2).strip()
-        if not command:
-            problems.append(Problem(name, "cmd", f"line {number}: empty command"))
-            continue
-        shared = {key: value for key, value in (env or {}).items() if key != "PORT"}
-        items.append((name, {"cmd": command, "shell": True, "env": shared, "port": AUTO}))
+    for entry in procfile.types:
+        if NAME_RE.match(entry.name):
+            base = port_base() if base is None else base
+            port = procfile_base(base, entry.position)
+            items.append((entry.name, {"cmd": entry.command, "shell": True, "env": dict(shared), "port": port}))
+        else:  # honcho would run it: refuse rather than leave it out
+            shown = repr(entry.name) if len(entry.name) <= 80 else f"of {len(entry.name)} characters"
+            problems.append(Problem(f"line {entry.line}", "", f"the name {shown} is not valid: use {NAME_RULE}"))
     templates: list[Template] = []
     try:
-        templates = parse_templates(number_ports(items, port_base), source=source)
+        templates = parse_templates(items, source=source)
     except TemplateError as exc:
         problems.extend(exc.problems)
     if problems:
         raise TemplateError(problems, source=source)
-    return templates
+    return Loaded(templates, [*dotenv.skipped, *procfile.skipped])
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (quotes stripped, ``#`` comments ignored); a missing file is empty."""
+def read_dotenv(path: Path) -> DotEnv:
+    """The ``.env`` at ``path`` (honcho's rules, ``procfile.parse_dotenv``); missing is empty."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return DotEnv()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    env: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        match = ENV_LINE.match(line)
-        if not match:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {stripped!r}")
-        key, value = match.group(1), match.group(2)
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            quote, value = value[0], value[1:-1]
-            if quote == '"':
-                value = DQ_ESCAPE.sub(lambda m: DQ_ESCAPES[m.group(1)], value)
-        env[key] = value
-    return env
+    return parse_dotenv(text, str(path))

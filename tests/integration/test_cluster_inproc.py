@@ -287,7 +287,9 @@ class TestReconcile:
         async with asyncio.timeout(30):
             await controller.stop()
         cluster.controller = None
-        assert await drain == {"node": "n1", "done": False, "remaining": 2}
+        answer = await drain
+        assert {k: answer[k] for k in ("node", "done", "remaining")} == {"node": "n1", "done": False, "remaining": 2}
+        assert [s["reason"] for s in answer["stuck"]] == ["no_other_node"]
         await cluster.client.close()
         cluster.client = None
 

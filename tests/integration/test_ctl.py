@@ -145,6 +145,19 @@ class TestChanging:
         assert "web" not in {t["name"] for t in await gafferctl.json("templates")}
 
 
+    async def test_apply_prints_each_skipped_procfile_line_on_stderr(self, gafferctl, tmp_path):
+        """apply of a Procfile creates its processes and warns, one line each, about the lines honcho skips (issue 9)."""
+        procfile = tmp_path / "Procfile"
+        procfile.write_text("pf: sleep 60\nweb.admin: sleep 60\n  indented: sleep 60\n")
+        result = await gafferctl("apply", str(procfile))
+        assert result.stdout == "pf: created (version 1)\n"
+        assert result.stderr.splitlines() == [
+            f"warning: {procfile}:2: skipped 'web.admin: sleep 60': the name 'web.admin' has a character "
+            "other than letters, digits, '_' and '-'",
+            f"warning: {procfile}:3: skipped '  indented: sleep 60': indented (a process line starts with its name)",
+        ]
+
+
 class TestProcesses:
     async def test_write_logs_and_kill(self, gafferctl):
         """write feeds stdin (from an argument or from stdin with -), logs shows it, kill signals the process."""

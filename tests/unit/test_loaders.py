@@ -9,12 +9,14 @@ import pytest
 from gaffer.common.errors import ConfigError, Problem, TemplateError
 from gaffer.common.loaders import (
     find_default_file,
+    load,
     load_templates,
     read_dotenv,
     templates_from_json,
     templates_from_procfile,
     templates_from_toml,
 )
+from gaffer.common.procfile import DotEnv
 from gaffer.common.template import Flapping, Template
 
 
@@ -155,20 +157,51 @@ class TestProcfile:
         assert web == Template(name="web", cmd="python app.py --port $PORT", shell=True, port=5000)
         assert worker == Template(name="worker", cmd="bundle exec sidekiq", shell=True, port=5100)
 
-    def test_bad_lines_are_named_by_line_number(self) -> None:
-        """Every bad line is reported with its number, together with template problems."""
-        text = "web: python app.py\nweb.1: x\n\nworker:\nbad line\n" + "a" * 65 + ": x\nweb: again\n"
+    def test_refused_names_are_named_by_line_number(self) -> None:
+        """Names honcho runs but gaffer cannot are refused by line, with duplicates, all together."""
+        text = "web: python app.py\n_web: x\n\nworker: y\n" + "a" * 65 + ": x\nweb: again\n"
         with pytest.raises(TemplateError) as info:
             templates_from_procfile(text, source="Procfile")
         assert [str(p) for p in info.value.problems] == [
-            "line 2: expected 'name: command', got 'web.1: x'",
-            "worker.cmd: line 4: empty command",
-            "line 5: expected 'name: command', got 'bad line'",
-            f"{'a' * 65}.name: {'a' * 65!r} is not a valid name: use letters, digits, '-' and '_' "
+            "line 2: the name '_web' is not valid: use letters, digits, '-' and '_' "
+            "(no dots), starting with a letter or digit, at most 64 characters",
+            f"line 5: the name {'a' * 65!r} is not valid: use letters, digits, '-' and '_' "
             "(no dots), starting with a letter or digit, at most 64 characters",
             "web.name: defined more than once",
         ]
-        assert info.value.message.startswith("Procfile: 5 problems:\n")
+        assert info.value.message.startswith("Procfile: 3 problems:\n")
+
+    def test_skipped_lines_come_back_as_warnings(self, tmp_path: Path) -> None:
+        """Lines honcho drops are left out of the templates and each comes back as a warning."""
+        write(tmp_path / ".env", "A=1\nJUSTAKEY\n")
+        path = write(tmp_path / "Procfile", "web: a\n  indented: b\nweb.admin: c\nworker: d\n")
+        loaded = load(path)
+        assert [t.name for t in loaded.templates] == ["web", "worker"]
+        assert [str(w) for w in loaded.warnings] == [
+            f"{tmp_path / '.env'}:2: skipped 'JUSTAKEY': expected KEY=value, KEY made of letters, "
+            "digits and '_' not starting with a digit",
+            f"{path}:2: skipped '  indented: b': indented (a process line starts with its name)",
+            f"{path}:3: skipped 'web.admin: c': the name 'web.admin' has a character other than "
+            "letters, digits, '_' and '-'",
+        ]
+        assert [t.port for t in loaded.templates] == [5000, 5100]
+
+    def test_a_blank_command_line_still_takes_its_port_block(self, tmp_path: Path) -> None:
+        """honcho counts `blank:  ` as a process type, so the types after it keep honcho's ports."""
+        path = write(tmp_path / "Procfile", "web: a\nblank:  \nworker: b\n")
+        assert [(t.name, t.port) for t in load(path, environ={}).templates] == [("web", 5000), ("worker", 5200)]
+
+    def test_dotenv_and_procfile_problems_are_listed_together(self, tmp_path: Path) -> None:
+        """A refused .env line and a refused Procfile line come back in one error."""
+        env = write(tmp_path / ".env", "A=two words\n")
+        path = write(tmp_path / "Procfile", "_web: a\n")
+        with pytest.raises(TemplateError) as info:
+            load(path)
+        assert [str(p) for p in info.value.problems] == [
+            f"{env}:1: unquoted space inside the value: honcho would read 'twowords'; quote the value",
+            "line 1: the name '_web' is not valid: use letters, digits, '-' and '_' (no dots), "
+            "starting with a letter or digit, at most 64 characters",
+        ]
 
     @pytest.mark.parametrize(
         ("name", "text"),
@@ -190,60 +223,25 @@ class TestProcfile:
         assert [t.port for t in templates] == [7000, 7100]
 
     def test_bad_dotenv_fails_the_load(self, tmp_path: Path) -> None:
-        """A broken .env is a ConfigError naming the file and line, not a silent skip."""
-        env = write(tmp_path / ".env", "A=1\nthis is not an assignment\n")
+        """A .env line honcho would stop on (an unclosed quote) refuses the file, naming file and line."""
+        env = write(tmp_path / ".env", "A=1\nB='unclosed\n")
         path = write(tmp_path / "Procfile", "web: app\n")
-        with pytest.raises(ConfigError) as info:
+        with pytest.raises(TemplateError) as info:
             load_templates(path)
-        assert info.value.message == f"{env}:2: expected KEY=VALUE, got 'this is not an assignment'"
+        assert info.value.message == f"{path}: {env}:2: no closing quotation (honcho stops with this error too)"
 
 
 class TestDotenv:
-    @pytest.mark.parametrize(
-        ("line", "key", "value"),
-        [
-            ("A=1", "A", "1"),
-            ("  A = 1  ", "A", "1"),
-            ("export A=1", "A", "1"),
-            ("export   A=1", "A", "1"),
-            ("A=", "A", ""),
-            ("A=a=b", "A", "a=b"),
-            ("A='single $quoted'", "A", "single $quoted"),
-            ("A='no \\n escapes'", "A", "no \\n escapes"),
-            ('A="double quoted"', "A", "double quoted"),
-            ('A="tab\\there\\nnewline"', "A", "tab\there\nnewline"),
-            ('A="quote \\" and backslash \\\\"', "A", 'quote " and backslash \\'),
-            ('A="unknown \\q stays"', "A", "unknown \\q stays"),
-            ("A='mismatched\"", "A", "'mismatched\""),
-            ('A="', "A", '"'),
-            ("_under_score9=x", "_under_score9", "x"),
-            ("A=value # not a comment", "A", "value # not a comment"),
-        ],
-    )
-    def test_line_forms(self, tmp_path: Path, line: str, key: str, value: str) -> None:
-        """Quotes are stripped, export is allowed, escapes apply inside double quotes only."""
-        assert read_dotenv(write(tmp_path / ".env", line + "\n")) == {key: value}
+    """The line forms are in test_procfile_rules.py's table; here, the file around them."""
 
     def test_comments_blank_lines_and_later_values_win(self, tmp_path: Path) -> None:
         """Whole-line comments and blank lines are skipped; a repeated key keeps the last value."""
         path = write(tmp_path / ".env", "# comment\n\n  # indented comment\nA=1\nB=2\nA=3\n")
-        assert read_dotenv(path) == {"A": "3", "B": "2"}
-
-    @pytest.mark.parametrize(
-        ("line", "shown"),
-        [("JUSTAKEY", "'JUSTAKEY'"), ("1A=x", "'1A=x'"), ("A-B=x", "'A-B=x'"), ("export", "'export'"),
-         ("=x", "'=x'")],
-    )
-    def test_bad_line_is_named_with_its_number(self, tmp_path: Path, line: str, shown: str) -> None:
-        """A line that is not KEY=VALUE is a ConfigError at path:line."""
-        path = write(tmp_path / ".env", "OK=1\n" + line + "\n")
-        with pytest.raises(ConfigError) as info:
-            read_dotenv(path)
-        assert info.value.message == f"{path}:2: expected KEY=VALUE, got {shown}"
+        assert read_dotenv(path) == DotEnv(values={"A": "3", "B": "2"})
 
     def test_missing_dotenv_is_empty(self, tmp_path: Path) -> None:
         """No .env simply means no extra environment."""
-        assert read_dotenv(tmp_path / ".env") == {}
+        assert read_dotenv(tmp_path / ".env") == DotEnv()
 
     def test_undecodable_dotenv_is_a_config_error(self, tmp_path: Path) -> None:
         """Bytes that are not UTF-8 give a readable error, not a traceback."""
