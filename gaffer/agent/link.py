@@ -337,6 +337,11 @@ class ControllerLink:
         self._dirty.clear()
 
     def _send_heartbeat(self) -> None:
+        if self._dirty:
+            # The digest covers the whole table: changed rows not yet reported would make it
+            # look stale to the controller, which then asks for a full report (every row, in
+            # the middle of a burst of spawns). Send what is pending first.
+            self._flush_now()
         instances = self.instances()
         self._send("heartbeat", {
             "load": list(os.getloadavg()),
@@ -452,6 +457,12 @@ class ControllerLink:
             self._flush_timer = loop.call_later(delay, self._flush_due)
         else:
             self._flush_due()
+
+    def _flush_now(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self._flush()
 
     def _flush_due(self) -> None:
         self._flush_timer = None
