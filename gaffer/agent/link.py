@@ -337,6 +337,7 @@ class ControllerLink:
         self._dirty.clear()
 
     def _send_heartbeat(self) -> None:
+        self._note_queued()
         if self._dirty:
             # The digest covers the whole table: changed rows not yet reported would make it
             # look stale to the controller, which then asks for a full report (every row, in
@@ -419,6 +420,17 @@ class ControllerLink:
                 self._send_report(full=True)
             finally:
                 sub.close()
+
+    def _note_queued(self) -> None:
+        """Note the events the pump has not taken off the bus yet (a closed or cut-off
+        subscription is left to the pump)."""
+        if self._sub is None:
+            return
+        try:
+            while (event := self._sub.get_nowait()) is not None:
+                self._note(event)
+        except (SubscriptionClosed, SubscriberTooSlow):
+            return
 
     def _note(self, event: Event) -> None:
         topic = event.topic
