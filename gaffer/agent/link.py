@@ -338,7 +338,7 @@ class ControllerLink:
 
     def _send_heartbeat(self) -> None:
         self._note_queued()
-        if self._dirty:
+        if self._dirty or self._events:
             # The digest covers the whole table: changed rows not yet reported would make it
             # look stale to the controller, which then asks for a full report (every row, in
             # the middle of a burst of spawns). Send what is pending first.
