@@ -635,11 +635,14 @@ def cold_section(run: Run, args: argparse.Namespace, started: datetime.datetime)
             lines.append(f"- gaffer against {peer}: n/a")
             continue
         ratio = median(theirs) / median(mine)
-        worst = min(theirs) / max(mine)
+        best = min(theirs) / min(mine)
         ok = "met" if ratio >= TARGET_COLD else "NOT met"
-        lines.append(f"- {peer} takes {ratio:.2f}x gaffer's time (medians; {worst:.2f}x "
-                     f"their best against gaffer's worst round; target >= {TARGET_COLD:g}x): "
-                     f"**{ok}**")
+        cpu = [o.cpu for o in run.cold.get(peer, []) if o.cpu is not None]
+        my_cpu = [o.cpu for o in run.cold.get("gaffer", []) if o.cpu is not None]
+        used = f"; its daemon used {median(cpu) / median(my_cpu):.1f}x gaffer's CPU" if (
+            cpu and my_cpu and median(my_cpu) > 0) else ""
+        lines.append(f"- {peer} takes {ratio:.2f}x gaffer's time (medians; best rounds "
+                     f"{best:.2f}x{used}; target >= {TARGET_COLD:g}x): **{ok}**")
     return "\n".join(lines)
 
 
