@@ -40,7 +40,6 @@ import inspect
 import logging
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -184,6 +183,10 @@ def _resolve(use: str, where: str) -> Any:
 
 
 def _entry_point(name: str, where: str) -> Any:
+    # imported here: importlib.metadata (zipfile, email, ...) is ~10 ms of every start,
+    # needed only when an app is named by its entry point
+    from importlib.metadata import entry_points
+
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     ep = found.get(name)
     if ep is None:
