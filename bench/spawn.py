@@ -12,7 +12,10 @@ mean something:
 2. crash to replacement: SIGKILL one of 10 running instances and time until its replacement
    exists (gaffer: the ``proc.<t>.spawn`` event with a new pid; bare: the respawn from the
    pidfd callback; peers: see ``bench/peers.py``), p50 and p99 over K samples.
-3. a table with the ratios, printed and written to the ``spawn`` section of bench/RESULTS.md.
+3. cold start (``cold``, ``bench/coldstart.py``): the real ``gaffer start FILE``, ``circusd``
+   and ``supervisord``, each from its own command line to ``--cold-size`` ``sleep 3600``
+   children exec'd (seen in /proc), ``--cold-rounds`` times; median and spread.
+4. a table with the ratios, printed and written to the ``spawn`` section of bench/RESULTS.md.
 
 Each scale is measured ``--rounds`` times (gaffer and bare interleaved, in a rotating order)
 and the best round is kept: on a shared machine noise only ever adds time, so the fastest
@@ -21,6 +24,7 @@ is cleaned up by pid, also on Ctrl-C.
 
     .venv/bin/python bench/spawn.py [--sizes 100,500,1000] [--crash-samples 200]
                                     [--skip-peers] [--quick] [--profile FILE]
+                                    [--cold-size 1000] [--cold-rounds 5] [--only-cold]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import coldstart  # noqa: E402
 import gaffer  # noqa: E402
 import peers  # noqa: E402
 import results  # noqa: E402
@@ -63,6 +68,7 @@ SAMPLE_TIMEOUT = 5.0
 STOP_TIMEOUT = 60.0
 TARGET_RATIO = 0.70
 TARGET_P99_MS = 20.0
+TARGET_COLD = 5.0
 PEERS = ("circus", "supervisor")
 
 
@@ -266,6 +272,8 @@ class Run:
     scale: dict[str, dict[int, list[float]]] = field(default_factory=dict)  # who -> n -> secs
     crash: dict[str, list[float]] = field(default_factory=dict)  # who -> ms
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cold: dict[str, list[coldstart.Outcome]] = field(default_factory=dict)
+    cold_size: int = 0
 
     def add_scale(self, who: str, n: int, seconds: float) -> None:
         self.scale.setdefault(who, {}).setdefault(n, []).append(seconds)
@@ -317,6 +325,17 @@ async def profile_gaffer(n: int, path: Path) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
     return out.getvalue()
+
+
+def measure_cold(run: Run, args: argparse.Namespace) -> None:
+    """The ``cold`` case: real daemons from their command lines (``bench/coldstart.py``)."""
+    python = None
+    if not args.skip_peers:
+        python, why = peers.ensure_venv(log)
+        if python is None:
+            log(f"cold: circus and supervisor n/a ({why})")
+    run.cold_size = args.cold_size
+    run.cold = coldstart.measure(args.cold_size, args.cold_rounds, python, log)
 
 
 def measure_peers(run: Run, args: argparse.Namespace) -> None:
@@ -545,6 +564,88 @@ def crash_section(run: Run, poll_ms: float) -> list[str]:
     ]
 
 
+def cold_seconds(run: Run, who: str) -> list[float]:
+    return [o.seconds for o in run.cold.get(who, []) if o.seconds is not None]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+COLD_NOTES = [
+    "- Timed from just before the command is spawned until the N-th child of the daemon has "
+    "exec'd `sleep` (its `/proc/<pid>/cmdline`), read from `/proc/<daemon>/task/*/children` "
+    f"every {coldstart.POLL * 1000:g} ms: the daemon is never asked. \"first\": the first "
+    "child exec'd (start-up before any spawn). CPU: the daemon's user + system time by then.",
+    "- gaffer: `gaffer start FILE` (embedded controller and agent, the defaults: output "
+    "captured, flapping on, descendants tracked, the console printing to a file); "
+    "circus: `circusd FILE` (a watcher of N, its defaults); supervisor: `supervisord -c FILE` "
+    "(`nodaemon`, `numprocs = N`, `autostart`, `startsecs = 0`).",
+    "- Everything is byte-compiled first (pip compiles the peers when it installs them).",
+    "- Rounds interleaved in a rotating order; the ratio is of medians.",
+]
+
+
+def cold_section(run: Run, args: argparse.Namespace, started: datetime.datetime) -> str:
+    info = results.machine()
+    n = run.cold_size
+    rows = []
+    for who in coldstart.CONTENDERS:
+        secs = cold_seconds(run, who)
+        outcomes = [o for o in run.cold.get(who, []) if o.seconds is not None]
+        errors = [o.error for o in run.cold.get(who, []) if o.error]
+        if not secs:
+            rows.append([who, "0", "n/a", "n/a", "n/a", "n/a", "n/a", errors[0] if errors else
+                         "not measured"])
+            continue
+        rows.append([
+            who, str(len(secs)), f"{median(secs):.3f}", f"{min(secs):.3f}-{max(secs):.3f}",
+            f"{n / median(secs):,.0f}/s",
+            f"{median([o.first for o in outcomes if o.first is not None]):.3f}",
+            f"{median([o.cpu for o in outcomes if o.cpu is not None]):.2f}",
+            "; ".join(errors) if errors else "",
+        ])
+    lines = [
+        "## Cold start",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC by `bench/spawn.py` (its `cold` case, "
+        f"`bench/coldstart.py`): {info['cpus']} CPUs ({info['cpu']}), {info['kernel']}, "
+        f"{info['python']}, load average at start {info['load']}.",
+        "",
+        f"### `gaffer start`, `circusd`, `supervisord`: 0 -> {n:,} `sleep 3600` running "
+        "(seconds, lower is better)",
+        "",
+        results.table(
+            ["who", "rounds", "median s", "spread s", "rate", "first s", "daemon CPU s",
+             "errors"],
+            rows, align="lrrrrrrl",
+        ),
+        "",
+        *COLD_NOTES,
+        "",
+        "### Target",
+        "",
+    ]
+    mine = cold_seconds(run, "gaffer")
+    for peer in ("circus", "supervisor"):
+        theirs = cold_seconds(run, peer)
+        if not mine or not theirs:
+            lines.append(f"- gaffer against {peer}: n/a")
+            continue
+        ratio = median(theirs) / median(mine)
+        best = min(theirs) / min(mine)
+        ok = "met" if ratio >= TARGET_COLD else "NOT met"
+        cpu = [o.cpu for o in run.cold.get(peer, []) if o.cpu is not None]
+        my_cpu = [o.cpu for o in run.cold.get("gaffer", []) if o.cpu is not None]
+        used = f"; its daemon used {median(cpu) / median(my_cpu):.1f}x gaffer's CPU" if (
+            cpu and my_cpu and median(my_cpu) > 0) else ""
+        lines.append(f"- {peer} takes {ratio:.2f}x gaffer's time (medians; best rounds "
+                     f"{best:.2f}x{used}; target >= {TARGET_COLD:g}x): **{ok}**")
+    return "\n".join(lines)
+
+
 def problems(run: Run, skipped: bool) -> list[str]:
     found = [f"- {name}: {peer['error']}" for name, peer in run.peers.items() if "error" in peer]
     for name, peer in run.peers.items():
@@ -587,6 +688,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
     add("--profile", type=Path, metavar="FILE",
         help="also cProfile one gaffer scale to the largest N into FILE and print its top")
+    add("--cold-size", type=int, default=1000,
+        help="children of the cold case (default %(default)s)")
+    add("--cold-rounds", type=int, default=5,
+        help="cold starts per contender (default %(default)s)")
+    add("--skip-cold", action="store_true", help="leave out the cold case")
+    add("--only-cold", action="store_true", help="run the cold case only")
     args = parser.parse_args(argv)
     try:
         args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
@@ -600,9 +707,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.peer_crash_samples = min(args.peer_crash_samples, 3)
         args.peer_crash_seconds = min(args.peer_crash_seconds, 15.0)
         args.rounds = 1
+        args.cold_size = min(args.cold_size, 50)
+        args.cold_rounds = 1
         args.no_write = True
     if args.rounds < 1 or args.crash_samples < 0 or args.peer_crash_samples < 0:
         parser.error("--rounds must be >= 1 and the sample counts >= 0")
+    if args.cold_size < 1 or args.cold_rounds < 1:
+        parser.error("--cold-size and --cold-rounds must be >= 1")
+    if args.skip_cold and args.only_cold:
+        parser.error("--skip-cold and --only-cold exclude each other")
     return args
 
 
@@ -618,25 +731,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     interrupt_on_signals()
     args.nofile = raise_nofile()
-    need = 3 * max(args.sizes) + 64
+    need = 3 * max(*args.sizes, args.cold_size) + 64
     if args.nofile[0] < need:
         log(f"warning: RLIMIT_NOFILE {args.nofile[0]} < {need}: the largest size may fail")
     started = datetime.datetime.now(datetime.timezone.utc)
     run = Run(sizes=args.sizes)
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(measure_local(run, args.rounds, args.crash_samples))
-            if args.profile:
-                log(runner.run(profile_gaffer(max(args.sizes), args.profile)))
-        if not args.skip_peers:
-            measure_peers(run, args)
+        if not args.only_cold:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(measure_local(run, args.rounds, args.crash_samples))
+                if args.profile:
+                    log(runner.run(profile_gaffer(max(args.sizes), args.profile)))
+            if not args.skip_peers:
+                measure_peers(run, args)
+        if not args.skip_cold:
+            measure_cold(run, args)
     except KeyboardInterrupt:
         log("interrupted: every process spawned so far has been stopped")
         return 130
-    markdown = report(run, args, started)
-    print(markdown)
-    if not args.no_write:
-        log(f"written to {results.write_section('spawn', markdown)}")
+    sections = []
+    if not args.only_cold:
+        sections.append(("spawn", report(run, args, started)))
+    if not args.skip_cold:
+        sections.append(("cold-start", cold_section(run, args, started)))
+    for name, markdown in sections:
+        print(markdown + "\n")
+        if not args.no_write:
+            log(f"written to {results.write_section(name, markdown)}")
     return 0
 
 

@@ -339,6 +339,12 @@ class ControllerLink:
         self._dirty.clear()
 
     def _send_heartbeat(self) -> None:
+        self._note_queued()
+        if self._dirty or self._events:
+            # The digest covers the whole table: changed rows not yet reported would make it
+            # look stale to the controller, which then asks for a full report (every row, in
+            # the middle of a burst of spawns). Send what is pending first.
+            self._flush_now()
         instances = self.instances()
         self._send("heartbeat", {
             "load": list(os.getloadavg()),
@@ -424,6 +430,17 @@ class ControllerLink:
             finally:
                 sub.close()
 
+    def _note_queued(self) -> None:
+        """Note the events the pump has not taken off the bus yet (a closed or cut-off
+        subscription is left to the pump)."""
+        if self._sub is None:
+            return
+        try:
+            while (event := self._sub.get_nowait()) is not None:
+                self._note(event)
+        except (SubscriptionClosed, SubscriberTooSlow):
+            return
+
     def _note(self, event: Event) -> None:
         topic = event.topic
         if topic.startswith("output."):
@@ -461,6 +478,12 @@ class ControllerLink:
             self._flush_timer = loop.call_later(delay, self._flush_due)
         else:
             self._flush_due()
+
+    def _flush_now(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self._flush()
 
     def _flush_due(self) -> None:
         self._flush_timer = None

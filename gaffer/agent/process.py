@@ -1,7 +1,8 @@
 """One OS process: spawned in its own session, watched through a pidfd, killed as a group.
 
-Spawning is gaffer's hot path, so this module does the least that is correct: a C-level fork
-and exec (``subprocess.Popen`` without preexec_fn), pipes only for streams someone reads, a
+Spawning is gaffer's hot path, so this module does the least that is correct: a C-level spawn
+(``os.posix_spawn`` where it does what Popen would, else ``subprocess.Popen`` without
+preexec_fn: ``gaffer.agent.spawning``), pipes only for streams someone reads, a
 shared ``/dev/null`` descriptor for the rest, and a pidfd on the event loop to learn of the exit
 at once, without a thread per child and without polling.
 
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from gaffer.agent import reaper
+from gaffer.agent import reaper, spawning
 from gaffer.agent.adoption import create_time, read_stat
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.tracking import Track, Tracker
@@ -161,18 +162,9 @@ class Process:
                 child_fds.append(stderr)
                 parent_fds.append(read_end)
                 self._readers[read_end] = "err"
-            self._popen = subprocess.Popen(
-                spec.argv,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=spec.cwd,
-                env=spec.env,
-                start_new_session=True,
-                user=spec.uid,
-                group=spec.gid,
-                extra_groups=spec.groups,
-                close_fds=True,
+            pid, self._popen = spawning.spawn(
+                spec.argv, spec.env, (stdin, stdout, stderr),
+                cwd=spec.cwd, uid=spec.uid, gid=spec.gid, groups=spec.groups,
             )
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             for fd in parent_fds:
@@ -183,7 +175,7 @@ class Process:
         finally:
             for fd in child_fds:
                 os.close(fd)
-        self.pid = self._popen.pid
+        self.pid = pid
         reaper.own(self.pid)
         if self._tracker is not None:
             self.track = self._tracker.spawned(self.name, self.pid)

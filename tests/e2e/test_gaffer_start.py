@@ -263,3 +263,14 @@ async def test_bad_config_is_refused_before_anything_starts(tmp_path):
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode != 0 and out == b""
     assert "nod: unknown setting (did you mean 'node'?)" in err.decode()
+
+
+async def test_starting_does_not_import_package_metadata():
+    """`gaffer start` loads importlib.metadata (~10 ms) only to look up an app by its entry
+    point, never on its way to the first spawn (issue 9, item 13)."""
+    code = "import sys, gaffer.cli.start; print('importlib.metadata' in sys.modules)"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert out.decode().strip() == "False"
