@@ -116,11 +116,15 @@ class Processes:
     """The real ProcessFactory: ``Process`` on the running loop, tracked by ``tracker``."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop | None = None, tracker: Tracker | None = None
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        tracker: Tracker | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
+        """``lanes``: where a burst's execs run (by default one lane per CPU, at most 4)."""
         self._loop = loop
         self.tracker = tracker
-        self.lanes = Lanes()
+        self.lanes = lanes if lanes is not None else Lanes()
 
     def spawn(
         self, spec: LaunchSpec, name: str, on_exit: ExitCallback, on_output: OutputCallback | None

@@ -127,6 +127,8 @@ class FakeProcesses:
         self._pids = itertools.count(first_pid)
         self.spawned: list[FakeProcess] = []
         self.failing: dict[str, str] = {}
+        self.failing_instances: dict[str, str] = {}
+        """Instance id -> why its spawns fail while prepared (as a missing program)."""
         self.failing_exec: dict[str, str] = {}
         """Instance id -> why its execs fail (at ``finish``, after ``prepare`` succeeded)."""
         self.bursts: list[list[str]] = []
@@ -141,6 +143,14 @@ class FakeProcesses:
 
     def heal(self, program: str) -> None:
         self.failing.pop(program, None)
+
+    def fail_instance(self, name: str, reason: str = "command not found") -> None:
+        """Spawns of instance ``name`` fail with ``reason`` while prepared, as a missing
+        program does (``fail`` does it for every instance of a program), until healed."""
+        self.failing_instances[name] = reason
+
+    def heal_instance(self, name: str) -> None:
+        self.failing_instances.pop(name, None)
 
     def fail_exec(self, name: str, reason: str = "Exec format error") -> None:
         """The execs of instance ``name`` fail with ``reason`` (once prepared) until healed."""
@@ -166,6 +176,8 @@ class FakeProcesses:
         program = spec.argv[0] if spec.argv else ""
         if program in self.failing:
             raise SpawnError(f"{self.failing[program]}: {program!r}")
+        if name in self.failing_instances:
+            raise SpawnError(f"{self.failing_instances[name]}: {program!r}")
         return FakeLaunch(self, spec, name, on_exit, on_output)
 
     def launch(self, launches: Sequence["FakeLaunch"]) -> None:
