@@ -303,7 +303,6 @@ class Agent:
             await self.keeping.aclose(hand_over=not stop_processes)
         if not stop_processes:
             self.manager.abandon()
-        self.manager.close()
         await self.tracker.aclose(finish=stop_processes or finished > 0)
         self.journal.close()
         if self._presence is not None:

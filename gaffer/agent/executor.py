@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from gaffer.agent import flapping
 from gaffer.agent.attended import lapsed
@@ -40,7 +40,7 @@ from gaffer.agent.output import Line
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.plan import Actions, plan, startable
 from gaffer.agent.process import ExitStatus
-from gaffer.agent.processes import Found, Launch, Proc, ProcessFactory, ProcessHooks
+from gaffer.agent.processes import Found, ProcessFactory, ProcessHooks
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.clock import Clock
@@ -55,17 +55,6 @@ that prints the events (``gaffer start``) leaves such records out, so nothing sh
 SPAWN_BATCH = 64
 GAVE_UP = "flapping: gave up after max_retry retries"
 ALREADY_FAILED = "template gave up after flapping"
-
-
-class Pending(NamedTuple):
-    """A spawn prepared in a burst, to be finished in order."""
-
-    entry: Entry
-    inst: Instance
-    template: Template
-    digest: str
-    incarnation: int
-    launch: Launch
 
 
 class Executor:
@@ -156,8 +145,7 @@ class Executor:
             self._changes.notify()
 
     def _start_some(self, entry: Entry) -> None:
-        """Begin the next SPAWN_BATCH queued instances as one burst, then yield to the loop
-        for the rest."""
+        """Begin the next SPAWN_BATCH queued instances, then yield to the loop for the rest."""
         entry.start_pending = False
         queue = entry.start_queue
         if not queue or self._entries.get(entry.name) is not entry or not entry.wanted.active:
@@ -166,21 +154,13 @@ class Executor:
         now = self._clock.time()
         holding = self._holding_at(now)
         budget = SPAWN_BATCH
-        burst: list[Pending] = []
-        try:
-            while queue and budget:
-                ordinal = queue.popleft()
-                inst = entry.instances.get(ordinal)
-                if inst is None or ordinal not in here or not startable(inst, entry.flap, now):
-                    continue
-                budget -= 1
-                if begin(entry.flap, holding, now) is Begin.SPAWN:
-                    self._prepare(entry, inst, entry.template, burst)
-                else:
-                    self._finish_burst(burst)
-                    self._begin(entry, inst, holding, now)
-        finally:
-            self._finish_burst(burst)
+        while queue and budget:
+            ordinal = queue.popleft()
+            inst = entry.instances.get(ordinal)
+            if inst is None or ordinal not in here or not startable(inst, entry.flap, now):
+                continue
+            budget -= 1
+            self._begin(entry, inst, holding, now)
         if queue and not entry.start_pending:
             entry.start_pending = True
             self._clock.call_soon(self._start_some, entry)
@@ -200,15 +180,6 @@ class Executor:
             self._fail(entry, inst, ALREADY_FAILED)
 
     def spawn(self, entry: Entry, inst: Instance, template: Template) -> None:
-        """Spawn one instance now, on this thread (a one-off run raises SpawnError)."""
-        burst: list[Pending] = []
-        self._prepare(entry, inst, template, burst)
-        self._finish_burst(burst)
-
-    def _prepare(self, entry: Entry, inst: Instance, template: Template, burst: list[Pending]) -> None:
-        """Prepare one spawn into ``burst``. One that cannot
-        start at all is reported at once, after the burst so far is finished: its outcome
-        (flapping, giving up) is then decided as if every spawn before it had been alone."""
         inst.cancel_timers()
         digest = entry.wanted.spec if template is entry.template else template.spec_hash()
         extra = None if self._agent_env is None else {**self._agent_env, "GAFFER_SPEC": digest}
@@ -220,40 +191,15 @@ class Executor:
                 inst.output.restart(template.log, inst.id)
                 on_output = functools.partial(self._on_output, inst)
             on_exit = functools.partial(self._on_exit, entry, inst, incarnation)
-            launch = self._processes.prepare(spec, inst.id, on_exit, on_output)
+            process = self._processes.spawn(spec, inst.id, on_exit, on_output)
         except SpawnError as exc:
-            self._finish_burst(burst)
             if inst.oneoff:
                 raise
             self._spawn_failed(entry, inst, exc.message)
             return
-        burst.append(Pending(entry, inst, template, digest, incarnation, launch))
-
-    def _finish_burst(self, burst: list[Pending]) -> None:
-        """Run the execs of every prepared spawn (in lanes when several), then finish each
-        in order; the execs that failed are reported after the whole burst, each for its own
-        instance, so none changes what its neighbours got."""
-        if len(burst) > 1:
-            self._processes.launch([pending.launch for pending in burst])
-        failed: list[tuple[Pending, SpawnError]] = []
-        while burst:
-            pending = burst.pop(0)
-            try:
-                process = pending.launch.finish()
-            except SpawnError as exc:
-                if pending.inst.oneoff:
-                    raise
-                failed.append((pending, exc))
-                continue
-            self._spawned(pending, process)
-        for pending, exc in failed:
-            self._spawn_failed(pending.entry, pending.inst, exc.message)
-
-    def _spawned(self, pending: Pending, process: Proc) -> None:
-        entry, inst, template, incarnation = pending.entry, pending.inst, pending.template, pending.incarnation
         inst.incarnation = incarnation
         for hook in self._hooks:
-            hook.on_spawn(inst.id, process, pending.digest, inst.oneoff)
+            hook.on_spawn(inst.id, process, digest, inst.oneoff)
         self._repeats_ended(inst)
         self.spawned += 1
         inst.process = process
@@ -509,11 +455,6 @@ class Executor:
                 later = verdict.next_check
         if later is not None:
             self._runs_timer = self._clock.call_later(max(0.0, later - now), self.check_runs)
-
-    def close(self) -> None:
-        """Nothing is spawned any more: the factory's lanes end."""
-        self._abandoned = True
-        self._processes.close()
 
     def abandon(self) -> None:
         """Let go of every process without stopping it: no exit watch, no pipes, no timers,

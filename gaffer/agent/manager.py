@@ -416,12 +416,6 @@ class Manager:
         one adopts them): no exit watch, no pipes, no timers, nothing spawned again."""
         self._act.abandon()
 
-    def close(self) -> None:
-        """Release what spawning holds (the spawn lanes' threads, ``ProcessFactory.close``);
-        the processes are not touched. Called once the Manager has stopped or abandoned
-        them; nothing is spawned afterwards."""
-        self._act.close()
-
     # ----------------------------------------------------------------- waiting
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:

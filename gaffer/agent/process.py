@@ -47,8 +47,6 @@ callbacks per megabyte, small enough that one chatty process cannot hold the loo
 STDIN_LIMIT = 1024 * 1024
 START_TOLERANCE = 0.05
 """Seconds an adopted pid's start time may differ from the recorded one (clock-tick rounding)."""
-SPAWN_ERRORS = (OSError, subprocess.SubprocessError, ValueError)
-"""What starting a child raises when it cannot (what Popen raises)."""
 _devnull: int | None = None
 
 
@@ -128,8 +126,6 @@ class Process:
         self._popen: subprocess.Popen | None = None
         self._pidfd: int | None = None
         self._readers: dict[int, str] = {}
-        self._child_fds: list[int] = []
-        """The child's ends of its pipes, between ``prepare`` and ``started``/``failed``."""
         self._stdin: int | None = None
         self._stdin_buffer = bytearray()
         self._stdin_writer = False
@@ -145,61 +141,41 @@ class Process:
 
     def spawn(self) -> int:
         """Start the process; raises SpawnError with the reason when exec fails."""
-        child = self.prepare()
-        try:
-            pid, popen = child.run()
-        except SPAWN_ERRORS as exc:
-            raise self.failed(exc) from exc
-        return self.started(pid, popen)
-
-    def prepare(self) -> spawning.Exec:
-        """Open the pipes and decide how the child starts (``spawning.prepare``), without
-        starting it: then ``started`` with what ``Exec.run`` returned, or ``failed`` with what
-        it raised. Raises SpawnError (every descriptor closed) if it cannot start at all."""
         spec = self.spec
         null = devnull()
+        child_fds: list[int] = []
+        parent_fds: list[int] = []
         stdin = stdout = stderr = null
         try:
             if spec.stdin:
                 stdin, write_end = os.pipe2(os.O_CLOEXEC)
-                self._child_fds.append(stdin)
+                child_fds.append(stdin)
+                parent_fds.append(write_end)
                 self._stdin = write_end
             if spec.stdout:
                 read_end, stdout = os.pipe2(os.O_CLOEXEC)
-                self._child_fds.append(stdout)
+                child_fds.append(stdout)
+                parent_fds.append(read_end)
                 self._readers[read_end] = "out"
             if spec.stderr:
                 read_end, stderr = os.pipe2(os.O_CLOEXEC)
-                self._child_fds.append(stderr)
+                child_fds.append(stderr)
+                parent_fds.append(read_end)
                 self._readers[read_end] = "err"
-            return spawning.prepare(
+            pid, self._popen = spawning.spawn(
                 spec.argv, spec.env, (stdin, stdout, stderr),
                 cwd=spec.cwd, uid=spec.uid, gid=spec.gid, groups=spec.groups,
             )
-        except SPAWN_ERRORS as exc:
-            raise self.failed(exc) from exc
-
-    def failed(self, exc: BaseException) -> SpawnError:
-        """The child did not start: close every descriptor; the SpawnError to raise."""
-        self._close_child_fds()
-        for fd in self._readers:
-            os.close(fd)
-        self._readers.clear()
-        if self._stdin is not None:
-            os.close(self._stdin)
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            for fd in parent_fds:
+                os.close(fd)
+            self._readers.clear()
             self._stdin = None
-        return SpawnError(_spawn_reason(self.spec, exc))
-
-    def _close_child_fds(self) -> None:
-        for fd in self._child_fds:
-            os.close(fd)
-        self._child_fds.clear()
-
-    def started(self, pid: int, popen: subprocess.Popen | None) -> int:
-        """The child runs as ``pid``: watch its exit and read its pipes."""
-        self._close_child_fds()
+            raise SpawnError(_spawn_reason(spec, exc)) from exc
+        finally:
+            for fd in child_fds:
+                os.close(fd)
         self.pid = pid
-        self._popen = popen
         reaper.own(self.pid)
         if self._tracker is not None:
             self.track = self._tracker.spawned(self.name, self.pid)

@@ -19,13 +19,7 @@ The fast path is taken only when it does exactly what Popen would:
   inherited at its own start are made close-on-exec once, before the first fast spawn
   (``seal_inherited``), so a child gets exactly its three standard streams, as with Popen;
 - ``restore_signals``: SIGPIPE and SIGXFSZ, which Python ignores, are set back to their
-  defaults in the child (``setsigdef``); handlers are reset by the exec itself. The child's
-  signal mask is emptied (``setsigmask``), as the main thread's is, whichever thread spawns.
-
-A spawn is prepared (``prepare``: the path chosen, the program looked up) apart from its
-exec (``Exec.run``), so the posix_spawn of a burst can run in lanes (``gaffer.agent.lanes``):
-glibc's posix_spawn blocks its calling thread until the child has exec'd, and Python releases
-the GIL meanwhile, so the loop's thread prepares the next spawns while lanes wait for theirs.
+  defaults in the child (``setsigdef``); handlers are reset by the exec itself.
 """
 
 from __future__ import annotations
@@ -42,76 +36,6 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _sealed = False
 
 
-class Exec:
-    """One child ready to exec: ``run`` starts it. Prepared on the loop's thread (the path
-    decided, the program looked up, inherited descriptors sealed), so a fast one's ``run`` is
-    a single ``os.posix_spawn`` that any thread may call: the lanes (``lanes``) do."""
-
-    __slots__ = ("argv", "env", "streams", "cwd", "uid", "gid", "groups", "path")
-
-    def __init__(
-        self,
-        argv: tuple[str, ...],
-        env: dict[str, str],
-        streams: tuple[int, int, int],
-        cwd: str | None,
-        uid: int | None,
-        gid: int | None,
-        groups: tuple[int, ...] | None,
-        path: str | None,
-    ) -> None:
-        self.argv = argv
-        self.env = env
-        self.streams = streams
-        self.cwd = cwd
-        self.uid = uid
-        self.gid = gid
-        self.groups = groups
-        self.path = path
-        """The program's path on the fast path (``posix_spawn``); None: Popen's."""
-
-    @property
-    def fast(self) -> bool:
-        return self.path is not None
-
-    def run(self) -> tuple[int, subprocess.Popen | None]:
-        """Start the child; the pid, and the Popen on the slow path. Raises what Popen raises
-        (OSError, SubprocessError, ValueError)."""
-        if self.path is not None:
-            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(self.streams)]
-            pid = os.posix_spawn(self.path, self.argv, self.env, file_actions=actions, setsid=True,
-                                 setsigmask=(), setsigdef=DEFAULT_SIGNALS)
-            return pid, None
-        stdin, stdout, stderr = self.streams
-        popen = subprocess.Popen(
-            self.argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=self.cwd, env=self.env,
-            start_new_session=True, user=self.uid, group=self.gid, extra_groups=self.groups,
-            close_fds=True,
-        )
-        return popen.pid, popen
-
-
-def prepare(
-    argv: tuple[str, ...],
-    env: dict[str, str],
-    streams: tuple[int, int, int],
-    cwd: str | None = None,
-    uid: int | None = None,
-    gid: int | None = None,
-    groups: tuple[int, ...] | None = None,
-) -> Exec:
-    """Decide how ``argv`` will be started (see the module docstring). On the fast path the
-    program is looked up now: a missing one raises here (FileNotFoundError, PermissionError),
-    on the caller's thread, before any exec."""
-    path = None
-    if fast_path_allowed(cwd, uid, gid, groups, streams):
-        if not argv:
-            raise ValueError("an empty command line")
-        seal_inherited()
-        path = find_program(argv[0], env)
-    return Exec(argv, env, streams, cwd, uid, gid, groups, path)
-
-
 def spawn(
     argv: tuple[str, ...],
     env: dict[str, str],
@@ -124,7 +48,14 @@ def spawn(
     """Start ``argv`` in a new session with ``streams`` as its stdin, stdout and stderr; the
     pid, and the Popen when it took the slow path. Raises what Popen raises (OSError,
     SubprocessError, ValueError)."""
-    return prepare(argv, env, streams, cwd, uid, gid, groups).run()
+    if fast_path_allowed(cwd, uid, gid, groups, streams):
+        return posix_spawn(argv, env, streams), None
+    stdin, stdout, stderr = streams
+    popen = subprocess.Popen(
+        argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+        start_new_session=True, user=uid, group=gid, extra_groups=groups, close_fds=True,
+    )
+    return popen.pid, popen
 
 
 def fast_path_allowed(
@@ -148,6 +79,16 @@ def _same_dir(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def posix_spawn(argv: tuple[str, ...], env: dict[str, str], streams: tuple[int, int, int]) -> int:
+    if not argv:
+        raise ValueError("an empty command line")
+    seal_inherited()
+    path = find_program(argv[0], env)
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(streams)]
+    return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+                          setsigdef=DEFAULT_SIGNALS)
 
 
 def find_program(program: str, env: Mapping[str, str]) -> str:

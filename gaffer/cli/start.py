@@ -483,7 +483,6 @@ async def _run_tracked(template: Template, args: list[str] | None, node: str, tr
     status = await inst.done
     await cancel_and_wait(feed)
     await manager.shutdown()
-    manager.close()
     await _drain(relay_task, events)
     if interrupted:
         return 128 + interrupted[0]

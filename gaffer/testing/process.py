@@ -9,17 +9,13 @@ Signals behave as for a plain process: one that kills (TERM, INT, KILL, ... anyt
 ones the process ``ignores``, and never KILL) makes it exit by that signal, delivered on the
 clock's next ``run``, as a real exit is seen on a later loop turn. ``exit(code)`` and
 ``emit(stream, data)`` deliver at once, as the pidfd and the pipe of a real process would.
-
-Bursts go as with real processes: ``prepare`` (a program made to ``fail`` fails here, as a
-missing one does), ``launch``, then ``finish`` (an instance made to ``fail_exec`` fails there,
-as an exec that fails in a lane does). ``bursts`` records the instances of each ``launch``.
 """
 
 from __future__ import annotations
 
 import itertools
 import signal as _signal
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.process import ExitCallback, ExitStatus, LaunchSpec, OutputCallback
@@ -127,13 +123,6 @@ class FakeProcesses:
         self._pids = itertools.count(first_pid)
         self.spawned: list[FakeProcess] = []
         self.failing: dict[str, str] = {}
-        self.failing_instances: dict[str, str] = {}
-        """Instance id -> why its spawns fail while prepared (as a missing program)."""
-        self.failing_exec: dict[str, str] = {}
-        """Instance id -> why its execs fail (at ``finish``, after ``prepare`` succeeded)."""
-        self.bursts: list[list[str]] = []
-        """The instance ids of each ``launch`` (a burst whose execs ran in lanes), in order."""
-        self.closed = False
         self.ignores: dict[str, set[int]] = {}
         """Instance id -> signals its processes ignore (a stubborn one: ``{SIGTERM}``)."""
 
@@ -144,62 +133,17 @@ class FakeProcesses:
     def heal(self, program: str) -> None:
         self.failing.pop(program, None)
 
-    def fail_instance(self, name: str, reason: str = "command not found") -> None:
-        """Spawns of instance ``name`` fail with ``reason`` while prepared, as a missing
-        program does (``fail`` does it for every instance of a program), until healed."""
-        self.failing_instances[name] = reason
-
-    def heal_instance(self, name: str) -> None:
-        self.failing_instances.pop(name, None)
-
-    def fail_exec(self, name: str, reason: str = "Exec format error") -> None:
-        """The execs of instance ``name`` fail with ``reason`` (once prepared) until healed."""
-        self.failing_exec[name] = reason
-
-    def heal_exec(self, name: str) -> None:
-        self.failing_exec.pop(name, None)
-
     def spawn(
         self, spec: LaunchSpec, name: str, on_exit: ExitCallback, on_output: OutputCallback | None
     ) -> FakeProcess:
-        return self.prepare(spec, name, on_exit, on_output).finish()
-
-    def prepare(
-        self,
-        spec: LaunchSpec,
-        name: str,
-        on_exit: ExitCallback,
-        on_output: OutputCallback | None,
-    ) -> "FakeLaunch":
-        if self.closed:
-            raise AssertionError("spawn after close")
         program = spec.argv[0] if spec.argv else ""
         if program in self.failing:
             raise SpawnError(f"{self.failing[program]}: {program!r}")
-        if name in self.failing_instances:
-            raise SpawnError(f"{self.failing_instances[name]}: {program!r}")
-        return FakeLaunch(self, spec, name, on_exit, on_output)
-
-    def launch(self, launches: Sequence["FakeLaunch"]) -> None:
-        if any(launch.launched or launch.finished for launch in launches):
-            raise AssertionError("launched twice or after finish")
-        for launch in launches:
-            launch.launched = True
-        self.bursts.append([launch.name for launch in launches])
-
-    def _finish(self, launch: "FakeLaunch") -> FakeProcess:
-        if launch.name in self.failing_exec:
-            program = launch.spec.argv[0] if launch.spec.argv else ""
-            raise SpawnError(f"cannot run {program!r}: {self.failing_exec[launch.name]}")
         process = FakeProcess(
-            self._clock, launch.spec, launch.name, next(self._pids), launch.on_exit,
-            launch.on_output, self.ignores.get(launch.name, ()),
+            self._clock, spec, name, next(self._pids), on_exit, on_output, self.ignores.get(name, ())
         )
         self.spawned.append(process)
         return process
-
-    def close(self) -> None:
-        self.closed = True
 
     def adopt(
         self,
@@ -235,29 +179,3 @@ class FakeProcesses:
     def alive(self, prefix: str = "") -> list[FakeProcess]:
         """Live processes whose instance id starts with ``prefix``."""
         return [p for p in self.spawned if p.alive and p.name.startswith(prefix)]
-
-
-class FakeLaunch:
-    """A spawn ``FakeProcesses.prepare`` made; ``finish`` it exactly once."""
-
-    def __init__(
-        self,
-        factory: FakeProcesses,
-        spec: LaunchSpec,
-        name: str,
-        on_exit: ExitCallback,
-        on_output: OutputCallback | None,
-    ) -> None:
-        self.spec = spec
-        self.name = name
-        self.on_exit = on_exit
-        self.on_output = on_output
-        self.launched = False
-        self.finished = False
-        self._factory = factory
-
-    def finish(self) -> FakeProcess:
-        if self.finished:
-            raise AssertionError(f"{self.name}: finished twice")
-        self.finished = True
-        return self._factory._finish(self)
