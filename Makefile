@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/hello.toml
 
-.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output clean
+.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 test-unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-bench: bench-spawn bench-link bench-reconcile bench-apply bench-output
+bench: bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle
 
 bench-spawn: $(VENV)/.installed
 	$(BIN)/python bench/spawn.py
@@ -43,6 +43,12 @@ bench-apply: $(VENV)/.installed
 
 bench-output: $(VENV)/.installed
 	$(BIN)/python bench/output.py
+
+bench-cli: $(VENV)/.installed
+	$(BIN)/python bench/cli_startup.py
+
+bench-idle: $(VENV)/.installed
+	$(BIN)/python bench/idle.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

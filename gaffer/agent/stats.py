@@ -1,5 +1,8 @@
 """Process statistics through psutil, computed only when someone asks.
 
+psutil itself is imported on the first request (about 2 MB that an agent nobody asks for
+stats never needs).
+
 CPU percent needs two readings; the sampler keeps the psutil handle of every process it has
 seen so the next request measures the interval since the last one (like ``top``). A process it
 has never seen is primed and measured over ``PRIME_INTERVAL`` instead of reporting a bogus 0.
@@ -11,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 PRIME_INTERVAL = 0.1
 
@@ -82,6 +86,8 @@ class StatsSampler:
         wanted: dict[int, list[int]] = {pid: _descendants(pid, tree) for pid in pids}
         every = {p for pid, kids in wanted.items() for p in (pid, *kids)}
         fresh = [pid for pid in every if pid not in self._handles]
+        import psutil
+
         for pid in fresh:
             try:
                 handle = psutil.Process(pid)
@@ -106,6 +112,8 @@ class StatsSampler:
         handle = self._handles.get(pid)
         if handle is None:
             return None
+        import psutil
+
         try:
             with handle.oneshot():
                 cpu = handle.cpu_percent(None)
@@ -118,6 +126,8 @@ class StatsSampler:
 
 
 def _children_map() -> dict[int, list[int]]:
+    import psutil
+
     tree: dict[int, list[int]] = collections.defaultdict(list)
     for proc in psutil.process_iter(["ppid"]):
         ppid = proc.info.get("ppid")

@@ -30,9 +30,10 @@ from typing import Any, TextIO
 
 from gaffer.client import AsyncClient, ReceivedEvent
 from gaffer.common.errors import GafferError, InvalidRequest, StdinClosed, StdinFull
+from gaffer.common.limits import RUN_LEASE
 from gaffer.common.signals import parse_signal, signal_name
 
-LEASE = 10.0
+LEASE = RUN_LEASE
 """Seconds a run outlives a vanished client, counted from its last renewal."""
 RENEW = 5.0
 """Seconds of each ``wait``: how often the lease is renewed."""

@@ -3,6 +3,10 @@
 Every command takes ``--json`` for machine-readable output and prints a table otherwise;
 ``--controller`` / ``GAFFER_CONTROLLER`` chooses the endpoint. Errors are one line on stderr
 and a non-zero exit status, never a traceback.
+
+Each run is one short process, so start-up is most of its cost: this module imports only what
+every command needs (click, the blocking ``Client``, the tables); what one command alone uses
+(template files, key files) is imported inside that command.
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ from typing import Any, Callable
 
 import click
 
-from gaffer.cli import attach, tables
+from gaffer.cli import tables
 from gaffer.client import Client, Credentials
-from gaffer.common import keys as keyfiles
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
-from gaffer.common.loaders import load
+from gaffer.common.limits import RUN_LEASE
 
 
 class Context:
@@ -39,6 +42,8 @@ class Context:
             if self.key or self.controller_key:
                 if not (self.key and self.controller_key):
                     fail("--key and --controller-key go together (CURVE needs both)")
+                from gaffer.common import keys as keyfiles
+
                 credentials = Credentials(
                     keyfiles.load_keypair(self.key), keyfiles.load_public(self.controller_key)
                 )
@@ -136,6 +141,8 @@ def status(obj: Context) -> None:
 @click.pass_obj
 def apply(obj: Context, files: tuple[str, ...]) -> None:
     """Create or update the templates of FILES (TOML, JSON or Procfile)."""
+    from gaffer.common.loaders import load
+
     templates = []
     for path in files:
         loaded = load(path)
@@ -239,7 +246,7 @@ def kill(obj: Context, target: str, signal: str, group: bool) -> None:
 @click.argument("name")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Add KEY=VALUE to the run's environment (repeatable).")
-@click.option("--lease", type=params.LEASE, default=attach.LEASE, show_default=True, help="Seconds the run outlives this command if it vanishes (killed, host or controller gone).")
+@click.option("--lease", type=params.LEASE, default=RUN_LEASE, show_default=True, help="Seconds the run outlives this command if it vanishes (killed, host or controller gone).")
 @json_option
 @click.pass_obj
 def run(obj: Context, name: str, args: tuple[str, ...], env: tuple[str, ...], lease: float) -> None:
@@ -251,6 +258,8 @@ def run(obj: Context, name: str, args: tuple[str, ...], env: tuple[str, ...], le
     process group, KILL after its graceful_timeout, and exits 130 (143) once it has ended.
     The run never outlives this command by more than --lease seconds.
     """
+    from gaffer.cli import attach  # asyncio and the async client: `run` alone needs them
+
     try:
         overrides = attach.parse_env(env)
     except ValueError as exc:
@@ -410,6 +419,8 @@ def keygen(obj: Context, name: str, directory: str) -> None:
     A controller key directory holds controller.key_secret, agents/NODE.key and
     clients/NAME.key; see the README's Security section.
     """
+    from gaffer.common import keys as keyfiles
+
     public, secret = keyfiles.generate(Path(directory), name)
     fingerprint = keyfiles.fingerprint(keyfiles.load_public(public))
     result = {"public": str(public), "secret": str(secret), "fingerprint": fingerprint}

@@ -27,6 +27,12 @@ from gaffer.controller.settings import ControllerSettings
 
 log = logging.getLogger("gaffer")
 
+EMBEDDED_HEARTBEAT = 5.0
+"""Seconds between the embedded agent's heartbeats (the controller beats every half of it).
+Liveness guards against losing a host; here agent and controller share one process and die
+together, so the beat only keeps the link's lease fresh, and a slow one keeps an idle
+``gaffer start`` asleep (about one wake-up a second, where the default 1 s made five)."""
+
 @dataclass(frozen=True)
 class EmbeddedSettings:
     """``bind`` None: the private unix sockets of the runtime directory (see
@@ -56,7 +62,7 @@ class Embedded:
             insecure=settings.insecure,
             keys=settings.keys,
             local_agents=((self._agent_keys.public, settings.node),) if self._agent_keys else (),
-            liveness=Liveness(startup_grace=0.0),
+            liveness=Liveness(interval=EMBEDDED_HEARTBEAT, startup_grace=0.0),
             max_per_template=settings.limits.per_template,
             max_instances=settings.limits.total,
         ))

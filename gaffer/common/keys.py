@@ -19,7 +19,7 @@ import zmq.auth
 from zmq.utils import z85
 
 from gaffer.common.errors import ConfigError
-from gaffer.common.template import NAME_RE
+from gaffer.common.limits import NAME_RE
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ MAX_NAME = 64
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 """Templates and nodes: letters, digits, ``-`` and ``_``, no dots (ids and topics use them)."""
 NAME_RULE = "letters, digits, '-' and '_' (no dots), starting with a letter or digit, at most 64 characters"
+LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,62}[A-Za-z0-9])?\Z")
+"""Label keys of a node and of a template's placement selector."""
 
 MAX_LINES = 100_000
 """Lines of output one request may ask for."""
@@ -64,3 +66,8 @@ def finite(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+RUN_LEASE = 10.0
+"""Seconds an attached one-off run (``gafferctl run``) outlives a vanished client, counted from
+its last renewal: the default of ``--lease``. Here, not in ``cli/attach``, so gafferctl reads
+it without importing asyncio."""

@@ -13,7 +13,6 @@ docs/PROTOCOL.md describes each kind, who sends it, and the flows built from the
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -21,10 +20,9 @@ import msgpack
 
 from gaffer.common import schema as s
 from gaffer.common.errors import Problem, ProtocolError
-from gaffer.common.limits import MAX_COUNT
+from gaffer.common.limits import LABEL_RE, MAX_COUNT, NAME_RE
 from gaffer.common.model import AGENT_STATES
 from gaffer.common.parts import MAX_PARTS
-from gaffer.common.template import LABEL_RE, NAME_RE
 
 PROTOCOL_VERSION = 2
 """2: ``assign`` carries the controller's per-node decisions in ``controls`` (no longer inside
@@ -242,6 +240,8 @@ def instances_digest(instances: Iterable[Mapping[str, Any]]) -> str:
     Manager) and the controller (from its last report) get the same digest for the same table
     however they built it; a mismatch means the controller's view is stale.
     """
+    import hashlib  # here, not at the top: a client never digests, and gafferctl starts faster
+
     rows = sorted(
         ((i["id"], i["state"], i["pid"], i["spec"]) for i in instances), key=lambda row: row[0]
     )

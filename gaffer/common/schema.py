@@ -14,7 +14,6 @@ Every check carries ``expect``, a phrase such as ``"an integer >= 0"``, so a fai
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -271,6 +270,8 @@ def _shape_error(value: dict, known: tuple[str, ...], extra: dict[str, Check]) -
             return error
     for name in value:
         if name not in known:
+            import difflib  # only ever on a refusal: kept out of every start-up
+
             hint = difflib.get_close_matches(name, known, n=1) if type(name) is str else []
             error = Invalid("unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
             error.path.append(key_segment(name))

@@ -29,6 +29,7 @@ from gaffer.common.limits import (
     MAX_ID,
     MAX_LOG_BACKUPS,
     MAX_LOG_BYTES,
+    LABEL_RE,
     NAME_RE,
     NAME_RULE,
 )
@@ -37,7 +38,6 @@ from gaffer.common.signals import parse_signal
 
 RESTART_POLICIES = ("always", "on-failure", "never")
 STREAMS = ("out", "err")
-LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_./-]{0,62}[A-Za-z0-9])?\Z")
 
 
 @dataclass(frozen=True)

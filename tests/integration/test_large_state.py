@@ -57,7 +57,7 @@ async def test_an_answer_too_large_is_an_error_not_silence(cluster, monkeypatch)
 async def test_a_large_apply_goes_in_parts_and_commits_as_one(cluster, monkeypatch):
     """An apply bigger than a part is staged and committed whole; the answer summarizes it."""
     await cluster.start_controller()
-    monkeypatch.setattr("gaffer.client.APPLY_PART_BYTES", 16 * 1024)
+    monkeypatch.setattr("gaffer.client.wire.APPLY_PART_BYTES", 16 * 1024)
     monkeypatch.setattr("gaffer.controller.api.MAX_APPLY_RESULTS", 100)
     result = await cluster.client.apply(many(600))
     assert result["counts"] == {"created": 600} and len(result["results"]) == 100 and result["more"] == 500
@@ -67,7 +67,7 @@ async def test_a_large_apply_goes_in_parts_and_commits_as_one(cluster, monkeypat
 async def test_a_bad_part_refuses_the_whole_apply(cluster, monkeypatch):
     """One invalid template in any part: nothing of that apply is stored."""
     await cluster.start_controller()
-    monkeypatch.setattr("gaffer.client.APPLY_PART_BYTES", 16 * 1024)
+    monkeypatch.setattr("gaffer.client.wire.APPLY_PART_BYTES", 16 * 1024)
     templates = many(300)
     templates[250]["numprocesses"] = -1
     with pytest.raises(TemplateError, match="t250.numprocesses"):

@@ -6,8 +6,8 @@ These are issue 8's bar and docs/ARCHITECTURE.md's "Layout", held by the code it
   counted from its ``def`` line to its last line, nested functions included; decorators not).
   A file that grows past one is split along its seams, never allowed here.
 - **Packages.** ``common/`` imports only ``common/``; ``agent/`` and ``controller/`` import
-  ``common/`` and themselves (never each other, never ``cli/``); ``client.py`` imports
-  ``common/``; ``cli/`` may import any of them; nothing but ``gaffer.testing`` itself imports
+  ``common/`` and themselves (never each other, never ``cli/``); ``client/`` imports
+  ``common/`` and itself; ``cli/`` may import any of them; nothing but ``gaffer.testing`` itself imports
   ``gaffer.testing`` (it is for tests and ``bench/``). ``gaffer`` (the package's
   ``__init__``: the version) may be imported by all but ``common/`` and imports nothing.
   Every import counts here, wherever it is (in a function, under TYPE_CHECKING): a
@@ -39,11 +39,11 @@ ALLOWED = {
     "common": {"common"},
     "agent": {"gaffer", "common", "agent"},
     "controller": {"gaffer", "common", "controller"},
-    "client": {"gaffer", "common"},
+    "client": {"gaffer", "common", "client"},
     "cli": {"gaffer", "common", "agent", "controller", "client", "cli"},
     "testing": {"gaffer", "common", "agent", "controller", "client", "testing"},
 }
-"""For each package of gaffer (``client`` is ``gaffer/client.py``, ``gaffer`` the package's
+"""For each package of gaffer (``client`` is ``gaffer/client/``, ``gaffer`` the package's
 ``__init__``), the packages its modules may import."""
 
 PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership", "attended")

@@ -183,8 +183,8 @@ def _resolve(use: str, where: str) -> Any:
 
 
 def _entry_point(name: str, where: str) -> Any:
-    # imported here: importlib.metadata (zipfile, email, ...) is ~10 ms of every start,
-    # needed only when an app is named by its entry point
+    # Here, not at the top: importlib.metadata (email, zipfile, csv...) costs every agent about
+    # 4 MB and ~10 ms of its start, and only an app named by its entry point needs it.
     from importlib.metadata import entry_points
 
     found = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}

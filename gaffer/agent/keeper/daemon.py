@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import logging
 import os
 import resource
 import socket
 import stat
 
 from gaffer.agent.keeper.framing import MAX_BUFFER_KIB
+from gaffer.agent.keeper.logline import log
 from gaffer.agent.keeper.server import Keeper, Limits
-
-log = logging.getLogger("gaffer.keeper")
 
 FD_RESERVE = 64
 DEFAULT_IDLE_TIMEOUT = 60.0
@@ -122,7 +120,6 @@ def _report(ready_fd: int | None, line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s keeper[%(process)d] %(levelname)s: %(message)s")
     try:
         limits = _limits(args)
         lock_fd = take_lock(args.socket)

@@ -19,10 +19,12 @@ import collections
 import os
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Any
 
 import msgpack
+
+TYPE_CHECKING = False  # typing itself is not imported: see the package docstring
+if TYPE_CHECKING:
+    from typing import Any
 
 PROTOCOL = 1
 HEADER = struct.Struct("!IB")
@@ -42,13 +44,18 @@ def encode_frame(body: dict[str, Any], nfds: int = 0) -> bytes:
     return HEADER.pack(len(data), nfds) + data
 
 
-@dataclass
 class Frame:
     """A frame off the wire: its decoded body, or ``error`` saying why there is none."""
 
-    body: dict[str, Any] | None
-    fds: list[int]
-    error: str | None = None
+    __slots__ = ("body", "fds", "error")
+
+    def __init__(self, body: dict[str, Any] | None, fds: list[int], error: str | None = None) -> None:
+        self.body = body
+        self.fds = fds
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Frame(body={self.body!r}, fds={self.fds!r}, error={self.error!r})"
 
 
 class FrameDecoder:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import fcntl
 import functools
-import logging
 import os
 import select
 import selectors
@@ -27,8 +26,6 @@ import socket
 import stat
 import struct
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from gaffer.agent.keeper.framing import (
     MAX_KEY,
@@ -42,8 +39,11 @@ from gaffer.agent.keeper.framing import (
     recv_with_fds,
     send_with_fds,
 )
+from gaffer.agent.keeper.logline import log
 
-log = logging.getLogger("gaffer.keeper")
+TYPE_CHECKING = False  # typing itself is not imported: see the package docstring
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 DRAINED = ("out", "err")
 READ_CHUNK = 65536
@@ -60,24 +60,31 @@ class RequestError(Exception):
         self.message = message
 
 
-@dataclass(eq=False)
 class Held:
-    """One instance's pipe ends and what was drained from them while no agent was there."""
+    """One instance's pipe ends and what was drained from them while no agent was there.
 
-    fds: dict[str, int]
-    buffers: dict[str, bytearray] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
-    eof: set[str] = field(default_factory=set)
-    draining: bool = False
-    watched: set[str] = field(default_factory=set)
-    """Streams registered with the selector while draining."""
+    ``watched``: the streams registered with the selector while draining."""
+
+    __slots__ = ("fds", "buffers", "dropped", "eof", "draining", "watched")
+
+    def __init__(self, fds: dict[str, int]) -> None:
+        self.fds = fds
+        self.buffers: dict[str, bytearray] = {}
+        self.dropped: dict[str, int] = {}
+        self.eof: set[str] = set()
+        self.draining = False
+        self.watched: set[str] = set()
 
 
-@dataclass(frozen=True)
 class Limits:
-    buffer_bytes: int
-    max_fds: int
-    idle_timeout: float
+    """What one keeper may hold: bytes buffered per stream, descriptors, idle seconds."""
+
+    __slots__ = ("buffer_bytes", "max_fds", "idle_timeout")
+
+    def __init__(self, buffer_bytes: int, max_fds: int, idle_timeout: float) -> None:
+        self.buffer_bytes = buffer_bytes
+        self.max_fds = max_fds
+        self.idle_timeout = idle_timeout
 
 
 class _Conn:

@@ -1,0 +1,169 @@
+"""What a process manager costs while nothing happens: CPU, wake-ups and memory over N sleeps.
+
+``gaffer start``, circusd and supervisord (``managers.py``) each start ``--children`` (200)
+``sleep 3600`` from their defaults, settle ``--settle`` seconds, and are then read from
+``/proc`` only, never asked anything, over ``--window`` seconds: CPU (utime + stime of all the
+daemon's threads, clock ticks of 10 ms, so a 20 s window resolves 0.05 %), voluntary context
+switches of all its threads per second (its wake-ups), RSS and PSS (shared pages divided among
+the processes that map them) at the end. The sleeps themselves are not counted. Then the fd
+keeper an agent runs beside it (``python -m gaffer.agent.keeper``, idle) and a bare interpreter
+of the same venv waiting on stdin, for scale. Targets (issue 9, item 12): ``gaffer start`` at or
+under supervisor's CPU and memory, the keeper under 10 MB.
+
+    .venv/bin/python bench/idle.py                # 200 children, 20 s windows, writes RESULTS.md
+    .venv/bin/python bench/idle.py --quick        # 20 children, 5 s windows, prints only
+    .venv/bin/python bench/idle.py --skip-peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import managers
+import results
+
+KEEPER_TARGET_KB = 10 * 1024
+
+
+def switches(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def idle(manager: managers.Manager, settle: float, window: float) -> dict[str, float]:
+    """The manager's CPU %, wake-ups per second and memory over one quiet window."""
+    with manager:
+        time.sleep(settle)  # the bench measures idleness: it waits on purpose
+        pid = manager.pid
+        ticks, woke, started = managers.cpu_ticks(pid), switches(pid), time.monotonic()
+        time.sleep(window)  # the measured window
+        elapsed = time.monotonic() - started
+        cpu = (managers.cpu_ticks(pid) - ticks) / managers.CLK_TCK / elapsed * 100
+        wakeups = (switches(pid) - woke) / elapsed
+        memory = managers.memory(pid)
+        children = len(manager.children())
+    return {"cpu": cpu, "wakeups": wakeups, "children": children, **memory}
+
+
+def lone_process(argv: list[str], ready: str | None, settle: float) -> dict[str, float]:
+    """Memory of one process once it printed ``ready`` on stderr (or after ``settle``)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        if ready is not None:
+            line = proc.stderr.readline() if proc.stderr else ""
+            if ready not in line:
+                raise RuntimeError(f"{' '.join(argv[:4])}: expected {ready!r}, got {line!r}")
+        else:
+            time.sleep(settle)  # a bare interpreter prints nothing: give it its start-up
+        return {"cpu": float("nan"), "wakeups": float("nan"), "children": 0, **managers.memory(proc.pid)}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def ratio(ours: float, theirs: float) -> str:
+    """``ours / theirs`` as ``1.23x``; n/a when theirs is 0 (no tick in the window)."""
+    return f"{ours / theirs:.2f}x" if theirs else ("1.00x" if not ours else "n/a (theirs 0)")
+
+
+def mb(kib: float) -> str:
+    return f"{kib / 1024:.1f}"
+
+
+def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, peers: str) -> str:
+    info = results.machine()
+    table_rows = []
+    for who, got in rows.items():
+        cpu = "-" if got["cpu"] != got["cpu"] else f"{got['cpu']:.2f}%"
+        wake = "-" if got["wakeups"] != got["wakeups"] else f"{got['wakeups']:.1f}"
+        table_rows.append((who, got["children"], cpu, wake, mb(got["rss"]), mb(got["pss"])))
+    lines = [
+        "## Idle",
+        "",
+        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `bench/idle.py`: {info['cpus']} CPUs "
+        f"({info['cpu']}), {info['kernel']}, {info['python']}, load average at start {info['load']}.",
+        f"Peers: {peers}. {args.children} `sleep 3600` children each, {args.settle:g} s to settle, "
+        f"then a {args.window:g} s window read from /proc only.",
+        "",
+        results.table(["who", "children", "CPU", "wake-ups/s", "RSS MB", "PSS MB"], table_rows),
+        "",
+        "- CPU: utime + stime of every thread of the daemon over the window (10 ms ticks); wake-ups: "
+        "voluntary context switches of all its threads per second. The sleeps are not counted.",
+        "- RSS counts every resident page the process maps, shared libraries whole; PSS divides each "
+        "shared page among the processes mapping it (what the process adds to the host).",
+        "- gaffer start: its defaults (output captured, descendants tracked, no keeper: the embedded "
+        "agent holds its pipes itself). circus: no capture (its default); supervisor: log files (its default).",
+        "- keeper: the fd keeper every `gaffer-agent` runs beside it, idle; bare python: this venv's "
+        "interpreter doing nothing (its RSS is the floor of any Python daemon here).",
+        "",
+        "### Targets",
+        "",
+    ]
+    gaffer = rows.get("gaffer start")
+    sup = rows.get("supervisor")
+    if gaffer and sup:
+        for key, what in (("cpu", "CPU"), ("rss", "RSS"), ("pss", "PSS")):
+            met = gaffer[key] <= sup[key] * 1.005  # equal within a rounding of the ticks or pages
+            lines.append(f"- gaffer start {what} / supervisor's: {ratio(gaffer[key], sup[key])} (target <= 1x): "
+                         f"**{'met' if met else 'not met'}**")
+    if gaffer and "circus" in rows:
+        circus = rows["circus"]
+        lines.append(f"- gaffer start / circus: CPU {ratio(gaffer['cpu'], circus['cpu'])}, "
+                     f"RSS {ratio(gaffer['rss'], circus['rss'])}, PSS {ratio(gaffer['pss'], circus['pss'])}")
+    keeper = rows.get("keeper")
+    if keeper:
+        lines.append(f"- keeper PSS {mb(keeper['pss'])} MB (target < 10 MB): "
+                     f"**{'met' if keeper['pss'] < KEEPER_TARGET_KB else 'not met'}**; its RSS "
+                     f"{mb(keeper['rss'])} MB, of which the bare interpreter's RSS is {mb(rows['bare python']['rss'])} MB")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--children", type=int, default=200)
+    parser.add_argument("--window", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true", help="20 children, 5 s windows, print only")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    args = parser.parse_args()
+    if args.quick:
+        args.children, args.window, args.settle = 20, 5.0, 2.0
+    say = lambda message: print(f"  {message}", file=sys.stderr, flush=True)  # noqa: E731
+    why = "" if args.skip_peers else managers.peers_available(say)
+    if why:
+        say(f"peers n/a: {why}")
+    kinds = [managers.Gaffer] + ([] if args.skip_peers or why else [managers.Circus, managers.Supervisor])
+    work = managers.WORK / "idle"
+    rows: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        say(f"{kind.name}: {args.children} sleeps, {args.settle:g} s settle, {args.window:g} s window")
+        rows["gaffer start" if kind is managers.Gaffer else kind.name] = idle(kind(work / kind.name, args.children), args.settle, args.window)
+    socket_path = work / "keeper.sock"
+    rows["keeper"] = lone_process(
+        [sys.executable, "-m", "gaffer.agent.keeper", "--socket", str(socket_path), "--idle-timeout", "600"],
+        "listening on", args.settle,
+    )
+    rows["bare python"] = lone_process([sys.executable, "-c", "import sys; sys.stdin.read()"], None, 1.0)
+    versions = managers.versions() if len(kinds) > 1 else {}
+    peer_text = ", ".join(f"{k} {v}" for k, v in versions.items()) or "not measured"
+    text = report(rows, args, peer_text)
+    print(text)
+    if not (args.quick or args.no_write):
+        print(f"\nwrote {results.write_section('idle', text)}")
+
+
+if __name__ == "__main__":
+    main()

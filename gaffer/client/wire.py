@@ -1,0 +1,131 @@
+"""What both clients share: the request frame, reading an answer, splitting an apply, gaps.
+
+``AsyncClient`` (asyncio) and ``Client`` (blocking) differ only in how they wait; everything
+they say and how they read the controller's answers is here, as plain functions of values, so
+the two can never drift apart. Nothing here imports asyncio or opens a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import msgpack
+
+from gaffer.common import protocol
+from gaffer.common.errors import ConfigError, ControllerUnreachable, ProtocolError, TemplateError, from_wire
+
+if TYPE_CHECKING:
+    from gaffer.common.keys import KeyPair
+
+DEFAULT_TIMEOUT = 5.0
+PAGE = 2_000
+"""Items per page when a listing is fetched whole (a page stays far below a message)."""
+APPLY_PART_BYTES = 1024 * 1024
+"""Templates per apply request, by encoded size: a quarter of a message, leaving room."""
+MAX_TIMEOUT = 86_400.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A client key pair and the controller's public key, for CURVE."""
+
+    keys: KeyPair
+    controller_key: bytes
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    seq: int
+    topic: str
+    ts: float
+    data: dict[str, Any]
+    missed: int = 0
+    """How many sequence numbers were skipped since the previous event (0: none)."""
+
+
+def split_by_size(items: list[Any], budget: int) -> list[list[Any]]:
+    """``items`` in order, cut into lists whose encoded size stays within ``budget`` (an item
+    bigger than that goes alone)."""
+    parts: list[list[Any]] = [[]]
+    used = 0
+    for item in items:
+        size = len(msgpack.packb(item, use_bin_type=True)) + 8
+        if parts[-1] and used + size > budget:
+            parts.append([])
+            used = 0
+        parts[-1].append(item)
+        used += size
+    return parts
+
+
+def check_timeout(value: float) -> float:
+    """A request timeout: a finite number of seconds, 0 < value <= a day (ConfigError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise ConfigError(f"timeout: must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value!r}")
+    return float(value)
+
+
+def request_frame(seq: int, request_id: int, op: str, args: dict[str, Any]) -> bytes:
+    return protocol.encode("request", seq, {"id": request_id, "op": op, "args": args})
+
+
+def reply_body(frame: bytes | memoryview) -> dict[str, Any] | None:
+    """A reply's body, or None for a frame that is not one (dropped, as the controller drops
+    bad messages)."""
+    try:
+        return protocol.decode(frame, protocol.CONTROLLER_TO_CLIENT).body
+    except ProtocolError:
+        return None
+
+
+def result_of(body: dict[str, Any]) -> Any:
+    """The result a reply carries, or the GafferError it reports."""
+    if not body["ok"]:
+        raise from_wire(body["error"])
+    return body["result"]
+
+
+def unreachable(endpoint: str, wait: float, keyed: bool) -> ControllerUnreachable:
+    return ControllerUnreachable(
+        f"no answer from the controller at {endpoint} within {wait:g}s "
+        "(is gaffer-controller running there? check --controller / GAFFER_CONTROLLER"
+        + (" and the keys" if keyed else "") + ")"
+    )
+
+
+def apply_requests(templates: list[dict[str, Any]], source: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The requests (op, args) of one apply, all or nothing: one ``apply``, or, when it is too
+    big for one message, ``stage_apply`` parts that the last ``apply`` commits (see the
+    controller's ``staging``). TemplateError before anything is sent for an oversized
+    template."""
+    problems = protocol.oversized_templates(templates)
+    if problems:
+        raise TemplateError(problems, source=source)
+    parts = split_by_size(templates, APPLY_PART_BYTES)
+    if len(parts) == 1:
+        yield "apply", {"templates": parts[0], "source": source}
+        return
+    import secrets  # only for an apply in parts: kept out of gafferctl's start-up
+
+    stage = secrets.token_urlsafe(24)
+    for part in parts[:-1]:
+        yield "stage_apply", {"stage": stage, "templates": part, "source": source}
+    yield "apply", {"stage": stage, "templates": parts[-1], "source": source}
+
+
+class EventReader:
+    """Published frames -> ReceivedEvents, counting the sequence numbers skipped between two."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def read(self, frame: bytes | memoryview) -> ReceivedEvent | None:
+        try:
+            body = protocol.decode(frame, protocol.PUBLISHED).body
+        except ProtocolError:
+            return None
+        last = self.last
+        missed = body["seq"] - last - 1 if last and body["seq"] > last + 1 else 0
+        self.last = body["seq"]
+        return ReceivedEvent(body["seq"], body["topic"], body["ts"], body["data"], missed)

@@ -1,0 +1,169 @@
+"""What each gaffer process loads: only what it runs (issue 9, items 11 and 12).
+
+Start-up time and memory go with the modules a process imports, so these pin the module sets,
+which are deterministic, and leave the timings to ``bench/cli_startup.py`` and
+``bench/idle.py``: ``gafferctl`` imports no event loop and no daemon code, the keeper (a
+daemon of its own on every host) none of gaffer beyond its package, and an agent neither psutil
+nor the entry-point machinery until someone asks for stats or a plugin by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from gaffer.testing import pid_dead
+
+DEADLINE = 20.0
+CTL_NEVER = (
+    "asyncio", "uvloop", "psutil", "aiohttp", "sqlite3", "tomllib", "importlib.metadata", "ssl",
+    "difflib", "gaffer.agent", "gaffer.controller", "gaffer.common.template",
+    "gaffer.common.loaders", "gaffer.common.keys", "gaffer.client.aio", "gaffer.common.transport",
+)
+KEEPER_NEVER = (
+    "asyncio", "zmq", "click", "psutil", "aiohttp", "uvloop", "logging", "dataclasses", "typing",
+    "gaffer.common", "gaffer.agent.keeper.client", "gaffer.agent.manager",
+)
+AGENT_NOT_YET = ("psutil", "importlib.metadata", "aiohttp")
+
+
+def modules_after(code: str, env: dict[str, str] | None = None) -> tuple[set[str], subprocess.CompletedProcess]:
+    """Run ``code`` in a fresh interpreter; the modules loaded when it exits (even through
+    sys.exit, as a click command ends), and the finished process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "modules.json"
+        script = (
+            "import atexit, json, sys\n"
+            f"atexit.register(lambda: open({str(out)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+            + code
+        )
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        modules = set(json.loads(out.read_text())) if out.exists() else set()
+    return modules, done
+
+
+def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (a package counts with its submodules) are in ``modules``."""
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+@pytest.fixture
+def gaffer(tmp_path):
+    """A running `gaffer start` with one template; the environment gafferctl finds it with."""
+    spec = tmp_path / "gaffer.toml"
+    spec.write_text('[web]\ncmd = "sleep"\nargs = ["300"]\nnumprocesses = 2\nstartsecs = 0\n')
+    env = {**os.environ, "GAFFER_RUNTIME_DIR": str(tmp_path / "run")}
+    env.pop("GAFFER_CONTROLLER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gaffer.cli", "start", "--no-color", "--data-dir", str(tmp_path / "data"), str(spec)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            done = subprocess.run([sys.executable, "-m", "gaffer.cli.ctl", "ps", "--json"], env=env,
+                                  capture_output=True, text=True, timeout=30)
+            if done.returncode == 0 and sum(r["state"] == "running" for r in json.loads(done.stdout)) == 2:
+                break
+            assert time.monotonic() < deadline, f"gaffer start not running 2 within {DEADLINE}s: {done.stderr}"
+            time.sleep(0.05)  # poll
+        yield env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert pid_dead(proc.pid)
+
+
+@pytest.mark.parametrize("argv", [["ps"], ["ps", "--json"], ["status"], ["templates"]])
+def test_gafferctl_requests_load_no_event_loop_and_no_daemon_code(gaffer, argv):
+    """gafferctl's requests run on the blocking client: no asyncio, uvloop, psutil, template
+    parsing or agent/controller module is imported (item 11)."""
+    modules, done = modules_after(f"from gaffer.cli.ctl import main\nmain({argv!r})", env=gaffer)
+    assert done.returncode == 0, done.stderr
+    assert "web.1" in done.stdout or argv != ["ps"]
+    assert modules and loaded(modules, CTL_NEVER) == []
+
+
+def test_gafferctl_help_loads_no_event_loop_and_no_daemon_code():
+    """`gafferctl --help` needs click and the command table only (item 11)."""
+    modules, done = modules_after("from gaffer.cli.ctl import main\nmain(['--help'])")
+    assert done.returncode == 0 and "Drive a gaffer controller" in done.stdout
+    assert loaded(modules, CTL_NEVER) == []
+
+
+def test_gafferctl_apply_loads_template_files_only_for_apply(tmp_path):
+    """The template loaders come in with `apply`, which still reads a file and reaches the
+    controller (here: none listening, a one-line error)."""
+    spec = tmp_path / "gaffer.toml"
+    spec.write_text('[web]\ncmd = "sleep"\n')
+    env = {**os.environ, "GAFFER_RUNTIME_DIR": str(tmp_path / "run")}
+    env.pop("GAFFER_CONTROLLER", None)
+    modules, done = modules_after(f"from gaffer.cli.ctl import main\nmain(['apply', {str(spec)!r}])", env=env)
+    assert done.returncode == 1 and "no gaffer is listening" in done.stderr
+    assert "gaffer.common.loaders" in modules and "asyncio" not in modules
+
+
+def test_the_blocking_client_imports_no_event_loop_and_async_client_still_loads():
+    """`gaffer.client.Client` is blocking pyzmq; `AsyncClient` is loaded on first use."""
+    modules, done = modules_after(
+        "import gaffer.client\nc = gaffer.client.Client('tcp://127.0.0.1:1')\nc.close()"
+    )
+    assert done.returncode == 0, done.stderr
+    assert loaded(modules, ("asyncio", "uvloop", "gaffer.client.aio")) == []
+    modules, done = modules_after("from gaffer.client import AsyncClient\nprint(AsyncClient.__module__)")
+    assert done.stdout.strip() == "gaffer.client.aio" and "asyncio" in modules
+
+
+def test_the_keeper_process_loads_only_the_keeper():
+    """`python -m gaffer.agent.keeper` imports its own package, msgpack and the lightest
+    stdlib: no zmq, asyncio, click, logging, dataclasses or typing, none of gaffer.common (item
+    12: the keeper stays under 10 MB)."""
+    modules, done = modules_after("import gaffer.agent.keeper.daemon")
+    assert done.returncode == 0, done.stderr
+    assert loaded(modules, KEEPER_NEVER) == []
+    assert "msgpack" in modules
+
+
+def test_a_keeper_still_logs_in_the_format_it_always_had(tmp_path):
+    """Without ``logging`` the keeper's lines keep their shape: time, keeper[pid], level."""
+    socket_path = tmp_path / "k.sock"
+    done = subprocess.run(
+        [sys.executable, "-m", "gaffer.agent.keeper", "--socket", str(socket_path), "--idle-timeout", "0.1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    first, last = done.stderr.splitlines()
+    assert done.returncode == 0
+    assert " keeper[" in first and "] INFO: listening on " + str(socket_path) in first
+    assert first[:4].isdigit() and first[19] == "," and first[20:23].isdigit()
+    assert last.endswith("INFO: exiting: idle: nothing held and no agent for 0.1s")
+
+
+def test_an_agent_loads_psutil_and_entry_points_only_when_asked():
+    """`gaffer start` and `gaffer-agent` import psutil (stats) and importlib.metadata (apps by
+    entry point) on first use, not at start-up (item 12: about 6 MB)."""
+    for module in ("gaffer.cli.start", "gaffer.agent.daemon"):
+        modules, done = modules_after(f"import {module}")
+        assert done.returncode == 0, done.stderr
+        assert loaded(modules, AGENT_NOT_YET) == [], module
+
+
+def test_boot_time_from_proc_matches_psutil():
+    """The agent's own boot time (for process start times) is psutil's, to the second."""
+    import psutil
+
+    from gaffer.agent.adoption import read_boot_time
+
+    assert read_boot_time() == psutil.boot_time()
+    assert Path("/proc/stat").exists()
