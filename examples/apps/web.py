@@ -1,10 +1,10 @@
-"""A tiny web server: each instance derives its port from its ordinal."""
+"""A tiny web server on the port gaffer gives its instance ($PORT)."""
 
 import http.server
 import os
 
 ordinal = int(os.environ.get("GAFFER_INSTANCE", "1"))
-port = int(os.environ.get("BASE_PORT", "8080")) + ordinal
+port = int(os.environ.get("PORT", "8081"))
 
 
 class Hello(http.server.BaseHTTPRequestHandler):
