@@ -6,8 +6,8 @@ mean something:
 1. scale 0 -> N running of one template of ``sleep 3600`` (startsecs 0, flapping off), timed
    from the scale call until N ``proc.<template>.running`` events have arrived; gaffer twice,
    without output capture and with its default capture (stdout+stderr into pipes);
-   **bare**: the physical limit on this loop, a tight uvloop loop of ``Popen`` +
-   ``pidfd_open`` + ``add_reader``; circus and supervisor doing the same through their own
+   **bare**: the physical limit on this loop, a tight uvloop loop of ``os.posix_spawn`` (its
+   own session, stdio on /dev/null) + ``pidfd_open`` + ``add_reader``; circus and supervisor doing the same through their own
    control APIs, in their own venv (``bench/peers.py``).
 2. crash to replacement: SIGKILL one of 10 running instances and time until its replacement
    exists (gaffer: the ``proc.<t>.spawn`` event with a new pid; bare: the respawn from the
@@ -40,7 +40,6 @@ import pstats
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -179,35 +178,35 @@ async def gaffer_crash(samples: int, capture: bool = True, tracked: bool = False
 
 # --------------------------------------------------------------------- bare
 
+BARE_STDIO = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+
 
 class BarePool:
-    """The least a manager can do: Popen, a pidfd on the loop, waitpid; respawn if asked."""
+    """The least a manager can do: posix_spawn (the cheapest way Python has to start a child;
+    gaffer uses it too where it can), a pidfd on the loop, waitpid; respawn if asked."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, respawn: bool = False) -> None:
         self.loop = loop
         self.respawn = respawn
-        self.children: dict[int, tuple[subprocess.Popen, int]] = {}
+        self.children: dict[int, tuple[int, int]] = {}
         self.waiters: dict[int, asyncio.Future[int]] = {}
         self._empty: asyncio.Future[None] | None = None
 
     def spawn(self, slot: int) -> int:
-        proc = subprocess.Popen(
-            ARGV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        pidfd = os.pidfd_open(proc.pid)
+        pid = os.posix_spawn(ARGV[0], ARGV, os.environ, file_actions=BARE_STDIO, setsid=True)
+        pidfd = os.pidfd_open(pid)
         self.loop.add_reader(pidfd, self._exited, slot)
-        self.children[slot] = (proc, pidfd)
-        return proc.pid
+        self.children[slot] = (pid, pidfd)
+        return pid
 
     def pid(self, slot: int) -> int:
-        return self.children[slot][0].pid
+        return self.children[slot][0]
 
     def _exited(self, slot: int) -> None:
-        proc, pidfd = self.children.pop(slot)
+        pid, pidfd = self.children.pop(slot)
         self.loop.remove_reader(pidfd)
         os.close(pidfd)
-        proc.wait()
+        os.waitpid(pid, 0)
         if self.respawn:
             pid = self.spawn(slot)
             waiter = self.waiters.pop(slot, None)
@@ -222,7 +221,7 @@ class BarePool:
         if not self.children:
             return
         self._empty = self.loop.create_future()
-        for proc, pidfd in list(self.children.values()):
+        for _pid, pidfd in list(self.children.values()):
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             except ProcessLookupError:
@@ -466,7 +465,7 @@ def verdicts(run: Run) -> list[str]:
 
 
 SCALE_NOTES = [
-    "- bare: `Popen(start_new_session=True, stdio=DEVNULL)` + `pidfd_open` + `add_reader` in "
+    "- bare: `os.posix_spawn(setsid=True, stdio=/dev/null)` + `pidfd_open` + `add_reader` in "
     "a tight loop on uvloop: the limit for this machine and Python.",
     "- gaffer: `redirect_output = []`; gaffer+cap: the default, stdout and stderr into "
     "pipes read by the loop. Timed from `scale()` to the N-th `proc.<t>.running` event.",
