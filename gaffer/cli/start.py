@@ -390,15 +390,19 @@ main.add_command(export)
 
 @main.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-def check(file: str | None) -> None:
-    """Check FILE (Procfile, .toml or .json; default as for start) without starting anything.
+@click.option("-c", "--concurrency", multiple=True, metavar="NAME=N[,NAME=N...]", help="As for start: instances of NAME (repeatable).")
+@click.option("-p", "--port", type=params.BoundedInt(MIN_PORT, MAX_PORT, name="port"), default=None, help="As for start: the base PORT.")
+def check(file: str | None, concurrency: tuple[str, ...], port: int | None) -> None:
+    """Check FILE (Procfile, .toml or .json; default as for start) without starting anything,
+    with the -c and -p that start would be given.
 
     Skipped lines are warnings (stderr); every problem is listed, one a line, and the exit
     status is 1 when there is one.
     """
+    counts = parse_counts(concurrency)
     try:
         path = resolve_file(file)
-        templates = read_templates(path, {})
+        templates = read_templates(path, counts, port=port)
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
     count = sum(t.numprocesses for t in templates)

@@ -90,6 +90,19 @@ class TestCheck:
         assert result.exit_code == 1
         assert result.stderr == "Error: gaffer.toml: web.uid: unknown user 'no-such-user-here' on this host\n"
 
+    def test_check_takes_the_concurrency_and_port_start_would_get(self, tmp_path: Path) -> None:
+        """-c and -p are checked as start would take them: counts, unknown names, the port range."""
+        root = tmp_path / "app"
+        root.mkdir()
+        (root / "Procfile").write_text("web: a\nworker: b\n")
+        ok = gaffer("check", "-c", "web=3,worker=2", "-p", "6000", cwd=root)
+        assert ok.exit_code == 0, ok.output
+        assert ok.stdout == f"{root / 'Procfile'}: ok, 2 templates, 5 processes\n"
+        unknown = gaffer("check", "-c", "db=1", cwd=root)
+        assert unknown.exit_code == 1 and "db" in unknown.stderr
+        too_high = gaffer("check", "-p", "65500", cwd=root)
+        assert too_high.exit_code == 1 and "65535" in too_high.stderr
+
     def test_no_file_here(self, tmp_path: Path) -> None:
         """Without a file and none of the default names, check says so in one line."""
         result = gaffer("check", cwd=tmp_path)
