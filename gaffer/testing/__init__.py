@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
 import time
 from typing import Any, Callable
 
@@ -13,6 +15,12 @@ from gaffer.common.bus import Event, Subscription
 from gaffer.common.template import Template, parse_template
 
 POLL = 0.01
+
+
+async def loop_turn() -> None:
+    """Let the event loop run one turn (the callbacks and tasks ready now), time standing
+    still: a step a test takes on purpose, never a wait for something to happen."""
+    await asyncio.sleep(0)
 
 
 def template(name: str = "t", **fields: Any) -> Template:
@@ -53,6 +61,17 @@ async def collect_events(
 
     await asyncio.wait_for(look(), timeout)
     return found
+
+
+def interrupt(proc: "subprocess.Popen", timeout: float = 20.0) -> int:
+    """Stop a gaffer command as Ctrl-C does; KILL it if it has not ended within ``timeout``
+    (the test still fails on what it checks, but leaves nothing running). Its exit status."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def pid_dead(pid: int) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from gaffer.controller.store import DB_NAME, Store
-from gaffer.testing import free_port, template
+from gaffer.testing import free_port, template, interrupt
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 import damage  # noqa: E402
@@ -222,12 +222,7 @@ class TestDamagedWhileRunning:
             assert "is damaged" in line and "gaffer-controller check --full" in line
             assert json.loads(ctl(endpoint, "status", "--json").stdout)["storage"]["damaged"] is True
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            interrupt(proc, DEADLINE)
         text = log.read_text()
         assert text.count("is damaged") == 1, text
         assert "Traceback" not in text

@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gaffer.testing import pid_dead
+from gaffer.testing import pid_dead, interrupt
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 CTL = [sys.executable, "-m", "gaffer.cli.ctl"]
@@ -89,12 +89,7 @@ def test_each_instance_binds_its_own_port_from_p_and_ps_shows_it(tmp_path: Path)
                 assert answer.status == 200
         assert all(r["restarts"] == 0 for r in ps(env) or [])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc)
         for pid in pids:
             if pid and not pid_dead(pid):
                 os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gaffer.testing import free_port, pid_dead
+from gaffer.testing import free_port, pid_dead, interrupt
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 CTL = [sys.executable, "-m", "gaffer.cli.ctl"]
@@ -71,12 +70,7 @@ def gaffer(tmp_path):
         ctl.until(lambda rows: sum(r["state"] == "running" for r in rows) == 3, "ps", what="3 running")
         yield ctl
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc)
 
 
 def test_nodes_status_and_templates(gaffer):
@@ -259,9 +253,4 @@ def test_a_hundred_thousand_templates_start_apply_and_list(tmp_path):
         assert len(ctl.json("templates")) == 100_000
         assert {r["id"] for r in rows} == {f"h{i}.1" for i in range(0, 100_000, 20_000)}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc, 60)

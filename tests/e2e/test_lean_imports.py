@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gaffer.testing import pid_dead
+from gaffer.testing import pid_dead, interrupt
 
 DEADLINE = 20.0
 CTL_NEVER = (
@@ -77,12 +76,7 @@ def gaffer(tmp_path):
             time.sleep(0.05)  # poll
         yield env
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc)
         assert pid_dead(proc.pid)
 
 

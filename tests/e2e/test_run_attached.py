@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gaffer.testing import pid_dead
+from gaffer.testing import pid_dead, interrupt
 
 GAFFER = [sys.executable, "-m", "gaffer.cli"]
 CTL = [sys.executable, "-m", "gaffer.cli.ctl"]
@@ -106,12 +106,7 @@ def gaffer(tmp_path: Path, spec: Path):
         _until(lambda: _ctl(env, "templates", "--json").returncode == 0, "gaffer start to answer")
         yield env
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc, DEADLINE)
 
 
 def _ctl(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

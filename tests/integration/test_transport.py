@@ -8,6 +8,7 @@ import zmq
 import zmq.asyncio
 
 from gaffer.common.transport import Channel, new_socket
+from gaffer.testing import loop_turn
 
 
 async def test_a_send_never_swallows_the_wakeup_of_a_waiting_receiver():
@@ -26,7 +27,7 @@ async def test_a_send_never_swallows_the_wakeup_of_a_waiting_receiver():
     try:
         for _ in range(50):
             reader = asyncio.ensure_future(client.recv_batch())
-            await asyncio.sleep(0)  # poll: one loop turn, so the reader is now waiting
+            await loop_turn()  # so the reader is now waiting
             client.send([b"ping"])
             assert raw_server.poll(1000)
             raw_server.send_multipart(raw_server.recv_multipart())
@@ -74,7 +75,7 @@ async def test_cancelling_a_receiver_as_input_arrives_cancels_it():
     try:
         for _ in range(20):
             reader = asyncio.ensure_future(client.recv_batch(timeout=30.0))
-            await asyncio.sleep(0)  # poll: one loop turn, so the reader is now waiting
+            await loop_turn()  # so the reader is now waiting
             client._readable.set()
             reader.cancel()
             try:

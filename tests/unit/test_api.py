@@ -37,7 +37,7 @@ from gaffer.controller.requests import Requests
 from gaffer.controller.server import Session
 from gaffer.controller.staging import Stages
 from gaffer.controller.store import StoredTemplate
-from gaffer.testing import template
+from gaffer.testing import template, loop_turn
 
 
 class FakeDesired:
@@ -303,7 +303,7 @@ async def test_drain_waits_for_the_node_to_empty_and_ends_when_it_does(parts):
     """drain returns done once nothing is placed on or running there (woken by Changes)."""
     api, desired, agents, _ = parts
     task = asyncio.ensure_future(api.drain({"node": "a", "wait": 5}))
-    await asyncio.sleep(0)
+    await loop_turn()
     assert not task.done() and agents.nodes["a"].draining
     del desired.placement[("web", 1)]
     agents.nodes["a"].instances.clear()
@@ -355,7 +355,7 @@ async def answer(ops: dict[str, Any], op: str, args: dict[str, Any]) -> dict[str
     for _ in range(100):
         if replies:
             break
-        await asyncio.sleep(0)
+        await loop_turn()
     assert replies, "no reply"
     return replies[0]
 
@@ -391,7 +391,7 @@ async def test_run_waits_for_the_clients_sync_marker_and_leases_the_run(parts):
     with pytest.raises(InvalidRequest, match="did not reach the controller"):
         info.time = 100.0
         task = asyncio.ensure_future(api.runs.run({"name": "web", "sync": "~run.abc", "lease": 10}))
-        await asyncio.sleep(0)  # one turn: the request reaches its wait for the marker
+        await loop_turn()  # one turn: the request reaches its wait for the marker
         info.time = 106.0
         api.changes.notify()
         await task

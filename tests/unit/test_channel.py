@@ -11,6 +11,7 @@ import zmq
 from gaffer.common.transport import Channel, MessageChannel, peer_address, user_id
 from gaffer.testing.channel import MemoryChannel, MemoryRouter, channel_pair
 from gaffer.testing.clock import FakeClock
+from gaffer.testing import loop_turn
 
 
 def members(protocol: type) -> set[str]:
@@ -78,14 +79,14 @@ async def test_recv_batch_waits_on_the_fake_clock_and_wakes_on_a_message():
     clock = FakeClock()
     a, b = channel_pair(clock=clock)
     waiting = asyncio.ensure_future(b.recv_batch(timeout=5))
-    await asyncio.sleep(0)
+    await loop_turn()
     clock.advance(4.9)
-    await asyncio.sleep(0)
+    await loop_turn()
     assert not waiting.done()
     clock.advance(0.1)
     assert await waiting == []
     waiting = asyncio.ensure_future(b.recv_batch(timeout=5))
-    await asyncio.sleep(0)
+    await loop_turn()
     a.send([b"now"])
     assert [[f.bytes for f in m] for m in await waiting] == [[b"now"]]
 
@@ -94,7 +95,7 @@ async def test_closing_wakes_the_reader_and_later_reads_fail_as_on_a_closed_sock
     """A reader blocked in recv_batch gets the ZMQ error a closed Channel gives."""
     _, b = channel_pair()
     waiting = asyncio.ensure_future(b.recv_batch())
-    await asyncio.sleep(0)
+    await loop_turn()
     b.close()
     with pytest.raises(zmq.ZMQError):
         await waiting
@@ -108,5 +109,5 @@ async def test_on_readable_is_called_on_a_later_turn_not_inside_the_send():
     a.send([b"1"])
     a.send([b"2"])
     assert calls == []
-    await asyncio.sleep(0)
+    await loop_turn()
     assert calls == [2]

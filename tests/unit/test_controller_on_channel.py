@@ -8,7 +8,6 @@ cluster does under a fault is then checked step by step, the same way every run.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,7 @@ from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness, NodeState
 from gaffer.controller.reconcile import RESEND_AFTER
 from gaffer.controller.settings import ControllerSettings
-from gaffer.testing import template
+from gaffer.testing import template, loop_turn
 from gaffer.testing.channel import MemoryRouter
 from gaffer.testing.clock import FakeClock
 from gaffer.testing.simagent import ChannelAgent, SimFleet
@@ -36,7 +35,7 @@ async def until(predicate: Callable[[], bool], what: str, turns: int = TURNS) ->
     for _ in range(turns):
         if predicate():
             return
-        await asyncio.sleep(0)
+        await loop_turn()
     raise AssertionError(f"not within {turns} loop turns: {what}")
 
 
@@ -78,7 +77,7 @@ class Lab:
 
         for _ in range(3):  # a reply may kick another round
             await until(quiet, "the cluster settled")
-            await asyncio.sleep(0)
+            await loop_turn()
         await until(quiet, "the cluster settled")
 
     async def run_for(self, seconds: float) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 from gaffer.agent import adoption, journal
+from gaffer.testing import loop_turn
 
 
 def test_live_entries_are_spawns_without_an_exit(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ async def test_spawns_of_one_loop_turn_are_written_together_after_it(tmp_path: P
     book.on_spawn("web.1", _Proc(me), "abc", oneoff=False)
     book.on_spawn("web.2", _Proc(me), None, oneoff=False)
     assert (tmp_path / "j").read_text() == ""
-    await asyncio.sleep(0)
+    await loop_turn()
     ticks = adoption.read_stat(me).start_ticks
     assert (tmp_path / "j").read_text() == f"+ web.1 {me} {ticks} abc\n+ web.2 {me} {ticks} -\n"
     book.close()
@@ -66,5 +66,5 @@ async def test_closing_writes_the_spawns_still_noted(tmp_path: Path) -> None:
     book = journal.Journal(tmp_path / "j")
     book.on_spawn("web.1", _Proc(os.getpid()), None, oneoff=False)
     book.close()
-    await asyncio.sleep(0)
+    await loop_turn()
     assert [e.instance_id for e in journal.read(tmp_path / "j")] == ["web.1"]

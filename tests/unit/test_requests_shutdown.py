@@ -10,6 +10,7 @@ from gaffer.common import protocol
 from gaffer.common.errors import ShuttingDown, from_wire
 from gaffer.controller.requests import Requests
 from gaffer.controller.server import Session
+from gaffer.testing import loop_turn
 
 
 def request(requests: Requests, request_id: int, op: str) -> None:
@@ -30,9 +31,9 @@ class TestStoppingRequests:
         replies: list[dict[str, Any]] = []
         requests = Requests({"slow": slow}, lambda _s, body: replies.append(body) or True)
         request(requests, 1, "slow")
-        await asyncio.sleep(0)  # the request's task starts
+        await loop_turn()  # the request's task starts
         stopping = asyncio.get_running_loop().create_task(requests.stop(grace=30))
-        await asyncio.sleep(0)  # stop() is now waiting for it
+        await loop_turn()  # stop() is now waiting for it
         release.set()
         await asyncio.wait_for(stopping, 30)
         assert replies == [{"id": 1, "ok": True, "result": "done", "error": None}]
@@ -45,7 +46,7 @@ class TestStoppingRequests:
         replies: list[dict[str, Any]] = []
         requests = Requests({"forever": forever}, lambda _s, body: replies.append(body) or True)
         request(requests, 1, "forever")
-        await asyncio.sleep(0)
+        await loop_turn()
         await asyncio.wait_for(requests.stop(grace=0), 30)
         assert len(replies) == 1 and replies[0]["id"] == 1 and replies[0]["ok"] is False
         error = from_wire(replies[0]["error"])
