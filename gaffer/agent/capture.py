@@ -5,6 +5,12 @@ comes back (or None while a line is still incomplete), already in the ring and t
 for the Manager to publish as one ``output.`` event. Each new process of the instance starts
 with fresh line splitters (``restart``), while the ring and the log file carry on, so
 ``gafferctl logs`` shows the lines of earlier processes too.
+
+Lines are numbered per instance and stream, from 1, across respawns: every line the process
+wrote counts, whether or not anyone follows it, so a follower can tell from the numbers alone
+that lines went missing on the way (``Chunk.last``; the ``line`` of an ``output.`` event).
+Numbering costs one ``str.count`` per chunk (see ``bench/output.py``). An agent that restarts
+and adopts its processes numbers them from 1 again: a follower sees the number go back.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ log = logging.getLogger("gaffer.manager")
 
 
 class Capture:
-    __slots__ = ("ring", "log", "_splitters")
+    __slots__ = ("ring", "log", "_splitters", "_numbers")
 
     def __init__(self) -> None:
         self.ring = RingBuffer()
         self.log: RotatingLog | None = None
         self._splitters: dict[str, LineSplitter] = {}
+        self._numbers: dict[str, int] = {}
 
     def restart(self, files: LogFiles | None, instance_id: str) -> None:
         """A new process: split its output afresh; open the log file the first time."""
@@ -41,11 +48,17 @@ class Capture:
         text = splitter.feed(data)
         if text is None:
             return None
-        chunk = Chunk(ts, stream, text)
+        last = self._numbers.get(stream, 0) + text.count("\n") + 1
+        self._numbers[stream] = last
+        chunk = Chunk(ts, stream, text, last)
         self.ring.add(chunk)
         if self.log is not None:
             self.log.write_chunk(chunk)
         return chunk
+
+    def lines(self, stream: str) -> int:
+        """How many lines of ``stream`` this instance has printed (the number of the last)."""
+        return self._numbers.get(stream, 0)
 
     def note(self, line: Line) -> None:
         """A line gaffer adds itself (what was lost while no agent ran)."""

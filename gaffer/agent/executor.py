@@ -377,15 +377,19 @@ class Executor:
 
     def _on_output(self, inst: Instance, stream: str, data: bytes) -> None:
         """Captured bytes -> one chunk of complete lines: into the ring, the log file, and one
-        ``output.`` event carrying all of them (only if someone subscribes)."""
+        ``output.`` event carrying all of them (only if someone subscribes), numbered: ``line``
+        is the number of its first line in the instance's stream."""
+        first = inst.output.lines(stream) + 1
         chunk = inst.output.feed(stream, data, self._clock.wall())
         if chunk is None:
             return
         topic = topics.output(inst.template, inst.ordinal, stream)
         if self._bus.wants(topic):
+            process = inst.process
             self._bus.publish(topic, {
-                "node": self._node, "id": inst.id, "template": inst.template,
-                "stream": stream, "ts": chunk.ts, "text": chunk.text,
+                "node": self._node, "id": inst.id, "template": inst.template, "stream": stream,
+                "pid": process.pid if process is not None else None, "ts": chunk.ts,
+                "line": first, "text": chunk.text,
             })
 
     # ----------------------------------------------------------------- adoption

@@ -29,6 +29,12 @@ One chunk of output (complete lines joined by "\\n") for a followed stream::
     stream = spend(stream, sent_lines, sent_bytes, short)    # short: some were skipped
     agent  = spend(agent, ...)
 
+Line numbers: an output event carries ``line``, the number of its first line in its
+instance's stream (``Capture`` numbers every line). What goes keeps its number; a marker says
+``line`` (its first skipped line) and ``skipped`` (how many), so each marker covers one exact
+run of numbers, and the follower can check that numbers go on where the last event ended.
+Skips that are not one run (lines lost on the bus between them) get a marker each.
+
 Hysteresis: a stream that had to skip stays skipping until its allowance is back to
 ``RESUME`` of its burst. A follower of a flood then sees runs of consecutive lines, each
 followed by one ``# N lines skipped``, rather than a line and a marker taking turns.
@@ -146,11 +152,28 @@ def text_bytes(text: str) -> int:
     return len(text.encode("utf-8", errors="replace")) + 1
 
 
+MARKER_FIELDS = ("id", "template", "stream", "ts")
+"""What a marker keeps of the output event it stands for (besides its ``line`` and counts)."""
+
+
+def marker(data: dict[str, Any], line: int, skipped: int, skipped_bytes: int) -> dict[str, Any]:
+    """A skip marker for output event ``data``: ``skipped`` lines from number ``line`` (0:
+    unnumbered output, and then the marker has no ``line``)."""
+    out = {key: data[key] for key in MARKER_FIELDS if key in data}
+    if line:
+        out["line"] = line
+    out["skipped"] = skipped
+    out["skipped_bytes"] = skipped_bytes
+    return out
+
+
 @dataclass
 class _Stream:
     allowance: Allowance
     skipped: int = 0
     skipped_bytes: int = 0
+    first: int = 0
+    """Number of the first line of the skipped run (0: unnumbered)."""
     meta: dict[str, Any] | None = None
     active: bool = False
 
@@ -186,7 +209,7 @@ class Followers:
         if state is None:
             state = self._streams[topic] = _Stream(allowance)
         state.active = True
-        state.meta = {k: v for k, v in data.items() if k != "text"}
+        line = data.get("line", 0)
         self._agent = refill(self.agent_limit, self._agent, now)
         lines, nbytes = room(allowance)
         agent_lines, agent_bytes = room(self._agent)
@@ -199,16 +222,20 @@ class Followers:
         self._agent = spend(self._agent, count, size, short and agent_bound)
         out: list[tuple[str, dict[str, Any]]] = []
         if count:
-            marker = self._marker(topic, state, data["ts"])
-            if marker is not None:
-                out.append(marker)
-            out.append((topic, {**state.meta, "text": text if not short else text[:end]}))
+            self._marker(out, topic, state, data["ts"])
+            out.append((topic, {**data, "text": text[:end]} if short else data))
             self.sent_lines += count
         if short:
+            first = line + count if line else 0
+            if state.skipped and first != (state.first + state.skipped if state.first else 0):
+                self._marker(out, topic, state, data["ts"])
+            if not state.skipped:
+                state.first = first
             skipped = text.count("\n", end + 1) + 1
             state.skipped += skipped
             state.skipped_bytes += text_bytes(text) - size
             self.skipped_lines += skipped
+        state.meta = data
         return out
 
     def markers(self, now: float) -> list[tuple[str, dict[str, Any]]]:
@@ -218,22 +245,24 @@ class Followers:
             if state.active:
                 state.active = False
                 continue
-            marker = self._marker(topic, state, None)
-            if marker is not None:
-                out.append(marker)
-            elif refill(self.stream_limit, state.allowance, now) == self.stream_limit.full(now):
+            if not self._marker(out, topic, state, None) and refill(self.stream_limit, state.allowance, now) == self.stream_limit.full(now):
                 del self._streams[topic]
         return out
 
-    def _marker(self, topic: str, state: _Stream, ts: float | None) -> tuple[str, dict[str, Any]] | None:
+    @staticmethod
+    def _marker(
+        out: list[tuple[str, dict[str, Any]]], topic: str, state: _Stream, ts: float | None
+    ) -> bool:
+        """Append the marker ``state`` owes (stamped ``ts`` if given) to ``out``; whether it
+        owed one."""
         if not state.skipped:
-            return None
-        meta = dict(state.meta or {})
+            return False
+        data = marker(state.meta or {}, state.first, state.skipped, state.skipped_bytes)
         if ts is not None:
-            meta["ts"] = ts
-        marker = (topic, {**meta, "skipped": state.skipped, "skipped_bytes": state.skipped_bytes})
-        state.skipped = state.skipped_bytes = 0
-        return marker
+            data["ts"] = ts
+        out.append((topic, data))
+        state.skipped = state.skipped_bytes = state.first = 0
+        return True
 
     def owes_markers(self) -> bool:
         """Whether some stream skipped lines that no marker has reported yet."""
@@ -241,3 +270,52 @@ class Followers:
 
     def __len__(self) -> int:
         return len(self._streams)
+
+
+MAX_LOST_RUNS = 1_000
+"""Separate runs of lost lines the link keeps markers for; past it, runs of a stream merge
+(the count stays exact, the marker's ``line`` is then that of the first)."""
+
+
+class Lost:
+    """Output the link took on but could not send (its queue overflowed, the socket was full):
+    a marker per run of lost lines, to be sent before anything newer.
+
+    ``add`` takes an output event (lines or a marker) that will not go; ``take`` returns the
+    markers for all of it, in the order the lines were lost, and forgets them. Consecutive
+    losses of a stream whose numbers follow on make one marker.
+    """
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[str, dict[str, Any]]] = []
+        self._last: dict[str, dict[str, Any]] = {}
+        self.lines = 0
+
+    def add(self, topic: str, data: dict[str, Any]) -> None:
+        if "text" in data:
+            text = data["text"]
+            skipped, skipped_bytes = text.count("\n") + 1, text_bytes(text)
+        else:
+            skipped, skipped_bytes = data.get("skipped", 0), data.get("skipped_bytes", 0)
+        if not skipped:
+            return
+        self.lines += skipped
+        line = data.get("line", 0)
+        last = self._last.get(topic)
+        if last is not None and (
+            (line and last.get("line", 0) + last["skipped"] == line) or len(self._runs) >= MAX_LOST_RUNS
+        ):
+            last["skipped"] += skipped
+            last["skipped_bytes"] += skipped_bytes
+            return
+        run = marker(data, line, skipped, skipped_bytes)
+        self._last[topic] = run
+        self._runs.append((topic, run))
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        runs, self._runs = self._runs, []
+        self._last.clear()
+        return runs
+
+    def __bool__(self) -> bool:
+        return bool(self._runs)

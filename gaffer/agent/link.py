@@ -28,7 +28,7 @@ import zmq
 import zmq.asyncio
 
 from gaffer import __version__
-from gaffer.agent.follow import Followers
+from gaffer.agent.follow import Followers, Lost
 from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
 from gaffer.common import protocol
@@ -136,6 +136,8 @@ class ControllerLink:
         self._watch: tuple[str, ...] = ()
         self._sub: Subscription | None = None
         self.followers = Followers()
+        self.lost_output = Lost()
+        self._output_next: int | None = None
         self.events_dropped = 0
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushed_at = float("-inf")
@@ -455,19 +457,26 @@ class ControllerLink:
 
     def _queue(self, topic: str, ts: float, data: dict[str, Any]) -> None:
         if len(self._events) >= MAX_PENDING:
-            self._events.popleft()
+            dropped = self._events.popleft()
             self.events_dropped += 1
+            if dropped["topic"].startswith("output."):
+                self.lost_output.add(dropped["topic"], dropped["data"])
         clean = {k: v for k, v in data.items() if k != "node"}
         self._events.append({"topic": topic, "ts": ts, "data": clean})
 
     def _queue_output(self, topic: str, ts: float, data: dict[str, Any]) -> None:
-        """Lines for the stream of the previous queued event are appended to it: one event per
-        stream and flush, whatever the number of reads."""
+        """Lines for the stream of the previous queued event are appended to it when their
+        numbers follow on: one event per stream and flush, whatever the number of reads."""
         last = self._events[-1] if self._events else None
-        if last is not None and last["topic"] == topic and "text" in last["data"] and "text" in data:
+        line = data.get("line", 0)
+        if (
+            last is not None and last["topic"] == topic and "text" in last["data"] and "text" in data
+            and line == self._output_next
+        ):
             last["data"]["text"] += "\n" + data["text"]
-            return
-        self._queue(topic, ts, data)
+        else:
+            self._queue(topic, ts, data)
+        self._output_next = line + data["text"].count("\n") + 1 if line and "text" in data else None
 
     def _schedule_flush(self) -> None:
         if self._flush_timer is not None:
@@ -497,16 +506,19 @@ class ControllerLink:
         self._send_report(full=False)
         for topic, data in self.followers.markers(self._flushed_at):
             self._queue(topic, data["ts"], data)
-        if self._events:
-            events, self._events = list(self._events), collections.deque()
+        if self._events or self.lost_output:
+            # markers for output lost earlier go first: everything queued is newer
+            lost = [{"topic": t, "ts": d["ts"], "data": d} for t, d in self.lost_output.take()]
+            events, self._events = lost + list(self._events), collections.deque()
             for batch in _batches(events):
                 self._send_events(batch)
-        if self.followers.owes_markers():
+        if self.followers.owes_markers() or self.lost_output:
             self._schedule_flush()
 
     def _send_events(self, batch: list[dict[str, Any]]) -> None:
         try:
-            self._send("events", {"events": batch})
+            if not self._send("events", {"events": batch}):
+                self._lose_output(batch)
         except ProtocolError as exc:
             if len(batch) > 1:
                 half = len(batch) // 2
@@ -514,7 +526,14 @@ class ControllerLink:
                 self._send_events(batch[half:])
                 return
             self.events_dropped += 1
+            self._lose_output(batch)
             log.warning("event %s not sent: %s", batch[0]["topic"], exc.message)
+
+    def _lose_output(self, batch: list[dict[str, Any]]) -> None:
+        """Output events that did not go: a marker for their lines goes at the next flush."""
+        for event in batch:
+            if event["topic"].startswith("output."):
+                self.lost_output.add(event["topic"], event["data"])
 
 
 def _batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:

@@ -31,26 +31,42 @@ class Line:
     ts: float
     stream: str
     text: str
+    number: int = 0
+    """Its number in its instance's stream, from 1 (0: a line gaffer added, not the process's)."""
 
     def to_dict(self) -> dict:
-        return {"ts": self.ts, "stream": self.stream, "line": self.text}
+        return {"ts": self.ts, "stream": self.stream, "line": self.text, "number": self.number}
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """Lines of one stream captured together: ``text`` is them joined by ``"\\n"`` (no
-    trailing newline; ``""`` is one empty line). Lines never contain ``"\\n"``."""
+    trailing newline; ``""`` is one empty line). Lines never contain ``"\\n"``.
+
+    ``last`` is the number of its last line in its instance's stream (0: not numbered, a note
+    of gaffer's own). The ring trims chunks from the front, which leaves ``last`` exact, so
+    that is the number a chunk keeps; ``first`` counts back from it when asked.
+    """
 
     ts: float
     stream: str
     text: str
+    last: int = 0
+
+    @property
+    def first(self) -> int:
+        return self.last - self.text.count("\n") if self.last else 0
 
     @property
     def count(self) -> int:
         return self.text.count("\n") + 1
 
     def lines(self) -> list[Line]:
-        return [Line(self.ts, self.stream, text) for text in self.text.split("\n")]
+        texts = self.text.split("\n")
+        first = self.last - len(texts) + 1 if self.last else 0
+        return [
+            Line(self.ts, self.stream, text, first + i if first else 0) for i, text in enumerate(texts)
+        ]
 
 
 class LineSplitter:
@@ -163,7 +179,7 @@ class RingBuffer:
             cut = text.rfind("\n")
             if cut < 0:
                 return False
-        self._chunks[0] = Chunk(oldest.ts, oldest.stream, text[cut + 1 :])
+        self._chunks[0] = Chunk(oldest.ts, oldest.stream, text[cut + 1 :], oldest.last)
         self._size -= cut + 1
         return True
 
@@ -180,7 +196,7 @@ class RingBuffer:
                 texts = chunk.text.split("\n")
             else:
                 texts = chunk.text.rsplit("\n", count - taken)[-(count - taken) :]
-            newest_first.append([Line(chunk.ts, chunk.stream, text) for text in texts])
+            newest_first.append(_numbered(chunk, texts))
             taken += len(texts)
             if count is not None and taken >= count:
                 break
@@ -188,6 +204,14 @@ class RingBuffer:
 
     def __len__(self) -> int:
         return sum(chunk.count for chunk in self._chunks)
+
+
+def _numbered(chunk: Chunk, texts: list[str]) -> list[Line]:
+    """The last ``len(texts)`` lines of ``chunk`` with their numbers (counted back from its last)."""
+    if not chunk.last:
+        return [Line(chunk.ts, chunk.stream, text) for text in texts]
+    first = chunk.last - len(texts) + 1
+    return [Line(chunk.ts, chunk.stream, text, first + i) for i, text in enumerate(texts)]
 
 
 def _stamp(ts: float) -> str:

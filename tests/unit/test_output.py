@@ -285,7 +285,7 @@ class TestLogFormat:
 
     def test_line_to_dict(self) -> None:
         """The wire form of a line."""
-        assert Line(1.5, "out", "hi").to_dict() == {"ts": 1.5, "stream": "out", "line": "hi"}
+        assert Line(1.5, "out", "hi", 7).to_dict() == {"ts": 1.5, "stream": "out", "line": "hi", "number": 7}
 
     @settings(max_examples=200, deadline=None)
     @given(
