@@ -22,7 +22,7 @@ Measured in one run on one machine, beside the floor and the peers:
 2. **ps while a flood is followed.** Controller and agent up; ``--ps-calls`` ``ps`` requests
    through ``AsyncClient`` (what ``gafferctl ps`` sends), ``--ps-gap-ms`` apart, in three
    conditions: idle; a template running ``yes``; the same with a real ``gafferctl logs -f``
-   following it (its output to a file, lines and ``# N lines skipped`` markers counted).
+   following it (its output to a file, lines and ``[N lines skipped]`` markers counted).
    p50/p99/max, the daemons' RSS before and after, and a few whole ``gafferctl ps`` runs
    (process start included). The peers' status calls under the same ``yes`` flood beside it.
 
@@ -469,8 +469,8 @@ async def wait_for_file(path: Path, needle: bytes, timeout: float) -> None:
 def follow_counts(out: Path, err: Path) -> dict[str, int]:
     with open(out, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    markers = [ln for ln in err.read_text().splitlines() if ln.startswith("# ")]
-    skipped = sum(int(ln.split()[1]) for ln in markers if ln.endswith("lines skipped"))
+    markers = [ln for ln in err.read_text().splitlines() if ln.endswith(" lines skipped]")]
+    skipped = sum(int(ln.rsplit("[", 1)[1].split()[0]) for ln in markers)
     return {"lines": lines, "markers": len(markers), "skipped": skipped}
 
 
@@ -647,7 +647,7 @@ def ps_section(run: Run, calls: int, gap: float) -> list[str]:
     if run.follower:
         f = run.follower
         lines += [f"- the `gafferctl logs -f` follower printed {f['lines']:,} lines and "
-                  f"{f['markers']} `# N lines skipped` markers ({f['skipped']:,} lines skipped)"]
+                  f"{f['markers']} `[N lines skipped]` markers ({f['skipped']:,} lines skipped)"]
     return lines
 
 

@@ -327,56 +327,56 @@ def forget(obj: Context, name: str) -> None:
     obj.show(obj.call("forget", node=name), lambda r: f"forgot {r['node']} ({r['moving']} instances move to other nodes)")
 
 
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from gaffer.cli.logfollow import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command()
 @click.argument("target")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines, of instances that start later too (Ctrl-C to stop).")
 @click.option("-n", "--lines", type=params.LINES, default=100, show_default=True, help="How many recent lines.")
+@click.option("--since", callback=_since, metavar="DURATION", help="Only recent lines from the last DURATION (90s, 10m, 2h, 1d; at most 30d).")
 @json_option
 @click.pass_obj
-def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
-    """Recent output of instance TARGET (web.2) or of every instance of a template.
+def logs(obj: Context, target: str, follow: bool, lines: int, since: float | None) -> None:
+    """Recent output of instance TARGET (web.2) or of every instance of a template, on every
+    node, in time order; lines that went missing while following show as `[N lines skipped]`.
 
-    With --json: a list, or one JSON object per line with --follow.
+    With --json: a list, or one JSON object per line (with its node) or gap with --follow.
     """
-    prefix = "" if "." in target else "  "
-    recent = obj.call("logs", target=target, lines=lines)
+    from gaffer.cli.logfollow import LogFollow, render
+
+    with_id = "." not in target
+    recent = obj.call("logs", target=target, lines=lines, **({"since": since} if since is not None else {}))
     if obj.as_json and not follow:
         obj.show(recent, str)
         return
-    for line in recent:
-        _print_line(obj, line, prefix)
+    numbers = LogFollow()
+    _write_runs(render(numbers.recent(recent), with_id, obj.as_json))
     if not follow:
         return
-    topic = f"output.{target}."
     try:
-        for event in obj.client().events([topic]):
-            data = event.data
-            base = {"id": data.get("id"), "stream": data.get("stream"), "ts": event.ts}
-            if "skipped" in data:
-                _print_skipped(obj, {**base, "skipped": data["skipped"]}, prefix)
-            elif isinstance(data.get("text"), str):
-                for text in data["text"].split("\n"):
-                    _print_line(obj, {**base, "line": text}, prefix)
+        for event in obj.client().events([f"output.{target}."]):
+            data = getattr(event, "data", None)
+            if isinstance(data, dict):
+                _write_runs(render(numbers.event(event.ts, data), with_id, obj.as_json))
     except KeyboardInterrupt:
         pass
 
 
-def _print_skipped(obj: Context, marker: dict[str, Any], prefix: str) -> None:
-    """Lines the follow limit left out (the agent counts them): said where they are missing."""
-    if obj.as_json:
-        click.echo(json.dumps(marker, sort_keys=True))
-    else:
-        head = f"{marker['id']} | " if prefix else ""
-        click.echo(f"{head}# {marker['skipped']} lines skipped", err=True)
-
-
-def _print_line(obj: Context, line: dict[str, Any], prefix: str) -> None:
-    if obj.as_json:
-        click.echo(json.dumps(line, sort_keys=True))
-    elif prefix:
-        click.echo(f"{line['id']} | {line['line']}")
-    else:
-        click.echo(line["line"], err=line.get("stream") == "err")
+def _write_runs(runs: list[tuple[str, bool]]) -> None:
+    """Each run to stdout or stderr, in order (stdout flushed before stderr is written)."""
+    for text, err in runs:
+        stream = sys.stderr if err else sys.stdout
+        stream.write(text)
+        stream.flush()
 
 
 @main.command()

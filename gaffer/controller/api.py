@@ -26,7 +26,6 @@ from gaffer.common.errors import (
     TemplateError,
     TemplateNotFound,
 )
-from gaffer.common.limits import MAX_LINES
 from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id, parse_instance_id
 from gaffer.common.ports import instance_port
 from gaffer.common.protocol import oversized_templates
@@ -34,6 +33,7 @@ from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
 from gaffer.controller.changes import Changes
 from gaffer.controller.liveness import NodeState
+from gaffer.controller.logs import LogOps
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
@@ -109,6 +109,7 @@ class Api:
         self.agents = agents
         self.oneoffs = oneoffs
         self.runs = RunOps(cluster.templates, agents, oneoffs, changes, controller)
+        self.logs = LogOps(cluster.templates, agents, self._nodes_running, self._node_for).logs
         self.stages = stages
         self.changes = changes
         self.controller = controller
@@ -423,27 +424,8 @@ class Api:
         written = await self.agents.command(node, "write", command)
         return {"id": ident, "node": node.name, "bytes": written}
 
-    async def logs(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        target = arg.target(args)
-        lines = arg.integer(args, "lines", 100, 0, MAX_LINES)
-        stream = arg.stream(args)
-        if target in self.cluster.templates or any(
-            row["template"] == target for n in self.agents.all() for row in n.instances.values()
-        ):
-            idents = sorted({
-                ident for n in self._nodes_running(target) for ident, row in n.instances.items()
-                if row["template"] == target
-            })
-        else:
-            idents = [target]
-        only = arg.node(args, default=None)
-        out: list[dict[str, Any]] = []
-        for ident in idents:
-            node = self._node_of_instance(ident) if only is None else self._connected_node(only)
-            got = await self.agents.command(node, "output", {"id": ident, "lines": lines, "stream": stream})
-            out.extend({**line, "id": ident, "node": node.name} for line in got)
-        out.sort(key=lambda line: line["ts"])
-        return out[-lines:] if lines else []
+    def _node_for(self, ident: str, only: str | None) -> Node:
+        return self._node_of_instance(ident) if only is None else self._connected_node(only)
 
     def _connected_node(self, name: str) -> Node:
         node = self.agents.node(name)
