@@ -37,7 +37,7 @@ Skips that are not one run (lines lost on the bus between them) get a marker eac
 
 Hysteresis: a stream that had to skip stays skipping until its allowance is back to
 ``RESUME`` of its burst. A follower of a flood then sees runs of consecutive lines, each
-followed by one ``# N lines skipped``, rather than a line and a marker taking turns.
+followed by one ``[N lines skipped]``, rather than a line and a marker taking turns.
 Bytes are those of the text encoded as UTF-8, one newline per line included.
 """
 

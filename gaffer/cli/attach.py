@@ -28,6 +28,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from gaffer.cli.logfollow import LogFollow, render
 from gaffer.client import AsyncClient, ReceivedEvent
 from gaffer.common.errors import GafferError, InvalidRequest, StdinClosed, StdinFull
 from gaffer.common.limits import RUN_LEASE
@@ -103,6 +104,7 @@ class Attached:
         self._out = out if out is not None else sys.stdout
         self._err = err if err is not None else sys.stderr
         self._json = as_json
+        self._numbers = LogFollow()
         self._ident: str | None = None
         self._node: str | None = None
         self._early: list[ReceivedEvent] = []
@@ -207,13 +209,12 @@ class Attached:
             self._end()
         elif self._json:
             return
-        elif isinstance(data.get("text"), str):
-            stream = self._err if data.get("stream") == "err" else self._out
-            stream.write(data["text"] + "\n")
-            stream.flush()
-        elif "skipped" in data:
-            self._err.write(f"# {data['skipped']} lines skipped (output faster than the follow limit)\n")
-            self._err.flush()
+        else:
+            # lines, and ``[N lines skipped]`` where the numbers say some went missing
+            for text, err in render(self._numbers.event(event.ts, data), with_id=False, as_json=False):
+                stream = self._err if err else self._out
+                stream.write(text)
+                stream.flush()
 
     async def _keep(self) -> None:
         """Wait on the run in RENEW-second steps (each renews its lease). When the controller

@@ -2,10 +2,13 @@
 
 Writing to a terminal or a pipe can block (a paused pager, a full pipe), and the event loop
 must never wait for it: lines go through a bounded queue to one writer thread, and when that
-queue is full new lines are dropped and counted, then reported once the writer catches up.
-Output arrives in chunks of many lines (one per read); a chunk is formatted with a few string
-operations, and only as many of its lines as the queue has room for, so a flood costs the loop
-little more than the lines the terminal can actually show.
+queue is full new lines are dropped and counted: ``[N lines skipped]`` takes their place in the
+queue (one marker per run of dropped lines, so the queue stays bounded) and is printed where
+they went missing. Output arrives in chunks of many lines (one per read); a chunk is formatted
+with a few string operations, and only as many of its lines as the queue has room for, so a
+flood costs the loop little more than the lines the terminal can actually show. Output events
+are numbered (``line``), so lines the console's bus subscription lost (it was cut off as too
+slow) are counted the same way, from the jump in numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ COLORS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91"
 SYSTEM_COLOR = "37;1"
 RESET = "\x1b[0m"
 QUEUE_LINES = 10_000
+SKIP_HEAD = "gaffer |"
+
+
+class _Skipped:
+    """A run of dropped lines in the writer's queue, printed as ``head [N lines skipped]``."""
+
+    __slots__ = ("head", "count")
+
+    def __init__(self, head: str, count: int) -> None:
+        self.head = head
+        self.count = count
+
+    def text(self) -> str:
+        return f"{self.head} [{self.count} lines skipped]\n"
 
 
 def use_color(stream: TextIO, forced: bool | None) -> bool:
@@ -39,7 +56,7 @@ class ConsoleWriter:
     def __init__(self, stream: TextIO, limit: int = QUEUE_LINES) -> None:
         self._stream = stream
         self._limit = limit
-        self._lines: collections.deque[str] = collections.deque()
+        self._lines: collections.deque[str | _Skipped] = collections.deque()
         self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -55,32 +72,39 @@ class ConsoleWriter:
         """Queue ``text`` (``lines`` formatted lines, each ending in a newline), or drop it all."""
         with self._cond:
             if self._queued + lines > self._limit:
-                self.dropped += lines
+                self._skip(lines, SKIP_HEAD)
                 return
             self._lines.append(text)
             self._queued += lines
             self._cond.notify()
 
-    def drop(self, lines: int) -> None:
-        """Count lines that were not even formatted because there was no room."""
+    def drop(self, lines: int, head: str = SKIP_HEAD) -> None:
+        """Count lines that were not even formatted (no room, or lost before they came here):
+        a ``head [N lines skipped]`` line is printed in their place."""
         with self._cond:
-            self.dropped += lines
+            self._skip(lines, head)
+            self._cond.notify()
+
+    def _skip(self, lines: int, head: str) -> None:
+        if lines <= 0:
+            return
+        self.dropped += lines
+        last = self._lines[-1] if self._lines else None
+        if isinstance(last, _Skipped):
+            last.count += lines
+        else:
+            self._lines.append(_Skipped(head, lines))
 
     def _run(self) -> None:
-        reported = 0
         while True:
             with self._cond:
                 while not self._lines and not self._closed:
                     self._cond.wait()
                 if not self._lines and self._closed:
                     return
-                batch = list(self._lines)
+                batch = [item if isinstance(item, str) else item.text() for item in self._lines]
                 self._lines.clear()
                 self._queued = 0
-                dropped = self.dropped
-            if dropped > reported:
-                batch.append(f"gaffer | {dropped - reported} output lines dropped: console too slow\n")
-                reported = dropped
             try:
                 self._stream.write("".join(batch))
                 self._stream.flush()
@@ -102,6 +126,8 @@ class Console:
         self._color = color
         self._colors: dict[str, str] = {}
         self.width = width
+        self._due: dict[tuple[str, str], int] = {}
+        """Per instance and stream, the number of the next output line due."""
 
     def register(self, names: list[str]) -> None:
         for name in names:
@@ -114,20 +140,43 @@ class Console:
     def line(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> None:
         self._writer.write(f"{self._head(prefix, color, ts)} {text}\n")
 
-    def lines(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> None:
+    def lines(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> int:
         """Every line of ``text`` (lines joined by newlines) with the same head, as far as the
-        writer has room; the rest is counted as dropped without being formatted."""
+        writer has room; the rest is counted as dropped without being formatted. Returns how
+        many lines ``text`` has."""
         count = text.count("\n") + 1
         room = self._writer.room()
         if room <= 0:
-            self._writer.drop(count)
-            return
+            self._writer.drop(count, self._head(prefix, color, ts))
+            return count
+        head = self._head(prefix, color, ts)
         if count > room:
             text = "\n".join(text.split("\n", room)[:room])
-            self._writer.drop(count - room)
-            count = room
-        head = self._head(prefix, color, ts) + " "
-        self._writer.write(head + text.replace("\n", "\n" + head) + "\n", count)
+        self._writer.write(head + " " + text.replace("\n", "\n" + head + " ") + "\n", min(count, room))
+        if count > room:
+            self._writer.drop(count - room, head)
+        return count
+
+    def output(self, data: dict[str, Any]) -> None:
+        """An ``output.`` event: its lines, after a ``[N lines skipped]`` if its numbers jump."""
+        ident, color, ts = data["id"], self._colors.get(data["template"]), data.get("ts")
+        key = (ident, data.get("stream", ""))
+        line = data.get("line")
+        numbered = type(line) is int and line > 0
+        due = self._due.get(key)
+        if "skipped" in data:
+            count = data["skipped"]
+            if numbered and due is not None:
+                count = max(0, line + count - due)
+            self._writer.drop(count, self._head(ident, color, ts))
+            if numbered:
+                self._due[key] = max(due or 0, line + data["skipped"])
+            return
+        if numbered and due is not None and line > due:
+            self._writer.drop(line - due, self._head(ident, color, ts))
+        count = self.lines(ident, data["text"], color, ts)
+        if numbered:
+            self._due[key] = line + count
 
     def _head(self, prefix: str, color: str | None, ts: float | None) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(ts if ts is not None else time.time()))
@@ -143,10 +192,8 @@ class Console:
         data = event.data
         topic = event.topic
         if topic.startswith("output."):
-            if "text" in data:
-                self.lines(data["id"], data["text"], self._colors.get(data["template"]), data.get("ts"))
-            elif "skipped" in data:
-                self.system(f"{data['id']}: {data['skipped']} lines skipped")
+            if "text" in data or "skipped" in data:
+                self.output(data)
         elif topic.startswith("proc.") and not topic.endswith(".running"):
             text = describe_proc_event(topic, data)
             if text is not None:

@@ -10,6 +10,7 @@ import time
 
 from gaffer.agent.manager import SHOWN_AS_EVENT
 from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, describe_proc_event
+from gaffer.testing import poll_until
 
 
 class Recorder:
@@ -68,7 +69,8 @@ def test_a_chunk_prints_one_prefixed_line_per_line() -> None:
 
 
 def test_lines_beyond_the_writers_room_are_dropped_and_counted() -> None:
-    """A chunk larger than the queue's room is cut at the room; the rest is counted, then said."""
+    """A chunk larger than the queue's room is cut at the room; the rest is counted and said in
+    place."""
     stream = HeldStream()
     writer = ConsoleWriter(stream, limit=3)
     console = Console(writer, color=False, width=5)
@@ -80,4 +82,38 @@ def test_lines_beyond_the_writers_room_are_dropped_and_counted() -> None:
     stream.release.set()
     writer.close()
     texts = [line.split("| ", 1)[1] for line in stream.getvalue().splitlines()]
-    assert texts == ["held", "a", "b", "c", "3 output lines dropped: console too slow"]
+    assert texts == ["held", "a", "b", "c", "[3 lines skipped]"]
+
+
+async def test_dropped_lines_are_said_where_they_went_missing() -> None:
+    """Lines dropped for room, then more queued: `[N lines skipped]` sits between them."""
+    stream = HeldStream()
+    writer = ConsoleWriter(stream, limit=2)
+    console = Console(writer, color=False, width=5)
+    console.lines("web.1", "held", None, 0.0)
+    assert stream.entered.wait(10)
+    console.lines("web.1", "a\nb\nc", None, 0.0)
+    stream.release.set()
+    await poll_until(lambda: writer.room() == 2, 10.0, "the writer to take its queue")
+    console.lines("web.1", "d", None, 0.0)
+    writer.close()
+    texts = [line.split("| ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert texts == ["held", "a", "b", "[1 lines skipped]", "d"]
+
+
+def test_a_jump_in_line_numbers_is_said_in_place() -> None:
+    """Output events whose numbers jump (lost on the bus) print the gap, per instance and stream;
+    a marker's lines are counted once."""
+    stream = io.StringIO()
+    writer = ConsoleWriter(stream)
+    console = Console(writer, color=False, width=5)
+    base = {"id": "web.1", "template": "web", "stream": "out", "ts": 0.0}
+    console.output({**base, "line": 1, "text": "a\nb"})
+    console.output({**base, "line": 6, "text": "f"})
+    console.output({**base, "stream": "err", "line": 1, "text": "e"})
+    console.output({**base, "line": 7, "skipped": 3, "skipped_bytes": 6})
+    console.output({**base, "line": 10, "text": "j"})
+    writer.close()
+    texts = [line.split("| ", 1)[1] for line in stream.getvalue().splitlines()]
+    assert texts == ["a", "b", "[3 lines skipped]", "f", "e", "[3 lines skipped]", "j"]
+
