@@ -508,7 +508,7 @@ class ControllerLink:
             self._queue(topic, data["ts"], data)
         if self._events or self.lost_output:
             # markers for output lost earlier go first: everything queued is newer
-            lost = [{"topic": t, "ts": d["ts"], "data": d} for t, d in self.lost_output.take()]
+            lost = [{"topic": t, "ts": d.get("ts", 0.0), "data": d} for t, d in self.lost_output.take()]
             events, self._events = lost + list(self._events), collections.deque()
             for batch in _batches(events):
                 self._send_events(batch)

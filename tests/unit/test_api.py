@@ -30,6 +30,7 @@ from gaffer.common.template import Template
 from gaffer.controller.api import Agents, Api, ControllerInfo, DesiredState
 from gaffer.controller.changes import Changes
 from gaffer.controller.counts import parse_scale
+from gaffer.controller.logs import LogOps
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.registry import Node
@@ -272,6 +273,9 @@ async def test_unknown_nodes_and_instances_are_structured_too(parts):
     ("cordon", {"node": ""}, "node"),
     ("drain", {"node": "a", "wait": float("nan")}, "wait"),
     ("logs", {"target": "web", "lines": -1}, "lines"),
+    ("logs", {"target": "web", "since": -1}, "since"),
+    ("logs", {"target": "web", "since": float("inf")}, "since"),
+    ("logs", {"target": "web", "since": 31 * 86_400}, "since"),
     ("kill", {"target": "web", "signal": {}}, "signal"),
     ("templates", {"limit": "ten"}, "limit"),
     ("nodes", {"limit": 5, "continue": "!!"}, "continue"),
@@ -404,3 +408,19 @@ async def test_run_waits_for_the_clients_sync_marker_and_leases_the_run(parts):
     assert agents.commands[-1][1:] == ("lease_run", {"id": "web.run-1", "seconds": 10.0})
     await api.runs.release({"id": "web.run-1", "node": node, "signal": "INT"})
     assert agents.commands[-1][1:] == ("lease_run", {"id": "web.run-1", "seconds": 0, "signal": "INT"})
+
+
+async def test_logs_merges_every_instance_in_time_order_and_keeps_the_last_since(parts):
+    """logs of a template asks each instance's node, tags lines with id and node, keeps those of
+    the last ``since`` seconds (by the lines' stamps), oldest first."""
+    api, desired, agents, _ = parts
+    logs = LogOps(desired.templates, agents, api._nodes_running, api._node_for, wall=lambda: 1000.0)
+    agents.answers["output"] = [
+        {"ts": 900.0, "stream": "out", "line": "old", "number": 1},
+        {"ts": 995.0, "stream": "out", "line": "new", "number": 2},
+    ]
+    got = await logs.logs({"target": "web", "since": 60})
+    assert [(r["id"], r["node"], r["line"], r["number"]) for r in got] == [
+        ("web.1", "a", "new", 2), ("web.2", "b", "new", 2),
+    ]
+    assert len(await logs.logs({"target": "web"})) == 4
