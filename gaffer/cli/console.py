@@ -30,12 +30,14 @@ SKIP_HEAD = "gaffer |"
 
 
 class _Skipped:
-    """A run of dropped lines in the writer's queue, printed as ``head [N lines skipped]``."""
+    """A run of dropped lines in the writer's queue, printed as ``head [N lines skipped]``;
+    ``who`` is the instance whose lines they are (None: several, or gaffer's own)."""
 
-    __slots__ = ("head", "count")
+    __slots__ = ("head", "who", "count")
 
-    def __init__(self, head: str, count: int) -> None:
+    def __init__(self, head: str, who: str | None, count: int) -> None:
         self.head = head
+        self.who = who
         self.count = count
 
     def text(self) -> str:
@@ -72,28 +74,32 @@ class ConsoleWriter:
         """Queue ``text`` (``lines`` formatted lines, each ending in a newline), or drop it all."""
         with self._cond:
             if self._queued + lines > self._limit:
-                self._skip(lines, SKIP_HEAD)
+                self._skip(lines, SKIP_HEAD, None)
                 return
             self._lines.append(text)
             self._queued += lines
             self._cond.notify()
 
-    def drop(self, lines: int, head: str = SKIP_HEAD) -> None:
-        """Count lines that were not even formatted (no room, or lost before they came here):
-        a ``head [N lines skipped]`` line is printed in their place."""
+    def drop(self, lines: int, head: str = SKIP_HEAD, who: str | None = None) -> None:
+        """Count lines (of instance ``who``) that were not even formatted (no room, or lost
+        before they came here): a ``head [N lines skipped]`` line is printed in their place."""
         with self._cond:
-            self._skip(lines, head)
+            self._skip(lines, head, who)
             self._cond.notify()
 
-    def _skip(self, lines: int, head: str) -> None:
+    def _skip(self, lines: int, head: str, who: str | None) -> None:
         if lines <= 0:
             return
         self.dropped += lines
         last = self._lines[-1] if self._lines else None
         if isinstance(last, _Skipped):
+            # one marker per gap between queued lines, so the queue stays bounded; it names
+            # an instance only while the lines are all that instance's
             last.count += lines
+            if who is None or last.who != who:
+                last.head, last.who = SKIP_HEAD, None
         else:
-            self._lines.append(_Skipped(head, lines))
+            self._lines.append(_Skipped(head, who, lines))
 
     def _run(self) -> None:
         while True:
@@ -147,14 +153,14 @@ class Console:
         count = text.count("\n") + 1
         room = self._writer.room()
         if room <= 0:
-            self._writer.drop(count, self._head(prefix, color, ts))
+            self._writer.drop(count, self._head(prefix, color, ts), prefix)
             return count
         head = self._head(prefix, color, ts)
         if count > room:
             text = "\n".join(text.split("\n", room)[:room])
         self._writer.write(head + " " + text.replace("\n", "\n" + head + " ") + "\n", min(count, room))
         if count > room:
-            self._writer.drop(count - room, head)
+            self._writer.drop(count - room, head, prefix)
         return count
 
     def output(self, data: dict[str, Any]) -> None:
@@ -168,12 +174,12 @@ class Console:
             count = data["skipped"]
             if numbered and due is not None:
                 count = max(0, line + count - due)
-            self._writer.drop(count, self._head(ident, color, ts))
+            self._writer.drop(count, self._head(ident, color, ts), ident)
             if numbered:
                 self._due[key] = max(due or 0, line + data["skipped"])
             return
         if numbered and due is not None and line > due:
-            self._writer.drop(line - due, self._head(ident, color, ts))
+            self._writer.drop(line - due, self._head(ident, color, ts), ident)
         count = self.lines(ident, data["text"], color, ts)
         if numbered:
             self._due[key] = line + count

@@ -117,3 +117,19 @@ def test_a_jump_in_line_numbers_is_said_in_place() -> None:
     texts = [line.split("| ", 1)[1] for line in stream.getvalue().splitlines()]
     assert texts == ["a", "b", "[3 lines skipped]", "f", "e", "[3 lines skipped]", "j"]
 
+
+
+def test_a_gap_of_several_instances_is_said_once_as_gaffers() -> None:
+    """Dropped lines of two instances in one gap: one `gaffer | [N lines skipped]`."""
+    stream = HeldStream()
+    writer = ConsoleWriter(stream, limit=1)
+    console = Console(writer, color=False, width=5)
+    console.lines("web.1", "held", None, 0.0)
+    assert stream.entered.wait(10)
+    console.lines("web.1", "a\nb", None, 0.0)
+    console.lines("web.2", "c", None, 0.0)
+    stream.release.set()
+    writer.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.split("| ", 1)[1] for line in lines[:2]] == ["held", "a"]
+    assert lines[2:] == ["gaffer | [2 lines skipped]"]
