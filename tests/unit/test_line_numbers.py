@@ -8,8 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.agent.capture import Capture
+from gaffer.agent.lease import Lease
+from gaffer.agent.link import ControllerLink, LinkSettings
+from gaffer.agent.manager import Manager
 from gaffer.agent.follow import MAX_LOST_RUNS, Followers, Limit, Lost
 from gaffer.agent.output import Line, RingBuffer
+from gaffer.common import protocol
+from gaffer.testing.clock import FakeClock
+from gaffer.testing.process import FakeProcesses
+from gaffer.testing.channel import channel_pair
 
 TOPIC = "output.web.1.out"
 words = st.text(alphabet="ab\u00e9", max_size=6)
@@ -138,3 +145,33 @@ class TestLost:
         runs = lost.take()
         assert len(runs) == MAX_LOST_RUNS
         assert sum(d["skipped"] for _, d in runs) == MAX_LOST_RUNS + 50
+
+
+async def test_the_link_turns_output_it_cannot_send_into_a_marker(tmp_path) -> None:
+    """Output events the socket refuses (peer full) reach the controller later as one marker
+    with their exact first line and count, before the lines that follow them."""
+    clock = FakeClock()
+    manager = Manager(node="n1", clock=clock, processes=FakeProcesses(clock))
+    settings = LinkSettings(controller="ipc:///nowhere", node="n1", labels={}, state_dir=tmp_path)
+    link = ControllerLink(manager, settings, "agent-1", Lease(held=False))
+    controller, agent = channel_pair(hwm=1)
+    link._channel = agent
+    link.connected.set()
+    try:
+        base = {"id": "web.1", "template": "web", "stream": "out", "pid": 7, "ts": 1.0}
+        assert agent.send([b"fills the peer"])
+        link._queue_output(TOPIC, 1.0, {**base, "line": 1, "text": "a\nb"})
+        link._queue_output(TOPIC, 1.0, {**base, "line": 3, "text": "c"})
+        link._flush()
+        assert link.lost_output
+        assert [bytes(f[0].buffer) for f in controller.drain()] == [b"fills the peer"]
+        link._queue_output(TOPIC, 2.0, {**base, "line": 4, "text": "d"})
+        link._flush()
+        (frames,) = controller.drain()
+        message = protocol.decode(frames[0].buffer, protocol.AGENT_TO_CONTROLLER)
+        events = [e["data"] for e in message.body["events"]]
+        assert [(d["line"], d.get("skipped"), d.get("text")) for d in events] == [(1, 3, None), (4, None, "d")]
+        assert events[0]["skipped_bytes"] == 6
+    finally:
+        link._channel = None
+        await link.stop()
