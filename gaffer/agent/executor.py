@@ -378,7 +378,8 @@ class Executor:
     def _on_output(self, inst: Instance, stream: str, data: bytes) -> None:
         """Captured bytes -> one chunk of complete lines: into the ring, the log file, and one
         ``output.`` event carrying all of them (only if someone subscribes), numbered: ``line``
-        is the number of its first line in the instance's stream."""
+        is the number of its first line in the instance's stream. ``lines`` (how many) is for
+        local subscribers only, so none counts them again; the link does not forward it."""
         first = inst.output.lines(stream) + 1
         chunk = inst.output.feed(stream, data, self._clock.wall())
         if chunk is None:
@@ -389,7 +390,7 @@ class Executor:
             self._bus.publish(topic, {
                 "node": self._node, "id": inst.id, "template": inst.template, "stream": stream,
                 "pid": process.pid if process is not None else None, "ts": chunk.ts,
-                "line": first, "text": chunk.text,
+                "line": first, "lines": chunk.last - first + 1, "text": chunk.text,
             })
 
     # ----------------------------------------------------------------- adoption

@@ -181,7 +181,8 @@ class _Stream:
 class Followers:
     """Per followed stream: its allowance and what it skipped since its last marker.
 
-    ``offer`` takes one output event (``data`` with ``text``) and returns the events to send
+    ``offer`` takes one output event (``data`` with ``text``, and ``lines``, its number of
+    lines, when the capture counted them: never forwarded) and returns the events to send
     for it: a marker first if the stream skipped lines since its last one, then the lines its
     budgets allow now (as one event), or nothing. ``markers`` (called once per flush) returns a
     marker for every stream that skipped lines and then went quiet since the previous call, so
@@ -221,9 +222,11 @@ class Followers:
         state.allowance = spend(allowance, count, size, short)
         self._agent = spend(self._agent, count, size, short and agent_bound)
         out: list[tuple[str, dict[str, Any]]] = []
+        total = data.get("lines")
         if count:
             self._marker(out, topic, state, data["ts"])
-            out.append((topic, {**data, "text": text[:end]} if short else data))
+            wire = {k: v for k, v in data.items() if k != "lines"} if total is not None else data
+            out.append((topic, {**wire, "text": text[:end]} if short else wire))
             self.sent_lines += count
         if short:
             first = line + count if line else 0
@@ -231,7 +234,10 @@ class Followers:
                 self._marker(out, topic, state, data["ts"])
             if not state.skipped:
                 state.first = first
-            skipped = text.count("\n", end + 1) + 1
+            if type(total) is int:
+                skipped = total - count  # the capture counted them: no second pass over a flood
+            else:
+                skipped = text.count("\n", end + 1) + 1
             state.skipped += skipped
             state.skipped_bytes += text_bytes(text) - size
             self.skipped_lines += skipped

@@ -146,11 +146,14 @@ class Console:
     def line(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> None:
         self._writer.write(f"{self._head(prefix, color, ts)} {text}\n")
 
-    def lines(self, prefix: str, text: str, color: str | None, ts: float | None = None) -> int:
-        """Every line of ``text`` (lines joined by newlines) with the same head, as far as the
-        writer has room; the rest is counted as dropped without being formatted. Returns how
-        many lines ``text`` has."""
-        count = text.count("\n") + 1
+    def lines(
+        self, prefix: str, text: str, color: str | None, ts: float | None = None, count: int | None = None
+    ) -> int:
+        """Every line of ``text`` (lines joined by newlines; ``count`` of them, if known) with
+        the same head, as far as the writer has room; the rest is counted as dropped without
+        being formatted. Returns how many lines ``text`` has."""
+        if count is None:
+            count = text.count("\n") + 1
         room = self._writer.room()
         if room <= 0:
             self._writer.drop(count, self._head(prefix, color, ts), prefix)
@@ -180,7 +183,8 @@ class Console:
             return
         if numbered and due is not None and line > due:
             self._writer.drop(line - due, self._head(ident, color, ts), ident)
-        count = self.lines(ident, data["text"], color, ts)
+        known = data.get("lines")
+        count = self.lines(ident, data["text"], color, ts, known if type(known) is int else None)
         if numbered:
             self._due[key] = line + count
 

@@ -69,13 +69,17 @@ class TestCaptureNumbers:
 
 
 def numbered_run(
-    followers: Followers, texts: list[tuple[float, str]], first: int = 1
+    followers: Followers, texts: list[tuple[float, str]], first: int = 1, counted: bool = False
 ) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """Offer ``texts`` numbered from ``first`` (``counted``: with ``lines``, as the capture
+    publishes them)."""
     out: list[tuple[str, dict[str, Any]]] = []
     now, line = 0.0, first
     for dt, text in texts:
         now += dt
         data = {"id": "web.1", "template": "web", "stream": "out", "ts": now, "line": line, "text": text}
+        if counted:
+            data["lines"] = text.count("\n") + 1
         out += followers.offer(TOPIC, data, now)
         out += followers.markers(now)
         line += text.count("\n") + 1
@@ -98,17 +102,18 @@ limits = st.builds(Limit, st.integers(1, 20), st.integers(1, 200), st.sampled_fr
 
 class TestFollowerNumbers:
     @settings(max_examples=300, deadline=None)
-    @given(offers, limits, limits, st.integers(1, 10**6))
+    @given(offers, limits, limits, st.integers(1, 10**6), st.booleans())
     def test_lines_and_markers_carry_contiguous_numbers(
-        self, texts: list[tuple[float, str]], stream: Limit, agent: Limit, first: int
+        self, texts: list[tuple[float, str]], stream: Limit, agent: Limit, first: int, counted: bool
     ) -> None:
         """What is sent keeps its numbers; each marker says the first line it skipped, and
-        markers and lines together cover every number once, in order."""
-        events, end = numbered_run(Followers(stream, agent), texts, first)
+        markers and lines together cover every number once, in order, whether the capture's
+        count (``lines``, never forwarded) came with the lines or not."""
+        events, end = numbered_run(Followers(stream, agent), texts, first, counted)
         check_contiguous(events, first, end)
         for _, data in events:
             assert set(data) >= {"id", "template", "stream", "line"}
-            assert "pid" not in data or "skipped" not in data
+            assert "lines" not in data
 
     def test_skips_that_are_not_one_run_get_a_marker_each(self) -> None:
         """Lines 3-4 skipped, 5-6 lost elsewhere, 7-8 skipped: two markers, each exact."""
