@@ -188,6 +188,8 @@ class TestGafferArguments:
         (["start", "-c", "web=-1"], "Invalid value for --concurrency: web: the count must be a whole number 0..1,000,000, got 'web=-1'"),
         (["start", "-c", "web=1000001"], "web: the count must be at most 1,000,000"),
         (["start", "--max-per-template", "nan"], "Invalid value for '--max-per-template'"),
+        (["start", "--event-buffer", "0"], "Invalid value for '--event-buffer'"),
+        (["start", "--event-buffer", "10000001"], "Invalid value for '--event-buffer'"),
         (["run"], "Missing argument 'NAME'"),
     ])
     def test_usage_errors(self, args, says):
