@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from gaffer.client import AsyncClient
+from gaffer.controller import offline
 from gaffer.controller.position_rows import BLOCK
 from gaffer.controller.store import Store
 from gaffer.testing import POLL
@@ -153,3 +154,19 @@ class TestReservation:
             assert store.event_positions() == (3 * BLOCK, None)
         assert (clean.first, clean.horizon) == (BLOCK + 1, 17)
         assert (crashed.first, crashed.horizon) == (2 * BLOCK + 1, 2 * BLOCK)
+
+    def test_an_import_keeps_the_reservation_so_positions_stay_above(self, tmp_path):
+        """gaffer-controller import over a store keeps its reserved positions: the next run
+        numbers above every position the old store handed out."""
+        data = tmp_path / "data"
+        with Store(data) as store:
+            store.start_numbering()
+            store.reserve_positions()
+        state, problems = offline.export(data)
+        assert not problems
+        source = tmp_path / "export.json"
+        source.write_text(state.dumps())
+        offline.import_state(data, str(source), replace=True)
+        with Store(data) as store:
+            numbering = store.start_numbering()
+        assert numbering.first == 2 * BLOCK + 1 and numbering.horizon == 2 * BLOCK
