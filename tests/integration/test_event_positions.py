@@ -88,10 +88,14 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(root):
+async def daemon(root):
     d = Daemon(root)
-    yield d
-    d.kill()
+    try:
+        yield d
+    finally:
+        if d.client is not None:
+            await d.client.close()
+        d.kill()
 
 
 async def test_positions_continue_upward_after_kill_9_and_the_lost_range_is_too_old(daemon):
