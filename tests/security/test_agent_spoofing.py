@@ -13,7 +13,7 @@ from keylab import RawAgent, agent_settings, client
 
 
 def _event(topic: str, **data) -> dict:
-    return {"topic": topic, "ts": time.time(), "data": data}
+    return {"seq": 0, "topic": topic, "ts": time.time(), "data": data}
 
 
 class Collector:
