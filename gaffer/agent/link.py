@@ -10,6 +10,10 @@ unreachable. None of this touches the processes: they keep running while the con
 The link renews the agent's ``Lease`` with every fresh message and holds it when the session is
 lost (silence, or this agent was stalled), so the Manager spawns nothing until the controller
 has spoken again. Each command runs in a task the link owns and cancels when it stops.
+
+State events are numbered and kept in the ``Outbox`` until the controller acknowledges them
+(``events_ack``); every ``welcome`` says what the controller has (``events_upto``) and the
+rest is sent again, so a lost session never loses one. Output is live only (seq 0).
 """
 
 from __future__ import annotations
