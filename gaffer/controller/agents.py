@@ -154,6 +154,9 @@ class AgentMessages:
                 f"{protocol.PROTOCOL_VERSION})",
             )
             return
+        known = self._nodes.get(body["node"])
+        if known is not None and known.agent_id != body["agent_id"]:
+            self._held.pop(known.name, None)  # another agent made nothing under that assignment
         outcome = self._nodes.hello(body, session.peer, session.address, self._clock())
         if not outcome.accepted:
             log.warning("refused hello for node %s from %s: %s", body["node"], session.label, outcome.message)
