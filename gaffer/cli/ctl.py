@@ -24,7 +24,7 @@ from gaffer.client import Client, Credentials
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
-from gaffer.common.limits import RUN_LEASE
+from gaffer.common.limits import MAX_COUNT, RUN_LEASE
 
 
 class Context:
@@ -406,6 +406,32 @@ def events(obj: Context, prefixes: tuple[str, ...]) -> None:
                 click.echo(f"{event.seq} {event.topic} {json.dumps(event.data, sort_keys=True, default=str)}")
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.argument("name")
+@click.option("--running", type=params.BoundedInt(0, MAX_COUNT), default=None, metavar="N", help="Wait until exactly N instances of NAME are running.")
+@click.option("--ready", is_flag=True, help="Wait until every wanted instance of NAME is running (health checks come later: ready means running for now).")
+@click.option("--timeout", "bound", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait at most.")
+@json_option
+@click.pass_obj
+def wait(obj: Context, name: str, running: int | None, ready: bool, bound: float) -> None:
+    """Wait until template NAME has N instances running (--running N) or all it wants
+    (--ready), following the event stream. Exit 0 when reached, 1 at the timeout, 2 when
+    NAME does not exist or is deleted meanwhile. For scripts and CI, after `apply`."""
+    from gaffer.cli import waiting  # asyncio and the async client: `wait` alone needs them
+    from gaffer.cli.waitgoal import Goal
+
+    if (running is None) == (not ready):
+        raise click.UsageError("give exactly one of --running N and --ready")
+    goal = Goal(running=running, ready=ready)
+    status, message = obj.client().run(lambda client: waiting.wait_for(client, name, goal, bound))
+    if obj.as_json:
+        result = ("reached", "timeout", "gone")[status]
+        click.echo(json.dumps({"name": name, "goal": goal.describe(), "result": result, "message": message}))
+    else:
+        click.echo(message if status == waiting.REACHED else f"Error: {message}", err=status != waiting.REACHED)
+    sys.exit(status)
 
 
 @main.command()

@@ -25,7 +25,7 @@ from gaffer.common import protocol, topics
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.model import parse_instance_id, template_of
 from gaffer.common.protocol import Message
-from gaffer.controller.admission import admit_event, stamped
+from gaffer.controller.admission import BAD_PAYLOAD, admit_event, payload_problem, stamped
 from gaffer.controller.changes import Changes
 from gaffer.controller.cluster import Cluster
 from gaffer.controller.hub import EventHub
@@ -202,6 +202,10 @@ class AgentMessages:
                 self.drops.record(f"agent:{node.name}", refused, f"event {topic}")
                 continue
             data = stamped(event["data"], node.name)
+            problem = payload_problem(topic, data)
+            if problem is not None:
+                self.drops.record(f"agent:{node.name}", BAD_PAYLOAD, f"event {problem}")
+                continue
             self._hub.publish(topic, data, event["ts"])
             if data.get("oneoff") and topic.endswith(".exit") and isinstance(data.get("id"), str):
                 self._oneoffs.ended(node.name, data["id"], data)
