@@ -35,7 +35,8 @@ def drained(sub: Subscription) -> list[Event]:
 
 def exit_event(seq: int, ident: str) -> dict[str, Any]:
     return {"seq": seq, "topic": "proc.web.exit", "ts": 1.0,
-            "data": {"id": ident, "template": "web", "pid": 4000 + seq, "status": 0}}
+            "data": {"id": ident, "template": "web", "ordinal": int(ident.rpartition(".")[2]),
+                     "ts": 1.0, "pid": 4000 + seq, "status": 0, "signal": None}}
 
 
 def heard(agent: ChannelAgent) -> list[tuple[str, dict[str, Any]]]:

@@ -219,8 +219,8 @@ async def test_the_controller_drops_an_agent_event_whose_payload_does_not_fit(la
     sub = controller.hub.bus.subscribe("proc.web.")
     good = {"template": "web", "id": ident, "ordinal": int(ident.split(".")[1]), "pid": 77, "ts": 1.0}
     agent.send("events", {"events": [
-        {"topic": "proc.web.spawn", "ts": 1.0, "data": {**good, "pid": "seventy-seven"}},
-        {"topic": "proc.web.running", "ts": 1.0, "data": good},
+        {"seq": 1, "topic": "proc.web.spawn", "ts": 1.0, "data": {**good, "pid": "seventy-seven"}},
+        {"seq": 2, "topic": "proc.web.running", "ts": 1.0, "data": good},
     ]})
     await lab.settle()
     assert [e.topic for e in drain(sub)] == ["proc.web.running"]
