@@ -138,3 +138,5 @@ LEASE = FiniteFloat(1.0, 3_600.0)
 """A one-off run's lease (``gafferctl run --lease``): 1 s to an hour."""
 PER_TEMPLATE = BoundedInt(1, MAX_COUNT)
 TOTAL = BoundedInt(1, MAX_TOTAL)
+POSITION = BoundedInt(0, 2**63 - 1)
+"""An event position (``gafferctl events --since``)."""
