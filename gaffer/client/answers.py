@@ -11,7 +11,10 @@ from typing import Any
 
 from gaffer.common import schema as s
 from gaffer.common.errors import ProtocolError
-from gaffer.common.protocol import BAD_BODY, MAX_CONTAINER, MAX_EVENTS, MAX_INT, MAX_PREV
+from gaffer.common.protocol import BAD_BODY, MAX_CONTAINER, MAX_EVENTS, MAX_INT
+
+MAX_PREV = 64
+"""Entries of an event's ``prev`` (and prefixes of a ``replay``): the contract's bound."""
 
 _COUNTER = s.integer(0, MAX_INT)
 _EVENT = s.struct(

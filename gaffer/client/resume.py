@@ -46,10 +46,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
 
-from gaffer.client.answers import check_replay, check_snapshot
+from gaffer.client.answers import MAX_PREV, check_replay, check_snapshot
 from gaffer.client.wire import ReceivedEvent
 from gaffer.common.errors import ConfigError, ProtocolError
-from gaffer.common.protocol import BAD_BODY, MAX_PREV
+from gaffer.common.protocol import BAD_BODY
 
 REPLAY_LIMIT = 1_000
 SNAPSHOT_LIMIT = 2_000

@@ -35,8 +35,6 @@ MAX_INSTANCES = 100_000
 MAX_TEMPLATES = 10_000
 MAX_EVENTS = 10_000
 MAX_TEXT = 65_536
-MAX_PREV = 64
-"""Entries of an event's ``prev`` map: one per subscribed prefix its topic matches."""
 MAX_TEMPLATE_BYTES = 256 * 1024
 """One template's spec, encoded: far more than any real template needs, and small enough that
 an assignment part always holds at least one (two 2.5 MB arguments once wedged a node)."""
@@ -226,7 +224,7 @@ _SCHEMAS: dict[str, s.Check] = {
     # controller -> subscribers
     "event": s.struct(
         {"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP},
-        optional={"prev": s.map_of(s.string(256), _COUNTER, MAX_PREV)},
+        optional={"prev": s.map_of(s.string(256), _COUNTER, 64)},
     ),
 }
 
