@@ -149,7 +149,8 @@ class AsyncClient:
                     body = wire.event_body(frames[-1].buffer)
                     if body is None:
                         continue
-                    for item in await self._carry(resume, resume.published(body)):
+                    step = resume.published(body)
+                    for item in step.deliver if step.ask is None else await self._carry(resume, step):
                         yield item
         finally:
             sock.disable_monitor()
