@@ -153,7 +153,6 @@ class AsyncClient:
                     for item in step.deliver if step.ask is None else await self._carry(resume, step):
                         yield item
         finally:
-            sock.disable_monitor()
             monitor.close()
             channel.close()
 

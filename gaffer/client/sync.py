@@ -135,7 +135,8 @@ class Client:
                     if body is not None:
                         yield from self._carry(resume, resume.published(body))
         finally:
-            sock.disable_monitor()
+            # No disable_monitor(): after Client.close() the socket is gone already, and closing
+            # both (a no-op then) ends the monitor too.
             monitor.close(linger=0)
             sock.close(linger=0)
 
