@@ -20,7 +20,7 @@ from typing import Any, Callable
 import click
 
 from gaffer.cli import tables
-from gaffer.client import Client, Credentials
+from gaffer.client import Client, Credentials, ReceivedEvent
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
@@ -350,6 +350,8 @@ def logs(obj: Context, target: str, follow: bool, lines: int) -> None:
     topic = f"output.{target}."
     try:
         for event in obj.client().events([topic]):
+            if not isinstance(event, ReceivedEvent):
+                continue
             data = event.data
             base = {"id": data.get("id"), "stream": data.get("stream"), "ts": event.ts}
             if "skipped" in data:
@@ -392,18 +394,22 @@ def write(obj: Context, target: str, data: str) -> None:
 
 @main.command()
 @click.argument("prefixes", nargs=-1, callback=params.topic_prefixes)
+@click.option("--since", type=params.POSITION, default=None, help="Replay from this position first (0: all the controller holds).")
 @json_option
 @click.pass_obj
-def events(obj: Context, prefixes: tuple[str, ...]) -> None:
-    """Print events whose topic starts with one of PREFIXES (all when none), until Ctrl-C."""
+def events(obj: Context, prefixes: tuple[str, ...], since: int | None) -> None:
+    """Print events whose topic starts with one of PREFIXES (all when none), until Ctrl-C.
+
+    Each event once, in order; where the controller no longer holds events this subscriber
+    missed, a marker with their positions and a snapshot of the state. With --json: one JSON
+    object per line, its "kind" being event, lost or snapshot.
+    """
+    from gaffer.cli.eventlines import event_line
+
     try:
-        for event in obj.client().events(list(prefixes) or [""]):
-            if event.missed:
-                click.echo(f"# {event.missed} events skipped (filtered out or dropped)", err=True)
-            if obj.as_json:
-                click.echo(json.dumps({"seq": event.seq, "topic": event.topic, "ts": event.ts, "data": event.data}, sort_keys=True, default=str))
-            else:
-                click.echo(f"{event.seq} {event.topic} {json.dumps(event.data, sort_keys=True, default=str)}")
+        for item in obj.client().events(list(prefixes) or [""], since=since):
+            line, to_stderr = event_line(item, obj.as_json)
+            click.echo(line, err=to_stderr)
     except KeyboardInterrupt:
         pass
 

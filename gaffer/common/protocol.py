@@ -228,7 +228,10 @@ _SCHEMAS: dict[str, s.Check] = {
         post=_outcome_matches_ok,
     ),
     # controller -> subscribers
-    "event": s.struct({"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP}),
+    "event": s.struct(
+        {"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP},
+        optional={"prev": s.map_of(s.string(256), _COUNTER, 64)},
+    ),
 }
 
 KINDS = frozenset(_SCHEMAS)
