@@ -18,6 +18,9 @@ under supervisor's CPU and memory, the keeper under 10 MB.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import managers
+import psutil
 import results
+
+from gaffer.agent.keeper.client import KeeperClient
 
 KEEPER_TARGET_KB = 10 * 1024
 
@@ -71,6 +77,36 @@ def lone_process(argv: list[str], ready: str | None, settle: float) -> dict[str,
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def keeper_holding(path: Path, count: int, settle: float) -> dict[str, float]:
+    """Memory of a keeper started as an agent starts it (``KeeperClient.connect``), once it holds
+    the out and err read ends of ``count`` instances and the agent is still connected: the
+    keeper's real idle state beside an agent of ``count`` captured sleeps."""
+
+    async def measure() -> dict[str, float]:
+        client = await KeeperClient.connect(path, idle_timeout=600)
+        keeper = psutil.Process(client.keeper_pid)
+        pipes: list[int] = []
+        try:
+            answers = []
+            for index in range(count):
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                pipes += [out_r, out_w, err_r, err_w]
+                answers.append(client.deposit(f"sleep.{index}", {"out": out_r, "err": err_r}))
+            await asyncio.gather(*answers)
+            await asyncio.sleep(settle)  # the bench measures idleness: it waits on purpose
+            return {"cpu": float("nan"), "wakeups": float("nan"), "children": count,
+                    **managers.memory(keeper.pid)}
+        finally:
+            client.close()
+            keeper.send_signal(signal.SIGTERM)
+            keeper.wait(timeout=30)
+            for fd in pipes:
+                os.close(fd)
+
+    return asyncio.run(measure())
 
 
 def ratio(ours: float, theirs: float) -> str:
@@ -137,31 +173,34 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="20 children, 5 s windows, print only")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--keeper-only", action="store_true", help="the keeper and bare python only, print only")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     args = parser.parse_args()
     if args.quick:
         args.children, args.window, args.settle = 20, 5.0, 2.0
+    os.environ.update(managers.bench_env())  # the keepers started below cache their bytecode too
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     say = lambda message: print(f"  {message}", file=sys.stderr, flush=True)  # noqa: E731
+    args.skip_peers |= args.keeper_only
     why = "" if args.skip_peers else managers.peers_available(say)
     if why:
         say(f"peers n/a: {why}")
-    kinds = [managers.Gaffer] + ([] if args.skip_peers or why else [managers.Circus, managers.Supervisor])
+    kinds = [] if args.keeper_only else [managers.Gaffer]
+    kinds += [] if args.skip_peers or why else [managers.Circus, managers.Supervisor]
     work = managers.WORK / "idle"
+    work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, float]] = {}
     for kind in kinds:
         say(f"{kind.name}: {args.children} sleeps, {args.settle:g} s settle, {args.window:g} s window")
         rows["gaffer start" if kind is managers.Gaffer else kind.name] = idle(kind(work / kind.name, args.children), args.settle, args.window)
-    socket_path = work / "keeper.sock"
-    rows["keeper"] = lone_process(
-        [sys.executable, "-m", "gaffer.agent.keeper", "--socket", str(socket_path), "--idle-timeout", "600"],
-        "listening on", args.settle,
-    )
+    rows["keeper, empty"] = keeper_holding(work / "empty.sock", 0, args.settle)
+    rows[f"keeper, {args.children} held"] = keeper_holding(work / "holding.sock", args.children, args.settle)
     rows["bare python"] = lone_process([sys.executable, "-c", "import sys; sys.stdin.read()"], None, 1.0)
     versions = managers.versions() if len(kinds) > 1 else {}
     peer_text = ", ".join(f"{k} {v}" for k, v in versions.items()) or "not measured"
     text = report(rows, args, peer_text)
     print(text)
-    if not (args.quick or args.no_write):
+    if not (args.quick or args.no_write or args.keeper_only):
         print(f"\nwrote {results.write_section('idle', text)}")
 
 
