@@ -6,13 +6,14 @@
 daemon's threads, clock ticks of 10 ms, so a 20 s window resolves 0.05 %), voluntary context
 switches of all its threads per second (its wake-ups), RSS and PSS (shared pages divided among
 the processes that map them) at the end. The sleeps themselves are not counted. Then the fd
-keeper an agent runs beside it (``python -m gaffer.agent.keeper``, idle) and a bare interpreter
-of the same venv waiting on stdin, for scale. Targets (issue 9, item 12): ``gaffer start`` at or
+keeper an agent runs beside it, started as the agent starts it, empty and holding the pipes of
+``--children`` instances, and a bare interpreter of the same venv waiting on stdin, for scale. Targets (issue 9, item 12): ``gaffer start`` at or
 under supervisor's CPU and memory, the keeper under 10 MB.
 
     .venv/bin/python bench/idle.py                # 200 children, 20 s windows, writes RESULTS.md
     .venv/bin/python bench/idle.py --quick        # 20 children, 5 s windows, prints only
     .venv/bin/python bench/idle.py --skip-peers
+    .venv/bin/python bench/idle.py --keeper-only     # the keeper rows only, prints only
 """
 
 from __future__ import annotations
@@ -141,8 +142,13 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, peers: s
         "shared page among the processes mapping it (what the process adds to the host).",
         "- gaffer start: its defaults (output captured, descendants tracked, no keeper: the embedded "
         "agent holds its pipes itself). circus: no capture (its default); supervisor: log files (its default).",
-        "- keeper: the fd keeper every `gaffer-agent` runs beside it, idle; bare python: this venv's "
-        "interpreter doing nothing (its RSS is the floor of any Python daemon here).",
+        "- keeper: the fd keeper every `gaffer-agent` runs beside it, started as the agent starts it "
+        "(`KeeperClient.connect`: `python -S`, detached), the agent still connected, holding nothing "
+        f"(empty) or the out and err read ends of {args.children} instances (held): its idle state beside "
+        f"an agent of {args.children} captured sleeps. bare python: this venv's interpreter doing nothing "
+        "(with `site` and the editable install's import finder).",
+        "- The machine may be shared with other work (see the load average): CPU and wake-ups are then "
+        "noisy; RSS does not depend on load, PSS does on how many other processes map the same libraries.",
         "",
         "### Targets",
         "",
@@ -158,11 +164,11 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, peers: s
         circus = rows["circus"]
         lines.append(f"- gaffer start / circus: CPU {ratio(gaffer['cpu'], circus['cpu'])}, "
                      f"RSS {ratio(gaffer['rss'], circus['rss'])}, PSS {ratio(gaffer['pss'], circus['pss'])}")
-    keeper = rows.get("keeper")
+    keeper = rows.get(f"keeper, {args.children} held")
     if keeper:
-        lines.append(f"- keeper PSS {mb(keeper['pss'])} MB (target < 10 MB): "
-                     f"**{'met' if keeper['pss'] < KEEPER_TARGET_KB else 'not met'}**; its RSS "
-                     f"{mb(keeper['rss'])} MB, of which the bare interpreter's RSS is {mb(rows['bare python']['rss'])} MB")
+        lines.append(f"- keeper holding {args.children} instances' pipes: RSS {mb(keeper['rss'])} MB (target < 10 MB): "
+                     f"**{'met' if keeper['rss'] < KEEPER_TARGET_KB else 'not met'}**; PSS {mb(keeper['pss'])} MB; "
+                     f"a bare interpreter's RSS is {mb(rows['bare python']['rss'])} MB")
     return "\n".join(lines)
 
 
