@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -230,8 +229,9 @@ def subscriber(spec: dict[str, Any], reports: Any, stop: Any) -> None:
 
 def _count(stream: Any, spec: dict[str, Any], deadline: float, index: int, reports: Any, stop: Any) -> dict[str, Any]:
     expect, pace = spec["expect"], spec["pace"]
-    ready, count, first, last = False, 0, 0.0, 0.0
+    ready, count, first, last, read = False, 0, 0.0, 0.0, 0
     for topic, _ts in stream:
+        read += 1
         if topic.endswith(DATA_SUFFIX):
             last = time.monotonic()
             if not count:
@@ -251,7 +251,7 @@ def _count(stream: Any, spec: dict[str, Any], deadline: float, index: int, repor
                 break
         if time.monotonic() > deadline:
             break
-    return {"count": count, "first": first, "last": last, "pid": os.getpid()}
+    return {"count": count, "first": first, "last": last, "read": read}
 
 
 def _latencies(stream: Any, samples: int, deadline: float, index: int, reports: Any) -> dict[str, Any]:

@@ -223,7 +223,7 @@ def fanout_run(who: str, n: int, narrow: bool, events: int, size: int, work: Pat
         for index in sorted(done):
             got = done[index]
             if index < slow:
-                run.slow.append(got["count"])
+                run.slow.append(got["read"])
                 continue
             run.counts.append(got["count"])
             if got["count"]:  # events of the stream a second (a narrow subscriber sees a tenth)
@@ -256,17 +256,20 @@ def measure_fanout(args: argparse.Namespace, work: Path) -> dict[tuple[str, int,
     return best
 
 
-def measure_slow(args: argparse.Namespace, work: Path) -> FanOut:
+def measure_slow(args: argparse.Namespace, work: Path) -> tuple[FanOut, FanOut]:
+    """Ten subscribers to every topic, all flat out, then with one reading 10 events/s;
+    interleaved, best of ``--rounds`` each."""
     n = 10
     events = max(FAMILIES, min(args.events, args.deliveries // n))
-    best: FanOut | None = None
-    for _ in range(args.rounds):
-        run = fanout_run("gaffer", n, False, events, args.payload, work, slow=1)
-        log(f"slow: 9 fast median {run.median:,.0f}/s, the slow one read {run.slow} {run.problem}")
-        if best is None or run.median > best.median:
-            best = run
-    assert best is not None
-    return best
+    best: dict[int, FanOut] = {}
+    for round_no in range(args.rounds):
+        for slow in (0, 1) if round_no % 2 == 0 else (1, 0):
+            run = fanout_run("gaffer", n, False, events, args.payload, work, slow=slow)
+            log(f"slow={slow}: {n - slow} flat out, median {run.median:,.0f}/s, the slow one "
+                f"read {run.slow} {run.problem}")
+            if slow not in best or run.median > best[slow].median:
+                best[slow] = run
+    return best[0], best[1]
 
 
 # --------------------------------------------------------------------- a real cluster
@@ -421,6 +424,7 @@ class Flood:
     skipped: int = 0
     markers: int = 0
     cpu: list[float] = field(default_factory=list)  # agent CPU % of one core, per sample
+    before: int = 0  # how many samples were taken before the flood began
     rss: list[float] = field(default_factory=list)  # agent RSS MB, per sample
     ctl_rss: list[float] = field(default_factory=list)
     ps_idle: list[float] = field(default_factory=list)
@@ -482,6 +486,7 @@ def measure_flood(cluster: Cluster, window: float, ps_runs: int, work: Path) -> 
     sampler = Sampler(cluster.agent.pid, cluster.controller.pid, flood)
     sampler.start()
     time.sleep(1.0)  # samples of the agent before the flood: its start
+    flood.before = len(flood.cpu)
     cluster.apply("yes", [shutil.which("yes") or "/usr/bin/yes"], "never")
     follower: Daemon | None = None
     try:
@@ -505,15 +510,92 @@ def measure_flood(cluster: Cluster, window: float, ps_runs: int, work: Path) -> 
     return flood
 
 
+PACED = r'''"""paced.py RATE SECONDS DELAY: after DELAY s, write RATE*SECONDS numbered lines (L0, L1, ...)
+at RATE lines a second, in 10 ms ticks; then stay (the instance lives until deleted)."""
+import os, sys, time
+rate, seconds, delay = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+time.sleep(delay)
+total, per = int(rate * seconds), max(1, int(rate * 0.01))
+start, i = time.monotonic(), 0
+while i < total:
+    n = min(per, total - i)
+    os.write(1, "".join(f"L{j}\n" for j in range(i, i + n)).encode())
+    i += n
+    wait = start + i / rate - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+time.sleep(3600)
+'''
+PACED_LINE = re.compile(r"\bL(\d+)$")
+PACED_DELAY = 1.5
+
+
+@dataclass
+class Paced:
+    rate: int
+    written: int
+    received: int = 0
+    skipped: int = 0
+    markers: int = 0
+
+
+def paced_counts(out: Path, err: Path, total: int) -> tuple[int, int, int]:
+    """(distinct numbered lines printed, lines said skipped, markers) by ``gafferctl logs -f``."""
+    seen: set[int] = set()
+    skipped = markers = 0
+    for path in (out, err):
+        for text in path.read_text(errors="replace").splitlines():
+            found = SKIPPED.search(text)
+            if found:
+                markers += 1
+                skipped += int(found.group(1).replace(",", ""))
+                continue
+            number = PACED_LINE.search(text)
+            if number and int(number.group(1)) < total:
+                seen.add(int(number.group(1)))
+    return len(seen), skipped, markers
+
+
+def measure_paced(cluster: Cluster, rates: list[int], seconds: float, work: Path) -> list[Paced]:
+    """For each rate, a process writing numbered lines at it, followed by ``gafferctl logs -f``
+    from before the first line: did every line arrive?"""
+    script = work / "paced.py"
+    script.write_text(PACED)
+    found = []
+    for index, pace in enumerate(rates):
+        name, total = f"paced{index}", int(pace * seconds)
+        out, err = work / f"{name}.out", work / f"{name}.err"
+        cluster.apply(name, [sys.executable, str(script), str(pace), f"{seconds:g}", f"{PACED_DELAY:g}"], "never")
+        follower = Daemon(f"gafferctl logs {name} -f", [
+            str(BIN / "gafferctl"), "--controller", cluster.endpoint, "logs", name, "-f", "-n", "1",
+        ], out, err)
+        result = Paced(pace, total)
+        try:
+            time.sleep(PACED_DELAY + seconds)  # the writer's own schedule
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                result.received, result.skipped, result.markers = paced_counts(out, err, total)
+                if result.received + result.skipped >= total:
+                    break
+                time.sleep(0.2)  # poll the follower's output
+        finally:
+            follower.close(signal.SIGINT)
+            cluster.delete(name)
+        log(f"paced {pace:,} lines/s: {result.received:,} of {total:,} printed, {result.skipped:,} said skipped")
+        found.append(result)
+    return found
+
+
 # --------------------------------------------------------------------- the report
 
 
 @dataclass
 class Run:
     fanout: dict[tuple[str, int, bool], FanOut] = field(default_factory=dict)
-    slow: FanOut | None = None
+    slow: tuple[FanOut, FanOut] | None = None
     latency: dict[str, list[float]] = field(default_factory=dict)
     flood: Flood | None = None
+    paced: list[Paced] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -523,6 +605,10 @@ def rate(value: float) -> str:
 
 def ratio(mine: float, theirs: float) -> str:
     return f"{mine / theirs:.2f}x" if mine and theirs else "n/a"
+
+
+def published(run: FanOut) -> str:
+    return f"{run.events / run.sent_seconds:,.0f}" if run.sent_seconds else "n/a"
 
 
 def fanout_section(run: Run, args: argparse.Namespace) -> list[str]:
@@ -535,7 +621,7 @@ def fanout_section(run: Run, args: argparse.Namespace) -> list[str]:
             rows.append([
                 n, "narrow (1/10)" if narrow else "all", f"{mine.events:,}", rate(bare.median),
                 rate(mine.median), rate(min(mine.rates, default=0)), ratio(mine.median, bare.median),
-                f"{bare.lost:,} / {mine.lost:,}",
+                f"{bare.lost:,} / {mine.lost:,}", f"{published(bare)} / {published(mine)}",
             ])
             run.problems += [f"- {r.who} N={n} {'narrow' if narrow else 'all'}: {r.problem}"
                              for r in (bare, mine) if r.problem]
@@ -550,7 +636,7 @@ def fanout_section(run: Run, args: argparse.Namespace) -> list[str]:
         f"{args.rounds} rounds, bare and gaffer interleaved.",
         "",
         results.table(["N", "topics", "events", "bare", "gaffer", "gaffer slowest", "gaffer/bare",
-                       "lost bare / gaffer"], rows, align="rlrrrrrr"),
+                       "lost bare / gaffer", "published/s bare / gaffer"], rows, align="rlrrrrrrr"),
         "",
         "- gaffer: a `Controller` in its own process publishing through `hub.publish` (encode, "
         "XPUB send), yielding to its loop every 1,000 events; subscribers read with "
@@ -558,8 +644,8 @@ def fanout_section(run: Run, args: argparse.Namespace) -> list[str]:
         "- bare: a pyzmq PUB with the hub's high-water mark sending a prepared frame of the same "
         "size and topics in a tight loop; a SUB with the client's high-water mark that receives "
         "and unpacks each message.",
-        "- Every process shares the machine's cores: with N subscribers the rate is mostly how "
-        "fast N Python readers share them.",
+        "- published/s: the publisher's own rate over its send loop; where it is close to the "
+        "subscribers' rate, the publisher is what limits (it shares the cores with N readers).",
     ]
 
 
@@ -593,7 +679,8 @@ def flood_section(run: Run, args: argparse.Namespace) -> list[str]:
     rows = [
         ["lines printed by `gafferctl logs -f`", f"{f.printed / f.seconds:,.0f}/s", f"{f.printed:,} in {f.seconds:.1f} s"],
         ["lines reported skipped", f"{f.skipped / f.seconds:,.0f}/s", f"{f.markers} markers"],
-        ["agent CPU (% of a core)", f"{statistics.mean(f.cpu):.0f}% mean", f"{max(f.cpu):.0f}% peak"],
+        ["agent CPU (% of a core)", f"{statistics.mean(f.cpu[:f.before] or [0]):.0f}% before",
+         f"{statistics.mean(f.cpu[f.before:] or [0]):.0f}% mean during, {max(f.cpu):.0f}% peak"],
         ["agent RSS MB", f"{f.rss[0]:.1f} start", f"{max(f.rss):.1f} peak, {f.rss[-1]:.1f} end"],
         ["controller RSS MB", f"{f.ctl_rss[0]:.1f} start", f"{max(f.ctl_rss):.1f} peak, {f.ctl_rss[-1]:.1f} end"],
         ["`gafferctl ps`, idle (ms)", f"{percentile(f.ps_idle, 50):.0f} p50", f"{max(f.ps_idle):.0f} max"],
@@ -611,12 +698,28 @@ def flood_section(run: Run, args: argparse.Namespace) -> list[str]:
     ]
 
 
-def slow_section(run: Run) -> list[str]:
-    slow, flat = run.slow, run.fanout.get(("gaffer", 10, False))
-    if slow is None or flat is None:
+def paced_section(run: Run, args: argparse.Namespace) -> list[str]:
+    if not run.paced:
         return []
-    if slow.problem:
-        run.problems.append(f"- slow subscriber: {slow.problem}")
+    rows = [[f"{p.rate:,}", f"{p.written:,}", f"{p.received:,}", f"{p.skipped:,}", p.markers,
+             "yes" if p.received == p.written else "no"] for p in run.paced]
+    return [
+        "### A follower that keeps up (lines a second written, followed by `gafferctl logs -f`)",
+        "",
+        f"A process writes numbered lines at a set rate for {args.paced_seconds:g} s, "
+        f"starting {PACED_DELAY:g} s after it is applied; a real `gafferctl logs NAME -f` follows "
+        "it from the start. Printed: distinct numbered lines it printed; skipped: what its "
+        "`lines skipped` markers said.",
+        "",
+        results.table(["lines/s", "written", "printed", "skipped", "markers", "every line"], rows),
+    ]
+
+
+def slow_section(run: Run, rounds: int) -> list[str]:
+    if run.slow is None:
+        return []
+    flat, slow = run.slow
+    run.problems += [f"- slow subscriber: {r.problem}" for r in (flat, slow) if r.problem]
     rows = [
         ["10 flat out", 10, rate(flat.median), rate(min(flat.rates, default=0)), f"{flat.lost:,}", ""],
         ["9 flat out + 1 at 10 events/s", 9, rate(slow.median), rate(min(slow.rates, default=0)),
@@ -625,8 +728,9 @@ def slow_section(run: Run) -> list[str]:
     return [
         "### One slow subscriber among ten (gaffer, all topics)",
         "",
-        f"{flat.events:,} events, as in the fan-out; one subscriber sleeps 0.1 s after each event "
-        "it reads (until the others are done) while nine read flat out.",
+        f"{flat.events:,} events published as in the fan-out, to ten subscribers to every topic: "
+        "all flat out, then one of them sleeping 0.1 s after each event it reads (until the "
+        f"others are done) while nine read flat out. Interleaved, best of {rounds} rounds each.",
         "",
         results.table(["case", "fast", "median", "slowest", "lost (fast)", "slow one read"], rows,
                       align="lrrrrr"),
@@ -647,9 +751,14 @@ def verdicts(run: Run) -> list[str]:
             met = "met" if share >= TARGET_RATIO else "not met"
             out.append(f"- gaffer / bare to 10 subscribers: {share:.2f}x (target >= "
                        f"{TARGET_RATIO:.2f}): **{met}**; bare itself reached {rate(bare.median)}")
-    if run.slow is not None and mine is not None and mine.median:
+    if run.slow is not None and run.slow[0].median:
+        flat, slow = run.slow
         out.append(f"- a subscriber reading 10 events/s leaves the other nine "
-                   f"{run.slow.median / mine.median:.2f}x of the all-flat-out rate")
+                   f"{slow.median / flat.median:.2f}x of the all-flat-out rate (same run, interleaved)")
+    whole = [p.rate for p in run.paced if p.received == p.written]
+    if run.paced:
+        out.append(f"- a follower got every line up to {max(whole):,} lines/s" if whole else
+                   f"- a follower missed lines at every rate tried (from {run.paced[0].rate:,} lines/s)")
     f = run.flood
     if f is not None and f.rss:
         out.append(f"- agent RSS while `yes` is followed: {f.rss[0]:.1f} MB -> peak {max(f.rss):.1f} MB "
@@ -661,9 +770,10 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> st
     info = results.machine()
     body = [
         *fanout_section(run, args), "",
-        *slow_section(run), "",
+        *slow_section(run, args.rounds), "",
         *latency_section(run, args), "",
         *flood_section(run, args), "",
+        *paced_section(run, args), "",
     ]
     return "\n".join([
         "## Events",
@@ -699,7 +809,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds the latency template's process lives (default %(default)s)")
     add("--flood-seconds", type=float, default=10.0, help="the followed window (default %(default)s)")
     add("--ps-runs", type=int, default=10, help="gafferctl ps runs, before and during (default %(default)s)")
-    add("--skip", default="", help="comma-separated parts to leave out: fanout,slow,latency,flood")
+    add("--paced-rates", default="1000,10000,50000",
+        help="lines/s of the paced writer a follower must keep up with (default %(default)s)")
+    add("--paced-seconds", type=float, default=3.0, help="each paced writer's time (default %(default)s)")
+    add("--skip", default="", help="comma-separated parts to leave out: fanout,slow,latency,flood,paced")
     add("--quick", action="store_true", help="a few-second smoke run; does not write RESULTS.md")
     add("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
@@ -707,16 +820,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.subscribers = sorted({int(s) for s in args.subscribers.split(",") if s.strip()})
     except ValueError:
         parser.error(f"--subscribers: expected comma-separated integers, got {args.subscribers!r}")
+    try:
+        args.paced_rates = [int(s) for s in args.paced_rates.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--paced-rates: expected comma-separated integers, got {args.paced_rates!r}")
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if args.skip - {"fanout", "slow", "latency", "flood"}:
+    if args.skip - {"fanout", "slow", "latency", "flood", "paced"}:
         parser.error(f"--skip: unknown part(s) {', '.join(sorted(args.skip))}")
     if args.quick:
         args.subscribers, args.events, args.deliveries, args.rounds = [1, 10], 5_000, 50_000, 1
         args.latency_samples, args.flood_seconds, args.ps_runs, args.no_write = 30, 2.0, 2, True
+        args.paced_rates, args.paced_seconds = [1000, 10_000], 1.0
     if not args.subscribers or not 1 <= min(args.subscribers) <= max(args.subscribers) <= 500:
         parser.error("--subscribers: each N in 1..500")
     if not (FAMILIES <= args.events <= 10_000_000 and 16 <= args.payload <= 1_000_000 and args.rounds >= 1):
         parser.error("--events in 10..10,000,000, --payload in 16..1,000,000, --rounds >= 1")
+    if any(not 1 <= r <= 10_000_000 for r in args.paced_rates) or not 0.1 <= args.paced_seconds <= 600:
+        parser.error("--paced-rates: each in 1..10,000,000 lines/s; --paced-seconds in 0.1..600")
     if args.latency_samples < 10 or not 0.001 <= args.latency_sleep <= 10 or args.ps_runs < 1:
         parser.error("--latency-samples >= 10, --latency-sleep in 0.001..10 s, --ps-runs >= 1")
     return args
@@ -727,7 +847,7 @@ def measure(run: Run, args: argparse.Namespace, work: Path) -> None:
         run.fanout = measure_fanout(args, work / "fanout")
     if "slow" not in args.skip:
         run.slow = measure_slow(args, work / "slow")
-    if not {"latency", "flood"} - args.skip:
+    if not {"latency", "flood", "paced"} - args.skip:
         return
     cluster = Cluster(work / "cluster")
     try:
@@ -740,6 +860,8 @@ def measure(run: Run, args: argparse.Namespace, work: Path) -> None:
         if "flood" not in args.skip:
             run.flood = measure_flood(cluster, args.flood_seconds, args.ps_runs, work / "cluster")
             log(f"flood: {run.flood.printed:,} lines printed in {run.flood.seconds:.1f} s {run.flood.problem}")
+        if "paced" not in args.skip and args.paced_rates:
+            run.paced = measure_paced(cluster, args.paced_rates, args.paced_seconds, work / "cluster")
     finally:
         cluster.close()
 
