@@ -40,7 +40,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gaffer.client import Client  # noqa: E402
+from gaffer.client import Client, ReceivedEvent  # noqa: E402
 from gaffer.common import protocol  # noqa: E402
 from gaffer.common.sockets import DEFAULT_HWM  # noqa: E402
 from gaffer.controller.controller import Controller  # noqa: E402
@@ -209,12 +209,14 @@ def subscriber(spec: dict[str, Any], reports: Any, stop: Any) -> None:
     ``latency`` (samples wanted; then ``time.time() - ts`` of every event is recorded)."""
     index = spec["index"]
     deadline = time.monotonic() + spec["seconds"]
+    client: Client | None = None
     if spec["kind"] == "gaffer":
         client = Client(spec["endpoint"], timeout=10.0)
-        stream = ((ev.topic, ev.ts) for ev in client.events([spec["prefix"]]))
+        events = client.events([spec["prefix"]])
+        # markers (a lost range, a snapshot) are not events of the run: skipped
+        stream = ((ev.topic, ev.ts) for ev in events if isinstance(ev, ReceivedEvent))
     else:
-        client = None
-        stream = _bare_stream(spec["endpoint"], spec["prefix"])
+        events = stream = _bare_stream(spec["endpoint"], spec["prefix"])
     try:
         if spec.get("latency"):
             result = _latencies(stream, spec["latency"], deadline, index, reports)
@@ -223,6 +225,7 @@ def subscriber(spec: dict[str, Any], reports: Any, stop: Any) -> None:
         reports.put(("done", index, result))
     finally:
         stream.close()
+        events.close()
         if client is not None:
             client.close()
 

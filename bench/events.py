@@ -766,8 +766,7 @@ def verdicts(run: Run) -> list[str]:
     return out
 
 
-def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> str:
-    info = results.machine()
+def report(run: Run, args: argparse.Namespace, started: datetime.datetime, info: dict[str, str]) -> str:
     body = [
         *fanout_section(run, args), "",
         *slow_section(run, args.rounds), "",
@@ -872,7 +871,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
     WORK.mkdir(parents=True, exist_ok=True)
     CTX.set_forkserver_preload(["eventpeers"])
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started, info = datetime.datetime.now(datetime.timezone.utc), results.machine()
     run = Run()
     try:
         with tempfile.TemporaryDirectory(prefix="run-", dir=WORK) as tmp:
@@ -882,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted: every process started so far has been stopped")
         return 130
-    markdown = report(run, args, started)
+    markdown = report(run, args, started, info)
     print(markdown)
     if not args.no_write:
         log(f"written to {results.write_section('events', markdown)}")
