@@ -58,6 +58,7 @@ import eventpeers  # noqa: E402
 import results  # noqa: E402
 import gaffer  # noqa: E402
 from gaffer.client import Client  # noqa: E402
+from gaffer.common.errors import GafferError  # noqa: E402
 from gaffer.common.template import parse_template  # noqa: E402
 
 WORK = HERE / ".work" / "events"
@@ -167,6 +168,7 @@ class Subscribers:
         self.reports = CTX.Queue()
         self.stop = CTX.Event()
         self.procs: dict[int, Any] = {}
+        self.seen: dict[tuple[str, int], Any] = {}
 
     def start(self, spec: dict[str, Any]) -> None:
         proc = CTX.Process(target=eventpeers.subscriber, args=(spec, self.reports, self.stop), daemon=True)
@@ -175,18 +177,19 @@ class Subscribers:
 
     def wait(self, what: str, indexes: set[int], timeout: float) -> dict[int, Any]:
         """The ``what`` reports of ``indexes`` that arrive within ``timeout``."""
-        got: dict[int, Any] = {}
         deadline = time.monotonic() + timeout
-        while indexes - set(got) and time.monotonic() < deadline:
+        while True:
+            missing = {i for i in indexes if (what, i) not in self.seen}
+            if not missing or time.monotonic() > deadline:
+                break
             try:
                 report = self.reports.get(timeout=max(0.01, min(1.0, deadline - time.monotonic())))
             except queue.Empty:
-                if not any(self.procs[i].is_alive() for i in indexes - set(got)):
+                if not any(self.procs[i].is_alive() for i in missing):
                     break
                 continue
-            if report[0] == what:
-                got[report[1]] = report[2] if len(report) > 2 else True
-        return got
+            self.seen[report[0], report[1]] = report[2] if len(report) > 2 else True
+        return {i: self.seen[what, i] for i in indexes if (what, i) in self.seen}
 
     def close(self) -> None:
         self.stop.set()
@@ -196,9 +199,20 @@ class Subscribers:
 
 
 def fanout_run(who: str, n: int, narrow: bool, events: int, size: int, work: Path, slow: int = 0) -> FanOut:
-    """One run: a fresh publisher, ``n`` subscribers (``slow`` of them reading 10 events/s)."""
+    """One run, or what went wrong with it (in ``problem``; the bench goes on)."""
     expect = len(range(3, events, FAMILIES)) if narrow else events
     run = FanOut(who, n, narrow, events, expect)
+    try:
+        return _fanout_run(run, size, work, slow)
+    except (TimeoutError, RuntimeError, OSError, EOFError) as exc:
+        run.problem = f"{type(exc).__name__}: {exc}"
+        return run
+
+
+def _fanout_run(run: FanOut, size: int, work: Path, slow: int) -> FanOut:
+    """A fresh publisher, ``n`` subscribers (``slow`` of them reading 10 events/s)."""
+    who, n, events, expect = run.who, run.n, run.events, run.expect
+    narrow = run.narrow
     host, subs = Host(who, work), Subscribers()
     bound = 60.0 + events * n / 20_000
     try:
@@ -356,7 +370,11 @@ class Cluster:
         return any(row.get("state") == "running" for row in self.client.listing("ps", name=name))
 
     def delete(self, name: str) -> None:
-        self.client.call("delete", name=name)
+        """Delete a template if it is there (its processes stop); a failure is only logged."""
+        try:
+            self.client.call("delete", name=name)
+        except Exception as exc:
+            log(f"delete {name}: {exc}")
 
     def close(self) -> None:
         self.client.close()
@@ -376,8 +394,8 @@ def measure_latency(cluster: Cluster, samples: int, sleep: float) -> list[float]
         done = subs.wait("done", {0}, 60.0 + samples * sleep)
         return done.get(0, {}).get("ms", [])[5:]
     finally:
-        cluster.delete("lat")
         subs.close()
+        cluster.delete("lat")
 
 
 def measure_bare_latency(samples: int, gap: float) -> list[float]:
@@ -779,7 +797,7 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime, info:
         "",
         f"Run {started:%Y-%m-%d %H:%M} UTC by `bench/events.py{' --quick' if args.quick else ''}`: "
         f"{info['cpus']} CPUs ({info['cpu']}), {info['kernel']}, {info['python']}, load average "
-        f"at start {info['load']}.",
+        f"at start {info['load']}, at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         f"Versions: gaffer {gaffer.__version__}, pyzmq {zmq.__version__} (libzmq "
         f"{zmq.zmq_version()}). The machine was shared with other work: figures are noisy.",
         "",
@@ -850,19 +868,26 @@ def measure(run: Run, args: argparse.Namespace, work: Path) -> None:
         return
     cluster = Cluster(work / "cluster")
     try:
-        cluster.start()
-        if "latency" not in args.skip:
-            run.latency["gaffer"] = measure_latency(cluster, args.latency_samples, args.latency_sleep)
-            run.latency["bare"] = measure_bare_latency(args.latency_samples, args.latency_sleep / 3)
-            log(f"latency: p50 gaffer {percentile(run.latency['gaffer'] or [0], 50):.2f} ms, "
-                f"bare {percentile(run.latency['bare'] or [0], 50):.2f} ms")
-        if "flood" not in args.skip:
-            run.flood = measure_flood(cluster, args.flood_seconds, args.ps_runs, work / "cluster")
-            log(f"flood: {run.flood.printed:,} lines printed in {run.flood.seconds:.1f} s {run.flood.problem}")
-        if "paced" not in args.skip and args.paced_rates:
-            run.paced = measure_paced(cluster, args.paced_rates, args.paced_seconds, work / "cluster")
+        measure_cluster(run, args, cluster, work)
+    except (TimeoutError, RuntimeError, OSError, GafferError) as exc:
+        run.problems.append(f"- the cluster parts stopped: {type(exc).__name__}: {exc}")
     finally:
         cluster.close()
+
+
+def measure_cluster(run: Run, args: argparse.Namespace, cluster: Cluster, work: Path) -> None:
+    """The parts that need a real controller and agent: latency, the followed flood, paced."""
+    cluster.start()
+    if "latency" not in args.skip:
+        run.latency["gaffer"] = measure_latency(cluster, args.latency_samples, args.latency_sleep)
+        run.latency["bare"] = measure_bare_latency(args.latency_samples, args.latency_sleep / 3)
+        log(f"latency: p50 gaffer {percentile(run.latency['gaffer'] or [0], 50):.2f} ms, "
+            f"bare {percentile(run.latency['bare'] or [0], 50):.2f} ms")
+    if "flood" not in args.skip:
+        run.flood = measure_flood(cluster, args.flood_seconds, args.ps_runs, work / "cluster")
+        log(f"flood: {run.flood.printed:,} lines printed in {run.flood.seconds:.1f} s {run.flood.problem}")
+    if "paced" not in args.skip and args.paced_rates:
+        run.paced = measure_paced(cluster, args.paced_rates, args.paced_seconds, work / "cluster")
 
 
 def main(argv: list[str] | None = None) -> int:
