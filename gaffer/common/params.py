@@ -135,6 +135,8 @@ KEEP = BoundedInt(1, MAX_BACKUPS)
 HEARTBEAT = FiniteFloat(MIN_HEARTBEAT, MAX_HEARTBEAT)
 MISSES = BoundedInt(1, MAX_MISSES)
 LINES = BoundedInt(0, MAX_LINES)
+POSITION = BoundedInt(0, 2**63 - 1)
+"""An event position (``gafferctl events --since``)."""
 LEASE = FiniteFloat(1.0, 3_600.0)
 """A one-off run's lease (``gafferctl run --lease``): 1 s to an hour."""
 PER_TEMPLATE = BoundedInt(1, MAX_COUNT)

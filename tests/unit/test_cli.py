@@ -117,6 +117,8 @@ class TestGafferctlArguments:
         (["logs", "web", "-n", "x"], "Invalid value for '-n' / '--lines': expected an integer, got 'x'"),
         (["logs", "web", "-n", "100001"], "Invalid value for '-n' / '--lines': must be at most 100000, got 100001"),
         (["events", "x" * 2000], "a topic prefix is at most"),
+        (["events", "--since", "-1"], "Invalid value for '--since': must be >= 0, got -1"),
+        (["events", "--since", "x"], "Invalid value for '--since': expected an integer, got 'x'"),
         (["nodes", "--bogus"], "No such option '--bogus'"),
     ])
     def test_usage_errors(self, args, says):
