@@ -258,9 +258,9 @@ class Controller:
         self._numbered = False
         try:
             self.store.record_clean_stop(self.hub.log.last)
-        except StorageError as exc:
-            log.error("the last event position was not recorded (%s): subscribers will be told "
-                      "events after it may be lost", exc.message)
+        except StorageError as exc:  # the store logged why, once
+            log.error("the last event position (%d) was not recorded (store: %s): subscribers "
+                      "will be told the events before the restart may be lost", self.hub.log.last, exc.reason)
 
     def reconfigure(self, settings: ControllerSettings) -> ControllerSettings:
         """Take what a config reload may change while running (``node_grace``, the count
