@@ -2,9 +2,8 @@
 
 The stream is subscribed first (``proc.<name>.``, ``template.<name>.`` and ``node.``), then
 the state is read once (``get`` and ``ps``), then every event is folded into it and judged
-again: no polling. When the controller's status carries the stream's position (issue 10's
-resumable stream), the subscription starts from the position read before the state, so no
-event between the read and the subscription is missed. A marker of lost events (anything the
+again: no polling. The subscription starts from the stream's position read before the state
+(``status.event_log.position``), so no event between the read and the subscription is missed. A marker of lost events (anything the
 stream yields that is not an event), or a queue that overflows, makes the state be read anew.
 """
 
@@ -32,7 +31,7 @@ async def wait_for(client: AsyncClient, name: str, goal: Goal, timeout: float) -
     try:
         async with asyncio.timeout(timeout):
             since = _position(await client.call("status"))
-            stream = _events(client, (f"proc.{name}.", f"template.{name}.", "node."), since)
+            stream = client.events((f"proc.{name}.", f"template.{name}.", "node."), since=since)
             pump = asyncio.get_running_loop().create_task(_pump(stream, queue))
             view = await _read(client, name)
             if view.deleted:
@@ -66,16 +65,10 @@ async def _read(client: AsyncClient, name: str) -> View:
 
 
 def _position(status: dict[str, Any]) -> int | None:
-    """The stream's last position, when the controller tells it (``status.events.position``)."""
-    events = status.get("events")
+    """The stream's last position, when the controller tells it (``status.event_log.position``)."""
+    events = status.get("event_log")
     position = events.get("position") if isinstance(events, dict) else None
     return position if type(position) is int else None
-
-
-def _events(client: AsyncClient, prefixes: tuple[str, ...], since: int | None) -> AsyncIterator[Any]:
-    if since is None:
-        return client.events(prefixes)
-    return client.events(prefixes, since=since)  # type: ignore[call-arg]
 
 
 async def _pump(stream: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
