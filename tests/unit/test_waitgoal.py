@@ -134,8 +134,9 @@ class FakeClient:
         self.read_done.set()
         return list(self.rows)
 
-    async def events(self, prefixes):
+    async def events(self, prefixes, since=None):
         self.subscribed = tuple(prefixes)
+        self.since = since
         while True:
             yield await self.stream.get()
 
