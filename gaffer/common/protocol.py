@@ -291,6 +291,14 @@ def validate(kind: str, body: Any) -> None:
 def encode(kind: str, seq: int, body: dict[str, Any]) -> bytes:
     """One frame for ``body``; raises ProtocolError if it does not fit its schema or the limit."""
     validate(kind, body)
+    return encode_checked(kind, seq, body)
+
+
+def encode_checked(kind: str, seq: int, body: dict[str, Any]) -> bytes:
+    """``encode`` for a body already known to fit its schema: the hub's events, which the
+    controller either built itself or admitted against their topic's schema. Checking such a
+    body again cost more than packing it, on every event published; the envelope and the size
+    limit are still checked."""
     _check_seq(seq, kind)
     try:
         frame = msgpack.packb([PROTOCOL_VERSION, kind, seq, body], use_bin_type=True)

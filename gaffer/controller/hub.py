@@ -129,7 +129,7 @@ class EventHub:
             if prev:
                 body = {"seq": position, "topic": topic, "ts": ts, "data": data, "prev": prev}
                 try:
-                    frame = protocol.encode("event", position, body)
+                    frame = protocol.encode_checked("event", position, body)
                 except Exception:
                     log.exception("event %s could not be encoded; not published", topic)
                 else:
