@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/hello.toml
 
-.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle clean
+.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle bench-events clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 test-unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-bench: bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle
+bench: bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle bench-events
 
 bench-spawn: $(VENV)/.installed
 	$(BIN)/python bench/spawn.py
@@ -49,6 +49,9 @@ bench-cli: $(VENV)/.installed
 
 bench-idle: $(VENV)/.installed
 	$(BIN)/python bench/idle.py
+
+bench-events: $(VENV)/.installed
+	$(BIN)/python bench/events.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

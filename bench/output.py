@@ -59,7 +59,7 @@ sys.path.insert(0, str(HERE))
 import gaffer  # noqa: E402
 import peers  # noqa: E402
 import results  # noqa: E402
-from gaffer.client import AsyncClient  # noqa: E402
+from gaffer.client import AsyncClient, ReceivedEvent  # noqa: E402
 from gaffer.common.template import parse_template  # noqa: E402
 
 WORK = HERE / ".work" / "output"
@@ -251,7 +251,8 @@ class Gaffer:
 
     async def _read_events(self) -> None:
         async for event in self.client.events(["proc."], endpoint=self.pub):
-            await self._events.put((event.topic, event.data))
+            if isinstance(event, ReceivedEvent):
+                await self._events.put((event.topic, event.data))
 
     async def event(self, topic: str, timeout: float) -> dict[str, Any]:
         """The next event on ``topic`` (others are dropped)."""
@@ -342,7 +343,7 @@ def flood_lines(shape: str, mb: float) -> int:
 async def follower(cluster: Gaffer, prefix: str, expect: int, out: Path) -> Spawned:
     return await Spawned.start(
         "follower",
-        [sys.executable, str(Path(__file__).resolve()), "follow", cluster.pub, prefix, str(expect)],
+        [sys.executable, str(Path(__file__).resolve()), "follow", cluster.endpoint, cluster.pub, prefix, str(expect)],
         out, stdout=asyncio.subprocess.PIPE,
     )
 
@@ -477,14 +478,14 @@ def follow_counts(out: Path, err: Path) -> dict[str, int]:
 # --------------------------------------------------------------------- the follower
 
 
-async def follow_main(pub: str, prefix: str, expect: int) -> None:
+async def follow_main(endpoint: str, pub: str, prefix: str, expect: int) -> None:
     """``output.py follow PUB PREFIX EXPECT``: count what a follower receives; says ``seen``
     once a line arrived; prints the counts as JSON once the flood's EXPECT lines are all
     accounted for (received, or counted in skip markers), or on SIGTERM. The flooder's
     "ready" lines are not flood lines: they come before it, and are counted apart."""
     loop = asyncio.get_running_loop()
     counts = {"events": 0, "lines": 0, "ready": 0, "markers": 0, "skipped": 0}
-    client = AsyncClient("tcp://127.0.0.1:1")
+    client = AsyncClient(endpoint)  # the controller's, for the replays that fill gaps
     task = asyncio.current_task()
     assert task is not None
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
@@ -492,6 +493,8 @@ async def follow_main(pub: str, prefix: str, expect: int) -> None:
     stream: AsyncIterator = client.events([prefix], endpoint=pub)
     try:
         async for event in stream:
+            if not isinstance(event, ReceivedEvent):
+                continue
             counts["events"] += 1
             if "skipped" in event.data:
                 counts["markers"] += 1
@@ -724,7 +727,7 @@ async def measure(run: Run, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None and sys.argv[1:2] == ["follow"]:
-        uvloop.run(follow_main(sys.argv[2], sys.argv[3], int(sys.argv[4])))
+        uvloop.run(follow_main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))
         return 0
     args = parse_args(argv)
     signal.signal(signal.SIGINT, signal.default_int_handler)

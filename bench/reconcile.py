@@ -57,7 +57,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "cluster"))
 import gaffer  # noqa: E402
 import results  # noqa: E402
 import simagent  # noqa: E402
-from gaffer.client import AsyncClient  # noqa: E402
+from gaffer.client import AsyncClient, ReceivedEvent  # noqa: E402
 from gaffer.common.template import parse_template  # noqa: E402
 from gaffer.controller.liveness import Liveness  # noqa: E402
 from gaffer.controller.scheduler import Demand, NodeInfo, schedule  # noqa: E402
@@ -411,6 +411,8 @@ class Watch:
 
     async def _run(self) -> None:
         async for event in self.client.events(self.PREFIXES):
+            if not isinstance(event, ReceivedEvent):
+                continue
             now = time.monotonic()
             family, kind, data = event.topic.partition(".")[0], event.topic.rpartition(".")[2], event.data
             if family == "node":

@@ -35,6 +35,7 @@ from gaffer.agent.keeping import Keeping
 from gaffer.agent.lease import Lease
 from gaffer.agent.link import ControllerLink, LinkSettings, read_agent_id
 from gaffer.agent.manager import Manager
+from gaffer.agent.outbox import CAPACITY as OUTBOX_CAPACITY
 from gaffer.agent.ownership import Candidate, Identity, ProcInfo, plan_adoption
 from gaffer.agent.processes import ProcessHooks
 from gaffer.agent.tracking import Tracker
@@ -69,9 +70,11 @@ class Agent:
         keeper: bool = True,
         keeper_idle: float = KEEPER_IDLE,
         tracking: str = "auto",
+        outbox_capacity: int = OUTBOX_CAPACITY,
     ) -> None:
         """``keeper=False`` (``gaffer start``): processes end with this agent, so no keeper.
-        ``tracking``: "auto" (cgroups where possible), "cgroup" or "subreaper"."""
+        ``tracking``: "auto" (cgroups where possible), "cgroup" or "subreaper".
+        ``outbox_capacity``: state events kept until the controller has them (tests shrink it)."""
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.state_dir, 0o700)
@@ -95,6 +98,7 @@ class Agent:
         self.link = ControllerLink(
             self.manager, settings, self.agent_id, self.lease,
             host=self.host_info, on_assign=self._on_assign, commands=self.commands.table(),
+            outbox_capacity=outbox_capacity,
         )
         self.assignments = Assignments(
             self.manager, self.link.ack, settings.state_dir / "assignment.json" if keeper else None

@@ -386,12 +386,14 @@ class Executor:
             return
         topic = topics.output(inst.template, inst.ordinal, stream)
         if self._bus.wants(topic):
-            process = inst.process
-            self._bus.publish(topic, {
+            data = {
                 "node": self._node, "id": inst.id, "template": inst.template, "stream": stream,
-                "pid": process.pid if process is not None else None, "ts": chunk.ts,
-                "line": first, "lines": chunk.last - first + 1, "text": chunk.text,
-            })
+                "ts": chunk.ts, "line": first, "lines": chunk.last - first + 1, "text": chunk.text,
+            }
+            pid = inst.process.pid if inst.process is not None else None
+            if pid is not None:
+                data["pid"] = pid
+            self._bus.publish(topic, data)
 
     # ----------------------------------------------------------------- adoption
 

@@ -10,6 +10,10 @@ unreachable. None of this touches the processes: they keep running while the con
 The link renews the agent's ``Lease`` with every fresh message and holds it when the session is
 lost (silence, or this agent was stalled), so the Manager spawns nothing until the controller
 has spoken again. Each command runs in a task the link owns and cancels when it stops.
+
+State events are numbered and kept in the ``Outbox`` until the controller acknowledges them
+(``events_ack``); every ``welcome`` says what the controller has (``events_upto``) and the
+rest is sent again, so a lost session never loses one. Output is live only (seq 0).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import zmq
 import zmq.asyncio
 
 from gaffer import __version__
+from gaffer.agent.batches import batches, in_order
 from gaffer.agent.follow import Followers, Lost
 from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
+from gaffer.agent.outbox import CAPACITY, Outbox
 from gaffer.common import protocol
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.bus import Event, Subscription
@@ -46,9 +52,8 @@ WIRE_FIELDS = ("id", "template", "ordinal", "pid", "state", "restarts", "started
 FLUSH_EVERY = 0.05
 MAX_BACKOFF = 10.0
 MAX_PENDING = 100_000
-"""Events kept for the controller while they cannot be sent (beyond, the oldest go, counted)."""
-BATCH_BYTES = 1024 * 1024
-"""Rough size of one ``events`` message: a flush sends several rather than one over the limit."""
+"""Output events kept for the controller while they cannot be sent (beyond, the oldest go,
+counted). State events wait in the ``Outbox`` until the controller acknowledges them."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +106,13 @@ class ControllerLink:
         host: Callable[[], dict[str, str]] | None = None,
         on_assign: Callable[[dict[str, Any]], None] | None = None,
         commands: Mapping[str, CommandHandler] | None = None,
+        outbox_capacity: int = CAPACITY,
     ) -> None:
         """``lease``: renewed by every fresh message, held when the session is lost;
         ``host`` says how this host keeps its processes (hello, and heartbeats when it
         changes: see ``protocol._HOST``); ``on_assign`` takes each ``assign`` message;
-        ``commands`` maps the controller's command ops to their handlers."""
+        ``commands`` maps the controller's command ops to their handlers;
+        ``outbox_capacity``: state events kept unacknowledged (tests make it small)."""
         self.manager = manager
         self._lease = lease
         self._on_assign = on_assign
@@ -128,7 +135,9 @@ class ControllerLink:
         self._last_in_seq = 0
         self._interval = settings.heartbeat
         self._timeout = settings.timeout
-        self._events: collections.deque[dict[str, Any]] = collections.deque()
+        self.outbox = Outbox(outbox_capacity)
+        self._output: collections.deque[tuple[int, dict[str, Any]]] = collections.deque()
+        """Output events to send, each after the state event it followed (its seq)."""
         self._dirty: set[str] = set()
         self._task: asyncio.Task | None = None
         self._pump: asyncio.Task | None = None
@@ -262,7 +271,10 @@ class ControllerLink:
             self.refusal = None
             self.connected.set()
             log.info("welcomed by controller %s as node %s", body["controller"], body["node"])
+            self.outbox.resend_from(body["events_upto"])
             self._flush()
+        elif kind == "events_ack":
+            self.outbox.ack(body["upto"])
         elif kind == "refuse":
             self._on_refuse(body["code"], body["message"])
         elif kind == "ping":
@@ -342,7 +354,7 @@ class ControllerLink:
 
     def _send_heartbeat(self) -> None:
         self._note_queued()
-        if self._dirty or self._events:
+        if self._dirty or self._output or self.outbox.unsent():
             # The digest covers the whole table: changed rows not yet reported would make it
             # look stale to the controller, which then asks for a full report (every row, in
             # the middle of a burst of spawns). Send what is pending first.
@@ -456,22 +468,26 @@ class ControllerLink:
         self._queue(topic, event.ts, event.data)
 
     def _queue(self, topic: str, ts: float, data: dict[str, Any]) -> None:
-        if len(self._events) >= MAX_PENDING:
-            dropped = self._events.popleft()
-            self.events_dropped += 1
-            if dropped["topic"].startswith("output."):
-                self.lost_output.add(dropped["topic"], dropped["data"])
+        """A state event is numbered and kept until acknowledged; output is live only (seq 0),
+        and what the queue cannot hold becomes a skip marker (``lost_output``)."""
         clean = {k: v for k, v in data.items() if k != "node"}
-        self._events.append({"topic": topic, "ts": ts, "data": clean})
+        if not topic.startswith("output."):
+            self.outbox.add(topic, ts, clean)
+            return
+        if len(self._output) >= MAX_PENDING:
+            _, dropped = self._output.popleft()
+            self.events_dropped += 1
+            self.lost_output.add(dropped["topic"], dropped["data"])
+        self._output.append((self.outbox.last, {"seq": 0, "topic": topic, "ts": ts, "data": clean}))
 
     def _queue_output(self, topic: str, ts: float, data: dict[str, Any]) -> None:
         """Lines for the stream of the previous queued event are appended to it when their
         numbers follow on: one event per stream and flush, whatever the number of reads."""
-        last = self._events[-1] if self._events else None
+        after, last = self._output[-1] if self._output else (-1, None)
         line = data.get("line", 0)
         if (
-            last is not None and last["topic"] == topic and "text" in last["data"] and "text" in data
-            and line == self._output_next
+            last is not None and after == self.outbox.last and last["topic"] == topic
+            and "text" in last["data"] and "text" in data and line == self._output_next
         ):
             last["data"]["text"] += "\n" + data["text"]
         else:
@@ -506,48 +522,49 @@ class ControllerLink:
         self._send_report(full=False)
         for topic, data in self.followers.markers(self._flushed_at):
             self._queue(topic, data["ts"], data)
-        if self._events or self.lost_output:
-            # markers for output lost earlier go first: everything queued is newer
-            lost = [{"topic": t, "ts": d.get("ts", 0.0), "data": d} for t, d in self.lost_output.take()]
-            events, self._events = lost + list(self._events), collections.deque()
-            for batch in _batches(events):
-                self._send_events(batch)
+        if self.lost_output:
+            # markers for output lost earlier go before the output still queued (newer)
+            after = self._output[0][0] if self._output else self.outbox.last
+            self._output.extendleft(reversed([
+                (after, {"seq": 0, "topic": t, "ts": d.get("ts", 0.0), "data": d})
+                for t, d in self.lost_output.take()
+            ]))
+        taken = self.outbox.take()
+        if taken.events or self._output:
+            events = in_order(taken.events, self._output)
+            self._output = collections.deque()
+            lost = taken.lost
+            for batch in batches(events):
+                numbered = [event["seq"] for event in batch if event["seq"]]
+                if not self._send_events(batch, lost if numbered else 0) and numbered:
+                    self.outbox.rewind(numbered[0])
+                if numbered:
+                    lost = 0
         if self.followers.owes_markers() or self.lost_output:
             self._schedule_flush()
 
-    def _send_events(self, batch: list[dict[str, Any]]) -> None:
+    def _send_events(self, batch: list[dict[str, Any]], lost: int = 0) -> bool:
+        """Send one batch (halved while too large); whether every part went to the socket."""
         try:
-            if not self._send("events", {"events": batch}):
-                self._lose_output(batch)
+            if self._send("events", {"events": batch, **({"lost": lost} if lost else {})}):
+                return True
+            self._lose_output(batch)
+            return False
         except ProtocolError as exc:
             if len(batch) > 1:
                 half = len(batch) // 2
-                self._send_events(batch[:half])
-                self._send_events(batch[half:])
-                return
+                sent = self._send_events(batch[:half], lost)
+                return self._send_events(batch[half:]) and sent
             self.events_dropped += 1
             self._lose_output(batch)
             log.warning("event %s not sent: %s", batch[0]["topic"], exc.message)
+            return True
 
     def _lose_output(self, batch: list[dict[str, Any]]) -> None:
         """Output events that did not go: a marker for their lines goes at the next flush."""
         for event in batch:
-            if event["topic"].startswith("output."):
+            if not event["seq"] and event["topic"].startswith("output."):
                 self.lost_output.add(event["topic"], event["data"])
-
-
-def _batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """``events`` in runs of at most MAX_EVENTS and about BATCH_BYTES each (text counted)."""
-    batches: list[list[dict[str, Any]]] = [[]]
-    size = 0
-    for event in events:
-        cost = 256 + len(event["data"].get("text", ""))
-        if batches[-1] and (len(batches[-1]) >= protocol.MAX_EVENTS or size + cost > BATCH_BYTES):
-            batches.append([])
-            size = 0
-        batches[-1].append(event)
-        size += cost
-    return batches
 
 
 def _memory() -> int:

@@ -6,15 +6,18 @@ stats never needs).
 CPU percent needs two readings; the sampler keeps the psutil handle of every process it has
 seen so the next request measures the interval since the last one (like ``top``). A process it
 has never seen is primed and measured over ``PRIME_INTERVAL`` instead of reporting a bogus 0.
-Children are found from one scan of the process table per request, not one per instance.
+Children are found from one scan of /proc per request, not one per instance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
+
+from gaffer.agent.adoption import PROC, read_stat
 
 if TYPE_CHECKING:
     import psutil
@@ -126,13 +129,22 @@ class StatsSampler:
 
 
 def _children_map() -> dict[int, list[int]]:
-    import psutil
+    """Each pid's children, from one read of ``/proc/<pid>/stat`` per process.
 
+    Not ``psutil.process_iter``: it keeps a ``psutil.Process`` of every process on the host in
+    a module-level cache for as long as the agent lives (about 2 KB each, and a busy host has
+    thousands), so one ``gafferctl ps`` grew an idle agent by the size of the host's table."""
     tree: dict[int, list[int]] = collections.defaultdict(list)
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if ppid:
-            tree[ppid].append(proc.pid)
+    with os.scandir(PROC) as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = read_stat(int(entry.name)).ppid
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile, or not ours to read
+            if ppid:
+                tree[ppid].append(int(entry.name))
     return tree
 
 

@@ -194,6 +194,8 @@ class Attached:
 
     async def _listen(self, prefixes: list[str]) -> None:
         async for event in self._client.events(prefixes):
+            if not isinstance(event, ReceivedEvent):
+                continue
             if self._ident is None:
                 if len(self._early) < MAX_EARLY:
                     self._early.append(event)

@@ -20,11 +20,11 @@ from typing import Any, Callable
 import click
 
 from gaffer.cli import tables
-from gaffer.client import Client, Credentials
+from gaffer.client import Client, Credentials, ReceivedEvent
 from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
-from gaffer.common.limits import RUN_LEASE
+from gaffer.common.limits import MAX_COUNT, RUN_LEASE
 
 
 class Context:
@@ -364,9 +364,8 @@ def logs(obj: Context, target: str, follow: bool, lines: int, since: float | Non
         return
     try:
         for event in obj.client().events([f"output.{target}."]):
-            data = getattr(event, "data", None)
-            if isinstance(data, dict):
-                _write_runs(render(numbers.event(event.ts, data), with_id, obj.as_json))
+            if isinstance(event, ReceivedEvent):
+                _write_runs(render(numbers.event(event.ts, event.data), with_id, obj.as_json))
     except KeyboardInterrupt:
         pass
 
@@ -392,20 +391,50 @@ def write(obj: Context, target: str, data: str) -> None:
 
 @main.command()
 @click.argument("prefixes", nargs=-1, callback=params.topic_prefixes)
+@click.option("--since", type=params.POSITION, default=None, help="Replay from this position first (0: all the controller holds).")
 @json_option
 @click.pass_obj
-def events(obj: Context, prefixes: tuple[str, ...]) -> None:
-    """Print events whose topic starts with one of PREFIXES (all when none), until Ctrl-C."""
+def events(obj: Context, prefixes: tuple[str, ...], since: int | None) -> None:
+    """Print events whose topic starts with one of PREFIXES (all when none), until Ctrl-C.
+
+    Each event once, in order; where the controller no longer holds events this subscriber
+    missed, a marker with their positions and a snapshot of the state. With --json: one JSON
+    object per line, its "kind" being event, lost or snapshot.
+    """
+    from gaffer.cli.eventlines import event_line
+
     try:
-        for event in obj.client().events(list(prefixes) or [""]):
-            if event.missed:
-                click.echo(f"# {event.missed} events skipped (filtered out or dropped)", err=True)
-            if obj.as_json:
-                click.echo(json.dumps({"seq": event.seq, "topic": event.topic, "ts": event.ts, "data": event.data}, sort_keys=True, default=str))
-            else:
-                click.echo(f"{event.seq} {event.topic} {json.dumps(event.data, sort_keys=True, default=str)}")
+        for item in obj.client().events(list(prefixes) or [""], since=since):
+            line, to_stderr = event_line(item, obj.as_json)
+            click.echo(line, err=to_stderr)
     except KeyboardInterrupt:
         pass
+
+
+@main.command()
+@click.argument("name")
+@click.option("--running", type=params.BoundedInt(0, MAX_COUNT), default=None, metavar="N", help="Wait until exactly N instances of NAME are running.")
+@click.option("--ready", is_flag=True, help="Wait until every wanted instance of NAME is running (health checks come later: ready means running for now).")
+@click.option("--timeout", "bound", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait at most.")
+@json_option
+@click.pass_obj
+def wait(obj: Context, name: str, running: int | None, ready: bool, bound: float) -> None:
+    """Wait until template NAME has N instances running (--running N) or all it wants
+    (--ready), following the event stream. Exit 0 when reached, 1 at the timeout, 2 when
+    NAME does not exist or is deleted meanwhile. For scripts and CI, after `apply`."""
+    from gaffer.cli import waiting  # asyncio and the async client: `wait` alone needs them
+    from gaffer.cli.waitgoal import Goal
+
+    if (running is None) == (not ready):
+        raise click.UsageError("give exactly one of --running N and --ready")
+    goal = Goal(running=running, ready=ready)
+    status, message = obj.client().run(lambda client: waiting.wait_for(client, name, goal, bound))
+    if obj.as_json:
+        result = ("reached", "timeout", "gone")[status]
+        click.echo(json.dumps({"name": name, "goal": goal.describe(), "result": result, "message": message}))
+    else:
+        click.echo(message if status == waiting.REACHED else f"Error: {message}", err=status != waiting.REACHED)
+    sys.exit(status)
 
 
 @main.command()

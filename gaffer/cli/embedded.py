@@ -19,6 +19,7 @@ from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
 from gaffer.common.keys import KeyPair
+from gaffer.common.limits import DEFAULT_EVENT_BUFFER
 from gaffer.common.template import Template
 from gaffer.controller.controller import Controller
 from gaffer.controller.counts import CountLimits
@@ -49,6 +50,8 @@ class EmbeddedSettings:
     ``gaffer-controller --keys``: TCP with CURVE. The embedded agent gets a key made at start,
     trusted in memory only."""
     limits: CountLimits = CountLimits()
+    event_buffer: int = DEFAULT_EVENT_BUFFER
+    """Events the controller holds for replay (``--event-buffer``)."""
 
 
 class Embedded:
@@ -65,6 +68,7 @@ class Embedded:
             liveness=Liveness(interval=EMBEDDED_HEARTBEAT, startup_grace=0.0),
             max_per_template=settings.limits.per_template,
             max_instances=settings.limits.total,
+            event_buffer=settings.event_buffer,
         ))
         self._bus = bus
         self.agent: Agent | None = None

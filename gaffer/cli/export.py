@@ -10,7 +10,6 @@ secrets) is created 0600 and never readable by others, not even for a moment; th
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -99,6 +98,8 @@ def write_all(directory: Path, files: list[OutFile]) -> None:
 def write_temporary(directory: Path, out: OutFile, public_mode: int) -> str:
     """``out`` in a new file beside its final name: created 0600 (mkstemp), opened up to
     ``public_mode`` only when it holds no secret."""
+    import tempfile  # here: it brings shutil, bz2 and lzma (0.5 MB) into every `gaffer start`
+
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as stream:

@@ -41,7 +41,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.keys import load_keypair
 from gaffer.common.loaders import load, resolve_file as resolve_template_file
-from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, NAME_RE, NAME_RULE
+from gaffer.common.limits import DEFAULT_EVENT_BUFFER, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE, NAME_RE, NAME_RULE
 from gaffer.common.ports import MAX_PORT, MIN_PORT, instance_port, overlaps, range_problem
 from gaffer.common.procfile_options import check_concurrency_names, parse_concurrency_options
 from gaffer.common.tasks import cancel_and_wait
@@ -147,6 +147,7 @@ def main() -> None:
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--max-per-template", type=params.PER_TEMPLATE, default=DEFAULT_MAX_PER_TEMPLATE, show_default=True, help="Most instances one template may want.")
 @click.option("--max-instances", type=params.TOTAL, default=DEFAULT_MAX_INSTANCES, show_default=True, help="Most instances all templates together may want.")
+@click.option("--event-buffer", type=params.EVENT_BUFFER, default=DEFAULT_EVENT_BUFFER, show_default=True, help="Events the controller holds for subscribers to replay.")
 @click.option("--color/--no-color", default=None, help="Colour the output (default: when a terminal).")
 @click.option("-v", "--verbose", is_flag=True, help="Log gaffer's own debug messages.")
 def start(
@@ -161,6 +162,7 @@ def start(
     config: str | None,
     max_per_template: int,
     max_instances: int,
+    event_buffer: int,
     color: bool | None,
     verbose: bool,
 ) -> None:
@@ -193,6 +195,7 @@ def start(
         insecure=insecure,
         keys=Path(keys) if keys is not None else None,
         limits=limits,
+        event_buffer=event_buffer,
     )
     try:
         code = uvloop.run(_run_start(path, templates, _Reading(counts, port), settings, console, apps))

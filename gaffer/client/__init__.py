@@ -13,7 +13,12 @@ raised (matched by code).
         for node in client.call("nodes"):
             print(node["name"], node["state"])
 
-The package: ``wire`` (the frames and answers both share, pure), ``sync`` (Client), ``aio``
+``events(prefixes, since=None)`` yields each matching event once, in order (``ReceivedEvent``,
+``seq`` being its position), or, where the controller no longer holds what was missed, an
+``EventsLost(first, last)`` followed by a ``Snapshot`` of the state; ``resume`` decides which.
+
+The package: ``wire`` (the frames and answers both share, pure), ``resume`` (the stream without
+gaps, pure), ``answers`` (replay and snapshot answers checked), ``sync`` (Client), ``aio``
 (AsyncClient).
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gaffer.client.resume import EventsLost, Snapshot
 from gaffer.client.sync import Client
 from gaffer.client.wire import DEFAULT_TIMEOUT, PAGE, Credentials, ReceivedEvent, check_timeout, split_by_size
 
@@ -28,8 +34,8 @@ if TYPE_CHECKING:
     from gaffer.client.aio import AsyncClient
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "PAGE", "AsyncClient", "Client", "Credentials", "ReceivedEvent",
-    "check_timeout", "split_by_size",
+    "DEFAULT_TIMEOUT", "PAGE", "AsyncClient", "Client", "Credentials", "EventsLost", "ReceivedEvent",
+    "Snapshot", "check_timeout", "split_by_size",
 ]
 
 

@@ -14,8 +14,10 @@ import zmq
 import zmq.asyncio
 
 from gaffer.client import wire
-from gaffer.client.wire import DEFAULT_TIMEOUT, PAGE, Credentials, ReceivedEvent, check_timeout
+from gaffer.client.resume import QUIET, Item, Replay, Resume, Step
+from gaffer.client.wire import DEFAULT_TIMEOUT, PAGE, Credentials, check_timeout
 from gaffer.common.endpoints import check_reachable, parse_endpoint
+from gaffer.common.errors import ControllerUnreachable
 from gaffer.common.transport import Channel, connect, make_curve_client, new_socket
 
 
@@ -114,31 +116,60 @@ class AsyncClient:
             self._channel = None
 
     async def events(
-        self, prefixes: Iterable[str] = ("",), endpoint: str | None = None
-    ) -> AsyncIterator[ReceivedEvent]:
-        """Events from the controller's hub whose topics start with one of ``prefixes``.
-
-        ``missed`` on each event counts the sequence numbers skipped before it (events this
-        subscription filtered out, or ones dropped because it read too slowly).
-        """
+        self, prefixes: Iterable[str] = ("",), since: int | None = None, endpoint: str | None = None
+    ) -> AsyncIterator[Item]:
+        """The events whose topics start with one of ``prefixes``, each once and in order, from
+        ``since`` (a position; None: from now); an ``EventsLost`` and a ``Snapshot`` where the
+        controller no longer holds what this subscriber missed (see ``resume``). ``endpoint``
+        names the event endpoint instead of asking ``status`` for it."""
+        resume = Resume(prefixes, since)
         if endpoint is None:
-            endpoint = (await self.call("status"))["events"]
+            endpoint = wire.events_endpoint(await self.call("status"))
         events = parse_endpoint(endpoint, "events endpoint")
         check_reachable(events)
         sock = self._socket(zmq.SUB)
-        for prefix in prefixes:
+        monitor = Channel(sock.get_monitor_socket(wire.LINK_EVENTS))
+        for prefix in resume.prefixes:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         connect(sock, events)
         channel = Channel(sock)
-        reader = wire.EventReader()
+        link = wire.LinkWatch()
         try:
+            for item in await self._carry(resume, resume.start()):
+                yield item
             while True:
-                for frames in await channel.recv_batch():
-                    event = reader.read(frames[-1].buffer)
-                    if event is not None:
-                        yield event
+                batch = await channel.recv_batch(timeout=QUIET)
+                steps = [resume.reconnected() for frames in monitor.drain() if link.saw([f.bytes for f in frames])]
+                if not batch and not steps:
+                    steps.append(resume.quiet())
+                for step in steps:
+                    for item in await self._carry(resume, step):
+                        yield item
+                for frames in batch:
+                    body = wire.event_body(frames[-1].buffer)
+                    if body is None:
+                        continue
+                    step = resume.published(body)
+                    for item in step.deliver if step.ask is None else await self._carry(resume, step):
+                        yield item
         finally:
+            monitor.close()
             channel.close()
+
+    async def _carry(self, resume: Resume, step: Step) -> list[Item]:
+        """What a step delivers, with the answers to what it asks, until a step asks nothing.
+        A controller that does not answer leaves the request for the next quiet tick."""
+        items = list(step.deliver)
+        while step.ask is not None:
+            op = "replay" if isinstance(step.ask, Replay) else "snapshot"
+            try:
+                answer = await self.call(op, **step.ask.args())
+            except ControllerUnreachable:
+                resume.failed()
+                break
+            step = resume.replayed(answer) if op == "replay" else resume.snapshot_page(answer)
+            items.extend(step.deliver)
+        return items
 
     async def close(self) -> None:
         self._reset()

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Iterator, 
 import zmq
 
 from gaffer.client import wire
-from gaffer.client.wire import DEFAULT_TIMEOUT, PAGE, Credentials, ReceivedEvent, check_timeout
+from gaffer.client.resume import QUIET, Item, Replay, Resume, Step
+from gaffer.client.wire import DEFAULT_TIMEOUT, PAGE, Credentials, check_timeout
 from gaffer.common.endpoints import Endpoint, check_reachable, parse_endpoint
+from gaffer.common.errors import ControllerUnreachable
 from gaffer.common.sockets import connect, make_curve_client, new_socket
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from gaffer.client.aio import AsyncClient
 
 T = TypeVar("T")
+RECV_BATCH = 1_000
 
 
 class Client:
@@ -99,22 +102,59 @@ class Client:
             result = self.call(op, **args)
         return result
 
-    def events(self, prefixes: Iterable[str] = ("",)) -> Iterator[ReceivedEvent]:
-        """Blocking iterator over events whose topics start with one of ``prefixes`` (Ctrl-C,
-        or leaving the loop, ends it and closes its socket)."""
-        endpoint = parse_endpoint(self.call("status")["events"], "events endpoint")
+    def events(self, prefixes: Iterable[str] = ("",), since: int | None = None) -> Iterator[Item]:
+        """Blocking iterator over the events whose topics start with one of ``prefixes``, each
+        once and in order, from ``since`` (a position; None: from now). Where the controller no
+        longer holds what this subscriber missed: an ``EventsLost`` and a ``Snapshot`` (see
+        ``resume``). Ctrl-C, or leaving the loop, ends it and closes its sockets."""
+        resume = Resume(prefixes, since)
+        endpoint = parse_endpoint(wire.events_endpoint(self.call("status")), "events endpoint")
         sock = self._socket(zmq.SUB, endpoint)
+        monitor = sock.get_monitor_socket(wire.LINK_EVENTS)
         try:
-            for prefix in prefixes:
+            for prefix in resume.prefixes:
                 sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
             connect(sock, endpoint)
-            reader = wire.EventReader()
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(monitor, zmq.POLLIN)
+            link = wire.LinkWatch()
+            yield from self._carry(resume, resume.start())
             while True:
-                event = reader.read(sock.recv_multipart(copy=False)[-1].buffer)
-                if event is not None:
-                    yield event
+                ready = dict(poller.poll(int(QUIET * 1000)))
+                if not ready:
+                    yield from self._carry(resume, resume.quiet())
+                    continue
+                while monitor in ready and _readable(monitor):
+                    if link.saw(monitor.recv_multipart(zmq.NOBLOCK)):
+                        yield from self._carry(resume, resume.reconnected())
+                for _ in range(RECV_BATCH):
+                    if not _readable(sock):
+                        break
+                    body = wire.event_body(sock.recv_multipart(zmq.NOBLOCK, copy=False)[-1].buffer)
+                    if body is not None:
+                        yield from self._carry(resume, resume.published(body))
         finally:
+            # No disable_monitor(): after Client.close() the socket is gone already, and closing
+            # both (a no-op then) ends the monitor too.
+            monitor.close(linger=0)
             sock.close(linger=0)
+
+    def _carry(self, resume: Resume, step: Step) -> Iterator[Item]:
+        """Deliver a step and answer what it asks, until a step asks nothing. A controller
+        that does not answer leaves the request for the next quiet tick or reconnect."""
+        while True:
+            yield from step.deliver
+            ask = step.ask
+            if ask is None:
+                return
+            op = "replay" if isinstance(ask, Replay) else "snapshot"
+            try:
+                answer = self.call(op, **ask.args())
+            except ControllerUnreachable:
+                resume.failed()
+                return
+            step = resume.replayed(answer) if op == "replay" else resume.snapshot_page(answer)
 
     def run(self, work: Callable[[AsyncClient], Awaitable[T]]) -> T:
         """Run ``work(async_client)`` to completion on a private event loop, for what needs
@@ -154,6 +194,10 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _readable(sock: zmq.Socket) -> bool:
+    return bool(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
 
 def _wait(sock: zmq.Socket, event: int, deadline: float) -> bool:

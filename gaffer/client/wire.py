@@ -1,4 +1,4 @@
-"""What both clients share: the request frame, reading an answer, splitting an apply, gaps.
+"""What both clients share: the request frame, reading an answer, splitting an apply, events.
 
 ``AsyncClient`` (asyncio) and ``Client`` (blocking) differ only in how they wait; everything
 they say and how they read the controller's answers is here, as plain functions of values, so
@@ -7,6 +7,7 @@ the two can never drift apart. Nothing here imports asyncio or opens a socket.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -36,12 +37,12 @@ class Credentials:
 
 @dataclass(frozen=True)
 class ReceivedEvent:
+    """One event, delivered once: ``seq`` is its position in the controller's stream."""
+
     seq: int
     topic: str
     ts: float
     data: dict[str, Any]
-    missed: int = 0
-    """How many sequence numbers were skipped since the previous event (0: none)."""
 
 
 def split_by_size(items: list[Any], budget: int) -> list[list[Any]]:
@@ -114,18 +115,46 @@ def apply_requests(templates: list[dict[str, Any]], source: str | None) -> Itera
     yield "apply", {"stage": stage, "templates": parts[-1], "source": source}
 
 
-class EventReader:
-    """Published frames -> ReceivedEvents, counting the sequence numbers skipped between two."""
+def event_body(frame: bytes | memoryview) -> dict[str, Any] | None:
+    """A published event's body (``seq``, ``topic``, ``ts``, ``data``, optional ``prev``), or
+    None for a frame that is not one (dropped)."""
+    try:
+        return protocol.decode(frame, protocol.PUBLISHED).body
+    except ProtocolError:
+        return None
+
+
+def events_endpoint(status: dict[str, Any]) -> str:
+    """The event endpoint a ``status`` answer names: ``events`` as a string, or the
+    ``endpoint`` of an ``events`` map."""
+    events = status.get("events")
+    if isinstance(events, dict):
+        events = events.get("endpoint", status.get("pub"))
+    if not isinstance(events, str):
+        raise ProtocolError(protocol.BAD_BODY, "the controller's status names no event endpoint", "status")
+    return events
+
+
+LINK_EVENTS = (1 << 0) | (1 << 9)
+"""zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED: what an event socket's monitor reports."""
+
+
+class LinkWatch:
+    """A SUB socket's monitor messages -> "it connected again after a disconnect"."""
 
     def __init__(self) -> None:
-        self.last = 0
+        self.disconnected = False
+        self.reconnects = 0
 
-    def read(self, frame: bytes | memoryview) -> ReceivedEvent | None:
-        try:
-            body = protocol.decode(frame, protocol.PUBLISHED).body
-        except ProtocolError:
-            return None
-        last = self.last
-        missed = body["seq"] - last - 1 if last and body["seq"] > last + 1 else 0
-        self.last = body["seq"]
-        return ReceivedEvent(body["seq"], body["topic"], body["ts"], body["data"], missed)
+    def saw(self, frames: list[bytes]) -> bool:
+        """Whether this monitor message is a connect that follows a disconnect."""
+        if len(frames) != 2 or len(frames[0]) != 6:
+            return False
+        event = struct.unpack("=hi", frames[0])[0] & 0xFFFF
+        if event == 1 << 9:
+            self.disconnected = True
+        elif event == 1 << 0 and self.disconnected:
+            self.disconnected = False
+            self.reconnects += 1
+            return True
+        return False

@@ -50,6 +50,10 @@ MAX_ARGS = 4_096
 """Arguments of one ``run``."""
 MAX_BACKUPS = 10_000
 """Store backups a controller keeps (``--backup-keep``)."""
+DEFAULT_EVENT_BUFFER = 100_000
+"""Events a controller holds for replay by default (``--event-buffer``)."""
+MAX_EVENT_BUFFER = 10_000_000
+"""The largest ``--event-buffer``."""
 MAX_LOG_BYTES = 1 << 40
 MAX_LOG_BACKUPS = 1_000
 MAX_ID = 2**32 - 2

@@ -19,6 +19,7 @@ from gaffer.common.limits import (
     MAX_BACKUPS,
     MAX_COUNT,
     MAX_DURATION,
+    MAX_EVENT_BUFFER,
     MAX_HEARTBEAT,
     MAX_LINES,
     MAX_MISSES,
@@ -134,7 +135,11 @@ KEEP = BoundedInt(1, MAX_BACKUPS)
 HEARTBEAT = FiniteFloat(MIN_HEARTBEAT, MAX_HEARTBEAT)
 MISSES = BoundedInt(1, MAX_MISSES)
 LINES = BoundedInt(0, MAX_LINES)
+POSITION = BoundedInt(0, 2**63 - 1)
+"""An event position (``gafferctl events --since``)."""
 LEASE = FiniteFloat(1.0, 3_600.0)
 """A one-off run's lease (``gafferctl run --lease``): 1 s to an hour."""
 PER_TEMPLATE = BoundedInt(1, MAX_COUNT)
 TOTAL = BoundedInt(1, MAX_TOTAL)
+EVENT_BUFFER = BoundedInt(1, MAX_EVENT_BUFFER)
+"""Events a controller holds for replay (``--event-buffer``)."""

@@ -24,9 +24,11 @@ from gaffer.common.limits import LABEL_RE, MAX_COUNT, NAME_RE
 from gaffer.common.model import AGENT_STATES
 from gaffer.common.parts import MAX_PARTS
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """2: ``assign`` carries the controller's per-node decisions in ``controls`` (no longer inside
-the specs), ``ack`` errors are structured, errors carry ``details``."""
+the specs), ``ack`` errors are structured, errors carry ``details``. 3: an agent's state events
+are numbered (``events[].seq``, ``events.lost``) and acknowledged (``events_ack``,
+``welcome.events_upto``)."""
 MAX_MESSAGE = 4 * 1024 * 1024
 
 MAX_INT = 2**63 - 1
@@ -181,8 +183,10 @@ _SCHEMAS: dict[str, s.Check] = {
         "full": _BOOL,
     }),
     "events": s.struct({
-        "events": s.list_of(s.struct({"topic": _TOPIC, "ts": _TIME, "data": _MAP}), MAX_EVENTS),
-    }),
+        "events": s.list_of(
+            s.struct({"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP}), MAX_EVENTS,
+        ),
+    }, optional={"lost": _COUNTER}),
     "ack": s.struct({
         "generation": _COUNTER,
         "ok": _BOOL,
@@ -199,7 +203,9 @@ _SCHEMAS: dict[str, s.Check] = {
         "controller": _WORD,
         "heartbeat": s.number(0.001, 3_600.0),
         "timeout": s.number(0.001, 86_400.0),
+        "events_upto": _COUNTER,
     }),
+    "events_ack": s.struct({"upto": _COUNTER}),
     "refuse": s.struct({"code": _WORD, "message": _TEXT}),
     "beat": s.struct({"generation": _COUNTER}),
     "assign": s.struct(
@@ -222,12 +228,15 @@ _SCHEMAS: dict[str, s.Check] = {
         post=_outcome_matches_ok,
     ),
     # controller -> subscribers
-    "event": s.struct({"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP}),
+    "event": s.struct(
+        {"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP},
+        optional={"prev": s.map_of(s.string(256), _COUNTER, 64)},
+    ),
 }
 
 KINDS = frozenset(_SCHEMAS)
 AGENT_TO_CONTROLLER = frozenset({"hello", "heartbeat", "report", "events", "ack", "result", "pong"})
-CONTROLLER_TO_AGENT = frozenset({"welcome", "refuse", "beat", "assign", "command", "ping"})
+CONTROLLER_TO_AGENT = frozenset({"welcome", "refuse", "beat", "assign", "command", "ping", "events_ack"})
 CLIENT_TO_CONTROLLER = frozenset({"request"})
 CONTROLLER_TO_CLIENT = frozenset({"reply"})
 PUBLISHED = frozenset({"event"})
@@ -282,6 +291,14 @@ def validate(kind: str, body: Any) -> None:
 def encode(kind: str, seq: int, body: dict[str, Any]) -> bytes:
     """One frame for ``body``; raises ProtocolError if it does not fit its schema or the limit."""
     validate(kind, body)
+    return encode_checked(kind, seq, body)
+
+
+def encode_checked(kind: str, seq: int, body: dict[str, Any]) -> bytes:
+    """``encode`` for a body already known to fit its schema: the hub's events, which the
+    controller either built itself or admitted against their topic's schema. Checking such a
+    body again cost more than packing it, on every event published; the envelope and the size
+    limit are still checked."""
     _check_seq(seq, kind)
     try:
         frame = msgpack.packb([PROTOCOL_VERSION, kind, seq, body], use_bin_type=True)

@@ -7,7 +7,7 @@ FAMILIES = ("node.", "template.", "proc.")
 
 PROC_KINDS = ("spawn", "running", "exit", "stop", "flap", "failed")
 TEMPLATE_KINDS = ("created", "updated", "deleted", "scaled", "stopped", "started", "failed")
-NODE_KINDS = ("up", "suspect", "down", "drain")
+NODE_KINDS = ("up", "suspect", "down", "drain", "events_lost")
 
 
 def proc(template: str, kind: str) -> str:

@@ -13,7 +13,9 @@ only when:
 - an output event carries lines (``text``, a string) or a skip marker (``skipped``, a count),
   so a follower never has to guess at its shape;
 - that instance is one the controller gave this node: placed on it now, in the last assignment
-  it was sent (an exit racing a move is still its own), or a one-off run started there.
+  it was sent (an exit racing a move is still its own), or a one-off run started there;
+- its payload, as republished (``stamped``), fits its topic's schema
+  (``common/eventschema.py``, documented in docs/EVENTS.md): ``payload_problem``.
 
 Everything else is dropped and counted per reason (``DropReason``). The node name, and every
 field only the controller may set, are overwritten, never taken from the agent.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
+from gaffer.common import eventschema
 from gaffer.common.topics import PROC_KINDS
 
 FOREIGN_TOPIC = "foreign_topic"
@@ -38,7 +41,9 @@ NOT_ASSIGNED = "not_assigned"
 """The instance is not one this node was given."""
 BAD_OUTPUT = "bad_output"
 """An ``output.`` payload with neither ``text`` (a string) nor ``skipped`` (a count >= 0)."""
-DROP_REASONS = (FOREIGN_TOPIC, BAD_TOPIC, ID_MISMATCH, NOT_ASSIGNED, BAD_OUTPUT)
+BAD_PAYLOAD = "bad_payload"
+"""A payload that does not fit its topic's schema (``eventschema.CLUSTER``)."""
+DROP_REASONS = (FOREIGN_TOPIC, BAD_TOPIC, ID_MISMATCH, NOT_ASSIGNED, BAD_OUTPUT, BAD_PAYLOAD)
 
 OUTPUT_STREAMS = ("out", "err")
 TEMPLATE_WIDE = ("flap",)
@@ -96,6 +101,12 @@ def _output_payload(data: Mapping[str, Any]) -> bool:
         return type(data["text"]) is str
     skipped = data.get("skipped")
     return type(skipped) is int and skipped >= 0
+
+
+def payload_problem(topic: str, data: Mapping[str, Any]) -> str | None:
+    """None when ``data`` (as republished: ``stamped``) fits ``topic``'s schema, else why not
+    (one line naming the field), for the ``BAD_PAYLOAD`` drop."""
+    return eventschema.problem(topic, data)
 
 
 def stamped(data: Mapping[str, Any], node: str) -> dict[str, Any]:

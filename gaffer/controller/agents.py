@@ -6,6 +6,14 @@ a ``hello`` opens or resyncs a node, a heartbeat keeps it alive (and revives a s
 a report replaces or updates what it runs, events are admitted and republished, acks and
 failures go to the cluster. Node state changes (``set_state``, also called by the liveness
 tick) are published and kick a reconcile.
+
+An agent numbers its state events and resends, after each new ``welcome``, those not yet
+acknowledged (``agent/outbox.py``). Here each numbered event is handled once: one at or below
+the node's ``events_upto`` is a duplicate and skipped; every ``events`` message is answered
+with ``events_ack``. Events an agent produced while its node was held down arrive after its
+new hello, perhaps after a new assignment: admission still trusts the assignment the node held
+when it went down (``_held``) until the node acks one sent since, which it can only do after
+resending (an ack of a newer generation than the one held).
 """
 
 from __future__ import annotations
@@ -13,17 +21,18 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from gaffer.common import protocol
+from gaffer.common import protocol, topics
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.model import parse_instance_id, template_of
 from gaffer.common.protocol import Message
-from gaffer.controller.admission import admit_event, stamped
+from gaffer.controller.admission import BAD_PAYLOAD, admit_event, payload_problem, stamped
 from gaffer.controller.changes import Changes
 from gaffer.controller.cluster import Cluster
 from gaffer.controller.hub import EventHub
 from gaffer.controller.links import Links
 from gaffer.controller.liveness import Liveness, NodeState
 from gaffer.controller.oneoffs import OneOffs
+from gaffer.controller.reconcile import Sent
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import Session
 
@@ -56,6 +65,10 @@ class AgentMessages:
         """Agent events refused by admission, per node and reason."""
         self.wrong_node = 0
         """Hellos refused because the peer's key is bound to another node (``auth.WRONG_NODE``)."""
+        self.duplicates = 0
+        """Resent agent events skipped: the controller had them already."""
+        self._held: dict[str, Sent] = {}
+        """Per node gone down, the assignment it held then (see the module docstring)."""
 
     def receive(self, session: Session, message: Message) -> None:
         kind, body = message.kind, message.body
@@ -85,8 +98,11 @@ class AgentMessages:
             self._cluster.instances_reported(node, body["instances"])
             self._changes.notify()
         elif kind == "events":
-            self._events(node, body["events"])
+            self._events(session, node, body)
         elif kind == "ack":
+            held = self._held.get(node.name)
+            if held is not None and body["generation"] > held.generation:
+                del self._held[node.name]
             self._cluster.acked(node, body["generation"], body["errors"])
             self._changes.notify()
         elif kind == "result":
@@ -98,6 +114,9 @@ class AgentMessages:
         log.info("node %s: %s -> %s", node.name, old, state)
         if state is NodeState.DOWN:
             self._nodes.disconnect(node)
+            sent = self._cluster.sent.get(node.name)
+            if sent is not None:
+                self._held[node.name] = sent
         self._hub.publish(f"node.{node.name}.{state.value}", {"node": node.name, "previous": old.value})
         self._cluster.node_changed(node)
         self._changes.notify()
@@ -135,6 +154,9 @@ class AgentMessages:
                 f"{protocol.PROTOCOL_VERSION})",
             )
             return
+        known = self._nodes.get(body["node"])
+        if known is not None and known.agent_id != body["agent_id"]:
+            self._held.pop(known.name, None)  # another agent made nothing under that assignment
         outcome = self._nodes.hello(body, session.peer, session.address, self._clock())
         if not outcome.accepted:
             log.warning("refused hello for node %s from %s: %s", body["node"], session.label, outcome.message)
@@ -150,6 +172,7 @@ class AgentMessages:
         self._links.send(session, "welcome", {
             "node": node.name, "controller": self._id,
             "heartbeat": self._liveness.interval, "timeout": self._liveness.down_after,
+            "events_upto": node.events_upto,
         })
         self._cluster.remember_node(node)
         self._hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
@@ -158,32 +181,50 @@ class AgentMessages:
         self._cluster.instances_reported(node, body["instances"])
         self._changes.notify()
 
-    def _events(self, node: Node, events: list[dict[str, Any]]) -> None:
-        owns = OwnedBy(self._cluster, self._oneoffs, node.name)
+    def _events(self, session: Session, node: Node, body: dict[str, Any]) -> None:
+        """Admit and republish each event not handled before, then acknowledge."""
+        lost = body.get("lost", 0)
+        if lost:
+            log.warning("node %s: its agent lost %d events it could not deliver", node.name, lost)
+            self._hub.publish(topics.node(node.name, "events_lost"), {"node": node.name, "count": lost})
+        owns = OwnedBy(self._cluster, self._oneoffs, node.name, self._held.get(node.name))
         ended = False
-        for event in events:
+        for event in body["events"]:
+            seq = event["seq"]
+            if seq:
+                if seq <= node.events_upto:
+                    self.duplicates += 1
+                    continue
+                node.events_upto = seq
             topic = event["topic"]
             refused = admit_event(topic, event["data"], owns)
             if refused is not None:
                 self.drops.record(f"agent:{node.name}", refused, f"event {topic}")
                 continue
             data = stamped(event["data"], node.name)
+            problem = payload_problem(topic, data)
+            if problem is not None:
+                self.drops.record(f"agent:{node.name}", BAD_PAYLOAD, f"event {problem}")
+                continue
             self._hub.publish(topic, data, event["ts"])
             if data.get("oneoff") and topic.endswith(".exit") and isinstance(data.get("id"), str):
                 self._oneoffs.ended(node.name, data["id"], data)
                 ended = True
         if ended:
             self._changes.notify()
+        self._links.send(session, "events_ack", {"upto": node.events_upto})
 
 
 class OwnedBy:
     """The instance ids node ``name`` may speak for (see ``admission``), looked up lazily:
     most event batches name a handful of instances, a node may hold thousands."""
 
-    def __init__(self, cluster: Cluster, oneoffs: OneOffs, name: str) -> None:
+    def __init__(self, cluster: Cluster, oneoffs: OneOffs, name: str, held: Sent | None = None) -> None:
+        """``held``: an assignment the node held when it went down, also trusted."""
         self._cluster = cluster
         self._oneoffs = oneoffs
         self._name = name
+        self._held = held
 
     def __contains__(self, ident: object) -> bool:
         parsed = parse_instance_id(ident)
@@ -196,7 +237,7 @@ class OwnedBy:
             sent = self._cluster.sent.get(self._name)
             if sent is not None and sent.assigns(*slot):
                 return True
-            return False
+            return self._held is not None and self._held.assigns(*slot)
         if self._oneoffs.runs_on(self._name, str(parsed)):
             return True
         return self._oneoffs.starting_on(self._name, template_of(str(parsed)))
@@ -205,4 +246,6 @@ class OwnedBy:
         if name in self._cluster.by_node(self._name):
             return True
         sent = self._cluster.sent.get(self._name)
-        return sent is not None and sent.holds(name)
+        if sent is not None and sent.holds(name):
+            return True
+        return self._held is not None and self._held.holds(name)

@@ -135,13 +135,10 @@ class Api:
 
     async def nodes(self, args: dict[str, Any]) -> Listing:
         limit, after = page_args(args)
-        now = self.controller.now()
-        known = {node.name: node for node in self.agents.all()}
-        names = sorted(known)
         if limit is None:
-            return [known[name].view(now) for name in names]
-        shown, token = page_names(names, limit, after)
-        return {"items": [known[name].view(now) for name in shown], "continue": token}
+            return self.node_rows()
+        shown, token = page_names(sorted(node.name for node in self.agents.all()), limit, after)
+        return {"items": self.node_rows(shown), "continue": token}
 
     async def cordon(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.node(args)
@@ -291,21 +288,22 @@ class Api:
         limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
             raise TemplateNotFound(name)
-        rows = self._instance_rows(name)
-        result = page(rows, _instance_key, limit, after) if limit is not None else None
+        rows = self.instance_rows(name)
+        result = page(rows, instance_key, limit, after) if limit is not None else None
         shown = result["items"] if result is not None else rows
         stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
-        now = time.time()
-        templates = self.cluster.templates
-        for row in shown:
-            row["port"] = _port(templates.get(row["template"]), row["ordinal"])
-            sample = stats.get(row["id"]) if row["pid"] else None
-            row["cpu"] = sample["cpu"] if sample else None
-            row["mem"] = sample["mem"] if sample else None
-            row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
+        fill_rows(shown, self.cluster.templates, stats, time.time())
         return result if result is not None else rows
 
-    def _instance_rows(self, name: str | None) -> list[dict[str, Any]]:
+    def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """The rows ``nodes`` lists: of ``names`` (those known), or of every node, by name."""
+        now = self.controller.now()
+        known = {node.name: node for node in self.agents.all()}
+        return [known[name].view(now) for name in (sorted(known) if names is None else names) if name in known]
+
+    def instance_rows(self, name: str | None) -> list[dict[str, Any]]:
+        """The rows ``ps`` lists (of template ``name``, or all), in ``instance_key`` order,
+        before ``fill_rows`` adds port, uptime and the agents' cpu and memory samples."""
         rows: dict[str, dict[str, Any]] = {}
         cluster = self.cluster
         for (template, ordinal), node_name in cluster.placement.items():
@@ -345,7 +343,7 @@ class Api:
                 rows[key]["stale"] = True
                 if node.state is NodeState.DOWN:
                     rows[key]["state"] = InstanceState.UNKNOWN.value
-        return sorted(rows.values(), key=_instance_key)
+        return sorted(rows.values(), key=instance_key)
 
     async def _gather_stats(self, name: str | None, node_names: set[str]) -> dict[str, dict[str, Any]]:
         async def one(node_name: str) -> dict[str, Any]:
@@ -463,6 +461,20 @@ def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dic
     }
 
 
+def fill_rows(
+    rows: list[dict[str, Any]], templates: Mapping[str, StoredTemplate], stats: Mapping[str, dict[str, Any]],
+    now: float,
+) -> None:
+    """Complete ``ps`` rows: the PORT, the uptime, and cpu and memory from ``stats`` (the
+    agents' samples by instance id; None where there is none)."""
+    for row in rows:
+        row["port"] = _port(templates.get(row["template"]), row["ordinal"])
+        sample = stats.get(row["id"]) if row["pid"] else None
+        row["cpu"] = sample["cpu"] if sample else None
+        row["mem"] = sample["mem"] if sample else None
+        row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
+
+
 def _port(stored: StoredTemplate | None, ordinal: int | str) -> int | None:
     """The PORT the template gives this ordinal (None: no port, or a one-off run)."""
     if stored is None or stored.template.port is None or not isinstance(ordinal, int):
@@ -496,7 +508,7 @@ def _ordinal_key(ordinal: Any) -> tuple[int, Any]:
     return (0, ordinal) if isinstance(ordinal, int) else (1, str(ordinal))
 
 
-def _instance_key(row: dict[str, Any]) -> tuple[Any, ...]:
+def instance_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """Instances in ``ps`` order: template, ordinal (numbers first), node."""
     return (row["template"], _ordinal_key(row["ordinal"]), row["node"] or "")
 

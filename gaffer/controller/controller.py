@@ -34,7 +34,7 @@ from gaffer.common.endpoints import (
     require_protection,
     share_socket,
 )
-from gaffer.common.errors import ConfigError
+from gaffer.common.errors import ConfigError, StorageError
 from gaffer.common.keys import AuthorizedKeys, KeyPair, load_keypair
 from gaffer.common.protocol import Message
 from gaffer.common.transport import Channel, MessageChannel, bind, make_curve_server, new_socket
@@ -45,7 +45,9 @@ from gaffer.controller.backup import BackupPolicy, Backups
 from gaffer.controller.changes import Changes
 from gaffer.controller.cluster import Cluster
 from gaffer.controller.counts import CountLimits
-from gaffer.controller.hub import PUB_HWM, EventHub
+from gaffer.controller.eventlog import EventLog
+from gaffer.controller.eventops import EventOps
+from gaffer.controller.hub import PUB_HWM, EventHub, Positions
 from gaffer.controller.links import Links
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.registry import Node, NodeTable
@@ -58,6 +60,8 @@ from gaffer.controller.ticks import Ticks
 
 log = logging.getLogger("gaffer.controller")
 
+EVENT_LOG_STATUS = "event_log"
+"""The key of ``status`` holding the event log's figures (``events`` names the events endpoint)."""
 MAIN_DOMAIN = "gaffer"
 EVENTS_DOMAIN = "gaffer-events"
 
@@ -90,6 +94,8 @@ class Controller:
         self._zap: ZapHandler | None = None
         self._server: PeerServer | None = None
         self._socket_locks: list[tuple[Endpoint, int]] = []
+        self._numbered = False
+        """Whether this incarnation reserved event positions (then a clean stop records its last)."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -172,7 +178,13 @@ class Controller:
         caller starts the ticks)."""
         settings = self.settings
         assert self.store is not None and self.backups is not None
-        self.hub = EventHub(pub, self.hub.bus)
+        numbering = self.store.start_numbering()
+        self.hub = EventHub(
+            pub, self.hub.bus,
+            EventLog(numbering.first, numbering.horizon, settings.event_buffer),
+            Positions(numbering.reserved, self.store.reserve_positions),
+        )
+        self._numbered = True
         self._server = PeerServer(channel, self, secure=self.keys is not None)
         self.links = links = Links(self._server, self.nodes)
         self.cluster = Cluster(
@@ -184,7 +196,7 @@ class Controller:
             settings.liveness, self.id, self.now,
         )
         api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self)
-        self.requests = Requests(api.ops(), self._reply)
+        self.requests = Requests({**api.ops(), **EventOps(self.hub.log, api).ops()}, self._reply)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
         self.hub.on_subscriptions_changed(self.changes.notify)
@@ -225,6 +237,7 @@ class Controller:
         if self._server is not None:
             await self._server.stop()
         await self.hub.stop()
+        self._record_clean_stop()
         if self._zap is not None:
             await self._zap.stop()
         if self._ctx is not None:
@@ -236,6 +249,18 @@ class Controller:
         for endpoint, fd in self._socket_locks:
             release_socket(endpoint, fd)
         self._socket_locks.clear()
+
+    def _record_clean_stop(self) -> None:
+        """Store the last event position: the next incarnation then knows nothing was published
+        after it, and subscribers that had everything resume without a loss."""
+        if not self._numbered or self.store is None:
+            return
+        self._numbered = False
+        try:
+            self.store.record_clean_stop(self.hub.log.last)
+        except StorageError as exc:  # the store logged why, once
+            log.error("the last event position (%d) was not recorded (store: %s): subscribers "
+                      "will be told the events before the restart may be lost", self.hub.log.last, exc.reason)
 
     def reconfigure(self, settings: ControllerSettings) -> ControllerSettings:
         """Take what a config reload may change while running (``node_grace``, the count
@@ -325,6 +350,7 @@ class Controller:
             "link": self._server.stats,
             "auth": self._auth_status(),
             "events_published": self.hub.published,
+            EVENT_LOG_STATUS: self.hub.status(),
             "events_dropped": self.hub.dropped,
             "agent_events_dropped": self.agents.drops.snapshot(),
             "agents_dropped": self.nodes.dropped(),

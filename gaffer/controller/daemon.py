@@ -34,11 +34,13 @@ from gaffer.common.config import (
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND
 from gaffer.common.errors import GafferError
 from gaffer.common.limits import (
+    DEFAULT_EVENT_BUFFER,
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PER_TEMPLATE,
     MAX_BACKUPS,
     MAX_COUNT,
     MAX_DURATION,
+    MAX_EVENT_BUFFER,
     MAX_HEARTBEAT,
     MAX_MISSES,
     MAX_TOTAL,
@@ -57,7 +59,7 @@ log = logging.getLogger("gaffer.controller")
 SETTINGS = (
     "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
     "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
-    "max_instances", "log_level",
+    "max_instances", "event_buffer", "log_level",
 )
 RELOADABLE = frozenset({"log_level", "node_grace", "max_per_template", "max_instances"})
 """What SIGHUP applies while the controller runs. Endpoints, keys, the data dir and the
@@ -87,7 +89,8 @@ def settings_values(settings: ControllerSettings, log_level: str) -> dict[str, o
         "backup_every": settings.backup_every,
         "backup_dir": str(settings.backup_dir) if settings.backup_dir else None,
         "backup_keep": settings.backup_keep, "max_per_template": settings.max_per_template,
-        "max_instances": settings.max_instances, "log_level": log_level,
+        "max_instances": settings.max_instances, "event_buffer": settings.event_buffer,
+        "log_level": log_level,
     }
 
 
@@ -136,6 +139,7 @@ def build_settings(
         node_grace=float(_first(pick("node_grace", (int, float), 0, MAX_WAIT), 2.0)),
         max_per_template=_first(pick("max_per_template", int, 1, MAX_COUNT), DEFAULT_MAX_PER_TEMPLATE),
         max_instances=_first(pick("max_instances", int, 1, MAX_TOTAL), DEFAULT_MAX_INSTANCES),
+        event_buffer=_first(pick("event_buffer", int, 1, MAX_EVENT_BUFFER), DEFAULT_EVENT_BUFFER),
         backup_every=backup_every,
         backup_dir=Path(backup_dir) if backup_dir else None,
         backup_keep=backup_keep,
@@ -160,6 +164,7 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--node-grace", type=params.SECONDS, help="Seconds a node stays down before its instances move [2].")
 @click.option("--max-per-template", type=params.PER_TEMPLATE, help=f"Most instances one template may want [{DEFAULT_MAX_PER_TEMPLATE}].")
 @click.option("--max-instances", type=params.TOTAL, help=f"Most instances all templates together may want [{DEFAULT_MAX_INSTANCES}].")
+@click.option("--event-buffer", type=params.EVENT_BUFFER, help=f"Events held for subscribers to replay [{DEFAULT_EVENT_BUFFER}].")
 @click.option("--backup-every", type=params.DURATION, help="Seconds between backups of the store; 0: none [3600].")
 @click.option("--backup-dir", help="Where backups go [default: DATA_DIR/backups].")
 @click.option("--backup-keep", type=params.KEEP, help="How many backups to keep [5].")

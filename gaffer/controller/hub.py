@@ -1,12 +1,19 @@
-"""The controller's event fan-out: one numbered stream, published over XPUB and locally.
+"""The controller's event fan-out: one stream numbered by position, published over XPUB and locally.
 
-Every event gets the next sequence number of this controller incarnation and goes to the ZMQ
-XPUB socket (topic frame + ``event`` envelope) and to a local EventBus (HTTP streams, tests).
-XPUB tells us which topic prefixes remote subscribers hold, so producers can skip work nobody
-wants (``wants``): agents forward output lines only while someone subscribes to them.
+Every event gets the next position (``eventlog``: positions never go backwards, also across
+restarts, since the store reserves them in blocks, ``Positions``), is held in the event log for
+``replay``, and goes to the ZMQ XPUB socket (topic frame + ``event`` envelope) and to a local
+EventBus (HTTP streams, tests). XPUB tells us which topic prefixes remote subscribers hold, so
+producers can skip work nobody wants (``wants``): agents forward output lines only while someone
+subscribes to them.
+
+``prev`` chains: a published event carries, for each subscribed prefix its topic matches, the
+position of the previous event matching that prefix (0: none known to this incarnation). A
+subscriber of that prefix whose last event is older knows, from this one event, that it missed
+something it wanted, and replays exactly that; events its prefixes filter out never look missed.
 
 A slow remote subscriber never slows the hub: ZMQ drops what exceeds its high-water mark
-(``PUB_HWM`` events queued per subscriber) and the subscriber sees the gap in sequence numbers.
+(``PUB_HWM`` events queued per subscriber) and the subscriber sees the gap in ``prev``.
 A slow local subscriber is cut off by the bus. Output reaches the hub already limited by the
 agents (``gaffer.agent.follow``: a few events a second per followed stream, a bounded number
 of bytes each), so a subscriber that stops reading makes the controller hold at most
@@ -25,22 +32,72 @@ import zmq.asyncio
 
 from gaffer.common import protocol
 from gaffer.common.bus import EventBus
+from gaffer.common.errors import StorageError
 from gaffer.common.transport import Channel
 from gaffer.common.tasks import cancel_and_wait
+from gaffer.controller.eventlog import EventLog
+from gaffer.controller.position_rows import BLOCK
 
 log = logging.getLogger("gaffer.controller.hub")
 
 PUB_HWM = 100_000
+MAX_PREV = 64
+"""Entries of one event's ``prev`` map; a prefix left out is "unknown" (the reader replays)."""
+RETRY_EVERY = 4_096
+"""Positions numbered between two tries to reserve a block when the store refuses."""
+
+
+class Positions:
+    """The positions this incarnation may use, reserved in the store ahead of need.
+
+    The next block is reserved when half of the current one is used, so a store that refuses
+    a write (full disk) has half a block of events' time to recover (tried again every
+    ``RETRY_EVERY`` positions). Should it refuse for that long, numbering goes on past the
+    reservation (events are never held back) and the error says that a crash now could make a
+    restarted controller reuse positions.
+    """
+
+    def __init__(self, reserved: int, reserve: Callable[[], int]) -> None:
+        self.reserved = reserved
+        self._reserve = reserve
+        self._next_try = reserved - BLOCK // 2
+
+    def used(self, position: int) -> None:
+        """Note that ``position`` was numbered; reserve more when it is time."""
+        if position < self._next_try:
+            return
+        try:
+            self.reserved = self._reserve()
+        except StorageError as exc:
+            self._next_try = position + RETRY_EVERY
+            if position > self.reserved:
+                log.error(
+                    "event position %d is past the %d reserved (%s): a crash now could make the "
+                    "next controller reuse positions", position, self.reserved, exc.message,
+                )
+            return
+        self._next_try = self.reserved - BLOCK // 2
 
 
 class EventHub:
-    def __init__(self, sock: zmq.asyncio.Socket | None, bus: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        sock: zmq.asyncio.Socket | None,
+        bus: EventBus | None = None,
+        events: EventLog | None = None,
+        positions: Positions | None = None,
+    ) -> None:
+        """``events``: the log that numbers and holds events (a fresh one from position 1 by
+        default); ``positions``: the store's reservation it numbers within (none: in memory)."""
         self.bus = bus if bus is not None else EventBus()
+        self.log = events if events is not None else EventLog()
+        self._positions = positions
         self._channel = Channel(sock) if sock is not None else None
         self._prefixes: dict[str, int] = {}
+        self._latest: dict[str, int] = {}
+        """Per subscribed prefix, the position of the newest event matching it (``prev``)."""
         self._task: asyncio.Task | None = None
         self._listeners: list[Callable[[], None]] = []
-        self.seq = 0
         self.published = 0
 
     def start(self) -> None:
@@ -55,21 +112,43 @@ class EventHub:
     def on_subscriptions_changed(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
+    @property
+    def seq(self) -> int:
+        """The last position numbered (the log's ``last``)."""
+        return self.log.last
+
     def publish(self, topic: str, data: dict[str, Any], ts: float | None = None) -> int:
-        """Number and send one event; never blocks."""
-        self.seq += 1
-        self.published += 1
+        """Number, hold and send one event; its position. Never blocks."""
         ts = time.time() if ts is None else ts
-        if self._channel is not None and self._prefixes and self.remote_wants(topic):
-            body = {"seq": self.seq, "topic": topic, "ts": ts, "data": data}
-            try:
-                frame = protocol.encode("event", self.seq, body)
-            except Exception:
-                log.exception("event %s could not be encoded; not published", topic)
-            else:
-                self._channel.send([topic.encode(), frame])
+        position = self.log.append(topic, ts, data).seq
+        self.published += 1
+        if self._positions is not None:
+            self._positions.used(position)
+        if self._channel is not None and self._prefixes:
+            prev = self._chain(topic, position)
+            if prev:
+                body = {"seq": position, "topic": topic, "ts": ts, "data": data, "prev": prev}
+                try:
+                    frame = protocol.encode_checked("event", position, body)
+                except Exception:
+                    log.exception("event %s could not be encoded; not published", topic)
+                else:
+                    self._channel.send([topic.encode(), frame])
         self.bus.publish(topic, data)
-        return self.seq
+        return position
+
+    def _chain(self, topic: str, position: int) -> dict[str, int]:
+        """``prev`` for an event at ``position``: for each subscribed prefix ``topic`` matches
+        (at most MAX_PREV), the newest earlier position matching it; empty when no remote
+        subscriber wants the event."""
+        prev: dict[str, int] = {}
+        latest = self._latest
+        for prefix in self._prefixes:
+            if topic.startswith(prefix):
+                if len(prev) < MAX_PREV:
+                    prev[prefix] = latest.get(prefix, 0)
+                latest[prefix] = position
+        return prev
 
     def remote_wants(self, topic: str) -> bool:
         return any(topic.startswith(prefix) for prefix in self._prefixes)
@@ -101,6 +180,7 @@ class EventHub:
                     self._prefixes[prefix] -= 1
                     if self._prefixes[prefix] <= 0:
                         del self._prefixes[prefix]
+                        self._latest.pop(prefix, None)
                 changed = True
             if changed:
                 for callback in self._listeners:
@@ -109,3 +189,8 @@ class EventHub:
     @property
     def dropped(self) -> int:
         return self._channel.send_dropped if self._channel is not None else 0
+
+    def status(self) -> dict[str, int]:
+        """The ``event_log`` map of ``status``: position, horizon, events held, the bound,
+        and local subscribers cut off for falling behind."""
+        return {**self.log.status(), "dropped_subscribers": self.bus.cut_off}

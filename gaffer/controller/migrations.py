@@ -3,11 +3,12 @@
 Schema changes are ordered migrations, applied all-or-nothing in one transaction. A database
 written by a newer gaffer is refused rather than guessed at; version 0 is an empty file.
 
-Tables (schema version 2): ``meta`` (schema_version), ``templates`` (spec, version, paused),
+Tables (schema version 3): ``meta`` (schema_version), ``templates`` (spec, version, paused),
 ``nodes`` (labels, agent id, cordoned, draining, first/last seen; a node may be stored before it
 ever registers), ``placement``, ``failures`` and ``restarts`` (a template's restart generation,
 kept beside its spec; all three deleted with their template), ``generations`` (per node, kept
-even when everything else about the node goes).
+even when everything else about the node goes), ``event_positions`` (one row: the highest event
+position reserved, and the last one used by a controller that stopped cleanly).
 """
 
 from __future__ import annotations
@@ -65,10 +66,20 @@ def _create_restarts(conn: sqlite3.Connection) -> None:
     )
 
 
+def _create_event_positions(conn: sqlite3.Connection) -> None:
+    """Version 3: event positions never go backwards across restarts (``position_rows``)."""
+    conn.execute(
+        """CREATE TABLE event_positions (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            reserved INTEGER NOT NULL CHECK (reserved >= 0),
+            clean_last INTEGER CHECK (clean_last >= 0 AND clean_last <= reserved))"""
+    )
+
+
 # Step i takes the schema from version i to i + 1. Append only; never edit a shipped step.
 # A step runs inside the migration's transaction: no executescript (it commits), and no
 # PRAGMA foreign_keys (ignored inside a transaction).
-MIGRATIONS: tuple[Migration, ...] = (_create_v1, _create_restarts)
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _create_restarts, _create_event_positions)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

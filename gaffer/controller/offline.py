@@ -117,7 +117,9 @@ def import_state(data_dir: Path, source: str, replace: bool = False, now: float 
 
     Everything is validated before the data dir is touched. The new store is written whole to
     a fresh file and renamed over ``gaffer.db``; generations never go down (the larger of the
-    old store's and the source's), since agents ignore assignments older than their own.
+    old store's and the source's), since agents ignore assignments older than their own, and
+    neither do event positions (the old store's reservation is kept; subscribers are told
+    what they had may be gone, as after a crash).
     """
     state = _read_source(source)
     templates = check_importable(state, source)
@@ -128,12 +130,13 @@ def import_state(data_dir: Path, source: str, replace: bool = False, now: float 
     with _locked(data_dir, must_exist=False):
         db = data_dir / DB_NAME
         old = _current(db, replace)
+        reserved = _reserved_positions(db) if old is not None else 0
         generations = dict(old.generations if old else {})
         for node, generation in state.generations.items():
             generations[node] = max(generations.get(node, 0), generation)
         fresh = data_dir / f"{DB_NAME}.import-{os.getpid()}"
         try:
-            _write_fresh(fresh, state, templates, generations, time.time() if now is None else now)
+            _write_fresh(fresh, state, templates, generations, time.time() if now is None else now, reserved)
             kept = _install(db, fresh, keep_old=replace and old is not None)
         except OSError as exc:
             raise ConfigError(f"cannot install the imported store in {data_dir}: {exc}") from exc
@@ -298,8 +301,19 @@ def _foreign_keys(conn: sqlite3.Connection) -> list[str]:
 # ------------------------------------------------------------------------- writing
 
 
+def _reserved_positions(db: Path) -> int:
+    """The highest event position the store at ``db`` reserved (0: none, or unreadable)."""
+    try:
+        with _read_only(db) as conn:
+            row = conn.execute("SELECT reserved FROM event_positions WHERE id = 1").fetchone()
+    except (sqlite3.Error, StorageError):
+        return 0
+    return int(row[0]) if row is not None and isinstance(row[0], int) and row[0] > 0 else 0
+
+
 def _write_fresh(
-    path: Path, state: DesiredState, templates: list[Template], generations: dict[str, int], now: float
+    path: Path, state: DesiredState, templates: list[Template], generations: dict[str, int], now: float,
+    reserved: int = 0,
 ) -> None:
     """A complete store in a new private file: schema, then every row in one transaction."""
     try:
@@ -325,6 +339,8 @@ def _write_fresh(
             [(n.name, int(n.cordoned), int(n.draining)) for n in state.nodes],
         )
         conn.executemany("INSERT INTO generations (node, generation) VALUES (?, ?)", generations.items())
+        if reserved:
+            conn.execute("INSERT INTO event_positions (id, reserved) VALUES (1, ?)", (reserved,))
         conn.execute("COMMIT")
         problems = quick_check(conn)
         if problems:

@@ -45,6 +45,11 @@ class Node:
     """How the agent keeps its processes (``tracking``, ``keeper``), if it says."""
     dropped: dict[str, int] = field(default_factory=dict)
     """What the agent had to drop (bounded queues), by kind, as its heartbeats last said."""
+    events_upto: int = 0
+    """The highest seq of the agent's state events handled (its ``events``), for this agent
+    process (``agent_id`` and ``incarnation``): acknowledged, and the bar below which a resent
+    event is a duplicate. In memory only: a new controller starts at 0 and agents resend all
+    they hold unacknowledged."""
 
     def view(self, now: float) -> dict[str, Any]:
         running = self.running
@@ -109,6 +114,8 @@ class NodeTable:
             self._by_peer.pop(node.peer, None)
         node.peer = peer
         self._by_peer[peer] = name
+        if (node.agent_id, node.incarnation) != (body["agent_id"], body["incarnation"]):
+            node.events_upto = 0
         node.agent_id = body["agent_id"]
         node.incarnation = body["incarnation"]
         node.address = address

@@ -18,6 +18,7 @@ from gaffer.common.endpoints import (
     parse_endpoint,
 )
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE
+from gaffer.controller.eventlog import DEFAULT_BUFFER
 from gaffer.controller.liveness import Liveness
 
 
@@ -43,6 +44,8 @@ class ControllerSettings:
     """Most instances one template may want (``--max-per-template``)."""
     max_instances: int = DEFAULT_MAX_INSTANCES
     """Most instances all templates together may want (``--max-instances``)."""
+    event_buffer: int = DEFAULT_BUFFER
+    """Events the controller holds for ``replay`` (``--event-buffer``)."""
 
     def __post_init__(self) -> None:
         """Refuse a malformed endpoint now, before anything starts."""

@@ -27,7 +27,8 @@ Why it is built this way:
 
 The Store is the shell: it owns the file, the lock, the transactions and the failure
 accounting. What each call does to the tables is in ``template_rows`` (templates),
-``node_rows`` (nodes, generations) and ``placement_rows`` (placement, failures, restarts),
+``node_rows`` (nodes, generations), ``placement_rows`` (placement, failures, restarts) and
+``position_rows`` (event positions),
 functions that run on the connection inside the transaction the Store opened.
 
 Not thread-safe: the controller calls it from its one loop thread (backups read the file through
@@ -48,7 +49,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from gaffer.common.errors import ConfigError, StorageDamaged, StorageError
 from gaffer.common.model import Slot
 from gaffer.common.template import Template
-from gaffer.controller import node_rows, placement_rows, template_rows
+from gaffer.controller import node_rows, placement_rows, position_rows, template_rows
 from gaffer.controller.dbfile import (
     DB_NAME, LOCK_HINT, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
 )
@@ -327,6 +328,28 @@ class Store:
         """The last generation handed out per node."""
         with self._read() as conn:
             return node_rows.generations(conn)
+
+    # ------------------------------------------------------------------------ event positions
+
+    def start_numbering(self, block: int = position_rows.BLOCK) -> position_rows.Numbering:
+        """Reserve this incarnation's first block of event positions (see ``position_rows``)."""
+        with self._write() as conn:
+            return position_rows.start(conn, block)
+
+    def reserve_positions(self, block: int = position_rows.BLOCK) -> int:
+        """Reserve the next block of event positions; the new last reserved position."""
+        with self._write() as conn:
+            return position_rows.extend(conn, block)
+
+    def record_clean_stop(self, last: int) -> None:
+        """Record ``last`` as the final event position of this incarnation, stopping cleanly."""
+        with self._write() as conn:
+            position_rows.record_clean_stop(conn, last)
+
+    def event_positions(self) -> tuple[int, int | None]:
+        """``(reserved, clean_last)``: the highest reserved position and the clean-stop record."""
+        with self._read() as conn:
+            return position_rows.read(conn)
 
     # -------------------------------------------------------------------------------- inner
 

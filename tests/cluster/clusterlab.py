@@ -688,11 +688,18 @@ async def _client_loop(endpoint: str, pub: str | None, credentials: list[str]) -
 
 
 async def _collect(client: Any, pub: str, events: list[dict[str, Any]]) -> None:
+    from gaffer.client import EventsLost, ReceivedEvent
+
+    missed = 0
     async for event in client.events(("",), endpoint=pub):
-        events.append({
-            "seq": event.seq, "topic": event.topic, "ts": event.ts, "data": event.data,
-            "missed": event.missed,
-        })
+        if isinstance(event, EventsLost):
+            missed += event.last - event.first + 1
+        elif isinstance(event, ReceivedEvent):
+            events.append({
+                "seq": event.seq, "topic": event.topic, "ts": event.ts, "data": event.data,
+                "missed": missed,
+            })
+            missed = 0
 
 
 async def _answer(client: Any, request: dict[str, Any], events: list[dict[str, Any]]) -> None:

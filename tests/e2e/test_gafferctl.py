@@ -222,6 +222,24 @@ def test_events_stream_shows_what_happens(gaffer):
         proc.wait(timeout=10)
 
 
+def test_events_since_zero_replays_what_happened_before_the_command(gaffer):
+    """`events --since 0 --json` first prints the events the controller holds, oldest first."""
+    gaffer.run("scale", "web=+1")
+    proc = subprocess.Popen(
+        [*CTL, "events", "proc.web.", "--since", "0", "--json"], env=gaffer.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], DEADLINE)
+        assert ready, "nothing replayed"
+        first = json.loads(proc.stdout.readline())
+        assert first["kind"] == "event" and first["topic"].startswith("proc.web.") and first["seq"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "lost" not in proc.stderr.read()
+
+
 def test_a_hundred_thousand_templates_start_apply_and_list(tmp_path):
     """100,000 templates: `gaffer start` runs the file, `gafferctl apply` updates them all in
     one go, and `templates`/`ps` list them (in pages); the ones with instances run."""

@@ -148,7 +148,7 @@ async def test_agent_survives_junk_from_its_controller(tmp_path):
         peer, hello = await asyncio.wait_for(fake.recv_multipart(), 5)
         assert protocol.decode(hello, protocol.AGENT_TO_CONTROLLER).kind == "hello"
         fake.send_multipart([peer, protocol.encode("welcome", 1, {
-            "node": "victim", "controller": "fake", "heartbeat": 0.1, "timeout": 30.0,
+            "node": "victim", "controller": "fake", "heartbeat": 0.1, "timeout": 30.0, "events_upto": 0,
         })])
         await asyncio.wait_for(agent.connected.wait(), 5)
         sent = 0

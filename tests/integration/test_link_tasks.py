@@ -48,7 +48,7 @@ async def test_stopping_the_link_ends_commands_still_running(tmp_path):
         peer, hello = await asyncio.wait_for(fake.recv_multipart(), 5)
         assert protocol.decode(hello, protocol.AGENT_TO_CONTROLLER).kind == "hello"
         fake.send_multipart([peer, protocol.encode("welcome", 1, {
-            "node": "n1", "controller": "fake", "heartbeat": 1.0, "timeout": 30.0,
+            "node": "n1", "controller": "fake", "heartbeat": 1.0, "timeout": 30.0, "events_upto": 0,
         })])
         fake.send_multipart([peer, protocol.encode("command", 2, {"id": 7, "op": "hang", "args": {}})])
         await asyncio.wait_for(started.wait(), 5)
@@ -80,7 +80,7 @@ async def test_a_heartbeat_never_looks_stale_while_instances_change(tmp_path):
     try:
         peer, _ = await asyncio.wait_for(fake.recv_multipart(), 5)
         fake.send_multipart([peer, protocol.encode("welcome", 1, {
-            "node": "n1", "controller": "fake", "heartbeat": 0.01, "timeout": 30.0,
+            "node": "n1", "controller": "fake", "heartbeat": 0.01, "timeout": 30.0, "events_upto": 0,
         })])
         for count in range(1, 41):  # bounded: 40 changes, each followed by the messages of 5 ms
             manager.scale("web", count % 7)

@@ -13,7 +13,7 @@ from keylab import RawAgent, agent_settings, client
 
 
 def _event(topic: str, **data) -> dict:
-    return {"topic": topic, "ts": time.time(), "data": data}
+    return {"seq": 0, "topic": topic, "ts": time.time(), "data": data}
 
 
 class Collector:
@@ -78,7 +78,8 @@ async def test_agent_cannot_speak_for_other_nodes_templates_or_instances(tmp_pat
             _event("template.web.deleted", name="web"),
             _event("output.web.1.out", id="web.1", template="web", stream="out", text="FAKE"),
             _event("proc.web.exit", id="web.1", template="web", status=0, signal=None),
-            _event("proc.mine.failed", id="mine.1", template="mine", scope="cluster", node="node1"),
+            _event("proc.mine.failed", id="mine.1", template="mine", ordinal=1, pid=None, ts=1.0,
+                   reason="forged", scope="cluster", node="node1"),
             _event("output.mine.1.out", id="mine.1", template="mine", stream="out", text="mine"),
         ]})
         await poll_until(lambda: controller.status()["agent_events_dropped"]["total"] >= 4, timeout=5, what="the drops")

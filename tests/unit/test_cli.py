@@ -117,6 +117,8 @@ class TestGafferctlArguments:
         (["logs", "web", "-n", "x"], "Invalid value for '-n' / '--lines': expected an integer, got 'x'"),
         (["logs", "web", "-n", "100001"], "Invalid value for '-n' / '--lines': must be at most 100000, got 100001"),
         (["events", "x" * 2000], "a topic prefix is at most"),
+        (["events", "--since", "-1"], "Invalid value for '--since': must be >= 0, got -1"),
+        (["events", "--since", "x"], "Invalid value for '--since': expected an integer, got 'x'"),
         (["nodes", "--bogus"], "No such option '--bogus'"),
     ])
     def test_usage_errors(self, args, says):
@@ -188,6 +190,8 @@ class TestGafferArguments:
         (["start", "-c", "web=-1"], "Invalid value for --concurrency: web: the count must be a whole number 0..1,000,000, got 'web=-1'"),
         (["start", "-c", "web=1000001"], "web: the count must be at most 1,000,000"),
         (["start", "--max-per-template", "nan"], "Invalid value for '--max-per-template'"),
+        (["start", "--event-buffer", "0"], "Invalid value for '--event-buffer'"),
+        (["start", "--event-buffer", "10000001"], "Invalid value for '--event-buffer'"),
         (["run"], "Missing argument 'NAME'"),
     ])
     def test_usage_errors(self, args, says):

@@ -59,6 +59,8 @@ class TestControllerSettings:
         ("max_per_template = 0", "max_per_template: must be >= 1, got 0"),
         ("max_per_template = 2000000", "max_per_template: must be <= 1e+06"),
         ("max_instances = 100000000000", "max_instances: must be <= 1e+07"),
+        ("event_buffer = 0", "event_buffer: must be >= 1, got 0"),
+        ("event_buffer = 10000001", "event_buffer: must be <= 1e+07"),
         ("backup_every = nan", "backup_every: must be a finite number, got nan"),
         ("backup_keep = 0", "backup_keep: must be >= 1, got 0"),
         ("heartbeat = 3600\ndown_misses = 1000\nsuspect_misses = 999", "heartbeat x down_misses must be at most 86400"),
@@ -77,6 +79,14 @@ class TestControllerSettings:
         path = write(tmp_path / "c.toml", "max_per_template = 5\nmax_instances = 50\n")
         given = controller_daemon.build_settings({}, path)
         assert (given.max_per_template, given.max_instances) == (5, 50)
+
+
+    def test_event_buffer_defaults_to_100000_and_comes_from_the_file_or_the_option(self, tmp_path: Path) -> None:
+        """event_buffer: 100,000 by default; the file sets it; the option wins over the file."""
+        assert controller_daemon.build_settings({}, None).event_buffer == 100_000
+        path = write(tmp_path / "c.toml", "event_buffer = 500\n")
+        assert controller_daemon.build_settings({}, path).event_buffer == 500
+        assert controller_daemon.build_settings({"event_buffer": 7}, path).event_buffer == 7
 
 
 class TestAgentPaths:

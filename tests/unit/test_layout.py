@@ -46,7 +46,7 @@ ALLOWED = {
 """For each package of gaffer (``client`` is ``gaffer/client/``, ``gaffer`` the package's
 ``__init__``), the packages its modules may import."""
 
-PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership", "attended")
+PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership", "attended", "outbox", "batches")
 SHELL_MODULES = ("asyncio", "socket", "subprocess", "zmq", "time", "psutil")
 
 

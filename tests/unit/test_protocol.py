@@ -149,10 +149,10 @@ BODIES = {
     }),
     "events": st.fixed_dictionaries({
         "events": st.lists(
-            st.fixed_dictionaries({"topic": topics, "ts": times, "data": plain_maps}),
+            st.fixed_dictionaries({"seq": counters, "topic": topics, "ts": times, "data": plain_maps}),
             max_size=4,
         ),
-    }),
+    }, optional={"lost": counters}),
     "ack": st.fixed_dictionaries({
         "generation": counters,
         "ok": st.booleans(),
@@ -168,7 +168,9 @@ BODIES = {
         "controller": words,
         "heartbeat": st.floats(0.001, 3_600),
         "timeout": st.floats(0.001, 86_400),
+        "events_upto": counters,
     }),
+    "events_ack": st.fixed_dictionaries({"upto": counters}),
     "refuse": st.fixed_dictionaries({"code": words, "message": st.text(max_size=100)}),
     "beat": st.fixed_dictionaries({"generation": counters}),
     "assign": assignments(),

@@ -49,6 +49,7 @@ log = logging.getLogger("gaffer.keeper_client")
 OUTBOX_LIMIT = 4 * 1024 * 1024
 OUTBOX_FDS = 4096
 LOG_ROTATE_BYTES = 1024 * 1024
+GAFFER_ROOT = Path(__file__).resolve().parents[3]  # the directory holding the gaffer package
 
 
 @dataclass(frozen=True)
@@ -413,10 +414,7 @@ async def spawn_keeper(
     race; connect to it) or ``error: ...``.
     """
     loop = asyncio.get_running_loop()
-    argv = [sys.executable, "-m", "gaffer.agent.keeper", "--socket", path, "--detach"]
-    for flag, value in (("--idle-timeout", idle_timeout), ("--buffer-kib", buffer_kib), ("--max-fds", max_fds)):
-        if value is not None:
-            argv += [flag, str(value)]
+    argv, env = keeper_command(path, idle_timeout=idle_timeout, buffer_kib=buffer_kib, max_fds=max_fds)
     log_file = Path(log_path) if log_path is not None else Path(path).parent / "keeper.log"
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -435,6 +433,7 @@ async def spawn_keeper(
             start_new_session=True,
             close_fds=True,
             cwd="/",
+            env=env,
         )
     except OSError as exc:
         os.close(ready_r)
@@ -454,6 +453,22 @@ async def spawn_keeper(
     finally:
         reaper.disown(proc.pid)
     return line or f"error: the keeper exited before it was ready (see {log_file})"
+
+
+def keeper_command(
+    path: str, *, idle_timeout: float | None = None, buffer_kib: int | None = None, max_fds: int | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment an agent starts a keeper with (``--detach``, ``--ready-fd`` aside).
+
+    ``-S`` leaves ``site`` out (its modules and .pth files, about 2 MB of a process that must
+    stay under 10 MB), so ``PYTHONPATH`` names the one directory the keeper imports from: the
+    one holding this ``gaffer`` (the keeper needs nothing else, not even msgpack).
+    """
+    argv = [sys.executable, "-S", "-m", "gaffer.agent.keeper", "--socket", path, "--detach"]
+    for flag, value in (("--idle-timeout", idle_timeout), ("--buffer-kib", buffer_kib), ("--max-fds", max_fds)):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv, {**os.environ, "PYTHONPATH": str(GAFFER_ROOT)}
 
 
 def _open_log(path: Path) -> int:

@@ -3,17 +3,18 @@
 This is its entry point (``python -m gaffer.agent.keeper``, which ``client.spawn_keeper``
 runs): the arguments, the lock file that makes one keeper serve a socket, the listening
 socket, the descriptor budget, and the ready line the launching agent waits for. The loop
-itself is ``server.Keeper``.
+itself is ``server.Keeper``. The arguments are read here rather than by ``argparse``, which
+brings ``re`` and ``gettext`` (0.8 MB) into a process that must stay under 10 MB.
 """
 
 from __future__ import annotations
 
-import argparse
+import _socket
 import fcntl
 import os
 import resource
-import socket
 import stat
+import sys
 
 from gaffer.agent.keeper.framing import MAX_BUFFER_KIB
 from gaffer.agent.keeper.logline import log
@@ -48,7 +49,7 @@ def take_lock(path: str) -> int:
     return fd
 
 
-def bind(path: str) -> socket.socket:
+def bind(path: str) -> _socket.socket:
     """Listen on ``path`` (mode 0600); a stale socket there is replaced, anything else refused."""
     if len(os.fsencode(path)) > 107:
         raise StartupError(f"--socket: {path!r} is longer than the 107 bytes a unix socket path allows")
@@ -58,7 +59,7 @@ def bind(path: str) -> socket.socket:
         os.unlink(path)
     except FileNotFoundError:
         pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
         sock.bind(path)
@@ -85,20 +86,61 @@ def fd_budget(requested: int | None) -> int:
     return budget if requested is None else min(requested, budget)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gaffer.agent.keeper", description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True, help="unix socket path (in the agent's state dir)")
-    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT,
-                        help="exit after this many seconds with nothing held and no agent")
-    parser.add_argument("--buffer-kib", type=int, default=DEFAULT_BUFFER_KIB,
-                        help="newest output kept per stream while no agent is connected")
-    parser.add_argument("--max-fds", type=int, help="hold at most this many descriptors")
-    parser.add_argument("--ready-fd", type=int, help="write 'ready' or 'error: ...' here once listening")
-    parser.add_argument("--detach", action="store_true", help="fork into the background once listening")
-    return parser
+USAGE = """usage: python -m gaffer.agent.keeper --socket PATH [options]
+
+  --socket PATH         unix socket path (in the agent's state dir); required
+  --idle-timeout SECS   exit after this many seconds with nothing held and no agent (default 60)
+  --buffer-kib KIB      newest output kept per stream while no agent is connected (default 64)
+  --max-fds N           hold at most this many descriptors
+  --ready-fd FD         write 'ready PID' or 'error: ...' here once listening
+  --detach              fork into the background once listening
+"""
+VALUED = {"--socket": str, "--idle-timeout": float, "--buffer-kib": int, "--max-fds": int, "--ready-fd": int}
 
 
-def _limits(args: argparse.Namespace) -> Limits:
+class Options:
+    """The command line, parsed: one attribute per option (``--idle-timeout`` is ``idle_timeout``)."""
+
+    __slots__ = ("socket", "idle_timeout", "buffer_kib", "max_fds", "ready_fd", "detach")
+
+    def __init__(self) -> None:
+        self.socket: str = ""
+        self.idle_timeout = DEFAULT_IDLE_TIMEOUT
+        self.buffer_kib = DEFAULT_BUFFER_KIB
+        self.max_fds: int | None = None
+        self.ready_fd: int | None = None
+        self.detach = False
+
+
+def parse_args(argv: list[str]) -> Options:
+    """``--name value``, ``--name=value`` and ``--detach``; anything else is a StartupError naming it."""
+    options = Options()
+    args = iter(argv)
+    for arg in args:
+        if arg == "--detach":
+            options.detach = True
+            continue
+        name, has_value, value = arg.partition("=")
+        kind = VALUED.get(name)
+        if kind is None:
+            raise StartupError(f"{arg}: unknown option (use --socket, --idle-timeout, --buffer-kib, "
+                               "--max-fds, --ready-fd, --detach)")
+        if not has_value:
+            following = next(args, None)
+            if following is None:
+                raise StartupError(f"{name}: expects a value")
+            value = following
+        try:
+            setattr(options, name[2:].replace("-", "_"), kind(value))
+        except ValueError:
+            what = "a number" if kind is float else "an integer"
+            raise StartupError(f"{name}: expected {what}, got {value!r}") from None
+    if not options.socket:
+        raise StartupError("--socket: required (the unix socket path in the agent's state dir)")
+    return options
+
+
+def _limits(args: Options) -> Limits:
     if not 0 < args.idle_timeout <= 86400:
         raise StartupError("--idle-timeout: must be more than 0 and at most 86400 seconds")
     if not 1 <= args.buffer_kib <= MAX_BUFFER_KIB:
@@ -119,7 +161,15 @@ def _report(ready_fd: int | None, line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        sys.stdout.write(USAGE)
+        return 0
+    try:
+        args = parse_args(argv)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         limits = _limits(args)
         lock_fd = take_lock(args.socket)

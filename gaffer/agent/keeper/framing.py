@@ -1,6 +1,7 @@
 """The keeper's frame codec, shared by the keeper (server.py) and the agent (client.py).
 
-Wire: each frame is a ``!IB`` header (body length, number of descriptors) and a msgpack map.
+Wire: each frame is a ``!IB`` header (body length, number of descriptors) and a msgpack map
+(packed by ``packing``, plain Python: see there why not the msgpack package).
 Descriptors travel as SCM_RIGHTS in the same ``sendmsg`` as the frame's first byte, so the
 kernel hands them over no later than the header; the receiver queues them and each frame takes
 as many as its header declares. Requests carry ``op`` and ``id``; every reply echoes the ``id``
@@ -10,26 +11,31 @@ with ``ok`` or ``error: {code, message}``. On accept the keeper sends ``welcome`
 A keeper outlives the agent that started it, so a new agent talks to a keeper started by an
 older one: this format is kept byte for byte within a ``PROTOCOL`` (tests/fixtures holds a
 recorded conversation of protocol 1 that today's code must reproduce).
+
+Both sides use this module, the keeper on a bare ``_socket.socket`` and the agent on a
+``socket.socket`` (its subclass): the keeper imports neither ``socket`` (with ``enum``, about
+0.6 MB) nor ``array`` and ``collections`` (0.5 MB), so descriptors are packed with ``struct``.
 """
 
 from __future__ import annotations
 
-import array
-import collections
 import os
-import socket
 import struct
+from _socket import CMSG_SPACE, MSG_CMSG_CLOEXEC, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET
 
-import msgpack
+from gaffer.agent.keeper.packing import UnpackError, pack, unpack
 
 TYPE_CHECKING = False  # typing itself is not imported: see the package docstring
 if TYPE_CHECKING:
     from typing import Any
 
+    from _socket import socket
+
 PROTOCOL = 1
 HEADER = struct.Struct("!IB")
 MAX_FDS_PER_FRAME = 253
-ANC_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_FRAME * array.array("i").itemsize)
+FD_SIZE = struct.calcsize("i")
+ANC_SPACE = CMSG_SPACE(MAX_FDS_PER_FRAME * FD_SIZE)
 MAX_REQUEST = 64 * 1024
 MAX_BUFFER_KIB = 4096
 MAX_REPLY = 2 * MAX_BUFFER_KIB * 1024 + 64 * 1024
@@ -40,7 +46,7 @@ RECV_CHUNK = 262144
 
 def encode_frame(body: dict[str, Any], nfds: int = 0) -> bytes:
     """One frame: header then the msgpack body."""
-    data = msgpack.packb(body, use_bin_type=True)
+    data = pack(body)
     return HEADER.pack(len(data), nfds) + data
 
 
@@ -68,7 +74,7 @@ class FrameDecoder:
     def __init__(self, max_body: int) -> None:
         self.max_body = max_body
         self._buf = bytearray()
-        self._fds: collections.deque[int] = collections.deque()
+        self._fds: list[int] = []
         self._skip = 0
 
     def feed(self, data: bytes, fds: list[int]) -> list[Frame]:
@@ -98,47 +104,48 @@ class FrameDecoder:
         return frames
 
     def _take(self, count: int) -> list[int]:
-        return [self._fds.popleft() for _ in range(min(count, len(self._fds)))]
+        taken = self._fds[:count]
+        del self._fds[:count]
+        return taken
 
     def _untake(self, fds: list[int]) -> None:
-        self._fds.extendleft(reversed(fds))
+        self._fds[:0] = fds
 
     def close(self) -> None:
         """Close descriptors that arrived but were never claimed by a frame."""
-        while self._fds:
-            close_fd(self._fds.popleft())
+        fds, self._fds = self._fds, []
+        for fd in fds:
+            close_fd(fd)
 
 
 def _decode(raw: bytes, fds: list[int], declared: int) -> Frame:
     if len(fds) != declared:
         return Frame(None, fds, f"frame declared {declared} descriptors but {len(fds)} arrived")
     try:
-        body = msgpack.unpackb(raw, raw=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        body = unpack(raw)
+    except UnpackError as exc:
         return Frame(None, fds, f"body is not msgpack: {exc}")
     if not isinstance(body, dict):
         return Frame(None, fds, f"body must be a map, got {type(body).__name__}")
     return Frame(body, fds)
 
 
-def recv_with_fds(sock: socket.socket, size: int = RECV_CHUNK) -> tuple[bytes, list[int], bool]:
+def recv_with_fds(sock: socket, size: int = RECV_CHUNK) -> tuple[bytes, list[int], bool]:
     """One ``recvmsg``: data, descriptors (close-on-exec), and whether some were truncated."""
-    data, ancillary, flags, _ = sock.recvmsg(size, ANC_SPACE, socket.MSG_CMSG_CLOEXEC)
+    data, ancillary, flags, _ = sock.recvmsg(size, ANC_SPACE, MSG_CMSG_CLOEXEC)
     fds: list[int] = []
     for level, kind, cdata in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            got = array.array("i")
-            got.frombytes(cdata[: len(cdata) - len(cdata) % got.itemsize])
-            fds.extend(got)
-    return data, fds, bool(flags & socket.MSG_CTRUNC)
+        if level == SOL_SOCKET and kind == SCM_RIGHTS:
+            count = len(cdata) // FD_SIZE
+            fds.extend(struct.unpack_from(f"{count}i", cdata))
+    return data, fds, bool(flags & MSG_CTRUNC)
 
 
-def send_with_fds(sock: socket.socket, data: bytes | memoryview, fds: list[int] | tuple[int, ...]) -> int:
+def send_with_fds(sock: socket, data: bytes | memoryview, fds: list[int] | tuple[int, ...]) -> int:
     """One ``sendmsg``; the descriptors go with the first byte sent."""
     if fds:
-        return sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        return sock.sendmsg([data], [(SOL_SOCKET, SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
     return sock.send(data)
-
 
 
 def close_fd(fd: int) -> None:

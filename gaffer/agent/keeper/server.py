@@ -1,6 +1,6 @@
 """The keeper process's loop: it holds pipe ends for the agent, and drains them while no agent is there.
 
-It is single-threaded (one ``selectors`` loop), bounded everywhere (held descriptors by
+It is single-threaded (one ``epoll`` loop), bounded everywhere (held descriptors by
 RLIMIT_NOFILE, buffers per stream, request sizes, the reply queue) and answers a malformed
 request with an error rather than crashing. With no agent and no live stream for
 ``--idle-timeout`` seconds it exits by itself (``idle_left``): an output pipe is live until
@@ -11,18 +11,19 @@ however much it buffered.
 Requests (``op``): ``deposit`` (a key and its pipe ends), ``release`` (all of a key, or some
 streams), ``reclaim`` (every key handed back with fresh descriptors and drained bytes, one
 ``item`` frame each, then ``ok``), ``status`` (counters, and one key's details).
+
+It runs on the builtin modules under the standard ones (``_socket``, ``_signal``, ``select``'s
+epoll rather than ``socket``, ``signal`` and ``selectors``): those bring ``enum``,
+``collections`` and ``functools`` along, about 1 MB of a keeper that must stay under 10 MB.
 """
 
 from __future__ import annotations
 
-import collections
+import _signal
+import _socket
 import fcntl
-import functools
 import os
 import select
-import selectors
-import signal
-import socket
 import stat
 import struct
 import time
@@ -40,15 +41,19 @@ from gaffer.agent.keeper.framing import (
     send_with_fds,
 )
 from gaffer.agent.keeper.logline import log
+from gaffer.agent.keeper.poller import READ, WRITE, Poller
 
 TYPE_CHECKING = False  # typing itself is not imported: see the package docstring
 if TYPE_CHECKING:
     from typing import Any, Callable
 
+    from gaffer.agent.keeper.poller import Handler
+
 DRAINED = ("out", "err")
 READ_CHUNK = 65536
 OUTBOX_HIGH = 1024 * 1024
 MAX_ERROR_LOGS = 100
+SIGNAL_NAMES = {_signal.SIGTERM: "SIGTERM", _signal.SIGINT: "SIGINT"}
 
 
 class RequestError(Exception):
@@ -90,23 +95,24 @@ class Limits:
 class _Conn:
     """The agent's connection: inbound frames, and replies waiting for the socket."""
 
-    def __init__(self, sock: socket.socket, peer_pid: int) -> None:
+    def __init__(self, sock: _socket.socket, peer_pid: int) -> None:
         self.sock = sock
         self.peer_pid = peer_pid
         self.decoder = FrameDecoder(MAX_REQUEST)
-        self.outbox: collections.deque[list[Any]] = collections.deque()
+        self.outbox: list[list[Any]] = []
         self.outbox_bytes = 0
         self.errors = 0
         self.events = 0
+        self.handler: Handler = _ignore
 
 
 class Keeper:
     """The keeper's loop. ``run`` returns the reason it stopped."""
 
-    def __init__(self, listener: socket.socket, limits: Limits) -> None:
+    def __init__(self, listener: _socket.socket, limits: Limits) -> None:
         self.limits = limits
         self._listener = listener
-        self._sel = selectors.DefaultSelector()
+        self._sel = Poller()
         self._held: dict[str, Held] = {}
         self._nfds = 0
         self._agent: _Conn | None = None
@@ -114,22 +120,22 @@ class Keeper:
         self._stop: str | None = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         listener.setblocking(False)
-        self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._sel.register(listener.fileno(), READ, self._on_accept)
+        self._sel.register(self._wake_r, READ, self._on_wake)
 
     def run(self) -> str:
-        signal.set_wakeup_fd(self._wake_w)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        _signal.set_wakeup_fd(self._wake_w)
+        for signum in SIGNAL_NAMES:
+            _signal.signal(signum, self._on_signal)
+        _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
         while self._stop is None:
             timeout = self._idle_left()
             if timeout is not None and timeout <= 0:
                 self._stop = f"idle: nothing held and no agent for {self.limits.idle_timeout:g}s"
                 break
-            for key, mask in self._sel.select(timeout):
+            for handler, mask in self._sel.select(timeout):
                 try:
-                    key.data(mask)
+                    handler(mask)
                 except Exception as exc:  # a bug must not drop every held pipe with the keeper
                     log.error("internal error, carrying on: %r", exc)
         self._shutdown()
@@ -143,7 +149,7 @@ class Keeper:
         return left
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop = f"signal {signal.Signals(signum).name}"
+        self._stop = f"signal {SIGNAL_NAMES.get(signum, signum)}"
 
     def _on_wake(self, mask: int) -> None:
         try:
@@ -163,11 +169,12 @@ class Keeper:
 
     def _on_accept(self, mask: int) -> None:
         try:
-            sock, _ = self._listener.accept()
+            fd, _ = self._listener._accept()  # what socket.socket.accept calls: close-on-exec
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)
-        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
         if uid not in (0, os.geteuid()):
             self._refuse(sock, "forbidden", f"uid {uid} may not use this keeper (it runs as uid {os.geteuid()})")
             return
@@ -181,13 +188,14 @@ class Keeper:
             log.warning("refused agent pid %d: agent pid %d is connected", pid, self._agent.peer_pid)
             return
         conn = self._agent = _Conn(sock, pid)
-        conn.events = selectors.EVENT_READ
-        self._sel.register(sock, conn.events, functools.partial(self._on_agent, conn))
+        conn.handler = lambda mask: self._on_agent(conn, mask)
+        conn.events = READ
+        self._sel.register(sock.fileno(), conn.events, conn.handler)
         draining = sum(1 for held in self._held.values() if held.draining)
         log.info("agent pid %d connected; holding %d keys (%d draining)", pid, len(self._held), draining)
         self._send({"op": "welcome", "protocol": PROTOCOL, "pid": os.getpid(), "held": len(self._held)})
 
-    def _refuse(self, sock: socket.socket, code: str, message: str) -> None:
+    def _refuse(self, sock: _socket.socket, code: str, message: str) -> None:
         try:
             sock.send(encode_frame({"op": "refused", "error": {"code": code, "message": message}}))
         except OSError:
@@ -195,9 +203,9 @@ class Keeper:
         sock.close()
 
     def _on_agent(self, conn: _Conn, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE and self._agent is conn:
+        if mask & WRITE and self._agent is conn:
             self._flush()
-        if mask & selectors.EVENT_READ and self._agent is conn:
+        if mask & READ and self._agent is conn:
             self._read_agent()
 
     def _read_agent(self) -> None:
@@ -237,7 +245,7 @@ class Keeper:
         conn = self._agent
         assert conn is not None
         self._agent = None
-        self._sel.unregister(conn.sock)
+        self._sel.unregister(conn.sock.fileno())
         conn.decoder.close()
         for _, fds in conn.outbox:
             for fd in fds:
@@ -287,19 +295,19 @@ class Keeper:
             conn.outbox[0] = [data[sent:], []]
             conn.outbox_bytes -= sent
             if sent == len(data):
-                conn.outbox.popleft()
+                del conn.outbox[0]
         self._watch_agent()
 
     def _watch_agent(self) -> None:
         """Write interest while replies wait; read interest only while the reply queue is short."""
         conn = self._agent
         assert conn is not None
-        events = selectors.EVENT_WRITE if conn.outbox else 0
+        events = WRITE if conn.outbox else 0
         if conn.outbox_bytes <= OUTBOX_HIGH:
-            events |= selectors.EVENT_READ
+            events |= READ
         if events != conn.events:
             conn.events = events
-            self._sel.modify(conn.sock, events, functools.partial(self._on_agent, conn))
+            self._sel.modify(conn.sock.fileno(), events, conn.handler)
 
     # ------------------------------------------------------------------------- requests
 
@@ -465,7 +473,7 @@ class Keeper:
                 continue
             os.set_blocking(fd, False)
             callback = self._on_pipe if name in DRAINED else self._on_stdin
-            self._sel.register(fd, selectors.EVENT_READ, functools.partial(callback, key, held, name))
+            self._sel.register(fd, READ, _bind(callback, key, held, name))
             held.watched.add(name)
             count += name in DRAINED
         return count
@@ -546,7 +554,16 @@ def _check_stream(where: str, name: Any, fd: int) -> None:
         raise RequestError("invalid_request", f"{where}: descriptor for {name!r} must be a pipe's {end} end")
 
 
-def _hung_up(sock: socket.socket) -> bool:
+def _ignore(mask: int) -> None:
+    """The handler of a connection not registered yet."""
+
+
+def _bind(callback: Callable[[str, Held, str, int], None], key: str, held: Held, name: str) -> Handler:
+    """``callback`` with its stream named: the handler of one held descriptor."""
+    return lambda mask: callback(key, held, name, mask)
+
+
+def _hung_up(sock: _socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, select.POLLIN | select.POLLRDHUP)
     return any(events & (select.POLLHUP | select.POLLRDHUP) for _, events in poller.poll(0))
