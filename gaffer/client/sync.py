@@ -129,9 +129,14 @@ class Client:
                     if link.saw(monitor.recv_multipart(zmq.NOBLOCK)):
                         yield from self._carry(resume, resume.reconnected())
                 for _ in range(RECV_BATCH):
-                    if not _readable(sock):
+                    # Copied, and tried rather than asked first: for an event's few hundred
+                    # bytes, a zero-copy Frame and a ZMQ_EVENTS check per message cost more
+                    # than the rest of reading it (6.2 vs 2.6 us a message).
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
                         break
-                    body = wire.event_body(sock.recv_multipart(zmq.NOBLOCK, copy=False)[-1].buffer)
+                    body = wire.event_body(frames[-1])
                     if body is not None:
                         yield from self._carry(resume, resume.published(body))
         finally:

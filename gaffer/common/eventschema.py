@@ -131,19 +131,26 @@ _PROC = {
 # ---------------------------------------------------------------- output.<template>.<ordinal>.<stream>
 
 _OUTPUT_BASE = {"node": _NAME, "id": _ID, "template": _NAME, "stream": s.one_of(("out", "err"))}
-_OUTPUT_EXTRA = {"ts": _TIME, "pid": _PID, "line": s.integer(1, MAX_INT)}
-_LINES = s.struct({**_OUTPUT_BASE, "text": s.string(MAX_TEXT)}, optional=_OUTPUT_EXTRA)
+_OUTPUT_EXTRA = {"ts": _TIME, "pid": _PID}
+_LINE = {"line": s.integer(1, MAX_INT)}
+"""The number of the first line (or first skipped line) in its instance's stream: how a reader
+knows lines are missing. Every agent that speaks this protocol sends it."""
+_LINES = s.struct({**_OUTPUT_BASE, **_LINE, "text": s.string(MAX_TEXT)}, optional=_OUTPUT_EXTRA)
 _SKIPPED = s.struct(
-    {**_OUTPUT_BASE, "skipped": s.integer(1, MAX_INT), "skipped_bytes": _COUNT},
+    {**_OUTPUT_BASE, **_LINE, "skipped": s.integer(1, MAX_INT), "skipped_bytes": _COUNT},
     optional=_OUTPUT_EXTRA,
 )
 _OUTPUT_CHECK = _when_present("skipped", _SKIPPED, _LINES)
 _OUTPUT = {("output", "out"): _OUTPUT_CHECK, ("output", "err"): _OUTPUT_CHECK}
 _BUS_LINES = s.struct(
     {**_OUTPUT_BASE, "text": s.string(MAX_TEXT)},
-    optional={**_OUTPUT_EXTRA, "lines": s.integer(1, MAX_INT)},
+    optional={**_OUTPUT_EXTRA, **_LINE, "lines": s.integer(1, MAX_INT)},
 )
-_BUS_OUTPUT_CHECK = _when_present("skipped", _SKIPPED, _BUS_LINES)
+_BUS_SKIPPED = s.struct(
+    {**_OUTPUT_BASE, "skipped": s.integer(1, MAX_INT), "skipped_bytes": _COUNT},
+    optional={**_OUTPUT_EXTRA, **_LINE},
+)
+_BUS_OUTPUT_CHECK = _when_present("skipped", _BUS_SKIPPED, _BUS_LINES)
 _BUS_OUTPUT = {("output", "out"): _BUS_OUTPUT_CHECK, ("output", "err"): _BUS_OUTPUT_CHECK}
 """On an agent's bus, lines also say how many they are (``lines``): the capture counted them,
 so no local subscriber counts again. The link does not forward it."""

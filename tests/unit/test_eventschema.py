@@ -113,7 +113,7 @@ async def test_every_event_a_manager_publishes_fits_the_agent_and_cluster_schema
 def test_skip_markers_of_the_follow_budget_fit_the_output_schema():
     """The link's skipped-lines markers (``skipped``, ``skipped_bytes``) fit once stamped."""
     followers = Followers(stream=Limit(lines=2, bytes=1_000, burst=1.0))
-    data = {"node": "n1", "id": "web.1", "template": "web", "stream": "err", "ts": 5.0,
+    data = {"node": "n1", "id": "web.1", "template": "web", "stream": "err", "ts": 5.0, "line": 1,
             "text": "\n".join(str(i) for i in range(10))}
     out = followers.offer("output.web.1.err", data, 0.0) + followers.markers(1.0) + followers.markers(2.0)
     kinds = {"text" in d or "skipped" in d for _, d in out}

@@ -666,3 +666,40 @@ class TestBadMessages:
         """A table that can hold nobody is a configuration mistake."""
         with pytest.raises(ValueError):
             BadMessages(max_peers=0)
+
+
+_EVENT_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**64), 2**64), st.floats(allow_nan=True),
+    st.text(max_size=3), st.binary(max_size=3), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+_EVENT_BODIES = st.dictionaries(
+    st.one_of(st.sampled_from(["seq", "topic", "ts", "data", "prev", "other"]), st.binary(max_size=2)),
+    st.one_of(
+        _EVENT_VALUES,
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3)), _EVENT_VALUES, max_size=4),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=400)
+@given(st.one_of(
+    _EVENT_BODIES,
+    st.fixed_dictionaries(
+        {"seq": st.integers(-1, 2**64), "topic": st.text(max_size=300), "ts": st.floats(allow_nan=True),
+         "data": st.dictionaries(st.text(max_size=3), _EVENT_VALUES, max_size=4)},
+        optional={"prev": st.dictionaries(st.text(max_size=3), st.integers(-1, 2**64), max_size=3)},
+    ),
+))
+def test_the_event_fast_check_accepts_exactly_what_the_event_schema_accepts(body):
+    """The inline check subscribers run on every event never lets through a body the `event`
+    schema refuses, and refuses with the schema's own message."""
+    def outcome(check):
+        try:
+            check(body)
+        except Exception as exc:  # noqa: BLE001 - comparing how two checks fail
+            return type(exc).__name__, str(exc)
+        return None
+
+    assert outcome(protocol._check_event) == outcome(protocol._EVENT_SCHEMA)
