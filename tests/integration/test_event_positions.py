@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gaffer.client import AsyncClient
+from gaffer.client import AsyncClient, EventsLost, ReceivedEvent, Snapshot
 from gaffer.controller import offline
 from gaffer.controller.position_rows import BLOCK
 from gaffer.controller.store import Store
@@ -128,6 +128,41 @@ async def test_a_clean_stop_lets_a_caught_up_subscriber_resume_without_loss(daem
     assert not resumed["too_old"] and [e["seq"] for e in resumed["events"]] == after
     behind = await daemon.call("replay", since=max(before) - 1, prefixes=[""])
     assert behind["too_old"] and behind["horizon"] == max(before)
+
+
+async def test_a_subscriber_across_a_crash_gets_the_lost_range_a_snapshot_then_new_events(daemon):
+    """A Client.events subscriber that had every event, across SIGKILL and restart: once it
+    reconnects (no new event needed), one EventsLost naming exactly the range the dead
+    incarnation took with it, a Snapshot that holds the template, then the new incarnation's
+    events, each once."""
+    await daemon.start()
+    await daemon.call("apply", templates=[{"name": "web", "cmd": "true", "numprocesses": 0}])
+    subscriber = AsyncClient(daemon.endpoint, timeout=5.0)
+    items: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def read() -> None:
+        async for item in subscriber.events(["template.web."], since=0):
+            items.put_nowait(item)
+
+    reader = asyncio.get_running_loop().create_task(read())
+    try:
+        async with asyncio.timeout(DEADLINE):
+            created = await items.get()
+            assert isinstance(created, ReceivedEvent) and created.topic == "template.web.created"
+            await daemon.stop(signal.SIGKILL)
+            await daemon.start()
+            horizon = (await daemon.call("status"))["event_log"]["horizon"]
+            lost, snapshot = await items.get(), await items.get()
+            await daemon.call("scale", name="web", count=2)
+            scaled = await items.get()
+        assert lost == EventsLost(created.seq + 1, horizon)
+        assert isinstance(snapshot, Snapshot) and [t["name"] for t in snapshot.templates] == ["web"]
+        assert isinstance(scaled, ReceivedEvent) and scaled.topic == "template.web.scaled"
+        assert scaled.seq > snapshot.position >= horizon and items.empty()
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await subscriber.close()
 
 
 class TestReservation:

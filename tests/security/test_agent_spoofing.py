@@ -80,7 +80,7 @@ async def test_agent_cannot_speak_for_other_nodes_templates_or_instances(tmp_pat
             _event("proc.web.exit", id="web.1", template="web", status=0, signal=None),
             _event("proc.mine.failed", id="mine.1", template="mine", ordinal=1, pid=None, ts=1.0,
                    reason="forged", scope="cluster", node="node1"),
-            _event("output.mine.1.out", id="mine.1", template="mine", stream="out", text="mine"),
+            _event("output.mine.1.out", id="mine.1", template="mine", stream="out", line=1, text="mine"),
         ]})
         await poll_until(lambda: controller.status()["agent_events_dropped"]["total"] >= 4, timeout=5, what="the drops")
         await _marker(admin, collector, "after")
