@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, NamedTuple, Union
 
 from gaffer.client.answers import MAX_PREV, check_replay, check_snapshot
 from gaffer.client.wire import ReceivedEvent
@@ -108,10 +108,15 @@ Item = Union[ReceivedEvent, EventsLost, Snapshot]
 Ask = Union[Replay, SnapshotPage]
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
+    """What to deliver now, and what to ask the controller next (None: nothing). A named
+    tuple: one is made per event, and a frozen dataclass took twice as long to build."""
+
     deliver: tuple[Item, ...] = ()
     ask: Ask | None = None
+
+
+NOTHING = Step()
 
 
 def check_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
@@ -169,9 +174,10 @@ class Resume:
 
     def published(self, body: dict[str, Any]) -> Step:
         """A live event's body (``seq``, ``topic``, ``ts``, ``data``, optional ``prev``)."""
-        event = ReceivedEvent(body["seq"], body["topic"], body["ts"], body["data"])
-        if not self._matches(event.topic):
-            return Step()
+        topic = body["topic"]
+        if not topic.startswith(self.cover):
+            return NOTHING
+        event = ReceivedEvent(body["seq"], topic, body["ts"], body["data"])
         prev = body.get("prev")
         if self._asking is not None:
             if len(self._pending) < MAX_PENDING:
@@ -276,7 +282,7 @@ class Resume:
         return Step(ask=self._ask(ask))
 
     def _matches(self, topic: str) -> bool:
-        return any(topic.startswith(prefix) for prefix in self.cover)
+        return topic.startswith(self.cover)
 
     def _confirmed(self, event: ReceivedEvent, prev: dict[str, int] | None) -> bool:
         """Whether no matching event can lie between ``position`` and ``event``."""

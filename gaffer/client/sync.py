@@ -138,7 +138,11 @@ class Client:
                         break
                     body = wire.event_body(frames[-1])
                     if body is not None:
-                        yield from self._carry(resume, resume.published(body))
+                        step = resume.published(body)
+                        if step.ask is None:
+                            yield from step.deliver
+                        else:
+                            yield from self._carry(resume, step)
         finally:
             # No disable_monitor(): after Client.close() the socket is gone already, and closing
             # both (a no-op then) ends the monitor too.
