@@ -233,7 +233,7 @@ async def test_requests_and_heartbeats_go_on_while_a_flood_is_followed(daemons: 
                 assert [r["state"] for r in rows if r["id"] == "flood.1"] == ["running"]
                 status = await daemons.call("status")
                 assert status["nodes"]["up"] == 1
-                await asyncio.sleep(0.05)  # pace the requests over a second of flood
+                await asyncio.sleep(0.05)  # poll: pace the requests over a second of flood
             await poll_until(lambda: f.alive() and f.markers > marks, TIMEOUT, "a skip marker")
         assert [n["state"] for n in await daemons.call("nodes")] == ["up"]
         assert not [topic for topic in seen if topic.endswith((".suspect", ".down"))]
