@@ -22,6 +22,8 @@ an error equal to the one raised on the other side::
     │   ├── LimitExceeded            "limit_exceeded"     a count over a controller's limit
     │   ├── StdinNotEnabled          "stdin_not_enabled"
     │   └── InvalidSignal            "invalid_signal"
+    ├── Forbidden                    "forbidden"          the caller's role may not do this op
+    │                                                     (.op, .role: the least role it needs)
     ├── IllegalTransition            "illegal_transition" an instance state change its lifecycle
     │                                                     forbids (a bug, never the user's input)
     ├── LockHeld                     "lock_held"          a lock file another process holds (.holder)
@@ -212,6 +214,21 @@ class StdinNotEnabled(InvalidRequest):
 
 class InvalidSignal(InvalidRequest):
     code = "invalid_signal"
+
+
+class Forbidden(GafferError):
+    """The caller is known but its role is below what the operation needs (``common/roles.py``).
+
+    ``op`` names the operation, ``role`` the least role that may call it (``viewer``,
+    ``operator``, ``admin``)."""
+
+    code = "forbidden"
+    DETAILS = ("op", "role")
+
+    def __init__(self, op: str, role: str, message: str | None = None) -> None:
+        super().__init__(message or f"{op!r} needs the {role} role")
+        self.op = op
+        self.role = role
 
 
 class IllegalTransition(GafferError):
