@@ -244,6 +244,4 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def routes() -> list[Route]:
-    from gaffer.controller.http import logroutes
-
-    return [Route("GET", "/v1/events", events, Role.VIEWER), *logroutes.routes()]
+    return [Route("GET", "/v1/events", events, Role.VIEWER)]
