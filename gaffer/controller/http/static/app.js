@@ -305,7 +305,7 @@
       const [name, st, labels, load, count] = tr.children;
       setText(name, node.name);
       setState(st, node.state + (node.draining ? " (draining)" : node.cordoned ? " (cordoned)" : ""));
-      tr.className = "state-" + node.state;
+      tr.className = "node-" + node.state;
       const shown = Object.entries(node.labels || {}).map(([k, v]) => `${k}=${v}`).join(" ");
       if (labels.dataset.shown !== shown) {
         labels.dataset.shown = shown;
@@ -318,8 +318,8 @@
   }
 
   function templateRow(name) {
+    if (state.role === "viewer") return cells(el("tr"), 4);
     const tr = cells(el("tr"), 5);
-    if (state.role === "viewer") return tr;
     const actions = tr.children[4];
     const path = `/v1/templates/${encodeURIComponent(name)}`;
     const button = (text, label, run) => {
