@@ -55,6 +55,7 @@ from gaffer.controller.requests import Requests
 from gaffer.controller.server import PeerServer, Session
 from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.staging import Stages
+from gaffer.controller.statcache import StatCache
 from gaffer.controller.store import Store
 from gaffer.controller.ticks import Ticks
 
@@ -83,6 +84,7 @@ class Controller:
         self.stages = Stages()
         self.oneoffs = OneOffs()
         self.changes = Changes()
+        self.stat_cache = StatCache()
         self.store: Store | None = None
         self.backups: Backups | None = None
         self.cluster: Cluster | None = None
@@ -193,9 +195,9 @@ class Controller:
         )
         self.agents = AgentMessages(
             self.nodes, links, self.cluster, self.hub, self.oneoffs, self.changes,
-            settings.liveness, self.id, self.now,
+            settings.liveness, self.id, self.now, self.stat_cache,
         )
-        api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self)
+        api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self, self.stat_cache)
         self.requests = Requests({**api.ops(), **EventOps(self.hub.log, api).ops()}, self._reply)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
