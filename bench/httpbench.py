@@ -231,7 +231,7 @@ def measure_peers(run: Run, args: argparse.Namespace) -> None:
             "--calls", str(args.calls), "--gap-ms", str(args.gap * 1000),
             "--sleep", shutil.which("sleep") or "/bin/sleep",
         ]
-        got = peers_run(argv, 300 + 120 * len(args.peer_sizes))
+        got = peers_run(argv, 600 + 600 * len(args.peer_sizes))  # start-up of 1,000 under load, and the calls
         if "error" in got:
             run.problems.append(f"- {name}: {got['error']}")
             continue
