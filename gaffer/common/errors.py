@@ -42,6 +42,9 @@ an error equal to the one raised on the other side::
     │   │                                                 of the change was saved
     │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
     │                                                     export or restore a backup
+    ├── Unauthorized                 "unauthorized"       an HTTP request without a valid token
+    ├── Throttled                    "throttled"          too many failed logins from one peer
+    │                                                     (.retry_after: seconds to wait)
     ├── TooLarge                     "too_large"          an answer bigger than one message:
     │                                                     ask for it in pages (limit/continue)
     ├── KeeperError                  "keeper_error"       the agent's fd keeper
@@ -313,6 +316,23 @@ class StorageDamaged(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "damaged")
+
+
+class Unauthorized(GafferError):
+    """An HTTP request without a valid bearer token."""
+
+    code = "unauthorized"
+
+
+class Throttled(GafferError):
+    """Too many failed logins from one peer: it must wait ``retry_after`` seconds."""
+
+    code = "throttled"
+    DETAILS = ("retry_after",)
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TooLarge(GafferError):

@@ -19,6 +19,7 @@ from gaffer.common.endpoints import (
 )
 from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE
 from gaffer.controller.eventlog import DEFAULT_BUFFER
+from gaffer.controller.http.address import HttpAddress, parse_http
 from gaffer.controller.liveness import Liveness
 
 
@@ -46,6 +47,14 @@ class ControllerSettings:
     """Most instances all templates together may want (``--max-instances``)."""
     event_buffer: int = DEFAULT_BUFFER
     """Events the controller holds for ``replay`` (``--event-buffer``)."""
+    http: str | None = None
+    """``HOST:PORT`` of the HTTP API and dashboard (``--http``); None or ``off``: none."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """The HTTP API's certificate and key (``--tls-cert``, ``--tls-key``): both or neither."""
+    http_optional: bool = False
+    """When ``http`` cannot listen (its port taken), go on without it and say so, instead of
+    refusing to start: ``gaffer start``'s default address, which another run may hold."""
 
     def __post_init__(self) -> None:
         """Refuse a malformed endpoint now, before anything starts."""
@@ -53,6 +62,8 @@ class ControllerSettings:
             parse_endpoint(self.bind, "--bind")
         if self.pub:
             parse_endpoint(self.pub, "--pub")
+        if self.http is not None:
+            parse_http(self.http)
 
     @property
     def control(self) -> Endpoint:
@@ -62,6 +73,11 @@ class ControllerSettings:
         if self.keys is not None:
             return parse_endpoint(DEFAULT_KEYED_BIND)
         return default_control()
+
+    @property
+    def http_address(self) -> HttpAddress | None:
+        """Where the HTTP API listens, or None when it is off."""
+        return parse_http(self.http) if self.http is not None else None
 
     @property
     def events(self) -> Endpoint:
