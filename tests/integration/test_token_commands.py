@@ -17,6 +17,7 @@ from gaffer.cli import ctl
 from gaffer.common.roles import Role
 from gaffer.controller.tokens import PREFIX, Principal
 
+from httpapi import Http
 from inproc import Cluster
 
 
@@ -109,3 +110,22 @@ async def test_dashboard_prints_a_login_url_for_the_caller_s_role(cluster: Clust
     shown = await as_json(cluster, "dashboard", "--url", "https://gaffer.example:8443/")
     assert shown["url"].startswith(f"https://gaffer.example:8443/#login={PREFIX}") and shown["role"] == "admin"
     assert not any(row["name"] == "local" for row in await as_json(cluster, "token", "list"))
+
+
+async def test_dashboard_and_token_secrets_open_the_http_api(cluster: Cluster):
+    """With HTTP on, gafferctl dashboard points at the controller's own address, and its login
+    token, a created token and the admin.token secret each pass the bearer check of
+    GET /v1/status; a revoked one is 401 at once."""
+    controller = await cluster.start_controller(http="127.0.0.1:0")
+    http = Http(controller)
+    try:
+        url = (await gafferctl(cluster, "dashboard")).stdout.strip()
+        assert url.startswith(f"{controller.http.url}/#login={PREFIX}")
+        viewer = (await as_json(cluster, "token", "create", "watch", "--role", "viewer"))["secret"]
+        admin = (controller.settings.data_dir / "admin.token").read_text().strip()
+        for token in (url.partition("#login=")[2], viewer, admin):
+            assert (await http.request("GET", "/v1/status", token)).status == 200
+        await gafferctl(cluster, "token", "revoke", "watch")
+        assert (await http.request("GET", "/v1/status", viewer)).status == 401
+    finally:
+        await http.close()
