@@ -497,8 +497,17 @@ def token_revoke(obj: Context, name: str) -> None:
         sys.exit(1)
 
 
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--url``: an http(s) address in printable ASCII (it is printed, and pasted into browsers)."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isprintable() and value.startswith(("http://", "https://"))) or len(value) > 2048:
+        raise click.BadParameter("must be an http:// or https:// address (printable ASCII, at most 2048 characters)")
+    return value
+
+
 @main.command()
-@click.option("--url", default=None, help=f"The dashboard's base URL [default: the controller's HTTP address, else {DEFAULT_DASHBOARD}].")
+@click.option("--url", default=None, callback=_base_url, help=f"The dashboard's base URL [default: the controller's HTTP address, else {DEFAULT_DASHBOARD}].")
 @json_option
 @click.pass_obj
 def dashboard(obj: Context, url: str | None) -> None:
