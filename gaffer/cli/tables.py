@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
@@ -234,3 +235,23 @@ def drain_text(result: dict[str, Any], wait: float) -> str:
     lines = [f"{result['node']}: {result['remaining']} instances still there after {wait:g}s"]
     lines.extend(f"  {s['template']}: {s['message']}" for s in result.get("stuck") or ())
     return "\n".join(lines)
+
+
+def tokens_table(rows: Sequence[dict[str, Any]], now: float) -> str:
+    """``token list``: name, role, when created (UTC), how long since last used."""
+    def last_used(row: dict[str, Any]) -> str:
+        return "never" if row["last_used"] is None else f"{age(max(0.0, now - row['last_used']))} ago"
+
+    return table(rows, [
+        ("name", lambda r: r["name"]), ("role", lambda r: r["role"]),
+        ("created", lambda r: time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(r["created"]))),
+        ("last used", last_used),
+    ])
+
+
+def token_created_text(result: dict[str, Any]) -> str:
+    """``token create``: the secret alone on its line (easy to copy), and that it is shown once."""
+    return (
+        f"created token {result['name']} ({result['role']}):\n{result['secret']}\n"
+        "This secret is not shown again: store it now (send it as 'Authorization: Bearer <secret>')."
+    )

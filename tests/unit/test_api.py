@@ -35,6 +35,7 @@ from gaffer.controller.liveness import NodeState
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.registry import Node
 from gaffer.controller.requests import Requests
+from gaffer.controller.tokens import LOCAL
 from gaffer.controller.server import Session
 from gaffer.controller.staging import Stages
 from gaffer.controller.store import StoredTemplate
@@ -393,7 +394,7 @@ def session() -> Session:
 
 async def answer(ops: dict[str, Any], op: str, args: dict[str, Any]) -> dict[str, Any]:
     replies: list[dict[str, Any]] = []
-    requests = Requests(ops, lambda _session, body: replies.append(body) or True)
+    requests = Requests(ops, lambda _session, body: replies.append(body) or True, lambda _s: LOCAL)
     requests.receive(session(), protocol.Message(protocol.PROTOCOL_VERSION, "request", 1, {"id": 7, "op": op, "args": args}))
     for _ in range(100):
         if replies:
