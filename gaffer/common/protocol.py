@@ -275,12 +275,57 @@ def _positions(prev: Any) -> bool:
 
 _SCHEMAS["event"] = _check_event
 
+
+def _check_batch(body: Any) -> None:
+    """A ``batch`` of published events: ``{prev, events}``, each event ``[seq, topic, ts,
+    data]`` with flat ``data`` as an ``event``'s, positions ascending. Checked inline (every
+    reader checks every event); an event of another shape goes through the ``event`` schema so
+    the refusal names the field."""
+    if type(body) is not dict or len(body) != 2 or type(body.get("events")) is not list:
+        _BATCH_SHAPE(body)
+        raise s.Invalid("must be {prev, events}")
+    prev, events = body.get("prev"), body["events"]
+    if type(prev) is not int or not 0 <= prev <= MAX_INT:
+        _BATCH_SHAPE(body)
+    if not 1 <= len(events) <= MAX_EVENTS:
+        raise _invalid_at("events", f"must hold 1..{MAX_EVENTS} events, got {len(events)}")
+    last = prev
+    for index, event in enumerate(events):
+        if not (
+            type(event) is list and len(event) == 4
+            and type(event[0]) is int and last < event[0] <= MAX_INT
+            and type(event[1]) is str and 0 < len(event[1]) <= 256
+            and (type(event[2]) is float or type(event[2]) is int) and 0.0 <= event[2] < math.inf
+            and type(event[3]) is dict and len(event[3]) <= MAX_CONTAINER and _flat_map(event[3])
+        ):
+            _batch_event_problem(index, event, last)
+        last = event[0]
+
+
+def _batch_event_problem(index: int, event: Any, last: int) -> None:
+    """Why ``events[index]`` is refused (s.Invalid), or nothing when only the inline check was
+    too strict (nested data the ``event`` schema allows)."""
+    if type(event) is not list or len(event) != 4:
+        raise _invalid_at(f"events[{index}]", f"must be [seq, topic, ts, data], got {s.describe(event)}")
+    if type(event[0]) is int and event[0] <= last:
+        raise _invalid_at(f"events[{index}]", f"positions must ascend past prev: {event[0]} after {last}")
+    try:
+        _EVENT_SCHEMA(dict(zip(("seq", "topic", "ts", "data"), event)))
+    except s.Invalid as exc:
+        error = s.Invalid(exc.message)
+        error.path.extend([*exc.path, f".events[{index}]"])
+        raise error from None
+
+
+_BATCH_SHAPE = s.struct({"prev": _COUNTER, "events": s.list_of(_ANY, MAX_EVENTS, 1)})
+_SCHEMAS["batch"] = _check_batch
+
 KINDS = frozenset(_SCHEMAS)
 AGENT_TO_CONTROLLER = frozenset({"hello", "heartbeat", "report", "events", "ack", "result", "pong"})
 CONTROLLER_TO_AGENT = frozenset({"welcome", "refuse", "beat", "assign", "command", "ping", "events_ack"})
 CLIENT_TO_CONTROLLER = frozenset({"request"})
 CONTROLLER_TO_CLIENT = frozenset({"reply"})
-PUBLISHED = frozenset({"event"})
+PUBLISHED = frozenset({"event", "batch"})
 
 
 def instances_digest(instances: Iterable[Mapping[str, Any]]) -> str:

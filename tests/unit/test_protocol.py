@@ -93,6 +93,17 @@ errors = st.fixed_dictionaries(
 
 
 @st.composite
+def batches(draw: st.DrawFn) -> dict:
+    """A ``batch`` body: positions ascending past ``prev``."""
+    seq = prev = draw(st.integers(0, 2**40))
+    events = []
+    for gap in draw(st.lists(st.integers(1, 1_000), min_size=1, max_size=4)):
+        seq += gap
+        events.append([seq, draw(topics), draw(times), draw(plain_maps)])
+    return {"prev": prev, "events": events}
+
+
+@st.composite
 def outcomes(draw: st.DrawFn) -> dict:
     ok = draw(st.booleans())
     return {
@@ -181,6 +192,7 @@ BODIES = {
     "event": st.fixed_dictionaries(
         {"seq": counters, "topic": topics, "ts": times, "data": plain_maps}
     ),
+    "batch": batches(),
 }
 
 INSTANCE = {
@@ -403,6 +415,17 @@ BAD_FRAMES = [
     ("too-deep", body_frame("request", {**REQUEST, "args": {"a": DEEP}}), None, "bad_body", None),
     ("data-not-a-map", body_frame("event", {**EVENT, "data": [1]}), None, "bad_body", None),
     ("empty-topic", body_frame("event", {**EVENT, "topic": ""}), None, "bad_body", None),
+    ("batch-not-ascending", body_frame("batch", {"prev": 0, "events": [[2, "t", 1.0, {}], [2, "t", 1.0, {}]]}),
+     None, "bad_body", "batch.events[1]: positions must ascend past prev: 2 after 2"),
+    ("batch-not-after-prev", body_frame("batch", {"prev": 5, "events": [[5, "t", 1.0, {}]]}),
+     None, "bad_body", "batch.events[0]: positions must ascend past prev: 5 after 5"),
+    ("batch-event-field", body_frame("batch", {"prev": 0, "events": [[1, "t", 1.0, {}], [2, "", 1.0, {}]]}),
+     None, "bad_body", None),
+    ("batch-event-shape", body_frame("batch", {"prev": 0, "events": [[1, "t", 1.0]]}),
+     None, "bad_body", "batch.events[0]: must be [seq, topic, ts, data], got a list of 3 items"),
+    ("batch-empty", body_frame("batch", {"prev": 0, "events": []}), None, "bad_body", None),
+    ("batch-extra", body_frame("batch", {"prev": 0, "events": [[1, "t", 1.0, {}]], "x": 1}),
+     None, "bad_body", None),
 ]
 
 
