@@ -188,6 +188,43 @@ class TestGapRule:
         driver.answer()
         assert [e.topic for e in driver.events()] == ["b.z", "a.x", "b.z", "a.x"]
 
+    def test_a_batch_after_a_dropped_batch_replays_the_gap_once_and_in_order(self):
+        """Batches [1 2 3] got, [4 5] dropped, [6 7] got: 4..7 delivered once each, in order,
+        by one replay; a batch arriving while it is asked for adds nothing twice."""
+        driver = Driver.start(("a.",), 0)
+        driver.answer()
+        for held in ("a.x", "a.y", "a.x"):
+            driver.publish(held, hold=True)
+        driver.flush()
+        driver.publish("a.x", hold=True)
+        driver.publish("a.y", hold=True)
+        driver.flush(drop=True)
+        driver.publish("a.x", hold=True)
+        driver.publish("b.z", hold=True)
+        driver.publish("a.y", hold=True)
+        driver.flush()
+        assert driver.ask == Replay(3, ("a.",))
+        driver.publish("a.x")
+        driver.answer()
+        assert [e.seq for e in driver.events()] == [1, 2, 3, 4, 5, 6, 8, 9] and driver.ask is None
+
+    def test_a_batch_reaching_past_the_position_delivers_only_what_follows_it(self):
+        """Position 4 (a replay brought 3 and 4), then a live batch [3 4 5] chained from 2:
+        only 5, with no request (nothing can lie between 4 and 5 in the batch's chain)."""
+        driver = Driver.start(("a.",), 0)
+        driver.answer()
+        live(driver, "a.x")
+        live(driver, "a.x")
+        driver.publish("a.x", drop=True)
+        driver.publish("a.x", hold=True)
+        driver.quiet()
+        driver.answer()
+        assert [e.seq for e in driver.events()] == [1, 2, 3, 4]
+        driver.controller.take()
+        events = [[seq, "a.x", float(seq), {"n": seq}] for seq in (3, 4, 5)]
+        driver.carry(driver.resume.published(2, events))
+        assert [e.seq for e in driver.events()] == [1, 2, 3, 4, 5] and driver.ask is None
+
     def test_a_covered_prefix_is_left_out_of_the_gap_rule(self):
         """'a.' covers 'a.x': one prefix for prev and replays, both still subscribed."""
         assert cover(("a.x", "a.", "b.", "a.")) == ("a.", "b.")
