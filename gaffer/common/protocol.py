@@ -279,26 +279,36 @@ _SCHEMAS["event"] = _check_event
 def _check_batch(body: Any) -> None:
     """A ``batch`` of published events: ``{prev, events}``, each event ``[seq, topic, ts,
     data]`` with flat ``data`` as an ``event``'s, positions ascending. Checked inline (every
-    reader checks every event); an event of another shape goes through the ``event`` schema so
-    the refusal names the field."""
+    reader checks every event; names bound as locals, a third of the check's time); an event of
+    another shape goes through the ``event`` schema so the refusal names the field."""
     if type(body) is not dict or len(body) != 2 or type(body.get("events")) is not list:
         _BATCH_SHAPE(body)
         raise s.Invalid("must be {prev, events}")
-    prev, events = body.get("prev"), body["events"]
-    if type(prev) is not int or not 0 <= prev <= MAX_INT:
+    _check_batch_events(body.get("prev"), body["events"], body)
+
+
+def _check_batch_events(
+    prev: Any, events: list[Any], body: dict[str, Any], top: int = MAX_INT, inf: float = math.inf,
+    flat: Any = _flat_map, most: int = MAX_CONTAINER, type: Any = type, len: Any = len,
+    list: Any = list, int: Any = int, str: Any = str, float: Any = float, dict: Any = dict,
+) -> None:
+    if type(prev) is not int or not 0 <= prev <= top:
         _BATCH_SHAPE(body)
     if not 1 <= len(events) <= MAX_EVENTS:
         raise _invalid_at("events", f"must hold 1..{MAX_EVENTS} events, got {len(events)}")
     last = prev
     for index, event in enumerate(events):
-        if not (
-            type(event) is list and len(event) == 4
-            and type(event[0]) is int and last < event[0] <= MAX_INT
-            and type(event[1]) is str and 0 < len(event[1]) <= 256
-            and (type(event[2]) is float or type(event[2]) is int) and 0.0 <= event[2] < math.inf
-            and type(event[3]) is dict and len(event[3]) <= MAX_CONTAINER and _flat_map(event[3])
-        ):
-            _batch_event_problem(index, event, last)
+        if type(event) is list and len(event) == 4:
+            seq, topic, ts, data = event
+            if (
+                type(seq) is int and last < seq <= top
+                and type(topic) is str and 0 < len(topic) <= 256
+                and (type(ts) is float or type(ts) is int) and 0.0 <= ts < inf
+                and type(data) is dict and len(data) <= most and flat(data)
+            ):
+                last = seq
+                continue
+        _batch_event_problem(index, event, last)
         last = event[0]
 
 

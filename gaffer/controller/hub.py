@@ -2,22 +2,28 @@
 
 Every event gets the next position (``eventlog``: positions never go backwards, also across
 restarts, since the store reserves them in blocks, ``Positions``), is held in the event log for
-``replay``, and goes to the ZMQ XPUB socket (topic frame + ``event`` envelope) and to a local
-EventBus (HTTP streams, tests). XPUB tells us which topic prefixes remote subscribers hold, so
-producers can skip work nobody wants (``wants``): agents forward output lines only while someone
-subscribes to them.
+``replay``, and goes to the ZMQ XPUB socket and to a local EventBus (HTTP streams, tests). XPUB
+tells us what remote subscribers hold, so producers can skip work nobody wants (``wants``):
+agents forward output lines only while someone subscribes to them. Remote subscribers come in
+two kinds:
 
-``prev`` chains: a published event carries, for each subscribed prefix its topic matches, the
-position of the previous event matching that prefix (0: none known to this incarnation). A
-subscriber of that prefix whose last event is older knows, from this one event, that it missed
-something it wanted, and replays exactly that; events its prefixes filter out never look missed.
+- **feeds** (``feeds``; what ``gaffer.client`` subscribes to): a subscription's events packed
+  into batches, one ``[key, batch]`` message per subscription per loop turn (at most
+  ``BATCH_EVENTS`` events), chained by one ``prev``. A reader pays for a message once, not per
+  event: most of what reading cost.
+- **plain topic prefixes** (raw pyzmq subscribers): one ``[topic, event]`` message per event,
+  sent at once. ``prev`` chains: such an event carries, for each subscribed prefix its topic
+  matches, the position of the previous event matching that prefix (0: none known to this
+  incarnation). A subscriber of that prefix whose last event is older knows, from this one
+  event, that it missed something it wanted, and replays exactly that; events its prefixes
+  filter out never look missed.
 
 A slow remote subscriber never slows the hub: ZMQ drops what exceeds its high-water mark
-(``PUB_HWM`` events queued per subscriber) and the subscriber sees the gap in ``prev``.
-A slow local subscriber is cut off by the bus. Output reaches the hub already limited by the
-agents (``gaffer.agent.follow``: a few events a second per followed stream, a bounded number
-of bytes each), so a subscriber that stops reading makes the controller hold at most
-``PUB_HWM`` events, accumulating no faster than the agents' follow budgets.
+(``PUB_HWM`` messages queued per subscriber: events, or batches) and the subscriber sees the
+gap in ``prev``. A slow local subscriber is cut off by the bus. Output reaches the hub already
+limited by the agents (``gaffer.agent.follow``: a few events a second per followed stream, a
+bounded number of bytes each), so a subscriber that stops reading makes the controller hold at
+most ``PUB_HWM`` messages, accumulating no faster than the agents' follow budgets.
 """
 
 from __future__ import annotations
