@@ -52,6 +52,7 @@ MAX_KEY = 64 * 260
 MAX_PACKED = protocol.MAX_MESSAGE - 1024
 """An event packed bigger than this fits no message (the per-event path refuses it too)."""
 _HEAD = msgpack.packb(protocol.PROTOCOL_VERSION) + msgpack.packb("batch")
+packb = msgpack.packb
 
 
 def parse_key(key: bytes) -> tuple[str, ...] | None:
@@ -150,8 +151,14 @@ class Feeds:
             if not topic.startswith(feed.prefixes):
                 continue
             if packed is None:
-                packed = _pack(position, topic, ts, data)
-                if packed is None:
+                try:
+                    packed = packb([position, topic, ts, data], use_bin_type=True)
+                except (TypeError, ValueError, OverflowError):
+                    log.exception("event %s could not be packed; not in any batch", topic)
+                    return self._skip(position, topic)
+                if len(packed) > MAX_PACKED:
+                    log.error("event %s is %d bytes packed, more than a message holds; not in any batch",
+                              topic, len(packed))
                     return self._skip(position, topic)
             if feed.items and feed.size + len(packed) > BATCH_BYTES:
                 self._pending.remove(feed)
@@ -188,15 +195,3 @@ class Feeds:
         pending, self._pending = self._pending, []
         return [feed.take() for feed in pending if feed.items]
 
-
-def _pack(position: int, topic: str, ts: float, data: dict[str, Any]) -> bytes | None:
-    """``[seq, topic, ts, data]`` packed, or None (logged) when it cannot go in a message."""
-    try:
-        packed = msgpack.packb([position, topic, ts, data], use_bin_type=True)
-    except (TypeError, ValueError, OverflowError):
-        log.exception("event %s could not be packed; not in any batch", topic)
-        return None
-    if len(packed) > MAX_PACKED:
-        log.error("event %s is %d bytes packed, more than a message holds; not in any batch", topic, len(packed))
-        return None
-    return packed
