@@ -151,7 +151,8 @@ class EventHub:
                     log.exception("event %s could not be encoded; not published", topic)
                 else:
                     self._channel.send([topic.encode(), frame])
-        self.bus.publish(topic, data)
+        if self.bus.wants(topic):  # no local subscriber (the usual case): no bus event to build
+            self.bus.publish(topic, data)
         return position
 
     def _batch(self, position: int, topic: str, ts: float, data: dict[str, Any]) -> None:
@@ -159,7 +160,7 @@ class EventHub:
         assert channel is not None
         for frames in self._feeds.add(position, topic, ts, data):
             channel.send(frames)
-        if self._feeds.pending and not self._flushing:
+        if not self._flushing and self._feeds.pending:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
 
