@@ -75,8 +75,9 @@ LIFECYCLE = tuple(State(value) for value in AGENT_STATES)
 
 
 ALIVE = frozenset({State.STARTING, State.RUNNING, State.READY, State.UNHEALTHY, State.STOPPING})
-UP = (State.RUNNING, State.READY, State.UNHEALTHY)
-"""Up ``startsecs`` or longer, ready or not (``model.UP_STATES``)."""
+UP = _UP = (State.RUNNING, State.READY, State.UNHEALTHY)
+"""Up ``startsecs`` or longer, ready or not (``model.UP_STATES``). ``_UP`` inside ``Event``,
+whose own member ``UP`` hides the name there."""
 _FROM_UP = frozenset({
     State.STARTING, State.STOPPING, State.STOPPED, State.BACKOFF, State.EXITED, State.FAILED,
 })
@@ -182,13 +183,13 @@ class Event(enum.Enum):
     """What happens to an instance, other than an exit (``on_exit`` decides those): each
     event names the states it may happen in and the state it leads to."""
 
-    SPAWNED = ("spawned", (State.STOPPED, State.BACKOFF, State.STARTING, *UP), State.STARTING)
+    SPAWNED = ("spawned", (State.STOPPED, State.BACKOFF, State.STARTING, *_UP), State.STARTING)
     UP = ("up", (State.STARTING,), State.RUNNING)  # stayed up ``startsecs``
     READY = ("ready", (State.RUNNING, State.UNHEALTHY), State.READY)  # its check passes
     UNHEALTHY = ("unhealthy", (State.RUNNING, State.READY), State.UNHEALTHY)  # past the threshold
     ADOPTED = ("adopted", (State.STOPPED,), State.RUNNING)  # an earlier agent's process, watched
-    STOP = ("stop", (State.STARTING, *UP), State.STOPPING)  # the stop signal was sent
-    WAIT = ("wait", (State.STOPPED, State.BACKOFF, State.STARTING, *UP), State.BACKOFF)
+    STOP = ("stop", (State.STARTING, *_UP), State.STOPPING)  # the stop signal was sent
+    WAIT = ("wait", (State.STOPPED, State.BACKOFF, State.STARTING, *_UP), State.BACKOFF)
     UNWAIT = ("unwait", (State.BACKOFF,), State.STOPPED)  # not wanted any more, or started by hand
     FAIL = ("fail", (State.STOPPED, State.BACKOFF), State.FAILED)  # the template gave up
     RESET = ("reset", (State.EXITED, State.FAILED, State.BACKOFF), State.STOPPED)  # started by hand
@@ -315,6 +316,7 @@ def on_exit(
         event = "stop" if kind is ExitKind.REQUESTED else "exit"
         if unhealthy and stopping:
             kind = ExitKind.RESTART
+            life = Life(State.STOPPED, life.failures, life.restarts)  # spawned again from stopped
         starting = life.state is State.STARTING
     if oneoff:
         final = State.STOPPED if kind is ExitKind.REQUESTED else State.EXITED

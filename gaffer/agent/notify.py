@@ -61,6 +61,7 @@ class NotifySocket:
         self._on_ready = on_ready
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.received = 0
         self.dropped = 0
 
     def open(self) -> str:
@@ -99,6 +100,7 @@ class NotifySocket:
             self._take(data, ancillary, flags)
 
     def _take(self, data: bytes, ancillary: list, flags: int) -> None:
+        self.received += 1
         pid = None
         for level, kind, payload in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _CREDS.size:

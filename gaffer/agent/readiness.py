@@ -178,6 +178,11 @@ class Readiness:
             return path
         return str(self._socket.path)
 
+    @property
+    def datagrams(self) -> int:
+        """Datagrams the notify socket has read (junk and dropped ones too)."""
+        return self._socket.received if self._socket is not None else 0
+
     def abandon(self) -> None:
         """Stop every check now (the agent lets go of its processes)."""
         self.checks.unwatch_all()
