@@ -91,7 +91,9 @@ class Probes:
 
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._connections, force_close=True)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
+            )
         url = expand(check.url or "", target.env)
         try:
             async with self._session.get(url, allow_redirects=False) as response:
