@@ -214,11 +214,17 @@ _template_op("restart", "restarting", "Rolling restart of NAME, update.max_unava
 
 @main.command()
 @click.argument("name", required=False)
+@click.option("--fresh", is_flag=True, help="Ask the agents for cpu and memory now (waits for them) "
+              "instead of showing what they last pushed.")
 @json_option
 @click.pass_obj
-def ps(obj: Context, name: str | None) -> None:
-    """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime."""
-    obj.show(obj.listing("ps", **({"name": name} if name else {})), tables.ps_table)
+def ps(obj: Context, name: str | None, fresh: bool) -> None:
+    """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime, and how
+    long ago cpu and memory were sampled."""
+    args: dict[str, Any] = {"name": name} if name else {}
+    if fresh:
+        args["fresh"] = True
+    obj.show(obj.listing("ps", **args), tables.ps_table)
 
 
 @main.command()

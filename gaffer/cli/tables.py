@@ -176,8 +176,11 @@ def template_text(row: dict[str, Any]) -> str:
 
 def ps_table(rows: Sequence[dict[str, Any]]) -> str:
     """Instances; a ``port`` column only when some instance has a PORT (older controllers
-    send no ``port`` at all)."""
+    send no ``port`` at all). ``sampled``: how old the cpu and memory figures are (the
+    agents push them every few seconds; ``ps --fresh`` asks for them now), when any is known."""
     ports = [("port", lambda r: r.get("port"))] if any(r.get("port") is not None for r in rows) else []
+    sampled = [("sampled", lambda r: f"{age(r['age'])} ago" if r.get("age") is not None else None)] \
+        if any(r.get("age") is not None for r in rows) else []
     return table(rows, [
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
@@ -188,6 +191,7 @@ def ps_table(rows: Sequence[dict[str, Any]]) -> str:
         ("cpu", lambda r: f"{r['cpu']:.1f}%" if r.get("cpu") is not None else None),
         ("mem", lambda r: size(r.get("mem")) if r.get("mem") is not None else None),
         ("uptime", lambda r: age(r.get("uptime")) if r.get("uptime") is not None else None),
+        *sampled,
     ], empty="no instances")
 
 

@@ -55,6 +55,7 @@ from gaffer.controller.requests import Requests
 from gaffer.controller.server import PeerServer, Session
 from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.staging import Stages
+from gaffer.controller.statcache import StatCache
 from gaffer.controller.store import Store
 from gaffer.controller.ticks import Ticks
 from gaffer.controller.tokens import Tokens
@@ -87,6 +88,7 @@ class Controller:
         self.stages = Stages()
         self.oneoffs = OneOffs()
         self.changes = Changes()
+        self.stat_cache = StatCache()
         self.store: Store | None = None
         self.backups: Backups | None = None
         self.cluster: Cluster | None = None
@@ -215,9 +217,9 @@ class Controller:
         )
         self.agents = AgentMessages(
             self.nodes, links, self.cluster, self.hub, self.oneoffs, self.changes,
-            settings.liveness, self.id, self.now,
+            settings.liveness, self.id, self.now, self.stat_cache,
         )
-        api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self)
+        api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self, self.stat_cache)
         self.tokens = Tokens(self.store)
         self.ops = {**api.ops(), **EventOps(self.hub.log, api).ops()}
         self.requests = Requests(self.ops, self._reply)
