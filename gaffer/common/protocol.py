@@ -26,12 +26,13 @@ from gaffer.common.limits import LABEL_RE, MAX_COUNT, NAME_RE
 from gaffer.common.model import AGENT_STATES
 from gaffer.common.parts import MAX_PARTS
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 """2: ``assign`` carries the controller's per-node decisions in ``controls`` (no longer inside
 the specs), ``ack`` errors are structured, errors carry ``details``. 3: an agent's state events
 are numbered (``events[].seq``, ``events.lost``) and acknowledged (``events_ack``,
 ``welcome.events_upto``). 4: agents push sampled stats (``stats``), which a controller of 3
-would drop as an unknown kind."""
+would drop as an unknown kind. 5: instances may be ``ready`` or ``unhealthy``, and every row
+says whether it is ``ready`` (issue 12)."""
 MAX_MESSAGE = 4 * 1024 * 1024
 
 MAX_INT = 2**63 - 1
@@ -119,6 +120,7 @@ _INSTANCE = s.struct({
     "restarts": _COUNTER,
     "started_at": s.nullable(_TIME),
     "spec": s.nullable(_WORD),
+    "ready": _BOOL,
 })
 _INSTANCES = s.list_of(_INSTANCE, MAX_INSTANCES)
 _STAT_ROW = s.struct({

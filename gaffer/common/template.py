@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
 from gaffer.common.fieldcheck import Checker, digits
+from gaffer.common.healthspec import HealthCheck, parse_health, plain_health
 from gaffer.common.limits import (
     MAX_COUNT,
     MAX_ID,
@@ -105,6 +106,12 @@ class Template:
     update: Update = field(default_factory=Update)
     port: int | None = None
     """The first ``PORT`` (instance ``n`` gets ``port + n - 1``), or None: no PORT is set."""
+    health: HealthCheck | None = None
+    """The readiness check (``[health]``, ``common/healthspec.py``), or None."""
+    notify: bool = False
+    """The process says it is ready itself: ``READY=1`` on ``$NOTIFY_SOCKET`` (sd_notify)."""
+    restart_on_unhealthy: bool = True
+    """With a check: an instance that turns unhealthy is restarted (its group stopped)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -134,8 +141,9 @@ class Template:
         cached = self.__dict__.get("_plain")
         if cached is None:
             cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
-            if self.port is None:
-                del cached["port"]  # so a template without one looks as before the field existed
+            for name, default in _OMITTED_WHEN.items():
+                if cached[name] is default:
+                    del cached[name]  # so a template without one looks as before the field existed
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -163,6 +171,8 @@ def _plain(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return value
+    if kind is HealthCheck:
+        return plain_health(value)
     names = _RECORD_FIELDS.get(kind)
     if names is not None:
         return {name: _plain(getattr(value, name)) for name in names}
@@ -174,6 +184,9 @@ def _plain(value: Any) -> Any:
 
 
 _RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
+_OMITTED_WHEN = {"port": None, "health": None, "notify": False, "restart_on_unhealthy": True}
+"""Fields left out of the plain form at these values: templates that do not use them keep the
+stored form (and spec hash) they had before the fields existed."""
 
 
 def _copy(value: Any) -> Any:
@@ -189,7 +202,7 @@ def _copy(value: Any) -> Any:
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
-    "redirect_output", "redirect_input", "log", "port",
+    "redirect_output", "redirect_input", "log", "port", "notify",
 )
 MAX_EXITCODES = 256
 
@@ -260,6 +273,7 @@ def _parse(
     _parse_nested_fields(chk, data, values)
     if "port" in data and data["port"] is not None:
         values["port"] = _parse_port(chk, data["port"], values)
+    _parse_health_fields(chk, data, values)
 
     if chk.problems:
         return chk.problems, None
@@ -313,6 +327,18 @@ def _parse_simple_fields(chk: Checker, data: Mapping, values: dict[str, Any], ma
         values["exitcodes"] = _parse_exitcodes(chk, data["exitcodes"])
     if "redirect_output" in data:
         values["redirect_output"] = _parse_streams(chk, data["redirect_output"])
+
+
+def _parse_health_fields(chk: Checker, data: Mapping, values: dict[str, Any]) -> None:
+    """``health``, ``notify`` and ``restart_on_unhealthy`` (which needs a check to act on)."""
+    if "health" in data and data["health"] is not None:
+        values["health"] = parse_health(chk, data["health"])
+    if "notify" in data:
+        values["notify"] = chk.boolean("notify", data["notify"])
+    if "restart_on_unhealthy" in data:
+        values["restart_on_unhealthy"] = chk.boolean("restart_on_unhealthy", data["restart_on_unhealthy"])
+        if data.get("health") is None:
+            chk.fail("restart_on_unhealthy", "has no effect without a [health] check")
 
 
 def _parse_port(chk: Checker, value: Any, values: Mapping[str, Any]) -> int | None:

@@ -77,6 +77,7 @@ instances = st.fixed_dictionaries({
     "restarts": counters,
     "started_at": st.none() | times,
     "spec": st.none() | words,
+    "ready": st.booleans(),
 })
 problems = st.fixed_dictionaries(
     {"where": st.text(max_size=20), "field": st.text(max_size=20), "message": st.text(max_size=40)}
@@ -209,7 +210,7 @@ BODIES = {
 
 INSTANCE = {
     "id": "web.1", "template": "web", "ordinal": 1, "pid": 4242, "state": "running",
-    "restarts": 0, "started_at": 1700000000.5, "spec": "0123456789abcdef",
+    "restarts": 0, "started_at": 1700000000.5, "spec": "0123456789abcdef", "ready": True,
 }
 HEARTBEAT = {"load": [0.5, 0.25, 0.0], "digest": "", "instances": 0, "generation": 0}
 EVENT = {"seq": 1, "topic": "t", "ts": 1.0, "data": {}}
