@@ -34,6 +34,7 @@ from gaffer.common.limits import (
     NAME_RULE,
 )
 from gaffer.common.ports import AUTO, range_problem
+from gaffer.common.proclimits import parse_limits, tidy_plain
 from gaffer.common.signals import parse_signal
 
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -105,6 +106,10 @@ class Template:
     update: Update = field(default_factory=Update)
     port: int | None = None
     """The first ``PORT`` (instance ``n`` gets ``port + n - 1``), or None: no PORT is set."""
+    rlimits: Mapping[str, tuple[int | str, int | str]] = field(default_factory=dict)
+    """Resource limits by name (``proclimits.RLIMIT_NAMES``) as (soft, hard) pairs."""
+    umask: int | None = None
+    nice: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -136,6 +141,7 @@ class Template:
             cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
             if self.port is None:
                 del cached["port"]  # so a template without one looks as before the field existed
+            tidy_plain(cached)
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -189,7 +195,7 @@ def _copy(value: Any) -> Any:
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
-    "redirect_output", "redirect_input", "log", "port",
+    "redirect_output", "redirect_input", "log", "port", "rlimits", "umask", "nice",
 )
 MAX_EXITCODES = 256
 
@@ -258,6 +264,7 @@ def _parse(
 
     _parse_simple_fields(chk, data, values, max_count)
     _parse_nested_fields(chk, data, values)
+    parse_limits(chk, data, values)
     if "port" in data and data["port"] is not None:
         values["port"] = _parse_port(chk, data["port"], values)
 
