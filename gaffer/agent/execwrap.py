@@ -8,7 +8,7 @@ in the order of Popen's C child, what Popen's child would have done after its du
   chdir(cwd) -> umask -> setrlimit (each) -> setpriority (nice) -> SIGPIPE/SIGXFSZ to
   their defaults -> setgroups -> setregid -> setreuid -> execvpe (PATH of the child's env)
 
-Limits and nice come before the change of user, while the agent's privilege still holds (a
+Everything is imported before the change of user, and limits and nice come before it too, while the agent's privilege still holds (a
 root agent may raise a hard limit or lower nice for a user that could not). Nothing here
 runs after the exec, so the program runs under the limits from its first instruction.
 
@@ -26,6 +26,7 @@ the backstop, not the usual way a refusal is reported.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -119,9 +120,31 @@ def run(settings: Settings, argv: list[bytes], env: dict[bytes, bytes]) -> None:
         if settings.uid is not None:
             os.setreuid(settings.uid, settings.uid)
         step = f"cannot run {argv[0].decode(errors='replace')!r}"
-        os.execvpe(argv[0], argv, env)
-    except OSError as exc:
-        fail(f"{step}: {exc.strerror or exc}")
+        execvpe(argv, env)
+    except (OSError, ValueError) as exc:
+        fail(f"{step}: {getattr(exc, 'strerror', None) or exc}")
+
+
+def execvpe(argv: list[bytes], env: dict[bytes, bytes]) -> None:
+    """Exec ``argv[0]`` as Popen's child does: as given if it names a path, else each
+    directory of the PATH of ``env`` in turn (``os.defpath`` without one); the first error that
+    is not "no such file" wins. ``os.execvpe`` would import ``warnings`` here, after the user
+    switch, from a standard library the new user may not be allowed to read."""
+    program = argv[0]
+    if b"/" in program:
+        os.execve(program, argv, env)
+    path = env.get(b"PATH")
+    directories = (os.fsencode(os.defpath) if path is None else path).split(b":")
+    saved: OSError | None = None
+    last: OSError | None = None
+    for directory in directories:
+        try:
+            os.execve(os.path.join(directory, program), argv, env)
+        except OSError as exc:
+            last = exc
+            if saved is None and exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+                saved = exc
+    raise saved or last or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
 
 def fail(message: str) -> None:
