@@ -8,9 +8,11 @@ in the order of Popen's C child, what Popen's child would have done after its du
   chdir(cwd) -> umask -> setrlimit (each) -> setpriority (nice) -> SIGPIPE/SIGXFSZ to
   their defaults -> setgroups -> setregid -> setreuid -> execvpe (PATH of the child's env)
 
-Everything is imported before the change of user, and limits and nice come before it too, while the agent's privilege still holds (a
-root agent may raise a hard limit or lower nice for a user that could not). Nothing here
-runs after the exec, so the program runs under the limits from its first instruction.
+Everything is imported before the change of user, and limits and nice come before it too,
+while the agent's privilege still holds (a root agent may raise a hard limit or lower nice for
+a user that could not). Nothing here runs after the exec, so the program runs under the limits
+from its first instruction. SIGINT, which Python's start-up catches, goes back to its default
+first thing, so an instance stopped with INT in these milliseconds dies of it as it would have.
 
 Settings are ``name=value`` words: ``cwd=PATH``, ``umask=N``, ``rlimit=NAME:SOFT:HARD``
 (``unlimited`` allowed), ``nice=N``, ``groups=G,G`` (empty: none), ``gid=N``, ``uid=N``.
@@ -153,6 +155,8 @@ def fail(message: str) -> None:
 
 
 def main() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         settings, argv, env = parse([os.fsencode(word) for word in sys.argv[1:]])
     except ValueError as exc:

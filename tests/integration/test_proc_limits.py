@@ -172,6 +172,24 @@ class TestSpawnUnchanged:
         assert child == session == str(pid)
 
 
+    def test_the_helper_leaves_signal_dispositions_as_the_fast_path_does(self):
+        """Ignored, blocked and caught signals in the program are the same through the helper
+        (Python's start-up ignores SIGPIPE/SIGXFSZ and catches SIGINT: all undone)."""
+        def signals(limits: ChildLimits | None) -> list[str]:
+            read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid, _ = spawning.spawn(("/bin/sh", "-c", "grep -E '^Sig(Ign|Blk|Cgt)' /proc/$$/status"),
+                                        {}, (devnull(), write_end, devnull()), limits=limits)
+            finally:
+                os.close(write_end)
+            with os.fdopen(read_end, "rb") as pipe:
+                out = pipe.read().decode().splitlines()
+            os.waitpid(pid, 0)
+            return out
+
+        assert signals(ChildLimits(nice=1)) == signals(None)
+
+
 class TestRefused:
     async def test_nofile_above_nr_open_fails_the_spawn(self, manager):
         """A nofile the kernel never grants is a spawn error naming rlimits.nofile."""
