@@ -84,7 +84,7 @@ def child_limits(template: Template) -> ChildLimits | None:
     if not template.rlimits and template.umask is None and template.nice is None:
         return None
     rlimits = tuple(
-        (name, _number(soft), _number(hard)) for name, (soft, hard) in template.rlimits.items()
+        (name, _number(soft), _number(hard)) for name, soft, hard in template.rlimits
     )
     return ChildLimits(rlimits=rlimits, umask=template.umask, nice=template.nice)
 

@@ -7,7 +7,7 @@ so the program runs under them from its first instruction (how: ``gaffer.agent.c
 - ``rlimits``: a table of ``nofile``, ``nproc``, ``core``, ``memlock``, ``as``. Each value is
   one number or ``"unlimited"`` (soft and hard both, as systemd's ``LimitNOFILE=N``), or a
   ``[soft, hard]`` pair, or a ``{soft, hard}`` table. ``core``, ``memlock`` and ``as`` are bytes.
-  Kept as ``(soft, hard)`` pairs whatever was written, so the plain form is canonical.
+  Kept as ``(name, soft, hard)`` triples whatever was written, so the plain form is canonical.
 - ``umask``: an octal string (``"022"``, ``"0027"``) or an integer 0..0o777 taken as its value
   (TOML's ``0o022``). Its plain form is the octal string.
 - ``nice``: -20..19, absolute (not added to gaffer's own).
@@ -43,6 +43,8 @@ FIELDS = ("rlimits", "umask", "nice")
 
 Pair = tuple[Any, Any]
 """(soft, hard): each an int or ``UNLIMITED``."""
+Triple = tuple[str, Any, Any]
+"""(name, soft, hard)."""
 
 
 def parse_limits(chk: Checker, data: Mapping, values: dict[str, Any]) -> None:
@@ -60,18 +62,18 @@ def parse_limits(chk: Checker, data: Mapping, values: dict[str, Any]) -> None:
         values["nice"] = nice
 
 
-def parse_rlimits(chk: Checker, value: Any) -> dict[str, Pair] | None:
+def parse_rlimits(chk: Checker, value: Any) -> tuple[Triple, ...] | None:
     table = chk.table("rlimits", value)
     if table is None:
         return None
     chk.unknown_keys(table, RLIMIT_NAMES, prefix="rlimits.")
-    out: dict[str, Pair] = {}
+    out = []
     for name in RLIMIT_NAMES:
         if name in table:
             pair = _parse_pair(chk, f"rlimits.{name}", table[name], RLIMIT_MAXIMA[name])
             if pair is not None:
-                out[name] = pair
-    return out
+                out.append((name, *pair))
+    return tuple(out)
 
 
 def _parse_pair(chk: Checker, where: str, value: Any, maximum: int) -> Pair | None:
@@ -145,14 +147,16 @@ def format_umask(umask: int) -> str:
     return f"{umask:03o}"
 
 
-def tidy_plain(plain: dict[str, Any]) -> None:
-    """Make a template's plain form canonical for these fields: unset ones left out, so a
-    template without them hashes as before they existed; the umask as its octal string."""
-    if not plain.get("rlimits"):
-        plain.pop("rlimits", None)
-    if plain.get("umask") is None:
-        plain.pop("umask", None)
-    else:
-        plain["umask"] = format_umask(plain["umask"])
-    if plain.get("nice") is None:
-        plain.pop("nice", None)
+def plain_limits(
+    rlimits: tuple[Triple, ...], umask: int | None, nice: int | None
+) -> dict[str, Any]:
+    """The plain form of the fields that are set: left out otherwise, so a template without
+    them hashes as before they existed; pairs as lists, the umask as its octal string."""
+    plain: dict[str, Any] = {}
+    if rlimits:
+        plain["rlimits"] = {name: [soft, hard] for name, soft, hard in rlimits}
+    if umask is not None:
+        plain["umask"] = format_umask(umask)
+    if nice is not None:
+        plain["nice"] = nice
+    return plain

@@ -34,7 +34,8 @@ from gaffer.common.limits import (
     NAME_RULE,
 )
 from gaffer.common.ports import AUTO, range_problem
-from gaffer.common.proclimits import parse_limits, tidy_plain
+from gaffer.common.proclimits import FIELDS as LIMIT_FIELDS
+from gaffer.common.proclimits import parse_limits, plain_limits
 from gaffer.common.signals import parse_signal
 
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -106,8 +107,10 @@ class Template:
     update: Update = field(default_factory=Update)
     port: int | None = None
     """The first ``PORT`` (instance ``n`` gets ``port + n - 1``), or None: no PORT is set."""
-    rlimits: Mapping[str, tuple[int | str, int | str]] = field(default_factory=dict)
-    """Resource limits by name (``proclimits.RLIMIT_NAMES``) as (soft, hard) pairs."""
+    rlimits: tuple[tuple[str, int | str, int | str], ...] = ()
+    """(name, soft, hard) per limit set, in ``proclimits.RLIMIT_NAMES`` order; a tuple, not a
+    dict, so a template without limits holds no object of its own for them (100,000 of them
+    on a controller: the collector walks each)."""
     umask: int | None = None
     nice: int | None = None
 
@@ -138,10 +141,11 @@ class Template:
         Never handed out: ``to_dict`` copies it."""
         cached = self.__dict__.get("_plain")
         if cached is None:
-            cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
+            cached = {name: _plain(getattr(self, name)) for name in _PLAIN_FIELDS}
             if self.port is None:
                 del cached["port"]  # so a template without one looks as before the field existed
-            tidy_plain(cached)
+            if self.rlimits or self.umask is not None or self.nice is not None:
+                cached.update(plain_limits(self.rlimits, self.umask, self.nice))
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -193,6 +197,8 @@ def _copy(value: Any) -> Any:
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
+_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in LIMIT_FIELDS)
+"""Fields always in the plain form; the limits only when set (``plain_limits``)."""
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
     "redirect_output", "redirect_input", "log", "port", "rlimits", "umask", "nice",

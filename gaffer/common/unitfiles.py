@@ -169,7 +169,7 @@ def systemd_limits(template: Template) -> list[str]:
     """``LimitNOFILE=soft:hard`` and the like, ``UMask=`` and ``Nice=``: systemd's own names
     for the template's rlimits, umask and nice (same units: bytes, files, processes)."""
     lines = [f"Limit{name.upper()}={soft}:{hard}".replace("unlimited", "infinity")
-             for name, (soft, hard) in template.rlimits.items()]
+             for name, soft, hard in template.rlimits]
     if template.umask is not None:
         lines.append(f"UMask={template.umask:04o}")
     if template.nice is not None:

@@ -38,10 +38,10 @@ class TestParsing:
         t = parse_template({"cmd": "x", "rlimits": {
             "nofile": 4096, "core": "unlimited", "nproc": [10, 20], "as": {"soft": 1, "hard": "unlimited"},
         }}, "web")
-        assert dict(t.rlimits) == {
-            "nofile": (4096, 4096), "core": ("unlimited", "unlimited"), "nproc": (10, 20),
-            "as": (1, "unlimited"),
-        }
+        assert t.rlimits == (
+            ("nofile", 4096, 4096), ("nproc", 10, 20), ("core", "unlimited", "unlimited"),
+            ("as", 1, "unlimited"),
+        )
 
     @pytest.mark.parametrize("value, expected", [("022", 0o22), ("0027", 0o27), ("0o7", 7), (0o077, 0o77), (0, 0)])
     def test_a_umask_is_an_octal_string_or_its_integer_value(self, value, expected):
