@@ -35,6 +35,8 @@ from gaffer.common.limits import (
     NAME_RULE,
 )
 from gaffer.common.ports import AUTO, range_problem
+from gaffer.common.proclimits import FIELDS as LIMIT_FIELDS
+from gaffer.common.proclimits import parse_limits, plain_limits
 from gaffer.common.signals import parse_signal
 
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -112,6 +114,12 @@ class Template:
     """The process says it is ready itself: ``READY=1`` on ``$NOTIFY_SOCKET`` (sd_notify)."""
     restart_on_unhealthy: bool = True
     """With a check: an instance that turns unhealthy is restarted (its group stopped)."""
+    rlimits: tuple[tuple[str, int | str, int | str], ...] = ()
+    """(name, soft, hard) per limit set, in ``proclimits.RLIMIT_NAMES`` order; a tuple, not a
+    dict, so a template without limits holds no object of its own for them (100,000 of them
+    on a controller: the collector walks each)."""
+    umask: int | None = None
+    nice: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -140,10 +148,12 @@ class Template:
         Never handed out: ``to_dict`` copies it."""
         cached = self.__dict__.get("_plain")
         if cached is None:
-            cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
+            cached = {name: _plain(getattr(self, name)) for name in _PLAIN_FIELDS}
             for name, default in _OMITTED_WHEN.items():
                 if cached[name] is default:
                     del cached[name]  # so a template without one looks as before the field existed
+            if self.rlimits or self.umask is not None or self.nice is not None:
+                cached.update(plain_limits(self.rlimits, self.umask, self.nice))
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -200,9 +210,11 @@ def _copy(value: Any) -> Any:
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
+_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in LIMIT_FIELDS)
+"""Fields always in the plain form; the limits only when set (``plain_limits``)."""
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
-    "redirect_output", "redirect_input", "log", "port", "notify",
+    "redirect_output", "redirect_input", "log", "port", "notify", "rlimits", "umask", "nice",
 )
 MAX_EXITCODES = 256
 
@@ -271,6 +283,7 @@ def _parse(
 
     _parse_simple_fields(chk, data, values, max_count)
     _parse_nested_fields(chk, data, values)
+    parse_limits(chk, data, values)
     if "port" in data and data["port"] is not None:
         values["port"] = _parse_port(chk, data["port"], values)
     _parse_health_fields(chk, data, values)
