@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +22,13 @@ from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
 from gaffer.common.keys import KeyPair
 from gaffer.common.limits import DEFAULT_EVENT_BUFFER
+from gaffer.common.roles import Role
 from gaffer.common.template import Template
 from gaffer.controller.controller import Controller
 from gaffer.controller.counts import CountLimits
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
+from gaffer.controller.tokens import Principal
 
 log = logging.getLogger("gaffer")
 
@@ -52,6 +56,10 @@ class EmbeddedSettings:
     limits: CountLimits = CountLimits()
     event_buffer: int = DEFAULT_EVENT_BUFFER
     """Events the controller holds for replay (``--event-buffer``)."""
+    http: str | None = None
+    """``HOST:PORT`` of the HTTP API and dashboard; None: none."""
+    http_optional: bool = False
+    """Go on without HTTP when its port is taken (the default address, not one asked for)."""
 
 
 class Embedded:
@@ -69,6 +77,8 @@ class Embedded:
             max_per_template=settings.limits.per_template,
             max_instances=settings.limits.total,
             event_buffer=settings.event_buffer,
+            http=settings.http,
+            http_optional=settings.http_optional,
         ))
         self._bus = bus
         self.agent: Agent | None = None
@@ -88,6 +98,16 @@ class Embedded:
             keeper=False,
         )
         await self.agent.start()
+
+    def dashboard_url(self) -> str | None:
+        """The dashboard's address with an admin token for this run (valid until it stops), or
+        None without HTTP. The token is in the fragment, which browsers never send; the page
+        moves it into ``sessionStorage`` and out of the address bar at once."""
+        controller = self.controller
+        if controller.http is None or controller.tokens is None:
+            return None
+        token = controller.tokens.issue(Principal("run", Role.ADMIN), math.inf, time.time())
+        return f"{controller.http.url}/#token={token}"
 
     @property
     def manager(self):

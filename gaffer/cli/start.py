@@ -48,6 +48,7 @@ from gaffer.common.tasks import cancel_and_wait
 from gaffer.common.template import Template, check_on_host
 from gaffer.common.endpoints import default_control, parse_endpoint, require_protection
 from gaffer.controller.counts import CountLimits, check_counts
+from gaffer.controller.http.address import parse_http
 
 log = logging.getLogger("gaffer")
 
@@ -101,6 +102,7 @@ def parse_counts(values: tuple[str, ...]) -> dict[str, int]:
 
 
 START_SETTINGS = ("node", "apps")
+DEFAULT_HTTP = "127.0.0.1:6080"
 START_REMEDY = (
     "Leave --bind at its default (a private unix socket), pass --keys DIR (a key directory "
     "made with `gafferctl keygen`, as gaffer-controller's; see the README, 'Security'), or "
@@ -144,6 +146,7 @@ def main() -> None:
 @click.option("--bind", default=None, help="Endpoint gafferctl talks to [default: a private unix socket, see `gafferctl --help`].")
 @click.option("--keys", default=None, type=click.Path(file_okay=False), help="CURVE key directory, as gaffer-controller's: controller.key_secret and clients/ (TCP, default tcp://127.0.0.1:6001).")
 @click.option("--insecure", is_flag=True, help="Allow --bind tcp://... without authentication (any local user could run commands).")
+@click.option("--http", "http", default=None, metavar="HOST:PORT|off", help=f"The HTTP API and dashboard [default: {DEFAULT_HTTP}, or none when that port is taken].")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="Settings file (node, [[apps]]).")
 @click.option("--max-per-template", type=params.PER_TEMPLATE, default=DEFAULT_MAX_PER_TEMPLATE, show_default=True, help="Most instances one template may want.")
 @click.option("--max-instances", type=params.TOTAL, default=DEFAULT_MAX_INSTANCES, show_default=True, help="Most instances all templates together may want.")
@@ -159,6 +162,7 @@ def start(
     bind: str | None,
     keys: str | None,
     insecure: bool,
+    http: str | None,
     config: str | None,
     max_per_template: int,
     max_instances: int,
@@ -177,6 +181,7 @@ def start(
         node = check_node_name(node or config_node or socket.gethostname().split(".")[0])
         path = resolve_file(file)
         templates = read_templates(path, counts, limits, port)
+        parse_http(http if http is not None else DEFAULT_HTTP)
         if keys is not None:
             load_keypair(Path(keys) / "controller.key_secret")
         if bind is not None:
@@ -196,6 +201,8 @@ def start(
         keys=Path(keys) if keys is not None else None,
         limits=limits,
         event_buffer=event_buffer,
+        http=http if http is not None else DEFAULT_HTTP,
+        http_optional=http is None,
     )
     try:
         code = uvloop.run(_run_start(path, templates, _Reading(counts, port), settings, console, apps))
@@ -289,8 +296,11 @@ def _announce(path: Path, templates: list[Template], embedded: Embedded, console
     keys = embedded.settings.keys
     if keys is not None:
         ctl += f" --controller-key {keys / 'controller.key'} --key CLIENT.key_secret"
+    url = embedded.dashboard_url()
+    dashboard = f"dashboard {url}" if url else "no dashboard (--http)"
     console.system(
-        f"starting {count} processes from {path} on node {embedded.settings.node}; {ctl} ps; Ctrl-C to stop"
+        f"starting {count} processes from {path} on node {embedded.settings.node}; {dashboard}; "
+        f"{ctl} ps; Ctrl-C to stop"
     )
     warning = embedded.controller.security_warning()
     if warning:

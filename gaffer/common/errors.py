@@ -22,6 +22,8 @@ an error equal to the one raised on the other side::
     │   ├── LimitExceeded            "limit_exceeded"     a count over a controller's limit
     │   ├── StdinNotEnabled          "stdin_not_enabled"
     │   └── InvalidSignal            "invalid_signal"
+    ├── Forbidden                    "forbidden"          the caller's role may not do this op
+    │                                                     (.op, .role: the least role it needs)
     ├── IllegalTransition            "illegal_transition" an instance state change its lifecycle
     │                                                     forbids (a bug, never the user's input)
     ├── LockHeld                     "lock_held"          a lock file another process holds (.holder)
@@ -40,6 +42,9 @@ an error equal to the one raised on the other side::
     │   │                                                 of the change was saved
     │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
     │                                                     export or restore a backup
+    ├── Unauthorized                 "unauthorized"       an HTTP request without a valid token
+    ├── Throttled                    "throttled"          too many failed logins from one peer
+    │                                                     (.retry_after: seconds to wait)
     ├── TooLarge                     "too_large"          an answer bigger than one message:
     │                                                     ask for it in pages (limit/continue)
     ├── KeeperError                  "keeper_error"       the agent's fd keeper
@@ -214,6 +219,21 @@ class InvalidSignal(InvalidRequest):
     code = "invalid_signal"
 
 
+class Forbidden(GafferError):
+    """The caller is known but its role is below what the operation needs (``common/roles.py``).
+
+    ``op`` names the operation, ``role`` the least role that may call it (``viewer``,
+    ``operator``, ``admin``)."""
+
+    code = "forbidden"
+    DETAILS = ("op", "role")
+
+    def __init__(self, op: str, role: str, message: str | None = None) -> None:
+        super().__init__(message or f"{op!r} needs the {role} role")
+        self.op = op
+        self.role = role
+
+
 class IllegalTransition(GafferError):
     """An instance state change its lifecycle forbids: a bug in the agent, never user input."""
 
@@ -296,6 +316,23 @@ class StorageDamaged(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "damaged")
+
+
+class Unauthorized(GafferError):
+    """An HTTP request without a valid bearer token."""
+
+    code = "unauthorized"
+
+
+class Throttled(GafferError):
+    """Too many failed logins from one peer: it must wait ``retry_after`` seconds."""
+
+    code = "throttled"
+    DETAILS = ("retry_after",)
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TooLarge(GafferError):

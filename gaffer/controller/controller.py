@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from dataclasses import replace
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import zmq
 import zmq.asyncio
@@ -58,6 +58,10 @@ from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.staging import Stages
 from gaffer.controller.store import Store
 from gaffer.controller.ticks import Ticks
+from gaffer.controller.tokens import Tokens
+
+if TYPE_CHECKING:
+    from gaffer.controller.http.server import HttpServer
 
 log = logging.getLogger("gaffer.controller")
 
@@ -96,6 +100,10 @@ class Controller:
         self._zap: ZapHandler | None = None
         self._server: PeerServer | None = None
         self._socket_locks: list[tuple[Endpoint, int]] = []
+        self.ops: dict[str, Any] = {}
+        """Every client operation by name, as both the ZeroMQ side and the HTTP API call them."""
+        self.tokens: Tokens | None = None
+        self.http: HttpServer | None = None
         self._numbered = False
         """Whether this incarnation reserved event positions (then a clean stop records its last)."""
 
@@ -154,6 +162,8 @@ class Controller:
         self._wire(Channel(router), pub)
         assert self.ticks is not None
         self.ticks.start()
+        if settings.http_address is not None:
+            await self._serve_http()
         log.info(
             "gaffer-controller %s (%s) listening on %s, events on %s, data in %s, %s",
             __version__, self.id, self.endpoint, self.pub_endpoint, settings.data_dir,
@@ -161,6 +171,18 @@ class Controller:
         )
         if self.insecure:
             log.warning(self.security_warning())
+
+    async def _serve_http(self) -> None:
+        from gaffer.controller.http.server import serve_http
+
+        try:
+            self.http = await serve_http(self)
+        except ConfigError as exc:
+            if not self.settings.http_optional:
+                raise
+            log.warning("no HTTP API or dashboard: %s", exc.message)
+            return
+        log.info("HTTP API, /metrics and the dashboard on %s", self.http.url)
 
     async def serve_on(self, channel: MessageChannel) -> None:
         """Serve agents and clients on ``channel`` (an in-memory one, ``gaffer.testing.channel``)
@@ -199,7 +221,9 @@ class Controller:
             settings.liveness, self.id, self.now,
         )
         api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self)
-        self.requests = Requests({**api.ops(), **EventOps(self.hub.log, api).ops()}, self._reply)
+        self.tokens = Tokens(self.store)
+        self.ops = {**api.ops(), **EventOps(self.hub.log, api).ops()}
+        self.requests = Requests(self.ops, self._reply)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
         self.hub.on_subscriptions_changed(self.changes.notify)
@@ -231,6 +255,8 @@ class Controller:
         """Stop every part, newest first: requests and timers, then reconciling, sockets, the
         store. Whatever waits (a ``drain``, a command's result) stops waiting at once."""
         self.changes.close()
+        if self.http is not None:
+            await self.http.stop()
         if self.requests is not None:
             await self.requests.stop()
         if self.ticks is not None:
@@ -342,6 +368,7 @@ class Controller:
             "uptime": round(time.time() - self.started_at, 3),
             "endpoint": self.endpoint,
             "events": self.pub_endpoint,
+            "http": self.http.url if self.http is not None else None,
             "data_dir": str(self.settings.data_dir),
             "secure": self.keys is not None,
             "transport": "curve" if self.keys is not None else "insecure" if self.insecure else "local",

@@ -59,7 +59,7 @@ log = logging.getLogger("gaffer.controller")
 SETTINGS = (
     "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
     "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
-    "max_instances", "event_buffer", "log_level",
+    "max_instances", "event_buffer", "http", "tls_cert", "tls_key", "log_level",
 )
 RELOADABLE = frozenset({"log_level", "node_grace", "max_per_template", "max_instances"})
 """What SIGHUP applies while the controller runs. Endpoints, keys, the data dir and the
@@ -90,7 +90,8 @@ def settings_values(settings: ControllerSettings, log_level: str) -> dict[str, o
         "backup_dir": str(settings.backup_dir) if settings.backup_dir else None,
         "backup_keep": settings.backup_keep, "max_per_template": settings.max_per_template,
         "max_instances": settings.max_instances, "event_buffer": settings.event_buffer,
-        "log_level": log_level,
+        "http": settings.http, "tls_cert": str(settings.tls_cert) if settings.tls_cert else None,
+        "tls_key": str(settings.tls_key) if settings.tls_key else None, "log_level": log_level,
     }
 
 
@@ -128,6 +129,7 @@ def build_settings(
     if backup_keep < 1:
         raise GafferError(f"{where}: backup_keep must be at least 1")
     backup_dir = pick("backup_dir", str)
+    tls_cert, tls_key = pick("tls_cert", str), pick("tls_key", str)
     return ControllerSettings(
         bind=bind,
         pub=pub,
@@ -143,6 +145,9 @@ def build_settings(
         backup_every=backup_every,
         backup_dir=Path(backup_dir) if backup_dir else None,
         backup_keep=backup_keep,
+        http=pick("http", str),
+        tls_cert=Path(tls_cert) if tls_cert else None,
+        tls_key=Path(tls_key) if tls_key else None,
     )
 
 
@@ -168,6 +173,9 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--backup-every", type=params.DURATION, help="Seconds between backups of the store; 0: none [3600].")
 @click.option("--backup-dir", help="Where backups go [default: DATA_DIR/backups].")
 @click.option("--backup-keep", type=params.KEEP, help="How many backups to keep [5].")
+@click.option("--http", help="HOST:PORT of the HTTP API, /metrics and the dashboard, or 'off' [default: off].")
+@click.option("--tls-cert", help="Certificate (PEM) for --http; needed off loopback unless --insecure.")
+@click.option("--tls-key", help="Private key (PEM) of --tls-cert.")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: the config file's log_level, or info]")
 @click.version_option(package_name="gaffer")

@@ -3,12 +3,13 @@
 Schema changes are ordered migrations, applied all-or-nothing in one transaction. A database
 written by a newer gaffer is refused rather than guessed at; version 0 is an empty file.
 
-Tables (schema version 3): ``meta`` (schema_version), ``templates`` (spec, version, paused),
+Tables (schema version 4): ``meta`` (schema_version), ``templates`` (spec, version, paused),
 ``nodes`` (labels, agent id, cordoned, draining, first/last seen; a node may be stored before it
 ever registers), ``placement``, ``failures`` and ``restarts`` (a template's restart generation,
 kept beside its spec; all three deleted with their template), ``generations`` (per node, kept
 even when everything else about the node goes), ``event_positions`` (one row: the highest event
-position reserved, and the last one used by a controller that stopped cleanly).
+position reserved, and the last one used by a controller that stopped cleanly), ``tokens``
+(API tokens: name, role, the SHA-256 of the secret, never the secret; ``token_rows``).
 """
 
 from __future__ import annotations
@@ -76,10 +77,22 @@ def _create_event_positions(conn: sqlite3.Connection) -> None:
     )
 
 
+def _create_tokens(conn: sqlite3.Connection) -> None:
+    """Version 4: API tokens, by name; only a digest of each secret is kept."""
+    conn.execute(
+        """CREATE TABLE tokens (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+            digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+            created REAL NOT NULL,
+            last_used REAL)"""
+    )
+
+
 # Step i takes the schema from version i to i + 1. Append only; never edit a shipped step.
 # A step runs inside the migration's transaction: no executescript (it commits), and no
 # PRAGMA foreign_keys (ignored inside a transaction).
-MIGRATIONS: tuple[Migration, ...] = (_create_v1, _create_restarts, _create_event_positions)
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _create_restarts, _create_event_positions, _create_tokens)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -24,6 +24,7 @@ from gaffer.common.limits import (
     DEFAULT_METRICS_TEMPLATES,
 )
 from gaffer.controller.eventlog import DEFAULT_BUFFER
+from gaffer.controller.http.address import HttpAddress, parse_http
 from gaffer.controller.liveness import Liveness
 
 
@@ -55,6 +56,14 @@ class ControllerSettings:
     """Templates /metrics gives per-template series, the first by name (docs/METRICS.md)."""
     metrics_max_instances: int = DEFAULT_METRICS_INSTANCES
     """Instances /metrics gives per-instance series, the first by id (docs/METRICS.md)."""
+    http: str | None = None
+    """``HOST:PORT`` of the HTTP API and dashboard (``--http``); None or ``off``: none."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """The HTTP API's certificate and key (``--tls-cert``, ``--tls-key``): both or neither."""
+    http_optional: bool = False
+    """When ``http`` cannot listen (its port taken), go on without it and say so, instead of
+    refusing to start: ``gaffer start``'s default address, which another run may hold."""
 
     def __post_init__(self) -> None:
         """Refuse a malformed endpoint now, before anything starts."""
@@ -62,6 +71,8 @@ class ControllerSettings:
             parse_endpoint(self.bind, "--bind")
         if self.pub:
             parse_endpoint(self.pub, "--pub")
+        if self.http is not None:
+            parse_http(self.http)
 
     @property
     def control(self) -> Endpoint:
@@ -71,6 +82,11 @@ class ControllerSettings:
         if self.keys is not None:
             return parse_endpoint(DEFAULT_KEYED_BIND)
         return default_control()
+
+    @property
+    def http_address(self) -> HttpAddress | None:
+        """Where the HTTP API listens, or None when it is off."""
+        return parse_http(self.http) if self.http is not None else None
 
     @property
     def events(self) -> Endpoint:

@@ -27,8 +27,8 @@ Why it is built this way:
 
 The Store is the shell: it owns the file, the lock, the transactions and the failure
 accounting. What each call does to the tables is in ``template_rows`` (templates),
-``node_rows`` (nodes, generations), ``placement_rows`` (placement, failures, restarts) and
-``position_rows`` (event positions),
+``node_rows`` (nodes, generations), ``placement_rows`` (placement, failures, restarts),
+``position_rows`` (event positions) and ``token_rows`` (API token digests),
 functions that run on the connection inside the transaction the Store opened.
 
 Not thread-safe: the controller calls it from its one loop thread (backups read the file through
@@ -49,7 +49,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from gaffer.common.errors import ConfigError, StorageDamaged, StorageError
 from gaffer.common.model import Slot
 from gaffer.common.template import Template
-from gaffer.controller import node_rows, placement_rows, position_rows, template_rows
+from gaffer.controller import node_rows, placement_rows, position_rows, template_rows, token_rows
 from gaffer.controller.dbfile import (
     DB_NAME, LOCK_HINT, acquire_lock, connect, damaged_at_open, quick_check, rollback, storage_error,
 )
@@ -354,6 +354,28 @@ class Store:
         """``(reserved, clean_last)``: the highest reserved position and the clean-stop record."""
         with self._read() as conn:
             return position_rows.read(conn)
+
+    # ---------------------------------------------------------------------------------- tokens
+
+    def put_token(self, name: str, role: str, digest: bytes, now: float) -> token_rows.StoredToken:
+        """Store a new API token (its digest, never its secret), created at ``now`` (wall-clock
+        seconds); Conflict when the name is taken."""
+        with self._write() as conn:
+            return token_rows.put(conn, name, role, digest, now)
+
+    def delete_token(self, name: str) -> bool:
+        """Forget a token; True if there was one."""
+        with self._write() as conn:
+            return token_rows.delete(conn, name)
+
+    def touch_token(self, name: str, ts: float) -> None:
+        """Record when a token was last used (wall-clock seconds)."""
+        with self._write() as conn:
+            token_rows.touch(conn, name, ts)
+
+    def tokens(self) -> list[token_rows.StoredToken]:
+        with self._read() as conn:
+            return token_rows.all_tokens(conn)
 
     # -------------------------------------------------------------------------------- inner
 
