@@ -1,19 +1,20 @@
 """The controller's Prometheus metrics: ``exposition(controller)`` is the body of ``GET /metrics``.
 
 One ``CollectorRegistry`` per controller (never prometheus_client's global one, so two
-controllers in one process never mix), holding two kinds of figures::
+controllers in one process never mix), made at the first scrape (this module is imported only
+then: see ``meters.py``), with one collector that reads everything at each scrape::
 
-    observed as they happen (Metrics)        read from the parts when scraped (StateCollector)
-      Cluster pass ──on_reconciled──► histogram     NodeTable   nodes by state, instance rows,
-      Store write  ──on_write───────► histogram                 restarts per template
-                                                    Cluster     wanted, failed everywhere
+    observed as they happen (meters.py)             read from the parts when scraped (StateCollector)
+      Cluster pass ──on_reconciled──► Durations     NodeTable      nodes by state, instance rows,
+      Store write  ──on_write───────► Durations                    restarts per template
+                                                    Cluster        wanted, failed everywhere
                                                     AgentMessages  flaps, refused events
-                                                    PeerServer  messages by kind, bad ones
-                                                    EventHub    published, dropped, cut off
-                                                    samples     CPU and memory (StatCache)
+                                                    PeerServer     messages by kind, bad ones
+                                                    EventHub       published, dropped, cut off
+                                                    samples        CPU and memory (StatCache)
 
-The parts keep plain counts (a dict increment where a message or an event passes); nothing
-here keeps a second copy of them, and nothing here runs between scrapes. prometheus_client
+The parts keep plain counts (a dict increment where a message or an event passes); the
+collector keeps no second copy of them and reads nothing between scrapes. prometheus_client
 writes the text format.
 
 Cardinality is bounded (docs/METRICS.md has the table): nodes by state and the message and
@@ -28,103 +29,39 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Iterable, Iterator, Mapping
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gaffer import __version__
 from gaffer.common import protocol
-from gaffer.common.limits import DEFAULT_METRICS_INSTANCES, DEFAULT_METRICS_TEMPLATES
 from gaffer.common.model import InstanceState, instance_id, parse_instance_id, template_of
 from gaffer.controller.admission import DROP_REASONS
-from gaffer.controller.agents import AgentMessages
 from gaffer.controller.cluster import Cluster
-from gaffer.controller.hub import EventHub
 from gaffer.controller.liveness import NodeState
-from gaffer.controller.registry import Node, NodeTable
+from gaffer.controller.meters import Durations, Meters, Sample, Sources
+from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
-from gaffer.controller.server import PeerServer
 
-RECONCILE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Seconds: a pass over a few templates takes about a millisecond, 100,000 slots seconds."""
-STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-"""Seconds: a write is one fsynced SQLite transaction, a millisecond or so on a quiet disk."""
 RUNNING = InstanceState.RUNNING.value
 FAILED = InstanceState.FAILED.value
 RECEIVED_KINDS = protocol.AGENT_TO_CONTROLLER | protocol.CLIENT_TO_CONTROLLER
 SENT_KINDS = protocol.CONTROLLER_TO_AGENT | protocol.CONTROLLER_TO_CLIENT
 
 
-class Sample(Protocol):
-    """What the metrics read of one stats sample (``statcache.Sample``)."""
-
-    @property
-    def cpu(self) -> float: ...  # percent of one core
-
-    @property
-    def mem(self) -> int: ...  # resident bytes
-
-
-class Samples(Protocol):
-    """The stats the agents push, by instance id (``statcache.StatCache``)."""
-
-    def items(self) -> Iterable[tuple[str, Sample]]: ...
-
-
-class NoSamples:
-    """No stats cache: no per-instance series."""
-
-    def items(self) -> Iterable[tuple[str, Sample]]:
-        return ()
-
-
-NO_SAMPLES = NoSamples()
-
-
-@dataclass(frozen=True)
-class Caps:
-    """How many templates and instances get series of their own (``--metrics-max-*``)."""
-
-    max_templates: int = DEFAULT_METRICS_TEMPLATES
-    max_instances: int = DEFAULT_METRICS_INSTANCES
-
-
-class Metrics:
-    """The controller's registry and the durations observed as they happen; ``watch`` adds
-    the collector of its state once its parts exist."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self._state: StateCollector | None = None
-        self.sources: Sources | None = None
-        """What the state collector reads (None until the controller is wired)."""
-        self.reconcile_seconds = Histogram(
-            "gaffer_reconcile_duration_seconds",
-            "Wall time of one reconcile pass, from gathering its inputs to its sends.",
-            buckets=RECONCILE_BUCKETS, registry=self.registry,
-        )
-        self.store_write_seconds = Histogram(
-            "gaffer_store_write_duration_seconds",
-            "Time of one committed store write transaction, BEGIN to COMMIT (fsync included).",
-            buckets=STORE_BUCKETS, registry=self.registry,
-        )
-
-    def watch(self, sources: Sources, caps: Caps) -> None:
-        """Read ``sources`` at every scrape from now on, under ``caps`` (instead of what an
-        earlier call said)."""
-        if self._state is not None:
-            self.registry.unregister(self._state)
-        self._state = StateCollector(sources, caps)
-        self.sources = sources
-        self.registry.register(self._state)
-
-
 def exposition(controller: Any) -> tuple[bytes, str]:
     """The body and Content-Type of ``GET /metrics``: the text format, from ``controller``'s
-    own registry (``controller.metrics``)."""
-    return generate_latest(controller.metrics.registry), CONTENT_TYPE_PLAIN_0_0_4
+    own registry (made on the first call, kept in ``controller.meters``)."""
+    meters: Meters = controller.meters
+    if meters.registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StateCollector(meters))
+        meters.registry = registry
+    assert isinstance(meters.registry, CollectorRegistry)
+    return generate_latest(meters.registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
 # ----------------------------------------------------------------------------- pure figures
@@ -202,32 +139,29 @@ def prune(counts: dict[str, int], keep: Mapping[str, object]) -> None:
 # ----------------------------------------------------------------------------- the collector
 
 
-@dataclass(frozen=True)
-class Sources:
-    """The controller's parts the collector reads at each scrape."""
-
-    nodes: NodeTable
-    cluster: Cluster
-    agents: AgentMessages
-    server: PeerServer
-    hub: EventHub
-    samples: Samples = NO_SAMPLES
-
-
 class StateCollector(Collector):
     """Reads the controller's state at each scrape (see the module docstring)."""
 
-    def __init__(self, sources: Sources, caps: Caps = Caps()) -> None:
-        self._sources = sources
-        self._caps = caps
+    def __init__(self, meters: Meters) -> None:
+        self._meters = meters
 
     def describe(self) -> Iterable[Metric]:
-        """Nothing up front: the registry then never collects to learn the names (a scrape
-        is the only time the state is read)."""
+        """Nothing up front: a scrape is the only time the state is read."""
         return ()
 
     def collect(self) -> Iterator[Metric]:
-        src = self._sources
+        meters = self._meters
+        yield _histogram(
+            "gaffer_reconcile_duration_seconds",
+            "Wall time of one reconcile pass, from gathering its inputs to its sends.", meters.reconciles,
+        )
+        yield _histogram(
+            "gaffer_store_write_duration_seconds",
+            "Time of one committed store write transaction, BEGIN to COMMIT (fsync included).", meters.store_writes,
+        )
+        src = meters.sources
+        if src is None:
+            return
         info = GaugeMetricFamily("gaffer_build_info", "The gaffer version this controller runs.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
@@ -235,18 +169,18 @@ class StateCollector(Collector):
         for state, count in src.nodes.counts().items():
             nodes.add_metric([state], count)
         yield nodes
-        yield from self._templates()
-        yield from self._events()
-        yield from self._link()
+        yield from self._templates(src)
+        yield from self._events(src)
+        yield from self._link(src)
 
-    def _templates(self) -> Iterator[Metric]:
-        src, cap = self._sources, self._caps.max_templates
+    def _templates(self, src: Sources) -> Iterator[Metric]:
+        cap = self._meters.caps.max_templates
         cluster = src.cluster
         templates = cluster.templates
         restarts, flaps = src.nodes.restarts, src.agents.flaps
         prune(restarts, templates)
         prune(flaps, templates)
-        shown = sorted(templates)[:cap] if len(templates) > cap else sorted(templates)
+        shown = heapq.nsmallest(cap, templates) if len(templates) > cap else sorted(templates)
         wanted = {name: 0 if templates[name].paused else templates[name].template.numprocesses for name in shown}
         samples = list(src.samples.items())
         figures = template_figures(wanted, src.nodes.nodes.values(), failed_everywhere(cluster), samples)
@@ -281,11 +215,11 @@ class StateCollector(Collector):
         yield from families.values()
         yield restart_total
         yield flap_total
-        yield from self._instances(samples, len(templates) - len(shown))
+        yield from self._instances(src, samples, len(templates) - len(shown))
 
-    def _instances(self, samples: list[tuple[str, Sample]], templates_omitted: int) -> Iterator[Metric]:
-        placement = self._sources.cluster.placement
-        kept, omitted = first_instances(samples, self._caps.max_instances)
+    def _instances(self, src: Sources, samples: list[tuple[str, Sample]], templates_omitted: int) -> Iterator[Metric]:
+        placement = src.cluster.placement
+        kept, omitted = first_instances(samples, self._meters.caps.max_instances)
         labels = ["id", "template", "node"]
         cpu = GaugeMetricFamily(
             "gaffer_instance_cpu_usage_ratio", "CPU of the instance and its children, as last sampled (1.0 is one core busy).",
@@ -312,8 +246,8 @@ class StateCollector(Collector):
             value=omitted,
         )
 
-    def _events(self) -> Iterator[Metric]:
-        hub, agents = self._sources.hub, self._sources.agents
+    def _events(self, src: Sources) -> Iterator[Metric]:
+        hub, agents = src.hub, src.agents
         yield CounterMetricFamily("gaffer_events_published", "Events the controller numbered and published.", value=hub.published)
         yield CounterMetricFamily(
             "gaffer_events_dropped", "Events the events socket dropped for a subscriber over its high-water mark.",
@@ -328,8 +262,8 @@ class StateCollector(Collector):
         )
         yield _by_label(refused, DROP_REASONS, agents.drops.snapshot()["reasons"])
 
-    def _link(self) -> Iterator[Metric]:
-        server = self._sources.server
+    def _link(self, src: Sources) -> Iterator[Metric]:
+        server = src.server
         for name, text, known, counts in (
             ("gaffer_link_messages_received", "Messages from agents and clients handled, by kind.",
              RECEIVED_KINDS, server.received_kinds),
@@ -340,6 +274,11 @@ class StateCollector(Collector):
             "gaffer_link_bad_messages", "Messages from agents and clients dropped unread, by reason.", labels=["reason"],
         )
         yield _by_label(bad, protocol.REASONS, server.bad.snapshot()["reasons"])
+
+
+def _histogram(name: str, text: str, durations: Durations) -> HistogramMetricFamily:
+    buckets = [(floatToGoString(bound), count) for bound, count in durations.cumulative()]
+    return HistogramMetricFamily(name, text, buckets=buckets, sum_value=durations.sum)
 
 
 def _by_label(family: CounterMetricFamily, known: Iterable[str], counts: Mapping[str, int]) -> CounterMetricFamily:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gaffer.common.model import InstanceRow
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import NodeState
-from gaffer.controller.metrics import NO_SAMPLES, Caps, exposition, first_instances, template_figures
+from gaffer.controller.meters import NO_SAMPLES, Caps, Durations
+from gaffer.controller.metrics import exposition, first_instances, template_figures
 from gaffer.controller.registry import Node
 from gaffer.controller.settings import ControllerSettings
 from gaffer.testing import template
@@ -98,6 +100,22 @@ class TestTemplateFigures:
         """Rows of a template that is not shown (deleted, or past the cap) add nothing."""
         figures = template_figures({"web": 1}, [node("a", [row("other.1")])], ["other.2"], [])
         assert set(figures) == {"web"}
+
+
+class TestDurations:
+    def test_each_duration_counts_in_the_first_bucket_it_fits_and_every_later_one(self):
+        """Buckets are cumulative: a duration equal to a bound counts in that bound's bucket."""
+        durations = Durations((0.1, 1.0))
+        for seconds in (0.05, 0.1, 0.5, 3.0):
+            durations.observe(seconds)
+        assert durations.cumulative() == [(0.1, 2), (1.0, 3), (float("inf"), 4)]
+        assert (durations.count, durations.sum) == (4, 3.65)
+
+    def test_bounds_must_ascend(self):
+        """Unsorted, repeated or no bounds are refused at once."""
+        for bounds in ((1.0, 0.1), (0.1, 0.1), ()):
+            with pytest.raises(ValueError, match="ascending"):
+                Durations(bounds)
 
 
 class TestFirstInstances:
@@ -222,9 +240,12 @@ class TestExposition:
 
     async def test_two_controllers_keep_their_own_registries(self, lab: Lab, tmp_path: Path):
         """A second controller in the process starts from zero: no global registry is shared."""
+        first = scrape(lab.controller)
         other = Controller(ControllerSettings(data_dir=tmp_path / "other"))
-        assert other.metrics.registry is not lab.controller.metrics.registry
-        assert value(scrape(lab.controller), "gaffer_link_messages_received_total", kind="hello") == 3
+        alone = scrape(other)
+        assert other.meters.registry is not lab.controller.meters.registry
+        assert value(alone, "gaffer_reconcile_duration_seconds_count") == 0
+        assert value(first, "gaffer_link_messages_received_total", kind="hello") == 3
 
 
 class TestPerInstance:
@@ -284,6 +305,6 @@ class TestPerInstance:
 
 def watch_with(lab: Lab, samples: object, caps: Caps) -> None:
     """Have the controller's metrics read ``samples`` (a stats cache) under ``caps``."""
-    metrics = lab.controller.metrics
-    assert metrics.sources is not None
-    metrics.watch(replace(metrics.sources, samples=samples), caps)
+    meters = lab.controller.meters
+    assert meters.sources is not None
+    meters.watch(replace(meters.sources, samples=samples), caps)
