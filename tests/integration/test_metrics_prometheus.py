@@ -40,9 +40,10 @@ NEEDS_PROMTOOL = pytest.mark.skipif(
 
 @pytest.fixture
 async def running(cluster: Cluster) -> AsyncIterator[Http]:
-    """A controller with HTTP on loopback and one agent running two instances of ``web``."""
+    """A controller with HTTP on loopback and one agent running two instances of ``web``,
+    pushing its stats every 0.2 s."""
     controller = await cluster.start_controller(http=LOOPBACK)
-    await cluster.start_agent("n1")
+    await cluster.start_agent("n1", stats_interval=0.2)
     await cluster.call("apply", templates=[spec("web", 2)])
     await cluster.wait_running(2, "web")
     client = Http(controller)
@@ -50,6 +51,11 @@ async def running(cluster: Cluster) -> AsyncIterator[Http]:
         yield client
     finally:
         await client.close()
+
+
+def labels(ident: str) -> tuple[tuple[str, str], ...]:
+    """The labels of one instance of ``web`` on ``n1``, as ``samples_of`` keys them."""
+    return (("id", ident), ("node", "n1"), ("template", "web"))
 
 
 def samples_of(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,6 +76,22 @@ async def test_metrics_need_a_viewer_token_and_show_the_cluster(running: Http):
     assert samples[("gaffer_template_instances_running", (("template", "web"),))] == 2
     assert samples[("gaffer_nodes", (("state", "up"),))] == 1
     assert samples[("gaffer_link_messages_received_total", (("kind", "hello"),))] >= 1
+
+
+async def test_instances_show_the_memory_their_agent_pushed(running: Http):
+    """Each running instance gets a resident memory series (and CPU) from the stats its agent
+    pushed, labelled with its id, template and node; the template's sum covers both."""
+    token = running.token(Role.VIEWER)
+    deadline = time.monotonic() + SCRAPE_DEADLINE
+    while True:
+        samples = samples_of((await running.request("GET", "/metrics", token)).text)
+        memory = [samples.get(("gaffer_instance_resident_memory_bytes", labels(i))) for i in ("web.1", "web.2")]
+        if all(memory):
+            break
+        assert time.monotonic() < deadline, f"no memory samples for web.1 and web.2: {memory}"
+        await asyncio.sleep(0.1)  # poll: the agent pushes every 0.2 s
+    assert ("gaffer_instance_cpu_usage_ratio", labels("web.1")) in samples
+    assert samples[("gaffer_template_resident_memory_bytes", (("template", "web"),))] >= sum(memory)
 
 
 @NEEDS_PROMTOOL
