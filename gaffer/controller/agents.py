@@ -139,7 +139,7 @@ class AgentMessages:
         subscriber to everything does not pull every line of output)."""
         return sorted({
             p if p.startswith("output.") else "output."
-            for p in self._hub.subscribed_prefixes() if p.startswith("output")
+            for p in (*self._hub.subscribed_prefixes(), *self._hub.local_prefixes()) if p.startswith("output")
         })
 
     def send_watch_all(self) -> None:
