@@ -15,8 +15,14 @@
    each a fresh daemon with one program of N ``sleep 3600``, for each N of ``--peer-sizes``
    (10,000 processes under a peer would take minutes to start on a small machine).
 
-More rows (``GET /v1/instances``, SSE fan-out, ``GET /v1/status``) are added as ``Case``s in
-``CASES``: each gets the running cluster and a size and returns its ``Row``s.
+2. **HTTP** (``bench/httpcases.py``), on the same controller (``--http`` on loopback, its
+   ``admin.token``): ``GET /v1/instances`` at each size (p50/p99, decoded); SSE fan-out of
+   ``/v1/events`` to 10 and 100 clients of a burst of ``--burst`` events (events/s each client
+   receives; every client must get every event); ``GET /v1/status`` from 10 concurrent
+   keep-alive clients for ``--rps-seconds`` (requests/s).
+
+Rows are ``Case``s in ``CASES``: each gets the running cluster and a size and returns its
+``Row``s.
 
 Results: printed, and written to the ``http`` section of bench/RESULTS.md (unless
 ``--no-write``). Every process is stopped by pid, also on Ctrl-C.

@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE.parent))
 import gaffer  # noqa: E402
 import peers  # noqa: E402
 import results  # noqa: E402
+import httpcases  # noqa: E402
 from output import Spawned, free_port, peers_run  # noqa: E402
 from gaffer.client import AsyncClient  # noqa: E402
 from gaffer.client.wire import request_frame  # noqa: E402
@@ -64,6 +65,9 @@ class Row:
     size: int
     ms: list[float] = field(default_factory=list)
     note: str = ""
+    rate: float | None = None
+    """A throughput (events/s, requests/s), for the rows that measure one."""
+    unit: str = ""
 
 
 @dataclass
@@ -88,11 +92,15 @@ class Cluster:
         self.controller: Spawned | None = None
         self.agent: Spawned | None = None
         self.client = AsyncClient(self.endpoint, timeout=60.0)
+        self.http_url = f"http://127.0.0.1:{free_port()}"
+        self.token = ""
+        self.problems: list[str] = []
 
     async def start(self) -> None:
         self.controller = await Spawned.start("gaffer-controller", [
             str(BIN / "gaffer-controller"), "--bind", self.endpoint, "--pub", self.pub,
             "--data-dir", str(self.work / "controller"), "--insecure", "--log-level", "warning",
+            "--http", self.http_url.removeprefix("http://"),
         ], self.work / "controller.log")
         self.agent = await Spawned.start("gaffer-agent", [
             str(BIN / "gaffer-agent"), "--controller", self.endpoint, "--name", "bench",
@@ -100,6 +108,7 @@ class Cluster:
             "--stats-interval", str(self.stats_interval), "--log-level", "warning",
         ], self.work / "agent.log")
         await self.until(self._node_up, "the agent to join")
+        self.token = (self.work / "controller" / "admin.token").read_text().strip()
 
     async def _node_up(self) -> bool:
         try:
@@ -185,7 +194,7 @@ async def ps_fresh(cluster: Cluster, n: int, args: argparse.Namespace) -> list[R
 
 
 Case = Callable[[Cluster, int, argparse.Namespace], Awaitable[list[Row]]]
-CASES: list[Case] = [ps_controller, ps_client, ps_fresh]
+CASES: list[Case] = [ps_controller, ps_client, ps_fresh, httpcases.instances, httpcases.fanout, httpcases.status]
 """What is measured on the running cluster at each size, in this order."""
 
 
@@ -210,10 +219,18 @@ async def measure_gaffer(run: Run, args: argparse.Namespace, work: Path) -> None
             for case in CASES:
                 for row in await case(cluster, n, args):
                     run.rows.append(row)
-                    log(f"  {row.call}: p50 {percentile(row.ms, 50):.2f} ms, p99 {percentile(row.ms, 99):.2f} ms")
+                    log(f"  {row.call}: {summary(row)}")
             run.push_cost[n] = agent_cpu(cluster, 2 * args.stats_interval)
     finally:
+        run.problems.extend(cluster.problems)
         await cluster.close()
+
+
+def summary(row: Row) -> str:
+    out = f"p50 {percentile(row.ms, 50):.2f} ms, p99 {percentile(row.ms, 99):.2f} ms" if row.ms else ""
+    if row.rate is not None:
+        out = f"{row.rate:,.0f} {row.unit}" + (f", {out}" if out else "")
+    return out + (f" ({row.note})" if row.note else "")
 
 
 # --------------------------------------------------------------------- peers
@@ -249,7 +266,17 @@ def table(run: Run) -> str:
     return results.table(
         ["who", "call", "processes", "calls", "p50 ms", "p99 ms", "note"],
         [[r.who, r.call, f"{r.size:,}", len(r.ms), f"{percentile(r.ms, 50):.2f}", f"{percentile(r.ms, 99):.2f}", r.note]
-         for r in ordered if r.ms],
+         for r in ordered if r.ms and r.rate is None],
+        align="llrrrrl",
+    )
+
+
+def rates_table(run: Run) -> str:
+    return results.table(
+        ["who", "call", "processes", "rate", "p50 ms", "p99 ms", "note"],
+        [[r.who, r.call, f"{r.size:,}", f"{r.rate:,.0f} {r.unit}",
+          f"{percentile(r.ms, 50):.2f}" if r.ms else "", f"{percentile(r.ms, 99):.2f}" if r.ms else "", r.note]
+         for r in sorted(run.rows, key=lambda r: (r.call, r.size)) if r.rate is not None],
         align="llrrrrl",
     )
 
@@ -288,6 +315,21 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> st
         f"- peers: a fresh daemon per size; at {', '.join(f'{n:,}' for n in args.peer_sizes)} processes "
         "only (starting 10,000 under a peer takes minutes on this machine).",
         f"- {args.calls} calls per row, {args.gap * 1000:g} ms apart; nearest-rank percentiles.",
+        "- `GET /v1/instances`: aiohttp, one keep-alive connection, the JSON body read and decoded.",
+        "",
+        "### Throughput over HTTP (higher is better)",
+        "",
+        rates_table(run),
+        "",
+        f"- SSE: N aiohttp clients (one process, one loop) on `GET /v1/events?prefix=template.burst-`; "
+        f"a burst of {args.burst:,} events: `apply`s of {httpcases.BURST_WIDTH} empty templates, each "
+        f"changing their env ({httpcases.BURST_WIDTH} `updated` events per apply), from "
+        f"{httpcases.BURST_CALLERS} concurrent ZMQ callers; every client must receive every event "
+        "(counted, ids increasing). Rate: the median client's events over the time from the burst's "
+        "first send to its last event; "
+        "the burst's pace (publish pace) bounds it.",
+        f"- `GET /v1/status`: {httpcases.STATUS_CLIENTS} aiohttp workers on one session "
+        f"(keep-alive), back to back for {args.rps_seconds:g} s.",
         "",
         "### Targets",
         "",
@@ -314,14 +356,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--calls", type=int, default=200, help="listings per row (default %(default)s)")
     add("--gap-ms", type=float, default=10.0, help="between calls (default %(default)s)")
     add("--stats-interval", type=float, default=5.0, help="the agent's (default %(default)s)")
+    add("--burst", type=int, default=5000, help="events per SSE fan-out burst (default %(default)s)")
+    add("--rps-seconds", type=float, default=5.0, help="GET /v1/status run length (default %(default)s)")
     add("--skip-peers", action="store_true", help="gaffer only")
     add("--quick", action="store_true", help="small smoke run; does not write RESULTS.md")
     add("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.peer_sizes, args.calls, args.no_write = [200], [200], 20, True
+        args.burst, args.rps_seconds = min(args.burst, 1000), 1.0
     if not 1 <= args.calls <= 10_000 or not 0 <= args.gap_ms <= 10_000 or not 0.5 <= args.stats_interval <= 60:
         parser.error("--calls in 1..10000, --gap-ms in 0..10000, --stats-interval in 0.5..60")
+    if not 1 <= args.burst <= 100_000 or not 0.1 <= args.rps_seconds <= 60:
+        parser.error("--burst in 1..100000, --rps-seconds in 0.1..60")
     args.gap = args.gap_ms / 1000
     return args
 
