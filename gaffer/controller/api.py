@@ -31,13 +31,14 @@ from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
 from gaffer.controller.changes import Changes
-from gaffer.controller.instance_rows import fill_cached, fill_rows, instance_key, instance_rows
+from gaffer.controller.instance_rows import fill_rows, instance_key, instance_rows
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.logs import LogOps
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.runops import RunOps
+from gaffer.controller.row_cache import RowCache
 from gaffer.controller.staging import Stages
 from gaffer.controller.statcache import StatCache
 from gaffer.controller.scheduler import Demand, NodeInfo
@@ -110,6 +111,7 @@ class Api:
         self.cluster = cluster
         self.stat_cache = stat_cache if stat_cache is not None else StatCache()
         self.agents = agents
+        self.row_cache = RowCache(cluster, agents, self.stat_cache)
         self.oneoffs = oneoffs
         self.runs = RunOps(cluster.templates, agents, oneoffs, changes, controller)
         self.logs = LogOps(cluster.templates, agents, self._nodes_running, self._node_for).logs
@@ -295,14 +297,15 @@ class Api:
         limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
             raise TemplateNotFound(name)
-        rows = self.instance_rows(name)
+        if fresh:
+            rows = self.instance_rows(name)
+        else:  # from memory: the kept rows with their last pushed samples (row_cache.py)
+            rows = self.row_cache.rows(name, time.time(), self.controller.now())
         result = page(rows, instance_key, limit, after) if limit is not None else None
         shown = result["items"] if result is not None else rows
         if fresh:
             stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
             fill_rows(shown, self.cluster.templates, stats, time.time())
-        else:
-            fill_cached(shown, self.cluster.templates, self.stat_cache, time.time(), self.controller.now())
         return result if result is not None else rows
 
     def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:

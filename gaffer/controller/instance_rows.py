@@ -5,6 +5,8 @@ report into one row per instance (and one per stale copy a node still runs), in
 ``instance_key`` order. ``fill_cached`` completes them from memory: the PORT, the uptime, and
 the cpu and memory the agents pushed (``statcache.py``) with the sample's ``age``; ``fill_rows``
 does the same from stats asked of the agents just now (``ps`` with ``fresh``), age 0.
+``ps`` answers from ``row_cache.py``, which keeps ``placed_rows`` between changes and must
+answer exactly as ``instance_rows`` + ``fill_cached`` (the definition it is tested against).
 
 A listing of 10,000 instances must answer in a few tens of milliseconds, on the controller's
 one loop, so these are written for it: one dict literal per row, node and port lookups once
@@ -37,6 +39,7 @@ class Placed(Protocol):
 
     templates: Mapping[str, StoredTemplate]
     placement: Mapping[Slot, str]
+    """Replaced whole when it changes, never edited in place (``row_cache.py`` relies on it)."""
     failed: Mapping[Slot, frozenset[str]]
 
     def pending(self) -> dict[str, dict[str, Any]]: ...
@@ -51,7 +54,19 @@ class NodeSource(Protocol):
 def instance_rows(cluster: Placed, agents: NodeSource, name: str | None) -> list[dict[str, Any]]:
     """The rows ``ps`` lists (of template ``name``, or all), in ``instance_key`` order,
     before ``fill_cached``/``fill_rows`` add port, uptime, cpu, memory and age."""
-    keyed: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+    keyed = placed_rows(cluster, agents, name)
+    add_pending(keyed, cluster, name, keyed)
+    return [row for _, row in sorted(keyed.values(), key=first)]
+
+
+Keyed = dict[str, tuple[tuple[Any, ...], dict[str, Any]]]
+"""Rows by instance id (``id@node`` for a stale copy), each with its ``instance_key``."""
+
+
+def placed_rows(cluster: Placed, agents: NodeSource, name: str | None) -> Keyed:
+    """The rows of every placed instance and of every stale copy a node still runs: what the
+    placement and the nodes' reports make (``row_cache.py`` keeps them between changes)."""
+    keyed: Keyed = {}
     nodes: dict[str, tuple[Node | None, bool]] = {}
     for (template, ordinal), node_name in cluster.placement.items():
         if name is not None and template != name:
@@ -67,16 +82,6 @@ def instance_rows(cluster: Placed, agents: NodeSource, name: str | None) -> list
         if down:
             row["state"] = _UNKNOWN
         keyed[ident] = ((template, _ordinal_key(ordinal), node_name), row)
-    for template, pending in cluster.pending().items():
-        if name is not None and template != name:
-            continue
-        for ordinal in range(1, cluster.wanted(template) + 1):
-            ident = f"{template}.{ordinal}"
-            if ident not in keyed:
-                failed = (template, ordinal) in cluster.failed and pending["reason"] == FAILED_EVERYWHERE
-                row = _row(ident, template, ordinal, None, None, _FAILED if failed else _PENDING)
-                row["reason"] = pending["reason"]
-                keyed[ident] = ((template, (0, ordinal), ""), row)
     for node in agents.all():
         down = node.state is NodeState.DOWN
         for ident, report in node.instances.items():
@@ -90,7 +95,21 @@ def instance_rows(cluster: Placed, agents: NodeSource, name: str | None) -> list
             if down:
                 row["state"] = _UNKNOWN
             keyed[f"{ident}@{node.name}"] = ((report["template"], _ordinal_key(report["ordinal"]), node.name), row)
-    return [row for _, row in sorted(keyed.values(), key=_first)]
+    return keyed
+
+
+def add_pending(into: Keyed, cluster: Placed, name: str | None, placed: Mapping[str, Any]) -> None:
+    """Add a row for each wanted ordinal of a pending template that is not in ``placed``."""
+    for template, pending in cluster.pending().items():
+        if name is not None and template != name:
+            continue
+        for ordinal in range(1, cluster.wanted(template) + 1):
+            ident = f"{template}.{ordinal}"
+            if ident not in placed:
+                failed = (template, ordinal) in cluster.failed and pending["reason"] == FAILED_EVERYWHERE
+                row = _row(ident, template, ordinal, None, None, _FAILED if failed else _PENDING)
+                row["reason"] = pending["reason"]
+                into[ident] = ((template, (0, ordinal), ""), row)
 
 
 def fill_cached(
@@ -100,7 +119,7 @@ def fill_cached(
     """Complete ``ps`` rows from memory: PORT, uptime, and each running row's last pushed cpu
     and memory with ``age``, seconds since its node last pushed (None where there is no
     sample of that very process)."""
-    ports = _Ports(templates)
+    ports = Ports(templates)
     reading = cache.reading
     ages: dict[float, float] = {}
     for row in rows:
@@ -125,7 +144,7 @@ def fill_rows(
 ) -> None:
     """Complete ``ps`` rows from ``stats`` (the agents' samples by instance id, asked just now:
     age 0; None where there is none), with the PORT and the uptime."""
-    ports = _Ports(templates)
+    ports = Ports(templates)
     for row in rows:
         row["port"] = ports.of(row["template"], row["ordinal"])
         sample = stats.get(row["id"]) if row["pid"] else None
@@ -135,7 +154,7 @@ def fill_rows(
         row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
 
 
-class _Ports:
+class Ports:
     """Each template's PORT rule, looked up once per template of a listing."""
 
     def __init__(self, templates: Mapping[str, StoredTemplate]) -> None:
@@ -165,7 +184,7 @@ def _row(
             "spec": report["spec"], "stale": False}
 
 
-def _first(item: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:
+def first(item: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:
     return item[0]
 
 

@@ -32,6 +32,9 @@ class Node:
     last_heard: float = 0.0
     connected_at: float | None = None
     instances: dict[str, InstanceRow] = field(default_factory=dict)
+    reports: int = 0
+    """Bumped whenever ``instances`` changes (``NodeTable._refresh``): the ``ps`` rows kept in
+    ``row_cache.py`` are rebuilt when a node's count moved, not on every listing."""
     digest_cache: str | None = None
     """``instances_digest`` of ``instances``, made when a heartbeat needs it (None: changed
     since): several reports between two heartbeats cost one digest, not one each."""
@@ -182,6 +185,7 @@ class NodeTable:
 
     def _refresh(self, node: Node) -> None:
         node.digest_cache = None
+        node.reports += 1
         node.running = sum(1 for row in node.instances.values() if row["pid"])
 
     def disconnect(self, node: Node) -> None:

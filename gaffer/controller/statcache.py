@@ -47,6 +47,9 @@ class StatCache:
         self._pushed: dict[str, float] = {}
         """Per node, when its last push arrived."""
         self.pushes = 0
+        self.version = 0
+        """Bumped by every change (a push, a discard, a node forgotten): ``row_cache.py`` reads
+        the samples again only when it moved."""
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -54,6 +57,7 @@ class StatCache:
     def push(self, node: str, body: dict[str, Any], now: float) -> None:
         """Apply one ``stats`` message from ``node``'s agent (already checked by the codec)."""
         self.pushes += 1
+        self.version += 1
         rows = self._rows
         if body["reset"]:
             for ident in [i for i, row in rows.items() if row.node == node]:
@@ -102,6 +106,7 @@ class StatCache:
     def discard(self, node: str, instance_ids: Iterable[str]) -> None:
         """Instances ``node`` says have stopped or are gone: their rows go (a row another
         node pushed since, the instance having moved, stays)."""
+        self.version += 1
         rows = self._rows
         for ident in instance_ids:
             row = rows.get(ident)
@@ -110,6 +115,7 @@ class StatCache:
 
     def forget_node(self, node: str) -> None:
         """A node forgotten for good: every row of it goes."""
+        self.version += 1
         self._pushed.pop(node, None)
         for ident in [i for i, row in self._rows.items() if row.node == node]:
             del self._rows[ident]
