@@ -33,7 +33,7 @@ import gaffer  # noqa: E402
 import peers  # noqa: E402
 import results  # noqa: E402
 import httpcases  # noqa: E402
-from output import Spawned, free_port, peers_run  # noqa: E402
+from output import Spawned, cpu_of, free_port, peers_run  # noqa: E402
 from gaffer.client import AsyncClient  # noqa: E402
 from gaffer.client.wire import request_frame  # noqa: E402
 
@@ -159,7 +159,24 @@ async def ps_client(cluster: Cluster, n: int, args: argparse.Namespace) -> list[
         rows = await cluster.client.call("ps")
         assert len(rows) == n, len(rows)
 
-    return [Row("gaffer", "ps (Client, decoded)", n, await timed(call, args.calls, args.gap))]
+    rows = [Row("gaffer", "ps (Client, decoded)", n, await timed(call, args.calls, args.gap))]
+    return rows + [await ps_encode(cluster, n, args)]
+
+
+async def ps_encode(cluster: Cluster, n: int, args: argparse.Namespace) -> Row:
+    """What encoding the reply costs (``protocol.encode``, as the controller's server does),
+    timed in this process on the rows it got: the part of "controller side" that is not
+    building the rows."""
+    from gaffer.common import protocol
+
+    listing = await cluster.client.call("ps")
+    body = {"id": 1, "ok": True, "result": listing, "error": None}
+    latencies = []
+    for seq in range(1, args.calls + 1):
+        started = time.perf_counter()
+        frame = protocol.encode("reply", seq, body)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return Row("gaffer", "ps reply encode only (msgpack)", n, latencies, f"{len(frame) / 1e6:.2f} MB")
 
 
 async def ps_controller(cluster: Cluster, n: int, args: argparse.Namespace) -> list[Row]:
@@ -179,7 +196,16 @@ async def ps_controller(cluster: Cluster, n: int, args: argparse.Namespace) -> l
 
     try:
         await timed(call, 3, args.gap)  # the first request of a peer sets its role
-        return [Row("gaffer", "ps (controller side)", n, await timed(call, args.calls, args.gap))]
+        assert cluster.controller is not None
+        pid = cluster.controller.pid
+        idle_from, idle_cpu = time.perf_counter(), cpu_of(pid)
+        await asyncio.sleep(1.0)  # the controller's own CPU rate meanwhile, to subtract
+        idle_rate = (cpu_of(pid) - idle_cpu) / (time.perf_counter() - idle_from)
+        busy_from, busy_cpu = time.perf_counter(), cpu_of(pid)
+        ms = await timed(call, args.calls, args.gap)
+        spent = cpu_of(pid) - busy_cpu - idle_rate * (time.perf_counter() - busy_from)
+        note = f"controller CPU {max(0.0, spent) / args.calls * 1000:.1f} ms a call"
+        return [Row("gaffer", "ps (controller side)", n, ms, note)]
     finally:
         sock.close(linger=0)
         ctx.term()
@@ -216,7 +242,7 @@ async def measure_gaffer(run: Run, args: argparse.Namespace, work: Path) -> None
         for n in args.sizes:
             log(f"gaffer: {n} instances")
             await cluster.run(n)
-            for case in CASES:
+            for case in [c for c in CASES if args.cases is None or c.__name__ in args.cases]:
                 for row in await case(cluster, n, args):
                     run.rows.append(row)
                     log(f"  {row.call}: {summary(row)}")
@@ -358,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--stats-interval", type=float, default=5.0, help="the agent's (default %(default)s)")
     add("--burst", type=int, default=5000, help="events per SSE fan-out burst (default %(default)s)")
     add("--rps-seconds", type=float, default=5.0, help="GET /v1/status run length (default %(default)s)")
+    add("--cases", type=lambda text: set(text.split(",")), default=None,
+        help=f"only these rows' cases (of {','.join(c.__name__ for c in CASES)})")
     add("--skip-peers", action="store_true", help="gaffer only")
     add("--quick", action="store_true", help="small smoke run; does not write RESULTS.md")
     add("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
