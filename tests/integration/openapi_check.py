@@ -34,6 +34,9 @@ def api() -> OpenAPI:
     return OpenAPI.from_dict(document(), config=Config(extra_media_type_deserializers={PROBLEM: json.loads}))
 
 
+api()  # built at import (about a second), never inside a test's loop: the agents' heartbeats run there
+
+
 def check(method: str, url: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
     """Raise DocumentBroken unless the response to ``method url`` fits the document."""
     parts = urlsplit(url)

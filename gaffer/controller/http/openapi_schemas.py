@@ -231,9 +231,9 @@ TOKEN_CREATED = obj({
 TOKEN_REVOKED = obj({"name": NAME, "revoked": BOOLEAN}, ("name",))
 
 LOG_LINE = obj({
-    "id": STRING, "node": STRING, "stream": {"enum": ["out", "err"]}, "ts": NUMBER, "number": INTEGER,
-    "data": STRING,
-}, ("id", "node", "stream", "ts"))
+    "id": STRING, "node": STRING, "stream": {"enum": ["out", "err"]}, "ts": NUMBER, "line": STRING,
+    "number": {**INTEGER, "description": "The line's number in its instance's stream."},
+}, ("id", "node", "stream", "ts", "line"))
 SESSION = obj({
     "token": {**STRING, "description": "A session token: send it as the bearer token from now on."},
     "expires": {**NUMBER, "description": "When it expires (Unix time)."},
