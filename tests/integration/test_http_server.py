@@ -169,3 +169,18 @@ async def test_a_taken_port_fails_the_start_unless_http_is_optional(cluster: Clu
         assert (await other.call("status"))["http"] is None
     finally:
         await other.close()
+
+
+async def test_a_peer_sending_bad_tokens_is_slowed_down(http: Http):
+    """Past a few bad tokens a peer gets 429 with Retry-After, even with a good token, until
+    the delay passes; requests without any token do not count as failures."""
+    for _ in range(10):
+        assert (await http.request("GET", "/v1/status")).status == 401
+    good = http.token()
+    assert (await http.request("GET", "/v1/status", good)).status == 200
+    answers = [await http.request("GET", "/v1/status", "gaffer_" + "B" * 43) for _ in range(7)]
+    assert [a.status for a in answers[:6]] == [401] * 6
+    assert answers[6].status == 429 and answers[6].body["code"] == "throttled"
+    assert int(answers[6].headers["Retry-After"]) >= 1
+    refused = await http.request("GET", "/v1/status", good)
+    assert refused.status == 429

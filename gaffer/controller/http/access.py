@@ -3,12 +3,14 @@
 Every route but the public ones (the dashboard's static files, the OpenAPI document) needs
 ``Authorization: Bearer <token>``, on loopback too: a browser on this host may belong to any
 local user. A missing or unknown token is ``unauthorized`` (401, with ``WWW-Authenticate``); a
-token whose role is below the route's is ``forbidden`` (403). Tokens never travel in URLs or
+token whose role is below the route's is ``forbidden`` (403). A peer that keeps sending bad tokens is slowed (``throttle.py``): refused
+with 429 and ``Retry-After`` without its token being looked at. Tokens never travel in URLs or
 cookies: the dashboard keeps its own in ``sessionStorage`` and sends it in this header.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from aiohttp import web
@@ -39,7 +41,7 @@ def headers_for(exc: GafferError) -> dict[str, str] | None:
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": CHALLENGE}
     if isinstance(exc, Throttled):
-        return {"Retry-After": str(max(1, round(exc.retry_after)))}
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return None
 
 
@@ -49,9 +51,17 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     if route is None or route.public:
         return await handler(request)
     context = request.app[CONTEXT]
+    now = time.monotonic()
+    peer = request.remote
+    waiting = context.throttle.check(peer, now)
+    if not waiting.allowed:
+        raise Throttled(f"too many failed logins from {peer}: retry in {waiting.retry_after_header} s",
+                        waiting.retry_after)
     token = bearer(request.headers.get("Authorization"))
     principal = context.tokens.verify(token, time.time()) if token else None
     if principal is None:
+        if token is not None:
+            context.throttle.failed(peer, now)
         raise Unauthorized(
             "this request needs a token: send 'Authorization: Bearer <token>' "
             "(gafferctl token create, or the admin.token file in the controller's data dir)"
@@ -62,6 +72,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         raise Forbidden(f"{request.method} {route.path}", needed, (
             f"{request.method} {route.path} needs the {needed} role; {principal.name!r} is {principal.role.name.lower()}"
         ))
+    context.throttle.succeeded(peer)
     request[PRINCIPAL] = principal
     CALLER.set(principal)
     return await handler(request)

@@ -3,12 +3,13 @@ the keys under which the app and each request hold them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from gaffer.common.roles import Role
+from gaffer.controller.throttle import Throttle
 from gaffer.controller.tokens import Principal, Tokens
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -33,6 +34,8 @@ class HttpContext:
     controller: Any
     """The ``Controller``: its clock (``now``), status and parts, for routes that read state."""
     tokens: Tokens
+    throttle: Throttle = field(default_factory=Throttle)
+    """Failed logins by peer (``throttle.py``)."""
 
 
 CONTEXT = web.AppKey("context", HttpContext)
