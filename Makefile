@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/hello.toml
 
-.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle bench-events clean
+.PHONY: run test test-unit bench bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle bench-events bench-http clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ test: $(VENV)/.installed-test
 test-unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/unit
 
-bench: bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle bench-events
+bench: bench-spawn bench-link bench-reconcile bench-apply bench-output bench-cli bench-idle bench-events bench-http
 
 bench-spawn: $(VENV)/.installed
 	$(BIN)/python bench/spawn.py
@@ -52,6 +52,9 @@ bench-idle: $(VENV)/.installed
 
 bench-events: $(VENV)/.installed
 	$(BIN)/python bench/events.py
+
+bench-http: $(VENV)/.installed
+	$(BIN)/python bench/http.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

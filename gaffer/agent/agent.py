@@ -38,6 +38,7 @@ from gaffer.agent.manager import Manager
 from gaffer.agent.outbox import CAPACITY as OUTBOX_CAPACITY
 from gaffer.agent.ownership import Candidate, Identity, ProcInfo, plan_adoption
 from gaffer.agent.processes import ProcessHooks
+from gaffer.agent.statpush import StatPusher
 from gaffer.agent.tracking import Tracker
 from gaffer.common.bus import EventBus
 from gaffer.common.errors import AdoptError, ConfigError, KeeperError
@@ -100,6 +101,7 @@ class Agent:
             host=self.host_info, on_assign=self._on_assign, commands=self.commands.table(),
             outbox_capacity=outbox_capacity,
         )
+        self.stats_push = StatPusher(self.manager.running, self.link, settings.stats_interval)
         self.assignments = Assignments(
             self.manager, self.link.ack, settings.state_dir / "assignment.json" if keeper else None
         )
@@ -130,6 +132,7 @@ class Agent:
         else:
             await self._stop_leftovers()
         self.link.start()
+        self.stats_push.start()
 
     async def _announce(self) -> presence.Presence:
         """Hold this agent's name; an agent of this state dir killed just now may not have
@@ -292,6 +295,7 @@ class Agent:
         """Close the link; the processes keep running (their pipes stay with the keeper)
         unless ``stop_processes``. Stops in progress are finished first (each within its
         graceful_timeout, then KILL): only the processes nobody was stopping are left."""
+        await self.stats_push.stop()
         await self.link.stop()
         await self.assignments.aclose()
         finished = 0

@@ -25,6 +25,7 @@ from gaffer.agent import reaper
 from gaffer.agent.agent import Agent
 from gaffer.agent.apps import AppRunner, AppSpec, parse_apps
 from gaffer.agent.link import LinkSettings
+from gaffer.agent.statpush import DEFAULT_INTERVAL as DEFAULT_STATS_INTERVAL
 from gaffer.agent.tracking import MODES
 from gaffer.common.config import (
     LOG_LEVELS,
@@ -44,6 +45,8 @@ from gaffer.common.endpoints import (
 from gaffer.common.errors import ConfigError, GafferError
 from gaffer.common.keys import fingerprint as key_fingerprint
 from gaffer.common.keys import load_keypair, load_public
+from gaffer.common import params
+from gaffer.common.limits import MAX_STATS_INTERVAL, MIN_STATS_INTERVAL
 from gaffer.common.reload import config_changes
 from gaffer.common.template import LABEL_RE, NAME_RE
 
@@ -51,12 +54,17 @@ log = logging.getLogger("gaffer.agent")
 
 SETTINGS = (
     "controller", "name", "labels", "state_dir", "key", "controller_key", "insecure", "apps",
-    "stop_processes", "log_level",
+    "stop_processes", "log_level", "stats_interval",
 )
 RELOADABLE = frozenset({"log_level", "stop_processes"})
 """What SIGHUP applies while the agent runs. The controller endpoint, the node's name and
 labels (told to the controller at hello), the state dir, keys and apps are fixed at start."""
 DEFAULT_STATE_DIR = "/var/lib/gaffer/agent"
+
+
+def _first(value: Any, default: float) -> Any:
+    """``value`` unless it is None (0 is a value)."""
+    return default if value is None else value
 
 
 def parse_labels(values: tuple[str, ...] | list[str] | dict[str, Any], where: str) -> dict[str, str]:
@@ -91,7 +99,7 @@ def settings_values(built: Built, log_level: str) -> dict[str, object]:
         "key": settings.keys.fingerprint if settings.keys else None,
         "controller_key": key_fingerprint(settings.controller_key) if settings.controller_key else None,
         "insecure": insecure, "apps": tuple(apps), "stop_processes": stop_processes,
-        "log_level": log_level,
+        "log_level": log_level, "stats_interval": settings.stats_interval,
     }
 
 
@@ -100,10 +108,10 @@ def build_settings(options: dict[str, Any], config: str | None, data: dict[str, 
         data = read_config(config, SETTINGS) if config else {}
     where = config or "options"
 
-    def pick(key: str, kind: type | tuple[type, ...]) -> Any:
+    def pick(key: str, kind: type | tuple[type, ...], low: float | None = None, high: float | None = None) -> Any:
         if options.get(key) not in (None, ()):
             return options[key]
-        return expect(data, key, kind, where)
+        return expect(data, key, kind, where, low=low, high=high)
 
     name = pick("name", str) or socket.gethostname().split(".")[0]
     if not NAME_RE.match(name):
@@ -128,6 +136,9 @@ def build_settings(options: dict[str, Any], config: str | None, data: dict[str, 
         state_dir=Path(pick("state_dir", str) or DEFAULT_STATE_DIR).absolute(),
         keys=load_keypair(key) if key else None,
         controller_key=load_public(controller_key) if controller_key else None,
+        stats_interval=float(_first(
+            pick("stats_interval", (int, float), MIN_STATS_INTERVAL, MAX_STATS_INTERVAL), DEFAULT_STATS_INTERVAL
+        )),
     )
     apps = parse_apps(data.get("apps", []), source=config)
     return settings, apps, insecure, bool(pick("stop_processes", bool))
@@ -142,6 +153,8 @@ def build_settings(options: dict[str, Any], config: str | None, data: dict[str, 
 @click.option("--controller-key", help="The controller's public key file (controller.key).")
 @click.option("--insecure", is_flag=True, default=None, help="Allow a TCP controller endpoint without CURVE keys.")
 @click.option("--stop-processes", is_flag=True, default=None, help="Stop managed processes when the agent stops.")
+@click.option("--stats-interval", type=params.STATS_INTERVAL,
+              help=f"Seconds between stats pushes to the controller [default: {DEFAULT_STATS_INTERVAL:g}].")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings and [[apps]].")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: the config file's log_level, or info]")
 @click.option("--tracking", default="auto", show_default=True, type=click.Choice(MODES),

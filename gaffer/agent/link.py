@@ -66,6 +66,8 @@ class LinkSettings:
     controller_key: bytes | None = None
     heartbeat: float = 1.0
     timeout: float = 5.0
+    stats_interval: float = 5.0
+    """Seconds between stats pushes (``statpush.py``)."""
 
 
 def wire_instance(info: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +130,8 @@ class ControllerLink:
         self.controller_id: str | None = None
         self.refusal: tuple[str, str] | None = None
         self.reconnects = 0
+        self.welcomes = 0
+        """Sessions opened (each ``welcome``): the stats push starts over in each."""
         self.bad = BadMessages()
         self._ctx = zmq.asyncio.Context()
         self._channel: Channel | None = None
@@ -269,6 +273,7 @@ class ControllerLink:
             self._timeout = body["timeout"]
             self.controller_id = body["controller"]
             self.refusal = None
+            self.welcomes += 1
             self.connected.set()
             log.info("welcomed by controller %s as node %s", body["controller"], body["node"])
             self.outbox.resend_from(body["events_upto"])
@@ -330,6 +335,10 @@ class ControllerLink:
         frame = protocol.encode(kind, self._seq + 1, body)
         self._seq += 1
         return self._channel.send([frame])
+
+    def send_stats(self, body: dict[str, Any]) -> bool:
+        """One ``stats`` message (``statpush.py``); whether it went to the socket."""
+        return self._send("stats", body)
 
     def instances(self) -> list[dict[str, Any]]:
         return [wire_instance(i) for i in self.manager.instances()]

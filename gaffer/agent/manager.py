@@ -321,13 +321,14 @@ class Manager:
     async def stats(self, name: str | None = None) -> dict[str, Any]:
         """Per-instance psutil stats and their sum per template."""
         entries = [self._entry(name)] if name is not None else self._live_entries()
-        rows = [
-            (entry.name, inst.id, inst.pid)
-            for entry in entries for inst in [*entry.instances.values(), *entry.runs]
-            if inst.pid is not None
-        ]
+        rows = _pid_rows(entries)
         sampled = await self._stats.sample(pid for _, _, pid in rows)
         return summarize((entry.name for entry in entries), rows, sampled)
+
+    def running(self) -> list[tuple[str, int]]:
+        """(instance id, pid) of every instance with a process, one-off runs included: what
+        the stats push samples (``statpush.py``)."""
+        return [(ident, pid) for _, ident, pid in _pid_rows(self._live_entries())]
 
     def _live_entries(self) -> list[Entry]:
         return [e for e in self._entries.values() if not e.deleting]
@@ -478,3 +479,12 @@ def _wanted(
     here = range(1, template.numprocesses + 1) if ordinals is None else ordinals
     allowance = template.update.max_unavailable if max_unavailable is None else max_unavailable
     return Wanted(frozenset(here), True, False, template.spec_hash(), restart_gen, allowance)
+
+
+def _pid_rows(entries: list[Entry]) -> list[tuple[str, str, int]]:
+    """(template, instance id, pid) of the instances of ``entries`` that have a process."""
+    return [
+        (entry.name, inst.id, inst.pid)
+        for entry in entries for inst in [*entry.instances.values(), *entry.runs]
+        if inst.pid is not None
+    ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,10 @@ from gaffer.common import params
 from gaffer.common.endpoints import DEFAULT_KEYED_BIND, default_control
 from gaffer.common.errors import GafferError
 from gaffer.common.limits import MAX_COUNT, RUN_LEASE
+from gaffer.common.roles import ROLE_NAMES, parse_role
+
+DEFAULT_DASHBOARD = "http://127.0.0.1:6080"
+"""Where ``gafferctl dashboard`` points when the controller does not say (``gaffer start``'s default)."""
 
 
 class Context:
@@ -214,11 +219,17 @@ _template_op("restart", "restarting", "Rolling restart of NAME, update.max_unava
 
 @main.command()
 @click.argument("name", required=False)
+@click.option("--fresh", is_flag=True, help="Ask the agents for cpu and memory now (waits for them) "
+              "instead of showing what they last pushed.")
 @json_option
 @click.pass_obj
-def ps(obj: Context, name: str | None) -> None:
-    """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime."""
-    obj.show(obj.listing("ps", **({"name": name} if name else {})), tables.ps_table)
+def ps(obj: Context, name: str | None, fresh: bool) -> None:
+    """Instances (of NAME, or all): node, state, pid, restarts, cpu, memory, uptime, and how
+    long ago cpu and memory were sampled."""
+    args: dict[str, Any] = {"name": name} if name else {}
+    if fresh:
+        args["fresh"] = True
+    obj.show(obj.listing("ps", **args), tables.ps_table)
 
 
 @main.command()
@@ -440,9 +451,10 @@ def wait(obj: Context, name: str, running: int | None, ready: bool, bound: float
 @main.command()
 @click.argument("name")
 @click.option("--dir", "directory", default=".", show_default=True, type=click.Path(file_okay=False), help="Where to write the files.")
+@click.option("--role", type=click.Choice(ROLE_NAMES), default=None, help="A client key's role, written into NAME.key [default: none, which is admin].")
 @json_option
 @click.pass_obj
-def keygen(obj: Context, name: str, directory: str) -> None:
+def keygen(obj: Context, name: str, directory: str, role: str | None) -> None:
     """Write a CURVE key pair NAME.key (public) and NAME.key_secret (secret, mode 0600).
 
     A controller key directory holds controller.key_secret, agents/NODE.key and
@@ -450,10 +462,74 @@ def keygen(obj: Context, name: str, directory: str) -> None:
     """
     from gaffer.common import keys as keyfiles
 
-    public, secret = keyfiles.generate(Path(directory), name)
+    public, secret = keyfiles.generate(Path(directory), name, parse_role(role) if role else None)
     fingerprint = keyfiles.fingerprint(keyfiles.load_public(public))
-    result = {"public": str(public), "secret": str(secret), "fingerprint": fingerprint}
+    result = {"public": str(public), "secret": str(secret), "fingerprint": fingerprint, "role": role}
     obj.show(result, lambda r: f"wrote {r['public']} and {r['secret']} ({r['fingerprint']})")
+
+
+@main.group(name="token")
+def token_group() -> None:
+    """API tokens for the HTTP API and the dashboard (admin only)."""
+
+
+@token_group.command(name="create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLE_NAMES), required=True, help="What the token may do.")
+@json_option
+@click.pass_obj
+def token_create(obj: Context, name: str, role: str) -> None:
+    """Create token NAME and print its secret, once: it is never shown again."""
+    obj.show(obj.call("token_create", name=name, role=role), tables.token_created_text)
+
+
+@token_group.command(name="list")
+@json_option
+@click.pass_obj
+def token_list(obj: Context) -> None:
+    """Tokens: name, role, created, last used (never their secrets)."""
+    obj.show(obj.call("token_list"), lambda rows: tables.tokens_table(rows, time.time()))
+
+
+@token_group.command(name="revoke")
+@click.argument("name")
+@json_option
+@click.pass_obj
+def token_revoke(obj: Context, name: str) -> None:
+    """Revoke token NAME (and the login tokens issued to NAME)."""
+    result = obj.call("token_revoke", name=name)
+    obj.show(result, lambda r: f"revoked {r['name']}" if r["revoked"] else f"no token named {r['name']}")
+    if not result["revoked"]:
+        sys.exit(1)
+
+
+def _base_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--url``: an http(s) address in printable ASCII (it is printed, and pasted into browsers)."""
+    if value is None:
+        return None
+    if not (value.isascii() and value.isprintable() and value.startswith(("http://", "https://"))) or len(value) > 2048:
+        raise click.BadParameter("must be an http:// or https:// address (printable ASCII, at most 2048 characters)")
+    return value
+
+
+@main.command()
+@click.option("--url", default=None, callback=_base_url, help=f"The dashboard's base URL [default: the controller's HTTP address, else {DEFAULT_DASHBOARD}].")
+@json_option
+@click.pass_obj
+def dashboard(obj: Context, url: str | None) -> None:
+    """Print the dashboard's URL with a login token for your role (valid 5 minutes)."""
+    if url is None:
+        url = http_base(obj.call("status").get("http"))
+    login = obj.call("login")
+    result = {"url": f"{url.rstrip('/')}/#login={login['token']}", "role": login["role"], "expires": login["expires"]}
+    obj.show(result, lambda r: r["url"])
+
+
+def http_base(http: Any) -> str:
+    """The dashboard's base URL from ``status``' ``http`` (a URL or HOST:PORT; None: the default)."""
+    if not isinstance(http, str) or not http:
+        return DEFAULT_DASHBOARD
+    return http if http.startswith(("http://", "https://")) else f"http://{http}"
 
 
 if __name__ == "__main__":

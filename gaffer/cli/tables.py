@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
@@ -176,8 +177,11 @@ def template_text(row: dict[str, Any]) -> str:
 
 def ps_table(rows: Sequence[dict[str, Any]]) -> str:
     """Instances; a ``port`` column only when some instance has a PORT (older controllers
-    send no ``port`` at all)."""
+    send no ``port`` at all). ``sampled``: how old the cpu and memory figures are (the
+    agents push them every few seconds; ``ps --fresh`` asks for them now), when any is known."""
     ports = [("port", lambda r: r.get("port"))] if any(r.get("port") is not None for r in rows) else []
+    sampled = [("sampled", lambda r: f"{age(r['age'])} ago" if r.get("age") is not None else None)] \
+        if any(r.get("age") is not None for r in rows) else []
     return table(rows, [
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
@@ -188,6 +192,7 @@ def ps_table(rows: Sequence[dict[str, Any]]) -> str:
         ("cpu", lambda r: f"{r['cpu']:.1f}%" if r.get("cpu") is not None else None),
         ("mem", lambda r: size(r.get("mem")) if r.get("mem") is not None else None),
         ("uptime", lambda r: age(r.get("uptime")) if r.get("uptime") is not None else None),
+        *sampled,
     ], empty="no instances")
 
 
@@ -230,3 +235,23 @@ def drain_text(result: dict[str, Any], wait: float) -> str:
     lines = [f"{result['node']}: {result['remaining']} instances still there after {wait:g}s"]
     lines.extend(f"  {s['template']}: {s['message']}" for s in result.get("stuck") or ())
     return "\n".join(lines)
+
+
+def tokens_table(rows: Sequence[dict[str, Any]], now: float) -> str:
+    """``token list``: name, role, when created (UTC), how long since last used."""
+    def last_used(row: dict[str, Any]) -> str:
+        return "never" if row["last_used"] is None else f"{age(max(0.0, now - row['last_used']))} ago"
+
+    return table(rows, [
+        ("name", lambda r: r["name"]), ("role", lambda r: r["role"]),
+        ("created", lambda r: time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(r["created"]))),
+        ("last used", last_used),
+    ])
+
+
+def token_created_text(result: dict[str, Any]) -> str:
+    """``token create``: the secret alone on its line (easy to copy), and that it is shown once."""
+    return (
+        f"created token {result['name']} ({result['role']}):\n{result['secret']}\n"
+        "This secret is not shown again: store it now (send it as 'Authorization: Bearer <secret>')."
+    )

@@ -3,11 +3,17 @@
 Files use ZeroMQ's certificate format (``NAME.key`` public, ``NAME.key_secret`` secret), so
 keys made by other ZeroMQ tools work too. In an authorized directory the file name is the
 identity the key is bound to: ``agents/node1.key`` may only ever act as node ``node1``.
+
+A client key's role (``common/roles.py``) is in its public file's ``metadata`` section,
+``role = "viewer"`` (``gafferctl keygen --role``, or added by hand to a key made elsewhere); a
+key without one is admin, as every client key was before roles existed. A key whose role is
+not one of the three is not authorized at all (a typo must not grant more than was meant).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -18,8 +24,11 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from gaffer.common.errors import ConfigError
+from gaffer.common.errors import ConfigError, InvalidArgument
 from gaffer.common.limits import NAME_RE
+from gaffer.common.roles import Role, parse_role
+
+log = logging.getLogger("gaffer.keys")
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,9 @@ def fingerprint(public: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def generate(directory: str | Path, name: str) -> tuple[Path, Path]:
-    """Write ``name.key`` (0644) and ``name.key_secret`` (0600) into ``directory``.
+def generate(directory: str | Path, name: str, role: Role | None = None) -> tuple[Path, Path]:
+    """Write ``name.key`` (0644) and ``name.key_secret`` (0600) into ``directory``; ``role``
+    goes into the public file's metadata (none: the key is admin where it is authorized).
 
     The secret file is created with its final mode and ``O_EXCL`` in one call, so it is never
     readable by others, not even for the moment between writing and a chmod, and an existing
@@ -60,14 +70,14 @@ def generate(directory: str | Path, name: str) -> tuple[Path, Path]:
     public, secret = zmq.curve_keypair()
     _write_new(secret_path, _certificate(public, secret), 0o600)
     try:
-        _write_new(public_path, _certificate(public, None), 0o644)
+        _write_new(public_path, _certificate(public, None, role), 0o644)
     except ConfigError:
         secret_path.unlink(missing_ok=True)
         raise
     return public_path, secret_path
 
 
-def _certificate(public: bytes, secret: bytes | None) -> bytes:
+def _certificate(public: bytes, secret: bytes | None, role: Role | None = None) -> bytes:
     """ZeroMQ's certificate format (what ``zmq.auth.load_certificate`` and czmq read)."""
     kind = "Secret" if secret is not None else "Public"
     lines = [
@@ -77,6 +87,7 @@ def _certificate(public: bytes, secret: bytes | None) -> bytes:
         if secret is None else "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.",
         "",
         "metadata",
+        *([f'    role = "{role.label}"'] if role is not None else []),
         "curve",
         f'    public-key = "{public.decode("ascii")}"',
     ]
@@ -133,10 +144,40 @@ def _load(path: str | Path) -> tuple[bytes, bytes | None]:
     return public, secret
 
 
-class AuthorizedKeys:
-    """The public keys in one directory, each bound to the name of its file.
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The properties of a certificate file's ``metadata`` section (ZeroMQ's ZPL: a section
+    name at column 0, its properties indented below it as ``name = "value"``)."""
+    found: dict[str, str] = {}
+    section = None
+    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not raw[0].isspace():
+            section = line
+            continue
+        key, sep, value = line.partition("=")
+        if section != "metadata" or not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        found[key.strip()] = value
+    return found
 
-    Re-read when the directory changes, so adding a key needs no restart.
+
+def key_role(path: str | Path) -> Role:
+    """The role in a public key file's metadata (admin without one); InvalidArgument naming
+    the file for a role that is not one of the three."""
+    text = read_metadata(path).get("role")
+    return Role.ADMIN if text is None else parse_role(text, f"{path}: metadata role")
+
+
+class AuthorizedKeys:
+    """The public keys in one directory, each bound to the name of its file, with its role.
+
+    Re-read when the directory changes (a key file added, removed or replaced, as editors and
+    ``keygen`` do), so adding a key or changing its role needs no restart.
     """
 
     def __init__(self, directory: str | Path, fixed: Mapping[bytes, str] | None = None) -> None:
@@ -146,6 +187,7 @@ class AuthorizedKeys:
         self.directory = Path(directory)
         self._fixed = dict(fixed or {})
         self._by_key: dict[bytes, str] = {}
+        self._roles: dict[str, Role] = {}
         self._stamp: float | None = None
         self.refresh()
 
@@ -153,20 +195,26 @@ class AuthorizedKeys:
         try:
             stamp = self.directory.stat().st_mtime
         except FileNotFoundError:
-            self._by_key, self._stamp = {}, None
+            self._by_key, self._roles, self._stamp = {}, {}, None
             return
         if stamp == self._stamp:
             return
         by_key: dict[bytes, str] = {}
+        roles: dict[str, Role] = {}
         for path in sorted(self.directory.glob("*.key")):
             name = path.stem
             if not NAME_RE.match(name):
                 continue
             try:
-                by_key[load_public(path)] = name
+                public = load_public(path)
+                roles[name] = key_role(path)
             except ConfigError:
                 continue
-        self._by_key, self._stamp = by_key, stamp
+            except (InvalidArgument, OSError) as exc:
+                log.warning("%s; this key is not authorized until that is fixed", getattr(exc, "message", exc))
+                continue
+            by_key[public] = name
+        self._by_key, self._roles, self._stamp = by_key, roles, stamp
 
     def name_of(self, public: bytes) -> str | None:
         """The name bound to ``public`` (Z85), or None when it is not authorized."""
@@ -175,6 +223,12 @@ class AuthorizedKeys:
             return fixed
         self.refresh()
         return self._by_key.get(public)
+
+    def role_of(self, name: str) -> Role | None:
+        """The role of the key bound to ``name`` (admin when its file names none), or None
+        when no such key is authorized (any more)."""
+        self.refresh()
+        return self._roles.get(name)
 
     def __len__(self) -> int:
         return len(self._by_key) + len(self._fixed)

@@ -34,6 +34,10 @@ MAX_WAIT = 86_400.0
 """Seconds, for what a request or a command line waits (``--timeout``, ``wait``, ``drain``)."""
 MAX_HEARTBEAT = 3_600.0
 MIN_HEARTBEAT = 0.01
+MIN_STATS_INTERVAL = 0.5
+MAX_STATS_INTERVAL = 3_600.0
+"""Bounds of an agent's ``--stats-interval``: sampling a big host costs tens of milliseconds,
+so not more than twice a second."""
 MAX_MISSES = 1_000
 """Heartbeats missed before suspect / down."""
 

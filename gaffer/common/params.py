@@ -26,6 +26,8 @@ from gaffer.common.limits import (
     MAX_TOTAL,
     MAX_WAIT,
     MIN_HEARTBEAT,
+    MIN_STATS_INTERVAL,
+    MAX_STATS_INTERVAL,
 )
 
 MAX_DIGITS = 40
@@ -134,6 +136,8 @@ DURATION = FiniteFloat(0.0, MAX_DURATION)
 KEEP = BoundedInt(1, MAX_BACKUPS)
 HEARTBEAT = FiniteFloat(MIN_HEARTBEAT, MAX_HEARTBEAT)
 MISSES = BoundedInt(1, MAX_MISSES)
+STATS_INTERVAL = FiniteFloat(MIN_STATS_INTERVAL, MAX_STATS_INTERVAL)
+"""Seconds between an agent's stats pushes (``gaffer-agent --stats-interval``)."""
 LINES = BoundedInt(0, MAX_LINES)
 POSITION = BoundedInt(0, 2**63 - 1)
 """An event position (``gafferctl events --since``)."""

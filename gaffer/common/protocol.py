@@ -26,11 +26,12 @@ from gaffer.common.limits import LABEL_RE, MAX_COUNT, NAME_RE
 from gaffer.common.model import AGENT_STATES
 from gaffer.common.parts import MAX_PARTS
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """2: ``assign`` carries the controller's per-node decisions in ``controls`` (no longer inside
 the specs), ``ack`` errors are structured, errors carry ``details``. 3: an agent's state events
 are numbered (``events[].seq``, ``events.lost``) and acknowledged (``events_ack``,
-``welcome.events_upto``)."""
+``welcome.events_upto``). 4: agents push sampled stats (``stats``), which a controller of 3
+would drop as an unknown kind."""
 MAX_MESSAGE = 4 * 1024 * 1024
 
 MAX_INT = 2**63 - 1
@@ -39,6 +40,11 @@ MAX_INSTANCES = 100_000
 MAX_TEMPLATES = 10_000
 MAX_EVENTS = 10_000
 MAX_TEXT = 65_536
+MAX_STAT_ROWS = 10_000
+"""Rows of one ``stats`` message: an agent with more instances sends several (about 70 bytes
+a row, so one message stays far under MAX_MESSAGE)."""
+MAX_CPU = 100.0 * 65_536
+"""Percent of one core, a process and its children: at most every core of the largest host."""
 MAX_TEMPLATE_BYTES = 256 * 1024
 """One template's spec, encoded: far more than any real template needs, and small enough that
 an assignment part always holds at least one (two 2.5 MB arguments once wedged a node)."""
@@ -115,6 +121,15 @@ _INSTANCE = s.struct({
     "spec": s.nullable(_WORD),
 })
 _INSTANCES = s.list_of(_INSTANCE, MAX_INSTANCES)
+_STAT_ROW = s.struct({
+    "id": _INSTANCE_ID,
+    "pid": s.integer(1, 2**31 - 1),
+    "cpu": s.number(0.0, MAX_CPU),
+    "mem": _COUNTER,
+    "children": s.integer(0, MAX_CONTAINER),
+})
+"""One instance's sample: its pid, cpu (percent of one core) and RSS bytes of the process and
+its children, and how many children it has."""
 _HOST = s.struct({
     "tracking": s.one_of(("cgroup", "subreaper")),
     "keeper": s.one_of(("running", "restarting", "off")),
@@ -189,6 +204,11 @@ _SCHEMAS: dict[str, s.Check] = {
             s.struct({"seq": _COUNTER, "topic": _TOPIC, "ts": _TIME, "data": _MAP}), MAX_EVENTS,
         ),
     }, optional={"lost": _COUNTER}),
+    "stats": s.struct({
+        "rows": s.list_of(_STAT_ROW, MAX_STAT_ROWS),
+        "removed": s.list_of(_INSTANCE_ID, MAX_STAT_ROWS),
+        "reset": _BOOL,
+    }),
     "ack": s.struct({
         "generation": _COUNTER,
         "ok": _BOOL,
@@ -276,7 +296,7 @@ def _positions(prev: Any) -> bool:
 _SCHEMAS["event"] = _check_event
 
 KINDS = frozenset(_SCHEMAS)
-AGENT_TO_CONTROLLER = frozenset({"hello", "heartbeat", "report", "events", "ack", "result", "pong"})
+AGENT_TO_CONTROLLER = frozenset({"hello", "heartbeat", "report", "stats", "events", "ack", "result", "pong"})
 CONTROLLER_TO_AGENT = frozenset({"welcome", "refuse", "beat", "assign", "command", "ping", "events_ack"})
 CLIENT_TO_CONTROLLER = frozenset({"request"})
 CONTROLLER_TO_CLIENT = frozenset({"reply"})

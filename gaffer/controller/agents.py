@@ -35,6 +35,7 @@ from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.reconcile import Sent
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import Session
+from gaffer.controller.statcache import StatCache
 
 log = logging.getLogger("gaffer.controller")
 
@@ -51,7 +52,9 @@ class AgentMessages:
         liveness: Liveness,
         controller_id: str,
         clock: Callable[[], float],
+        stat_cache: StatCache | None = None,
     ) -> None:
+        """``stat_cache``: where the agents' ``stats`` pushes go (a new one by default)."""
         self._nodes = nodes
         self._links = links
         self._cluster = cluster
@@ -61,6 +64,7 @@ class AgentMessages:
         self._liveness = liveness
         self._id = controller_id
         self._clock = clock
+        self._stats = stat_cache if stat_cache is not None else StatCache()
         self.drops = BadMessages(logger=logging.getLogger("gaffer.controller.admission"))
         """Agent events refused by admission, per node and reason."""
         self.wrong_node = 0
@@ -90,11 +94,16 @@ class AgentMessages:
                 self.set_state(node, NodeState.UP)
             if stale:
                 self._links.ask_report(session)
+        elif kind == "stats":
+            self._stats.push(node.name, body, now)
         elif kind == "report":
             if body["full"]:
                 self._nodes.replace_instances(node, body["instances"])
             else:
                 self._nodes.update_instances(node, body["instances"], body["removed"])
+            self._stats.discard(node.name, [
+                *body["removed"], *(row["id"] for row in body["instances"] if row["pid"] is None)
+            ])
             self._cluster.instances_reported(node, body["instances"])
             self._changes.notify()
         elif kind == "events":
@@ -126,7 +135,7 @@ class AgentMessages:
         subscriber to everything does not pull every line of output)."""
         return sorted({
             p if p.startswith("output.") else "output."
-            for p in self._hub.subscribed_prefixes() if p.startswith("output")
+            for p in (*self._hub.subscribed_prefixes(), *self._hub.local_prefixes()) if p.startswith("output")
         })
 
     def send_watch_all(self) -> None:

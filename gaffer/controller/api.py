@@ -26,20 +26,20 @@ from gaffer.common.errors import (
     TemplateError,
     TemplateNotFound,
 )
-from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id, parse_instance_id
-from gaffer.common.ports import instance_port
+from gaffer.common.model import Slot, instance_id, parse_instance_id
 from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
 from gaffer.controller.changes import Changes
+from gaffer.controller.instance_rows import fill_cached, fill_rows, instance_key, instance_rows
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.logs import LogOps
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.runops import RunOps
-from gaffer.controller.scheduler import FAILED_EVERYWHERE
 from gaffer.controller.staging import Stages
+from gaffer.controller.statcache import StatCache
 from gaffer.controller.scheduler import Demand, NodeInfo
 from gaffer.controller.store import StoredTemplate
 from gaffer.controller.stuck import Stuck, why_stuck
@@ -104,8 +104,11 @@ class Api:
         stages: Stages,
         changes: Changes,
         controller: ControllerInfo,
+        stat_cache: StatCache | None = None,
     ) -> None:
+        """``stat_cache``: the stats the agents push, which ``ps`` answers from."""
         self.cluster = cluster
+        self.stat_cache = stat_cache if stat_cache is not None else StatCache()
         self.agents = agents
         self.oneoffs = oneoffs
         self.runs = RunOps(cluster.templates, agents, oneoffs, changes, controller)
@@ -154,6 +157,7 @@ class Api:
         """Remove a node that is down for good; its placements move to other nodes."""
         name = arg.node(args)
         moved = self.cluster.forget_node(name)
+        self.stat_cache.forget_node(name)
         return {"node": name, "forgotten": True, "moving": moved}
 
     async def drain(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -284,15 +288,21 @@ class Api:
     # ----------------------------------------------------------------- instances
 
     async def ps(self, args: dict[str, Any]) -> Listing:
+        """Every instance with cpu and memory from the agents' last push and its ``age``; with
+        ``fresh``, cpu and memory asked of the agents now (waiting for them)."""
         name = arg.name(args, default=None)
+        fresh = arg.boolean(args, "fresh", False)
         limit, after = page_args(args)
         if name is not None and name not in self.cluster.templates:
             raise TemplateNotFound(name)
         rows = self.instance_rows(name)
         result = page(rows, instance_key, limit, after) if limit is not None else None
         shown = result["items"] if result is not None else rows
-        stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
-        fill_rows(shown, self.cluster.templates, stats, time.time())
+        if fresh:
+            stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
+            fill_rows(shown, self.cluster.templates, stats, time.time())
+        else:
+            fill_cached(shown, self.cluster.templates, self.stat_cache, time.time(), self.controller.now())
         return result if result is not None else rows
 
     def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:
@@ -302,48 +312,9 @@ class Api:
         return [known[name].view(now) for name in (sorted(known) if names is None else names) if name in known]
 
     def instance_rows(self, name: str | None) -> list[dict[str, Any]]:
-        """The rows ``ps`` lists (of template ``name``, or all), in ``instance_key`` order,
-        before ``fill_rows`` adds port, uptime and the agents' cpu and memory samples."""
-        rows: dict[str, dict[str, Any]] = {}
-        cluster = self.cluster
-        for (template, ordinal), node_name in cluster.placement.items():
-            if name is not None and template != name:
-                continue
-            ident = instance_id(template, ordinal)
-            node = self.agents.node(node_name)
-            report = node.instances.get(ident) if node is not None else None
-            rows[ident] = _row(ident, template, ordinal, node_name, report, InstanceState.ASSIGNED)
-            if node is None or node.state is NodeState.DOWN:
-                rows[ident]["state"] = InstanceState.UNKNOWN.value
-        for template, pending in cluster.pending().items():
-            if name is not None and template != name:
-                continue
-            wanted = cluster.wanted(template)
-            for ordinal in range(1, wanted + 1):
-                ident = instance_id(template, ordinal)
-                if ident not in rows:
-                    failed = (template, ordinal) in cluster.failed and pending["reason"] == FAILED_EVERYWHERE
-                    state = InstanceState.FAILED if failed else InstanceState.PENDING
-                    rows[ident] = _row(ident, template, ordinal, None, None, state)
-                    rows[ident]["reason"] = pending["reason"]
-        for node in self.agents.all():
-            for ident, report in node.instances.items():
-                if name is not None and report["template"] != name:
-                    continue
-                assigned = rows.get(ident)
-                if assigned is not None and assigned["node"] == node.name:
-                    continue
-                if report["pid"] is None:
-                    continue
-                key = f"{ident}@{node.name}"
-                rows[key] = _row(
-                    ident, report["template"], report["ordinal"], node.name, report,
-                    InstanceState(report["state"]),
-                )
-                rows[key]["stale"] = True
-                if node.state is NodeState.DOWN:
-                    rows[key]["state"] = InstanceState.UNKNOWN.value
-        return sorted(rows.values(), key=instance_key)
+        """The rows ``ps`` lists (of template ``name``, or all), in ``instance_key`` order
+        (``instance_rows.py``)."""
+        return instance_rows(self.cluster, self.agents, name)
 
     async def _gather_stats(self, name: str | None, node_names: set[str]) -> dict[str, dict[str, Any]]:
         async def one(node_name: str) -> dict[str, Any]:
@@ -459,56 +430,3 @@ def summarize_apply(results: list[dict[str, Any]]) -> list[dict[str, Any]] | dic
         "results": changed[:MAX_APPLY_RESULTS],
         "more": max(0, len(changed) - MAX_APPLY_RESULTS),
     }
-
-
-def fill_rows(
-    rows: list[dict[str, Any]], templates: Mapping[str, StoredTemplate], stats: Mapping[str, dict[str, Any]],
-    now: float,
-) -> None:
-    """Complete ``ps`` rows: the PORT, the uptime, and cpu and memory from ``stats`` (the
-    agents' samples by instance id; None where there is none)."""
-    for row in rows:
-        row["port"] = _port(templates.get(row["template"]), row["ordinal"])
-        sample = stats.get(row["id"]) if row["pid"] else None
-        row["cpu"] = sample["cpu"] if sample else None
-        row["mem"] = sample["mem"] if sample else None
-        row["uptime"] = round(now - row["started_at"], 3) if row["pid"] and row["started_at"] else None
-
-
-def _port(stored: StoredTemplate | None, ordinal: int | str) -> int | None:
-    """The PORT the template gives this ordinal (None: no port, or a one-off run)."""
-    if stored is None or stored.template.port is None or not isinstance(ordinal, int):
-        return None
-    return instance_port(stored.template.port, ordinal)
-
-
-def _row(
-    ident: str,
-    template: str,
-    ordinal: int | str,
-    node: str | None,
-    report: InstanceRow | None,
-    default_state: InstanceState,
-) -> dict[str, Any]:
-    return {
-        "id": ident,
-        "template": template,
-        "ordinal": ordinal,
-        "node": node,
-        "pid": report["pid"] if report else None,
-        "state": report["state"] if report else default_state.value,
-        "restarts": report["restarts"] if report else 0,
-        "started_at": report["started_at"] if report else None,
-        "spec": report["spec"] if report else None,
-        "stale": False,
-    }
-
-
-def _ordinal_key(ordinal: Any) -> tuple[int, Any]:
-    return (0, ordinal) if isinstance(ordinal, int) else (1, str(ordinal))
-
-
-def instance_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    """Instances in ``ps`` order: template, ordinal (numbers first), node."""
-    return (row["template"], _ordinal_key(row["ordinal"]), row["node"] or "")
-

@@ -50,13 +50,17 @@ from gaffer.controller.eventops import EventOps
 from gaffer.controller.hub import PUB_HWM, EventHub, Positions
 from gaffer.controller.links import Links
 from gaffer.controller.oneoffs import OneOffs
+from gaffer.controller.principals import SessionPrincipals
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.requests import Requests
 from gaffer.controller.server import PeerServer, Session
 from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.staging import Stages
+from gaffer.controller.statcache import StatCache
 from gaffer.controller.store import Store
 from gaffer.controller.ticks import Ticks
+from gaffer.controller.tokenfile import ensure_admin_token
+from gaffer.controller.tokenops import TokenOps
 from gaffer.controller.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -87,6 +91,7 @@ class Controller:
         self.stages = Stages()
         self.oneoffs = OneOffs()
         self.changes = Changes()
+        self.stat_cache = StatCache()
         self.store: Store | None = None
         self.backups: Backups | None = None
         self.cluster: Cluster | None = None
@@ -94,6 +99,7 @@ class Controller:
         self.agents: AgentMessages | None = None
         self.requests: Requests | None = None
         self.ticks: Ticks | None = None
+        self._clients: AuthorizedKeys | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._zap: ZapHandler | None = None
         self._server: PeerServer | None = None
@@ -122,7 +128,7 @@ class Controller:
         if settings.keys is not None:
             self.keys = load_keypair(settings.keys / "controller.key_secret")
             agents = AuthorizedKeys(settings.keys / "agents", dict(settings.local_agents))
-            clients = AuthorizedKeys(settings.keys / "clients")
+            clients = self._clients = AuthorizedKeys(settings.keys / "clients")
         control, events = settings.control, settings.events
         require_protection([control, events], self.keys is not None, settings.insecure, "gaffer-controller")
         self.insecure = self.keys is None and not (control.is_ipc and events.is_ipc)
@@ -215,12 +221,13 @@ class Controller:
         )
         self.agents = AgentMessages(
             self.nodes, links, self.cluster, self.hub, self.oneoffs, self.changes,
-            settings.liveness, self.id, self.now,
+            settings.liveness, self.id, self.now, self.stat_cache,
         )
-        api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self)
+        api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self, self.stat_cache)
         self.tokens = Tokens(self.store)
-        self.ops = {**api.ops(), **EventOps(self.hub.log, api).ops()}
-        self.requests = Requests(self.ops, self._reply)
+        ensure_admin_token(self.tokens, settings.data_dir, time.time())
+        self.ops = {**api.ops(), **EventOps(self.hub.log, api).ops(), **TokenOps(self.tokens).ops()}
+        self.requests = Requests(self.ops, self._reply, SessionPrincipals(self._clients).principal)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
         self.hub.on_subscriptions_changed(self.changes.notify)
@@ -383,7 +390,10 @@ class Controller:
             "agents_dropped": self.nodes.dropped(),
             "oneoffs": self.oneoffs.status(),
             "stages_expired": self.stages.expired,
-            "requests": {"running": self.requests.running, "failed": self.requests.failed},
+            "requests": {
+                "running": self.requests.running, "failed": self.requests.failed,
+                "forbidden": self.requests.forbidden,
+            },
             "storage": {**self.store.health(), "backups": self.backups.status()}
             if self.store is not None and self.backups is not None else None,
         }

@@ -23,7 +23,8 @@ from typing import Any, Mapping, Protocol
 from gaffer.common import arguments as arg
 from gaffer.common.errors import InvalidArgument
 from gaffer.common.limits import MAX_INT
-from gaffer.controller.api import Op, fill_rows, instance_key
+from gaffer.controller.api import Op
+from gaffer.controller.instance_rows import fill_rows, instance_key
 from gaffer.controller.eventlog import EventLog
 from gaffer.controller.paging import MAX_LIMIT, decode_token, encode_token
 from gaffer.controller.store import StoredTemplate

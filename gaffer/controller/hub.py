@@ -99,6 +99,8 @@ class EventHub:
         self._task: asyncio.Task | None = None
         self._listeners: list[Callable[[], None]] = []
         self.published = 0
+        self._local: dict[str, int] = {}
+        """Prefixes subscribers in this process hold (HTTP streams): ``hold`` / ``release``."""
 
     def start(self) -> None:
         if self._channel is not None:
@@ -185,6 +187,27 @@ class EventHub:
             if changed:
                 for callback in self._listeners:
                     callback()
+
+    def hold(self, prefix: str) -> None:
+        """A subscriber in this process (an HTTP stream, reading ``bus``) wants ``prefix``:
+        agents forward the output it selects while anyone holds it (``local_prefixes``)."""
+        self._local[prefix] = self._local.get(prefix, 0) + 1
+        if self._local[prefix] == 1:
+            for callback in self._listeners:
+                callback()
+
+    def release(self, prefix: str) -> None:
+        """The end of one ``hold`` of ``prefix``."""
+        held = self._local.get(prefix, 0) - 1
+        if held > 0:
+            self._local[prefix] = held
+            return
+        if self._local.pop(prefix, None) is not None:
+            for callback in self._listeners:
+                callback()
+
+    def local_prefixes(self) -> list[str]:
+        return sorted(self._local)
 
     @property
     def dropped(self) -> int:

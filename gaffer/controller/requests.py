@@ -13,6 +13,11 @@ raises decides the reply:
 - anything else is a bug in the controller: logged with its traceback and answered as an
   ``error`` saying so, never as the client's fault;
 - an answer too large for one message becomes ``too_large`` (ask in pages).
+
+Before an op runs, its caller's role is checked against ``common/roles.py``'s table
+(``principals.py``): a caller below the op's least role is answered ``forbidden`` (naming the
+op and the role it needs) and nothing runs. The op's task then holds its caller in
+``tokens.CALLER`` for the ops that act for their caller (``login``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from gaffer.common import protocol
 from gaffer.common.errors import GafferError, InvalidRequest, ProtocolError, ShuttingDown, TooLarge
 from gaffer.common.protocol import Message
 from gaffer.common.tasks import cancel_and_wait
+from gaffer.controller.principals import refusal
 from gaffer.controller.server import Session
+from gaffer.controller.tokens import CALLER, Principal
 
 log = logging.getLogger("gaffer.controller")
 
@@ -36,16 +43,22 @@ MAX_PROBLEMS = 200
 """Problems sent back with one refused request: enough to fix a file, never too big to send."""
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 Reply = Callable[[Session, dict[str, Any]], bool]
+PrincipalOf = Callable[[Session], Principal | None]
 
 
 class Requests:
-    def __init__(self, ops: Mapping[str, Handler], reply: Reply) -> None:
+    def __init__(self, ops: Mapping[str, Handler], reply: Reply, principal: PrincipalOf) -> None:
+        """``principal``: who a session speaks for (``SessionPrincipals.principal``; None for
+        a key no longer authorized)."""
         self._ops = ops
         self._reply = reply
+        self._principal = principal
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
         self.failed = 0
         """Requests whose handler failed with a bug (not a GafferError)."""
+        self.forbidden = 0
+        """Requests refused because their caller's role was below the op's."""
 
     def receive(self, session: Session, message: Message) -> None:
         body = message.body
@@ -58,8 +71,15 @@ class Requests:
         if handler is None:
             self._error(session, body["id"], InvalidRequest(f"unknown operation {body['op']!r}"))
             return
+        principal = self._principal(session)
+        refused = refusal(body["op"], principal, f"key {session.name!r}")
+        if refused is not None:
+            self.forbidden += 1
+            log.debug("refused %s to %s: %s", body["op"], session.label, refused.message)
+            self._error(session, body["id"], refused)
+            return
         task = asyncio.get_running_loop().create_task(
-            self._answer(session, body["id"], body["op"], handler, body["args"])
+            self._answer(session, body["id"], body["op"], handler, body["args"], principal)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -80,7 +100,10 @@ class Requests:
         for task in tasks:
             await cancel_and_wait(task)
 
-    async def _answer(self, session: Session, request_id: int, op: str, handler: Handler, args: dict) -> None:
+    async def _answer(
+        self, session: Session, request_id: int, op: str, handler: Handler, args: dict, caller: Principal | None,
+    ) -> None:
+        CALLER.set(caller)  # this task's own context: never seen by another request
         try:
             result = await handler(args)
         except asyncio.CancelledError:

@@ -89,11 +89,12 @@ def test_nodes_status_and_templates(gaffer):
 
 
 def test_ps_json_has_every_field(gaffer):
-    """ps --json rows carry id, template, ordinal, node, pid, state, restarts, cpu, mem, uptime."""
-    rows = gaffer.json("ps", "web")
+    """ps --fresh --json rows carry id, template, ordinal, node, pid, state, restarts, cpu,
+    mem, uptime and age (the agent asked now: ps alone shows what it last pushed)."""
+    rows = gaffer.json("ps", "web", "--fresh")
     assert [r["id"] for r in rows] == ["web.1", "web.2"]
     for row in rows:
-        for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime"):
+        for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime", "age"):
             assert key in row
         assert row["pid"] and row["mem"] > 0 and row["uptime"] >= 0
 

@@ -80,4 +80,5 @@ def _why(exc: Exception) -> str:
         for error in getattr(cause, "schema_errors", ()) or ():
             parts.append(f"  at {list(error.absolute_path)}: {error.message}")
         cause = cause.__cause__
-    return "\n".join(str(part) for part in parts)
+    text = "\n".join(str(part) for part in parts)
+    return text if len(text) <= 3000 else text[:3000] + "..."

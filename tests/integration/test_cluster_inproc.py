@@ -119,7 +119,8 @@ class TestLink:
 
 class TestReconcile:
     async def test_apply_spreads_evenly_and_runs(self, cluster):
-        """9 instances over 3 nodes run 3/3/3 and ps shows every field."""
+        """9 instances over 3 nodes run 3/3/3 and ps (fresh: asked of the agents now) shows
+        every field."""
         await cluster.start_controller()
         for name in ("n1", "n2", "n3"):
             await cluster.start_agent(name)
@@ -127,8 +128,8 @@ class TestReconcile:
         assert result == [{"name": "web", "change": "created", "version": 1}]
         running = await cluster.wait_running(9, "web")
         assert per_node(running) == {"n1": 3, "n2": 3, "n3": 3}
-        rows = await cluster.call("ps", name="web")
-        for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime"):
+        rows = await cluster.call("ps", name="web", fresh=True)
+        for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime", "age"):
             assert all(key in row for row in rows)
         assert all(row["mem"] for row in rows)
 

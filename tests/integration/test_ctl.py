@@ -111,6 +111,18 @@ class TestReading:
         assert stats[0].split()[:3] == ["TEMPLATE", "/", "INSTANCE"] and stats[1].split()[0] == "web"
         assert set((await gafferctl.json("stats"))) == {"web", "cat"}
 
+    async def test_ps_fresh_asks_the_agents_and_json_carries_the_age(self, gafferctl):
+        """ps --fresh shows cpu and memory the agent sampled just now (age 0, a SAMPLED column);
+        ps --json has each row's age (null before any push)."""
+        rows = await gafferctl.until(
+            lambda rows: all(r["age"] == 0.0 and r["mem"] for r in rows), "ps", "web", "--fresh",
+            what="live samples",
+        )
+        assert len(rows) == 2
+        table = (await gafferctl("ps", "web", "--fresh")).stdout.splitlines()
+        assert table[0].split()[-1] == "SAMPLED" and table[1].split()[-2:] == ["0.0s", "ago"]
+        assert all("age" in r for r in await gafferctl.json("ps", "web"))
+
     async def test_controller_errors_are_one_line(self, gafferctl):
         """What the controller refuses is one line on stderr and exit status 1."""
         cases = [

@@ -49,7 +49,7 @@ EXCLUDED = {"events", "instanceLogs", "templateLogs", "drainNode"}
 EXAMPLES = 12
 """Examples per operation and generation mode."""
 REQUEST_DEADLINE = timedelta(seconds=5)
-KNOWN = {"name": ["web", "cat", "n1"], "id": ["web.1", "web.2", "cat.1"]}
+KNOWN = {"name": ["web", "cat", "n1"], "id": ["web.1", "web.2", "cat.1"], "file": ["app.js", "app.css", "index.html"]}
 """Path parameters that name real things, mixed into the generated ones."""
 SAFE_BODIES = [
     ("application/toml", '[web]\ncmd = "sleep"\nargs = ["300"]\nnumprocesses = 2\nstartsecs = 0\n'),

@@ -16,6 +16,8 @@ import os
 import socket
 import sys
 import traceback
+import urllib.error
+import urllib.request
 
 import zmq  # noqa: F401  (imported while readable)
 
@@ -49,8 +51,32 @@ def apply(endpoint: str) -> str:
         client.close()
 
 
-ATTACKS = {"connect_unix": connect_unix, "read_file": read_file, "list_dir": list_dir, "apply": apply}
-DENIED = (PermissionError, ControllerUnreachable, ConnectionRefusedError)
+class Refused(Exception):
+    """The HTTP API said no (401 or 403)."""
+
+
+def http_apply(url: str) -> str:
+    """POST a template to the HTTP API with no token, then with a guessed one."""
+    body = json.dumps(PROBE_TEMPLATE).encode()
+    for token in (None, "gaffer_" + "A" * 43):
+        request = urllib.request.Request(url + "/v1/apply", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return f"applied: HTTP {answer.status}"
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):
+                return f"answered HTTP {exc.code}"
+    raise Refused("401 without a token and with a guessed one")
+
+
+ATTACKS = {
+    "connect_unix": connect_unix, "read_file": read_file, "list_dir": list_dir, "apply": apply,
+    "http_apply": http_apply,
+}
+DENIED = (PermissionError, ControllerUnreachable, ConnectionRefusedError, Refused)
 
 
 def run(attack: list[str]) -> dict:

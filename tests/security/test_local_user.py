@@ -129,7 +129,8 @@ def stop(proc: subprocess.Popen, sig: int = 2) -> None:
 
 
 def test_intruder_can_do_nothing_against_default_gaffer_start(intruder, world):
-    """The default `gaffer start`: private sockets and data, no TCP, every attack refused."""
+    """The default `gaffer start`: private sockets and data; on TCP only the HTTP API on
+    loopback, which refuses every request without its token; every attack refused."""
     app = world / "app"
     app.mkdir(mode=0o755)
     (app / "gaffer.toml").write_text('[w]\ncmd = "sleep"\nargs = ["300"]\nstartsecs = 0\n')
@@ -143,8 +144,13 @@ def test_intruder_can_do_nothing_against_default_gaffer_start(intruder, world):
         wait_for(lambda: (rows := gafferctl_json(env, "ps")) and rows[0]["state"] == "running", "w.1 running")
         run, data = world / "run", app / ".gaffer"
         assert mode(run) == 0o700 and mode(data) == 0o700 and mode(data / "gaffer.db") == 0o600
-        assert tcp_listeners(proc.pid) == []
+        listening = {(c.laddr.ip, c.laddr.port) for c in tcp_listeners(proc.pid)}
+        assert listening <= {("127.0.0.1", 6080)}, listening
+        status = gafferctl_json(env, "status")
+        http_attacks = [["http_apply", status["http"]]] if status["http"] else []
+        assert mode(data / "admin.token") == 0o600
         attacks = [
+            ["read_file", str(data / "admin.token")],
             ["apply", f"ipc://{run}/control.sock"],
             ["connect_unix", f"{run}/control.sock"],
             ["connect_unix", f"{run}/events.sock"],
@@ -152,7 +158,7 @@ def test_intruder_can_do_nothing_against_default_gaffer_start(intruder, world):
             ["list_dir", str(data)],
             ["read_file", str(data / "gaffer.db")],
         ]
-        as_intruder = attack(intruder, attacks)
+        as_intruder = attack(intruder, attacks + http_attacks)
         assert set(as_intruder.values()) == {"denied"}, as_intruder
         assert set(attack(None, attacks).values()) == {"succeeded"}
         templates = gafferctl_json(env, "templates")

@@ -35,6 +35,7 @@ from gaffer.controller.liveness import NodeState
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.registry import Node
 from gaffer.controller.requests import Requests
+from gaffer.controller.tokens import LOCAL
 from gaffer.controller.server import Session
 from gaffer.controller.staging import Stages
 from gaffer.controller.store import StoredTemplate
@@ -216,15 +217,54 @@ async def test_listings_whole_and_in_pages(parts):
     assert nodes[0]["state"] == "up" and nodes[0]["last_heartbeat"] == 1.0
 
 
-async def test_ps_lists_each_placed_instance_with_its_node_and_stats(parts):
-    """ps: one row per placed instance, with the node's report and the stats it answers."""
+async def test_ps_fresh_lists_each_placed_instance_with_the_stats_the_agents_answer_now(parts):
+    """ps with fresh: one row per placed instance, with the node's report and the stats its
+    agent answers now (age 0)."""
     api, _, agents, _ = parts
     agents.answers["stats"] = {"web": {"instances": [{"id": "web.1", "cpu": 1.5, "mem": 7}]}}
-    rows = await api.ps({"name": "web"})
+    rows = await api.ps({"name": "web", "fresh": True})
     assert [(r["id"], r["node"], r["state"], r["pid"]) for r in rows] == [
         ("web.1", "a", "running", 10), ("web.2", "b", "running", 10),
     ]
-    assert rows[0]["cpu"] == 1.5 and rows[1]["cpu"] is None
+    assert rows[0]["cpu"] == 1.5 and rows[0]["age"] == 0.0 and rows[1]["cpu"] is None
+    assert [c[1] for c in agents.commands] == ["stats", "stats"]
+
+
+def _pushed(ident: str, pid: int = 10, cpu: float = 2.5, mem: int = 4096) -> dict[str, Any]:
+    return {"id": ident, "pid": pid, "cpu": cpu, "mem": mem, "children": 0}
+
+
+async def test_ps_answers_from_the_pushed_stats_with_their_age_and_asks_no_agent(parts):
+    """ps without fresh: cpu and memory come from the stats cache, age is the time since the
+    node's last push, and no agent is asked anything."""
+    api, _, agents, info = parts
+    api.stat_cache.push("a", {"rows": [_pushed("web.1")], "removed": [], "reset": True}, 97.5)
+    api.stat_cache.push("b", {"rows": [], "removed": [], "reset": True}, 99.0)
+    rows = await api.ps({"name": "web"})
+    assert [(r["id"], r["cpu"], r["mem"], r["age"]) for r in rows] == [
+        ("web.1", 2.5, 4096, 2.5), ("web.2", None, None, None),
+    ]
+    assert agents.commands == []
+    info.time = 130.0
+    assert (await api.ps({}))[0]["age"] == 32.5
+
+
+async def test_ps_shows_no_sample_of_another_process_or_node(parts):
+    """A cached sample of another pid (the instance restarted) or of another node (it moved)
+    is not shown as the listed process's."""
+    api, _, _, _ = parts
+    api.stat_cache.push("a", {"rows": [_pushed("web.1", pid=9)], "removed": [], "reset": True}, 99.0)
+    api.stat_cache.push("a", {"rows": [_pushed("web.2")], "removed": [], "reset": False}, 99.0)
+    rows = await api.ps({"name": "web"})
+    assert [r["cpu"] for r in rows] == [None, None]
+
+
+async def test_forgetting_a_node_drops_its_cached_stats(parts):
+    """forget drops the node's rows from the stats cache."""
+    api, _, _, _ = parts
+    api.stat_cache.push("a", {"rows": [_pushed("web.1")], "removed": [], "reset": True}, 99.0)
+    await api.forget({"node": "a"})
+    assert api.stat_cache.get("web.1") is None
 
 
 async def test_changes_go_through_the_desired_state(parts):
@@ -354,7 +394,7 @@ def session() -> Session:
 
 async def answer(ops: dict[str, Any], op: str, args: dict[str, Any]) -> dict[str, Any]:
     replies: list[dict[str, Any]] = []
-    requests = Requests(ops, lambda _session, body: replies.append(body) or True)
+    requests = Requests(ops, lambda _session, body: replies.append(body) or True, lambda _s: LOCAL)
     requests.receive(session(), protocol.Message(protocol.PROTOCOL_VERSION, "request", 1, {"id": 7, "op": op, "args": args}))
     for _ in range(100):
         if replies:

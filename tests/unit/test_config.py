@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import ConfigError, GafferError
@@ -100,3 +101,23 @@ class TestAgentPaths:
             {"state_dir": "rel/state", "name": "n1", "controller": "ipc:///tmp/none.sock"}, None
         )
         assert settings.state_dir == tmp_path / "rel" / "state"
+
+
+class TestAgentStatsInterval:
+    def test_the_stats_interval_comes_from_the_option_the_file_or_the_default(self, tmp_path: Path) -> None:
+        """--stats-interval wins over the config file's stats_interval, which wins over 5 s."""
+        base = {"name": "n1", "controller": "ipc:///tmp/none.sock"}
+        path = tmp_path / "agent.toml"
+        path.write_text("stats_interval = 2.5\n")
+        assert agent_daemon.build_settings(base, None)[0].stats_interval == 5.0
+        assert agent_daemon.build_settings(base, str(path))[0].stats_interval == 2.5
+        assert agent_daemon.build_settings({**base, "stats_interval": 1.0}, str(path))[0].stats_interval == 1.0
+
+    def test_an_out_of_bounds_stats_interval_is_refused_naming_it(self, tmp_path: Path) -> None:
+        """A stats_interval under 0.5 s or over an hour is one clear error naming the field."""
+        path = tmp_path / "agent.toml"
+        path.write_text("stats_interval = 0.1\n")
+        with pytest.raises(GafferError, match="stats_interval"):
+            agent_daemon.build_settings({"name": "n1", "controller": "ipc:///tmp/none.sock"}, str(path))
+        result = CliRunner().invoke(agent_daemon.main, ["--stats-interval", "7200"])
+        assert result.exit_code == 2 and "--stats-interval" in result.output and "3600" in result.output

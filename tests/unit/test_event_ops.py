@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gaffer.common.errors import InvalidArgument, StorageError
-from gaffer.controller.api import instance_key
+from gaffer.controller.instance_rows import instance_key
 from gaffer.controller.eventlog import EventLog
 from gaffer.controller.eventops import EventOps
 from gaffer.controller.hub import RETRY_EVERY, EventHub, Positions

@@ -46,7 +46,8 @@ ALLOWED = {
 """For each package of gaffer (``client`` is ``gaffer/client/``, ``gaffer`` the package's
 ``__init__``), the packages its modules may import."""
 
-PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership", "attended", "outbox", "batches")
+PURE = ("flapping", "lifecycle", "plan", "lease", "follow", "ownership", "attended", "outbox", "batches",
+        "statdiff")
 SHELL_MODULES = ("asyncio", "socket", "subprocess", "zmq", "time", "psutil")
 
 

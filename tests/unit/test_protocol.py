@@ -147,6 +147,17 @@ BODIES = {
         "removed": st.lists(st.text(min_size=1, max_size=20), max_size=3),
         "full": st.booleans(),
     }),
+    "stats": st.fixed_dictionaries({
+        "rows": st.lists(st.fixed_dictionaries({
+            "id": st.text(min_size=1, max_size=20),
+            "pid": st.integers(1, 2**31 - 1),
+            "cpu": st.floats(0.0, 6_553_600.0),
+            "mem": counters,
+            "children": st.integers(0, 131_072),
+        }), max_size=4),
+        "removed": st.lists(st.text(min_size=1, max_size=20), max_size=3),
+        "reset": st.booleans(),
+    }),
     "events": st.fixed_dictionaries({
         "events": st.lists(
             st.fixed_dictionaries({"seq": counters, "topic": topics, "ts": times, "data": plain_maps}),

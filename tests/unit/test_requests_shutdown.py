@@ -9,6 +9,7 @@ from typing import Any
 from gaffer.common import protocol
 from gaffer.common.errors import ShuttingDown, from_wire
 from gaffer.controller.requests import Requests
+from gaffer.controller.tokens import LOCAL
 from gaffer.controller.server import Session
 from gaffer.testing import loop_turn
 
@@ -29,7 +30,7 @@ class TestStoppingRequests:
             return "done"
 
         replies: list[dict[str, Any]] = []
-        requests = Requests({"slow": slow}, lambda _s, body: replies.append(body) or True)
+        requests = Requests({"slow": slow}, lambda _s, body: replies.append(body) or True, lambda _s: LOCAL)
         request(requests, 1, "slow")
         await loop_turn()  # the request's task starts
         stopping = asyncio.get_running_loop().create_task(requests.stop(grace=30))
@@ -44,7 +45,7 @@ class TestStoppingRequests:
             await asyncio.Event().wait()
 
         replies: list[dict[str, Any]] = []
-        requests = Requests({"forever": forever}, lambda _s, body: replies.append(body) or True)
+        requests = Requests({"forever": forever}, lambda _s, body: replies.append(body) or True, lambda _s: LOCAL)
         request(requests, 1, "forever")
         await loop_turn()
         await asyncio.wait_for(requests.stop(grace=0), 30)
@@ -59,7 +60,7 @@ class TestStoppingRequests:
             return "ok"
 
         replies: list[dict[str, Any]] = []
-        requests = Requests({"ok": ok}, lambda _s, body: replies.append(body) or True)
+        requests = Requests({"ok": ok}, lambda _s, body: replies.append(body) or True, lambda _s: LOCAL)
         await requests.stop()
         request(requests, 2, "ok")
         assert [from_wire(r["error"]).code for r in replies] == ["shutting_down"]

@@ -228,6 +228,15 @@ class TestPsAndStats:
             ["web.2 (stale)", "n1", "stopped", "-", "2", "-", "-", "-"],
         ]
 
+    def test_ps_says_how_old_each_sample_is(self) -> None:
+        """ps: a ``sampled`` column gives each row's sample age; a row without one shows '-'."""
+        pending = {**PS, "id": "web.2", "pid": None, "cpu": None, "mem": None, "uptime": None, "age": None}
+        assert _columns(tables.ps_table([{**PS, "age": 4.25}, pending])) == [
+            ["ID", "NODE", "STATE", "PID", "RESTARTS", "CPU", "MEM", "UPTIME", "SAMPLED"],
+            ["web.1", "n1", "running", "4242", "2", "12.3%", "3.0MiB", "1h01m", "4.2s ago"],
+            ["web.2", "n1", "running", "-", "2", "-", "-", "-", "-"],
+        ]
+
     def test_ps_with_nothing(self) -> None:
         """No instances: one line saying so."""
         assert tables.ps_table([]) == "no instances"

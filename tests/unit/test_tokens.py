@@ -14,43 +14,10 @@ from gaffer.common.errors import Conflict, InvalidArgument, StorageError
 from gaffer.common.roles import Role
 from gaffer.controller import tokens as tokens_module
 from gaffer.controller.store import Store
-from gaffer.controller.token_rows import StoredToken
 from gaffer.controller.tokens import (
     LAST_USED_EVERY, PREFIX, SECRET_LENGTH, Principal, Tokens, digest_of, new_secret,
 )
-
-
-class MemoryRows:
-    """TokenRows in a dict, counting writes; ``fail`` makes every write a StorageError."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, StoredToken] = {}
-        self.touches = 0
-        self.fail = False
-
-    def _write(self) -> None:
-        if self.fail:
-            raise StorageError("disk full", "disk_full")
-
-    def put_token(self, name: str, role: str, digest: bytes, now: float) -> StoredToken:
-        self._write()
-        if name in self.rows:
-            raise Conflict(f"a token named {name!r} exists")
-        self.rows[name] = StoredToken(name, role, digest, now, None)
-        return self.rows[name]
-
-    def delete_token(self, name: str) -> bool:
-        self._write()
-        return self.rows.pop(name, None) is not None
-
-    def touch_token(self, name: str, ts: float) -> None:
-        self._write()
-        self.touches += 1
-        row = self.rows[name]
-        self.rows[name] = StoredToken(row.name, row.role, row.digest, row.created, ts)
-
-    def tokens(self) -> list[StoredToken]:
-        return sorted(self.rows.values(), key=lambda row: row.name)
+from tests.unit.token_harness import MemoryRows
 
 
 class TestSecrets:

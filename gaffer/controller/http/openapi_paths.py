@@ -66,8 +66,12 @@ ETAG = {"ETag": {"description": "The template's entity tag, for If-Match.", "sch
                  "required": True}}
 PAGE = (param("Limit"), param("Continue"))
 LINES = query("lines", "How many recent lines (0..100000, default 100).", {"type": "integer", "minimum": 0})
-FOLLOW = query("follow", "1: keep the stream open and send new lines as Server-Sent Events.",
-               {"type": "string", "enum": ["0", "1", "true", "false"]})
+FLAG = {"type": "string", "enum": ["0", "1", "true", "false"]}
+FOLLOW = query("follow", "1: keep the stream open and send new lines as Server-Sent Events.", FLAG)
+STREAM_NAME = query("stream", "Only this stream (default both).", {"enum": ["out", "err"]})
+SINCE = query("since", "Resume after this event position.", {"type": "integer", "minimum": 0})
+LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
+                 "description": "The last position seen (an EventSource sends it on reconnect)."}
 STREAM = {"description": "Server-Sent Events: data: <json> per event, id: its position; : keepalive every 15 s.",
           "content": {SSE: {"schema": {"type": "string"}}}}
 LOGS = {
@@ -76,6 +80,7 @@ LOGS = {
     "content": {JSON: {"schema": {"type": "array", "items": ref("LogLine")}}, SSE: {"schema": {"type": "string"}}},
 }
 TEXT = {"schema": {"type": "string"}}
+NOT_MODIFIED = {"description": "Not modified: the If-None-Match tag is current."}
 
 
 def _template_action(verb: str, result: str, summary: str) -> dict[str, Any]:
@@ -126,7 +131,7 @@ TEMPLATE_PATHS: dict[str, Any] = {
     "/v1/templates/{name}/restart": _template_action("restart", "Restarting", "Restart its instances, rolling."),
     "/v1/templates/{name}/logs": {"get": op(
         "templateLogs", "Recent output of every instance of the template, merged in time order.", "templates",
-        "viewer", {"200": LOGS, **problems(*NAMED)}, params=(param("TemplateName"), LINES, FOLLOW))},
+        "viewer", {"200": LOGS, **problems(*NAMED)}, params=(param("TemplateName"), LINES, STREAM_NAME, FOLLOW, SINCE, LAST_EVENT_ID))},
     "/v1/apply": {"post": op(
         "apply", "Apply a template file (all of it or nothing), as gafferctl apply does.", "templates", "admin",
         {**ok("Applied", "What happened to each template."), **problems(*WRITE, "415", "422")},
@@ -160,7 +165,7 @@ INSTANCE_PATHS: dict[str, Any] = {
         params=(param("InstanceId"),), request=body("Stdin"))},
     "/v1/instances/{id}/logs": {"get": op(
         "instanceLogs", "Recent output of the instance.", "instances", "viewer",
-        {"200": LOGS, **problems(*NAMED)}, params=(param("InstanceId"), LINES, FOLLOW))},
+        {"200": LOGS, **problems(*NAMED)}, params=(param("InstanceId"), LINES, STREAM_NAME, FOLLOW, SINCE, LAST_EVENT_ID))},
     "/v1/runs": {"post": op(
         "run", "Start a one-off process of a template (unattended).", "runs", "operator",
         {**ok("RunStarted", "The run's id and node.", "201"), **problems(*WRITE)}, request=body("Run"))},
@@ -182,22 +187,26 @@ OTHER_PATHS: dict[str, Any] = {
         "viewer", {"200": STREAM, **problems(*READ)},
         params=(query("prefix", "Topic prefixes (repeat for several).", {"type": "array", "items": {"type": "string"}},
                       style="form", explode=True),
-                query("since", "Replay the events after this position.", {"type": "integer", "minimum": 0}),
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"},
-                 "description": "The last position seen (an EventSource sends it on reconnect)."}))},
-    "/v1/session": {"post": op(
-        "session", "Trade the bearer token (a login token) for a dashboard session token (12 h).", "dashboard",
-        "viewer", {**ok("Session", "The session token."), **problems(*READ)})},
+                SINCE, query("snapshot", "1: start with a snapshot of the state (event: snapshot).", FLAG),
+                query("stats", "1: add the stream's figures now and then (event: stats).", FLAG),
+                LAST_EVENT_ID))},
+    "/v1/session": {
+        "get": op("whoami", "Who the bearer token speaks for, and its role.", "dashboard", "viewer",
+                  {**ok("Principal", "The caller."), **problems(*READ)}),
+        "post": op("session", "Trade the bearer token (a login token) for a session token (12 h), same role.",
+                   "dashboard", "viewer", {**ok("Session", "The session token.", "201"), **problems(*READ)}),
+    },
     "/v1/openapi.json": {"get": op(
         "openapi", "This document.", "status", "public",
         {"200": {"description": "The OpenAPI document.", "content": {JSON: {"schema": {"type": "object"}}}},
          **problems()},
         public=True)},
     "/": {"get": op("dashboard", "The dashboard page.", "dashboard", "public",
-                    {"200": {"description": "The page.", "content": {"text/html": TEXT}}, **problems()}, public=True)},
+                    {"200": {"description": "The page.", "content": {"text/html": TEXT}}, "304": NOT_MODIFIED,
+                     **problems()}, public=True)},
     "/static/{file}": {"get": op(
-        "static", "The dashboard's files.", "dashboard", "public",
-        {"200": {"description": "The file.", "content": {"*/*": TEXT}}, **problems("404")},
+        "static", "The dashboard's files (scripts, styles, images).", "dashboard", "public",
+        {"200": {"description": "The file.", "content": {"*/*": {}}}, "304": NOT_MODIFIED, **problems("404")},
         params=({"name": "file", "in": "path", "required": True, "schema": {"type": "string"}},), public=True)},
     "/metrics": {"get": op(
         "metrics", "Prometheus metrics (text exposition format).", "metrics", "viewer",

@@ -234,10 +234,13 @@ LOG_LINE = obj({
     "id": STRING, "node": STRING, "stream": {"enum": ["out", "err"]}, "ts": NUMBER, "line": STRING,
     "number": {**INTEGER, "description": "The line's number in its instance's stream."},
 }, ("id", "node", "stream", "ts", "line"))
+ROLE = {"enum": ["viewer", "operator", "admin"]}
+PRINCIPAL = obj({"name": STRING, "role": ROLE}, ("name", "role"))
 SESSION = obj({
     "token": {**STRING, "description": "A session token: send it as the bearer token from now on."},
+    "name": STRING, "role": ROLE,
     "expires": {**NUMBER, "description": "When it expires (Unix time)."},
-}, ("token",))
+}, ("token", "role", "expires"))
 
 SCHEMAS: dict[str, Any] = {
     "Problem": PROBLEM,
@@ -273,5 +276,6 @@ SCHEMAS: dict[str, Any] = {
     "TokenCreated": TOKEN_CREATED,
     "TokenRevoked": TOKEN_REVOKED,
     "LogLine": LOG_LINE,
+    "Principal": PRINCIPAL,
     "Session": SESSION,
 }
