@@ -1,8 +1,5 @@
 """Token routes (issue 11): an admin lists, creates and revokes named tokens over HTTP; the
-secret is answered once and works at once; bad input is a 4xx naming the field.
-
-Skipped until tokens11's token operations are merged; then ``tokens`` must be in
-``app.route_modules()`` (and out of ``ELSEWHERE`` in ``tests/unit/test_openapi.py``)."""
+secret is answered once and works at once; bad input is a 4xx naming the field."""
 
 from __future__ import annotations
 
@@ -11,8 +8,6 @@ import pytest
 from gaffer.common.roles import Role
 from httpapi import Http
 from inproc import Cluster
-
-pytest.importorskip("gaffer.controller.tokenops", reason="tokens11's token ops are not on this branch yet")
 
 
 @pytest.fixture
