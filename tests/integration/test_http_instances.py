@@ -131,6 +131,18 @@ async def test_a_one_off_run(http: Http, cluster: Cluster):
         assert bad.status == 400 and bad.body["field"] == field, body
 
 
+async def test_a_run_that_cannot_start_is_a_4xx_not_a_500(http: Http, cluster: Cluster):
+    """A one-off run whose command or directory does not exist on the node answers 422
+    spawn_failed with the agent's reason, never a 500."""
+    await cluster.call("apply", templates=[spec("nocmd", 0, cmd="/nonexistent/cmd", args=[]),
+                                           spec("nodir", 0, cwd="/nonexistent")])
+    token = http.token(Role.OPERATOR)
+    for name, reason in (("nocmd", "not found"), ("nodir", "does not exist")):
+        answer = await http.request("POST", "/v1/runs", token, json={"name": name})
+        assert answer.status == 422 and answer.body["code"] == "spawn_failed", answer.body
+        assert reason in answer.body["detail"]
+
+
 class Broken:
     """A route at a documented path that answers what the document does not allow."""
 

@@ -168,7 +168,7 @@ INSTANCE_PATHS: dict[str, Any] = {
         {"200": LOGS, **problems(*NAMED)}, params=(param("InstanceId"), LINES, STREAM_NAME, FOLLOW, SINCE, LAST_EVENT_ID))},
     "/v1/runs": {"post": op(
         "run", "Start a one-off process of a template (unattended).", "runs", "operator",
-        {**ok("RunStarted", "The run's id and node.", "201"), **problems(*WRITE)}, request=body("Run"))},
+        {**ok("RunStarted", "The run's id and node.", "201"), **problems(*WRITE, "422")}, request=body("Run"))},
 }
 
 OTHER_PATHS: dict[str, Any] = {
