@@ -656,8 +656,9 @@ def fanout_section(run: Run, args: argparse.Namespace) -> list[str]:
         results.table(["N", "topics", "events", "bare", "gaffer", "gaffer slowest", "gaffer/bare",
                        "lost bare / gaffer", "published/s bare / gaffer"], rows, align="rlrrrrrrr"),
         "",
-        "- gaffer: a `Controller` in its own process publishing through `hub.publish` (encode, "
-        "XPUB send), yielding to its loop every 1,000 events; subscribers read with "
+        "- gaffer: a `Controller` in its own process publishing through `hub.publish` (number, "
+        "hold, pack into each subscription's batch; XPUB send per 128 events or loop turn), "
+        "yielding to its loop every 1,000 events; subscribers read with "
         "`Client.events(prefixes)` (the real client, blocking).",
         "- bare: a pyzmq PUB with the hub's high-water mark sending a prepared frame of the same "
         "size and topics in a tight loop; a SUB with the client's high-water mark that receives "

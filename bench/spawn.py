@@ -23,7 +23,7 @@ round is the closest to what the code costs; the spread is printed beside it. Ev
 is cleaned up by pid, also on Ctrl-C.
 
     .venv/bin/python bench/spawn.py [--sizes 100,500,1000] [--crash-samples 200]
-                                    [--skip-peers] [--quick] [--profile FILE]
+                                    [--skip-peers] [--quick] [--profile FILE] [--limits]
                                     [--cold-size 1000] [--cold-rounds 5] [--only-cold]
 """
 
@@ -83,8 +83,10 @@ def raise_nofile() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def sleeper(capture: bool, count: int = 0) -> Template:
+def sleeper(capture: bool, count: int = 0, limits: dict[str, Any] | None = None) -> Template:
+    """``limits``: template fields (rlimits, umask, nice) that take the process off the fast path."""
     data: dict[str, Any] = {
+        **(limits or {}),
         "cmd": SLEEP,
         "args": ["3600"],
         "numprocesses": count,
@@ -136,10 +138,11 @@ async def close_tracked(manager: Manager) -> None:
         await manager.tracker.aclose(finish=True)
 
 
-async def gaffer_scale(n: int, capture: bool, tracked: bool = False) -> float:
+async def gaffer_scale(n: int, capture: bool, tracked: bool = False,
+                       limits: dict[str, Any] | None = None) -> float:
     manager = new_manager(tracked)
     try:
-        manager.add(sleeper(capture))
+        manager.add(sleeper(capture, limits=limits))
         with manager.bus.subscribe(f"proc.{TEMPLATE}.running") as sub:
             started = time.perf_counter()
             manager.scale(TEMPLATE, n)
@@ -284,14 +287,21 @@ LOCAL = {
     "gaffer+cap": lambda n: gaffer_scale(n, capture=True),
     "gaffer+tracked": lambda n: gaffer_scale(n, capture=True, tracked=True),
 }
+LIMITED = {
+    "gaffer+umask": lambda n: gaffer_scale(n, capture=False, limits={"umask": "022"}),
+    "gaffer+limits": lambda n: gaffer_scale(
+        n, capture=False, limits={"rlimits": {"nofile": 1024, "core": 0}, "nice": 1}),
+}
+"""With ``--limits``: a umask alone (Popen's umask=), rlimits and nice (the execwrap helper)."""
 
 
-async def measure_local(run: Run, rounds: int, crash_samples: int) -> None:
-    order = list(LOCAL)
+async def measure_local(run: Run, rounds: int, crash_samples: int, limits: bool = False) -> None:
+    contenders = {**LOCAL, **(LIMITED if limits else {})}
+    order = list(contenders)
     for round_no in range(rounds):
         for n in run.sizes:
             for who in order:
-                seconds = await LOCAL[who](n)
+                seconds = await contenders[who](n)
                 run.add_scale(who, n, seconds)
                 log(f"round {round_no + 1}/{rounds}  {who:<11} 0 -> {n:>5} running in "
                     f"{seconds:7.3f}s  ({n / seconds:8.0f}/s)")
@@ -367,7 +377,7 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def scale_seconds(run: Run, who: str, n: int) -> list[float]:
-    if who in LOCAL:
+    if who in LOCAL or who in LIMITED:
         return run.scale.get(who, {}).get(n, [])
     outcomes = run.peers.get(who, {}).get("scale", {}).get(str(n), [])
     return [o["seconds"] for o in outcomes if "seconds" in o]
@@ -479,6 +489,9 @@ SCALE_NOTES = [
     "- supervisor: `numprocs = N`, `autostart = false`, `startsecs = 0`; timed over "
     "`startProcessGroup(wait=True)`, which answers once all are RUNNING, then checked "
     "with `getAllProcessInfo`; output captured to log files (its default).",
+    "- gaffer+umask, gaffer+limits (with `--limits`): gaffer without capture, the template with "
+    "`umask` alone (Popen's `umask=`), or with `rlimits` and `nice` (a second exec through "
+    "`execwrap`, a Python start-up per child).",
     "- Like for like: gaffer/circus compares runs without capture, "
     "gaffer+cap/supervisor runs with capture.",
 ]
@@ -509,7 +522,7 @@ def header(run: Run, args: argparse.Namespace, started: datetime.datetime) -> li
 
 
 def scale_section(run: Run, rounds: int) -> list[str]:
-    everyone = (*LOCAL, *PEERS)
+    everyone = (*LOCAL, *(who for who in LIMITED if who in run.scale), *PEERS)
     rows = []
     for n in run.sizes:
         r = {who: rate(run, who, n) for who in everyone}
@@ -683,6 +696,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--poll-ms", type=float, default=5.0,
         help="peer status poll interval (default %(default)s)")
     add("--skip-peers", action="store_true", help="measure gaffer and bare only")
+    add("--limits", action="store_true",
+        help="also scale templates with a umask (gaffer+umask) and with rlimits + nice (gaffer+limits)")
     add("--quick", action="store_true", help="small smoke run; does not write RESULTS.md")
     add("--no-write", action="store_true", help="print only, leave bench/RESULTS.md alone")
     add("--profile", type=Path, metavar="FILE",
@@ -738,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.only_cold:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(measure_local(run, args.rounds, args.crash_samples))
+                runner.run(measure_local(run, args.rounds, args.crash_samples, args.limits))
                 if args.profile:
                     log(runner.run(profile_gaffer(max(args.sizes), args.profile)))
             if not args.skip_peers:

@@ -94,6 +94,7 @@ class Agent:
             tracker=self.tracker,
             lease=self.lease,
             hooks=hooks,
+            notify_dir=settings.state_dir,
         )
         self.commands = Commands(self.manager)
         self.link = ControllerLink(
@@ -311,6 +312,7 @@ class Agent:
             await self.keeping.aclose(hand_over=not stop_processes)
         if not stop_processes:
             self.manager.abandon()
+        await self.manager.aclose()
         await self.tracker.aclose(finish=stop_processes or finished > 0)
         self.journal.close()
         if self._presence is not None:

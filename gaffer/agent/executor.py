@@ -24,23 +24,26 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+from pathlib import Path
 from typing import Sequence
 
 from gaffer.agent import flapping
 from gaffer.agent.attended import lapsed
 from gaffer.agent.changes import Changes
+from gaffer.agent.checks import Checks
 from gaffer.agent.entry import Entry
 from gaffer.agent.instance import Handle, Instance
 from gaffer.agent.launch import build_launch
 from gaffer.agent.lease import Lease
 from gaffer.agent.lifecycle import (
-    Begin, Event, Exit, Outcome, State, Then, begin, on_exit, repeat_error,
+    UP, Begin, Event, Exit, Outcome, State, Then, begin, on_exit, repeat_error,
 )
 from gaffer.agent.output import Line
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.plan import Actions, plan, startable
 from gaffer.agent.process import ExitStatus
 from gaffer.agent.processes import Found, ProcessFactory, ProcessHooks
+from gaffer.agent.readiness import Readiness
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.clock import Clock
@@ -74,6 +77,8 @@ class Executor:
         entries: dict[str, Entry],
         environ: dict[str, str],
         agent_env: dict[str, str] | None,
+        notify_dir: Path | None = None,
+        checks: Checks | None = None,
     ) -> None:
         self._node = node
         self._bus = bus
@@ -88,6 +93,10 @@ class Executor:
         self._abandoned = False
         self._runs_timer: Handle | None = None
         self.spawned = 0
+        self.readiness = Readiness(
+            node=node, bus=bus, clock=clock, notify=changes.notify, restart=self.restart_unhealthy,
+            notify_dir=notify_dir, checks=checks,
+        )
         lease.on_free(self.converge_all)
 
     def _holding_at(self, now: float) -> bool:
@@ -185,6 +194,8 @@ class Executor:
         extra = None if self._agent_env is None else {**self._agent_env, "GAFFER_SPEC": digest}
         incarnation = inst.incarnation + 1
         try:
+            if template.notify:
+                extra = {**(extra or {}), **self.readiness.spawn_env(template)}
             spec = build_launch(template, inst.ordinal, self._node, self._environ, extra)
             on_output = None
             if spec.stdout or spec.stderr:
@@ -207,6 +218,9 @@ class Executor:
         inst.restart_gen = entry.wanted.restart_gen
         inst.started_at = process.started_at
         inst.error = None
+        inst.unhealthy_stop = False
+        if not inst.oneoff:
+            self.readiness.spawned(inst, template)
         inst.take(Event.SPAWNED)
         self._bus.publish(topics.proc(inst.template, "spawn"), inst.event(self._node, self._clock.wall()))
         self._changes.notify()
@@ -222,21 +236,30 @@ class Executor:
         inst.take(Event.UP)
         inst.failures = 0
         self._bus.publish(topics.proc(inst.template, "running"), inst.event(self._node, self._clock.wall()))
+        if not inst.oneoff:
+            self.readiness.up(entry, inst)
         self._changes.notify()
         if entry.rolling:
             self.converge_soon(entry)
 
     def stop(self, entry: Entry, inst: Instance, sig: int | None = None) -> None:
         """Send the stop signal (or ``sig``) to the group; KILL it after graceful_timeout."""
-        if inst.state not in (State.STARTING, State.RUNNING) or inst.process is None:
+        if (inst.state is not State.STARTING and inst.state not in UP) or inst.process is None:
             return
         inst.cancel_timers()
+        self.readiness.down(inst)
         inst.take(Event.STOP)
         template = entry.template
         inst.process.signal(parse_signal(template.stop_signal) if sig is None else sig)
         inst.kill_timer = self._clock.call_later(
             template.graceful_timeout, self._kill_now, inst, inst.incarnation
         )
+
+    def restart_unhealthy(self, entry: Entry, inst: Instance) -> None:
+        """Stop an instance that turned unhealthy; its exit respawns it (``on_exit``)."""
+        log.warning("%s: unhealthy, restarting it (restart_on_unhealthy)", inst.id, extra=SHOWN_AS_EVENT)
+        inst.unhealthy_stop = True
+        self.stop(entry, inst)
 
     def _kill_now(self, inst: Instance, incarnation: int) -> None:
         if inst.incarnation != incarnation:
@@ -260,6 +283,7 @@ class Executor:
         for hook in self._hooks:
             hook.on_exit(inst.id, process, inst.oneoff)
         inst.cancel_timers()
+        self.readiness.down(inst)
         inst.process = None
         inst.last_exit = status
         outcome = self._decide(entry, inst, Exit(status.code, status.signal))
@@ -282,7 +306,7 @@ class Executor:
         return on_exit(
             inst.life, exit, entry.policy, entry.flap, now,
             wanted=inst.ordinal in entry.wanted.here,
-            holding=self._holding_at(now), oneoff=inst.oneoff,
+            holding=self._holding_at(now), oneoff=inst.oneoff, unhealthy=inst.unhealthy_stop,
         )
 
     def _spawn_failed(self, entry: Entry, inst: Instance, error: str) -> None:
@@ -424,6 +448,7 @@ class Executor:
         inst.started_at = found.started_at
         inst.output.restart(None, inst.id)
         inst.take(Event.ADOPTED)
+        self.readiness.adopted(entry, inst)
         for stream, data in buffered.items():
             lost = dropped.get(stream, 0)
             if lost:
@@ -467,6 +492,7 @@ class Executor:
         """Let go of every process without stopping it: no exit watch, no pipes, no timers,
         nothing spawned again."""
         self._abandoned = True
+        self.readiness.abandon()
         if self._runs_timer is not None:
             self._runs_timer.cancel()
             self._runs_timer = None

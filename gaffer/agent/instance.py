@@ -33,6 +33,10 @@ class Instance:
     repeats: Repeats | None = None
     """The spawn error this instance keeps hitting, and how often (reported once)."""
     oneoff: bool = False
+    gated: bool = False
+    """Its template has a check or ``notify``: ``running`` is not yet ready."""
+    unhealthy_stop: bool = False
+    """Stopped because it turned unhealthy: its exit respawns it, and counts for flapping."""
     timer: Handle | None = None
     """The respawn timer while in backoff, or the ``startsecs`` timer while starting."""
     kill_timer: Handle | None = None
@@ -51,6 +55,12 @@ class Instance:
     def waiting(self) -> bool:
         """In backoff with no respawn timer: it starts at the next converge that may spawn."""
         return self.state is State.BACKOFF and self.timer is None
+
+    @property
+    def ready(self) -> bool:
+        """The row's ``ready`` (what every consumer reads): ready, or running with nothing to wait for."""
+        state = self.state
+        return state is State.READY or (state is State.RUNNING and not self.gated)
 
     @property
     def life(self) -> Life:
@@ -111,4 +121,5 @@ class Instance:
             "error": self.error,
             "spec": self.spec_hash,
             "oneoff": self.oneoff,
+            "ready": self.ready,
         }

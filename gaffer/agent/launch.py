@@ -17,6 +17,7 @@ from typing import Mapping
 from gaffer.common.errors import SpawnError
 from gaffer.common.ports import MAX_PORT, instance_port
 from gaffer.common.template import Template, resolve_group, resolve_user
+from gaffer.agent.childlimits import child_limits
 from gaffer.agent.process import LaunchSpec
 
 VAR_RE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -99,4 +100,5 @@ def build_launch(
         stdout="out" in template.redirect_output,
         stderr="err" in template.redirect_output,
         stdin=template.redirect_input,
+        limits=child_limits(template),
     )

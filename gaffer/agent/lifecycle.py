@@ -11,7 +11,12 @@ starting      spawned, not yet up ``startsecs`` -> running (up long enough), sto
               starting (exited, respawned at once), backoff (exited, respawn later),
               exited (exit the restart policy accepts), stopped (exited by itself when it
               was no longer wanted), failed
-running       up ``startsecs`` or longer -> the same moves as starting, except running
+running       up ``startsecs`` or longer -> the same moves as starting, except running;
+              ready, unhealthy (a template with a check or ``notify``: ``agent/health.py``)
+ready         running, and its check passes (or it said ``READY=1``) -> unhealthy, and the
+              moves of running
+unhealthy     running, and its check failed ``failure_threshold`` times in a row -> ready,
+              and the moves of running (``restart_on_unhealthy`` stops it: see ``on_exit``)
 backoff       exited unexpectedly, waiting for its backoff delay or the end of a flapping
               suspension -> starting, stopped (stop), failed (flapping gave up), exited
               (its spawn failed under ``never``)
@@ -69,16 +74,22 @@ LIFECYCLE = tuple(State(value) for value in AGENT_STATES)
 """The states an instance moves between on its agent (the others are the controller's)."""
 
 
-ALIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
+ALIVE = frozenset({State.STARTING, State.RUNNING, State.READY, State.UNHEALTHY, State.STOPPING})
+UP = _UP = (State.RUNNING, State.READY, State.UNHEALTHY)
+"""Up ``startsecs`` or longer, ready or not (``model.UP_STATES``). ``_UP`` inside ``Event``,
+whose own member ``UP`` hides the name there."""
+_FROM_UP = frozenset({
+    State.STARTING, State.STOPPING, State.STOPPED, State.BACKOFF, State.EXITED, State.FAILED,
+})
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.STOPPED: frozenset({State.STARTING, State.RUNNING, State.BACKOFF, State.EXITED, State.FAILED}),
     State.STARTING: frozenset({
         State.STARTING, State.RUNNING, State.STOPPING, State.STOPPED, State.BACKOFF,
         State.EXITED, State.FAILED,
     }),
-    State.RUNNING: frozenset({
-        State.STARTING, State.STOPPING, State.STOPPED, State.BACKOFF, State.EXITED, State.FAILED,
-    }),
+    State.RUNNING: _FROM_UP | {State.READY, State.UNHEALTHY},
+    State.READY: _FROM_UP | {State.UNHEALTHY},
+    State.UNHEALTHY: _FROM_UP | {State.READY},
     State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.BACKOFF, State.EXITED, State.FAILED}),
     State.STOPPING: frozenset({State.STOPPED}),
     State.EXITED: frozenset({State.STARTING, State.STOPPED}),
@@ -172,11 +183,13 @@ class Event(enum.Enum):
     """What happens to an instance, other than an exit (``on_exit`` decides those): each
     event names the states it may happen in and the state it leads to."""
 
-    SPAWNED = ("spawned", (State.STOPPED, State.BACKOFF, State.STARTING, State.RUNNING), State.STARTING)
+    SPAWNED = ("spawned", (State.STOPPED, State.BACKOFF, State.STARTING, *_UP), State.STARTING)
     UP = ("up", (State.STARTING,), State.RUNNING)  # stayed up ``startsecs``
+    READY = ("ready", (State.RUNNING, State.UNHEALTHY), State.READY)  # its check passes
+    UNHEALTHY = ("unhealthy", (State.RUNNING, State.READY), State.UNHEALTHY)  # past the threshold
     ADOPTED = ("adopted", (State.STOPPED,), State.RUNNING)  # an earlier agent's process, watched
-    STOP = ("stop", (State.STARTING, State.RUNNING), State.STOPPING)  # the stop signal was sent
-    WAIT = ("wait", (State.STOPPED, State.BACKOFF, State.STARTING, State.RUNNING), State.BACKOFF)
+    STOP = ("stop", (State.STARTING, *_UP), State.STOPPING)  # the stop signal was sent
+    WAIT = ("wait", (State.STOPPED, State.BACKOFF, State.STARTING, *_UP), State.BACKOFF)
     UNWAIT = ("unwait", (State.BACKOFF,), State.STOPPED)  # not wanted any more, or started by hand
     FAIL = ("fail", (State.STOPPED, State.BACKOFF), State.FAILED)  # the template gave up
     RESET = ("reset", (State.EXITED, State.FAILED, State.BACKOFF), State.STOPPED)  # started by hand
@@ -285,12 +298,15 @@ def on_exit(
     wanted: bool = True,
     holding: bool = False,
     oneoff: bool = False,
+    unhealthy: bool = False,
 ) -> Outcome:
     """Decide what an exit means (see the module docstring for the flow).
 
     ``wanted``: the instance should still run here (its template active, its ordinal
     assigned); ``holding``: nothing may be spawned now; ``oneoff``: a run that is never
-    restarted. Exits the Manager asked for (the instance was stopping) never count.
+    restarted. Exits the Manager asked for (the instance was stopping) never count, except
+    the stop of an instance that turned unhealthy (``unhealthy``, ``restart_on_unhealthy``):
+    that one is respawned whatever the restart policy, and counts as a failure for flapping.
     """
     if exit.error is not None:
         kind, event, starting = classify_spawn_failure(policy.restart), "exit", True
@@ -298,6 +314,9 @@ def on_exit(
         stopping = life.state is State.STOPPING
         kind = classify_exit(policy.restart, policy.exitcodes, exit.code, exit.signal, stopping)
         event = "stop" if kind is ExitKind.REQUESTED else "exit"
+        if unhealthy and stopping:
+            kind = ExitKind.RESTART
+            life = Life(State.STOPPED, life.failures, life.restarts)  # spawned again from stopped
         starting = life.state is State.STARTING
     if oneoff:
         final = State.STOPPED if kind is ExitKind.REQUESTED else State.EXITED

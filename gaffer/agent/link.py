@@ -48,7 +48,7 @@ from gaffer.common.tasks import cancel_and_wait
 
 log = logging.getLogger("gaffer.agent.link")
 
-WIRE_FIELDS = ("id", "template", "ordinal", "pid", "state", "restarts", "started_at", "spec")
+WIRE_FIELDS = ("id", "template", "ordinal", "pid", "state", "restarts", "started_at", "spec", "ready")
 FLUSH_EVERY = 0.05
 MAX_BACKOFF = 10.0
 MAX_PENDING = 100_000

@@ -23,10 +23,12 @@ import logging
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gaffer.agent import flapping
 from gaffer.agent.changes import Changes
+from gaffer.agent.checks import Checks
 from gaffer.agent.entry import Entry
 from gaffer.agent.executor import SHOWN_AS_EVENT, Executor
 from gaffer.agent.instance import Instance
@@ -74,12 +76,16 @@ class Manager:
         processes: ProcessFactory | None = None,
         hooks: Sequence[ProcessHooks] = (),
         stats: Sampler | None = None,
+        notify_dir: Path | None = None,
+        checks: Checks | None = None,
     ) -> None:
         """``agent_env`` (agent mode) is added to every process's environment, with
         GAFFER_SPEC, so a restarted agent can recognise the processes it ran; ``tracker``
         tracks and stops every descendant of every instance (without one, only each
         instance's process group); ``lease`` says when nothing may be spawned (by default
-        never)."""
+        never); ``notify_dir``: where the sd_notify socket of ``notify`` templates goes (an
+        agent's state dir; by default a 0700 directory of its own under the runtime dir);
+        ``checks`` runs the readiness checks (tests pass one with fake probes)."""
         self.node = node or socket.gethostname()
         self.tracker = tracker
         self.bus = bus if bus is not None else EventBus()
@@ -98,6 +104,8 @@ class Manager:
             entries=self._entries,
             environ=dict(os.environ) if environ is None else environ,
             agent_env=agent_env,
+            notify_dir=notify_dir,
+            checks=checks,
         )
 
     @property
@@ -154,6 +162,8 @@ class Manager:
         updated = restart or old.with_count(template.numprocesses) != template
         scaled = wanted.ordinals != before.ordinals or old.numprocesses != template.numprocesses
         entry.template, entry.wanted, entry.policy = template, wanted, Policy.of(template)
+        if (old.health, old.restart_on_unhealthy) != (template.health, template.restart_on_unhealthy):
+            self._act.readiness.rewatch(entry)
         if updated:
             payload = {**entry.payload(self.node), "restart": restart}
             self.bus.publish(topics.template(template.name, "updated"), payload)
@@ -464,6 +474,11 @@ class Manager:
             left = [inst.id for _, inst in stopping if inst.pid is not None]
             log.warning("stops not finished after %gs, left running: %s", bound, ", ".join(left))
         return len(stopping)
+
+    async def aclose(self) -> None:
+        """End the readiness checks and close the notify socket (after ``shutdown`` or
+        ``abandon``: the processes are no longer this Manager's)."""
+        await self._act.readiness.aclose()
 
     def _all_quiet(self) -> bool:
         return not any(

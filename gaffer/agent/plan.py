@@ -48,6 +48,8 @@ Ordinal = int | str
 
 _NOTHING: frozenset[Ordinal] = frozenset()
 _ENDED = frozenset({State.STOPPED, State.EXITED, State.FAILED})
+_STARTED = (State.RUNNING, State.STARTING, State.READY, State.UNHEALTHY)
+"""Spawned and not stopping: ready or not (readiness gating of rolls is not decided here)."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def plan(
             unavailable += 1
             continue
         state = inst.state
-        if state is State.RUNNING or state is State.STARTING:
+        if state in _STARTED:
             if state is State.STARTING:
                 unavailable += 1
             if inst.spec_hash != spec or inst.restart_gen != generation:
@@ -208,7 +210,7 @@ def _unwanted(
         if ordinal in here:
             continue
         state = inst.state
-        if state is State.STARTING or state is State.RUNNING:
+        if state in _STARTED:
             stop.append(ordinal)
         elif state is State.BACKOFF:
             unwait.append(ordinal)

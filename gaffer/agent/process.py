@@ -34,6 +34,7 @@ from typing import Callable
 
 from gaffer.agent import reaper, spawning
 from gaffer.agent.adoption import create_time, read_stat
+from gaffer.agent.childlimits import ChildLimits, NotGranted
 from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.tracking import Track, Tracker
 from gaffer.common.errors import AdoptError, SpawnError, StdinClosed, StdinFull
@@ -71,6 +72,8 @@ class LaunchSpec:
     stdout: bool = False
     stderr: bool = False
     stdin: bool = False
+    limits: ChildLimits | None = None
+    """rlimits, umask and nice to apply in the child; None: none (the fast path)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +167,7 @@ class Process:
                 self._readers[read_end] = "err"
             pid, self._popen = spawning.spawn(
                 spec.argv, spec.env, (stdin, stdout, stderr),
-                cwd=spec.cwd, uid=spec.uid, gid=spec.gid, groups=spec.groups,
+                cwd=spec.cwd, uid=spec.uid, gid=spec.gid, groups=spec.groups, limits=spec.limits,
             )
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
             for fd in parent_fds:
@@ -487,6 +490,8 @@ def _open_pid(pid: int, started_at: float) -> tuple[int, int]:
 
 def _spawn_reason(spec: LaunchSpec, exc: BaseException) -> str:
     program = spec.argv[0] if spec.argv else "<empty>"
+    if isinstance(exc, NotGranted):
+        return f"cannot run {program!r}: {exc}"
     if isinstance(exc, FileNotFoundError):
         if spec.cwd and exc.filename == spec.cwd:
             return f"working directory {spec.cwd!r} does not exist"

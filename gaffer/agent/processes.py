@@ -22,6 +22,8 @@ class Proc(Protocol):
 
     pid: int | None
     started_at: float | None
+    spec: LaunchSpec
+    """What it was started with (its checks run in the same environment, directory and user)."""
 
     @property
     def alive(self) -> bool: ...

@@ -1,4 +1,5 @@
-"""How a ``LaunchSpec`` becomes a child: ``os.posix_spawn`` where it can, ``Popen`` otherwise.
+"""How a ``LaunchSpec`` becomes a child: ``os.posix_spawn`` where it can, ``Popen`` otherwise,
+and a second exec through ``execwrap`` for templates with ``rlimits`` or ``nice``.
 
 A burst of spawns (``gaffer start`` of 1,000 instances) is bound by what the agent does per
 child while the child is being created. ``subprocess.Popen`` costs about three times the CPU of
@@ -20,19 +21,30 @@ The fast path is taken only when it does exactly what Popen would:
   (``seal_inherited``), so a child gets exactly its three standard streams, as with Popen;
 - ``restore_signals``: SIGPIPE and SIGXFSZ, which Python ignores, are set back to their
   defaults in the child (``setsigdef``); handlers are reset by the exec itself.
+
+A template with ``rlimits``, ``umask`` or ``nice`` never takes the fast path
+(``choose_path``): a umask alone goes to Popen (``umask=``), anything more to ``HELPER``, a
+posix_spawn of ``execwrap`` that applies them and execs the program (``childlimits`` weighs
+the options). Without them, nothing here changes.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
 from typing import Mapping
 
+from gaffer.agent.childlimits import ChildLimits, NotGranted, grant_problem, helper_argv, read_privileges
+
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """What Popen's ``restore_signals`` puts back to the default in the child (Linux)."""
 
+FAST = "posix_spawn"
+POPEN = "popen"
+HELPER = "helper"
 _sealed = False
 
 
@@ -44,18 +56,38 @@ def spawn(
     uid: int | None = None,
     gid: int | None = None,
     groups: tuple[int, ...] | None = None,
+    limits: ChildLimits | None = None,
 ) -> tuple[int, subprocess.Popen | None]:
     """Start ``argv`` in a new session with ``streams`` as its stdin, stdout and stderr; the
     pid, and the Popen when it took the slow path. Raises what Popen raises (OSError,
-    SubprocessError, ValueError)."""
-    if fast_path_allowed(cwd, uid, gid, groups, streams):
+    SubprocessError, ValueError), and NotGranted for a setting this host will refuse."""
+    path = choose_path(cwd, uid, gid, groups, streams, limits)
+    if path == FAST:
         return posix_spawn(argv, env, streams), None
+    if path == HELPER:
+        assert limits is not None
+        return spawn_through_helper(argv, env, streams, limits, cwd, uid, gid, groups), None
     stdin, stdout, stderr = streams
     popen = subprocess.Popen(
         argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
         start_new_session=True, user=uid, group=gid, extra_groups=groups, close_fds=True,
+        umask=-1 if limits is None or limits.umask is None else limits.umask,
     )
     return popen.pid, popen
+
+
+def choose_path(
+    cwd: str | None,
+    uid: int | None,
+    gid: int | None,
+    groups: tuple[int, ...] | None,
+    streams: tuple[int, int, int],
+    limits: ChildLimits | None,
+) -> str:
+    """FAST, POPEN or HELPER: which way ``spawn`` starts a child with these settings."""
+    if limits is None:
+        return FAST if fast_path_allowed(cwd, uid, gid, groups, streams) else POPEN
+    return HELPER if limits.needs_helper else POPEN
 
 
 def fast_path_allowed(
@@ -89,6 +121,54 @@ def posix_spawn(argv: tuple[str, ...], env: dict[str, str], streams: tuple[int, 
     actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(streams)]
     return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
                           setsigdef=DEFAULT_SIGNALS)
+
+
+def spawn_through_helper(
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    streams: tuple[int, int, int],
+    limits: ChildLimits,
+    cwd: str | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    groups: tuple[int, ...] | None = None,
+) -> int:
+    """posix_spawn ``execwrap``, which applies ``limits`` (and cwd, user, group) and execs
+    ``argv``. What Popen would refuse at once (no program, no working directory, a user it may
+    not switch to) and what the host will refuse (``grant_problem``) is raised here, before
+    anything starts."""
+    if not argv:
+        raise ValueError("an empty command line")
+    problem = grant_problem(limits, read_privileges(), uid, gid)
+    if problem is not None:
+        raise NotGranted(problem)
+    if cwd is not None and not os.path.isdir(cwd):
+        code = errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT
+        raise OSError(code, os.strerror(code), cwd)
+    program = argv[0]
+    if os.sep in program:
+        _check_program(os.path.join(cwd or "", program))
+    else:
+        find_program(program, env)
+    seal_inherited()
+    words = helper_argv(argv, env, limits, cwd, uid, gid, groups)
+    high = [fd if fd > 2 else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in streams]
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
+        return os.posix_spawn(words[0], words, {}, file_actions=actions, setsid=True,
+                              setsigdef=DEFAULT_SIGNALS)
+    finally:
+        for fd, original in zip(high, streams):
+            if fd != original:
+                os.close(fd)
+
+
+def _check_program(path: str) -> None:
+    """FileNotFoundError or PermissionError, as exec would raise them, for a program path."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    if not os.access(path, os.X_OK) or os.path.isdir(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
 def find_program(program: str, env: Mapping[str, str]) -> str:

@@ -129,8 +129,7 @@ class AsyncClient:
         check_reachable(events)
         sock = self._socket(zmq.SUB)
         monitor = Channel(sock.get_monitor_socket(wire.LINK_EVENTS))
-        for prefix in resume.prefixes:
-            sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        sock.setsockopt(zmq.SUBSCRIBE, wire.feed_key(resume.prefixes))
         connect(sock, events)
         channel = Channel(sock)
         link = wire.LinkWatch()
@@ -146,10 +145,10 @@ class AsyncClient:
                     for item in await self._carry(resume, step):
                         yield item
                 for frames in batch:
-                    body = wire.event_body(frames[-1].buffer)
+                    body = wire.batch_body(frames[-1].buffer)
                     if body is None:
                         continue
-                    step = resume.published(body)
+                    step = resume.published(body["prev"], body["events"])
                     for item in step.deliver if step.ask is None else await self._carry(resume, step):
                         yield item
         finally:

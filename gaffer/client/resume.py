@@ -12,15 +12,15 @@ Vocabulary:
             while it is not known: ``since=None`` starts at the first live event)
   cover     the subscribed prefixes without those another one covers ("proc." covers
             "proc.web."): the prefixes the gap rule and replays use
-  prev      on a live event, for each subscribed prefix its topic matches, the position of the
-            previous event matching that prefix (0 or absent: unknown)
+  batch     live events come in batches (the controller's feeds): every event matching the
+            subscription (all its prefixes) between the batch's first and last, ascending
+  prev      on a batch, the position of the newest event matching the subscription before its
+            first (0: unknown)
 
-The gap rule: a live event at ``seq`` is delivered at once when nothing matching can lie
-between ``position`` and it: ``seq == position + 1``, or, for every prefix of the cover, the
-topic matches it and ``0 < prev[prefix] <= position``. Otherwise the client replays from
-``position`` (the answer brings this event too). With several unrelated prefixes an event of one
-says nothing about the others, so such a subscription confirms by replay whenever positions
-jump; keeping the order across prefixes is worth that request.
+The gap rule: a live batch is delivered at once when nothing matching can lie between
+``position`` and its first event: that event is ``position + 1``, or ``0 < prev <= position``;
+events at or before ``position`` are dropped (a batch that reaches past ``position`` follows on
+from it). Otherwise the client replays from ``position`` (the answer brings the batch too).
 
 ::
 
@@ -36,15 +36,14 @@ meanwhile wait in a bounded list (past ``MAX_PENDING`` they are dropped and one 
 follows). After the SUB socket reconnects the client replays at once, then on each quiet tick
 (a second without a live event) until a live event proves the stream flows, at most
 ``SUSPECT_TICKS`` times. A quiet tick after any activity replays once more (a drop at the very
-end of a burst has no later event to reveal it); a subscription with several unrelated prefixes
-replays on every quiet tick, so its position keeps up with a buffer that others churn.
+end of a burst has no later event to reveal it).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple, Union
+from typing import Any, Iterable, NamedTuple, Sequence, Union
 
 from gaffer.client.answers import MAX_PREV, check_replay, check_snapshot
 from gaffer.client.wire import ReceivedEvent
@@ -152,7 +151,9 @@ class Resume:
         self.limit = limit
         self._asking: Ask | None = None
         self._failed = False
-        self._pending: deque[tuple[ReceivedEvent, dict[str, int] | None]] = deque()
+        self._pending: deque[tuple[tuple[ReceivedEvent, ...], int]] = deque()
+        self._waiting = 0
+        """Events in ``_pending``."""
         self._overflow = False
         self._again = False
         self._suspect = 0
@@ -172,20 +173,21 @@ class Resume:
 
     # ------------------------------------------------------------------ inputs
 
-    def published(self, body: dict[str, Any]) -> Step:
-        """A live event's body (``seq``, ``topic``, ``ts``, ``data``, optional ``prev``)."""
-        topic = body["topic"]
-        if not topic.startswith(self.cover):
+    def published(self, prev: int, events: Sequence[Sequence[Any]]) -> Step:
+        """A live batch (``prev``, and its events, ``[seq, topic, ts, data]`` each, ascending,
+        as ``protocol`` checked them)."""
+        cover, new = self.cover, tuple.__new__
+        items = tuple([new(ReceivedEvent, e) for e in events if e[1].startswith(cover)])
+        if not items:
             return NOTHING
-        event = ReceivedEvent(body["seq"], topic, body["ts"], body["data"])
-        prev = body.get("prev")
         if self._asking is not None:
-            if len(self._pending) < MAX_PENDING:
-                self._pending.append((event, prev))
+            if self._waiting + len(items) <= MAX_PENDING:
+                self._pending.append((items, prev))
+                self._waiting += len(items)
             else:
                 self._overflow = True
-            return Step()
-        return self._offer(event, prev)
+            return NOTHING
+        return self._offer(items, prev)
 
     def replayed(self, answer: Any) -> Step:
         """The answer to the outstanding ``Replay`` (ProtocolError if malformed)."""
@@ -196,6 +198,7 @@ class Resume:
         self._asking, self._failed = None, False
         if answer["too_old"]:
             self._pending.clear()
+            self._waiting = 0
             self._overflow = self._again = False
             lost = EventsLost(asked.since + 1, answer["horizon"])
             return Step((lost,), self._ask(SnapshotPage()))
@@ -209,6 +212,7 @@ class Resume:
         if answer["upto"] < answer["last"] or self._again or self._overflow:
             if self._overflow:
                 self._pending.clear()
+                self._waiting = 0
             self._again = self._overflow = False
             return Step(tuple(out), self._ask(self._replay()))
         return self._drain(out)
@@ -229,7 +233,6 @@ class Resume:
             return Step(ask=self._ask(SnapshotPage(page["continue"])))
         snapshot, self._rows = self._rows, None
         self.position = snapshot.position
-        self._pending = deque((e, p) for e, p in self._pending if e.seq > snapshot.position)
         return Step((snapshot,), self._ask(self._replay()))
 
     def reconnected(self) -> Step:
@@ -248,7 +251,7 @@ class Resume:
             return self._retry()
         if self.position is None:
             return Step()
-        if self._suspect > 0 or self._dirty or len(self.cover) > 1:
+        if self._suspect > 0 or self._dirty:
             self._suspect = max(0, self._suspect - 1)
             self._dirty = False
             return Step(ask=self._ask(self._replay()))
@@ -284,37 +287,29 @@ class Resume:
     def _matches(self, topic: str) -> bool:
         return topic.startswith(self.cover)
 
-    def _confirmed(self, event: ReceivedEvent, prev: dict[str, int] | None) -> bool:
-        """Whether no matching event can lie between ``position`` and ``event``."""
-        assert self.position is not None
-        if event.seq == self.position + 1:
-            return True
-        if not prev:
-            return False
-        for prefix in self.cover:
-            before = prev.get(prefix)
-            if not event.topic.startswith(prefix) or not before or before > self.position:
-                return False
-        return True
-
-    def _offer(self, event: ReceivedEvent, prev: dict[str, int] | None) -> Step:
+    def _offer(self, items: tuple[ReceivedEvent, ...], prev: int) -> Step:
         self._dirty = True
-        if self.position is None:
-            self.position = event.seq
-            return Step((event,))
-        if event.seq <= self.position:
-            return Step()
-        if self._confirmed(event, prev):
-            self.position = event.seq
-            self._suspect = 0
-            return Step((event,))
-        return Step(ask=self._ask(self._replay()))
+        position = self.position
+        if position is None:
+            self.position = items[-1].seq
+            return Step(items)
+        if items[-1].seq <= position:
+            return NOTHING
+        if items[0].seq <= position:
+            # the batch's chain runs through the position: what follows it is next
+            items = tuple([e for e in items if e.seq > position])
+        elif items[0].seq != position + 1 and not 0 < prev <= position:
+            return Step(ask=self._ask(self._replay()))
+        self.position = items[-1].seq
+        self._suspect = 0
+        return Step(items)
 
     def _drain(self, out: list[Item]) -> Step:
-        """Live events that waited for an answer, now offered in order."""
+        """Live batches that waited for an answer, now offered in order."""
         while self._pending and self._asking is None:
-            event, prev = self._pending.popleft()
-            step = self._offer(event, prev)
+            items, prev = self._pending.popleft()
+            self._waiting -= len(items)
+            step = self._offer(items, prev)
             out.extend(step.deliver)
             if step.ask is not None:
                 return Step(tuple(out), step.ask)

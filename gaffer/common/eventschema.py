@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gaffer.common import schema as s
+from gaffer.common.healthspec import MAX_OUTPUT as MAX_CHECK_OUTPUT
 from gaffer.common.limits import MAX_INT, NAME_RE
 
 Key = tuple[str, str]
@@ -96,6 +97,9 @@ _EXIT = s.struct(
      "signal": s.nullable(s.string(32, 1))},
     optional={"oneoff": _BOOL, "error": _REASON, "again": _COUNT},
 )
+_OUTPUT_TEXT = s.string(MAX_CHECK_OUTPUT)
+_READY = s.struct({**_INSTANCE, "pid": _PID, "output": _OUTPUT_TEXT})
+_UNHEALTHY = s.struct({**_INSTANCE, "pid": _PID, "output": _OUTPUT_TEXT, "failures": s.integer(1, MAX_INT)})
 _NODE_FAILED = s.struct({**_INSTANCE, "pid": s.nullable(_PID), "reason": _REASON})
 _CLUSTER_FAILED = s.struct({
     "template": _NAME, "id": _ID, "ordinal": _ORDINAL, "scope": s.one_of(("cluster",)),
@@ -119,6 +123,8 @@ def _when_present(field: str, present: s.Check, absent: s.Check) -> s.Check:
 _PROC = {
     ("proc", "spawn"): _UP,
     ("proc", "running"): s.struct({**_INSTANCE, "pid": _PID}),
+    ("proc", "ready"): _READY,
+    ("proc", "unhealthy"): _UNHEALTHY,
     ("proc", "exit"): _EXIT,
     ("proc", "stop"): _EXIT,
     ("proc", "flap"): s.struct({

@@ -9,7 +9,7 @@ Vocabulary::
     slot          (template, ordinal): what the controller places, ordinals 1..count
     row           one instance as an agent reports it (``InstanceRow``, the wire's Instance)
     state         where an instance is in its life (``InstanceState``); an agent reports the
-                  first seven, the controller adds the views it derives (assigned, pending,
+                  first nine, the controller adds the views it derives (assigned, pending,
                   unknown) for instances no agent reports
 
 Pure data: no sockets, no clock.
@@ -30,7 +30,7 @@ hundreds of thousands of them per pass."""
 
 class InstanceState(str, enum.Enum):
     """Where an instance is; the agent's lifecycle (``agent/lifecycle.py``) moves between the
-    first seven, and the controller adds what it shows for instances no agent reports."""
+    first nine, and the controller adds what it shows for instances no agent reports."""
 
     STOPPED = "stopped"
     STARTING = "starting"
@@ -39,6 +39,10 @@ class InstanceState(str, enum.Enum):
     STOPPING = "stopping"
     EXITED = "exited"
     FAILED = "failed"
+    READY = "ready"
+    """Running, and its check passes (or it said ``READY=1``): serving."""
+    UNHEALTHY = "unhealthy"
+    """Running, and its check failed ``failure_threshold`` times in a row."""
     ASSIGNED = "assigned"
     """Placed on a node that has not reported it yet."""
     PENDING = "pending"
@@ -50,8 +54,13 @@ class InstanceState(str, enum.Enum):
         return self.value
 
 
-AGENT_STATES = ("stopped", "starting", "running", "backoff", "stopping", "exited", "failed")
+AGENT_STATES = (
+    "stopped", "starting", "running", "backoff", "stopping", "exited", "failed", "ready", "unhealthy",
+)
 """The states an agent reports (the wire's Instance.state)."""
+UP_STATES = ("running", "ready", "unhealthy")
+"""Up ``startsecs`` or longer: ready or not, the process is there (a template with neither a
+check nor ``notify`` stays ``running``)."""
 CONTROLLER_STATES = ("assigned", "pending", "unknown")
 """The states only the controller shows (``ps``)."""
 
@@ -128,3 +137,6 @@ class InstanceRow(TypedDict):
     restarts: int
     started_at: float | None
     spec: str | None
+    ready: bool
+    """True when ``state`` is ``ready``, or ``running`` for a template with neither a check
+    nor ``notify`` (the agent decides; every consumer reads this, never re-derives it)."""

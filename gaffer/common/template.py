@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
 from gaffer.common.fieldcheck import Checker, digits
+from gaffer.common.healthspec import HealthCheck, parse_health, plain_health
 from gaffer.common.limits import (
     MAX_COUNT,
     MAX_ID,
@@ -34,6 +35,8 @@ from gaffer.common.limits import (
     NAME_RULE,
 )
 from gaffer.common.ports import AUTO, range_problem
+from gaffer.common.proclimits import FIELDS as LIMIT_FIELDS
+from gaffer.common.proclimits import parse_limits, plain_limits
 from gaffer.common.signals import parse_signal
 
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -105,6 +108,18 @@ class Template:
     update: Update = field(default_factory=Update)
     port: int | None = None
     """The first ``PORT`` (instance ``n`` gets ``port + n - 1``), or None: no PORT is set."""
+    health: HealthCheck | None = None
+    """The readiness check (``[health]``, ``common/healthspec.py``), or None."""
+    notify: bool = False
+    """The process says it is ready itself: ``READY=1`` on ``$NOTIFY_SOCKET`` (sd_notify)."""
+    restart_on_unhealthy: bool = True
+    """With a check: an instance that turns unhealthy is restarted (its group stopped)."""
+    rlimits: tuple[tuple[str, int | str, int | str], ...] = ()
+    """(name, soft, hard) per limit set, in ``proclimits.RLIMIT_NAMES`` order; a tuple, not a
+    dict, so a template without limits holds no object of its own for them (100,000 of them
+    on a controller: the collector walks each)."""
+    umask: int | None = None
+    nice: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -133,9 +148,12 @@ class Template:
         Never handed out: ``to_dict`` copies it."""
         cached = self.__dict__.get("_plain")
         if cached is None:
-            cached = {name: _plain(getattr(self, name)) for name in TEMPLATE_FIELDS}
-            if self.port is None:
-                del cached["port"]  # so a template without one looks as before the field existed
+            cached = {name: _plain(getattr(self, name)) for name in _PLAIN_FIELDS}
+            for name, default in _OMITTED_WHEN.items():
+                if cached[name] is default:
+                    del cached[name]  # so a template without one looks as before the field existed
+            if self.rlimits or self.umask is not None or self.nice is not None:
+                cached.update(plain_limits(self.rlimits, self.umask, self.nice))
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -163,6 +181,8 @@ def _plain(value: Any) -> Any:
     kind = type(value)
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return value
+    if kind is HealthCheck:
+        return plain_health(value)
     names = _RECORD_FIELDS.get(kind)
     if names is not None:
         return {name: _plain(getattr(value, name)) for name in names}
@@ -174,6 +194,9 @@ def _plain(value: Any) -> Any:
 
 
 _RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
+_OMITTED_WHEN = {"port": None, "health": None, "notify": False, "restart_on_unhealthy": True}
+"""Fields left out of the plain form at these values: templates that do not use them keep the
+stored form (and spec hash) they had before the fields existed."""
 
 
 def _copy(value: Any) -> Any:
@@ -187,9 +210,11 @@ def _copy(value: Any) -> Any:
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
+_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in LIMIT_FIELDS)
+"""Fields always in the plain form; the limits only when set (``plain_limits``)."""
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
-    "redirect_output", "redirect_input", "log", "port",
+    "redirect_output", "redirect_input", "log", "port", "notify", "rlimits", "umask", "nice",
 )
 MAX_EXITCODES = 256
 
@@ -258,8 +283,10 @@ def _parse(
 
     _parse_simple_fields(chk, data, values, max_count)
     _parse_nested_fields(chk, data, values)
+    parse_limits(chk, data, values)
     if "port" in data and data["port"] is not None:
         values["port"] = _parse_port(chk, data["port"], values)
+    _parse_health_fields(chk, data, values)
 
     if chk.problems:
         return chk.problems, None
@@ -313,6 +340,18 @@ def _parse_simple_fields(chk: Checker, data: Mapping, values: dict[str, Any], ma
         values["exitcodes"] = _parse_exitcodes(chk, data["exitcodes"])
     if "redirect_output" in data:
         values["redirect_output"] = _parse_streams(chk, data["redirect_output"])
+
+
+def _parse_health_fields(chk: Checker, data: Mapping, values: dict[str, Any]) -> None:
+    """``health``, ``notify`` and ``restart_on_unhealthy`` (which needs a check to act on)."""
+    if "health" in data and data["health"] is not None:
+        values["health"] = parse_health(chk, data["health"])
+    if "notify" in data:
+        values["notify"] = chk.boolean("notify", data["notify"])
+    if "restart_on_unhealthy" in data:
+        values["restart_on_unhealthy"] = chk.boolean("restart_on_unhealthy", data["restart_on_unhealthy"])
+        if data.get("health") is None:
+            chk.fail("restart_on_unhealthy", "has no effect without a [health] check")
 
 
 def _parse_port(chk: Checker, value: Any, values: Mapping[str, Any]) -> int | None:

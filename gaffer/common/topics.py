@@ -5,7 +5,7 @@ from __future__ import annotations
 FAMILIES = ("node.", "template.", "proc.")
 """Topic families of state-change events; ``output.`` is separate: it is only made on demand."""
 
-PROC_KINDS = ("spawn", "running", "exit", "stop", "flap", "failed")
+PROC_KINDS = ("spawn", "running", "ready", "unhealthy", "exit", "stop", "flap", "failed")
 TEMPLATE_KINDS = ("created", "updated", "deleted", "scaled", "stopped", "started", "failed")
 NODE_KINDS = ("up", "suspect", "down", "drain", "events_lost")
 

@@ -152,6 +152,7 @@ def systemd_service(app: App, instance: Instance, has_env: bool) -> str:
         lines.append(f"User={systemd_setting(str(template.uid))}")
     if template.gid is not None:
         lines.append(f"Group={systemd_setting(str(template.gid))}")
+    lines += systemd_limits(template)
     lines += [
         "StandardInput=null",
         "StandardOutput=journal",
@@ -162,6 +163,18 @@ def systemd_service(app: App, instance: Instance, has_env: bool) -> str:
         "WantedBy=multi-user.target",
     ]
     return "\n".join(lines) + "\n"
+
+
+def systemd_limits(template: Template) -> list[str]:
+    """``LimitNOFILE=soft:hard`` and the like, ``UMask=`` and ``Nice=``: systemd's own names
+    for the template's rlimits, umask and nice (same units: bytes, files, processes)."""
+    lines = [f"Limit{name.upper()}={soft}:{hard}".replace("unlimited", "infinity")
+             for name, soft, hard in template.rlimits]
+    if template.umask is not None:
+        lines.append(f"UMask={template.umask:04o}")
+    if template.nice is not None:
+        lines.append(f"Nice={template.nice}")
+    return lines
 
 
 def systemd_word(word: str, keep_vars: bool = False) -> str:
@@ -229,6 +242,9 @@ def supervisord_program(app: App, instance: Instance, env: Mapping[str, str]) ->
     words = argv(template)
     if not template.shell and any(VAR_RE.search(w) for w in words):
         raise ConfigError(f"{template.name}: supervisord does not expand $ variables in a non-shell command; set shell = true")
+    if template.rlimits or template.nice is not None:
+        field = "rlimits" if template.rlimits else "nice"
+        raise ConfigError(f"{template.name}.{field}: supervisord has no per-program {field}; export to systemd, or drop it")
     lines = [
         f"[program:{app.name}-{instance.label}]",
         "command=" + " ".join(supervisord_word(w) for w in words),
@@ -244,6 +260,8 @@ def supervisord_program(app: App, instance: Instance, env: Mapping[str, str]) ->
     ]
     if template.uid is not None:
         lines.append(f"user={supervisord_value(str(template.uid))}")
+    if template.umask is not None:
+        lines.append(f"umask={template.umask:03o}")
     if env:
         pairs = ",".join(f"{key}={supervisord_env_value(key, value)}" for key, value in env.items())
         lines.append(f"environment={pairs}")

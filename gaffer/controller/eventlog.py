@@ -122,10 +122,13 @@ class EventLog:
         bounds no longer allow (never the event just appended)."""
         event = Event(self._next, topic, ts, data)
         self._next += 1
-        self._items.append(event)
-        self._bytes += event_size(topic, data)
-        while len(self) > 1 and (len(self) > self.capacity or self._bytes > self.max_bytes):
-            self._evict()
+        items = self._items
+        items.append(event)
+        text = data.get("text")
+        self._bytes += EVENT_OVERHEAD + len(topic) + (len(text) if isinstance(text, str) else 0)  # event_size, inline
+        if len(items) - self._head > self.capacity or self._bytes > self.max_bytes:
+            while len(self) > 1 and (len(self) > self.capacity or self._bytes > self.max_bytes):
+                self._evict()
         return event
 
     def replay(self, since: int, prefixes: Sequence[str], limit: int, max_bytes: int = REPLY_BYTES,

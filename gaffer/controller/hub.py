@@ -2,22 +2,28 @@
 
 Every event gets the next position (``eventlog``: positions never go backwards, also across
 restarts, since the store reserves them in blocks, ``Positions``), is held in the event log for
-``replay``, and goes to the ZMQ XPUB socket (topic frame + ``event`` envelope) and to a local
-EventBus (HTTP streams, tests). XPUB tells us which topic prefixes remote subscribers hold, so
-producers can skip work nobody wants (``wants``): agents forward output lines only while someone
-subscribes to them.
+``replay``, and goes to the ZMQ XPUB socket and to a local EventBus (HTTP streams, tests). XPUB
+tells us what remote subscribers hold, so producers can skip work nobody wants (``wants``):
+agents forward output lines only while someone subscribes to them. Remote subscribers come in
+two kinds:
 
-``prev`` chains: a published event carries, for each subscribed prefix its topic matches, the
-position of the previous event matching that prefix (0: none known to this incarnation). A
-subscriber of that prefix whose last event is older knows, from this one event, that it missed
-something it wanted, and replays exactly that; events its prefixes filter out never look missed.
+- **feeds** (``feeds``; what ``gaffer.client`` subscribes to): a subscription's events packed
+  into batches, one ``[key, batch]`` message per subscription per loop turn (at most
+  ``BATCH_EVENTS`` events), chained by one ``prev``. A reader pays for a message once, not per
+  event: most of what reading cost.
+- **plain topic prefixes** (raw pyzmq subscribers): one ``[topic, event]`` message per event,
+  sent at once. ``prev`` chains: such an event carries, for each subscribed prefix its topic
+  matches, the position of the previous event matching that prefix (0: none known to this
+  incarnation). A subscriber of that prefix whose last event is older knows, from this one
+  event, that it missed something it wanted, and replays exactly that; events its prefixes
+  filter out never look missed.
 
 A slow remote subscriber never slows the hub: ZMQ drops what exceeds its high-water mark
-(``PUB_HWM`` events queued per subscriber) and the subscriber sees the gap in ``prev``.
-A slow local subscriber is cut off by the bus. Output reaches the hub already limited by the
-agents (``gaffer.agent.follow``: a few events a second per followed stream, a bounded number
-of bytes each), so a subscriber that stops reading makes the controller hold at most
-``PUB_HWM`` events, accumulating no faster than the agents' follow budgets.
+(``PUB_HWM`` messages queued per subscriber: events, or batches) and the subscriber sees the
+gap in ``prev``. A slow local subscriber is cut off by the bus. Output reaches the hub already
+limited by the agents (``gaffer.agent.follow``: a few events a second per followed stream, a
+bounded number of bytes each), so a subscriber that stops reading makes the controller hold at
+most ``PUB_HWM`` messages, accumulating no faster than the agents' follow budgets.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from gaffer.common.errors import StorageError
 from gaffer.common.transport import Channel
 from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.eventlog import EventLog
+from gaffer.controller.feeds import Feeds, parse_key
 from gaffer.controller.position_rows import BLOCK
 
 log = logging.getLogger("gaffer.controller.hub")
@@ -94,8 +101,14 @@ class EventHub:
         self._positions = positions
         self._channel = Channel(sock) if sock is not None else None
         self._prefixes: dict[str, int] = {}
+        """Per-event subscriptions (plain topic prefixes): subscribers holding each."""
+        self._feeds = Feeds()
+        """Batched subscriptions (feed keys: the client's)."""
+        self._flushing = False
         self._latest: dict[str, int] = {}
         """Per subscribed prefix, the position of the newest event matching it (``prev``)."""
+        self._held: set[str] = set()
+        """Every prefix held, per event or in a feed (``wants``, ``holds``)."""
         self._task: asyncio.Task | None = None
         self._listeners: list[Callable[[], None]] = []
         self.published = 0
@@ -108,6 +121,7 @@ class EventHub:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        self._flush()
         if self._channel is not None:
             self._channel.close()
 
@@ -120,12 +134,15 @@ class EventHub:
         return self.log.last
 
     def publish(self, topic: str, data: dict[str, Any], ts: float | None = None) -> int:
-        """Number, hold and send one event; its position. Never blocks."""
+        """Number, hold and send one event; its position. Never blocks. Feeds get it in their
+        next batch: at the latest when the loop turns (``_flush``, scheduled once per burst)."""
         ts = time.time() if ts is None else ts
         position = self.log.append(topic, ts, data).seq
         self.published += 1
         if self._positions is not None:
             self._positions.used(position)
+        if self._feeds:
+            self._batch(position, topic, ts, data)
         if self._channel is not None and self._prefixes:
             prev = self._chain(topic, position)
             if prev:
@@ -136,8 +153,25 @@ class EventHub:
                     log.exception("event %s could not be encoded; not published", topic)
                 else:
                     self._channel.send([topic.encode(), frame])
-        self.bus.publish(topic, data)
+        if self.bus.wants(topic):  # no local subscriber (the usual case): no bus event to build
+            self.bus.publish(topic, data)
         return position
+
+    def _batch(self, position: int, topic: str, ts: float, data: dict[str, Any]) -> None:
+        channel = self._channel
+        assert channel is not None
+        for frames in self._feeds.add(position, topic, ts, data):
+            channel.send(frames)
+        if not self._flushing and self._feeds.pending:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send every pending batch (once per loop turn while events come)."""
+        self._flushing = False
+        if self._channel is not None:
+            for frames in self._feeds.flush():
+                self._channel.send(frames)
 
     def _chain(self, topic: str, position: int) -> dict[str, int]:
         """``prev`` for an event at ``position``: for each subscribed prefix ``topic`` matches
@@ -153,7 +187,7 @@ class EventHub:
         return prev
 
     def remote_wants(self, topic: str) -> bool:
-        return any(topic.startswith(prefix) for prefix in self._prefixes)
+        return any(topic.startswith(prefix) for prefix in self._held)
 
     def wants(self, topic: str) -> bool:
         """Whether any remote or local subscriber would receive ``topic``."""
@@ -161,10 +195,11 @@ class EventHub:
 
     def holds(self, prefix: str) -> bool:
         """Whether a remote subscriber holds exactly ``prefix`` (a client's sync marker)."""
-        return prefix in self._prefixes
+        return prefix in self._held
 
     def subscribed_prefixes(self) -> list[str]:
-        return sorted(self._prefixes)
+        """Every prefix remote subscribers hold, per event or in a feed."""
+        return sorted(self._held)
 
     async def _watch_subscriptions(self) -> None:
         assert self._channel is not None
@@ -175,6 +210,14 @@ class EventHub:
                 raw = frames[0].bytes
                 if not raw or raw[0] not in (0, 1):
                     continue
+                changed = True
+                feed = parse_key(raw[1:])
+                if feed is not None:
+                    if raw[0] == 1:
+                        self._feeds.subscribe(raw[1:], feed)
+                    else:
+                        self._feeds.unsubscribe(raw[1:])
+                    continue
                 prefix = raw[1:].decode(errors="replace")
                 if raw[0] == 1:
                     self._prefixes[prefix] = self._prefixes.get(prefix, 0) + 1
@@ -183,8 +226,8 @@ class EventHub:
                     if self._prefixes[prefix] <= 0:
                         del self._prefixes[prefix]
                         self._latest.pop(prefix, None)
-                changed = True
             if changed:
+                self._held = set(self._prefixes) | self._feeds.prefixes()
                 for callback in self._listeners:
                     callback()
 

@@ -45,7 +45,7 @@ from typing import Any, Mapping, Sequence
 import msgpack
 
 from gaffer.common import assign
-from gaffer.common.model import InstanceRow, InstanceState, Slot, instance_id
+from gaffer.common.model import UP_STATES, InstanceRow, Slot, instance_id
 from gaffer.controller.orders import Order, Version
 from gaffer.controller.rollout import Rollout, advance, start_rollout
 from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule_steps
@@ -434,7 +434,7 @@ def _done(view: NodeView | None, name: str, ordinals: Sequence[int], target: Ver
     rows = view.rows
     for ordinal in ordinals:
         row = rows.get(instance_id(name, ordinal))
-        if row is None or row["spec"] != target.launch_hash or row["state"] != InstanceState.RUNNING:
+        if row is None or row["spec"] != target.launch_hash or row["state"] not in UP_STATES:
             return False
     return True
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from gaffer.common.model import InstanceState, instance_id
+from gaffer.common.model import UP_STATES, instance_id
 from gaffer.controller.counts import Limited
 from gaffer.controller.registry import Node
 from gaffer.controller.store import StoredTemplate
@@ -37,7 +37,7 @@ def template_views(
             rows = node.instances
             for ordinal in ordinals:
                 row = rows.get(instance_id(name, ordinal))
-                if row is not None and row["state"] == InstanceState.RUNNING:
+                if row is not None and row["state"] in UP_STATES:
                     running[name] += 1
     views = []
     for name in names:

@@ -268,7 +268,7 @@ class SimAgent:
         return {
             "id": f"{template}.{ordinal}", "template": template, "ordinal": ordinal,
             "pid": self.fleet.new_pid(), "state": "running", "restarts": 0,
-            "started_at": self.fleet.clock.wall(), "spec": spec,
+            "started_at": self.fleet.clock.wall(), "spec": spec, "ready": True,
         }
 
 

@@ -104,7 +104,7 @@ def reference_plan(
         return tuple(sorted(ordinals, key=sort_key))  # type: ignore[call-overload]
 
     def live(o: Ordinal) -> bool:
-        return instances[o].state in (State.STARTING, State.RUNNING)
+        return instances[o].state in (State.STARTING, State.RUNNING, State.READY, State.UNHEALTHY)
 
     stop = order(o for o in instances if o not in here and live(o))
     unwait = order(o for o in instances if o not in here and instances[o].state is State.BACKOFF)

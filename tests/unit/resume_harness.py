@@ -2,11 +2,13 @@
 
 ``SimController`` numbers events as the contract says (positions never go backwards; a clean
 restart says nothing lies between its predecessor's last position and its own first one, a
-crash leaves that range unknown), keeps the last ``buffer`` events, computes ``prev`` for the
-subscriber's prefixes, and answers ``replay`` and ``snapshot`` exactly as the controller must.
-``Driver`` stands between it and a ``Resume``: it delivers or drops each published event,
-cuts and restores the link, answers (or fails) the one outstanding request, and records what
-the client delivered, so a test can compare it with what was published.
+crash leaves that range unknown), keeps the last ``buffer`` events, gathers the events matching
+the subscriber's prefixes into a batch with its ``prev`` (the feed's chain, as
+``controller.feeds`` keeps it), and answers ``replay`` and ``snapshot`` exactly as the
+controller must. ``Driver`` stands between it and a ``Resume``: it sends or drops each batch
+(one event, or several held back and sent together), cuts and restores the link, answers (or
+fails) the one outstanding request, and records what the client delivered, so a test can
+compare it with what was published.
 """
 
 from __future__ import annotations
@@ -26,24 +28,34 @@ class SimController:
     horizon: int = 0
     held: list[dict[str, Any]] = field(default_factory=list)
     published: list[dict[str, Any]] = field(default_factory=list)
-    prev_known: dict[str, int] = field(default_factory=dict)
+    latest: int = 0
+    """The newest position matching the subscriber's feed (0: none known)."""
+    batch: list[list[Any]] = field(default_factory=list)
+    batch_prev: int = 0
     omit_prev: bool = False
     snapshots: dict[str, int] = field(default_factory=dict)
 
     def publish(self, topic: str) -> dict[str, Any]:
-        """Number one event; its body as the subscriber would receive it (with ``prev``)."""
+        """Number one event (into the pending batch when it matches the feed); its body."""
         self.last += 1
         event = {"seq": self.last, "topic": topic, "ts": float(self.last), "data": {"n": self.last}}
         self.published.append(event)
         self.held.append(event)
         if len(self.held) > self.buffer:
             self.horizon = self.held.pop(0)["seq"]
-        prev = {}
-        for prefix in self.prefixes:
-            if topic.startswith(prefix):
-                prev[prefix] = self.prev_known.get(prefix, 0)
-                self.prev_known[prefix] = self.last
-        return event if self.omit_prev else {**event, "prev": prev}
+        if topic.startswith(self.prefixes):
+            if not self.batch:
+                self.batch_prev = 0 if self.omit_prev else self.latest
+            self.batch.append([event["seq"], topic, event["ts"], event["data"]])
+            self.latest = self.last
+        return event
+
+    def take(self) -> tuple[int, list[list[Any]]] | None:
+        """The pending batch (prev, events), or None."""
+        if not self.batch:
+            return None
+        batch, self.batch = self.batch, []
+        return self.batch_prev, batch
 
     def restart(self, jump: int, clean: bool, keep: bool) -> None:
         """A new incarnation numbering from ``last + jump + 1``; ``keep``: the buffer survives
@@ -56,7 +68,8 @@ class SimController:
             self.horizon = max(self.horizon, first - 1)
             self.held = []
         self.last = first - 1
-        self.prev_known = {}
+        self.latest = 0
+        self.batch = []
 
     def replay(self, since: int, prefixes: list[str], limit: int) -> dict[str, Any]:
         if since < self.horizon:
@@ -96,6 +109,7 @@ class Driver:
         driver = cls(resume, SimController(resume.prefixes, **sim))
         for topic in before:
             driver.controller.publish(topic)
+        driver.controller.batch, driver.controller.latest = [], 0  # the feed starts with the subscriber
         driver.carry(resume.start())
         return driver
 
@@ -105,10 +119,17 @@ class Driver:
             assert self.ask is None, "a second request while one is outstanding"
             self.ask = step.ask
 
-    def publish(self, topic: str, drop: bool = False) -> None:
-        body = self.controller.publish(topic)
-        if self.connected and not drop and topic.startswith(self.resume.prefixes):
-            self.carry(self.resume.published(body))
+    def publish(self, topic: str, drop: bool = False, hold: bool = False) -> None:
+        """Publish; unless ``hold``, the pending batch goes out (or is lost with ``drop``)."""
+        self.controller.publish(topic)
+        if not hold:
+            self.flush(drop)
+
+    def flush(self, drop: bool = False) -> None:
+        """The pending batch goes out: received, or lost (``drop``, or the link is cut)."""
+        batch = self.controller.take()
+        if batch is not None and self.connected and not drop:
+            self.carry(self.resume.published(*batch))
 
     def answer(self) -> None:
         ask, self.ask = self.ask, None
@@ -139,20 +160,18 @@ class Driver:
         self.carry(self.resume.quiet())
 
     def settle(self, limit: int = 1_000) -> None:
-        """Answer until the client asks nothing, then quiet ticks until one brings nothing new
-        (a subscription to several unrelated prefixes replays on every quiet tick)."""
+        """Send what is pending, answer until the client asks nothing, then quiet ticks until
+        one asks nothing."""
+        self.flush()
         for _ in range(limit):
             if self.ask is not None:
                 self.answer()
                 continue
-            before = len(self.delivered)
             self.quiet()
             if self.ask is None and self.resume.asking is None:
                 return
             while self.ask is not None:
                 self.answer()
-            if len(self.delivered) == before and len(self.resume.cover) > 1:
-                return
         raise AssertionError("the client never settled")
 
     def events(self) -> list[ReceivedEvent]:

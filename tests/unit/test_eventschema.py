@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from gaffer.agent.adoption import Found
+from gaffer.agent.checks import Checks
 from gaffer.agent.follow import Followers, Limit
 from gaffer.agent.lease import Lease
 from gaffer.agent.manager import Manager
@@ -24,6 +25,7 @@ from gaffer.controller.admission import stamped
 from gaffer.controller.reconcile import Announce
 from gaffer.testing import template
 from gaffer.testing.clock import FakeClock
+from gaffer.testing.probes import FakeProbes
 from gaffer.testing.process import FakeProcesses
 from tests.unit.test_controller_on_channel import LIVENESS, Lab, lab  # noqa: F401 (fixture)
 
@@ -76,7 +78,25 @@ async def manager_events() -> list[Event]:
     procs.last("job.run-1").exit(0)                      # proc.exit, oneoff
     await inst.done
     await clock.drive(manager.remove("web"))             # template.deleted
-    return drain(sub) + adoption_events()
+    return drain(sub) + adoption_events() + await health_events()
+
+
+async def health_events() -> list[Event]:
+    """A checked instance passes (``ready``), then fails past its threshold (``unhealthy``)."""
+    clock = FakeClock()
+    probes = FakeProbes()
+    manager = Manager(node="n1", clock=clock, processes=FakeProcesses(clock), environ={"PATH": "/bin"},
+                      checks=Checks(clock, probes=probes))
+    sub = manager.bus.subscribe("proc.")
+    manager.add(template("api", health={"type": "exec", "command": "true", "interval": 1, "timeout": 1,
+                                        "failure_threshold": 1}, restart_on_unhealthy=False))
+    clock.advance(0)                                     # the first check, due once it is up
+    await clock.settle()
+    probes.set("api.1", False, "down")
+    clock.advance(1)
+    await clock.settle()
+    await manager.aclose()
+    return drain(sub)
 
 
 def adoption_events() -> list[Event]:

@@ -159,8 +159,8 @@ class TestTransitions:
         assert TRANSITIONS[State.STOPPING] == frozenset({State.STOPPED})
 
     def test_alive_states_are_the_ones_with_a_process(self) -> None:
-        """starting, running and stopping hold a live process; the others do not."""
-        assert ALIVE == {State.STARTING, State.RUNNING, State.STOPPING}
+        """starting, running (ready or not) and stopping hold a live process; the others do not."""
+        assert ALIVE == {State.STARTING, State.RUNNING, State.READY, State.UNHEALTHY, State.STOPPING}
 
     def test_state_prints_as_its_value(self) -> None:
         """States show as lower-case words in tables and events."""

@@ -247,6 +247,27 @@ class TestExportToml:
         assert not (tmp_path / "out").exists()
 
 
+class TestExportLimits:
+    TOML = '[job]\ncmd = "sleep 9"\nshell = true\numask = "027"\nnice = 4\n[job.rlimits]\nnofile = [512, 1024]\ncore = "unlimited"\n'
+
+    def test_systemd_gets_limit_umask_and_nice_settings(self, tmp_path: Path) -> None:
+        """rlimits, umask and nice become systemd's LimitNOFILE=soft:hard, UMask= and Nice=."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        assert gaffer("export", "systemd", "out", "--app", "a", cwd=tmp_path).exit_code == 0
+        lines = (tmp_path / "out" / "a-job-1.service").read_text().splitlines()
+        for expected in ["LimitNOFILE=512:1024", "LimitCORE=infinity:infinity", "UMask=0027", "Nice=4"]:
+            assert expected in lines
+
+    def test_supervisord_takes_a_umask_and_refuses_rlimits_and_nice(self, tmp_path: Path) -> None:
+        """supervisord has umask= but no per-program limits or nice: refused, naming the field."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        result = gaffer("export", "supervisord", "out", cwd=tmp_path)
+        assert result.exit_code == 1 and result.stderr.startswith("Error: job.rlimits: supervisord has no"), result.output
+        (tmp_path / "gaffer.toml").write_text('[job]\ncmd = "sleep 9"\nshell = true\numask = "027"\n')
+        assert gaffer("export", "supervisord", "out", "--app", "a", cwd=tmp_path).exit_code == 0
+        assert "umask=027" in (tmp_path / "out" / "a.conf").read_text().splitlines()
+
+
 class TestExportRefusals:
     def test_a_directory_that_is_a_file_is_refused(self, tmp_path: Path) -> None:
         """DIR naming a file is one clear error and writes nothing."""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gaffer.agent.lifecycle import LIFECYCLE, State
 from gaffer.common import protocol
+from gaffer.common import schema as s
 from gaffer.common.badmsg import BadMessages
 from gaffer.common.errors import (
     GafferError,
@@ -76,6 +77,7 @@ instances = st.fixed_dictionaries({
     "restarts": counters,
     "started_at": st.none() | times,
     "spec": st.none() | words,
+    "ready": st.booleans(),
 })
 problems = st.fixed_dictionaries(
     {"where": st.text(max_size=20), "field": st.text(max_size=20), "message": st.text(max_size=40)}
@@ -90,6 +92,17 @@ errors = st.fixed_dictionaries(
         ),
     },
 )
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> dict:
+    """A ``batch`` body: positions ascending past ``prev``."""
+    seq = prev = draw(st.integers(0, 2**40))
+    events = []
+    for gap in draw(st.lists(st.integers(1, 1_000), min_size=1, max_size=4)):
+        seq += gap
+        events.append([seq, draw(topics), draw(times), draw(plain_maps)])
+    return {"prev": prev, "events": events}
 
 
 @st.composite
@@ -192,11 +205,12 @@ BODIES = {
     "event": st.fixed_dictionaries(
         {"seq": counters, "topic": topics, "ts": times, "data": plain_maps}
     ),
+    "batch": batches(),
 }
 
 INSTANCE = {
     "id": "web.1", "template": "web", "ordinal": 1, "pid": 4242, "state": "running",
-    "restarts": 0, "started_at": 1700000000.5, "spec": "0123456789abcdef",
+    "restarts": 0, "started_at": 1700000000.5, "spec": "0123456789abcdef", "ready": True,
 }
 HEARTBEAT = {"load": [0.5, 0.25, 0.0], "digest": "", "instances": 0, "generation": 0}
 EVENT = {"seq": 1, "topic": "t", "ts": 1.0, "data": {}}
@@ -414,6 +428,17 @@ BAD_FRAMES = [
     ("too-deep", body_frame("request", {**REQUEST, "args": {"a": DEEP}}), None, "bad_body", None),
     ("data-not-a-map", body_frame("event", {**EVENT, "data": [1]}), None, "bad_body", None),
     ("empty-topic", body_frame("event", {**EVENT, "topic": ""}), None, "bad_body", None),
+    ("batch-not-ascending", body_frame("batch", {"prev": 0, "events": [[2, "t", 1.0, {}], [2, "t", 1.0, {}]]}),
+     None, "bad_body", "batch.events[1]: positions must ascend past prev: 2 after 2"),
+    ("batch-not-after-prev", body_frame("batch", {"prev": 5, "events": [[5, "t", 1.0, {}]]}),
+     None, "bad_body", "batch.events[0]: positions must ascend past prev: 5 after 5"),
+    ("batch-event-field", body_frame("batch", {"prev": 0, "events": [[1, "t", 1.0, {}], [2, "", 1.0, {}]]}),
+     None, "bad_body", None),
+    ("batch-event-shape", body_frame("batch", {"prev": 0, "events": [[1, "t", 1.0]]}),
+     None, "bad_body", "batch.events[0]: must be [seq, topic, ts, data], got a list of 3 items"),
+    ("batch-empty", body_frame("batch", {"prev": 0, "events": []}), None, "bad_body", None),
+    ("batch-extra", body_frame("batch", {"prev": 0, "events": [[1, "t", 1.0, {}]], "x": 1}),
+     None, "bad_body", None),
 ]
 
 
@@ -714,3 +739,36 @@ def test_the_event_fast_check_accepts_exactly_what_the_event_schema_accepts(body
         return None
 
     assert outcome(protocol._check_event) == outcome(protocol._EVENT_SCHEMA)
+
+
+@settings(max_examples=300)
+@given(
+    st.integers(-1, 2**64),
+    st.lists(st.one_of(
+        st.tuples(st.integers(-1, 2**64), st.text(max_size=300), st.floats(allow_nan=True),
+                  st.dictionaries(st.text(max_size=3), _EVENT_VALUES, max_size=4)).map(list),
+        _EVENT_VALUES,
+    ), max_size=4),
+)
+def test_the_batch_check_refuses_exactly_bad_events_and_positions_that_do_not_ascend(prev, events):
+    """A batch passes only when prev is a position, every event fits the `event` schema as
+    [seq, topic, ts, data], and positions ascend past prev; the refusal names the event."""
+    def fits(event):
+        if not (isinstance(event, list) and len(event) == 4):
+            return False
+        try:
+            protocol._EVENT_SCHEMA(dict(zip(("seq", "topic", "ts", "data"), event)))
+        except Exception:  # noqa: BLE001 - the schema's verdict is what is compared
+            return False
+        return True
+
+    seqs = [e[0] for e in events if isinstance(e, list) and e and isinstance(e[0], int)]
+    good = (0 <= prev <= MAX_INT and 1 <= len(events) and all(fits(e) for e in events)
+            and all(a < b for a, b in zip([prev, *seqs], seqs)))
+    try:
+        protocol._check_batch({"prev": prev, "events": events})
+    except s.Invalid as exc:
+        assert not good, exc
+        assert exc.where().startswith((".events", ".prev")) or not events
+    else:
+        assert good
