@@ -66,11 +66,12 @@ schemathesis.serializer.alias(["application/toml", "text/x-procfile"], "text/pla
 
 
 def made_safe(case: schemathesis.Case) -> None:
-    """A generated template body runs ``sleep``, in no directory of its own and writing no log
-    files: the run tests the API, not what a random command line does to this host."""
+    """A generated template body runs ``sleep``, in no directory of its own, writing no log
+    files and running no health check command: the run tests the API, not what a random
+    command line does to this host."""
     if case.operation.path == "/v1/templates/{name}" and isinstance(case.body, dict):
         case.body.update({"cmd": "sleep", "args": ["300"], "shell": False})
-        for field in ("cwd", "log", "uid", "gid"):
+        for field in ("cwd", "log", "uid", "gid", "health"):
             case.body.pop(field, None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from openapi_spec_validator import validate
 
+from gaffer.common.template import TEMPLATE_FIELDS
 from gaffer.controller.http.app import route_modules
 from gaffer.controller.http.openapi import document
 
@@ -65,3 +66,11 @@ def test_every_operation_answers_problems_as_the_shared_problem_schema():
     assert doc["components"]["securitySchemes"]["bearer"] == {
         **doc["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer",
     }
+
+
+def test_the_template_schema_names_every_template_field():
+    """The TemplateSpec body lists exactly the fields a template has (a new field must be
+    documented, or PUT would be documented to refuse it)."""
+    spec = document()["components"]["schemas"]["TemplateSpec"]
+    assert set(spec["properties"]) == set(TEMPLATE_FIELDS)
+    assert spec["additionalProperties"] is False

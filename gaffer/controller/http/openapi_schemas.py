@@ -97,6 +97,13 @@ TEMPLATE_FIELDS: dict[str, Any] = {
     "placement": PLACEMENT,
     "update": obj({"max_unavailable": INTEGER}),
     "port": {"type": ["integer", "null"], "description": "The first instance's PORT (the others count up)."},
+    "health": {"type": ["object", "null"], "description": "The readiness check: exec, http or tcp."},
+    "notify": {**BOOLEAN, "description": "Ready when the process sends sd_notify READY=1."},
+    "restart_on_unhealthy": BOOLEAN,
+    "rlimits": {"type": "object", "description": "Resource limits by name: a soft and hard value, or one for both.",
+                "additionalProperties": {"type": ["integer", "string", "array"]}},
+    "umask": {"type": ["string", "integer"], "description": "An octal string (\"022\")."},
+    "nice": {"type": "integer", "minimum": -20, "maximum": 19},
 }
 
 TEMPLATE_SPEC = obj(
