@@ -295,11 +295,17 @@ plain_value.expect = "plain data"  # type: ignore[attr-defined]
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
+class PlainRows(list):  # type: ignore[type-arg]
+    """A list of maps the controller built from plain parts only (the ``ps`` rows of
+    ``row_cache.py``: fields of reports the wire schema checked, numbers and None), which
+    ``plain_value`` takes as checked: walking 10,000 rows again cost as much as packing them."""
+
+
 def _plain(value: Any, depth: int) -> None:
     """Scalars inside a container are checked inline, not by a call each: a listing of 10,000
     rows of 15 fields is 150,000 values, and a call per value cost more than packing them."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in _SCALARS or kind is PlainRows:
         return
     if depth >= MAX_DEPTH:
         raise Invalid(f"nests deeper than {MAX_DEPTH} levels")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from gaffer.common.ports import instance_port
+from gaffer.common.schema import PlainRows
 from gaffer.controller.instance_rows import Keyed, NodeSource, Placed, add_pending, first, placed_rows
 from gaffer.controller.statcache import StatCache
 
@@ -46,13 +47,14 @@ class RowCache:
 
     def rows(self, name: str | None, wall_now: float, loop_now: float) -> list[dict[str, Any]]:
         """What ``instance_rows`` + ``fill_cached`` give: rows of template ``name`` (or all)
-        in ``instance_key`` order, each a new dict the caller may keep."""
+        in ``instance_key`` order, each a new dict the caller may keep, as ``PlainRows`` (the
+        reply's encoding need not walk them again)."""
         entries = self._current()
         readings = self._current_readings()
         templates = self._cluster.templates
         rules: dict[str, Any] = {}
         ages: dict[float, float] = {}
-        out = []
+        out = PlainRows()
         keys = []
         last, rule = None, None
         for (key, row), sample in zip(entries, readings):
@@ -85,7 +87,7 @@ class RowCache:
         merged += [(key, _finish(row, None, _rule(rules, templates, row["template"]), ages, wall_now, loop_now))
                    for key, row in pending.values()]
         merged.sort(key=first)
-        return [row for _, row in merged]
+        return PlainRows(row for _, row in merged)
 
     def _current(self) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         placement = self._cluster.placement
