@@ -27,6 +27,7 @@ from gaffer.common.fieldcheck import Checker, digits
 from gaffer.common.healthspec import HealthCheck, parse_health, plain_health
 from gaffer.common.limits import (
     MAX_COUNT,
+    MAX_DURATION,
     MAX_ID,
     MAX_LOG_BACKUPS,
     MAX_LOG_BYTES,
@@ -69,9 +70,12 @@ class Placement:
 
 @dataclass(frozen=True)
 class Update:
-    """How a changed spec rolls: at most ``max_unavailable`` instances down at a time."""
+    """How a changed spec rolls: at most ``max_unavailable`` instances not ready at a time; a
+    roll whose new instances make no progress (none more ready) for ``progress_deadline``
+    seconds is stuck: it stops, and the old instances still running stay."""
 
     max_unavailable: int = 1
+    progress_deadline: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,8 @@ def _plain(value: Any) -> Any:
         return plain_health(value)
     names = _RECORD_FIELDS.get(kind)
     if names is not None:
+        if kind is Update and value.progress_deadline == Update.progress_deadline:
+            return {"max_unavailable": value.max_unavailable}  # the form stored before the field
         return {name: _plain(getattr(value, name)) for name in names}
     if kind is tuple:
         return [_plain(v) for v in value]
@@ -463,13 +469,18 @@ def _parse_nested_fields(chk: Checker, data: Mapping, values: dict[str, Any]) ->
     if "update" in data:
         table = chk.table("update", data["update"])
         if table is not None:
-            chk.unknown_keys(table, ("max_unavailable",), prefix="update.")
+            chk.unknown_keys(table, ("max_unavailable", "progress_deadline"), prefix="update.")
             count = 1
             if "max_unavailable" in table:
                 count = chk.integer(
                     "update.max_unavailable", table["max_unavailable"], minimum=1, maximum=MAX_COUNT
                 )
-            values["update"] = Update(max_unavailable=count or 1)
+            deadline = Update.progress_deadline
+            if "progress_deadline" in table:
+                deadline = chk.number(
+                    "update.progress_deadline", table["progress_deadline"], minimum=1.0, maximum=MAX_DURATION
+                )
+            values["update"] = Update(max_unavailable=count or 1, progress_deadline=deadline or Update.progress_deadline)
 
 
 def _parse_flapping(chk: Checker, value: Any) -> Flapping | None:
