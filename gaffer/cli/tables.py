@@ -138,6 +138,8 @@ def templates_table(rows: Sequence[dict[str, Any]]) -> str:
     def state(row: dict[str, Any]) -> str:
         if row["paused"]:
             return "stopped"
+        if row.get("rollout_stuck"):
+            return "rollout stuck"
         if row.get("rolling"):
             return "rolling"
         return "active"
@@ -148,6 +150,7 @@ def templates_table(rows: Sequence[dict[str, Any]]) -> str:
         ("version", lambda r: r["version"]),
         ("wanted", lambda r: r["numprocesses"] if not r.get("limited") else f"{r['numprocesses']} (limited to {r['limited']['placing']})"),
         ("running", lambda r: r["running"]),
+        ("ready", lambda r: r.get("ready")),
         ("pending", lambda r: (f"{r['pending']['count']} ({r['pending']['reason']})" if r.get("pending") else 0)),
     ], empty="no templates")
 
@@ -157,7 +160,8 @@ def template_text(row: dict[str, Any]) -> str:
     lines = [
         f"name        {row['name']} (version {row['version']}{', stopped' if row['paused'] else ''})",
         f"command     {spec['cmd']} {' '.join(spec['args'])}".rstrip(),
-        f"instances   {row['running']} running of {row['numprocesses']} wanted, {row['placed']} placed",
+        f"instances   {row['running']} running ({row.get('ready', '?')} ready) of {row['numprocesses']} wanted,"
+        f" {row['placed']} placed",
     ]
     if spec.get("port") is not None:
         last = spec["port"] + max(row["numprocesses"], 1) - 1
@@ -167,7 +171,9 @@ def template_text(row: dict[str, Any]) -> str:
     if row.get("limited"):
         limited = row["limited"]
         lines.append(f"limited     placing {limited['placing']} of {limited['wanted']}: {limited['reason']}")
-    if row.get("rolling"):
+    if row.get("rollout_stuck"):
+        lines.append("update      rollout stuck: no new instance became ready within update.progress_deadline")
+    elif row.get("rolling"):
         lines.append("update      rolling")
     placement = spec.get("placement") or {}
     if any(placement.get(k) for k in ("max_per_node", "nodes", "labels")):
@@ -186,6 +192,7 @@ def ps_table(rows: Sequence[dict[str, Any]]) -> str:
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
         ("state", lambda r: r["state"]),
+        ("ready", lambda r: ("yes" if r["ready"] else "no") if "ready" in r else None),
         ("pid", lambda r: r["pid"]),
         *ports,
         ("restarts", lambda r: r["restarts"]),

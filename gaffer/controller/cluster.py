@@ -350,6 +350,15 @@ class Cluster:
             raise TemplateNotFound(name)
         return stored
 
+    def _stuck(self, name: str, ready: int) -> None:
+        """A rollout made no progress for its deadline: say so (it stops by itself)."""
+        stored, rollout = self.templates.get(name), self.rollouts.get(name)
+        if stored is None or rollout is None:
+            return
+        log.warning("%s: rolling update stuck: no new instance ready for %gs (%d ready); the old ones stay",
+                    name, rollout.deadline, ready)
+        self._event(name, "rollout_stuck", stored, ready=ready, deadline=rollout.deadline)
+
     def _event(self, name: str, kind: str, stored: StoredTemplate, **extra: Any) -> None:
         self.hub.publish(
             topics.template(name, kind),
@@ -433,6 +442,8 @@ class Cluster:
             if any(self.placement_on(name) for name in due - self.lost):
                 self.kick()
         self.sending.resend_due(now)
+        if any(rollout.due(now) for rollout in self.rollouts.values()):
+            self.kick(placement=False)
 
     def by_node(self, node: str) -> Mapping[str, Sequence[int]]:
         """{template: ordinals} placed on ``node`` now."""
@@ -519,6 +530,8 @@ class Cluster:
         for step in result.rollout_steps:
             if step.kind == "started":
                 log.info("%s: rolling update to a new version on %d nodes", step.template, step.nodes)
+            elif step.kind == "stuck":
+                self._stuck(step.template, step.ready)
             else:
                 log.info("%s: rolling update finished", step.template)
         for failure in result.announce:
