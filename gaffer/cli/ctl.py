@@ -425,13 +425,13 @@ def events(obj: Context, prefixes: tuple[str, ...], since: int | None) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--running", type=params.BoundedInt(0, MAX_COUNT), default=None, metavar="N", help="Wait until exactly N instances of NAME are running.")
-@click.option("--ready", is_flag=True, help="Wait until every wanted instance of NAME is running (health checks come later: ready means running for now).")
+@click.option("--ready", is_flag=True, help="Wait until every wanted instance of NAME is ready (its check passes; running, for a template with no check or notify).")
 @click.option("--timeout", "bound", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait at most.")
 @json_option
 @click.pass_obj
 def wait(obj: Context, name: str, running: int | None, ready: bool, bound: float) -> None:
     """Wait until template NAME has N instances running (--running N) or all it wants
-    (--ready), following the event stream. Exit 0 when reached, 1 at the timeout, 2 when
+    ready (--ready: their check passes), following the event stream. Exit 0 when reached, 1 at the timeout, 2 when
     NAME does not exist or is deleted meanwhile. For scripts and CI, after `apply`."""
     from gaffer.cli import waiting  # asyncio and the async client: `wait` alone needs them
     from gaffer.cli.waitgoal import Goal
