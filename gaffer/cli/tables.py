@@ -183,16 +183,18 @@ def template_text(row: dict[str, Any]) -> str:
 
 def ps_table(rows: Sequence[dict[str, Any]]) -> str:
     """Instances; a ``port`` column only when some instance has a PORT (older controllers
-    send no ``port`` at all). ``sampled``: how old the cpu and memory figures are (the
+    send no ``port`` at all), a ``ready`` one when the rows say (controllers since readiness). ``sampled``: how old the cpu and memory figures are (the
     agents push them every few seconds; ``ps --fresh`` asks for them now), when any is known."""
     ports = [("port", lambda r: r.get("port"))] if any(r.get("port") is not None for r in rows) else []
+    ready = [("ready", lambda r: ("yes" if r["ready"] else "no") if "ready" in r else None)] \
+        if any("ready" in r for r in rows) else []
     sampled = [("sampled", lambda r: f"{age(r['age'])} ago" if r.get("age") is not None else None)] \
         if any(r.get("age") is not None for r in rows) else []
     return table(rows, [
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
         ("state", lambda r: r["state"]),
-        ("ready", lambda r: ("yes" if r["ready"] else "no") if "ready" in r else None),
+        *ready,
         ("pid", lambda r: r["pid"]),
         *ports,
         ("restarts", lambda r: r["restarts"]),

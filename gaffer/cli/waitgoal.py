@@ -11,7 +11,10 @@ Vocabulary::
              unhealthy; one-off runs aside); ``ready``: every wanted instance (ordinals
              1..numprocesses, none while the template is stopped) ready: its row's ``ready``
              flag, then ``proc.<t>.ready`` (and, for a template with neither a check nor
-             ``notify``, ``proc.<t>.running``, which is its ready)
+             ``notify``, ``proc.<t>.running``, which is its ready); ``ready`` with
+             ``current`` (``apply --wait``): ready on the current version, whose spec digest
+             ``get`` gives as ``launch`` (a process spawned since the last read has a spec
+             not known here: once all else is reached, the state is read anew)
     View     the template's count, whether it is paused or deleted, whether it is gated (a
              check or ``notify``), the state of each instance per node (``(node, id) ->
              state``; node None for one not placed), and which of those are ready
@@ -44,12 +47,15 @@ class Verdict(enum.Enum):
 class Goal:
     running: int | None = None
     ready: bool = False
+    current: bool = False
 
     def __post_init__(self) -> None:
         if (self.running is None) == (not self.ready):
             raise ValueError("a goal is either running=N or ready, not both or neither")
         if self.running is not None and self.running < 0:
             raise ValueError(f"running must be >= 0, got {self.running}")
+        if self.current and not self.ready:
+            raise ValueError("current goes with ready")
 
     def describe(self) -> str:
         return "ready" if self.ready else f"{self.running} running"
@@ -70,6 +76,10 @@ class View:
     gated: bool = False
     """The template has a check or ``notify``: ``running`` is not ready yet."""
     ready: frozenset[Key] = frozenset()
+    launch: str | None = None
+    """The spec digest instances of the current version report (``get``'s ``launch``)."""
+    specs: Mapping[Key, str | None] = field(default_factory=dict)
+    """Each instance's spec digest; None for a process spawned since the last read."""
 
 
 def view_of(template: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> View:
@@ -77,17 +87,19 @@ def view_of(template: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> V
     A row without ``ready`` (a controller from before readiness) is ready when running."""
     states: dict[Key, str] = {}
     ready: set[Key] = set()
+    specs: dict[Key, str | None] = {}
     for row in rows:
         if type(row.get("ordinal")) is not int:
             continue
         key = (row["node"], row["id"])
         states[key] = row["state"]
+        specs[key] = row.get("spec")
         if row.get("ready", row["state"] == RUNNING):
             ready.add(key)
     spec = template.get("spec") or {}
     gated = bool(spec.get("health") or spec.get("notify"))
     return View(template["name"], template["numprocesses"], bool(template["paused"]), False, states,
-                gated=gated, ready=frozenset(ready))
+                gated=gated, ready=frozenset(ready), launch=template.get("launch"), specs=specs)
 
 
 def observe(view: View, topic: str, data: Mapping[str, Any]) -> View:
@@ -135,6 +147,8 @@ def _proc_event(view: View, kind: str, data: Mapping[str, Any]) -> View:
             ready.add((node, ident))
         else:
             ready.discard((node, ident))
+        if kind == "spawn":
+            return replace(view, states=states, ready=frozenset(ready), specs={**view.specs, (node, ident): None})
     return replace(view, states=states, ready=frozenset(ready))
 
 
@@ -155,9 +169,20 @@ def running_ids(view: View) -> set[str]:
     return {ident for (_, ident), state in view.states.items() if state in UP}
 
 
-def ready_ids(view: View) -> set[str]:
-    """Instances ready on some node."""
-    return {ident for _, ident in view.ready}
+def ready_ids(view: View, current: bool = False) -> set[str]:
+    """Instances ready on some node (``current``: on the current version)."""
+    if not current or view.launch is None:
+        return {ident for _, ident in view.ready}
+    specs, launch = view.specs, view.launch
+    return {key[1] for key in view.ready if specs.get(key) == launch}
+
+
+def needs_read(view: View, goal: Goal) -> bool:
+    """Whether only a new read can tell: every wanted instance is ready, but some ready one
+    was spawned since the last read (its version is not known here)."""
+    if not goal.current or view.launch is None or judge(view, goal) is not Verdict.WAITING:
+        return False
+    return wanted_ids(view) <= ready_ids(view) and any(view.specs.get(key, "") is None for key in view.ready)
 
 
 def wanted_ids(view: View) -> set[str]:
@@ -170,7 +195,7 @@ def judge(view: View, goal: Goal) -> Verdict:
     if view.deleted:
         return Verdict.GONE
     if goal.ready:
-        reached = wanted_ids(view) <= ready_ids(view)
+        reached = wanted_ids(view) <= ready_ids(view, goal.current)
     else:
         reached = len(running_ids(view)) == goal.running
     return Verdict.REACHED if reached else Verdict.WAITING
@@ -180,7 +205,7 @@ def progress(view: View, goal: Goal) -> str:
     """Where the template stands, for the timeout message: ``2 of 3 wanted ready``."""
     if goal.ready:
         wanted = wanted_ids(view)
-        missing = sorted(wanted - ready_ids(view), key=_ordinal)
+        missing = sorted(wanted - ready_ids(view, goal.current), key=_ordinal)
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         return f"{len(wanted) - len(missing)} of {len(wanted)} wanted ready" + (
             f" (not ready: {shown})" if missing else "")

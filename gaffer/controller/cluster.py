@@ -52,6 +52,8 @@ from gaffer.controller.reconcile import (
     reconcile_steps,
 )
 from gaffer.controller.registry import Node, NodeTable
+from gaffer.controller.orders import Version
+from gaffer.controller.rollnotes import report_steps
 from gaffer.controller.rollout import Rollout
 from gaffer.controller.scheduler import Plan
 from gaffer.controller.sending import SendAssign, Sending
@@ -350,15 +352,6 @@ class Cluster:
             raise TemplateNotFound(name)
         return stored
 
-    def _stuck(self, name: str, ready: int) -> None:
-        """A rollout made no progress for its deadline: say so (it stops by itself)."""
-        stored, rollout = self.templates.get(name), self.rollouts.get(name)
-        if stored is None or rollout is None:
-            return
-        log.warning("%s: rolling update stuck: no new instance ready for %gs (%d ready); the old ones stay",
-                    name, rollout.deadline, ready)
-        self._event(name, "rollout_stuck", stored, ready=ready, deadline=rollout.deadline)
-
     def _event(self, name: str, kind: str, stored: StoredTemplate, **extra: Any) -> None:
         self.hub.publish(
             topics.template(name, kind),
@@ -527,13 +520,7 @@ class Cluster:
                         name, self.node_grace, self.placement_on(name))
         self.lost = frozenset(result.lost)
         self.rollouts = dict(result.rollouts)
-        for step in result.rollout_steps:
-            if step.kind == "started":
-                log.info("%s: rolling update to a new version on %d nodes", step.template, step.nodes)
-            elif step.kind == "stuck":
-                self._stuck(step.template, step.ready)
-            else:
-                log.info("%s: rolling update finished", step.template)
+        report_steps(result.rollout_steps, self.templates, self.rollouts, self.hub.publish)
         for failure in result.announce:
             self._announced.add(failure.slot)
             self.hub.publish(topics.proc(failure.slot[0], "failed"), failure.payload())
@@ -568,8 +555,12 @@ class Cluster:
         return {name: {"count": p.count, "reason": p.reason} for name, p in self.plan.pending.items()}
 
     def template_view(self, name: str) -> dict[str, Any]:
-        self._stored(name)
-        return self.template_views([name])[0]
+        """``get``: the view, and ``launch``, the spec digest its instances of the current
+        version report (``ps`` rows' ``spec``): what ``apply --wait`` waits to see ready."""
+        stored = self._stored(name)
+        view = self.template_views([name])[0]
+        view["launch"] = Version.of(stored.template, self.restarts.get(name, 0)).launch_hash
+        return view
 
     def template_views(self, names: list[str]) -> list[dict[str, Any]]:
         """Views of ``names`` (each must exist), counted in one pass over the placement."""

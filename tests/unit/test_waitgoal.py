@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gaffer.cli import waiting
-from gaffer.cli.waitgoal import Goal, Verdict, View, judge, observe, progress, view_of
+from gaffer.cli.waitgoal import Goal, Verdict, View, judge, needs_read, observe, progress, view_of
 from gaffer.common.errors import TemplateNotFound
 
 TEMPLATE = {"name": "web", "numprocesses": 3, "paused": False}
@@ -71,6 +71,20 @@ class TestJudge:
         assert judge(view, Goal(ready=True)) is Verdict.REACHED
         view = fold(view, proc("unhealthy", 3))
         assert judge(view, Goal(ready=True)) is Verdict.WAITING and judge(view, Goal(running=3)) is Verdict.REACHED
+
+    def test_current_wants_ready_on_the_version_get_names(self):
+        """apply --wait: old ready instances do not count; one spawned since the read is
+        unknown until read anew, and only then once every wanted one is ready."""
+        current = Goal(ready=True, current=True)
+        rows = [{**row(o, "running"), "ready": True, "spec": "old"} for o in (1, 2, 3)]
+        view = view_of({**TEMPLATE, "launch": "new"}, rows)
+        assert judge(view, Goal(ready=True)) is Verdict.REACHED and judge(view, current) is Verdict.WAITING
+        view = fold(view, proc("stop", 1), proc("spawn", 1), proc("running", 1))
+        assert judge(view, current) is Verdict.WAITING and needs_read(view, current)
+        fresh = view_of({**TEMPLATE, "launch": "new"}, [{**r, "spec": "new"} for r in rows])
+        assert judge(fresh, current) is Verdict.REACHED and not needs_read(fresh, current)
+        with pytest.raises(ValueError):
+            Goal(running=1, current=True)
 
     def test_an_update_reads_the_state_anew(self):
         """template.<t>.updated may change the check (and so what running means): read again."""
