@@ -5,6 +5,7 @@ new version that never gets ready stops the rollout, says so, and leaves the old
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
 import urllib.request
@@ -142,3 +143,37 @@ async def test_a_version_that_never_gets_ready_stops_the_rollout_and_the_old_one
         url = f"http://127.0.0.1:{row['port']}/"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
         assert body == b"serving"
+
+
+async def gafferctl(endpoint: str, *args: str) -> tuple[int, str]:
+    """gafferctl in a worker thread (its blocking client has a loop of its own)."""
+    from click.testing import CliRunner
+
+    from gaffer.cli import ctl
+
+    result = await asyncio.to_thread(CliRunner().invoke, ctl.main, ["--controller", endpoint, *args])
+    assert "Traceback" not in result.output, result.output
+    return result.exit_code, result.output
+
+
+async def test_apply_wait_returns_once_the_new_version_is_ready(cluster, tmp_path):
+    """apply --wait: exit 0 only once every instance runs the applied version and is ready
+    (old ready instances do not count); a version that never gets ready times out (exit 1)."""
+    await cluster.start_controller()
+    await cluster.start_agent("n1")
+    path = tmp_path / "roll.json"
+    port = free_range(COUNT)
+    path.write_text(json.dumps(web(tmp_path, port)))
+    code, output = await gafferctl(cluster.controller.endpoint, "apply", str(path), "--wait", "--timeout", "30")
+    assert code == 0, output
+    rows = await cluster.call("ps", name="roll")
+    assert all(r["ready"] for r in rows) and len(rows) == COUNT
+    path.write_text(json.dumps(web(tmp_path, port, env={"VERSION": "2"})))
+    code, output = await gafferctl(cluster.controller.endpoint, "apply", str(path), "--wait", "--timeout", "30")
+    assert code == 0, output
+    launch = (await cluster.call("get", name="roll"))["launch"]
+    rows = await cluster.call("ps", name="roll")
+    assert all(r["ready"] and r["spec"] == launch for r in rows), rows
+    path.write_text(json.dumps(web(tmp_path, port, args=["-c", "import time; time.sleep(300)"])))
+    code, output = await gafferctl(cluster.controller.endpoint, "apply", str(path), "--wait", "--timeout", "2")
+    assert code == 1 and "not ready within 2s: 0 of 6 wanted ready" in output, output
