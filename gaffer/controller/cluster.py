@@ -54,14 +54,13 @@ from gaffer.controller.reconcile import (
     reconcile_steps,
 )
 from gaffer.controller.registry import Node, NodeTable
-from gaffer.controller.orders import Version
 from gaffer.controller.rollnotes import report_steps
 from gaffer.controller.rollout import Rollout
 from gaffer.controller.scheduler import Plan
 from gaffer.controller.sending import SendAssign, Sending
 from gaffer.controller.steps import run_sliced
 from gaffer.controller.store import Change, Puts, Store, StoredTemplate
-from gaffer.controller.views import template_views
+from gaffer.controller.views import launch_of, template_views
 
 log = logging.getLogger("gaffer.controller.cluster")
 
@@ -561,12 +560,9 @@ class Cluster:
         return {name: {"count": p.count, "reason": p.reason} for name, p in self.plan.pending.items()}
 
     def template_view(self, name: str) -> dict[str, Any]:
-        """``get``: the view, and ``launch``, the spec digest its instances of the current
-        version report (``ps`` rows' ``spec``): what ``apply --wait`` waits to see ready."""
+        """``get``: one view, with its ``launch`` (``views.launch_of``)."""
         stored = self._stored(name)
-        view = self.template_views([name])[0]
-        view["launch"] = Version.of(stored.template, self.restarts.get(name, 0)).launch_hash
-        return view
+        return {**self.template_views([name])[0], "launch": launch_of(stored, self.restarts.get(name, 0))}
 
     def template_views(self, names: list[str]) -> list[dict[str, Any]]:
         """Views of ``names`` (each must exist), counted in one pass over the placement."""

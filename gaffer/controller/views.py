@@ -9,8 +9,15 @@ from typing import Any, Mapping, Sequence
 
 from gaffer.common.model import UP_STATES, instance_id
 from gaffer.controller.counts import Limited
+from gaffer.controller.orders import Version
 from gaffer.controller.registry import Node
 from gaffer.controller.store import StoredTemplate
+
+
+def launch_of(stored: StoredTemplate, restart: int) -> str:
+    """The spec digest instances of the template's current version report (``ps`` rows'
+    ``spec``): what ``apply --wait`` waits to see ready."""
+    return Version.of(stored.template, restart).launch_hash
 
 
 def template_views(
