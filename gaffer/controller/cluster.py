@@ -189,10 +189,11 @@ class Cluster:
     def delete(self, name: str) -> None:
         self.delete_many([name])
 
-    def delete_many(self, names: list[str]) -> None:
-        """Delete templates, all in one transaction (or none: TemplateNotFound)."""
+    def delete_many(self, names: list[str], applying: Sequence[Template] = ()) -> None:
+        """Delete templates, all in one transaction (or none: TemplateNotFound, or TemplateError
+        when a template left, or in ``applying`` that comes next, depends on one)."""
         counts = {name: (self._stored(name).template.numprocesses, 0) for name in names}
-        graph_check(self.templates, deleted=names)
+        graph_check(self.templates, applying, names)
         self.store.delete_templates(names)
         gone = set(names)
         for name in names:

@@ -78,6 +78,7 @@ async def test_a_running_dependent_is_left_alone_when_its_dependency_stops(clust
         worker(out, "web", "wait", depends_on=[{"name": "db", "condition": "started"}]),
     ])
     await cluster.wait_running(2)
+    await poll_until(lambda: marked(out, "db.1.start") and marked(out, "web.1.start"), what="both started")
     pid = (await cluster.call("ps", name="web"))[0]["pid"]
     await cluster.call("stop", name="db")
     await poll_until(lambda: marked(out, "db.1.stop") is not None, what="db stopped")
