@@ -111,6 +111,12 @@ class TestGraphCheck:
             graph_check(state, deleted=["db"])
         graph_check(state, deleted=["db", "web"])
 
+    def test_a_delete_before_an_apply_that_drops_the_dependency_is_accepted(self):
+        """gaffer start's reload: db leaves the file and web no longer depends on it; deleting
+        db with that web about to be applied is accepted."""
+        state = stored(template("db"), template("web", depends_on=["db"]))
+        graph_check(state, [template("web")], ["db"])
+
 
 NAMES = [f"t{i}" for i in range(6)]
 dags = st.lists(
