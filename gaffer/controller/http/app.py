@@ -44,9 +44,9 @@ def build_app(context: HttpContext, modules: Iterable[Any] | None = None) -> web
 def route_modules() -> list[Any]:
     """The modules whose ``routes()`` make the API (imported here, not at module load, so a
     controller without ``--http`` never imports them)."""
-    from gaffer.controller.http import dashboard, logroutes, rest, session, streams
+    from gaffer.controller.http import dashboard, logroutes, prometheus, rest, session, streams
 
-    return [rest, streams, logroutes, session, dashboard]
+    return [rest, streams, logroutes, session, dashboard, prometheus]
 
 
 HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
