@@ -17,8 +17,8 @@ What each condition needs, counted over every node (``Progress``)::
 Why only the first start is gated: a template that runs is never stopped because its
 dependency restarts or turns unhealthy (docker compose and systemd's ``After=`` order starts,
 they do not tie lifetimes), so a database's restart does not take every web worker down with
-it. Once none of a template's instances is live (all crashed, or it was stopped and started
-again), it waits again. A dependency scaled to 0 or paused satisfies nothing.
+it, nor runs a migration again. Once none of a template's instances is live or exited (all
+failed, or it was stopped and started again), it waits again. A dependency scaled to 0 or paused satisfies nothing.
 
 ``graph_check`` guards the desired state: an apply may not leave a dependency on a template
 that does not exist (in the apply or already applied), nor a cycle; a delete may not remove
@@ -38,8 +38,10 @@ from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import Pending
 from gaffer.controller.store import StoredTemplate
 
-LIVE_STATES = frozenset({"starting", "backoff", *UP_STATES})
-"""A template with an instance in one of these has started: it is no longer gated."""
+LIVE_STATES = frozenset({"starting", "backoff", "exited", *UP_STATES})
+"""A template with an instance in one of these has started (or, ``exited``, ran to its end):
+it is no longer gated. Counting ``exited`` keeps a job that ran from being run again when what
+it depended on later goes down and comes back."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,11 @@ class StartGate:
         return changed
 
     def placing(self, wanted: Callable[[str], int]) -> Callable[[str], int]:
-        """``wanted``, but none of a held template."""
+        """``wanted``, but none of a held template (``wanted`` itself when none is held: the
+        desired state asks it of each of 100,000 templates per pass)."""
         held = self.held
+        if not held:
+            return wanted
         return lambda name: 0 if name in held else wanted(name)
 
     def pending(

@@ -65,7 +65,7 @@ class TestGate:
 
 class TestProgress:
     def test_counted_from_placed_ordinals_and_each_nodes_reports(self):
-        """Per template: live, up, ready, and exited with status 0; rows of ordinals not
+        """Per template: live (or exited), up, ready, and exited with status 0; rows of ordinals not
         placed on that node (stale copies) are not counted."""
         by_node = {"n1": {"db": [1, 2], "migrate": [1]}, "n2": {"db": [3]}}
         rows = {
@@ -75,7 +75,7 @@ class TestProgress:
         }
         found = progress_of(["db", "migrate", "web"], {"db": 3, "migrate": 1}, by_node, rows)
         assert found["db"] == Progress(wanted=3, live=3, up=2, ready=1)
-        assert found["migrate"] == Progress(wanted=1, completed=1)
+        assert found["migrate"] == Progress(wanted=1, live=1, completed=1)
         assert found["web"] == Progress()
 
     def test_a_job_that_failed_has_not_completed(self):
