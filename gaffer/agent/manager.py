@@ -43,6 +43,7 @@ from gaffer.agent.tracking import Tracker
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.clock import Clock, LoopClock
+from gaffer.common.dependson import stop_waves
 from gaffer.common.errors import (
     InstanceNotFound, InvalidRequest, SpawnError, StdinNotEnabled, TemplateExists, TemplateNotFound,
 )
@@ -438,13 +439,19 @@ class Manager:
         await self._changes.wait_until(predicate, timeout)
 
     async def shutdown(self) -> None:
-        """Stop everything gracefully (each template's stop signal, then KILL on timeout)."""
-        for entry in self._entries.values():
-            entry.wanted = replace(entry.wanted, active=False)
-            entry.cancel_flap_timer()
-            for run in entry.runs:
-                self._act.stop(entry, run)
-            self._act.converge_soon(entry)
+        """Stop everything gracefully (each template's stop signal, then KILL on timeout), in
+        reverse start order: each wave of ``stop_waves`` (a template before what it depends
+        on) is stopped and waited for before the next. Without ``depends_on``, one wave."""
+        graph = {name: entry.template.depends_on for name, entry in self._entries.items()}
+        for wave in stop_waves(graph, list(self._entries)):
+            entries = [self._entries[name] for name in wave if name in self._entries]
+            for entry in entries:
+                entry.wanted = replace(entry.wanted, active=False)
+                entry.cancel_flap_timer()
+                for run in entry.runs:
+                    self._act.stop(entry, run)
+                self._act.converge_soon(entry)
+            await self.wait_until(lambda: _quiet(entries))
         await self.wait_until(self._all_quiet)
 
     async def finish_stops(self, margin: float = KILL_MARGIN) -> int:
@@ -481,11 +488,16 @@ class Manager:
         await self._act.readiness.aclose()
 
     def _all_quiet(self) -> bool:
-        return not any(
-            inst.process is not None and inst.process.alive
-            for entry in self._entries.values()
-            for inst in [*entry.instances.values(), *entry.runs]
-        )
+        return _quiet(self._entries.values())
+
+
+def _quiet(entries: Iterable[Entry]) -> bool:
+    """Whether no process of ``entries`` is alive."""
+    return not any(
+        inst.process is not None and inst.process.alive
+        for entry in entries
+        for inst in [*entry.instances.values(), *entry.runs]
+    )
 
 
 def _wanted(

@@ -23,17 +23,12 @@ from typing import Any, Iterable, Mapping
 
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
+from gaffer.common.dependson import Dependency, graph_problems, parse_depends_on, plain_depends_on
 from gaffer.common.fieldcheck import Checker, digits
 from gaffer.common.healthspec import HealthCheck, parse_health, plain_health
 from gaffer.common.updatespec import Update, parse_update, plain_update
 from gaffer.common.limits import (
-    MAX_COUNT,
-    MAX_ID,
-    MAX_LOG_BACKUPS,
-    MAX_LOG_BYTES,
-    LABEL_RE,
-    NAME_RE,
-    NAME_RULE,
+    LABEL_RE, MAX_COUNT, MAX_ID, MAX_LOG_BACKUPS, MAX_LOG_BYTES, NAME_RE, NAME_RULE,
 )
 from gaffer.common.ports import AUTO, range_problem
 from gaffer.common.proclimits import FIELDS as LIMIT_FIELDS
@@ -114,6 +109,8 @@ class Template:
     on a controller: the collector walks each)."""
     umask: int | None = None
     nice: int | None = None
+    depends_on: tuple[Dependency, ...] = ()
+    """Templates that must be up first (``common/dependson.py``); never restarts anything."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -148,6 +145,8 @@ class Template:
                     del cached[name]  # so a template without one looks as before the field existed
             if self.rlimits or self.umask is not None or self.nice is not None:
                 cached.update(plain_limits(self.rlimits, self.umask, self.nice))
+            if self.depends_on:
+                cached["depends_on"] = plain_depends_on(self.depends_on)
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -206,8 +205,8 @@ def _copy(value: Any) -> Any:
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
-_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in LIMIT_FIELDS)
-"""Fields always in the plain form; the limits only when set (``plain_limits``)."""
+_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in (*LIMIT_FIELDS, "depends_on"))
+"""Fields always in the plain form; the limits and ``depends_on`` only when set."""
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
     "redirect_output", "redirect_input", "log", "port", "notify", "rlimits", "umask", "nice",
@@ -243,6 +242,7 @@ def parse_templates(items: Iterable[tuple[str | None, Any]], source: str | None 
                 problems.append(Problem(template.name, "name", "defined more than once"))
             seen.add(template.name)
             templates.append(template)
+    problems.extend(graph_problems({t.name: t.depends_on for t in templates if t.depends_on}))
     if problems:
         raise TemplateError(problems, source=source)
     return templates
@@ -283,7 +283,8 @@ def _parse(
     if "port" in data and data["port"] is not None:
         values["port"] = _parse_port(chk, data["port"], values)
     _parse_health_fields(chk, data, values)
-
+    if "depends_on" in data:
+        values["depends_on"] = parse_depends_on(chk, data["depends_on"], raw_name)
     if chk.problems:
         return chk.problems, None
     return [], Template(**values)

@@ -104,6 +104,10 @@ TEMPLATE_FIELDS: dict[str, Any] = {
                 "additionalProperties": {"type": ["integer", "string", "array"]}},
     "umask": {"type": ["string", "integer"], "description": "An octal string (\"022\")."},
     "nice": {"type": "integer", "minimum": -20, "maximum": 19},
+    "depends_on": {"type": "array", "description": "Templates that must be up first: a name (condition "
+                   "ready), or {name, condition} with condition started, ready or completed.",
+                   "items": {"anyOf": [NAME, obj({"name": NAME, "condition": {"enum": ["started", "ready", "completed"]}},
+                                                 ("name",), closed=True)]}},
 }
 
 TEMPLATE_SPEC = obj(
