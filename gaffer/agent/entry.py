@@ -55,10 +55,9 @@ class Entry:
         for inst in self.instances.values():
             inst.flap = FlapState()
 
-    @property
-    def status(self) -> str:
+    def status(self, now: float) -> str:
         """``failed`` only once every instance that should run here gave up; ``flapping``
-        while some are suspended (their siblings run as usual)."""
+        while some are suspended at ``now`` (their siblings run as usual)."""
         if self.wanted.deleting:
             return "deleting"
         if not self.wanted.active:
@@ -66,7 +65,7 @@ class Entry:
         mine = [self.instances.get(ordinal) for ordinal in self.wanted.here]
         if mine and all(inst is not None and inst.state is State.FAILED for inst in mine):
             return "failed"
-        if any(inst is not None and inst.suspended for inst in mine):
+        if any(inst is not None and inst.suspended(now) for inst in mine):
             return "flapping"
         return "active"
 

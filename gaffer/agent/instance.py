@@ -60,10 +60,9 @@ class Instance:
         """In backoff with no respawn timer: it starts at the next converge that may spawn."""
         return self.state is State.BACKOFF and self.timer is None
 
-    @property
-    def suspended(self) -> bool:
+    def suspended(self, now: float) -> bool:
         """In backoff until its flapping suspension ends (its timer resumes it)."""
-        return self.state is State.BACKOFF and self.timer is not None and self.flap.resume_at is not None
+        return self.state is State.BACKOFF and self.flap.suspended(now)
 
     @property
     def ready(self) -> bool:

@@ -254,7 +254,7 @@ class Manager:
             counts[inst.state.value] = counts.get(inst.state.value, 0) + 1
         return {
             "name": name,
-            "status": entry.status,
+            "status": entry.status(self._clock.time()),
             "numprocesses": entry.template.numprocesses,
             "ordinals": sorted(entry.wanted.ordinals, key=str),
             "states": counts,
