@@ -9,8 +9,7 @@ semaphore; the others wait their turn, and their timeout starts only once they r
 here blocks the loop: probes are asyncio all the way (``probes.py``).
 
 ``unwatch`` (the instance stopped, exited or is being restarted) cancels its timer and its
-task; a cancelled exec check has its group killed. ``aclose`` ends everything and closes the
-shared http session.
+task; a cancelled exec check has its group killed. ``aclose`` ends everything.
 """
 
 from __future__ import annotations
@@ -36,8 +35,6 @@ class Prober(Protocol):
     """What runs one check (``Probes``; ``gaffer.testing.probes.FakeProbes``)."""
 
     async def run(self, check: HealthCheck, target: Target) -> Result: ...
-
-    async def aclose(self) -> None: ...
 
 
 OnChange = Callable[[Verdict, str], None]
@@ -150,9 +147,8 @@ class Checks:
             watched.on_change(verdict, result.output)
 
     async def aclose(self) -> None:
-        """Cancel every timer and check (and wait for the checks to end), close the session."""
+        """Cancel every timer and check, and wait for the checks to end."""
         tasks = [w.task for w in self._watched.values() if w.task is not None]
         self.unwatch_all()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        await self._probes.aclose()

@@ -9,11 +9,10 @@ results mean is ``health.py``'s; when to run them is ``checks.py``'s.
   kept, the rest read and dropped so it never blocks). Its exit is watched through a pidfd,
   as an instance's is; at the timeout, or when the check is cancelled, its whole group is
   killed. Exit 0 is healthy.
-- ``http``: a GET through one ``aiohttp.ClientSession`` shared by every check of the agent,
-  with a bounded connector (``limit``) and no keep-alive (a check proves the server accepts a
-  connection, and 1,000 instances would otherwise hold 1,000 idle sockets). 2xx and 3xx are
-  healthy (redirects are not followed). aiohttp is imported on the first http check: an agent
-  without one never loads it.
+- ``http``: one GET on a new connection (``httpprobe.py``: a bare asyncio protocol, no
+  keep-alive: a check proves the server accepts a connection, and 1,000 instances would
+  otherwise hold 1,000 idle sockets). 2xx and 3xx are healthy (redirects are not followed).
+  Connections are bounded by the checks that run at once (``checks.MAX_RUNNING``).
 - ``tcp``: a connect to host:port, closed at once.
 
 ``$PORT`` and every ``$VAR`` of the instance's environment are expanded in the command, the URL
@@ -27,16 +26,12 @@ import os
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from gaffer.agent import reaper, spawning
+from gaffer.agent import httpprobe, reaper, spawning
 from gaffer.agent.launch import expand
 from gaffer.agent.process import LaunchSpec, devnull
 from gaffer.common.healthspec import MAX_OUTPUT, HealthCheck
-
-HTTP_CONNECTIONS = 64
-"""Connections the shared http session opens at once (more checks wait for one)."""
-
 
 class Result(NamedTuple):
     ok: bool
@@ -67,11 +62,7 @@ def clip(text: str | bytes) -> str:
 
 
 class Probes:
-    """Runs checks; owns the shared http session (``aclose`` ends it)."""
-
-    def __init__(self, connections: int = HTTP_CONNECTIONS) -> None:
-        self._connections = connections
-        self._session: Any = None
+    """Runs checks (the real ones; ``gaffer.testing.probes.FakeProbes`` in unit tests)."""
 
     async def run(self, check: HealthCheck, target: Target) -> Result:
         try:
@@ -79,35 +70,22 @@ class Probes:
                 if check.type == "exec":
                     return await _exec(check, target)
                 if check.type == "http":
-                    return await self._http(check, target)
+                    return await _http(check, target)
                 return await _tcp(check, target)
         except TimeoutError:
             return Result(False, f"timed out after {check.timeout:g}s")
         except OSError as exc:
             return Result(False, clip(exc.strerror or str(exc)))
 
-    async def _http(self, check: HealthCheck, target: Target) -> Result:
-        import aiohttp
-
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._connections, force_close=True)
-            self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-            )
-        url = expand(check.url or "", target.env)
-        try:
-            async with self._session.get(url, allow_redirects=False) as response:
-                body = await response.content.read(MAX_OUTPUT)
-                ok = 200 <= response.status < 400
-                text = body.decode("utf-8", "replace")
-                return Result(ok, clip(f"HTTP {response.status} {response.reason or ''}\n{text}"))
-        except (aiohttp.ClientError, ValueError) as exc:
-            return Result(False, clip(f"{type(exc).__name__}: {exc}"))
-
-    async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+async def _http(check: HealthCheck, target: Target) -> Result:
+    url = expand(check.url or "", target.env)
+    try:
+        answer = await httpprobe.get(url)
+    except (ValueError, httpprobe.BadResponse) as exc:
+        return Result(False, clip(str(exc)))
+    ok = 200 <= answer.status < 400
+    text = answer.body.decode("utf-8", "replace")
+    return Result(ok, clip(f"HTTP {answer.status} {answer.reason}\n{text}"))
 
 
 async def _tcp(check: HealthCheck, target: Target) -> Result:

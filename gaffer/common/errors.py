@@ -43,6 +43,11 @@ an error equal to the one raised on the other side::
     │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
     │                                                     export or restore a backup
     ├── Unauthorized                 "unauthorized"       an HTTP request without a valid token
+    ├── PreconditionFailed           "precondition_failed" an HTTP write whose If-Match (or
+    │                                                     If-None-Match) does not hold: someone
+    │                                                     changed the template since it was read
+    ├── UnsupportedMediaType         "unsupported_media_type" an HTTP body in a format the route
+    │                                                     does not read
     ├── Throttled                    "throttled"          too many failed logins from one peer
     │                                                     (.retry_after: seconds to wait)
     ├── TooLarge                     "too_large"          an answer bigger than one message:
@@ -322,6 +327,20 @@ class Unauthorized(GafferError):
     """An HTTP request without a valid bearer token."""
 
     code = "unauthorized"
+
+
+class PreconditionFailed(GafferError):
+    """A conditional HTTP write refused: the template's ``ETag`` is not the one the request
+    names in ``If-Match`` (it changed since the client read it), or ``If-None-Match: *`` asked
+    to create a template that exists. Nothing was changed."""
+
+    code = "precondition_failed"
+
+
+class UnsupportedMediaType(GafferError):
+    """An HTTP request body whose ``Content-Type`` the route does not read (HTTP 415)."""
+
+    code = "unsupported_media_type"
 
 
 class Throttled(GafferError):

@@ -58,6 +58,12 @@ DEFAULT_EVENT_BUFFER = 100_000
 """Events a controller holds for replay by default (``--event-buffer``)."""
 MAX_EVENT_BUFFER = 10_000_000
 """The largest ``--event-buffer``."""
+DEFAULT_METRICS_TEMPLATES = 1_000
+"""Templates given per-template series on /metrics by default (``--metrics-max-templates``)."""
+DEFAULT_METRICS_INSTANCES = 1_000
+"""Instances given per-instance series on /metrics by default (``--metrics-max-instances``)."""
+MAX_METRICS_SERIES = 1_000_000
+"""The largest of those two settings."""
 MAX_LOG_BYTES = 1 << 40
 MAX_LOG_BACKUPS = 1_000
 MAX_ID = 2**32 - 2

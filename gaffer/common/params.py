@@ -22,6 +22,7 @@ from gaffer.common.limits import (
     MAX_EVENT_BUFFER,
     MAX_HEARTBEAT,
     MAX_LINES,
+    MAX_METRICS_SERIES,
     MAX_MISSES,
     MAX_TOTAL,
     MAX_WAIT,
@@ -147,3 +148,5 @@ PER_TEMPLATE = BoundedInt(1, MAX_COUNT)
 TOTAL = BoundedInt(1, MAX_TOTAL)
 EVENT_BUFFER = BoundedInt(1, MAX_EVENT_BUFFER)
 """Events a controller holds for replay (``--event-buffer``)."""
+METRICS_SERIES = BoundedInt(0, MAX_METRICS_SERIES)
+"""Templates or instances given series of their own on /metrics (``--metrics-max-*``)."""

@@ -39,6 +39,8 @@ from gaffer.controller.statcache import StatCache
 
 log = logging.getLogger("gaffer.controller")
 
+FLAP_SUFFIX = ".flap"
+
 
 class AgentMessages:
     def __init__(
@@ -71,6 +73,8 @@ class AgentMessages:
         """Hellos refused because the peer's key is bound to another node (``auth.WRONG_NODE``)."""
         self.duplicates = 0
         """Resent agent events skipped: the controller had them already."""
+        self.flaps: dict[str, int] = {}
+        """Flapping suspensions announced (``proc.<t>.flap`` admitted), per template (/metrics)."""
         self._held: dict[str, Sent] = {}
         """Per node gone down, the assignment it held then (see the module docstring)."""
 
@@ -216,6 +220,9 @@ class AgentMessages:
                 self.drops.record(f"agent:{node.name}", BAD_PAYLOAD, f"event {problem}")
                 continue
             self._hub.publish(topic, data, event["ts"])
+            if topic.endswith(FLAP_SUFFIX):
+                template = topic[len("proc."):-len(FLAP_SUFFIX)]
+                self.flaps[template] = self.flaps.get(template, 0) + 1
             if data.get("oneoff") and topic.endswith(".exit") and isinstance(data.get("id"), str):
                 self._oneoffs.ended(node.name, data["id"], data)
                 ended = True

@@ -13,7 +13,8 @@ state durably, then ``kick`` a reconcile. What a reconcile does is decided by on
    with a new stored generation (monotonic per node across controller restarts);
 3. it resends what nodes have not acked (on the tick too, by the same pure ``resends``).
 
-Count limits are kept by a ``counts.Tally``.
+Count limits are kept by a ``counts.Tally``. Each pass's wall time goes to ``on_reconciled``
+(the metrics' histogram).
 
 Sending the same assignment twice changes nothing on the agent; a node that comes back gets
 its current assignment first, and stops whatever is not in it.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from gaffer.common import topics
@@ -78,6 +80,7 @@ class Cluster:
         node_grace: float,
         clock: Callable[[], float],
         limits: CountLimits = CountLimits(),
+        on_reconciled: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.store = store
         self.nodes = nodes
@@ -105,6 +108,7 @@ class Cluster:
         self._by_node: Mapping[str, Mapping[str, Sequence[int]]] = {}
         self._keys: Mapping[str, str] = {}
         self._running: asyncio.Task | None = None
+        self._on_reconciled = on_reconciled
         self.reconciles = 0
         self._desired = DesiredCache()
         self.tally = Tally(limits, self._counts())
@@ -456,8 +460,10 @@ class Cluster:
         try:
             while self._dirty:
                 self._dirty = False
+                started = time.perf_counter()
                 try:
                     await self.reconcile()
+                    self._on_reconciled(time.perf_counter() - started)
                 except StorageError as exc:
                     # the store logged it once; a damaged store refuses until repaired
                     if not isinstance(exc, StorageDamaged):

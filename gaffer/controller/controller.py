@@ -49,6 +49,7 @@ from gaffer.controller.eventlog import EventLog
 from gaffer.controller.eventops import EventOps
 from gaffer.controller.hub import PUB_HWM, EventHub, Positions
 from gaffer.controller.links import Links
+from gaffer.controller.meters import Caps, Meters, Sources
 from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.principals import SessionPrincipals
 from gaffer.controller.registry import Node, NodeTable
@@ -99,6 +100,7 @@ class Controller:
         self.agents: AgentMessages | None = None
         self.requests: Requests | None = None
         self.ticks: Ticks | None = None
+        self.meters = Meters()
         self._clients: AuthorizedKeys | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._zap: ZapHandler | None = None
@@ -136,7 +138,7 @@ class Controller:
         for endpoint in (control, events):
             if endpoint.is_ipc:
                 self._socket_locks.append((endpoint, claim_socket(endpoint, group)))
-        self.store = Store(settings.data_dir)
+        self.store = Store(settings.data_dir, on_write=self.meters.store_writes.observe)
         self.backups = Backups(self.store.path, BackupPolicy.of(settings))
         self._ctx = zmq.asyncio.Context()
         if self.keys is not None:
@@ -194,7 +196,7 @@ class Controller:
         and no ticking task: the caller ticks (``ticks.tick``) on its own clock. For tests
         that run a controller without sockets or real time."""
         try:
-            self.store = Store(self.settings.data_dir)
+            self.store = Store(self.settings.data_dir, on_write=self.meters.store_writes.observe)
             self.backups = Backups(self.store.path, BackupPolicy.of(self.settings))
             self._wire(channel, None)
         except BaseException:
@@ -218,6 +220,7 @@ class Controller:
         self.cluster = Cluster(
             self.store, self.nodes, self.hub, links.send_assign, settings.node_grace, self.now,
             limits=CountLimits(settings.max_per_template, settings.max_instances),
+            on_reconciled=self.meters.reconciles.observe,
         )
         self.agents = AgentMessages(
             self.nodes, links, self.cluster, self.hub, self.oneoffs, self.changes,
@@ -231,6 +234,10 @@ class Controller:
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
         self.hub.on_subscriptions_changed(self.agents.send_watch_all)
         self.hub.on_subscriptions_changed(self.changes.notify)
+        self.meters.watch(
+            Sources(self.nodes, self.cluster, self.agents, self._server, self.hub, self.stat_cache),
+            Caps(settings.metrics_max_templates, settings.metrics_max_instances),
+        )
         self.hub.start()
         self._server.start()
         self.backups.start()

@@ -37,11 +37,14 @@ from gaffer.common.limits import (
     DEFAULT_EVENT_BUFFER,
     DEFAULT_MAX_INSTANCES,
     DEFAULT_MAX_PER_TEMPLATE,
+    DEFAULT_METRICS_INSTANCES,
+    DEFAULT_METRICS_TEMPLATES,
     MAX_BACKUPS,
     MAX_COUNT,
     MAX_DURATION,
     MAX_EVENT_BUFFER,
     MAX_HEARTBEAT,
+    MAX_METRICS_SERIES,
     MAX_MISSES,
     MAX_TOTAL,
     MAX_WAIT,
@@ -60,6 +63,7 @@ SETTINGS = (
     "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
     "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
     "max_instances", "event_buffer", "http", "tls_cert", "tls_key", "log_level",
+    "metrics_max_templates", "metrics_max_instances",
 )
 RELOADABLE = frozenset({"log_level", "node_grace", "max_per_template", "max_instances"})
 """What SIGHUP applies while the controller runs. Endpoints, keys, the data dir and the
@@ -92,6 +96,8 @@ def settings_values(settings: ControllerSettings, log_level: str) -> dict[str, o
         "max_instances": settings.max_instances, "event_buffer": settings.event_buffer,
         "http": settings.http, "tls_cert": str(settings.tls_cert) if settings.tls_cert else None,
         "tls_key": str(settings.tls_key) if settings.tls_key else None, "log_level": log_level,
+        "metrics_max_templates": settings.metrics_max_templates,
+        "metrics_max_instances": settings.metrics_max_instances,
     }
 
 
@@ -148,6 +154,8 @@ def build_settings(
         http=pick("http", str),
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
+        metrics_max_templates=_first(pick("metrics_max_templates", int, 0, MAX_METRICS_SERIES), DEFAULT_METRICS_TEMPLATES),
+        metrics_max_instances=_first(pick("metrics_max_instances", int, 0, MAX_METRICS_SERIES), DEFAULT_METRICS_INSTANCES),
     )
 
 
@@ -176,6 +184,8 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--http", help="HOST:PORT of the HTTP API, /metrics and the dashboard, or 'off' [default: off].")
 @click.option("--tls-cert", help="Certificate (PEM) for --http; needed off loopback unless --insecure.")
 @click.option("--tls-key", help="Private key (PEM) of --tls-cert.")
+@click.option("--metrics-max-templates", type=params.METRICS_SERIES, help=f"Templates with series of their own on /metrics [{DEFAULT_METRICS_TEMPLATES}].")
+@click.option("--metrics-max-instances", type=params.METRICS_SERIES, help=f"Instances with series of their own on /metrics [{DEFAULT_METRICS_INSTANCES}].")
 @click.option("--config", type=click.Path(dir_okay=False), help="TOML file with the same settings.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: the config file's log_level, or info]")
 @click.version_option(package_name="gaffer")

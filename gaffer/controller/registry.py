@@ -86,6 +86,10 @@ class NodeTable:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self._by_peer: dict[bytes, str] = {}
+        self.restarts: dict[str, int] = {}
+        """Restarts seen per template since this controller started (/metrics): what a row's
+        ``restarts`` grew by since the node's previous row of that instance; a row new on its
+        node brings all of its own. Never goes down (a reset row adds nothing)."""
 
     def get(self, name: str) -> Node | None:
         return self.nodes.get(name)
@@ -151,6 +155,7 @@ class NodeTable:
 
     def replace_instances(self, node: Node, instances: list[InstanceRow]) -> None:
         """The node runs exactly ``instances`` (rows the wire schema checked)."""
+        self._count_restarts(node, instances)
         node.instances = {row["id"]: row for row in instances}
         self._refresh(node)
 
@@ -158,11 +163,22 @@ class NodeTable:
         self, node: Node, instances: list[InstanceRow], removed: Sequence[str] = ()
     ) -> None:
         """Changed rows, and the ids the node no longer has."""
+        self._count_restarts(node, instances)
         for row in instances:
             node.instances[row["id"]] = row
         for ident in removed:
             node.instances.pop(ident, None)
         self._refresh(node)
+
+    def _count_restarts(self, node: Node, rows: list[InstanceRow]) -> None:
+        """Add what each row's restarts grew by since the node's previous row of it."""
+        known = node.instances
+        counts = self.restarts
+        for row in rows:
+            before = known.get(row["id"])
+            grew = row["restarts"] - (before["restarts"] if before is not None else 0)
+            if grew > 0:
+                counts[row["template"]] = counts.get(row["template"], 0) + grew
 
     def _refresh(self, node: Node) -> None:
         node.digest_cache = None

@@ -68,6 +68,9 @@ class PeerServer:
         self.replays = 0
         self.evicted = 0
         """Sessions forgotten to stay within MAX_SESSIONS (their peers must say hello again)."""
+        self.received_kinds: dict[str, int] = {}
+        self.sent_kinds: dict[str, int] = {}
+        """Messages handed on and sent, by kind (bounded by the protocol's kinds; /metrics)."""
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
@@ -80,7 +83,10 @@ class PeerServer:
     def send(self, session: Session, kind: str, body: dict) -> bool:
         session.out_seq += 1
         frame = protocol.encode(kind, session.out_seq, body)
-        return self._channel.send([session.peer, frame])
+        if not self._channel.send([session.peer, frame]):
+            return False
+        self.sent_kinds[kind] = self.sent_kinds.get(kind, 0) + 1
+        return True
 
     def forget(self, peer: bytes) -> None:
         self._sessions.pop(peer, None)
@@ -142,6 +148,8 @@ class PeerServer:
         session.last_seq = message.seq
         if session.role is None:
             session.role = role
+        kinds = self.received_kinds
+        kinds[message.kind] = kinds.get(message.kind, 0) + 1
         if role == AGENT:
             self._handler.on_agent(session, message)
         else:

@@ -17,7 +17,12 @@ from gaffer.common.endpoints import (
     events_for,
     parse_endpoint,
 )
-from gaffer.common.limits import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PER_TEMPLATE
+from gaffer.common.limits import (
+    DEFAULT_MAX_INSTANCES,
+    DEFAULT_MAX_PER_TEMPLATE,
+    DEFAULT_METRICS_INSTANCES,
+    DEFAULT_METRICS_TEMPLATES,
+)
 from gaffer.controller.eventlog import DEFAULT_BUFFER
 from gaffer.controller.http.address import HttpAddress, parse_http
 from gaffer.controller.liveness import Liveness
@@ -47,6 +52,10 @@ class ControllerSettings:
     """Most instances all templates together may want (``--max-instances``)."""
     event_buffer: int = DEFAULT_BUFFER
     """Events the controller holds for ``replay`` (``--event-buffer``)."""
+    metrics_max_templates: int = DEFAULT_METRICS_TEMPLATES
+    """Templates /metrics gives per-template series, the first by name (docs/METRICS.md)."""
+    metrics_max_instances: int = DEFAULT_METRICS_INSTANCES
+    """Instances /metrics gives per-instance series, the first by id (docs/METRICS.md)."""
     http: str | None = None
     """``HOST:PORT`` of the HTTP API and dashboard (``--http``); None or ``off``: none."""
     tls_cert: Path | None = None

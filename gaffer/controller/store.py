@@ -76,8 +76,12 @@ class Store:
         *,
         clock: Callable[[], float] = time.time,
         lock_hint: str = LOCK_HINT,
+        on_write: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_write``: told how long each committed write transaction took, in seconds
+        (BEGIN to COMMIT, the fsync included: the metrics' histogram)."""
         self.data_dir = Path(data_dir)
+        self._on_write = on_write
         self.path = self.data_dir / DB_NAME
         self._clock = clock
         self._damage: StorageDamaged | None = None
@@ -396,6 +400,7 @@ class Store:
         """One write transaction, committed (and fsynced) before the caller returns, or rolled
         back whole; SQLite's failures become one StorageError (logged once per kind)."""
         conn = self._db()
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -406,6 +411,8 @@ class Store:
                 raise
         except sqlite3.Error as exc:
             raise self._failed(exc) from exc
+        if self._on_write is not None:
+            self._on_write(time.perf_counter() - started)
         if self._failing:
             log.warning("the store %s takes writes again (%s is over)", self.path, ", ".join(sorted(self._failing)))
             self._failing.clear()

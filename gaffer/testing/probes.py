@@ -13,7 +13,6 @@ class FakeProbes:
     def __init__(self) -> None:
         self.results: dict[str, Result] = {}
         self.runs: dict[str, int] = {}
-        self.closed = False
 
     def set(self, instance_id: str, ok: bool, output: str = "") -> None:
         self.results[instance_id] = Result(ok, output or ("ok" if ok else "failing"))
@@ -23,5 +22,3 @@ class FakeProbes:
         self.runs[key] = self.runs.get(key, 0) + 1
         return self.results.get(key, Result(True, "ok"))
 
-    async def aclose(self) -> None:
-        self.closed = True

@@ -1,5 +1,6 @@
 """A small HTTP client for tests of the controller's HTTP API: tokens by role, and requests
-that return the status, the headers and the decoded body."""
+that return the status, the headers and the decoded body. Every response is checked against
+the OpenAPI document (``openapi_check``): one that breaks it fails the test."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import aiohttp
 from gaffer.common.roles import Role
 from gaffer.controller.controller import Controller
 from gaffer.controller.tokens import Principal
+from openapi_check import check
 
 
 @dataclass
@@ -43,7 +45,9 @@ class Http:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         async with self.session.request(method, self.url + path, headers=headers, **kwargs) as response:
-            text = await response.text()
+            raw = await response.read()
+            check(method, str(response.url), response.status, response.headers, raw)
+            text = raw.decode("utf-8", "replace")
             try:
                 body = json.loads(text) if text else None
             except ValueError:

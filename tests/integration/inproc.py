@@ -37,12 +37,13 @@ class Cluster:
         self.client = AsyncClient(self.controller.endpoint, timeout=5.0)
         return self.controller
 
-    async def start_agent(self, name: str, labels: dict[str, str] | None = None) -> Agent:
+    async def start_agent(self, name: str, labels: dict[str, str] | None = None, **overrides) -> Agent:
+        """``overrides``: other ``LinkSettings`` (``stats_interval``, say)."""
         assert self.controller is not None
-        settings = LinkSettings(
-            controller=self.controller.endpoint, node=name, labels=labels or {},
-            state_dir=self.tmp / f"agent-{name}", heartbeat=0.1, timeout=0.5,
-        )
+        settings = LinkSettings(**{
+            "controller": self.controller.endpoint, "node": name, "labels": labels or {},
+            "state_dir": self.tmp / f"agent-{name}", "heartbeat": 0.1, "timeout": 0.5, **overrides,
+        })
         agent = Agent(settings)
         await agent.start()
         self.agents[name] = agent

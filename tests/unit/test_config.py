@@ -64,6 +64,9 @@ class TestControllerSettings:
         ("event_buffer = 10000001", "event_buffer: must be <= 1e+07"),
         ("backup_every = nan", "backup_every: must be a finite number, got nan"),
         ("backup_keep = 0", "backup_keep: must be >= 1, got 0"),
+        ("metrics_max_templates = -1", "metrics_max_templates: must be >= 0, got -1"),
+        ("metrics_max_instances = 1e3", "metrics_max_instances: must be int, got float"),
+        ("metrics_max_instances = 2000000", "metrics_max_instances: must be <= 1e+06"),
         ("heartbeat = 3600\ndown_misses = 1000\nsuspect_misses = 999", "heartbeat x down_misses must be at most 86400"),
     ])
     def test_liveness_and_limits_are_finite_and_bounded(self, tmp_path: Path, line: str, message: str) -> None:
@@ -88,6 +91,14 @@ class TestControllerSettings:
         path = write(tmp_path / "c.toml", "event_buffer = 500\n")
         assert controller_daemon.build_settings({}, path).event_buffer == 500
         assert controller_daemon.build_settings({"event_buffer": 7}, path).event_buffer == 7
+
+    def test_metrics_caps_default_to_1000_and_come_from_the_file_or_the_option(self, tmp_path: Path) -> None:
+        """metrics_max_templates / metrics_max_instances: 1,000 each; the file sets them; options win."""
+        defaults = controller_daemon.build_settings({}, None)
+        assert (defaults.metrics_max_templates, defaults.metrics_max_instances) == (1_000, 1_000)
+        path = write(tmp_path / "c.toml", "metrics_max_templates = 0\nmetrics_max_instances = 50\n")
+        given = controller_daemon.build_settings({"metrics_max_instances": 9}, path)
+        assert (given.metrics_max_templates, given.metrics_max_instances) == (0, 9)
 
 
 class TestAgentPaths:

@@ -142,9 +142,6 @@ class GatedProbes:
         finally:
             self.running -= 1
 
-    async def aclose(self) -> None:
-        pass
-
 
 async def test_checks_run_at_most_limit_at_once_and_aclose_cancels_them():
     """20 due checks with a bound of 3: never more than 3 running; aclose ends every one."""

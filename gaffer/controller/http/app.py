@@ -44,9 +44,13 @@ def build_app(context: HttpContext, modules: Iterable[Any] | None = None) -> web
 def route_modules() -> list[Any]:
     """The modules whose ``routes()`` make the API (imported here, not at module load, so a
     controller without ``--http`` never imports them)."""
-    from gaffer.controller.http import dashboard, logroutes, rest, session, streams
+    from gaffer.controller.http import (
+        apply, dashboard, instances, logroutes, openapi, prometheus, rest, runs, session, streams, templates, tokens,
+    )
 
-    return [rest, streams, logroutes, session, dashboard]
+    return [
+        rest, templates, apply, instances, runs, tokens, streams, logroutes, session, dashboard, prometheus, openapi,
+    ]
 
 
 HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 
 from aiohttp import web
 
-from gaffer.common.errors import Forbidden, InvalidRequest
+from gaffer.common.errors import ConfigError, Forbidden, InvalidRequest
+from gaffer.common.loaders import parse_json
 from gaffer.common.roles import OP_ROLES
 from gaffer.controller.http.context import CONTEXT, PRINCIPAL
 from gaffer.controller.tokens import Principal
@@ -47,10 +48,15 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body; ``invalid_request`` when it is not JSON (``too_large`` past
-    MAX_BODY, from aiohttp, through ``problems``)."""
-    text = await request.text()
+    """The request's JSON body (None when empty); ``invalid_request`` when it is not JSON, not
+    UTF-8, or nested deeper than a template file may be (``too_large`` past MAX_BODY, from
+    aiohttp, through ``problems``)."""
+    raw = await request.read()
+    if not raw:
+        return None
     try:
-        return json.loads(text) if text else None
-    except ValueError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+        return parse_json(raw.decode("utf-8"), "the body")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid JSON: it is not UTF-8 text") from None
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message) from None

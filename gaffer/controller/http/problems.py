@@ -22,7 +22,7 @@ TYPE_BASE = "https://gaffer.invalid/problems/"
 STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400, "invalid_argument": 400, "limit_exceeded": 400,
     "stdin_not_enabled": 400, "invalid_signal": 400, "invalid_config": 400,
-    "invalid_template": 422,
+    "invalid_template": 422, "spawn_failed": 422,
     "unauthorized": 401, "forbidden": 403,
     "not_found": 404, "template_not_found": 404, "instance_not_found": 404, "node_not_found": 404,
     "method_not_allowed": 405, "not_acceptable": 406,
