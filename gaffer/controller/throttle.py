@@ -89,7 +89,7 @@ def verdict(policy: ThrottlePolicy, record: PeerRecord | None, now: float) -> Ve
     record = current(policy, record, now)
     if record is None or now >= record.blocked_until:
         return ALLOW
-    return Verdict(False, record.blocked_until - now)
+    return Verdict(False, min(policy.cap, record.blocked_until - now))  # never past the cap by float rounding
 
 
 def after_failure(policy: ThrottlePolicy, record: PeerRecord | None, now: float) -> PeerRecord:

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import traceback
+import encodings.idna  # noqa: F401  (urllib encodes host names with it, imported while readable)
 import urllib.error
 import urllib.request
 
