@@ -96,7 +96,7 @@ class Executor:
         self.spawned = 0
         self.readiness = Readiness(
             node=node, bus=bus, clock=clock, notify=changes.notify, restart=self.restart_unhealthy,
-            notify_dir=notify_dir, checks=checks,
+            notify_dir=notify_dir, checks=checks, changed=self._verdict,
         )
         lease.on_free(self.converge_all)
 
@@ -237,6 +237,11 @@ class Executor:
         if not inst.oneoff:
             self.readiness.up(entry, inst)
         self._changes.notify()
+        if entry.rolling:
+            self.converge_soon(entry)
+
+    def _verdict(self, entry: Entry) -> None:
+        """An instance turned ready or unhealthy: a roll waiting for it may go on."""
         if entry.rolling:
             self.converge_soon(entry)
 

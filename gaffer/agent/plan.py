@@ -17,8 +17,10 @@ Vocabulary::
                  may spawn; one suspended for flapping waits for its own timer (``Executor``)
     ended        stopped, exited or failed: no process
     outdated     live with another spec hash or restart generation than wanted
-    unavailable  an ordinal of ``here`` that is not running and not exited for good: missing,
-                 stopped, starting, stopping, in backoff or failed
+    unavailable  an ordinal of ``here`` that is not ready and not exited for good: missing,
+                 stopped, starting, running but not yet ready, unhealthy, stopping, in
+                 backoff or failed (a replacement frees its share of the allowance only
+                 once it serves)
 
 Flow::
 
@@ -27,8 +29,8 @@ Flow::
               │   deleting: once nothing is left (and no one-off runs) ─► delete
               ├─► here, missing / stopped / waiting ─► may spawn ─► spawn (lowest first)
               │                                        held ─► wait
-              └─► here, outdated (not held) ─► roll: a starting one at once, a running one
-                  while fewer than ``max_unavailable`` are unavailable (lowest first)
+              └─► here, outdated (not held) ─► roll: a starting or not ready one at once, a
+                  ready one while fewer than ``max_unavailable`` are unavailable (lowest first)
 
 The Manager spawns in batches so that a scale to thousands never stalls its loop; before each
 spawn it checks again (``startable``, ``lifecycle.begin``) that nothing changed meanwhile.
@@ -50,7 +52,7 @@ Ordinal = int | str
 _NOTHING: frozenset[Ordinal] = frozenset()
 _ENDED = frozenset({State.STOPPED, State.EXITED, State.FAILED})
 _STARTED = (State.RUNNING, State.STARTING, State.READY, State.UNHEALTHY)
-"""Spawned and not stopping: ready or not (readiness gating of rolls is not decided here)."""
+"""Spawned and not stopping: ready or not (``InstanceView.ready`` tells which)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class InstanceView(Protocol):
 
     @property
     def restart_gen(self) -> int: ...
+
+    @property
+    def ready(self) -> bool:
+        """The row's ``ready``: serving (ready, or running with no check or notify)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,7 @@ def plan(
             continue
         state = inst.state
         if state in _STARTED:
-            if state is State.STARTING:
+            if not inst.ready:
                 unavailable += 1
             if inst.spec_hash != spec or inst.restart_gen != generation:
                 outdated.append(ordinal)
@@ -213,11 +220,11 @@ def _unwanted(
 def _roll(
     outdated: list[Ordinal], instances: Mapping[Ordinal, InstanceView], budget: int
 ) -> tuple[Ordinal, ...]:
-    """Outdated instances to stop now: every starting one (it is unavailable already), and
-    running ones, lowest ordinals first, while the budget of unavailable ones lasts."""
+    """Outdated instances to stop now: every one not ready (it is unavailable already), and
+    ready ones, lowest ordinals first, while the budget of unavailable ones lasts."""
     chosen = []
     for ordinal in _sorted(outdated):
-        if instances[ordinal].state is State.STARTING:
+        if not instances[ordinal].ready:
             chosen.append(ordinal)
         elif budget > 0:
             budget -= 1

@@ -75,6 +75,9 @@ _CLUSTER_TEMPLATE = {
     ("template", "stopped"): s.struct(_CLUSTER_TEMPLATE_BASE),
     ("template", "started"): s.struct(_CLUSTER_TEMPLATE_BASE),
     ("template", "deleted"): s.struct({"name": _NAME}),
+    ("template", "rollout_stuck"): s.struct(
+        {**_CLUSTER_TEMPLATE_BASE, "ready": _COUNT, "deadline": s.number(1.0)}
+    ),
 }
 
 _AGENT_TEMPLATE_BASE = {"node": _NAME, "name": _NAME, "numprocesses": _COUNT, "spec": _DIGEST}

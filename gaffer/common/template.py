@@ -25,6 +25,7 @@ from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
 from gaffer.common.fieldcheck import Checker, digits
 from gaffer.common.healthspec import HealthCheck, parse_health, plain_health
+from gaffer.common.updatespec import Update, parse_update, plain_update
 from gaffer.common.limits import (
     MAX_COUNT,
     MAX_ID,
@@ -66,13 +67,6 @@ class Placement:
     max_per_node: int | None = None
     nodes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Update:
-    """How a changed spec rolls: at most ``max_unavailable`` instances down at a time."""
-
-    max_unavailable: int = 1
 
 
 @dataclass(frozen=True)
@@ -184,6 +178,8 @@ def _plain(value: Any) -> Any:
         return value
     if kind is HealthCheck:
         return plain_health(value)
+    if kind is Update:
+        return plain_update(value)
     names = _RECORD_FIELDS.get(kind)
     if names is not None:
         return {name: _plain(getattr(value, name)) for name in names}
@@ -194,7 +190,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
+_RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, LogFiles)}
 _OMITTED_WHEN = {"port": None, "health": None, "notify": False, "restart_on_unhealthy": True}
 """Fields left out of the plain form at these values: templates that do not use them keep the
 stored form (and spec hash) they had before the fields existed."""
@@ -462,15 +458,9 @@ def _parse_nested_fields(chk: Checker, data: Mapping, values: dict[str, Any]) ->
     if "placement" in data:
         values["placement"] = _parse_placement(chk, data["placement"])
     if "update" in data:
-        table = chk.table("update", data["update"])
-        if table is not None:
-            chk.unknown_keys(table, ("max_unavailable",), prefix="update.")
-            count = 1
-            if "max_unavailable" in table:
-                count = chk.integer(
-                    "update.max_unavailable", table["max_unavailable"], minimum=1, maximum=MAX_COUNT
-                )
-            values["update"] = Update(max_unavailable=count or 1)
+        update = parse_update(chk, data["update"])
+        if update is not None:
+            values["update"] = update
 
 
 def _parse_flapping(chk: Checker, value: Any) -> Flapping | None:

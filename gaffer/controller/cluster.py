@@ -54,12 +54,13 @@ from gaffer.controller.reconcile import (
     reconcile_steps,
 )
 from gaffer.controller.registry import Node, NodeTable
+from gaffer.controller.rollnotes import report_steps
 from gaffer.controller.rollout import Rollout
 from gaffer.controller.scheduler import Plan
 from gaffer.controller.sending import SendAssign, Sending
 from gaffer.controller.steps import run_sliced
 from gaffer.controller.store import Change, Puts, Store, StoredTemplate
-from gaffer.controller.views import template_views
+from gaffer.controller.views import launch_of, template_views
 
 log = logging.getLogger("gaffer.controller.cluster")
 
@@ -437,6 +438,8 @@ class Cluster:
             if any(self.placement_on(name) for name in due - self.lost):
                 self.kick()
         self.sending.resend_due(now)
+        if any(rollout.due(now) for rollout in self.rollouts.values()):
+            self.kick(placement=False)
 
     def by_node(self, node: str) -> Mapping[str, Sequence[int]]:
         """{template: ordinals} placed on ``node`` now."""
@@ -522,11 +525,7 @@ class Cluster:
                         name, self.node_grace, self.placement_on(name))
         self.lost = frozenset(result.lost)
         self.rollouts = dict(result.rollouts)
-        for step in result.rollout_steps:
-            if step.kind == "started":
-                log.info("%s: rolling update to a new version on %d nodes", step.template, step.nodes)
-            else:
-                log.info("%s: rolling update finished", step.template)
+        report_steps(result.rollout_steps, self.templates, self.rollouts, self.hub.publish)
         for failure in result.announce:
             self._announced.add(failure.slot)
             self.hub.publish(topics.proc(failure.slot[0], "failed"), failure.payload())
@@ -561,8 +560,9 @@ class Cluster:
         return {name: {"count": p.count, "reason": p.reason} for name, p in self.plan.pending.items()}
 
     def template_view(self, name: str) -> dict[str, Any]:
-        self._stored(name)
-        return self.template_views([name])[0]
+        """``get``: one view, with its ``launch`` (``views.launch_of``)."""
+        stored = self._stored(name)
+        return {**self.template_views([name])[0], "launch": launch_of(stored, self.restarts.get(name, 0))}
 
     def template_views(self, names: list[str]) -> list[dict[str, Any]]:
         """Views of ``names`` (each must exist), counted in one pass over the placement."""

@@ -66,6 +66,7 @@ def instance_rows(cluster: Placed, agents: NodeSource, name: str | None) -> list
         row = _row(ident, template, ordinal, node_name, report, _ASSIGNED)
         if down:
             row["state"] = _UNKNOWN
+            row["ready"] = False
         keyed[ident] = ((template, _ordinal_key(ordinal), node_name), row)
     for template, pending in cluster.pending().items():
         if name is not None and template != name:
@@ -89,6 +90,7 @@ def instance_rows(cluster: Placed, agents: NodeSource, name: str | None) -> list
             row["stale"] = True
             if down:
                 row["state"] = _UNKNOWN
+                row["ready"] = False
             keyed[f"{ident}@{node.name}"] = ((report["template"], _ordinal_key(report["ordinal"]), node.name), row)
     return [row for _, row in sorted(keyed.values(), key=_first)]
 
@@ -159,10 +161,11 @@ def _row(
 ) -> dict[str, Any]:
     if report is None:
         return {"id": ident, "template": template, "ordinal": ordinal, "node": node, "pid": None,
-                "state": state, "restarts": 0, "started_at": None, "spec": None, "stale": False}
+                "state": state, "restarts": 0, "started_at": None, "spec": None, "stale": False,
+                "ready": False}
     return {"id": ident, "template": template, "ordinal": ordinal, "node": node, "pid": report["pid"],
             "state": report["state"], "restarts": report["restarts"], "started_at": report["started_at"],
-            "spec": report["spec"], "stale": False}
+            "spec": report["spec"], "stale": False, "ready": report.get("ready", False)}
 
 
 def _first(item: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:

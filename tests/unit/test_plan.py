@@ -60,6 +60,18 @@ SCENARIOS: list[tuple[str, Wanted, dict[Any, str], bool, dict[str, Any]]] = [
      want(1, 2), {1: "running old"}, False, {"spawn": [2], "rolling": True}),
     ("a new restart generation is outdated too",
      want(1, restart_gen=2), {1: "running gen=1"}, False, {"roll": [1], "rolling": True}),
+    ("a replacement up but not ready yet still counts against the allowance",
+     want(1, 2, 3, max_unavailable=1), {1: "running gated", 2: "ready old gated", 3: "ready old gated"},
+     False, {"rolling": True}),
+    ("an unhealthy replacement holds the roll too",
+     want(1, 2, max_unavailable=1), {1: "unhealthy gated", 2: "ready old gated"}, False,
+     {"rolling": True}),
+    ("once the replacement is ready the next one goes",
+     want(1, 2, 3, max_unavailable=1), {1: "ready gated", 2: "ready old gated", 3: "ready old gated"},
+     False, {"roll": [2], "rolling": True}),
+    ("an outdated one that is not ready goes at once",
+     want(1, 2, max_unavailable=1), {1: "running old gated", 2: "ready old gated"}, False,
+     {"roll": [1], "rolling": True}),
     ("held: no roll",
      want(1, 2), {1: "running old", 2: "running old"}, True, {"rolling": True}),
     ("named ordinals sort after numbers",
@@ -103,6 +115,7 @@ def views(draw: st.DrawFn) -> View:
         waiting=state is State.BACKOFF and draw(st.booleans()),
         spec_hash=draw(st.sampled_from([SPEC, "old"])),
         restart_gen=draw(st.integers(0, 1)),
+        gated=draw(st.booleans()),
     )
 
 
