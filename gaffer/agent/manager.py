@@ -26,7 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from gaffer.agent import flapping
 from gaffer.agent.changes import Changes
 from gaffer.agent.checks import Checks
 from gaffer.agent.entry import Entry
@@ -170,8 +169,7 @@ class Manager:
             self.bus.publish(topics.template(template.name, "updated"), payload)
         if now_active != before.active:
             if not now_active:
-                entry.cancel_flap_timer()
-                entry.flap = flapping.reset()
+                entry.reset_flapping()
             self.bus.publish(topics.template(template.name, "started" if now_active else "stopped"),
                              entry.payload(self.node))
         elif scaled:
@@ -198,7 +196,6 @@ class Manager:
         if instances and all(inst.state is State.FAILED for inst in instances):
             entry.gone_as = "failed"
         entry.wanted = replace(entry.wanted, deleting=True)
-        entry.cancel_flap_timer()
         for run in entry.runs:
             self._act.stop(entry, run)
         self._act.converge_soon(entry)
@@ -210,8 +207,7 @@ class Manager:
         if not entry.wanted.active:
             self.bus.publish(topics.template(name, "started"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=True)
-        entry.cancel_flap_timer()
-        entry.flap = flapping.reset()
+        entry.reset_flapping()
         for inst in entry.instances.values():
             if inst.state in (State.EXITED, State.FAILED):
                 inst.failures = 0
@@ -223,13 +219,12 @@ class Manager:
         self._act.converge_soon(entry)
 
     def stop(self, name: str) -> None:
-        """Pause: stop every instance but keep the template (cancels a pending flap retry)."""
+        """Pause: stop every instance but keep the template (cancels pending flap retries)."""
         entry = self._entry(name)
         if entry.wanted.active:
             self.bus.publish(topics.template(name, "stopped"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=False)
-        entry.cancel_flap_timer()
-        entry.flap = flapping.reset()
+        entry.reset_flapping()
         self._act.converge_soon(entry)
 
     def restart(self, name: str) -> None:
@@ -260,11 +255,11 @@ class Manager:
             counts[inst.state.value] = counts.get(inst.state.value, 0) + 1
         return {
             "name": name,
-            "status": entry.status,
+            "status": entry.status(self._clock.time()),
             "numprocesses": entry.template.numprocesses,
             "ordinals": sorted(entry.wanted.ordinals, key=str),
             "states": counts,
-            "flap_retries": entry.flap.retries,
+            "flap_retries": max((inst.flap.retries for inst in entry.instances.values()), default=0),
         }
 
     def instances(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -447,7 +442,6 @@ class Manager:
             entries = [self._entries[name] for name in wave if name in self._entries]
             for entry in entries:
                 entry.wanted = replace(entry.wanted, active=False)
-                entry.cancel_flap_timer()
                 for run in entry.runs:
                     self._act.stop(entry, run)
                 self._act.converge_soon(entry)

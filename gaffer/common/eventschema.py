@@ -131,7 +131,7 @@ _PROC = {
     ("proc", "exit"): _EXIT,
     ("proc", "stop"): _EXIT,
     ("proc", "flap"): s.struct({
-        "node": _NAME, "template": _NAME, "retry_in": s.number(0.0), "retries": _COUNT,
+        **_INSTANCE, "pid": s.nullable(_PID), "retry_in": s.number(0.0), "retries": _COUNT,
         "max_retry": s.nullable(_COUNT),
     }),
     ("proc", "failed"): _when_present("scope", _CLUSTER_FAILED, _NODE_FAILED),

@@ -41,10 +41,11 @@ STREAMS = ("out", "err")
 
 @dataclass(frozen=True)
 class Flapping:
-    """Crash-loop protection, per template on one node.
+    """Crash-loop protection, counted per instance (``agent/flapping.py``).
 
-    ``attempts`` unexpected exits within ``window`` seconds suspend respawning for ``retry_in``
-    seconds; the ``max_retry + 1``-th such flap gives up and marks the template failed.
+    ``attempts`` unexpected exits of one instance within ``window`` seconds suspend its
+    respawning for ``retry_in`` seconds; its ``max_retry + 1``-th such flap gives up and marks
+    it failed (the template is failed on a node once all its instances there are).
     ``max_retry = -1`` retries forever.
     """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from gaffer.agent.flapping import FlapState
 from gaffer.agent.lifecycle import State
 from gaffer.agent.plan import Actions, Ordinal, Wanted, sort_key
 
@@ -51,7 +50,7 @@ def want(*ordinals: Ordinal, **fields: object) -> Wanted:
     return Wanted(frozenset(ordinals), spec=SPEC, **fields)  # type: ignore[arg-type]
 
 
-LISTS = ("stop", "unwait", "forget", "spawn", "wait", "fail", "roll")
+LISTS = ("stop", "unwait", "forget", "spawn", "wait", "roll")
 
 
 def assert_actions(actions: Actions, *, delete: bool = False, rolling: bool | None = None,
@@ -91,8 +90,6 @@ def carry_out(actions: Actions, wanted: Wanted, instances: Mapping[Ordinal, View
         del out[o]
     if actions.delete:
         return {}
-    for o in actions.fail:
-        out[o] = replace(out.get(o, View(State.STOPPED)), state=State.FAILED, waiting=False)
     for o in actions.wait:
         out[o] = replace(out.get(o, View(State.STOPPED)), state=State.BACKOFF, waiting=True)
     for o in actions.spawn:
@@ -103,9 +100,7 @@ def carry_out(actions: Actions, wanted: Wanted, instances: Mapping[Ordinal, View
 def reference_plan(
     wanted: Wanted,
     instances: Mapping[Ordinal, View],
-    flap: FlapState,
     holding: bool,
-    now: float,
     busy: bool = False,
 ) -> Actions:
     """The converge rules in their most literal form: one question per ordinal, and a roll
@@ -131,19 +126,15 @@ def reference_plan(
     )
     if wanted.deleting:
         return Actions(stop, unwait, forget, delete=len(forget) == len(instances) and not busy)
-    suspended = flap.suspended(now)
-
     def to_begin(o: Ordinal) -> bool:
         view = instances.get(o)
         if view is None or view.state is State.STOPPED:
             return True
-        return view.state is State.BACKOFF and view.waiting and not suspended
+        return view.state is State.BACKOFF and view.waiting
 
     begun = order(o for o in here if to_begin(o))
-    spawn = wait = fail = ()
-    if flap.failed:
-        fail = begun
-    elif holding or suspended:
+    spawn = wait = ()
+    if holding:
         wait = order(o for o in begun if not (o in instances and instances[o].waiting))
     else:
         spawn = begun
@@ -162,4 +153,4 @@ def reference_plan(
             elif unavailable < wanted.max_unavailable:
                 roll.append(o)
                 views[o] = replace(views[o], state=State.STOPPING)
-    return Actions(stop, unwait, forget, spawn, wait, fail, tuple(roll), rolling=bool(outdated))
+    return Actions(stop, unwait, forget, spawn, wait, tuple(roll), rolling=bool(outdated))

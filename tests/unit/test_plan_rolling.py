@@ -8,12 +8,9 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaffer.agent.flapping import FlapState
 from gaffer.agent.lifecycle import State
 from gaffer.agent.plan import Wanted, plan
 from plan_harness import SPEC, View, carry_out
-
-NOW = 100.0
 
 
 def _ready(instances: dict[int, View]) -> int:
@@ -39,7 +36,7 @@ def _roll(data: st.DataObject, count: int, allowance: int, broken: bool) -> dict
     wanted = Wanted(frozenset(range(count)), spec=SPEC, max_unavailable=allowance)
     instances = {o: View(State.READY, spec_hash="old", gated=True) for o in range(count)}
     for _ in range(20 * count + 20):
-        actions = plan(wanted, instances, FlapState(), False, NOW)
+        actions = plan(wanted, instances, False)
         instances = carry_out(actions, wanted, instances)
         instances = {o: replace(v, gated=True) for o, v in instances.items()}
         assert _ready(instances) >= count - allowance, instances
