@@ -11,7 +11,9 @@ mean something:
    control APIs, in their own venv (``bench/peers.py``).
 2. crash to replacement: SIGKILL one of 10 running instances and time until its replacement
    exists (gaffer: the ``proc.<t>.spawn`` event with a new pid; bare: the respawn from the
-   pidfd callback; peers: see ``bench/peers.py``), p50 and p99 over K samples.
+   pidfd callback; peers: see ``bench/peers.py``), p50 and p99 over K samples; gaffer also
+   with its default flapping policy (``gaffer+flapping``: counted per instance, so a pool
+   large enough that no instance is killed ``attempts`` times is never suspended).
 3. cold start (``cold``, ``bench/coldstart.py``): the real ``gaffer start FILE``, ``circusd``
    and ``supervisord``, each from its own command line to ``--cold-size`` ``sleep 3600``
    children exec'd (seen in /proc), ``--cold-rounds`` times; median and spread.
@@ -57,7 +59,7 @@ import results  # noqa: E402
 from gaffer.agent.manager import Manager  # noqa: E402
 from gaffer.agent.tracking import Tracker  # noqa: E402
 from gaffer.common.bus import EventBus, Subscription  # noqa: E402
-from gaffer.common.template import Template, parse_template  # noqa: E402
+from gaffer.common.template import Flapping, Template, parse_template  # noqa: E402
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 ARGV = (SLEEP, "3600")
@@ -83,15 +85,18 @@ def raise_nofile() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-def sleeper(capture: bool, count: int = 0, limits: dict[str, Any] | None = None) -> Template:
-    """``limits``: template fields (rlimits, umask, nice) that take the process off the fast path."""
+def sleeper(
+    capture: bool, count: int = 0, limits: dict[str, Any] | None = None, flapping: bool = False
+) -> Template:
+    """``limits``: template fields (rlimits, umask, nice) that take the process off the fast path;
+    ``flapping``: the default crash-loop policy instead of none."""
     data: dict[str, Any] = {
         **(limits or {}),
         "cmd": SLEEP,
         "args": ["3600"],
         "numprocesses": count,
         "startsecs": 0,
-        "flapping": False,
+        "flapping": flapping,
         "graceful_timeout": 5,
     }
     if not capture:
@@ -152,19 +157,28 @@ async def gaffer_scale(n: int, capture: bool, tracked: bool = False,
         await close_tracked(manager)
 
 
-async def gaffer_crash(samples: int, capture: bool = True, tracked: bool = False) -> list[float]:
+def flapping_pool(samples: int) -> int:
+    """Instances enough that round-robin kills hit none ``attempts`` times (default policy):
+    each instance counts its own exits, and none of these samples may be a suspension."""
+    return max(CRASH_POOL, math.ceil(samples / (Flapping().attempts - 1)))
+
+
+async def gaffer_crash(
+    samples: int, capture: bool = True, tracked: bool = False, flapping: bool = False
+) -> list[float]:
     """SIGKILL instances round-robin; ms until the spawn event of the same id with a new pid."""
     manager = new_manager(tracked)
     latencies: list[float] = []
+    pool = flapping_pool(samples) if flapping else CRASH_POOL
     try:
         with manager.bus.subscribe(f"proc.{TEMPLATE}.spawn") as sub:
-            manager.add(sleeper(capture, CRASH_POOL))
-            await collect(sub, CRASH_POOL, 30)
+            manager.add(sleeper(capture, pool, flapping=flapping))
+            await collect(sub, pool, 30)
             deadline = time.perf_counter() + 30 + samples * 0.1
             for sample in range(samples):
                 if time.perf_counter() > deadline:
                     break
-                target = f"{TEMPLATE}.{sample % CRASH_POOL + 1}"
+                target = f"{TEMPLATE}.{sample % pool + 1}"
                 old = next(i["pid"] for i in manager.instances(TEMPLATE) if i["id"] == target)
                 started = time.perf_counter()
                 manager.kill(target, "KILL")
@@ -313,6 +327,8 @@ async def measure_local(run: Run, rounds: int, crash_samples: int, limits: bool 
         log(f"gaffer crash: {len(run.crash['gaffer'])} samples")
         run.crash["gaffer+tracked"] = await gaffer_crash(crash_samples, tracked=True)
         log(f"gaffer+tracked crash: {len(run.crash['gaffer+tracked'])} samples")
+        run.crash["gaffer+flapping"] = await gaffer_crash(crash_samples, flapping=True)
+        log(f"gaffer+flapping crash: {len(run.crash['gaffer+flapping'])} samples")
 
 
 async def profile_gaffer(n: int, path: Path) -> str:
@@ -413,7 +429,7 @@ def peer_crash(run: Run, who: str, probe: str) -> list[float] | None:
     return entry.get("samples") or None
 
 
-CRASH_ROWS = ("bare", "gaffer", "gaffer+tracked", "circus/proc", "circus/events",
+CRASH_ROWS = ("bare", "gaffer", "gaffer+tracked", "gaffer+flapping", "circus/proc", "circus/events",
               "supervisor/proc", "supervisor/api")
 
 
@@ -422,6 +438,7 @@ def crash_rows(run: Run, poll_ms: float) -> list[list[str]]:
         "bare": "respawned in the pidfd callback (a future)",
         "gaffer": "`proc.<t>.spawn` event with a new pid",
         "gaffer+tracked": "the same, with the agent's default descendant tracking",
+        "gaffer+flapping": "the same as gaffer, default flapping policy (see below)",
         "circus/proc": "new child in /proc (circus not asked)",
         "circus/events": "`spawn` event on circus's pub/sub",
         "supervisor/proc": "new child in /proc (supervisor not asked)",
@@ -464,7 +481,7 @@ def verdicts(run: Run) -> list[str]:
         else:
             ok = "yes" if mine > theirs else "**NO**"
             lines.append(f"- faster than {peer} at N={n}: {ok} ({mine / theirs:.2f}x)")
-    for who in ("gaffer", "gaffer+tracked"):
+    for who in ("gaffer", "gaffer+tracked", "gaffer+flapping"):
         values = run.crash.get(who)
         if values:
             p99 = percentile(values, 99)
@@ -501,7 +518,10 @@ CRASH_INTRO = (
     "(5 s, its config default), so its kills are spread at random over that period. "
     "supervisord respawns on the pass of its loop after the one that reaped, which waits "
     "up to 1 s unless something (a status request included) wakes it: the `/proc` rows "
-    "are what an unobserved peer does, the `api` row what a polled one does."
+    "are what an unobserved peer does, the `api` row what a polled one does. gaffer+flapping: "
+    "the default flapping policy (5 exits in 30 s), counted per instance, over a pool of "
+    "max(10, samples / 4) instances so that none is killed 5 times: every kill is replaced, "
+    "none suspended."
 )
 
 
@@ -555,7 +575,7 @@ def crash_section(run: Run, poll_ms: float) -> list[str]:
     if mine and bare:
         ratios.append(f"gaffer / bare: p50 {percentile(mine, 50) / percentile(bare, 50):.2f}x, "
                       f"p99 {percentile(mine, 99) / percentile(bare, 99):.2f}x")
-    for other in CRASH_ROWS[3:]:
+    for other in (label for label in CRASH_ROWS if "/" in label):
         theirs = peer_crash(run, *other.split("/"))
         if mine and theirs:
             p50 = percentile(theirs, 50) / percentile(mine, 50)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.agent.flapping import FlapState
-from gaffer.agent.instance import Handle, Instance
-from gaffer.agent.lifecycle import Policy
+from gaffer.agent.instance import Instance
+from gaffer.agent.lifecycle import Policy, State
 from gaffer.agent.plan import Ordinal, Wanted
 from gaffer.agent.runs import Runs
 from gaffer.common.template import Template
@@ -17,15 +17,13 @@ from gaffer.common.template import Template
 @dataclass(eq=False)
 class Entry:
     """``wanted`` is replaced (never changed in place) by every operation; ``instances`` has
-    one record per ordinal that runs, ran or waits here; ``flap`` is the template's crash-loop
-    state, ``flap_timer`` the end of its suspension; ``start_queue`` the spawns of the last
-    plan not yet made (they go in batches)."""
+    one record per ordinal that runs, ran or waits here, each with its own crash-loop state
+    (``Instance.flap``); ``start_queue`` the spawns of the last plan not yet made (they go
+    in batches)."""
 
     template: Template
     wanted: Wanted
     policy: Policy
-    flap: FlapState = field(default_factory=FlapState)
-    flap_timer: Handle | None = None
     instances: dict[Ordinal, Instance] = field(default_factory=dict)
     runs: Runs = field(default_factory=Runs)
     converge_pending: bool = False
@@ -51,20 +49,23 @@ class Entry:
             inst = self.instances[ordinal] = Instance(self.template.name, ordinal)
         return inst
 
-    def cancel_flap_timer(self) -> None:
-        if self.flap_timer is not None:
-            self.flap_timer.cancel()
-            self.flap_timer = None
+    def reset_flapping(self) -> None:
+        """Forget every instance's crash-loop history (started or paused by hand); the timer
+        of a suspension is the instance's respawn timer, cancelled by whoever moves it."""
+        for inst in self.instances.values():
+            inst.flap = FlapState()
 
-    @property
-    def status(self) -> str:
+    def status(self, now: float) -> str:
+        """``failed`` only once every instance that should run here gave up; ``flapping``
+        while some are suspended at ``now`` (their siblings run as usual)."""
         if self.wanted.deleting:
             return "deleting"
         if not self.wanted.active:
             return "stopped"
-        if self.flap.failed:
+        mine = [self.instances.get(ordinal) for ordinal in self.wanted.here]
+        if mine and all(inst is not None and inst.state is State.FAILED for inst in mine):
             return "failed"
-        if self.flap.resume_at is not None and self.flap_timer is not None:
+        if any(inst is not None and inst.suspended(now) for inst in mine):
             return "flapping"
         return "active"
 

@@ -3,13 +3,14 @@
 The Manager changes what is wanted and asks for a converge (``converge_soon``); everything that
 then touches a process, a timer or the bus happens here::
 
-    converge ─► plan(wanted, instances, flapping, holding, now) -> Actions
-                  stop / unwait / forget / delete / fail / wait at once; spawn SPAWN_BATCH per
+    converge ─► plan(wanted, instances, holding) -> Actions
+                  stop / unwait / forget / delete / wait at once; spawn SPAWN_BATCH per
                   loop turn (each checked again first: ``startable``, ``begin``); roll
 
-    exit ─► on_exit(life, exit, policy, flapping, now) -> Outcome ─► publish proc.<t>.stop|exit,
-            then (``follow``): spawn now, respawn timer, converge, suspend (resume timer,
-            proc.<t>.flap if new), fail, or give up (every waiting instance failed)
+    exit ─► on_exit(life, exit, policy, the instance's flapping, now) -> Outcome
+            ─► publish proc.<t>.stop|exit, then (``follow``): spawn now, respawn timer,
+            converge, suspend the instance (its resume timer, proc.<t>.flap if new), or fail
+            it (it gave up); its siblings are untouched
 
     spawn failed ─► the same, with ``Exit(error=...)``, reported once per run of one error
 
@@ -57,7 +58,7 @@ SHOWN_AS_EVENT = {"gaffer_event": True}
 that prints the events (``gaffer start``) leaves such records out, so nothing shows twice."""
 SPAWN_BATCH = 64
 GAVE_UP = "flapping: gave up after max_retry retries"
-ALREADY_FAILED = "template gave up after flapping"
+ALREADY_FAILED = "gave up after flapping"
 
 
 class Executor:
@@ -95,7 +96,7 @@ class Executor:
         self.spawned = 0
         self.readiness = Readiness(
             node=node, bus=bus, clock=clock, notify=changes.notify, restart=self.restart_unhealthy,
-            notify_dir=notify_dir, checks=checks,
+            notify_dir=notify_dir, checks=checks, changed=self._verdict,
         )
         lease.on_free(self.converge_all)
 
@@ -119,7 +120,7 @@ class Executor:
             return
         now = self._clock.time()
         holding = self._holding_at(now)
-        actions = plan(entry.wanted, entry.instances, entry.flap, holding, now, busy=entry.runs.alive())
+        actions = plan(entry.wanted, entry.instances, holding, busy=entry.runs.alive())
         self._carry_out(entry, actions)
 
     def _carry_out(self, entry: Entry, actions: Actions) -> None:
@@ -137,8 +138,6 @@ class Executor:
             self._bus.publish(topics.template(entry.name, entry.gone_as), {"name": entry.name})
             self._changes.notify()
             return
-        for ordinal in actions.fail:
-            self._fail(entry, entry.instance(ordinal), ALREADY_FAILED)
         for ordinal in actions.wait:
             inst = entry.instance(ordinal)
             inst.take(Event.WAIT)
@@ -166,7 +165,7 @@ class Executor:
         while queue and budget:
             ordinal = queue.popleft()
             inst = entry.instances.get(ordinal)
-            if inst is None or ordinal not in here or not startable(inst, entry.flap, now):
+            if inst is None or ordinal not in here or not startable(inst):
                 continue
             budget -= 1
             self._begin(entry, inst, holding, now)
@@ -177,10 +176,9 @@ class Executor:
     # ----------------------------------------------------------------- one instance
 
     def _begin(self, entry: Entry, inst: Instance, holding: bool, now: float) -> None:
-        """Spawn a wanted instance, unless held or suspended (it waits in backoff without a
-        timer) or its template gave up (failed). The flapping state is read here: a spawn
-        just before, in the same batch, may have changed it."""
-        step = begin(entry.flap, holding, now)
+        """Spawn a wanted instance, unless held (it waits in backoff without a timer), still
+        suspended, or it gave up (failed)."""
+        step = begin(inst.flap, holding, now)
         if step is Begin.SPAWN:
             self.spawn(entry, inst, entry.template)
         elif step is Begin.WAIT:
@@ -239,6 +237,11 @@ class Executor:
         if not inst.oneoff:
             self.readiness.up(entry, inst)
         self._changes.notify()
+        if entry.rolling:
+            self.converge_soon(entry)
+
+    def _verdict(self, entry: Entry) -> None:
+        """An instance turned ready or unhealthy: a roll waiting for it may go on."""
         if entry.rolling:
             self.converge_soon(entry)
 
@@ -304,7 +307,7 @@ class Executor:
     def _decide(self, entry: Entry, inst: Instance, exit: Exit) -> Outcome:
         now = self._clock.time()
         return on_exit(
-            inst.life, exit, entry.policy, entry.flap, now,
+            inst.life, exit, entry.policy, inst.flap, now,
             wanted=inst.ordinal in entry.wanted.here,
             holding=self._holding_at(now), oneoff=inst.oneoff, unhealthy=inst.unhealthy_stop,
         )
@@ -329,7 +332,7 @@ class Executor:
 
     def _follow(self, entry: Entry, inst: Instance, outcome: Outcome) -> None:
         """Carry out an exit's ``Outcome``."""
-        entry.flap = outcome.flap
+        inst.flap = outcome.flap
         inst.live(outcome.life)
         then = outcome.then
         if then is Then.SPAWN:
@@ -341,9 +344,10 @@ class Executor:
         elif then is Then.FAIL:
             self._fail(entry, inst, ALREADY_FAILED)
         elif then is Then.GIVE_UP:
-            self._give_up(entry)
-        if outcome.suspend is not None and (outcome.announce or entry.flap_timer is None):
-            self._suspend(entry, outcome.suspend, outcome.announce)
+            log.error("%s: flapping past max_retry, giving up", inst.id, extra=SHOWN_AS_EVENT)
+            self._fail(entry, inst, GAVE_UP)
+        if outcome.suspend is not None:
+            self._suspend(entry, inst, outcome.suspend, outcome.announce)
 
     def _repeats_ended(self, inst: Instance) -> None:
         """Say how often an error came back, once it stops coming back."""
@@ -357,39 +361,30 @@ class Executor:
             now = self._clock.time()
             self._begin(entry, inst, self._holding_at(now), now)
 
-    def _suspend(self, entry: Entry, resume_at: float, announce: bool) -> None:
-        entry.cancel_flap_timer()
+    def _suspend(self, entry: Entry, inst: Instance, resume_at: float, announce: bool) -> None:
+        """Hold one instance in backoff until ``resume_at``: its respawn timer is the end of
+        the suspension, so a converge neither starts it nor waits it again meanwhile."""
+        inst.cancel_timers()
         delay = max(0.0, resume_at - self._clock.time())
-        entry.flap_timer = self._clock.call_later(delay, self._resume, entry)
+        inst.timer = self._clock.call_later(delay, self._resume, entry, inst)
         if not announce:
             return
         template = entry.template
         log.warning(
             "%s is flapping: respawns suspended for %.1fs (retry %d)",
-            template.name, delay, entry.flap.retries, extra=SHOWN_AS_EVENT,
+            inst.id, delay, inst.flap.retries, extra=SHOWN_AS_EVENT,
         )
-        self._bus.publish(topics.proc(template.name, "flap"), {
-            "node": self._node,
-            "template": template.name,
-            "retry_in": round(delay, 3),
-            "retries": entry.flap.retries,
-            "max_retry": template.flapping.max_retry if template.flapping else None,
-        })
+        self._bus.publish(topics.proc(template.name, "flap"), inst.event(
+            self._node, self._clock.wall(),
+            retry_in=round(delay, 3),
+            retries=inst.flap.retries,
+            max_retry=template.flapping.max_retry if template.flapping else None,
+        ))
 
-    def _resume(self, entry: Entry) -> None:
-        """End a flapping suspension."""
-        entry.flap_timer = None
-        entry.flap = flapping.resumed(entry.flap, self._clock.time())
-        self.converge_soon(entry)
-
-    def _give_up(self, entry: Entry) -> None:
-        entry.cancel_flap_timer()
-        log.error("%s: flapping past max_retry, giving up", entry.name, extra=SHOWN_AS_EVENT)
-        here = entry.wanted.ordinals
-        for inst in list(entry.instances.values()):
-            if inst.state in (State.BACKOFF, State.STOPPED) and inst.ordinal in here:
-                inst.cancel_timers()
-                self._fail(entry, inst, GAVE_UP)
+    def _resume(self, entry: Entry, inst: Instance) -> None:
+        """End an instance's flapping suspension: spawn it (or wait, if held)."""
+        inst.flap = flapping.resumed(inst.flap, self._clock.time())
+        self._respawn(entry, inst)
 
     def _fail(self, entry: Entry, inst: Instance, reason: str) -> None:
         self._repeats_ended(inst)
@@ -497,7 +492,6 @@ class Executor:
             self._runs_timer.cancel()
             self._runs_timer = None
         for entry in self._entries.values():
-            entry.cancel_flap_timer()
             for inst in [*entry.instances.values(), *entry.runs]:
                 inst.cancel_timers()
                 if inst.process is not None:

@@ -1,12 +1,20 @@
-"""Crash-loop protection as a pure function of (policy, history, now).
+"""Crash-loop protection as a pure function of (policy, history, now), one history per instance.
 
-The Manager keeps one ``FlapState`` per template on its node and feeds it every exit that it
-did *not* cause and that the restart policy wants to restart. ``record_exit`` answers what to do:
+The Manager keeps one ``FlapState`` per instance and feeds it every exit of that instance that
+it did *not* cause and that the restart policy wants to restart. ``record_exit`` answers what
+to do with the instance:
 
-- ``RESPAWN``: restart as usual (subject to the per-instance backoff),
-- ``SUSPEND``: ``attempts`` exits happened within ``window`` seconds: respawn nothing of this
-  template until ``resume_at``; that is one *retry*,
-- ``GIVE_UP``: more than ``max_retry`` retries: the template is failed on this node.
+- ``RESPAWN``: restart as usual (subject to its backoff),
+- ``SUSPEND``: ``attempts`` exits happened within ``window`` seconds: do not respawn it until
+  ``resume_at``; that is one *retry*,
+- ``GIVE_UP``: more than ``max_retry`` retries: the instance is failed on this node.
+
+Counting per instance, not per template, is what keeps crashes spread over many instances
+(an OOM killer picking a victim now and then, a deploy killing them one by one) from being
+taken for a crash loop: ten instances killed once each are ten histories of one exit, not one
+history of ten. Only an instance that keeps exiting is suspended, and only it gives up; its
+siblings run and restart as usual, and the template is failed once every instance gave up
+(``Entry.status``), as supervisor counts per process and Kubernetes backs off per container.
 
 A full window after a resume without another flap, the retry count starts again from zero, so a
 service that flapped once last week does not give up at its first hiccup today.
@@ -48,7 +56,7 @@ class FlapDecision:
 
 
 def record_exit(policy: Flapping | None, state: FlapState, now: float) -> FlapDecision:
-    """Account for one counted exit at ``now`` and say what the template should do."""
+    """Account for one counted exit of an instance at ``now`` and say what to do with it."""
     if policy is None:
         return FlapDecision(Verdict.RESPAWN, state)
     if state.failed:
@@ -73,7 +81,7 @@ def record_exit(policy: Flapping | None, state: FlapState, now: float) -> FlapDe
 
 
 def reset() -> FlapState:
-    """The state after an operator starts the template again by hand."""
+    """The state after an operator starts the template again (or pauses it) by hand."""
     return FlapState()
 
 

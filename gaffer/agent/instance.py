@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gaffer.agent.capture import Capture
+from gaffer.agent.flapping import FlapState
 from gaffer.agent.lifecycle import Event, Life, Repeats, State, check_transition, next_state
 from gaffer.agent.process import ExitStatus
 from gaffer.agent.processes import Proc
@@ -32,13 +33,16 @@ class Instance:
     error: str | None = None
     repeats: Repeats | None = None
     """The spawn error this instance keeps hitting, and how often (reported once)."""
+    flap: FlapState = field(default_factory=FlapState)
+    """Its crash-loop history (``flapping``): each instance is suspended and gives up alone."""
     oneoff: bool = False
     gated: bool = False
     """Its template has a check or ``notify``: ``running`` is not yet ready."""
     unhealthy_stop: bool = False
     """Stopped because it turned unhealthy: its exit respawns it, and counts for flapping."""
     timer: Handle | None = None
-    """The respawn timer while in backoff, or the ``startsecs`` timer while starting."""
+    """The respawn timer while in backoff (after a backoff delay, or at the end of a flapping
+    suspension), or the ``startsecs`` timer while starting."""
     kill_timer: Handle | None = None
     output: Capture = field(default_factory=Capture)
     done: asyncio.Future | None = None
@@ -55,6 +59,10 @@ class Instance:
     def waiting(self) -> bool:
         """In backoff with no respawn timer: it starts at the next converge that may spawn."""
         return self.state is State.BACKOFF and self.timer is None
+
+    def suspended(self, now: float) -> bool:
+        """In backoff until its flapping suspension ends (its timer resumes it)."""
+        return self.state is State.BACKOFF and self.flap.suspended(now)
 
     @property
     def ready(self) -> bool:

@@ -5,8 +5,8 @@ state         meaning, and where it goes next
 ============  ==========================================================================
 stopped       not running and not wanted to run right now -> starting (spawn),
               running (a process an earlier agent started, adopted after an agent restart),
-              backoff (its template is suspended for flapping, or its spawn failed),
-              exited (its spawn failed under ``restart = "never"``), failed (template failed)
+              backoff (held, or its spawn failed), exited (its spawn failed under
+              ``restart = "never"``), failed (it had given up)
 starting      spawned, not yet up ``startsecs`` -> running (up long enough), stopping (stop),
               starting (exited, respawned at once), backoff (exited, respawn later),
               exited (exit the restart policy accepts), stopped (exited by itself when it
@@ -17,14 +17,14 @@ ready         running, and its check passes (or it said ``READY=1``) -> unhealth
               moves of running
 unhealthy     running, and its check failed ``failure_threshold`` times in a row -> ready,
               and the moves of running (``restart_on_unhealthy`` stops it: see ``on_exit``)
-backoff       exited unexpectedly, waiting for its backoff delay or the end of a flapping
+backoff       exited unexpectedly, waiting for its backoff delay or the end of its flapping
               suspension -> starting, stopped (stop), failed (flapping gave up), exited
               (its spawn failed under ``never``)
 stopping      stop signal sent, KILL after ``graceful_timeout`` -> stopped
 exited        ended in a way the restart policy accepts (``never``, or ``on-failure`` with an
               expected code), or could not be spawned under ``never`` -> starting only on an
               explicit start
-failed        flapping gave up -> starting only on an explicit start
+failed        its flapping gave up -> starting only on an explicit start
 ============  ==========================================================================
 
 A spawn that fails (the program is missing, the cwd or user does not exist) is an exit of a
@@ -37,9 +37,10 @@ carries out what they return):
 - ``next_state(state, event)``: where a plain event (spawned, up, stop, wait, ...) takes an
   instance, refused with IllegalTransition when the event makes no sense in that state;
 - ``on_exit(life, exit, policy, flap, now)``: what an exit (or a failed spawn) means for the
-  instance and its template: its new ``Life``, the template's new ``FlapState``, the event to
-  publish, and what comes next (``Then``): nothing, a converge, a spawn now, a respawn after a
-  backoff delay, a suspension (with or without a ``proc.<t>.flap`` announcement), or giving up.
+  instance: its new ``Life``, its new ``FlapState`` (``flapping``: counted per instance), the
+  event to publish, and what comes next (``Then``): nothing, a converge, a spawn now, a
+  respawn after a backoff delay, a suspension (with or without a ``proc.<t>.flap``
+  announcement), or giving up.
 
 ::
 
@@ -47,12 +48,12 @@ carries out what they return):
               ├─ REQUESTED ─► stopped, "stop", CONVERGE
               ├─ DONE      ─► exited, "exit"
               └─ RESTART   ─► not wanted here any more ─► stopped, CONVERGE
-                             record_exit(flapping)
-                               ├─ GIVE_UP ─► backoff, GIVE_UP (the template fails)
+                             record_exit(the instance's flapping)
+                               ├─ GIVE_UP ─► backoff, GIVE_UP (the instance fails)
                                ├─ SUSPEND ─► backoff, suspend until resume_at (announced if new)
                                └─ RESPAWN ─► backoff_delay > 0 ─► backoff, RETRY after it
                                              else begin(): SPAWN, or wait (held, suspended),
-                                             or FAIL (the template already gave up)
+                                             or FAIL (it had given up already)
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class Event(enum.Enum):
     STOP = ("stop", (State.STARTING, *_UP), State.STOPPING)  # the stop signal was sent
     WAIT = ("wait", (State.STOPPED, State.BACKOFF, State.STARTING, *_UP), State.BACKOFF)
     UNWAIT = ("unwait", (State.BACKOFF,), State.STOPPED)  # not wanted any more, or started by hand
-    FAIL = ("fail", (State.STOPPED, State.BACKOFF), State.FAILED)  # the template gave up
+    FAIL = ("fail", (State.STOPPED, State.BACKOFF), State.FAILED)  # it gave up after flapping
     RESET = ("reset", (State.EXITED, State.FAILED, State.BACKOFF), State.STOPPED)  # started by hand
 
     def __init__(self, label: str, sources: tuple[State, ...], target: State) -> None:
@@ -249,13 +250,13 @@ class Exit(NamedTuple):
 
 class Begin(enum.Enum):
     SPAWN = "spawn"
-    WAIT = "wait"  # held, or the template is suspended for flapping: backoff, no timer
-    FAIL = "fail"  # the template gave up after flapping
+    WAIT = "wait"  # held, or suspended for flapping: backoff (a suspension keeps its timer)
+    FAIL = "fail"  # the instance gave up after flapping
 
 
 def begin(flap: FlapState, holding: bool, now: float) -> Begin:
-    """Whether an instance that should run may be spawned now. The answer is the same for
-    every instance of a template: it depends on the template's flapping and on the hold."""
+    """Whether an instance that should run may be spawned now: it depends on the instance's
+    own flapping (``flap``) and on the node's hold."""
     if flap.failed:
         return Begin.FAIL
     if holding or flap.suspended(now):
@@ -268,15 +269,15 @@ class Then(enum.Enum):
     CONVERGE = "converge"  # stopped on request or no longer wanted: converge the template
     SPAWN = "spawn"  # spawn again now (the spawn moves it to starting)
     RETRY = "retry"  # spawn again after ``delay`` seconds of backoff
-    FAIL = "fail"  # the template had already given up: the instance is failed
-    GIVE_UP = "give_up"  # this exit made the template give up: fail every waiting instance
+    FAIL = "fail"  # the instance had already given up: it is failed
+    GIVE_UP = "give_up"  # this exit made the instance give up: it is failed
 
 
 class Outcome(NamedTuple):
     """What an exit decided: the instance's new ``life`` (its state once the outcome is
-    carried out, except for SPAWN), the template's new ``flap``, the ``event`` to publish
+    carried out, except for SPAWN), its new ``flap``, the ``event`` to publish
     (``proc.<t>.stop`` or ``.exit``), and what comes next. ``suspend`` is the time the
-    template's respawns resume (arm its timer), ``announce`` says the suspension is new
+    instance's respawn resumes (arm its timer), ``announce`` says the suspension is new
     (publish ``proc.<t>.flap``)."""
 
     life: Life

@@ -71,8 +71,13 @@ class LinkSettings:
 
 
 def wire_instance(info: dict[str, Any]) -> dict[str, Any]:
-    """The protocol's Instance from a Manager ``info()`` row."""
-    return {key: info[key] for key in WIRE_FIELDS}
+    """The protocol's Instance from a Manager ``info()`` row (``exit_code`` on an exited one
+    that has a status: what ``depends_on``'s ``completed`` reads)."""
+    row = {key: info[key] for key in WIRE_FIELDS}
+    last = info["last_exit"]
+    if info["state"] == "exited" and last is not None and last["status"] is not None:
+        row["exit_code"] = last["status"]
+    return row
 
 
 def read_agent_id(state_dir: Path) -> str:

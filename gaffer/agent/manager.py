@@ -26,7 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from gaffer.agent import flapping
 from gaffer.agent.changes import Changes
 from gaffer.agent.checks import Checks
 from gaffer.agent.entry import Entry
@@ -43,6 +42,7 @@ from gaffer.agent.tracking import Tracker
 from gaffer.common import topics
 from gaffer.common.bus import EventBus
 from gaffer.common.clock import Clock, LoopClock
+from gaffer.common.dependson import stop_waves
 from gaffer.common.errors import (
     InstanceNotFound, InvalidRequest, SpawnError, StdinNotEnabled, TemplateExists, TemplateNotFound,
 )
@@ -169,8 +169,7 @@ class Manager:
             self.bus.publish(topics.template(template.name, "updated"), payload)
         if now_active != before.active:
             if not now_active:
-                entry.cancel_flap_timer()
-                entry.flap = flapping.reset()
+                entry.reset_flapping()
             self.bus.publish(topics.template(template.name, "started" if now_active else "stopped"),
                              entry.payload(self.node))
         elif scaled:
@@ -197,7 +196,6 @@ class Manager:
         if instances and all(inst.state is State.FAILED for inst in instances):
             entry.gone_as = "failed"
         entry.wanted = replace(entry.wanted, deleting=True)
-        entry.cancel_flap_timer()
         for run in entry.runs:
             self._act.stop(entry, run)
         self._act.converge_soon(entry)
@@ -209,8 +207,7 @@ class Manager:
         if not entry.wanted.active:
             self.bus.publish(topics.template(name, "started"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=True)
-        entry.cancel_flap_timer()
-        entry.flap = flapping.reset()
+        entry.reset_flapping()
         for inst in entry.instances.values():
             if inst.state in (State.EXITED, State.FAILED):
                 inst.failures = 0
@@ -222,13 +219,12 @@ class Manager:
         self._act.converge_soon(entry)
 
     def stop(self, name: str) -> None:
-        """Pause: stop every instance but keep the template (cancels a pending flap retry)."""
+        """Pause: stop every instance but keep the template (cancels pending flap retries)."""
         entry = self._entry(name)
         if entry.wanted.active:
             self.bus.publish(topics.template(name, "stopped"), entry.payload(self.node))
         entry.wanted = replace(entry.wanted, active=False)
-        entry.cancel_flap_timer()
-        entry.flap = flapping.reset()
+        entry.reset_flapping()
         self._act.converge_soon(entry)
 
     def restart(self, name: str) -> None:
@@ -259,11 +255,11 @@ class Manager:
             counts[inst.state.value] = counts.get(inst.state.value, 0) + 1
         return {
             "name": name,
-            "status": entry.status,
+            "status": entry.status(self._clock.time()),
             "numprocesses": entry.template.numprocesses,
             "ordinals": sorted(entry.wanted.ordinals, key=str),
             "states": counts,
-            "flap_retries": entry.flap.retries,
+            "flap_retries": max((inst.flap.retries for inst in entry.instances.values()), default=0),
         }
 
     def instances(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -438,13 +434,18 @@ class Manager:
         await self._changes.wait_until(predicate, timeout)
 
     async def shutdown(self) -> None:
-        """Stop everything gracefully (each template's stop signal, then KILL on timeout)."""
-        for entry in self._entries.values():
-            entry.wanted = replace(entry.wanted, active=False)
-            entry.cancel_flap_timer()
-            for run in entry.runs:
-                self._act.stop(entry, run)
-            self._act.converge_soon(entry)
+        """Stop everything gracefully (each template's stop signal, then KILL on timeout), in
+        reverse start order: each wave of ``stop_waves`` (a template before what it depends
+        on) is stopped and waited for before the next. Without ``depends_on``, one wave."""
+        graph = {name: entry.template.depends_on for name, entry in self._entries.items()}
+        for wave in stop_waves(graph, list(self._entries)):
+            entries = [self._entries[name] for name in wave if name in self._entries]
+            for entry in entries:
+                entry.wanted = replace(entry.wanted, active=False)
+                for run in entry.runs:
+                    self._act.stop(entry, run)
+                self._act.converge_soon(entry)
+            await self.wait_until(lambda: _quiet(entries))
         await self.wait_until(self._all_quiet)
 
     async def finish_stops(self, margin: float = KILL_MARGIN) -> int:
@@ -481,11 +482,16 @@ class Manager:
         await self._act.readiness.aclose()
 
     def _all_quiet(self) -> bool:
-        return not any(
-            inst.process is not None and inst.process.alive
-            for entry in self._entries.values()
-            for inst in [*entry.instances.values(), *entry.runs]
-        )
+        return _quiet(self._entries.values())
+
+
+def _quiet(entries: Iterable[Entry]) -> bool:
+    """Whether no process of ``entries`` is alive."""
+    return not any(
+        inst.process is not None and inst.process.alive
+        for entry in entries
+        for inst in [*entry.instances.values(), *entry.runs]
+    )
 
 
 def _wanted(

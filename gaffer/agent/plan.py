@@ -1,10 +1,9 @@
 """One template's converge on this node as a pure function: what is wanted and what is -> Actions.
 
 The Manager calls ``plan`` whenever something that matters changed (an operation, a stop that
-ended, a hold released, a flapping suspension over, a replacement up during a roll) and carries
-out the ``Actions`` it returns. Keeping the decision pure (no process, no timer, no clock: time
-comes in as ``now``) makes it testable with tables and properties, and safe to call at any
-time: the same input gives the same actions, and planning the outcome of a plan again asks for
+ended, a hold released, a replacement up during a roll) and carries out the ``Actions`` it
+returns. Keeping the decision pure (no process, no timer, no clock) makes it testable with
+tables and properties, and safe to call at any time: the same input gives the same actions, and planning the outcome of a plan again asks for
 nothing more.
 
 Vocabulary::
@@ -14,26 +13,31 @@ Vocabulary::
                  should have, and the rolling allowance (``max_unavailable``)
     here         the ordinals that should run now: ``wanted.ordinals`` unless paused or deleted
     live         starting or running: a process that is up or coming up
-    waiting      in backoff without a respawn timer (held, suspended for flapping): it starts
-                 at the next plan that may spawn
+    waiting      in backoff without a respawn timer (held): it starts at the next plan that
+                 may spawn; one suspended for flapping waits for its own timer (``Executor``)
     ended        stopped, exited or failed: no process
     outdated     live with another spec hash or restart generation than wanted
-    unavailable  an ordinal of ``here`` that is not running and not exited for good: missing,
-                 stopped, starting, stopping, in backoff or failed
+    unavailable  an ordinal of ``here`` that is not ready and not exited for good: missing,
+                 stopped, starting, running but not yet ready, unhealthy, stopping, in
+                 backoff or failed (a replacement frees its share of the allowance only
+                 once it serves)
 
 Flow::
 
     instances ──► not here: live ─► stop          in backoff ─► unwait (stopped)
               │             ended, and no longer assigned (or deleting) ─► forget
               │   deleting: once nothing is left (and no one-off runs) ─► delete
-              ├─► here, missing / stopped / waiting (not suspended) ─► begin():
-              │       may spawn ─► spawn (lowest ordinals first)
-              │       held or suspended ─► wait     template gave up ─► fail
-              └─► here, outdated (not held) ─► roll: a starting one at once, a running one
-                  while fewer than ``max_unavailable`` are unavailable (lowest first)
+              ├─► here, missing / stopped / waiting ─► may spawn ─► spawn (lowest first)
+              │                                        held ─► wait
+              └─► here, outdated (not held) ─► roll: a starting or not ready one at once, a
+                  ready one while fewer than ``max_unavailable`` are unavailable (lowest first)
 
 The Manager spawns in batches so that a scale to thousands never stalls its loop; before each
 spawn it checks again (``startable``, ``lifecycle.begin``) that nothing changed meanwhile.
+
+Flapping is counted per instance (``agent/flapping.py``) and never decided here: a suspended
+instance is in backoff with its resume timer, so it is neither started nor waited again, and
+one that gave up is failed, which only an explicit start changes.
 """
 
 from __future__ import annotations
@@ -41,15 +45,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import AbstractSet, Any, Iterable, Mapping, Protocol
 
-from gaffer.agent.flapping import FlapState
-from gaffer.agent.lifecycle import Begin, State, begin
+from gaffer.agent.lifecycle import State
 
 Ordinal = int | str
 
 _NOTHING: frozenset[Ordinal] = frozenset()
 _ENDED = frozenset({State.STOPPED, State.EXITED, State.FAILED})
 _STARTED = (State.RUNNING, State.STARTING, State.READY, State.UNHEALTHY)
-"""Spawned and not stopping: ready or not (readiness gating of rolls is not decided here)."""
+"""Spawned and not stopping: ready or not (``InstanceView.ready`` tells which)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ class InstanceView(Protocol):
     @property
     def restart_gen(self) -> int: ...
 
+    @property
+    def ready(self) -> bool:
+        """The row's ``ready``: serving (ready, or running with no check or notify)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Actions:
@@ -92,7 +100,7 @@ class Actions:
     ``stop``: send the stop signal to these unwanted live instances (KILL after
     ``graceful_timeout``); ``unwait``: leave backoff for stopped; ``forget``: drop their
     records (after ``unwait``); ``spawn``: start these, in this order; ``wait``: move to
-    backoff without a timer; ``fail``: failed, the template gave up; ``roll``: stop these
+    backoff without a timer; ``roll``: stop these
     outdated instances (they are spawned again with the wanted spec once stopped);
     ``delete``: the template is gone; ``rolling``: outdated instances remain (plan again
     when one comes up).
@@ -103,7 +111,6 @@ class Actions:
     forget: tuple[Ordinal, ...] = ()
     spawn: tuple[Ordinal, ...] = ()
     wait: tuple[Ordinal, ...] = ()
-    fail: tuple[Ordinal, ...] = ()
     roll: tuple[Ordinal, ...] = ()
     delete: bool = False
     rolling: bool = False
@@ -111,14 +118,14 @@ class Actions:
     def changes(self) -> bool:
         """Whether carrying this out changes anything (``rolling`` alone does not)."""
         return self.delete or any(
-            (self.stop, self.unwait, self.forget, self.spawn, self.wait, self.fail, self.roll)
+            (self.stop, self.unwait, self.forget, self.spawn, self.wait, self.roll)
         )
 
     def log_fields(self) -> dict[str, Any]:
         """Counts for one structured log line."""
         return {
             "stop": len(self.stop), "unwait": len(self.unwait), "forget": len(self.forget),
-            "spawn": len(self.spawn), "wait": len(self.wait), "fail": len(self.fail),
+            "spawn": len(self.spawn), "wait": len(self.wait),
             "roll": len(self.roll), "delete": self.delete, "rolling": self.rolling,
         }
 
@@ -132,36 +139,31 @@ def _sorted(ordinals: Iterable[Ordinal]) -> tuple[Ordinal, ...]:
     return tuple(sorted(ordinals, key=sort_key))
 
 
-def startable(inst: InstanceView, flapping: FlapState, now: float) -> bool:
-    """Whether an instance of ``here`` is to be begun: stopped, or waiting while its template
-    is not suspended (a held one is begun again and waits again: that changes nothing)."""
+def startable(inst: InstanceView) -> bool:
+    """Whether an instance of ``here`` is to be begun: stopped, or waiting (a held one is
+    begun again and waits again: that changes nothing)."""
     state = inst.state
-    if state is State.STOPPED:
-        return True
-    return state is State.BACKOFF and inst.waiting and not flapping.suspended(now)
+    return state is State.STOPPED or (state is State.BACKOFF and inst.waiting)
 
 
 def plan(
     wanted: Wanted,
     instances: Mapping[Ordinal, InstanceView],
-    flapping: FlapState,
     holding: bool,
-    now: float,
     *,
     busy: bool = False,
 ) -> Actions:
     """The actions that bring ``instances`` to ``wanted`` (see the module docstring).
 
-    ``flapping`` is the template's crash-loop state, ``holding`` whether nothing may be
-    spawned now (held, settling, or the controller's lease expired), ``busy`` whether one-off
-    runs of the template still go (a deleted template stays until they end).
+    ``holding`` says whether nothing may be spawned now (held, settling, or the controller's
+    lease expired), ``busy`` whether one-off runs of the template still go (a deleted
+    template stays until they end).
     """
     here = wanted.here
     stop, unwait, forget = _unwanted(wanted, instances)
     if wanted.deleting:
         gone = len(forget) == len(instances) and not busy
         return Actions(stop, unwait, forget, delete=gone)
-    suspended = flapping.suspended(now)
     start: list[Ordinal] = []
     outdated: list[Ordinal] = []
     unavailable = 0
@@ -174,27 +176,22 @@ def plan(
             continue
         state = inst.state
         if state in _STARTED:
-            if state is State.STARTING:
+            if not inst.ready:
                 unavailable += 1
             if inst.spec_hash != spec or inst.restart_gen != generation:
                 outdated.append(ordinal)
         elif state is not State.EXITED:
             unavailable += 1
-            if state is State.STOPPED or (state is State.BACKOFF and inst.waiting and not suspended):
+            if state is State.STOPPED or (state is State.BACKOFF and inst.waiting):
                 start.append(ordinal)
     spawn: tuple[Ordinal, ...] = ()
     wait: tuple[Ordinal, ...] = ()
-    fail: tuple[Ordinal, ...] = ()
-    if start:
-        step = begin(flapping, holding, now)
-        if step is Begin.SPAWN:
-            spawn = _sorted(start)
-        elif step is Begin.WAIT:
-            wait = _sorted(o for o in start if o not in instances or not instances[o].waiting)
-        else:
-            fail = _sorted(start)
+    if start and not holding:
+        spawn = _sorted(start)
+    elif start:
+        wait = _sorted(o for o in start if o not in instances or not instances[o].waiting)
     roll = () if holding else _roll(outdated, instances, wanted.max_unavailable - unavailable)
-    return Actions(stop, unwait, forget, spawn, wait, fail, roll, rolling=bool(outdated))
+    return Actions(stop, unwait, forget, spawn, wait, roll, rolling=bool(outdated))
 
 
 def _unwanted(
@@ -223,11 +220,11 @@ def _unwanted(
 def _roll(
     outdated: list[Ordinal], instances: Mapping[Ordinal, InstanceView], budget: int
 ) -> tuple[Ordinal, ...]:
-    """Outdated instances to stop now: every starting one (it is unavailable already), and
-    running ones, lowest ordinals first, while the budget of unavailable ones lasts."""
+    """Outdated instances to stop now: every one not ready (it is unavailable already), and
+    ready ones, lowest ordinals first, while the budget of unavailable ones lasts."""
     chosen = []
     for ordinal in _sorted(outdated):
-        if instances[ordinal].state is State.STARTING:
+        if not instances[ordinal].ready:
             chosen.append(ordinal)
         elif budget > 0:
             budget -= 1

@@ -60,15 +60,18 @@ class Readiness:
         restart: Restart,
         notify_dir: Path | None = None,
         checks: Checks | None = None,
+        changed: Callable[[Entry], None] | None = None,
     ) -> None:
         """``notify`` wakes the Manager's waiters; ``restart`` stops an unhealthy instance
-        (the Executor's); ``notify_dir``: where the notify socket goes (0700; by default a
+        (the Executor's); ``changed`` hears of every verdict that moved an instance (a roll
+        waits for its replacements to be ready); ``notify_dir``: where the notify socket goes (0700; by default a
         directory of this process under the runtime dir, made on first use)."""
         self._node = node
         self._bus = bus
         self._clock = clock
         self._wake = notify
         self._restart = restart
+        self._changed_hook = changed
         self._notify_dir = notify_dir
         self._made_dir: Path | None = None
         self.checks = checks if checks is not None else Checks(clock)
@@ -154,6 +157,8 @@ class Readiness:
         self._wake()
         if verdict.restart:
             self._restart(entry, inst)
+        elif self._changed_hook is not None:
+            self._changed_hook(entry)
 
     def _on_ready(self, pid: int, text: str) -> None:
         owner = owner_of(pid, self._by_pid.get)

@@ -142,10 +142,13 @@ def status(obj: Context) -> None:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--wait", "wait_ready", is_flag=True, help="Then wait until every instance of what was applied is ready on its new version (on the event stream).")
+@click.option("--timeout", "bound", type=params.SECONDS, default=600.0, show_default=True, help="With --wait: seconds to wait at most, in all.")
 @json_option
 @click.pass_obj
-def apply(obj: Context, files: tuple[str, ...]) -> None:
-    """Create or update the templates of FILES (TOML, JSON or Procfile)."""
+def apply(obj: Context, files: tuple[str, ...], wait_ready: bool, bound: float) -> None:
+    """Create or update the templates of FILES (TOML, JSON or Procfile). With --wait, exit 0
+    once all are ready, 1 at the timeout, 2 when one is deleted meanwhile."""
     from gaffer.common.loaders import load
 
     templates = []
@@ -160,6 +163,12 @@ def apply(obj: Context, files: tuple[str, ...]) -> None:
         fail(f"defined in more than one file: {', '.join(duplicates[:20])}")
     result = obj.client().apply([t.to_dict() for t in templates], source=", ".join(files))
     obj.show(result, tables.apply_text)
+    if wait_ready:
+        from gaffer.cli import waiting
+
+        status, message = obj.client().run(lambda client: waiting.wait_for_all(client, [t.name for t in templates], bound))
+        click.echo(message if status == waiting.REACHED else f"Error: {message}", err=True)
+        sys.exit(status)
 
 
 @main.command()
@@ -425,13 +434,13 @@ def events(obj: Context, prefixes: tuple[str, ...], since: int | None) -> None:
 @main.command()
 @click.argument("name")
 @click.option("--running", type=params.BoundedInt(0, MAX_COUNT), default=None, metavar="N", help="Wait until exactly N instances of NAME are running.")
-@click.option("--ready", is_flag=True, help="Wait until every wanted instance of NAME is running (health checks come later: ready means running for now).")
+@click.option("--ready", is_flag=True, help="Wait until every wanted instance of NAME is ready (its check passes; running, for a template with no check or notify).")
 @click.option("--timeout", "bound", type=params.SECONDS, default=60.0, show_default=True, help="Seconds to wait at most.")
 @json_option
 @click.pass_obj
 def wait(obj: Context, name: str, running: int | None, ready: bool, bound: float) -> None:
     """Wait until template NAME has N instances running (--running N) or all it wants
-    (--ready), following the event stream. Exit 0 when reached, 1 at the timeout, 2 when
+    ready (--ready: their check passes), following the event stream. Exit 0 when reached, 1 at the timeout, 2 when
     NAME does not exist or is deleted meanwhile. For scripts and CI, after `apply`."""
     from gaffer.cli import waiting  # asyncio and the async client: `wait` alone needs them
     from gaffer.cli.waitgoal import Goal

@@ -20,6 +20,8 @@ import zmq
 from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
 from gaffer.common.bus import EventBus
+from gaffer.common.dependson import graph_problems
+from gaffer.common.errors import TemplateError
 from gaffer.common.keys import KeyPair
 from gaffer.common.limits import DEFAULT_EVENT_BUFFER
 from gaffer.common.roles import Role
@@ -120,10 +122,13 @@ class Embedded:
         One ``{name, change}`` per template, the deleted ones last (``change`` "deleted")."""
         cluster = self.controller.cluster
         assert cluster is not None
+        problems = graph_problems({t.name: t.depends_on for t in templates}, {t.name: t.restart for t in templates})
+        if problems:  # the file is the whole desired state: a dependency must be in it
+            raise TemplateError(problems)
         wanted = {t.name for t in templates}
         gone = sorted(set(cluster.templates) - wanted)
         if gone:
-            cluster.delete_many(gone)
+            cluster.delete_many(gone, templates)
         results = await cluster.apply_sliced(templates)
         for template in templates:
             if cluster.templates[template.name].paused:

@@ -28,6 +28,7 @@ from gaffer.cli.console import Console, ConsoleLogHandler, ConsoleWriter, use_co
 from gaffer.cli.embedded import Embedded, EmbeddedSettings
 from gaffer.cli.export import export
 from gaffer.common.bus import EventBus
+from gaffer.common.dependson import reference_problems
 from gaffer.common.config import expect, read_config
 from gaffer.common.errors import (
     ConfigError,
@@ -59,7 +60,8 @@ def read_templates(
     """Load (``port``: ``-p``, the base of Procfile and ``"auto"`` ports; skipped lines are
     printed as warnings on stderr), apply ``-c name=N`` overrides, check the counts against the
     embedded controller's ``limits``, the ports (all in 1..65535, no two templates sharing one:
-    this is one host) and what only this host can check."""
+    this is one host), that each ``depends_on`` names a template of the file (it is the whole
+    desired state) and what only this host can check."""
     loaded = load(path, port)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -67,6 +69,7 @@ def read_templates(
     check_concurrency_names(counts, [t.name for t in templates], str(path))
     templates = [t.with_count(counts[t.name]) if t.name in counts else t for t in templates]
     problems = port_problems(templates)
+    problems += reference_problems({t.name: t.depends_on for t in templates}, {t.name: t.restart for t in templates})
     for template in templates:
         problems.extend(check_on_host(template))
     if problems:

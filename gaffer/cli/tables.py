@@ -138,6 +138,8 @@ def templates_table(rows: Sequence[dict[str, Any]]) -> str:
     def state(row: dict[str, Any]) -> str:
         if row["paused"]:
             return "stopped"
+        if row.get("rollout_stuck"):
+            return "rollout stuck"
         if row.get("rolling"):
             return "rolling"
         return "active"
@@ -148,6 +150,7 @@ def templates_table(rows: Sequence[dict[str, Any]]) -> str:
         ("version", lambda r: r["version"]),
         ("wanted", lambda r: r["numprocesses"] if not r.get("limited") else f"{r['numprocesses']} (limited to {r['limited']['placing']})"),
         ("running", lambda r: r["running"]),
+        ("ready", lambda r: r.get("ready")),
         ("pending", lambda r: (f"{r['pending']['count']} ({r['pending']['reason']})" if r.get("pending") else 0)),
     ], empty="no templates")
 
@@ -157,7 +160,8 @@ def template_text(row: dict[str, Any]) -> str:
     lines = [
         f"name        {row['name']} (version {row['version']}{', stopped' if row['paused'] else ''})",
         f"command     {spec['cmd']} {' '.join(spec['args'])}".rstrip(),
-        f"instances   {row['running']} running of {row['numprocesses']} wanted, {row['placed']} placed",
+        f"instances   {row['running']} running ({row.get('ready', '?')} ready) of {row['numprocesses']} wanted,"
+        f" {row['placed']} placed",
     ]
     if spec.get("port") is not None:
         last = spec["port"] + max(row["numprocesses"], 1) - 1
@@ -167,7 +171,9 @@ def template_text(row: dict[str, Any]) -> str:
     if row.get("limited"):
         limited = row["limited"]
         lines.append(f"limited     placing {limited['placing']} of {limited['wanted']}: {limited['reason']}")
-    if row.get("rolling"):
+    if row.get("rollout_stuck"):
+        lines.append("update      rollout stuck: no new instance became ready within update.progress_deadline")
+    elif row.get("rolling"):
         lines.append("update      rolling")
     placement = spec.get("placement") or {}
     if any(placement.get(k) for k in ("max_per_node", "nodes", "labels")):
@@ -177,15 +183,18 @@ def template_text(row: dict[str, Any]) -> str:
 
 def ps_table(rows: Sequence[dict[str, Any]]) -> str:
     """Instances; a ``port`` column only when some instance has a PORT (older controllers
-    send no ``port`` at all). ``sampled``: how old the cpu and memory figures are (the
+    send no ``port`` at all), a ``ready`` one when the rows say (controllers since readiness). ``sampled``: how old the cpu and memory figures are (the
     agents push them every few seconds; ``ps --fresh`` asks for them now), when any is known."""
     ports = [("port", lambda r: r.get("port"))] if any(r.get("port") is not None for r in rows) else []
+    ready = [("ready", lambda r: ("yes" if r["ready"] else "no") if "ready" in r else None)] \
+        if any("ready" in r for r in rows) else []
     sampled = [("sampled", lambda r: f"{age(r['age'])} ago" if r.get("age") is not None else None)] \
         if any(r.get("age") is not None for r in rows) else []
     return table(rows, [
         ("id", lambda r: r["id"] + (" (stale)" if r.get("stale") else "")),
         ("node", lambda r: r["node"]),
         ("state", lambda r: r["state"]),
+        *ready,
         ("pid", lambda r: r["pid"]),
         *ports,
         ("restarts", lambda r: r["restarts"]),

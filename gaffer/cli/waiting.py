@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-from gaffer.cli.waitgoal import Goal, Verdict, View, judge, observe, progress, view_of
+from gaffer.cli.waitgoal import Goal, Verdict, View, judge, needs_read, observe, progress, view_of
 from gaffer.client.aio import AsyncClient
 from gaffer.common.errors import ControllerUnreachable, TemplateNotFound
 
@@ -42,7 +42,7 @@ async def wait_for(client: AsyncClient, name: str, goal: Goal, timeout: float) -
                     view = await _read(client, name)
                     continue
                 view = observe(view, item.topic, item.data)
-                if view.refresh:
+                if view.refresh or needs_read(view, goal):
                     view = await _read(client, name)
     except TimeoutError:
         return TIMED_OUT, f"{name}: not {goal.describe()} within {timeout:g}s: {progress(view, goal)}"
@@ -53,6 +53,21 @@ async def wait_for(client: AsyncClient, name: str, goal: Goal, timeout: float) -
     if verdict is Verdict.GONE:
         return GONE, f"{name}: the template was deleted"
     return REACHED, f"{name}: {progress(view, goal)}"
+
+
+async def wait_for_all(client: AsyncClient, names: list[str], timeout: float) -> tuple[int, str]:
+    """``apply --wait``: each of ``names`` ready on its current version, in turn, all within
+    ``timeout``; the first that times out or is gone ends the wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    goal = Goal(ready=True, current=True)
+    messages = []
+    for name in names:
+        status, message = await wait_for(client, name, goal, max(0.0, deadline - loop.time()))
+        if status != REACHED:
+            return status, message
+        messages.append(message)
+    return REACHED, "\n".join(messages)
 
 
 async def _read(client: AsyncClient, name: str) -> View:

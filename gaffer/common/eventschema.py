@@ -75,6 +75,9 @@ _CLUSTER_TEMPLATE = {
     ("template", "stopped"): s.struct(_CLUSTER_TEMPLATE_BASE),
     ("template", "started"): s.struct(_CLUSTER_TEMPLATE_BASE),
     ("template", "deleted"): s.struct({"name": _NAME}),
+    ("template", "rollout_stuck"): s.struct(
+        {**_CLUSTER_TEMPLATE_BASE, "ready": _COUNT, "deadline": s.number(1.0)}
+    ),
 }
 
 _AGENT_TEMPLATE_BASE = {"node": _NAME, "name": _NAME, "numprocesses": _COUNT, "spec": _DIGEST}
@@ -128,7 +131,7 @@ _PROC = {
     ("proc", "exit"): _EXIT,
     ("proc", "stop"): _EXIT,
     ("proc", "flap"): s.struct({
-        "node": _NAME, "template": _NAME, "retry_in": s.number(0.0), "retries": _COUNT,
+        **_INSTANCE, "pid": s.nullable(_PID), "retry_in": s.number(0.0), "retries": _COUNT,
         "max_retry": s.nullable(_COUNT),
     }),
     ("proc", "failed"): _when_present("scope", _CLUSTER_FAILED, _NODE_FAILED),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple, NotRequired, TypedDict
 
 from gaffer.common.limits import MAX_COUNT, MAX_NAME
 
@@ -140,3 +140,5 @@ class InstanceRow(TypedDict):
     ready: bool
     """True when ``state`` is ``ready``, or ``running`` for a template with neither a check
     nor ``notify`` (the agent decides; every consumer reads this, never re-derives it)."""
+    exit_code: NotRequired[int]
+    """Only on an ``exited`` row with an exit status: 0 is a job that completed."""

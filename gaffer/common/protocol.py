@@ -121,7 +121,9 @@ _INSTANCE = s.struct({
     "started_at": s.nullable(_TIME),
     "spec": s.nullable(_WORD),
     "ready": _BOOL,
-})
+}, optional={"exit_code": s.integer(0, 255)})
+"""``exit_code``: only on an ``exited`` row whose process exited with a status (not a signal),
+so the controller can tell a job that completed (0) for ``depends_on``."""
 _INSTANCES = s.list_of(_INSTANCE, MAX_INSTANCES)
 _STAT_ROW = s.struct({
     "id": _INSTANCE_ID,

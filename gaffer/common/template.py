@@ -23,16 +23,12 @@ from typing import Any, Iterable, Mapping
 
 from gaffer.common.errors import InvalidSignal, Problem, TemplateError
 from gaffer.common.describe import describe as _kind
+from gaffer.common.dependson import Dependency, graph_problems, parse_depends_on, plain_depends_on
 from gaffer.common.fieldcheck import Checker, digits
 from gaffer.common.healthspec import HealthCheck, parse_health, plain_health
+from gaffer.common.updatespec import Update, parse_update, plain_update
 from gaffer.common.limits import (
-    MAX_COUNT,
-    MAX_ID,
-    MAX_LOG_BACKUPS,
-    MAX_LOG_BYTES,
-    LABEL_RE,
-    NAME_RE,
-    NAME_RULE,
+    LABEL_RE, MAX_COUNT, MAX_ID, MAX_LOG_BACKUPS, MAX_LOG_BYTES, NAME_RE, NAME_RULE,
 )
 from gaffer.common.ports import AUTO, range_problem
 from gaffer.common.proclimits import FIELDS as LIMIT_FIELDS
@@ -45,10 +41,11 @@ STREAMS = ("out", "err")
 
 @dataclass(frozen=True)
 class Flapping:
-    """Crash-loop protection, per template on one node.
+    """Crash-loop protection, counted per instance (``agent/flapping.py``).
 
-    ``attempts`` unexpected exits within ``window`` seconds suspend respawning for ``retry_in``
-    seconds; the ``max_retry + 1``-th such flap gives up and marks the template failed.
+    ``attempts`` unexpected exits of one instance within ``window`` seconds suspend its
+    respawning for ``retry_in`` seconds; its ``max_retry + 1``-th such flap gives up and marks
+    it failed (the template is failed on a node once all its instances there are).
     ``max_retry = -1`` retries forever.
     """
 
@@ -65,13 +62,6 @@ class Placement:
     max_per_node: int | None = None
     nodes: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Update:
-    """How a changed spec rolls: at most ``max_unavailable`` instances down at a time."""
-
-    max_unavailable: int = 1
 
 
 @dataclass(frozen=True)
@@ -120,6 +110,8 @@ class Template:
     on a controller: the collector walks each)."""
     umask: int | None = None
     nice: int | None = None
+    depends_on: tuple[Dependency, ...] = ()
+    """Templates that must be up first (``common/dependson.py``); never restarts anything."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_template`` turns back into an equal Template (a new copy
@@ -154,6 +146,8 @@ class Template:
                     del cached[name]  # so a template without one looks as before the field existed
             if self.rlimits or self.umask is not None or self.nice is not None:
                 cached.update(plain_limits(self.rlimits, self.umask, self.nice))
+            if self.depends_on:
+                cached["depends_on"] = plain_depends_on(self.depends_on)
             object.__setattr__(self, "_plain", cached)
         return cached
 
@@ -183,6 +177,8 @@ def _plain(value: Any) -> Any:
         return value
     if kind is HealthCheck:
         return plain_health(value)
+    if kind is Update:
+        return plain_update(value)
     names = _RECORD_FIELDS.get(kind)
     if names is not None:
         return {name: _plain(getattr(value, name)) for name in names}
@@ -193,7 +189,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, Update, LogFiles)}
+_RECORD_FIELDS = {kind: tuple(f.name for f in fields(kind)) for kind in (Flapping, Placement, LogFiles)}
 _OMITTED_WHEN = {"port": None, "health": None, "notify": False, "restart_on_unhealthy": True}
 """Fields left out of the plain form at these values: templates that do not use them keep the
 stored form (and spec hash) they had before the fields existed."""
@@ -210,8 +206,8 @@ def _copy(value: Any) -> Any:
 
 
 TEMPLATE_FIELDS = tuple(f.name for f in fields(Template))
-_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in LIMIT_FIELDS)
-"""Fields always in the plain form; the limits only when set (``plain_limits``)."""
+_PLAIN_FIELDS = tuple(name for name in TEMPLATE_FIELDS if name not in (*LIMIT_FIELDS, "depends_on"))
+"""Fields always in the plain form; the limits and ``depends_on`` only when set."""
 RESTART_FIELDS = (
     "cmd", "args", "env", "os_env", "uid", "gid", "cwd", "shell",
     "redirect_output", "redirect_input", "log", "port", "notify", "rlimits", "umask", "nice",
@@ -247,6 +243,7 @@ def parse_templates(items: Iterable[tuple[str | None, Any]], source: str | None 
                 problems.append(Problem(template.name, "name", "defined more than once"))
             seen.add(template.name)
             templates.append(template)
+    problems.extend(graph_problems({t.name: t.depends_on for t in templates if t.depends_on}))
     if problems:
         raise TemplateError(problems, source=source)
     return templates
@@ -287,7 +284,8 @@ def _parse(
     if "port" in data and data["port"] is not None:
         values["port"] = _parse_port(chk, data["port"], values)
     _parse_health_fields(chk, data, values)
-
+    if "depends_on" in data:
+        values["depends_on"] = parse_depends_on(chk, data["depends_on"], raw_name)
     if chk.problems:
         return chk.problems, None
     return [], Template(**values)
@@ -461,15 +459,9 @@ def _parse_nested_fields(chk: Checker, data: Mapping, values: dict[str, Any]) ->
     if "placement" in data:
         values["placement"] = _parse_placement(chk, data["placement"])
     if "update" in data:
-        table = chk.table("update", data["update"])
-        if table is not None:
-            chk.unknown_keys(table, ("max_unavailable",), prefix="update.")
-            count = 1
-            if "max_unavailable" in table:
-                count = chk.integer(
-                    "update.max_unavailable", table["max_unavailable"], minimum=1, maximum=MAX_COUNT
-                )
-            values["update"] = Update(max_unavailable=count or 1)
+        update = parse_update(chk, data["update"])
+        if update is not None:
+            values["update"] = update
 
 
 def _parse_flapping(chk: Checker, value: Any) -> Flapping | None:

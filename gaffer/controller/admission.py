@@ -46,27 +46,20 @@ BAD_PAYLOAD = "bad_payload"
 DROP_REASONS = (FOREIGN_TOPIC, BAD_TOPIC, ID_MISMATCH, NOT_ASSIGNED, BAD_OUTPUT, BAD_PAYLOAD)
 
 OUTPUT_STREAMS = ("out", "err")
-TEMPLATE_WIDE = ("flap",)
-"""``proc.`` kinds a node reports for its share of a template rather than for one instance."""
 CONTROLLER_FIELDS = ("node", "scope")
 """Payload fields that only the controller sets: an agent's values are replaced or removed."""
 
 
 class Holdings(Protocol):
-    """What one node was given: instance ids (``in``), and whether it holds any of a template."""
+    """What one node was given: instance ids (``in``)."""
 
     def __contains__(self, ident: object) -> bool: ...
-
-    def holds_template(self, name: str) -> bool: ...
 
 
 def admit_event(topic: str, data: Mapping[str, Any], owns: Holdings) -> str | None:
     """None when a node that ``owns`` these instances may publish this event, else why not.
-
-    A ``proc.`` event without an ``id`` is about the node's share of a whole template (its
-    flapping suspension: ``proc.<t>.flap``); it is admitted when the node holds some instance
-    of that template.
-    """
+    Every ``proc.`` event names its instance (``id``), ``proc.<t>.flap`` too: flapping is
+    counted per instance."""
     family, _, rest = topic.partition(".")
     if family == "proc":
         template, _, kind = rest.rpartition(".")
@@ -75,8 +68,6 @@ def admit_event(topic: str, data: Mapping[str, Any], owns: Holdings) -> str | No
         if data.get("template", template) != template:
             return ID_MISMATCH
         ident = data.get("id")
-        if ident is None and kind in TEMPLATE_WIDE:
-            return None if owns.holds_template(template) else NOT_ASSIGNED
         if not isinstance(ident, str) or ident.rpartition(".")[0] != template:
             return ID_MISMATCH
     elif family == "output":

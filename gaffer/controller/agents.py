@@ -257,11 +257,3 @@ class OwnedBy:
         if self._oneoffs.runs_on(self._name, str(parsed)):
             return True
         return self._oneoffs.starting_on(self._name, template_of(str(parsed)))
-
-    def holds_template(self, name: str) -> bool:
-        if name in self._cluster.by_node(self._name):
-            return True
-        sent = self._cluster.sent.get(self._name)
-        if sent is not None and sent.holds(name):
-            return True
-        return self._held is not None and self._held.holds(name)

@@ -54,12 +54,14 @@ from gaffer.controller.reconcile import (
     reconcile_steps,
 )
 from gaffer.controller.registry import Node, NodeTable
+from gaffer.controller.rollnotes import report_steps
 from gaffer.controller.rollout import Rollout
 from gaffer.controller.scheduler import Plan
 from gaffer.controller.sending import SendAssign, Sending
+from gaffer.controller.startgate import StartGate, graph_check
 from gaffer.controller.steps import run_sliced
 from gaffer.controller.store import Change, Puts, Store, StoredTemplate
-from gaffer.controller.views import template_views
+from gaffer.controller.views import launch_of, template_views
 
 log = logging.getLogger("gaffer.controller.cluster")
 
@@ -92,6 +94,7 @@ class Cluster:
         self._clock = clock
         self.templates: dict[str, StoredTemplate] = {t.template.name: t for t in store.templates()}
         self.restarts: dict[str, int] = store.restarts()
+        self.gate = StartGate(self.templates)
         self.placement: Mapping[Slot, str] = store.placement()
         """Never changed in place: each pass replaces it (a pass in steps reads the old one)."""
         self.failed: dict[Slot, frozenset[str]] = dict(store.failed())
@@ -113,7 +116,7 @@ class Cluster:
         self._desired = DesiredCache()
         self.tally = Tally(limits, self._counts())
         """Templates that want more than the limits allow: only ``placing`` of them is placed."""
-        self._log_limited(self.tally.recount(self._counts))
+        _log_limited(self.tally.recount(self._counts))
         self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
         for stored in store.nodes():
             self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
@@ -167,6 +170,7 @@ class Cluster:
             before = self.templates.get(change.name)
             previous = before.template if before is not None else change.previous
             self.templates[change.name] = change.stored
+            self.gate.note(change.name, change.stored.template)
             changed.append((change, previous))
         return changed
 
@@ -190,9 +194,11 @@ class Cluster:
     def delete(self, name: str) -> None:
         self.delete_many([name])
 
-    def delete_many(self, names: list[str]) -> None:
-        """Delete templates, all in one transaction (or none: TemplateNotFound)."""
+    def delete_many(self, names: list[str], applying: Sequence[Template] = ()) -> None:
+        """Delete templates, all in one transaction (or none: TemplateNotFound, or TemplateError
+        when a template left, or in ``applying`` that comes next, depends on one)."""
         counts = {name: (self._stored(name).template.numprocesses, 0) for name in names}
+        graph_check(self.templates, applying, names)
         self.store.delete_templates(names)
         gone = set(names)
         for name in names:
@@ -228,7 +234,9 @@ class Cluster:
 
     def _check_counts(self, templates: list[Template]) -> dict[str, tuple[int, int]]:
         """Refuse a whole apply, before anything is stored, if it would grow a count past a
-        limit (LimitExceeded); the counts it changes, (before, after) per template."""
+        limit (LimitExceeded) or break a ``depends_on`` (TemplateError); the counts it changes,
+        (before, after) per template."""
+        graph_check(self.templates, templates)
         changes: dict[str, tuple[int, int]] = {}
         for template in templates:
             stored = self.templates.get(template.name)
@@ -238,7 +246,7 @@ class Cluster:
         return changes
 
     def _counted(self, changes: dict[str, tuple[int, int]]) -> None:
-        self._log_limited(self.tally.counted(changes, self._counts))
+        _log_limited(self.tally.counted(changes, self._counts))
 
     def _counts(self) -> dict[str, int]:
         return {name: stored.template.numprocesses for name, stored in self.templates.items()}
@@ -249,18 +257,8 @@ class Cluster:
         self.node_grace = node_grace
         if limits != self.tally.limits:
             self.tally = Tally(limits, self._counts())
-            self._log_limited(self.tally.recount(self._counts))
+            _log_limited(self.tally.recount(self._counts))
         self.kick()
-
-    @staticmethod
-    def _log_limited(fresh: Mapping[str, Limited]) -> None:
-        """Say once per template (and change) that a stored count is over a limit."""
-        for name, note in sorted(fresh.items()):
-            log.error(
-                "template %s wants %s instances, %s: placing only %s; scale it down "
-                "(gafferctl scale %s=N) or raise the limit",
-                name, f"{note.wanted:,}", note.reason, f"{note.placing:,}", name,
-            )
 
     def set_paused(self, name: str, paused: bool) -> None:
         stored = self._stored(name)
@@ -386,6 +384,8 @@ class Cluster:
             if self._failed_on(slot, node.name):
                 log.info("%s.%d failed on %s; trying another node", slot[0], slot[1], node.name)
                 changed = True
+        if self.gate.held and self.gate.judge(self.templates, self.wanted, self._by_node, self.nodes.nodes):
+            changed = True  # what a template waits for is there: place it
         if changed:
             self.kick()
         elif self.rollouts:
@@ -437,6 +437,8 @@ class Cluster:
             if any(self.placement_on(name) for name in due - self.lost):
                 self.kick()
         self.sending.resend_due(now)
+        if any(rollout.due(now) for rollout in self.rollouts.values()):
+            self.kick(placement=False)
 
     def by_node(self, node: str) -> Mapping[str, Sequence[int]]:
         """{template: ordinals} placed on ``node`` now."""
@@ -486,7 +488,8 @@ class Cluster:
         self._replace = False
         if scheduling:
             self.reconciles += 1
-        desired = await run_sliced(self._desired.steps(self.templates, self.restarts, self.wanted))
+            self.gate.judge(self.templates, self.wanted, self._by_node, self.nodes.nodes)
+        desired = await run_sliced(self._desired.steps(self.templates, self.restarts, self.gate.placing(self.wanted)))
         placement = Placement(
             current=self.placement, plan=self.plan, by_node=self._by_node, keys=self._keys,
             replace=scheduling,
@@ -522,11 +525,7 @@ class Cluster:
                         name, self.node_grace, self.placement_on(name))
         self.lost = frozenset(result.lost)
         self.rollouts = dict(result.rollouts)
-        for step in result.rollout_steps:
-            if step.kind == "started":
-                log.info("%s: rolling update to a new version on %d nodes", step.template, step.nodes)
-            else:
-                log.info("%s: rolling update finished", step.template)
+        report_steps(result.rollout_steps, self.templates, self.rollouts, self.hub.publish)
         for failure in result.announce:
             self._announced.add(failure.slot)
             self.hub.publish(topics.proc(failure.slot[0], "failed"), failure.payload())
@@ -556,13 +555,13 @@ class Cluster:
     # ----------------------------------------------------------------- views
 
     def pending(self) -> dict[str, dict[str, Any]]:
-        if self.plan is None:
-            return {}
-        return {name: {"count": p.count, "reason": p.reason} for name, p in self.plan.pending.items()}
+        """Templates not all placed, with why: no node can take them, or their ``depends_on``."""
+        return self.gate.pending(self.plan.pending if self.plan is not None else {}, self.templates, self.wanted)
 
     def template_view(self, name: str) -> dict[str, Any]:
-        self._stored(name)
-        return self.template_views([name])[0]
+        """``get``: one view, with its ``launch`` (``views.launch_of``)."""
+        stored = self._stored(name)
+        return {**self.template_views([name])[0], "launch": launch_of(stored, self.restarts.get(name, 0))}
 
     def template_views(self, names: list[str]) -> list[dict[str, Any]]:
         """Views of ``names`` (each must exist), counted in one pass over the placement."""
@@ -574,3 +573,13 @@ class Cluster:
 
 def _results(changes: list[Change]) -> list[dict[str, Any]]:
     return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]
+
+
+def _log_limited(fresh: Mapping[str, Limited]) -> None:
+    """Say once per template (and change) that a stored count is over a limit."""
+    for name, note in sorted(fresh.items()):
+        log.error(
+            "template %s wants %s instances, %s: placing only %s; scale it down "
+            "(gafferctl scale %s=N) or raise the limit",
+            name, f"{note.wanted:,}", note.reason, f"{note.placing:,}", name,
+        )

@@ -58,6 +58,7 @@ class DesiredCache:
                 ),
                 version=version,
                 max_unavailable=template.update.max_unavailable,
+                progress_deadline=template.update.progress_deadline,
                 paused=stored.paused,
             )
             cache[name] = (stored, restart, count, entry)

@@ -81,6 +81,7 @@ def placed_rows(cluster: Placed, agents: NodeSource, name: str | None) -> Keyed:
         row = _row(ident, template, ordinal, node_name, report, _ASSIGNED)
         if down:
             row["state"] = _UNKNOWN
+            row["ready"] = False
         keyed[ident] = ((template, _ordinal_key(ordinal), node_name), row)
     for node in agents.all():
         down = node.state is NodeState.DOWN
@@ -94,6 +95,7 @@ def placed_rows(cluster: Placed, agents: NodeSource, name: str | None) -> Keyed:
             row["stale"] = True
             if down:
                 row["state"] = _UNKNOWN
+                row["ready"] = False
             keyed[f"{ident}@{node.name}"] = ((report["template"], _ordinal_key(report["ordinal"]), node.name), row)
     return keyed
 
@@ -178,10 +180,11 @@ def _row(
 ) -> dict[str, Any]:
     if report is None:
         return {"id": ident, "template": template, "ordinal": ordinal, "node": node, "pid": None,
-                "state": state, "restarts": 0, "started_at": None, "spec": None, "stale": False}
+                "state": state, "restarts": 0, "started_at": None, "spec": None, "stale": False,
+                "ready": False}
     return {"id": ident, "template": template, "ordinal": ordinal, "node": node, "pid": report["pid"],
             "state": report["state"], "restarts": report["restarts"], "started_at": report["started_at"],
-            "spec": report["spec"], "stale": False}
+            "spec": report["spec"], "stale": False, "ready": report.get("ready", False)}
 
 
 def first(item: tuple[tuple[Any, ...], dict[str, Any]]) -> tuple[Any, ...]:

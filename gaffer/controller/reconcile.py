@@ -45,9 +45,9 @@ from typing import Any, Mapping, Sequence
 import msgpack
 
 from gaffer.common import assign
-from gaffer.common.model import UP_STATES, InstanceRow, Slot, instance_id
+from gaffer.common.model import InstanceRow, Slot, instance_id
 from gaffer.controller.orders import Order, Version
-from gaffer.controller.rollout import Rollout, advance, start_rollout
+from gaffer.controller.rollout import Rollout, advance, progress, start_rollout
 from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule_steps
 from gaffer.controller.steps import CHUNK, Steps, chunks, finish
 
@@ -72,6 +72,7 @@ class Desired:
     version: Version
     max_unavailable: int = 1
     paused: bool = False
+    progress_deadline: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,11 @@ class Announce:
 class RolloutStep:
     template: str
     kind: str
-    """``started`` (a new version to roll out) or ``finished``."""
+    """``started`` (a new version to roll out), ``finished``, or ``stuck`` (no progress for
+    its ``update.progress_deadline``)."""
     nodes: int = 0
+    ready: int = 0
+    """``stuck``: instances of the new version counted ready (all of those on nodes done)."""
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ class Reconcile:
             "rolling": {name: len(r.rolling) for name, r in sorted(self.rollouts.items())},
             "rollouts_started": [s.template for s in self.rollout_steps if s.kind == "started"],
             "rollouts_finished": [s.template for s in self.rollout_steps if s.kind == "finished"],
+            "rollouts_stuck": [s.template for s in self.rollout_steps if s.kind == "stuck"],
             "failed_everywhere": len(self.announce),
         })
         return fields_
@@ -281,7 +286,7 @@ def reconcile_steps(
     else:
         plan, changes, by_node, keys = placement.plan, {}, placement.by_node, placement.keys
         scheduled = False
-    after, rollout_steps = yield from _roll(desired, nodes, by_node, rollouts)
+    after, rollout_steps = yield from _roll(desired, nodes, by_node, rollouts, now)
     sends = yield from _sends(desired, nodes, by_node, keys, after)
     sending = {send.node for send in sends}
     return Reconcile(
@@ -385,9 +390,11 @@ def _roll(
     nodes: Nodes,
     by_node: ByNode,
     rollouts: Mapping[str, Rollout],
+    now: float,
 ) -> Steps[tuple[dict[str, Rollout], tuple[RolloutStep, ...]]]:
     """Start a rollout where a node holding a template was last sent another version of it;
-    advance every rollout; drop the finished ones and those of deleted templates."""
+    count its progress (new instances ready) and advance it; drop the finished ones and those
+    of deleted templates."""
     behind: dict[str, dict[str, Order]] = {}
     for index, (node, sent) in enumerate(nodes.sent.items()):
         holding = by_node.get(node, {})
@@ -411,13 +418,21 @@ def _roll(
             late = behind.get(name)
             if not late:
                 continue
-            rollout = start_rollout(rollout, want.version, want.max_unavailable, late)
+            rollout = start_rollout(rollout, want.version, want.max_unavailable, late, now, want.progress_deadline)
             steps.append(RolloutStep(name, "started", len(late)))
         ordinals_on = {node: len(held[name]) for node, held in by_node.items() if name in held}
-        done = {
-            node: _done(nodes.views.get(node), name, by_node.get(node, {}).get(name, ()), rollout.target)
+        ready = {
+            node: _ready(nodes.views.get(node), name, by_node.get(node, {}).get(name, ()), rollout.target)
             for node in rollout.rolling
         }
+        # nodes neither waiting nor rolling run the target (done, or new to the template):
+        # counted whole, so that only rolling nodes' rows are read
+        rolled = sum(n for node, n in ordinals_on.items() if node not in rollout.rolling and node not in rollout.waiting)
+        stuck = rollout.stuck
+        rollout = progress(rollout, rolled + sum(ready.values()), now)
+        if rollout.stuck and not stuck:
+            steps.append(RolloutStep(name, "stuck", len(rollout.rolling), rollout.best))
+        done = {node: ready.get(node, 0) == ordinals_on.get(node, 0) for node in rollout.rolling}
         rollout = advance(rollout, ordinals_on, done)
         if rollout.finished:
             steps.append(RolloutStep(name, "finished"))
@@ -427,16 +442,19 @@ def _roll(
     return after, tuple(steps)
 
 
-def _done(view: NodeView | None, name: str, ordinals: Sequence[int], target: Version) -> bool:
-    """Whether a node reports every ordinal it runs of ``name`` on ``target`` and running."""
+def _ready(view: NodeView | None, name: str, ordinals: Sequence[int], target: Version) -> int:
+    """How many ordinals of ``name`` a node reports on ``target`` and ready (the row's flag:
+    serving, not just started). A node is done rolling when that is all it runs."""
     if view is None:
-        return False
+        return 0
     rows = view.rows
+    launch_hash = target.launch_hash
+    count = 0
     for ordinal in ordinals:
         row = rows.get(instance_id(name, ordinal))
-        if row is None or row["spec"] != target.launch_hash or row["state"] not in UP_STATES:
-            return False
-    return True
+        if row is not None and row["spec"] == launch_hash and row.get("ready", False):
+            count += 1
+    return count
 
 
 def _sends(

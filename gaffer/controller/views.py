@@ -9,8 +9,15 @@ from typing import Any, Mapping, Sequence
 
 from gaffer.common.model import UP_STATES, instance_id
 from gaffer.controller.counts import Limited
+from gaffer.controller.orders import Version
 from gaffer.controller.registry import Node
 from gaffer.controller.store import StoredTemplate
+
+
+def launch_of(stored: StoredTemplate, restart: int) -> str:
+    """The spec digest instances of the template's current version report (``ps`` rows'
+    ``spec``): what ``apply --wait`` waits to see ready."""
+    return Version.of(stored.template, restart).launch_hash
 
 
 def template_views(
@@ -22,10 +29,14 @@ def template_views(
     limited: Mapping[str, Limited],
     rolling: Mapping[str, object],
 ) -> list[dict[str, Any]]:
-    """Views of ``names`` (each in ``templates``), counted in one pass over the placement."""
+    """Views of ``names`` (each in ``templates``), counted in one pass over the placement.
+
+    ``running``: instances up (ready or not); ``ready``: those whose row says ``ready``
+    (serving); ``rollout_stuck``: a rolling update made no progress for its deadline."""
     wanted = set(names)
     placed: dict[str, int] = dict.fromkeys(wanted, 0)
     running: dict[str, int] = dict.fromkeys(wanted, 0)
+    ready: dict[str, int] = dict.fromkeys(wanted, 0)
     for node_name, held in by_node.items():
         node = nodes.get(node_name)
         for name, ordinals in held.items():
@@ -39,6 +50,8 @@ def template_views(
                 row = rows.get(instance_id(name, ordinal))
                 if row is not None and row["state"] in UP_STATES:
                     running[name] += 1
+                    if row.get("ready", False):
+                        ready[name] += 1
     views = []
     for name in names:
         stored = templates[name]
@@ -50,8 +63,10 @@ def template_views(
             "limited": limited[name].view() if name in limited else None,
             "placed": placed[name],
             "running": running[name],
+            "ready": ready[name],
             "pending": pending.get(name),
             "rolling": name in rolling,
+            "rollout_stuck": bool(getattr(rolling.get(name), "stuck", False)),
             "spec": stored.template.to_dict(),
             "created_at": stored.created_at,
             "updated_at": stored.updated_at,

@@ -102,12 +102,16 @@ async def test_the_page_shows_the_cluster_with_no_console_errors(browser, live: 
 
 
 async def test_scaling_from_the_page_changes_the_cluster_and_the_page(browser, live: Cluster, tmp_path):
-    """Scale up on the page: the cluster runs one more instance and the page shows it."""
+    """Scale up on the page: the cluster runs one more instance and the page shows it,
+    running and ready (a template without a check is ready once running)."""
     page, console = await open_page(browser, live, f"token={token(live, Role.OPERATOR)}")
     await page.get_by_role("button", name="Scale up web").click()
     await live.wait_running(3, "web")
     await expect(row(page, "instances", "web.3")).to_contain_text("running", timeout=WAIT)
-    await expect(row(page, "templates", "web").locator("td").nth(1)).to_have_text("3", timeout=WAIT)
+    cells = row(page, "templates", "web").locator("td")
+    await expect(cells.nth(1)).to_have_text("3", timeout=WAIT)
+    await expect(cells.nth(2)).to_have_text("3", timeout=WAIT)  # running
+    await expect(cells.nth(3)).to_have_text("3", timeout=WAIT)  # ready: web has no check
     await page.get_by_role("button", name="Scale down web").focus()
     await page.keyboard.press("Enter")
     await live.wait_running(2, "web")

@@ -77,7 +77,11 @@ class Lab:
         self.client = AsyncClient(self.controller.endpoint, timeout=5.0)
 
     async def start_agent(self, tracking: str = "auto") -> subprocess.Popen:
+        """Start an agent daemon and wait until *it* said hello: after an earlier agent of the
+        node, until the node's ``connected_at`` changes (the old rows answer ``ps`` from
+        memory meanwhile)."""
         assert self.controller is not None
+        earlier = (await self.node_view()).get("connected_at")
         argv = [AGENT_BIN, "--controller", self.controller.endpoint, "--name", self.node,
                 "--state-dir", str(self.state), "--insecure"]
         if tracking != "auto":
@@ -85,7 +89,7 @@ class Lab:
         with open(self.root / "agent.log", "ab") as log:
             agent = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
         self.agents.append(agent)
-        await self.wait_node(lambda n: n["state"] == "up" and n.get("version"))
+        await self.wait_node(lambda n: n["state"] == "up" and n.get("version") and n.get("connected_at") != earlier)
         self.note_keeper()
         return agent
 

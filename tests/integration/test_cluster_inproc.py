@@ -341,8 +341,8 @@ class TestRolling:
 
 class TestEvents:
     async def test_a_nodes_flapping_reaches_subscribers(self, cluster):
-        """proc.<t>.flap, which names a template rather than one instance, is admitted from the
-        node that runs it (it was once dropped as an id mismatch)."""
+        """proc.<t>.flap, which names the instance that flaps, is admitted from the node that
+        runs it (it was once dropped as an id mismatch)."""
         await cluster.start_controller()
         await cluster.start_agent("n1")
         events = cluster.controller.hub.bus.subscribe("proc.crash.flap")
@@ -352,5 +352,5 @@ class TestEvents:
         }
         await cluster.call("apply", templates=[template])
         flap = await next_event(events, "proc.crash.flap", timeout=10)
-        assert flap.data["node"] == "n1" and flap.data["template"] == "crash"
+        assert (flap.data["node"], flap.data["template"], flap.data["id"]) == ("n1", "crash", "crash.1")
         assert "id_mismatch" not in cluster.controller.status()["agent_events_dropped"]["reasons"]

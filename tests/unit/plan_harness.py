@@ -1,7 +1,8 @@
 """Builders, one assertion helper, a literal reference and a simulator for ``plan``'s tests.
 
 Instances are written as a string per ordinal, the way one would say them: ``"running"``,
-``"running old"`` (another spec), ``"backoff waiting"`` (no respawn timer), ``"starting"``...
+``"running old"`` (another spec), ``"backoff waiting"`` (no respawn timer), ``"starting"``,
+``"running gated"`` (up, its template has a check: not ready yet), ``"ready"``...
 ``carry_out`` applies a plan's actions to such records as the Manager would, without any new
 fact (no exit, no timer), so properties can plan the result again.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from gaffer.agent.flapping import FlapState
 from gaffer.agent.lifecycle import State
 from gaffer.agent.plan import Actions, Ordinal, Wanted, sort_key
 
@@ -27,13 +27,19 @@ class View:
     waiting: bool = False
     spec_hash: str | None = SPEC
     restart_gen: int = 0
+    gated: bool = False
+    """Its template has a check or notify: ``running`` is not ready (as ``Instance.gated``)."""
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY or (self.state is State.RUNNING and not self.gated)
 
 
 def inst(text: str) -> View:
-    """``"<state> [waiting] [old] [gen=N]"`` -> View."""
+    """``"<state> [waiting] [old] [gen=N] [gated]"`` -> View."""
     words = text.split()
     gen = next((int(w[4:]) for w in words if w.startswith("gen=")), 0)
-    return View(State(words[0]), "waiting" in words, "old" if "old" in words else SPEC, gen)
+    return View(State(words[0]), "waiting" in words, "old" if "old" in words else SPEC, gen, "gated" in words)
 
 
 def insts(table: Mapping[Ordinal, str]) -> dict[Ordinal, View]:
@@ -44,7 +50,7 @@ def want(*ordinals: Ordinal, **fields: object) -> Wanted:
     return Wanted(frozenset(ordinals), spec=SPEC, **fields)  # type: ignore[arg-type]
 
 
-LISTS = ("stop", "unwait", "forget", "spawn", "wait", "fail", "roll")
+LISTS = ("stop", "unwait", "forget", "spawn", "wait", "roll")
 
 
 def assert_actions(actions: Actions, *, delete: bool = False, rolling: bool | None = None,
@@ -62,7 +68,15 @@ def assert_actions(actions: Actions, *, delete: bool = False, rolling: bool | No
 
 def unavailable(wanted: Wanted, instances: Mapping[Ordinal, View]) -> int:
     here = wanted.here
-    return sum(1 for o in here if o not in instances or instances[o].state in UNAVAILABLE)
+    return sum(1 for o in here if o not in instances or down(instances[o]))
+
+
+def down(view: View) -> bool:
+    """Counted against the allowance: not serving, and not exited for good."""
+    return view.state in UNAVAILABLE or (view.state in UP and not view.ready)
+
+
+UP = frozenset({State.RUNNING, State.READY, State.UNHEALTHY})
 
 
 def carry_out(actions: Actions, wanted: Wanted, instances: Mapping[Ordinal, View]) -> dict[Ordinal, View]:
@@ -76,21 +90,17 @@ def carry_out(actions: Actions, wanted: Wanted, instances: Mapping[Ordinal, View
         del out[o]
     if actions.delete:
         return {}
-    for o in actions.fail:
-        out[o] = replace(out.get(o, View(State.STOPPED)), state=State.FAILED, waiting=False)
     for o in actions.wait:
         out[o] = replace(out.get(o, View(State.STOPPED)), state=State.BACKOFF, waiting=True)
     for o in actions.spawn:
-        out[o] = View(State.STARTING, False, wanted.spec, wanted.restart_gen)
+        out[o] = View(State.STARTING, False, wanted.spec, wanted.restart_gen, out[o].gated if o in out else False)
     return out
 
 
 def reference_plan(
     wanted: Wanted,
     instances: Mapping[Ordinal, View],
-    flap: FlapState,
     holding: bool,
-    now: float,
     busy: bool = False,
 ) -> Actions:
     """The converge rules in their most literal form: one question per ordinal, and a roll
@@ -116,19 +126,15 @@ def reference_plan(
     )
     if wanted.deleting:
         return Actions(stop, unwait, forget, delete=len(forget) == len(instances) and not busy)
-    suspended = flap.suspended(now)
-
     def to_begin(o: Ordinal) -> bool:
         view = instances.get(o)
         if view is None or view.state is State.STOPPED:
             return True
-        return view.state is State.BACKOFF and view.waiting and not suspended
+        return view.state is State.BACKOFF and view.waiting
 
     begun = order(o for o in here if to_begin(o))
-    spawn = wait = fail = ()
-    if flap.failed:
-        fail = begun
-    elif holding or suspended:
+    spawn = wait = ()
+    if holding:
         wait = order(o for o in begun if not (o in instances and instances[o].waiting))
     else:
         spawn = begun
@@ -139,12 +145,12 @@ def reference_plan(
     )
     roll = []
     if not holding:
-        states = {o: (instances[o].state if o in instances else State.STOPPED) for o in here}
+        views = {o: instances.get(o, View(State.STOPPED)) for o in here}
         for o in outdated:
-            down = sum(1 for s in states.values() if s in UNAVAILABLE)
-            if states[o] is State.STARTING:
+            unavailable = sum(1 for v in views.values() if down(v))
+            if not views[o].ready:
                 roll.append(o)
-            elif down < wanted.max_unavailable:
+            elif unavailable < wanted.max_unavailable:
                 roll.append(o)
-                states[o] = State.STOPPING
-    return Actions(stop, unwait, forget, spawn, wait, fail, tuple(roll), rolling=bool(outdated))
+                views[o] = replace(views[o], state=State.STOPPING)
+    return Actions(stop, unwait, forget, spawn, wait, tuple(roll), rolling=bool(outdated))

@@ -44,6 +44,7 @@ def desired_of(template: Template, restart: int = 0, *, paused: bool = False) ->
         ),
         version=Version.of(template, restart),
         max_unavailable=template.update.max_unavailable,
+        progress_deadline=template.update.progress_deadline,
         paused=paused,
     )
 
@@ -104,9 +105,9 @@ class World:
             if name in self.sent:
                 self.nodes[name] = replace(self.nodes[name], acked=self.sent[name].generation)
 
-    def report_running(self, *names: str) -> None:
+    def report_running(self, *names: str, ready: bool = True) -> None:
         """Nodes (all, by default) report every instance they were sent, running the version
-        they were sent."""
+        they were sent (ready, or up but not yet ready)."""
         for name in names or list(self.sent):
             sent = self.sent[name]
             rows = {}
@@ -117,7 +118,7 @@ class World:
                     rows[ident] = InstanceRow(
                         id=ident, template=template, ordinal=ordinal, pid=100 + ordinal,
                         state=InstanceState.RUNNING.value, restarts=0, started_at=None,
-                        spec=version.launch_hash,
+                        spec=version.launch_hash, ready=ready,
                     )
             self.nodes[name] = replace(self.nodes[name], rows=rows)
 

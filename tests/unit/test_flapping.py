@@ -236,3 +236,64 @@ class TestProperties:
     def test_dense_flaps_with_unlimited_retries_keep_suspending(self, policy: Flapping) -> None:
         """max_retry = -1 survives any number of dense flaps."""
         assert self.flaps_until_give_up(policy, limit_flaps=25) is None
+
+
+def run_many(policy: Flapping, exits: list[tuple[float, int]]) -> tuple[dict[int, FlapState], list[tuple[int, Verdict]]]:
+    """Exits of several instances in one timeline, each instance with its own history (as the
+    Manager keeps them): the final states and every (instance, verdict)."""
+    states: dict[int, FlapState] = {}
+    said = []
+    for now, who in exits:
+        decision = record_exit(policy, states.get(who, FlapState()), now)
+        states[who] = decision.state
+        said.append((who, decision.verdict))
+    return states, said
+
+
+def spread(policy: Flapping, exits: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """The exits of ``exits`` kept while each instance has fewer than ``attempts`` in any window
+    (what an outside killer picking random victims does to a healthy template)."""
+    kept: list[tuple[float, int]] = []
+    for now, who in sorted(exits):
+        recent = [t for t, w in kept if w == who and t > now - policy.window]
+        if len(recent) + 1 < policy.attempts:
+            kept.append((now, who))
+    return kept
+
+
+EXITS_OF_MANY = st.lists(st.tuples(QUARTERS, st.integers(1, 10)), max_size=80)
+
+
+class TestPerInstance:
+    @RANDOM
+    @given(POLICIES, EXITS_OF_MANY)
+    def test_kills_spread_over_instances_never_suspend_anything(
+        self, policy: Flapping, exits: list[tuple[float, int]]
+    ) -> None:
+        """Exits spread over many instances, fewer than attempts per instance per window, never
+        suspend anything, however many there are in all (issue 12)."""
+        _, said = run_many(policy, spread(policy, exits))
+        assert all(verdict is R for _, verdict in said)
+
+    @RANDOM
+    @given(POLICIES.filter(lambda p: p.max_retry >= 0), EXITS_OF_MANY)
+    def test_an_instance_that_exits_at_once_is_suspended_then_failed_alone(
+        self, policy: Flapping, sibling_exits: list[tuple[float, int]]
+    ) -> None:
+        """Instance 0 exits soon after each start (attempts exits fit in one window, the first
+        at each resume); it is suspended max_retry times then failed, while its siblings'
+        verdicts and histories are exactly what they would be without it."""
+        siblings = spread(policy, sibling_exits)
+        looping: list[tuple[float, int]] = []
+        state, now, gap = FlapState(), 0.0, policy.window / (policy.attempts + 1)
+        while not state.failed and len(looping) < 1000:
+            looping.append((now, 0))
+            state = record_exit(policy, state, now).state
+            resume = state.resume_at
+            now = resume if resume is not None and resume > now else now + gap
+        states, said = run_many(policy, sorted(siblings + looping))
+        mine = [verdict for who, verdict in said if who == 0]
+        assert mine.count(S) == policy.max_retry and mine[-1] is G and states[0].failed
+        alone_states, alone_said = run_many(policy, siblings)
+        assert [v for v in said if v[0] != 0] == alone_said
+        assert {w: s for w, s in states.items() if w != 0} == alone_states

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gaffer.agent.adoption import Found
 from gaffer.agent.lease import Lease
@@ -222,6 +224,69 @@ class TestCrashLoop:
         r.clock.advance(1)
         assert r.states() == {"calm.1": "running", "calm.2": "running"}
         assert r.manager.template_status("calm")["flap_retries"] == 0
+
+
+class TestCrashLoopPerInstance:
+    """Issue 12: flapping is counted per instance, so one instance's crash loop never touches
+    its siblings, and crashes spread over many instances suspend nothing."""
+
+    @settings(max_examples=30, deadline=None)
+    @given(st.lists(st.integers(1, 10), min_size=30, max_size=30))
+    def test_kills_spread_over_instances_never_suspend_anything(self, victims: list[int]) -> None:
+        """30 kills of random instances of 10, one every 0.2 s, at most attempts - 1 per instance,
+        under the default policy: no suspension, and all 10 end up running."""
+        r = rig()
+        sub = r.manager.bus.subscribe("proc.web.")
+        r.manager.add(template("web", numprocesses=10))
+        r.clock.run()
+        killed = dict.fromkeys(range(1, 11), 0)
+        for victim in victims:
+            if killed[victim] < 4:  # the default attempts is 5
+                killed[victim] += 1
+                r.procs.last(f"web.{victim}").exit(signal=signal.SIGKILL)
+            r.clock.advance(0.2)
+        r.clock.advance(1)
+        assert not [e for e in drain(sub) if e.topic.endswith((".flap", ".failed"))]
+        assert set(r.states("web").values()) == {"running"}
+        assert r.manager.template_status("web")["status"] == "active"
+
+    def test_one_crash_looping_instance_is_suspended_then_failed_alone(self) -> None:
+        """c.2 exits at once every time: suspended (its flap event names it), then failed; c.1
+        and c.3 keep running, and a crash of c.3 meanwhile is replaced at once."""
+        r = rig()
+        sub = r.manager.bus.subscribe("proc.c.")
+        r.manager.add(template("c", numprocesses=3, flapping=CRASHY))
+        r.clock.run()
+        for _ in range(3):
+            r.procs.last("c.2").exit(1)
+            r.clock.advance(0.5)
+        flaps = [e.data for e in drain(sub) if e.topic.endswith(".flap")]
+        assert [(f["id"], f["ordinal"], f["retries"]) for f in flaps] == [("c.2", 2, 1)]
+        assert r.states("c") == {"c.1": "running", "c.2": "backoff", "c.3": "running"}
+        assert r.manager.template_status("c")["status"] == "flapping"
+        old = r.pids()["c.3"]
+        r.procs.last("c.3").exit(signal=signal.SIGKILL)
+        assert r.pids()["c.3"] != old and r.states("c")["c.3"] == "running"
+        r.clock.advance(5)
+        for _ in range(3):
+            r.procs.last("c.2").exit(1)
+            r.clock.advance(0.5)
+        r.clock.advance(3600)
+        assert r.states("c") == {"c.1": "running", "c.2": "failed", "c.3": "running"}
+        failed = [e.data["id"] for e in drain(sub) if e.topic.endswith(".failed")]
+        assert failed == ["c.2"]
+        assert r.manager.template_status("c")["status"] == "active"
+
+    def test_the_template_is_failed_only_once_every_instance_gave_up(self) -> None:
+        """One instance given up leaves the template active; the last one fails it."""
+        r = rig()
+        r.manager.add(template("f", numprocesses=2, flapping={"attempts": 1, "window": 10, "retry_in": 1, "max_retry": 0}))
+        r.clock.run()
+        r.procs.last("f.1").exit(1)
+        assert r.states("f") == {"f.1": "failed", "f.2": "running"}
+        assert r.manager.template_status("f")["status"] == "active"
+        r.procs.last("f.2").exit(1)
+        assert r.manager.template_status("f")["status"] == "failed"
 
 
 class TestRolling:

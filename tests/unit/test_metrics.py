@@ -180,7 +180,9 @@ class TestExposition:
         cluster.apply([template("web", numprocesses=3)])
         await lab.settle()
         agent = next(a for a in lab.agents if a.rows)
-        flap = {"node": agent.name, "template": "web", "retry_in": 5.0, "retries": 1, "max_retry": 3}
+        row = next(iter(agent.rows.values()))
+        flap = {"node": agent.name, "template": "web", "id": row["id"], "ordinal": row["ordinal"],
+                "pid": None, "ts": 1.0, "retry_in": 5.0, "retries": 1, "max_retry": 3}
         agent.send("events", {"events": [
             {"seq": 1, "topic": "proc.web.flap", "ts": 1.0, "data": flap},
             {"seq": 2, "topic": "proc.web.flap", "ts": 2.0, "data": {**flap, "retries": 2}},

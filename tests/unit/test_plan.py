@@ -8,93 +8,99 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gaffer.agent.flapping import FlapState
 from gaffer.agent.lifecycle import LIFECYCLE, State
 from gaffer.agent.plan import Actions, Wanted, plan
 from plan_harness import (
     SPEC, View, assert_actions, carry_out, insts, reference_plan, unavailable, want,
 )
 
-NOW = 100.0
-FRESH = FlapState()
-SUSPENDED = FlapState(retries=1, resume_at=NOW + 5)
-FAILED = FlapState(retries=4, failed=True)
-
-# (name, wanted, instances, flapping, holding, expected actions)
-SCENARIOS: list[tuple[str, Wanted, dict[Any, str], FlapState, bool, dict[str, Any]]] = [
+# (name, wanted, instances, holding, expected actions)
+SCENARIOS: list[tuple[str, Wanted, dict[Any, str], bool, dict[str, Any]]] = [
     ("a new template spawns every ordinal in order",
-     want(3, 1, 2), {}, FRESH, False, {"spawn": [1, 2, 3]}),
+     want(3, 1, 2), {}, False, {"spawn": [1, 2, 3]}),
     ("what runs as wanted is left alone",
-     want(1, 2), {1: "running", 2: "starting"}, FRESH, False, {}),
+     want(1, 2), {1: "running", 2: "starting"}, False, {}),
     ("scale down stops the unwanted, forgets the ended",
-     want(1), {1: "running", 2: "running", 3: "exited", 4: "failed"}, FRESH, False,
+     want(1), {1: "running", 2: "running", 3: "exited", 4: "failed"}, False,
      {"stop": [2], "forget": [3, 4]}),
     ("an unwanted one waiting in backoff is unwaited and forgotten",
-     want(1), {1: "running", 2: "backoff"}, FRESH, False, {"unwait": [2], "forget": [2]}),
+     want(1), {1: "running", 2: "backoff"}, False, {"unwait": [2], "forget": [2]}),
     ("paused: everything stops, nothing is forgotten",
-     want(1, 2, active=False), {1: "running", 2: "backoff waiting"}, FRESH, False,
+     want(1, 2, active=False), {1: "running", 2: "backoff waiting"}, False,
      {"stop": [1], "unwait": [2]}),
     ("deleting: stop what lives, forget the rest, not deleted yet",
-     want(1, 2, deleting=True), {1: "running", 2: "stopped"}, FRESH, False,
+     want(1, 2, deleting=True), {1: "running", 2: "stopped"}, False,
      {"stop": [1], "forget": [2]}),
     ("deleting: nothing left, the template goes",
-     want(1, deleting=True), {1: "stopped"}, FRESH, False, {"forget": [1], "delete": True}),
+     want(1, deleting=True), {1: "stopped"}, False, {"forget": [1], "delete": True}),
     ("held: what should start waits, nothing spawns",
-     want(1, 2, 3), {1: "running", 2: "stopped"}, FRESH, True, {"wait": [2, 3]}),
+     want(1, 2, 3), {1: "running", 2: "stopped"}, True, {"wait": [2, 3]}),
     ("held: one already waiting is not moved again",
-     want(1, 2), {1: "backoff waiting", 2: "stopped"}, FRESH, True, {"wait": [2]}),
-    ("suspended: stopped ones wait, waiting ones stay",
-     want(1, 2), {1: "backoff waiting", 2: "stopped"}, SUSPENDED, False, {"wait": [2]}),
-    ("a backoff with its timer is left to the timer",
-     want(1), {1: "backoff"}, FRESH, False, {}),
-    ("the template gave up: what would start fails",
-     want(1, 2, 3), {1: "backoff waiting", 2: "backoff", 3: "exited"}, FAILED, False, {"fail": [1]}),
+     want(1, 2), {1: "backoff waiting", 2: "stopped"}, True, {"wait": [2]}),
+    ("a backoff with its timer (a respawn, or a flapping suspension) is left to the timer",
+     want(1), {1: "backoff"}, False, {}),
+    ("a suspended instance stays suspended while its siblings spawn",
+     want(1, 2, 3), {1: "backoff", 2: "stopped", 3: "running"}, False, {"spawn": [2]}),
+    ("one that gave up stays failed while its siblings spawn",
+     want(1, 2), {1: "failed", 2: "backoff waiting"}, False, {"spawn": [2]}),
     ("released: waiting ones spawn",
-     want(1, 2), {1: "backoff waiting", 2: "running"}, FRESH, False, {"spawn": [1]}),
+     want(1, 2), {1: "backoff waiting", 2: "running"}, False, {"spawn": [1]}),
     ("exited stays exited until started by hand",
-     want(1), {1: "exited"}, FRESH, False, {}),
+     want(1), {1: "exited"}, False, {}),
     ("a roll stops the lowest outdated within the allowance",
-     want(1, 2, 3, 4, max_unavailable=2), {o: "running old" for o in (1, 2, 3, 4)}, FRESH, False,
+     want(1, 2, 3, 4, max_unavailable=2), {o: "running old" for o in (1, 2, 3, 4)}, False,
      {"roll": [1, 2], "rolling": True}),
     ("a roll counts what is down already",
-     want(1, 2, 3, max_unavailable=2), {1: "stopping", 2: "running old", 3: "running old"}, FRESH, False,
+     want(1, 2, 3, max_unavailable=2), {1: "stopping", 2: "running old", 3: "running old"}, False,
      {"roll": [2], "rolling": True}),
     ("an outdated starting one is stopped whatever the allowance",
-     want(1, 2, 3), {1: "starting old", 2: "starting", 3: "running old"}, FRESH, False,
+     want(1, 2, 3), {1: "starting old", 2: "starting", 3: "running old"}, False,
      {"roll": [1], "rolling": True}),
     ("a roll waits for spawns to come up first",
-     want(1, 2), {1: "running old"}, FRESH, False, {"spawn": [2], "rolling": True}),
+     want(1, 2), {1: "running old"}, False, {"spawn": [2], "rolling": True}),
     ("a new restart generation is outdated too",
-     want(1, restart_gen=2), {1: "running gen=1"}, FRESH, False, {"roll": [1], "rolling": True}),
+     want(1, restart_gen=2), {1: "running gen=1"}, False, {"roll": [1], "rolling": True}),
+    ("a replacement up but not ready yet still counts against the allowance",
+     want(1, 2, 3, max_unavailable=1), {1: "running gated", 2: "ready old gated", 3: "ready old gated"},
+     False, {"rolling": True}),
+    ("an unhealthy replacement holds the roll too",
+     want(1, 2, max_unavailable=1), {1: "unhealthy gated", 2: "ready old gated"}, False,
+     {"rolling": True}),
+    ("once the replacement is ready the next one goes",
+     want(1, 2, 3, max_unavailable=1), {1: "ready gated", 2: "ready old gated", 3: "ready old gated"},
+     False, {"roll": [2], "rolling": True}),
+    ("an outdated one that is not ready goes at once",
+     want(1, 2, max_unavailable=1), {1: "running old gated", 2: "ready old gated"}, False,
+     {"roll": [1], "rolling": True}),
     ("held: no roll",
-     want(1, 2), {1: "running old", 2: "running old"}, FRESH, True, {"rolling": True}),
+     want(1, 2), {1: "running old", 2: "running old"}, True, {"rolling": True}),
     ("named ordinals sort after numbers",
-     Wanted(frozenset({"b", 2, "a", 1}), spec=SPEC), {}, FRESH, False, {"spawn": [1, 2, "a", "b"]}),
+     Wanted(frozenset({"b", 2, "a", 1}), spec=SPEC), {}, False, {"spawn": [1, 2, "a", "b"]}),
 ]
 
 
 class TestScenarios:
     @pytest.mark.parametrize(
-        ("name", "wanted", "table", "flap", "holding", "expected"), SCENARIOS, ids=[s[0] for s in SCENARIOS]
+        ("name", "wanted", "table", "holding", "expected"), SCENARIOS, ids=[s[0] for s in SCENARIOS]
     )
-    def test_scenario(self, name: str, wanted: Wanted, table: dict[Any, str], flap: FlapState,
+    def test_scenario(self, name: str, wanted: Wanted, table: dict[Any, str],
                       holding: bool, expected: dict[str, Any]) -> None:
         """Each row's plan is exactly the actions it names (and no others)."""
         instances = insts(table)
-        actions = plan(wanted, instances, flap, holding, NOW)
+        actions = plan(wanted, instances, holding)
         assert_actions(actions, **expected)
-        assert actions == reference_plan(wanted, instances, flap, holding, NOW)
+        assert actions == reference_plan(wanted, instances, holding)
 
     def test_a_busy_template_is_not_deleted(self) -> None:
         """A deleted template with a one-off run still going stays until the run ends."""
-        actions = plan(want(deleting=True), {}, FRESH, False, NOW, busy=True)
+        actions = plan(want(deleting=True), {}, False, busy=True)
         assert_actions(actions, delete=False)
 
     def test_log_fields_count_each_list(self) -> None:
         """log_fields gives one count per list, for one structured log line."""
-        fields = plan(want(1, 2), insts({3: "running"}), FRESH, False, NOW).log_fields()
-        assert fields == {"stop": 1, "unwait": 0, "forget": 0, "spawn": 2, "wait": 0, "fail": 0,
-                          "roll": 0, "delete": False, "rolling": False}
+        fields = plan(want(1, 2), insts({3: "running"}), False).log_fields()
+        assert fields == {"stop": 1, "unwait": 0, "forget": 0, "spawn": 2, "wait": 0, "roll": 0,
+                          "delete": False, "rolling": False}
 
 
 ORDINALS = st.integers(min_value=1, max_value=10)
@@ -109,11 +115,12 @@ def views(draw: st.DrawFn) -> View:
         waiting=state is State.BACKOFF and draw(st.booleans()),
         spec_hash=draw(st.sampled_from([SPEC, "old"])),
         restart_gen=draw(st.integers(0, 1)),
+        gated=draw(st.booleans()),
     )
 
 
 @st.composite
-def situations(draw: st.DrawFn) -> tuple[Wanted, dict[int, View], FlapState, bool, bool]:
+def situations(draw: st.DrawFn) -> tuple[Wanted, dict[int, View], bool, bool]:
     wanted = Wanted(
         frozenset(draw(st.sets(ORDINALS, max_size=8))),
         active=draw(st.booleans()),
@@ -123,89 +130,90 @@ def situations(draw: st.DrawFn) -> tuple[Wanted, dict[int, View], FlapState, boo
         max_unavailable=draw(st.integers(1, 4)),
     )
     instances = draw(st.dictionaries(ORDINALS, views(), max_size=8))
-    flap = draw(st.sampled_from([FRESH, SUSPENDED, FAILED, FlapState(retries=1, resume_at=NOW - 1)]))
-    return wanted, instances, flap, draw(st.booleans()), draw(st.booleans())
+    return wanted, instances, draw(st.booleans()), draw(st.booleans())
 
 
 class TestProperties:
     @settings(max_examples=400, deadline=None)
     @given(situations())
-    def test_plan_matches_the_reference(self, case: tuple[Wanted, dict[int, View], FlapState, bool, bool]) -> None:
+    def test_plan_matches_the_reference(self, case: tuple[Wanted, dict[int, View], bool, bool]) -> None:
         """The plan is exactly what the literal reference decides."""
-        wanted, instances, flap, holding, busy = case
-        assert plan(wanted, instances, flap, holding, NOW, busy=busy) == reference_plan(
-            wanted, instances, flap, holding, NOW, busy
+        wanted, instances, holding, busy = case
+        assert plan(wanted, instances, holding, busy=busy) == reference_plan(
+            wanted, instances, holding, busy
         )
 
     @settings(max_examples=400, deadline=None)
     @given(situations())
     def test_planning_the_outcome_again_changes_nothing(
-        self, case: tuple[Wanted, dict[int, View], FlapState, bool, bool]
+        self, case: tuple[Wanted, dict[int, View], bool, bool]
     ) -> None:
         """Carry a plan out, plan again with no new fact: nothing more to do."""
-        wanted, instances, flap, holding, busy = case
-        first = plan(wanted, instances, flap, holding, NOW, busy=busy)
+        wanted, instances, holding, busy = case
+        first = plan(wanted, instances, holding, busy=busy)
         if first.delete:
             return
         after = carry_out(first, wanted, instances)
-        again = plan(wanted, after, flap, holding, NOW, busy=busy)
+        again = plan(wanted, after, holding, busy=busy)
         assert not again.changes(), again
 
     @settings(max_examples=400, deadline=None)
     @given(situations())
     def test_never_more_than_max_unavailable_down(
-        self, case: tuple[Wanted, dict[int, View], FlapState, bool, bool]
+        self, case: tuple[Wanted, dict[int, View], bool, bool]
     ) -> None:
         """A plan takes down no more wanted instances than the allowance (beyond those down)."""
-        wanted, instances, flap, holding, busy = case
-        actions = plan(wanted, instances, flap, holding, NOW, busy=busy)
+        wanted, instances, holding, busy = case
+        actions = plan(wanted, instances, holding, busy=busy)
         before = unavailable(wanted, instances)
         after = unavailable(wanted, carry_out(actions, wanted, instances))
         assert after <= max(before, wanted.max_unavailable)
 
     @settings(max_examples=400, deadline=None)
     @given(situations())
-    def test_held_or_suspended_nothing_spawns(
-        self, case: tuple[Wanted, dict[int, View], FlapState, bool, bool]
+    def test_held_nothing_spawns(
+        self, case: tuple[Wanted, dict[int, View], bool, bool]
     ) -> None:
-        """While held (or suspended, or given up) no spawn; while held, no roll either."""
-        wanted, instances, flap, holding, busy = case
-        actions = plan(wanted, instances, flap, holding, NOW, busy=busy)
-        if holding or flap.suspended(NOW) or flap.failed:
-            assert actions.spawn == ()
+        """While held no spawn and no roll; a suspended (backoff with its timer) or failed
+        instance is never spawned."""
+        wanted, instances, holding, busy = case
+        actions = plan(wanted, instances, holding, busy=busy)
         if holding:
-            assert actions.roll == ()
+            assert actions.spawn == () and actions.roll == ()
+        for ordinal in actions.spawn:
+            view = instances.get(ordinal)
+            assert view is None or view.state is State.STOPPED or view.waiting
 
     @settings(max_examples=400, deadline=None)
     @given(situations())
     def test_actions_respect_what_is_wanted(
-        self, case: tuple[Wanted, dict[int, View], FlapState, bool, bool]
+        self, case: tuple[Wanted, dict[int, View], bool, bool]
     ) -> None:
         """Only wanted ordinals start or roll; only unwanted ones stop or are forgotten; each
-        ordinal gets at most one of stop, spawn, wait, fail, roll."""
-        wanted, instances, flap, holding, busy = case
-        actions = plan(wanted, instances, flap, holding, NOW, busy=busy)
+        ordinal gets at most one of stop, spawn, wait, roll."""
+        wanted, instances, holding, busy = case
+        actions = plan(wanted, instances, holding, busy=busy)
         here = wanted.here
-        assert set(actions.spawn + actions.wait + actions.fail + actions.roll) <= here
+        assert set(actions.spawn + actions.wait + actions.roll) <= here
         assert not set(actions.stop + actions.unwait + actions.forget) & here
-        exclusive = actions.stop + actions.spawn + actions.wait + actions.fail + actions.roll
+        exclusive = actions.stop + actions.spawn + actions.wait + actions.roll
         assert len(exclusive) == len(set(exclusive))
         assert not wanted.deleting or not (actions.spawn or actions.wait or actions.roll)
 
     @settings(max_examples=200, deadline=None)
     @given(situations())
     def test_every_wanted_ordinal_ends_up_with_a_record(
-        self, case: tuple[Wanted, dict[int, View], FlapState, bool, bool]
+        self, case: tuple[Wanted, dict[int, View], bool, bool]
     ) -> None:
         """Once carried out, every ordinal that should run here has an instance record."""
-        wanted, instances, flap, holding, busy = case
-        actions = plan(wanted, instances, flap, holding, NOW, busy=busy)
+        wanted, instances, holding, busy = case
+        actions = plan(wanted, instances, holding, busy=busy)
         assert wanted.here <= set(carry_out(actions, wanted, instances)) or actions.delete
 
 
 def test_plan_returns_frozen_values() -> None:
     """Actions are values: equal inputs give equal, immutable results."""
-    a = plan(want(1, 2), {}, FRESH, False, NOW)
-    assert a == plan(want(1, 2), {}, FRESH, False, NOW) and isinstance(a, Actions)
+    a = plan(want(1, 2), {}, False)
+    assert a == plan(want(1, 2), {}, False) and isinstance(a, Actions)
     with pytest.raises(AttributeError):
         a.spawn = ()  # type: ignore[misc]

@@ -78,7 +78,7 @@ instances = st.fixed_dictionaries({
     "started_at": st.none() | times,
     "spec": st.none() | words,
     "ready": st.booleans(),
-})
+}, optional={"exit_code": st.integers(0, 255)})
 problems = st.fixed_dictionaries(
     {"where": st.text(max_size=20), "field": st.text(max_size=20), "message": st.text(max_size=40)}
 )
@@ -498,6 +498,14 @@ class TestEncode:
             encode("hello", 1, {**HELLO, "cpus": "4"})
         assert info.value.reason == "bad_body"
         assert info.value.message == 'hello.cpus: must be an integer in 1..65536, got "4"'
+
+    def test_an_instance_row_may_carry_an_exit_code_of_0_to_255(self):
+        """exit_code (what depends_on's completed reads) is optional and bounded like a status."""
+        row = {**INSTANCE, "state": "exited", "pid": None, "exit_code": 0}
+        encode("report", 1, {"instances": [row], "removed": [], "full": True})
+        with pytest.raises(ProtocolError) as info:
+            encode("report", 1, {"instances": [{**row, "exit_code": 256}], "removed": [], "full": True})
+        assert "exit_code" in info.value.message
 
     def test_encode_refuses_an_unknown_kind(self):
         """There is no way to put an unknown kind on the wire."""

@@ -80,7 +80,7 @@ async def test_unhealthy_restarts_the_instance_and_counts_for_flapping():
     assert first.signals and not first.alive
     second = rig.procs.last("api.1")
     assert second is not first and second.alive
-    assert len(rig.manager._entries["api"].flap.exits) == 1
+    assert len(rig.manager._entries["api"].instances[1].flap.exits) == 1
     assert rig.row("api.1")["restarts"] == 1
     kinds = rig.kinds()
     assert kinds[:6] == ["spawn", "running", "ready", "unhealthy", "stop", "spawn"], kinds

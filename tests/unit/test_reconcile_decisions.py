@@ -288,6 +288,44 @@ def test_a_slot_that_failed_on_one_node_moves_to_another():
 # ---------------------------------------------------------------- the log line and plan reuse
 
 
+def test_a_node_whose_new_instances_are_up_but_not_ready_keeps_its_turn():
+    """A rolling node is done only when its instances of the new version are ready, not just
+    running: until then the next node waits on the old version."""
+    world = settled("a", "b", update={"max_unavailable": 1})
+    world.want(web(4, args=["new"], update={"max_unavailable": 1}))
+    world.step()
+    world.ack()
+    world.report_running("a", ready=False)
+    result = world.step()
+    assert dict(result.rollouts["web"].rolling) == {"a": 1} and result.sends == ()
+    world.report_running("a")
+    result = world.step()
+    assert [s.node for s in result.sends] == ["b"]
+
+
+def test_a_rollout_without_progress_for_its_deadline_is_stuck_once_and_stops():
+    """No new instance ready for ``update.progress_deadline`` seconds: one ``stuck`` step, the
+    waiting node keeps the old version; new instances turning ready end the stuck spell."""
+    world = settled("a", "b", update={"max_unavailable": 1})
+    old = world.desired["web"].version
+    world.want(web(4, args=["new"], update={"max_unavailable": 1, "progress_deadline": 30}))
+    world.step()
+    world.ack()
+    world.report_running("a", ready=False)
+    world.now += 29
+    assert not world.step().rollouts["web"].stuck
+    world.now += 1
+    result = world.step()
+    assert [(s.template, s.kind, s.ready) for s in result.rollout_steps] == [("web", "stuck", 0)]
+    assert result.rollouts["web"].stuck and result.rollouts["web"].order_for("b", 1).version.key == old.key
+    world.now += 100
+    result = world.step()
+    assert result.rollout_steps == () and result.rollouts["web"].stuck and result.sends == ()
+    world.report_running("a")
+    result = world.step()
+    assert [s.node for s in result.sends] == ["b"] and not result.rollouts["web"].stuck
+
+
 def test_log_fields_say_what_the_pass_did():
     """One flat line: the plan's counts, the lists' sizes, lost nodes, rollouts."""
     world = settled("a", "b", "c")
@@ -296,7 +334,8 @@ def test_log_fields_say_what_the_pass_did():
     assert world.run().log_fields() == {
         "scheduled": True, "placed": 5, "kept": 3, "added": 0, "moved": 2, "stopped": 0,
         "evicted": 1, "pending": 1, "changes": 3, "lost": ["c"], "sent": 1, "resent": 0,
-        "rolling": {}, "rollouts_started": [], "rollouts_finished": [], "failed_everywhere": 1,
+        "rolling": {}, "rollouts_started": [], "rollouts_finished": [], "rollouts_stuck": [],
+        "failed_everywhere": 1,
     }
 
 
@@ -312,7 +351,7 @@ def test_keeping_the_plan_places_nothing_and_logs_no_counts():
     assert result.plan is first.plan
     assert set(result.log_fields()) == {
         "scheduled", "changes", "lost", "sent", "resent", "rolling", "rollouts_started",
-        "rollouts_finished", "failed_everywhere",
+        "rollouts_finished", "rollouts_stuck", "failed_everywhere",
     }
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.controller.orders import Order, Version
-from gaffer.controller.rollout import Rollout, advance, start_rollout
+from gaffer.controller.rollout import Rollout, advance, progress, start_rollout
 from gaffer.testing import template
 
 OLD = Version.of(template("web", args=["old"]), 0)
@@ -117,3 +117,33 @@ def test_start_rollout_never_has_a_budget_below_one():
     """max_unavailable 0 still lets one node roll at a time (else it would never finish)."""
     rollout = advance(start_rollout(None, NEW, 0, sent("a")), {"a": 2}, {})
     assert rollout.budget == 1 and rollout.rolling == {"a": 1}
+
+
+def test_no_progress_for_the_deadline_makes_it_stuck_and_stuck_gives_no_turns():
+    """Stuck after ``deadline`` seconds with no more new instances ready; a stuck rollout sends
+    no waiting node its turn even when its rolling node leaves; progress unsticks it."""
+    rollout = advance(start_rollout(None, NEW, 1, sent("a", "b"), now=10.0, deadline=30.0), {"a": 1, "b": 1}, {})
+    assert not progress(rollout, 0, 39.9).stuck
+    stuck = progress(rollout, 0, 40.0)
+    assert stuck.stuck and not stuck.due(1000.0)
+    assert advance(stuck, {"a": 0, "b": 1}, {}).rolling == {}
+    moving = progress(stuck, 1, 41.0)
+    assert not moving.stuck and moving.progress_at == 41.0 and moving.best == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 50.0), st.integers(0, 6)), max_size=20), st.floats(1.0, 100.0))
+def test_stuck_exactly_when_the_deadline_passed_since_the_last_progress(
+    events: list[tuple[float, int]], deadline: float
+) -> None:
+    """Fed (elapsed, ready) readings, a rollout is stuck exactly when no reading has exceeded
+    the best count for ``deadline`` seconds."""
+    rollout = start_rollout(None, NEW, 1, sent("a"), now=0.0, deadline=deadline)
+    now, best, last = 0.0, 0, 0.0
+    for elapsed, ready in events:
+        now += elapsed
+        if ready > best:
+            best, last = ready, now
+        rollout = progress(rollout, ready, now)
+        assert rollout.best == best and rollout.progress_at == last
+        assert rollout.stuck == (now - last >= deadline)

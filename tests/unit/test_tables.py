@@ -8,7 +8,7 @@ from gaffer.cli import tables
 
 ROW = {
     "name": "s", "version": 3, "paused": False, "rolling": False, "numprocesses": 2**63 - 1,
-    "placed": 3, "running": 3, "pending": None, "created_at": 0.0, "updated_at": 0.0,
+    "placed": 3, "running": 3, "ready": 3, "pending": None, "created_at": 0.0, "updated_at": 0.0,
     "limited": {"wanted": 2**63 - 1, "placing": 3, "reason": "over the limit of 3 per template (--max-per-template)"},
     "spec": {"cmd": "sleep", "args": ["300"], "placement": {}},
 }
@@ -174,12 +174,15 @@ class TestTemplates:
             {**ROW, "name": "b", "numprocesses": 1, "limited": None, "paused": True, "running": 0},
             {**ROW, "name": "c", "numprocesses": 4, "limited": None, "rolling": True,
              "pending": {"count": 1, "reason": "no eligible node"}},
+            {**ROW, "name": "d", "numprocesses": 3, "limited": None, "rolling": True, "rollout_stuck": True,
+             "ready": 1},
         ]
         assert _columns(tables.templates_table(rows)) == [
-            ["NAME", "STATE", "VERSION", "WANTED", "RUNNING", "PENDING"],
-            ["a", "active", "3", "2", "3", "0"],
-            ["b", "stopped", "3", "1", "0", "0"],
-            ["c", "rolling", "3", "4", "3", "1 (no eligible node)"],
+            ["NAME", "STATE", "VERSION", "WANTED", "RUNNING", "READY", "PENDING"],
+            ["a", "active", "3", "2", "3", "3", "0"],
+            ["b", "stopped", "3", "1", "0", "3", "0"],
+            ["c", "rolling", "3", "4", "3", "3", "1 (no eligible node)"],
+            ["d", "rollout stuck", "3", "3", "3", "1", "0"],
         ]
 
     def test_no_templates(self) -> None:
@@ -197,7 +200,7 @@ class TestTemplates:
         assert tables.template_text(row).splitlines() == [
             "name        s (version 3, stopped)",
             "command     python app.py --port 80",
-            "instances   3 running of 4 wanted, 3 placed",
+            "instances   3 running (3 ready) of 4 wanted, 3 placed",
             "pending     2: no eligible node",
             "update      rolling",
             "placement   labels={'zone': 'a'},max_per_node=1",
@@ -209,32 +212,32 @@ class TestTemplates:
         assert tables.template_text(row).splitlines() == [
             "name        s (version 3)",
             "command     true",
-            "instances   3 running of 1 wanted, 3 placed",
+            "instances   3 running (3 ready) of 1 wanted, 3 placed",
         ]
 
 
 PS = {"id": "web.1", "template": "web", "ordinal": 1, "node": "n1", "state": "running", "pid": 4242,
-      "restarts": 2, "cpu": 12.345, "mem": 3 * 1024**2, "uptime": 3700.0, "stale": False}
+      "restarts": 2, "cpu": 12.345, "mem": 3 * 1024**2, "uptime": 3700.0, "stale": False, "ready": True}
 
 
 class TestPsAndStats:
     def test_ps_rows(self) -> None:
         """ps: cpu in percent, memory in binary units, uptime as an age; a stale row says so."""
         stopped = {**PS, "id": "web.2", "state": "stopped", "pid": None, "cpu": None, "mem": None,
-                   "uptime": None, "stale": True}
+                   "uptime": None, "stale": True, "ready": False}
         assert _columns(tables.ps_table([PS, stopped])) == [
-            ["ID", "NODE", "STATE", "PID", "RESTARTS", "CPU", "MEM", "UPTIME"],
-            ["web.1", "n1", "running", "4242", "2", "12.3%", "3.0MiB", "1h01m"],
-            ["web.2 (stale)", "n1", "stopped", "-", "2", "-", "-", "-"],
+            ["ID", "NODE", "STATE", "READY", "PID", "RESTARTS", "CPU", "MEM", "UPTIME"],
+            ["web.1", "n1", "running", "yes", "4242", "2", "12.3%", "3.0MiB", "1h01m"],
+            ["web.2 (stale)", "n1", "stopped", "no", "-", "2", "-", "-", "-"],
         ]
 
     def test_ps_says_how_old_each_sample_is(self) -> None:
         """ps: a ``sampled`` column gives each row's sample age; a row without one shows '-'."""
         pending = {**PS, "id": "web.2", "pid": None, "cpu": None, "mem": None, "uptime": None, "age": None}
         assert _columns(tables.ps_table([{**PS, "age": 4.25}, pending])) == [
-            ["ID", "NODE", "STATE", "PID", "RESTARTS", "CPU", "MEM", "UPTIME", "SAMPLED"],
-            ["web.1", "n1", "running", "4242", "2", "12.3%", "3.0MiB", "1h01m", "4.2s ago"],
-            ["web.2", "n1", "running", "-", "2", "-", "-", "-", "-"],
+            ["ID", "NODE", "STATE", "READY", "PID", "RESTARTS", "CPU", "MEM", "UPTIME", "SAMPLED"],
+            ["web.1", "n1", "running", "yes", "4242", "2", "12.3%", "3.0MiB", "1h01m", "4.2s ago"],
+            ["web.2", "n1", "running", "yes", "-", "2", "-", "-", "-", "-"],
         ]
 
     def test_ps_with_nothing(self) -> None:

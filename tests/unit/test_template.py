@@ -166,6 +166,9 @@ BAD_INPUTS = [
     # update
     ({"cmd": "x", "update": 5}, ["web.update: must be a table/object, got number 5"]),
     ({"cmd": "x", "update": {"max_unavailable": 0}}, ["web.update.max_unavailable: must be >= 1, got 0"]),
+    ({"cmd": "x", "update": {"progress_deadline": "soon"}},
+     ["web.update.progress_deadline: must be a number, got string 'soon'"]),
+    ({"cmd": "x", "update": {"progress_deadline": 0.5}}, ["web.update.progress_deadline: must be >= 1, got 0.5"]),
 ]
 
 
@@ -424,7 +427,9 @@ TEMPLATE_DATA = st.builds(
             nodes=st.lists(st.from_regex(NAME_RE, fullmatch=True), max_size=3),
             labels=st.dictionaries(LABEL_KEY, NO_NUL_TEXT, max_size=3),
         ),
-        update=optional_fields(max_unavailable=st.integers(1, 100)),
+        update=optional_fields(
+            max_unavailable=st.integers(1, 100), progress_deadline=st.sampled_from([1.0, 30.5, 600.0, 3600]),
+        ),
     ),
 )
 

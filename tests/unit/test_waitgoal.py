@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gaffer.cli import waiting
-from gaffer.cli.waitgoal import Goal, Verdict, View, judge, observe, progress, view_of
+from gaffer.cli.waitgoal import Goal, Verdict, View, judge, needs_read, observe, progress, view_of
 from gaffer.common.errors import TemplateNotFound
 
 TEMPLATE = {"name": "web", "numprocesses": 3, "paused": False}
@@ -59,11 +59,42 @@ class TestJudge:
         view = fold(view, proc("stop", 2), proc("stop", 3))
         assert judge(view, Goal(running=1)) is Verdict.REACHED
 
+    def test_ready_of_a_checked_template_waits_for_the_ready_events(self):
+        """With a check, running is not ready: ready needs each row's flag or proc.<t>.ready,
+        and unhealthy takes it back; --running counts ready and unhealthy ones as up."""
+        checked = {**TEMPLATE, "spec": {"health": {"type": "tcp"}}}
+        rows = [{**row(1, "ready"), "ready": True}, {**row(2, "running"), "ready": False}]
+        view = fold(view_of(checked, rows), proc("spawn", 3), proc("running", 3))
+        assert judge(view, Goal(ready=True)) is Verdict.WAITING and judge(view, Goal(running=3)) is Verdict.REACHED
+        assert progress(view, Goal(ready=True)) == "1 of 3 wanted ready (not ready: web.2, web.3)"
+        view = fold(view, proc("ready", 2), proc("ready", 3))
+        assert judge(view, Goal(ready=True)) is Verdict.REACHED
+        view = fold(view, proc("unhealthy", 3))
+        assert judge(view, Goal(ready=True)) is Verdict.WAITING and judge(view, Goal(running=3)) is Verdict.REACHED
+
+    def test_current_wants_ready_on_the_version_get_names(self):
+        """apply --wait: old ready instances do not count; one spawned since the read is
+        unknown until read anew, and only then once every wanted one is ready."""
+        current = Goal(ready=True, current=True)
+        rows = [{**row(o, "running"), "ready": True, "spec": "old"} for o in (1, 2, 3)]
+        view = view_of({**TEMPLATE, "launch": "new"}, rows)
+        assert judge(view, Goal(ready=True)) is Verdict.REACHED and judge(view, current) is Verdict.WAITING
+        view = fold(view, proc("stop", 1), proc("spawn", 1), proc("running", 1))
+        assert judge(view, current) is Verdict.WAITING and needs_read(view, current)
+        fresh = view_of({**TEMPLATE, "launch": "new"}, [{**r, "spec": "new"} for r in rows])
+        assert judge(fresh, current) is Verdict.REACHED and not needs_read(fresh, current)
+        with pytest.raises(ValueError):
+            Goal(running=1, current=True)
+
+    def test_an_update_reads_the_state_anew(self):
+        """template.<t>.updated may change the check (and so what running means): read again."""
+        assert fold(view_of(TEMPLATE, []), ("template.web.updated", {"numprocesses": 3})).refresh
+
     def test_ready_wants_every_ordinal_and_nothing_while_stopped(self):
         """ready: 1..numprocesses all running; a stopped template wants none."""
         view = view_of(TEMPLATE, [row(1, "running"), row(2, "running"), row(3, "backoff")])
         assert judge(view, Goal(ready=True)) is Verdict.WAITING
-        assert progress(view, Goal(ready=True)) == "2 of 3 wanted running (not running: web.3)"
+        assert progress(view, Goal(ready=True)) == "2 of 3 wanted ready (not ready: web.3)"
         view = observe(view, "template.web.stopped", {"name": "web", "numprocesses": 3, "version": 1})
         assert judge(view, Goal(ready=True)) is Verdict.REACHED
 

@@ -95,7 +95,7 @@ TEMPLATE_FIELDS: dict[str, Any] = {
     "redirect_input": BOOLEAN,
     "log": {"anyOf": [LOG_FILES, {"type": "null"}]},
     "placement": PLACEMENT,
-    "update": obj({"max_unavailable": INTEGER}),
+    "update": obj({"max_unavailable": INTEGER, "progress_deadline": {**NUMBER, "minimum": 1}}),
     "port": {"type": ["integer", "null"], "description": "The first instance's PORT (the others count up)."},
     "health": {"type": ["object", "null"], "description": "The readiness check: exec, http or tcp."},
     "notify": {**BOOLEAN, "description": "Ready when the process sends sd_notify READY=1."},
@@ -104,6 +104,10 @@ TEMPLATE_FIELDS: dict[str, Any] = {
                 "additionalProperties": {"type": ["integer", "string", "array"]}},
     "umask": {"type": ["string", "integer"], "description": "An octal string (\"022\")."},
     "nice": {"type": "integer", "minimum": -20, "maximum": 19},
+    "depends_on": {"type": "array", "description": "Templates that must be up first: a name (condition "
+                   "ready), or {name, condition} with condition started, ready or completed.",
+                   "items": {"anyOf": [NAME, obj({"name": NAME, "condition": {"enum": ["started", "ready", "completed"]}},
+                                                 ("name",), closed=True)]}},
 }
 
 TEMPLATE_SPEC = obj(
@@ -121,8 +125,11 @@ TEMPLATE = obj({
     "limited": {"anyOf": [obj({"wanted": INTEGER, "placing": INTEGER, "reason": STRING}), {"type": "null"}]},
     "placed": INTEGER,
     "running": INTEGER,
+    "ready": {**INTEGER, "description": "Instances whose row says ready (serving)."},
     "pending": {"type": ["object", "null"]},
     "rolling": BOOLEAN,
+    "rollout_stuck": {**BOOLEAN, "description": "The rolling update made no progress for update.progress_deadline."},
+    "launch": {**STRING, "description": "get only: the spec digest instances of the current version report."},
     "spec": ref("TemplateSpecStored"),
     "created_at": NUMBER,
     "updated_at": NUMBER,
@@ -167,6 +174,7 @@ INSTANCE = obj({
     "started_at": nullable("number"),
     "spec": nullable("string"),
     "stale": {**BOOLEAN, "description": "Still runs on a node it no longer belongs to."},
+    "ready": {**BOOLEAN, "description": "Serving: ready, or running for a template with neither a check nor notify."},
     "reason": {**STRING, "description": "Why it is pending."},
     "port": nullable("integer"),
     "cpu": {**nullable("number"), "description": "Percent of one core, the process and its children."},

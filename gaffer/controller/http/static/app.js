@@ -177,8 +177,15 @@
     const row = state.templates.get(name);
     for (const [id, inst] of state.instances) {
       const gone = inst.template === name && typeof inst.ordinal === "number" && inst.ordinal > row.numprocesses;
-      if (gone && !["running", "starting", "stopping"].includes(inst.state)) state.instances.delete(id);
+      if (gone && !UP.includes(inst.state) && !["starting", "stopping"].includes(inst.state)) state.instances.delete(id);
     }
+  }
+
+  const UP = ["running", "ready", "unhealthy"];
+
+  function checked(name) {
+    const spec = (state.templates.get(name) || {}).spec;
+    return Boolean(spec && (spec.health || spec.notify));
   }
 
   function applyProc(kind, data) {
@@ -186,19 +193,26 @@
     const row = old || { id: data.id, template: data.template, ordinal: data.ordinal, restarts: 0 };
     row.node = data.node || row.node;
     if (kind === "spawn") {
-      if (old && old.state !== "running" && old.state !== "starting" && old.pid) row.restarts = (row.restarts || 0) + 1;
+      if (old && !UP.includes(old.state) && old.state !== "starting" && old.pid) row.restarts = (row.restarts || 0) + 1;
       row.pid = data.pid;
       row.state = "starting";
+      row.ready = false;
       row.started_at = data.ts;
     } else if (kind === "running") {
       row.pid = data.pid;
       row.state = "running";
+      row.ready = !checked(row.template);
       if (!row.started_at) row.started_at = data.ts;
+    } else if (kind === "ready" || kind === "unhealthy") {
+      row.state = kind;
+      row.ready = kind === "ready";
     } else if (kind === "exit" || kind === "stop") {
       row.state = kind === "exit" ? "exited" : "stopped";
+      row.ready = false;
       row.started_at = null;
     } else if (kind === "failed") {
       row.state = "failed";
+      row.ready = false;
     }
     state.instances.set(row.id, row);
     const template = state.templates.get(row.template);
@@ -318,9 +332,9 @@
   }
 
   function templateRow(name) {
-    if (state.role === "viewer") return cells(el("tr"), 4);
-    const tr = cells(el("tr"), 5);
-    const actions = tr.children[4];
+    if (state.role === "viewer") return cells(el("tr"), 5);
+    const tr = cells(el("tr"), 6);
+    const actions = tr.children[5];
     const path = `/v1/templates/${encodeURIComponent(name)}`;
     const button = (text, label, run) => {
       const b = el("button", { type: "button", "aria-label": `${label} ${name}` }, text);
@@ -337,18 +351,23 @@
 
   function renderTemplates() {
     const running = new Map();
+    const ready = new Map();
     const failed = new Map();
+    const add = (counts, name) => counts.set(name, (counts.get(name) || 0) + 1);
     for (const row of state.instances.values()) {
-      if (row.state === "running") running.set(row.template, (running.get(row.template) || 0) + 1);
-      if (row.state === "failed") failed.set(row.template, (failed.get(row.template) || 0) + 1);
+      if (UP.includes(row.state)) add(running, row.template);
+      if (UP.includes(row.state) && row.ready) add(ready, row.template);
+      if (row.state === "failed") add(failed, row.template);
     }
     syncRows($("templates").tBodies[0], byName(state.templates), templateRow, (tr, t) => {
-      const [name, wanted, run, fail] = tr.children;
-      setText(name, t.name + (t.paused ? " (stopped)" : ""));
+      const [name, wanted, run, serving, fail] = tr.children;
+      const note = t.paused ? " (stopped)" : t.rollout_stuck ? " (rollout stuck)" : "";
+      setText(name, t.name + note);
       setText(wanted, String(t.numprocesses ?? "?"));
       setText(run, String(running.get(t.name) || 0));
+      setText(serving, String(ready.get(t.name) || 0));
       setText(fail, String(failed.get(t.name) || 0));
-      wanted.className = run.className = fail.className = "num";
+      wanted.className = run.className = serving.className = fail.className = "num";
       tr.className = failed.get(t.name) ? "failed" : "";
     });
   }
@@ -387,7 +406,7 @@
   }
 
   function uptime(row) {
-    if (row.state !== "running" || !row.started_at) return "–";
+    if (!UP.includes(row.state) || !row.started_at) return "–";
     let s = Math.max(0, Math.floor(Date.now() / 1000 - row.started_at));
     const h = Math.floor(s / 3600); s -= h * 3600;
     const m = Math.floor(s / 60); s -= m * 60;
