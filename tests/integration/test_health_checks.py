@@ -43,10 +43,14 @@ while True:
 
 NOTIFIER = r"""
 import os, signal, subprocess, sys, time
-SEND = "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); " \
-       "s.sendto(b'STATUS=warming up\\nREADY=1', os.environ['NOTIFY_SOCKET'])"
+SEND = "import os, socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); " \
+       "s.sendto(b'STATUS=warming up\\nREADY=1', os.environ['NOTIFY_SOCKET']); sys.stdin.read()"
+children = []
 def ready(signum, frame):
-    subprocess.run([sys.executable, "-c", SEND], check=True)  # from a child, as systemd-notify does
+    # from a child, as systemd-notify does; the child lives on (until this process ends) so the
+    # agent can map its pid to the instance however late it reads (README: a sender that exits
+    # first cannot be matched)
+    children.append(subprocess.Popen([sys.executable, "-c", SEND], stdin=subprocess.PIPE))
 signal.signal(signal.SIGUSR1, ready)
 open(sys.argv[1], "w").close()  # the handler is in place
 while True:

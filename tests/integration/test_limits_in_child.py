@@ -147,11 +147,12 @@ class TestSpawnUnchanged:
 
     def test_the_helper_keeps_argv_env_cwd_session_and_streams(self, tmp_path):
         """Through the helper: argv as given, the program found on the child's PATH, only the
-        child's env, its cwd, a new session, and exactly fds 0, 1 and 2."""
+        child's env, its cwd, a new session, and exactly fds 0, 1 and 2 (listed first, before
+        the shell opens a pipe or redirection of its own)."""
         (tmp_path / "bin").mkdir()
         (tmp_path / "bin" / "only-here").symlink_to(os.path.realpath("/bin/sh"))
-        script = ('tr "\\0" "|" < /proc/$$/cmdline; echo; pwd; env | sort | tr "\\n" ,; echo; '
-                  'ls /proc/$$/fd | tr "\\n" ,; echo; echo "$$ $(cut -d" " -f6 /proc/$$/stat)"')
+        script = ('ls /proc/$$/fd; echo --; tr "\\0" "|" < /proc/$$/cmdline; echo; pwd; '
+                  'env | sort | tr "\\n" ,; echo; echo "$$ $(cut -d" " -f6 /proc/$$/stat)"')
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
         env = {"PATH": f"/nonexistent:{tmp_path / 'bin'}:/usr/bin:/bin", "ONLY": "this é"}
         try:
@@ -161,13 +162,14 @@ class TestSpawnUnchanged:
         finally:
             os.close(write_end)
         with os.fdopen(read_end, "rb") as pipe:
-            cmdline, cwd, seen_env, fds, ids = pipe.read().decode().splitlines()
+            listing, _, rest = pipe.read().decode().partition("--\n")
+        cmdline, cwd, seen_env, ids = rest.splitlines()
         os.waitpid(pid, 0)
         assert popen is None
         assert cmdline == f"only-here|-c|{script}|zero|a b|"
         assert cwd == str(tmp_path)
         assert set(seen_env.strip(",").split(",")) == {f"PATH={env['PATH']}", "ONLY=this é", f"PWD={tmp_path}"}
-        assert fds == "0,1,2,"
+        assert listing.split() == ["0", "1", "2"]
         child, session = ids.split()
         assert child == session == str(pid)
 
