@@ -48,7 +48,7 @@ def ensure_admin_token(tokens: Tokens, data_dir: Path, now: float) -> Path | Non
     _write_private(partial, (secret + "\n").encode("ascii"))
     tokens.create(ADMIN, Role.ADMIN, now, secret=secret)
     os.replace(partial, final)
-    log.warning("wrote the initial admin token to %s (mode 0600): keep it secret", final)
+    log.info("wrote the initial admin token to %s (mode 0600): keep it secret", final)
     return final
 
 

@@ -51,3 +51,24 @@ async def test_template_without_instances_removed_by_reload_gets_a_line(tmp_path
     await gaffer.expect(r"\bidle deleted")
     gaffer.proc.send_signal(signal.SIGINT)
     assert await gaffer.finish() == 0
+
+
+async def test_first_line_is_the_dashboard_url_with_a_working_token(tmp_path, cleanup):  # noqa: F811
+    """The first line gaffer start prints carries the dashboard URL with a token for the run
+    (in the fragment), and that token is admitted by the HTTP API."""
+    import re
+    import urllib.request
+
+    spec = tmp_path / "gaffer.toml"
+    spec.write_text('[w]\ncmd = "sleep"\nargs = ["300"]\n')
+    gaffer = await start_gaffer(tmp_path, str(spec), "--http", "127.0.0.1:0")
+    cleanup(gaffer)
+    await gaffer.expect(r"w\.1 started")
+    first = gaffer.lines[0]
+    found = re.search(r"dashboard (http://127\.0\.0\.1:\d+)/#token=(gaffer_[\w-]{43})", first)
+    assert found, first
+    request = urllib.request.Request(found[1] + "/v1/status", headers={"Authorization": f"Bearer {found[2]}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert answer.status == 200
+    gaffer.proc.send_signal(signal.SIGINT)
+    assert await gaffer.finish() == 0
