@@ -6,6 +6,7 @@ from typing import AsyncIterator
 
 import pytest
 
+from httpapi import LOOPBACK, Http
 from inproc import Cluster
 
 
@@ -17,3 +18,13 @@ async def cluster(tmp_path) -> AsyncIterator[Cluster]:
         yield c
     finally:
         await c.close()
+
+
+@pytest.fixture
+async def http(cluster: Cluster) -> AsyncIterator[Http]:
+    """A controller serving its HTTP API on loopback, and a client of it (closed at the end)."""
+    client = Http(await cluster.start_controller(http=LOOPBACK))
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -17,6 +17,10 @@ from gaffer.controller.tokens import Principal
 from openapi_check import check
 
 
+LOOPBACK = "127.0.0.1:0"
+"""The HTTP address tests give a controller: loopback, a port the kernel picks."""
+
+
 @dataclass
 class Answer:
     status: int

@@ -63,7 +63,7 @@ async def test_random_sigkills_of_10_instances_never_suspend_anything(manager):
             victim = pick.choice(alive)
             os.kill(rows(manager, "oom")[victim]["pid"], signal.SIGKILL)
             killed[victim] += 1
-        await asyncio.sleep(KILL_EVERY)
+        await asyncio.sleep(KILL_EVERY)  # poll: the scenario's kill pace, not a wait for anything
     assert sum(killed.values()) >= KILLS // 2, killed
     await manager.wait_until(lambda: set(states(manager, "oom").values()) == {"running"}, timeout=15)
     assert flapping_events(sub) == []

@@ -14,11 +14,10 @@ from gaffer.controller.http.context import HttpContext, Route
 from gaffer.controller.http.address import HttpAddress
 from gaffer.controller.http.handlers import json_response
 from gaffer.controller.http.server import HttpServer
-from httpapi import Http
+from httpapi import LOOPBACK, Http
 from inproc import Cluster, spec
 from openapi_check import DocumentBroken
 
-LOOPBACK = "127.0.0.1:0"
 
 
 async def until(http: Http, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
@@ -31,16 +30,12 @@ async def until(http: Http, check: Callable[[], Awaitable[bool]], what: str, tim
 
 
 @pytest.fixture
-async def http(cluster: Cluster):
-    controller = await cluster.start_controller(http=LOOPBACK)
+async def http(http: Http, cluster: Cluster) -> Http:
+    """The HTTP API with one agent running web (2) and cat (1, stdin open)."""
     await cluster.start_agent("n1")
     await cluster.call("apply", templates=[spec("web", 2), spec("cat", 1, cmd="cat", args=[], redirect_input=True)])
     await cluster.wait_running(3)
-    client = Http(controller)
-    try:
-        yield client
-    finally:
-        await client.close()
+    return http
 
 
 async def test_instances_are_listed_filtered_and_paged(http: Http):

@@ -11,18 +11,13 @@ from gaffer.common.roles import Role
 from httpapi import Http
 from inproc import Cluster, spec
 
-LOOPBACK = "127.0.0.1:0"
 
 
 @pytest.fixture
-async def http(cluster: Cluster):
-    controller = await cluster.start_controller(http=LOOPBACK)
+async def http(http: Http, cluster: Cluster) -> Http:
+    """The HTTP API with one agent, n1 (zone a)."""
     await cluster.start_agent("n1", {"zone": "a"})
-    client = Http(controller)
-    try:
-        yield client
-    finally:
-        await client.close()
+    return http
 
 
 async def put(http: Http, name: str, count: int = 1, headers: dict | None = None, **fields):

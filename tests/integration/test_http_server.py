@@ -19,20 +19,9 @@ from gaffer.controller.http.handlers import call, json_response
 from gaffer.controller.http.context import HttpContext, Route
 from gaffer.controller.http.address import HttpAddress
 from gaffer.controller.http.server import HttpServer
-from httpapi import Http
+from httpapi import LOOPBACK, Http
 from inproc import Cluster
 
-LOOPBACK = "127.0.0.1:0"
-
-
-@pytest.fixture
-async def http(cluster: Cluster):
-    controller = await cluster.start_controller(http=LOOPBACK)
-    client = Http(controller)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_a_request_without_a_token_is_refused_with_a_bearer_challenge(http: Http):

@@ -12,21 +12,10 @@ import pytest
 from gaffer.common.roles import Role
 from gaffer.controller.http import sse, streams
 from gaffer.testing import poll_until
-from httpapi import Http
+from httpapi import LOOPBACK, Http
 from inproc import Cluster, spec
 from sseclient import eventually, open_stream
 
-LOOPBACK = "127.0.0.1:0"
-
-
-@pytest.fixture
-async def http(cluster: Cluster):
-    controller = await cluster.start_controller(http=LOOPBACK)
-    client = Http(controller)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def is_event(message) -> bool:

@@ -3,21 +3,8 @@ secret is answered once and works at once; bad input is a 4xx naming the field."
 
 from __future__ import annotations
 
-import pytest
-
 from gaffer.common.roles import Role
 from httpapi import Http
-from inproc import Cluster
-
-
-@pytest.fixture
-async def http(cluster: Cluster):
-    controller = await cluster.start_controller(http="127.0.0.1:0")
-    client = Http(controller)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_create_list_use_and_revoke_a_token(http: Http):

@@ -22,10 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gaffer.common.roles import Role
 from gaffer.testing import free_port
-from httpapi import Http
+from httpapi import LOOPBACK, Http
 from inproc import Cluster, spec
 
-LOOPBACK = "127.0.0.1:0"
 SCRAPE_DEADLINE = 60.0
 """Seconds for Prometheus to start, scrape (every second) and answer the query."""
 NEEDS_PROMETHEUS = pytest.mark.skipif(
