@@ -200,8 +200,12 @@ class Tracker:
             track.place = place
             self._hold(place)
             return
-        # it ended while being moved: whatever was moved in is a leftover
-        self.cgroups.kill(place)
+        if any(t.target is not None and t.target.fs == place.fs for t in self._live):
+            # A newer incarnation shares the cgroup, and the move may have taken it in by its
+            # markers (it was not among the claims yet): kill only what a scan says is ours.
+            self._request(track, _signal.SIGKILL)
+        else:
+            self.cgroups.kill(place)  # it ended while being moved: all that was moved in is left over
         self._used.setdefault(place.fs, place)
         if place.fs not in self._refs:
             self._schedule_removal(place, 0)

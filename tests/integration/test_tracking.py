@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from gaffer.agent import presence
 from gaffer.agent import reaper as reaping
+from gaffer.agent import tracking
 from gaffer.agent.cgroups import CgroupTree, procs as cgroup_procs
 from gaffer.agent.manager import Manager
 from gaffer.agent.reaper import Reaper
@@ -229,6 +232,61 @@ class TestCgroupWindow:
             leader.kill()
             leader.wait()
             tracker.ended(track)
+
+
+    async def test_a_new_incarnation_moved_in_with_an_ended_one_lives_on(self, tracker, mark, tmp_path):
+        """An incarnation that ends while its batch is being moved leaves its cgroup to the
+        next one: a respawn the move took in by its markers is not killed as a leftover."""
+        if tracker.mode != CGROUP:
+            pytest.skip("only cgroup mode moves processes into cgroups")
+        held = HeldPlacement()
+        asyncio.get_running_loop().set_default_executor(held)
+        env = {"PATH": os.environ["PATH"], "MARK": mark, "GAFFER_NODE": tracker.node,
+               "GAFFER_TEMPLATE": "w", "GAFFER_INSTANCE": "1"}
+        old = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+        new = None
+        try:
+            first = tracker.spawned("w.1", old.pid)
+            assert await asyncio.to_thread(held.entered.wait, 10), "the batch was never moved"
+            old.kill()
+            await poll_until(lambda: _state(old.pid) == "Z", what="the old leader to be a zombie")
+            tracker.leftovers(first)
+            old.wait()
+            tracker.ended(first)
+            new = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+            second = tracker.spawned("w.1", new.pid)
+            held.release.set()
+            await poll_until(lambda: second.place is not None, what="the respawn placed in its cgroup")
+            assert new.poll() is None, "the respawn was killed with the ended incarnation's leftovers"
+            assert new.pid in cgroup_procs(second.place.fs)
+            tracker.signal(second, signal.SIGKILL)
+        finally:
+            held.release.set()
+            for proc in (old, new):
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
+
+
+class HeldPlacement(concurrent.futures.ThreadPoolExecutor):
+    """A default executor that holds each move into cgroups (``tracking._place``) until
+    ``release`` is set: the test acts while a batch is being moved."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=4)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def submit(self, fn, /, *args, **kwargs):
+        if fn is not tracking._place:
+            return super().submit(fn, *args, **kwargs)
+
+        def held(*args, **kwargs):
+            self.entered.set()
+            self.release.wait(10)
+            return fn(*args, **kwargs)
+
+        return super().submit(held, *args, **kwargs)
 
 
 class TestReaper:
