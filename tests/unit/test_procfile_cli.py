@@ -103,6 +103,41 @@ class TestCheck:
         too_high = gaffer("check", "-p", "65500", cwd=root)
         assert too_high.exit_code == 1 and "65535" in too_high.stderr
 
+    def test_limits_this_user_cannot_grant_are_warnings(self, tmp_path: Path, monkeypatch) -> None:
+        """A hard limit above this user's and a negative nice without CAP_SYS_NICE are warned
+        about, naming template and field; the file is still ok (exit 0)."""
+        from gaffer.agent import childlimits
+
+        own = {name: (1024, 1024) for name in childlimits.RESOURCES}
+        unprivileged = childlimits.Privileges(capabilities=0, rlimits=own, nice=0, nice_rlimit=0, nr_open=1 << 20,
+                                              uids=(1000,) * 3, gids=(1000,) * 3)
+        monkeypatch.setattr(childlimits, "read_privileges", lambda: unprivileged)
+        (tmp_path / "gaffer.toml").write_text(
+            '[web]\ncmd = "x"\nnice = -5\nrlimits = {nofile = [512, 4096], core = 0}\n[ok]\ncmd = "y"\nnice = 5\n'
+        )
+        result = gaffer("check", "gaffer.toml", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "gaffer.toml: ok, 2 templates, 2 processes\n"
+        assert result.stderr.splitlines() == [
+            "warning: web.rlimits.nofile: hard limit 4096 is above gaffer's own (1024); raising it needs privilege "
+            "(CAP_SYS_RESOURCE): `gaffer start` here, as this user, would fail to spawn it",
+            "warning: web.nice: nice -5 is below gaffer's own (0); lowering it needs privilege (CAP_SYS_NICE, or "
+            "RLIMIT_NICE): `gaffer start` here, as this user, would fail to spawn it",
+        ]
+
+    def test_a_limit_no_user_may_have_is_warned_on_this_host(self, tmp_path: Path) -> None:
+        """nofile above this host's fs.nr_open (which even root cannot pass) is warned about, read from the host."""
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+        if nr_open >= 2**31 - 1:
+            pytest.skip("fs.nr_open is at the most a template may ask for")
+        (tmp_path / "gaffer.toml").write_text(f'[web]\ncmd = "x"\nrlimits = {{nofile = [64, {nr_open + 1}]}}\n')
+        result = gaffer("check", "gaffer.toml", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        assert result.stderr == (
+            f"warning: web.rlimits.nofile: {nr_open + 1} is above the kernel's fs.nr_open ({nr_open}): "
+            "`gaffer start` here, as this user, would fail to spawn it\n"
+        )
+
     def test_no_file_here(self, tmp_path: Path) -> None:
         """Without a file and none of the default names, check says so in one line."""
         result = gaffer("check", cwd=tmp_path)
