@@ -31,9 +31,7 @@ from gaffer.common.errors import ConfigError
 from gaffer.common.ports import MAX_PORT, instance_port
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
-from gaffer.common.unitorder import (
-    Order, priority, service_type, start_sorted, supervisord_note, systemd_depends,
-)
+from gaffer.common.unitorder import Order, level, priority, service_type, supervisord_note, systemd_depends
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 VAR_RE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -250,8 +248,7 @@ def supervisord_files(app: App) -> list[OutFile]:
     in start order with ``priority=`` (``unitorder``) under a comment saying what is not kept."""
     sections = [supervisord_note(app.order)] if app.order.ordered else []
     secret = False
-    rank = {name: i for i, name in enumerate(start_sorted([t.name for t in app.templates], app.order))}
-    instances = sorted(app.instances, key=lambda i: rank[i.template.name])
+    instances = sorted(app.instances, key=lambda i: level(i.template, app.order))
     for instance in instances:
         template = instance.template
         env = dict(file_env(template, instance.port is not None))
