@@ -81,13 +81,14 @@ class EtcdClient:
         deadline = loop.time() + total
         unserved: list[Unserved] = []
         count = len(self.endpoints)
+        attempt = self.attempt_timeout if timeout is None else max(total / count, min(total, 0.1))
         for step in range(count):
             index = (self._preferred + step) % count
             endpoint = self.endpoints[index]
             left = deadline - loop.time()
             if left <= 0:
                 break
-            share = min(self.attempt_timeout, left) if step < count - 1 else left
+            share = min(attempt, left) if step < count - 1 else left
             outcome = await self._attempt(endpoint, path, body, share)
             if isinstance(outcome, Unserved):
                 unserved.append(outcome)
