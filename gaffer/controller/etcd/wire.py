@@ -23,6 +23,7 @@ from typing import Any, Iterable, Literal
 from gaffer.common.errors import StoreRejected
 
 INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
 
 Target = Literal["CREATE", "MOD", "VERSION", "VALUE", "LEASE"]
 Result = Literal["EQUAL", "GREATER", "LESS", "NOT_EQUAL"]
@@ -57,8 +58,9 @@ def unb64(text: Any, field: str = "value") -> bytes:
         raise malformed(f"{field} is not valid base64") from None
 
 
-def number(raw: dict, field: str) -> int:
-    """An int64 field of an answer (a decimal string, or a JSON number); absent is 0."""
+def number(raw: dict, field: str, unsigned: bool = False) -> int:
+    """An int64 field of an answer (a decimal string, or a JSON number), or a uint64 one
+    (member ids); absent is 0."""
     value = raw.get(field)
     if value is None:
         return 0
@@ -68,8 +70,9 @@ def number(raw: dict, field: str) -> int:
         parsed = int(value)
     except ValueError:
         raise malformed(f"{field} is not an integer") from None
-    if not -INT64_MAX - 1 <= parsed <= INT64_MAX:
-        raise malformed(f"{field} is out of int64 range")
+    low, high = (0, UINT64_MAX) if unsigned else (-INT64_MAX - 1, INT64_MAX)
+    if not low <= parsed <= high:
+        raise malformed(f"{field} is out of {'uint64' if unsigned else 'int64'} range")
     return parsed
 
 
@@ -286,5 +289,5 @@ class Status:
 
 def status_answer(endpoint: str, answer: dict) -> Status:
     header = answer.get("header") if isinstance(answer.get("header"), dict) else {}
-    return Status(endpoint, number(header, "member_id"), number(answer, "leader"),
+    return Status(endpoint, number(header, "member_id", True), number(answer, "leader", True),
                   str(answer.get("version", "")), number(answer, "raftTerm"), number(header, "revision"))
