@@ -82,7 +82,7 @@ async def test_put_range_txn_and_delete_round_trip(etcd):
 
 async def test_a_write_guarded_by_a_lost_leadership_fails(etcd):
     """A leader's guard taken before it lost the key refuses the write (LeadershipLost) once
-    another controller leads, and nothing is written."""
+    another controller leads (announced on its changes()), and nothing is written."""
     async with EtcdClient(etcd.endpoints) as client:
         first = Leadership(client, "first", policy=POLICY)
         second = Leadership(client, "second", policy=POLICY)
@@ -91,10 +91,14 @@ async def test_a_write_guarded_by_a_lost_leadership_fails(etcd):
             await poll_until(first.may_act, 5, "the first controller to lead")
             guard = first.guard()
             await client.guarded(guard, [wire.put_op("/state", "from first")])
+            changes = second.changes()
+            announced = asyncio.ensure_future(anext(changes))
             await second.start()
             await first.stop()
             await poll_until(second.may_act, 5, "the second controller to lead")
             assert second.term > guard.term
+            assert await asyncio.wait_for(announced, 5) == LeaderChange(True, second.term)
+            await changes.aclose()
             with pytest.raises(LeadershipLost, match=f"term {guard.term}"):
                 await client.guarded(guard, [wire.put_op("/state", "late from first")])
             assert (await client.get("/state")).value == b"from first"

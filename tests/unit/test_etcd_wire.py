@@ -10,6 +10,7 @@ from gaffer.common.errors import (
 )
 from gaffer.controller.etcd import wire
 from gaffer.controller.etcd.refusals import Unserved, parse_endpoints, refusal
+from gaffer.controller.http.problems import status_of
 
 
 class TestWire:
@@ -89,3 +90,9 @@ class TestErrors:
         assert isinstance(error, StorageError)
         back = from_wire(error.to_dict())
         assert type(back) is type(error) and back.to_dict() == error.to_dict()
+
+    def test_store_errors_answer_http_503_and_a_failed_compare_409(self):
+        """Over HTTP the etcd errors are 'try again later' (503), a failed compare a conflict."""
+        for code in ("store_unavailable", "no_quorum", "store_rejected", "leadership_lost"):
+            assert status_of(code) == 503, code
+        assert status_of("compare_failed") == 409
