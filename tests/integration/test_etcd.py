@@ -180,7 +180,8 @@ async def test_a_silent_or_dead_endpoint_costs_one_share_of_the_timeout(etcd):
 
 async def test_losing_two_of_three_members_is_reported_as_no_quorum(etcd3):
     """Two of three members killed: calls fail with NoQuorum naming the survivor and that it
-    has no leader; with every member gone it is StoreUnavailable naming each endpoint."""
+    has no leader (its status says so too); with every member gone it is StoreUnavailable
+    naming each endpoint."""
     etcd3.members[1].kill()
     etcd3.members[2].kill()
     errors: list[Exception] = []
@@ -200,6 +201,7 @@ async def test_losing_two_of_three_members_is_reported_as_no_quorum(etcd3):
         assert errors and isinstance(errors[-1], NoQuorum), errors
         assert "no quorum" in errors[-1].message and "no leader" in errors[-1].message
         assert etcd3.members[0].endpoint in errors[-1].message
+        assert (await client.status(etcd3.members[0].endpoint)).leader == 0
         etcd3.members[0].kill()
         with pytest.raises(StoreUnavailable) as caught:
             await client.get("/k")

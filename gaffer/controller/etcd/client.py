@@ -68,8 +68,7 @@ class EtcdClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, force_close=False), headers=HEADERS)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
         return self._session
 
     # ------------------------------------------------------------------ the calls
@@ -101,7 +100,7 @@ class EtcdClient:
     async def _attempt(self, endpoint: str, path: str, body: dict, share: float) -> dict | Unserved:
         try:
             async with asyncio.timeout(share):
-                async with self._http().post(f"{endpoint}/v3/{path}", json=body) as answer:
+                async with self._http().post(f"{endpoint}/v3/{path}", json=body, headers=HEADERS) as answer:
                     data = await _read_json(answer)
                     status = answer.status
         except TimeoutError:
@@ -184,12 +183,12 @@ class EtcdClient:
         return True
 
     async def status(self, endpoint: str, timeout: float | None = None) -> wire.Status:
-        """One member's own view (answered without its quorum: ``leader`` 0 says it has none)."""
+        """One member's own view, asked without ``hasleader`` so that a member without a
+        quorum answers too (``leader`` 0: it has none)."""
         share = timeout or self.attempt_timeout
         try:
             async with asyncio.timeout(share):
-                async with self._http().post(f"{endpoint}/v3/maintenance/status", json={},
-                                             headers={}) as answer:
+                async with self._http().post(f"{endpoint}/v3/maintenance/status", json={}) as answer:
                     data = await _read_json(answer)
         except TimeoutError:
             raise StoreUnavailable(f"etcd at {endpoint}: no status within {share:.2f}s", endpoint) from None
@@ -229,7 +228,7 @@ class EtcdClient:
             endpoint = self.endpoints[(self._preferred + step) % len(self.endpoints)]
             try:
                 async with asyncio.timeout(self.attempt_timeout):
-                    answer = await self._http().post(f"{endpoint}/v3/watch", json=body)
+                    answer = await self._http().post(f"{endpoint}/v3/watch", json=body, headers=HEADERS)
             except TimeoutError:
                 unserved.append(Unserved(endpoint, f"no answer within {self.attempt_timeout:.2f}s"))
                 continue

@@ -206,8 +206,10 @@ class Leadership:
                         start = max(start, batch.revision + 1)
             except StorageError as exc:
                 log.debug("election: watch on the election key: %s", exc)
-                if getattr(exc, "reason", "") == "compacted":
+                if exc.reason == "compacted":
                     start = 0
+            except Exception:
+                log.exception("election: watch on the election key failed")
             await asyncio.sleep(self.policy.retry)  # pace reconnects to an unavailable etcd
 
     def _saw(self, change: wire.WatchEvent) -> None:
