@@ -20,11 +20,14 @@ KeyDeleted), or a Tick when ``Decision.wake_at`` comes; the Decision says what t
 
 **Stepping down before a successor can lead.** etcd lets a lease expire no earlier than TTL
 after it received the last renewal, so no earlier than TTL after the renewal was *sent*. A
-leader acts only while ``now < sent + ttl - margin`` for its last successful renewal, where
-``margin`` covers the difference between the two clocks' rates over a TTL and the gateway's
-round trip. Past that it steps down, whether or not its renewals are failing, and whether or
-not a call is still in flight; a successor can create the key only after the lease expired,
-which is later. The guarded writes are the second line: a deposed leader's write fails in etcd.
+leader acts only while ``now < sent + ttl - margin`` for its last successful renewal.
+Counting from the send already covers the gateway's round trip; ``margin`` covers the clocks:
+a leader whose clock runs slower than etcd's by up to ``margin / ttl`` still stops in time
+(``tests/unit/election_sim.py`` simulates it), and what it began just before the deadline (a
+message to an agent) has ``margin`` to land. Past that it steps down, whether or not its
+renewals are failing, and whether or not a call is still in flight; a successor can create the
+key only after the lease expired, which is later. The guarded writes are the second line: a
+deposed leader's write fails in etcd.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ class LeaderChange:
 
 
 class Leadership:
+    """This controller's part in the election on ``key`` through ``client`` (see module)."""
+
     def __init__(self, client: EtcdClient, identity: bytes | str, *, key: bytes | str = DEFAULT_KEY,
                  policy: Policy | None = None,
                  on_change: Callable[[LeaderChange], None] | None = None) -> None:
