@@ -40,8 +40,17 @@ an error equal to the one raised on the other side::
     ├── StorageError                 "storage_error"      the controller's store cannot be written
     │   │                                                 (disk full, I/O error, read-only): nothing
     │   │                                                 of the change was saved
-    │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
-    │                                                     export or restore a backup
+    │   ├── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
+    │   │                                                 export or restore a backup
+    │   ├── StoreUnavailable         "store_unavailable"  no etcd endpoint answered in time
+    │   │   │                                             (.endpoint: the last one tried)
+    │   │   └── NoQuorum             "no_quorum"          etcd answered, but its members have no
+    │   │                                                 leader: too few of them are up
+    │   ├── StoreRejected            "store_rejected"     etcd refused the request (.status: its
+    │   │                                                 gRPC code; .reason a stable word)
+    │   └── CompareFailed            "compare_failed"     a guarded write's compare did not hold
+    │       └── LeadershipLost       "leadership_lost"    the election key no longer holds this
+    │                                                     controller's term (.term)
     ├── Unauthorized                 "unauthorized"       an HTTP request without a valid token
     ├── PreconditionFailed           "precondition_failed" an HTTP write whose If-Match (or
     │                                                     If-None-Match) does not hold: someone
@@ -321,6 +330,73 @@ class StorageDamaged(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "damaged")
+
+
+class StoreUnavailable(StorageError):
+    """No etcd endpoint answered in time (refused, reset, or silent past the call's timeout).
+
+    ``endpoint`` is the last one tried; the message names every endpoint and what went wrong
+    with each. A write that timed out may still have been applied: callers guard their writes
+    (``CompareFailed``) so that trying again is safe.
+    """
+
+    code = "store_unavailable"
+    DETAILS = ("reason", "endpoint")
+    reason = "unavailable"
+
+    def __init__(self, message: str, endpoint: str | None = None, reason: str = "unavailable") -> None:
+        super().__init__(message, reason)
+        self.endpoint = endpoint
+
+
+class NoQuorum(StoreUnavailable):
+    """etcd members answered but none has a leader: fewer than a quorum of them are up or can
+    reach each other. Nothing can be read or written until enough of them return."""
+
+    code = "no_quorum"
+    reason = "no_quorum"
+
+    def __init__(self, message: str, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint, "no_quorum")
+
+
+class StoreRejected(StorageError):
+    """etcd answered a request with an error: ``status`` is its gRPC status code, ``reason`` a
+    stable word (``lease_not_found``, ``compacted``, ``invalid``, ``too_large``, ``error``)."""
+
+    code = "store_rejected"
+    DETAILS = ("reason", "status")
+    status = 0
+
+    def __init__(self, message: str, status: int = 0, reason: str = "error") -> None:
+        super().__init__(message, reason)
+        self.status = status
+
+
+class CompareFailed(StorageError):
+    """A transaction's compares did not hold in etcd, so none of its writes were made (someone
+    changed a key it was guarded by since it was read)."""
+
+    code = "compare_failed"
+    reason = "compare_failed"
+
+    def __init__(self, message: str, reason: str = "compare_failed") -> None:
+        super().__init__(message, reason)
+
+
+class LeadershipLost(CompareFailed):
+    """A leader's guarded write refused: the election key no longer has the create revision
+    ``term`` this controller won it with, so another controller leads (or none does) and the
+    write was not made."""
+
+    code = "leadership_lost"
+    DETAILS = ("reason", "term")
+    reason = "leadership_lost"
+    term = 0
+
+    def __init__(self, message: str, term: int = 0) -> None:
+        super().__init__(message, "leadership_lost")
+        self.term = term
 
 
 class Unauthorized(GafferError):

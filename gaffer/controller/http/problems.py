@@ -32,6 +32,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "throttled": 429, "stdin_full": 429,
     "shutting_down": 503, "unreachable": 503, "storage_error": 503, "storage_damaged": 503,
     "keeper_unavailable": 503, "keeper_busy": 503,
+    "store_unavailable": 503, "no_quorum": 503, "store_rejected": 503, "compare_failed": 409,
+    "leadership_lost": 503,
 }
 INTERNAL = 500
 
