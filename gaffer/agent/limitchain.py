@@ -6,11 +6,14 @@ plain rate. Now nothing but the program and, for rlimits, one small C program of
 in the child; each setting is still applied before the program's first instruction and under
 the agent's privilege, before any change of user:
 
-- **nice** is set in the agent, on a thread of its own made for this one spawn: Linux keeps
-  nice per thread and a child takes it from the thread that clones it, so the child starts
-  with it and no other thread of the agent (its loop, SQLite's, the cgroup worker) ever runs
-  with it. The thread ends with the spawn: a raised nice, which an unprivileged thread could not
-  lower back, dies with it. A refusal comes back to the agent as the spawn's own error.
+- **nice** is set in the agent, on the spawning thread only: Linux keeps nice per thread and a
+  child takes it from the thread that clones it, so the child starts with it and no other
+  thread of the agent (SQLite's, the cgroup worker) ever runs with it. Where the thread may
+  set its nice back afterwards (a nice at or below its own, or CAP_SYS_NICE, or an RLIMIT_NICE
+  that allows it: ``nice_reversible``), that is the loop's thread, for the few microseconds of
+  the posix_spawn; where it may not (an unprivileged agent raising nice), a thread made for this
+  one spawn, whose raised nice dies with it (about 0.15 ms of the agent's CPU more). A refusal
+  comes back to the agent as the spawn's own error.
 - **rlimits** are set by util-linux's ``prlimit --NAME=SOFT:HARD ... -- PROGRAM``, the first
   program exec'd in the child: limits are per process (a thread cannot hold its own), and the
   agent lowering its own around the spawn would hit its other threads meanwhile, could not
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Callable, TypeVar
 
-from gaffer.agent.childlimits import ChildLimits, NotGranted
+from gaffer.agent.childlimits import CAP_SYS_NICE, ChildLimits, NotGranted, Privileges
 
 TOOL_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")
 """Where ``prlimit`` and ``setpriv`` are looked for: the system's, not the child's PATH."""
@@ -115,12 +118,21 @@ def _limit(value: int | None) -> str:
     return "unlimited" if value is None else str(value)
 
 
-def with_nice(nice: int | None, call: Callable[[], T]) -> T:
-    """``call()``, on a thread of its own whose nice is ``nice`` when it is not None (a child it
-    spawns starts with it); the thread is gone when this returns. Raises what ``call`` (or
-    setpriority) raised."""
+def nice_reversible(nice: int, privileges: Privileges) -> bool:
+    """Whether a thread at the agent's nice that goes to ``nice`` may come back: raising nice
+    is always allowed, lowering it needs CAP_SYS_NICE or an RLIMIT_NICE of 20 - nice. Pure."""
+    return (nice <= privileges.nice or 20 - privileges.nice <= privileges.nice_rlimit
+            or privileges.can(CAP_SYS_NICE))
+
+
+def with_nice(nice: int | None, call: Callable[[], T], reversible: bool) -> T:
+    """``call()`` on a thread whose nice is ``nice`` when it is not None (a child it spawns
+    starts with it): this thread, set back afterwards, when ``reversible``, else a thread of
+    its own, gone when this returns. Raises what ``call`` (or setpriority) raised."""
     if nice is None:
         return call()
+    if reversible:
+        return _on_this_thread(nice, call)
     outcome: list = []
 
     def run() -> None:
@@ -140,3 +152,16 @@ def with_nice(nice: int | None, call: Callable[[], T]) -> T:
     if not done:
         raise value
     return value
+
+
+def _on_this_thread(nice: int, call: Callable[[], T]) -> T:
+    tid = threading.get_native_id()
+    own = os.getpriority(os.PRIO_PROCESS, tid)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:
+        raise NotGranted(f"nice {nice}: {exc.strerror}") from exc
+    try:
+        return call()
+    finally:
+        os.setpriority(os.PRIO_PROCESS, tid, own)

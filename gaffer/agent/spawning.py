@@ -40,8 +40,8 @@ import signal
 import subprocess
 from typing import Mapping
 
-from gaffer.agent.childlimits import ChildLimits, NotGranted, grant_problem, helper_argv, read_privileges
-from gaffer.agent.limitchain import Tools, chain_switches_user, chain_words, system_tools, with_nice
+from gaffer.agent.childlimits import ChildLimits, NotGranted, Privileges, grant_problem, helper_argv, read_privileges
+from gaffer.agent.limitchain import Tools, chain_switches_user, chain_words, nice_reversible, system_tools, with_nice
 
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """What Popen's ``restore_signals`` puts back to the default in the child (Linux)."""
@@ -173,13 +173,13 @@ def spawn_through_chain(
     gid: int | None = None,
     groups: tuple[int, ...] | None = None,
 ) -> tuple[int, subprocess.Popen | None]:
-    """Start ``chain_words`` + ``argv`` from a thread with the template's nice: posix_spawn'ed
+    """Start ``chain_words`` + ``argv`` from a thread at the template's nice: posix_spawn'ed
     when nothing else is left to do before the first exec, else through Popen (cwd, umask, a
     user switch that is not the chain's, a stream that is already 0-2). What the host or exec
     would refuse is raised here, before anything starts (``check_before_spawn``)."""
     chain = chain_words(limits, system_tools(), uid, gid, groups)
     assert chain is not None
-    check_before_spawn(argv, env, limits, cwd, uid, gid)
+    privileges = check_before_spawn(argv, env, limits, cwd, uid, gid)
     if chain_switches_user(limits, uid, gid, groups):
         uid = gid = groups = None
     words = chain + argv
@@ -200,17 +200,19 @@ def spawn_through_chain(
         )
         return popen.pid, popen
 
-    return with_nice(limits.nice, start)
+    reversible = limits.nice is None or nice_reversible(limits.nice, privileges)
+    return with_nice(limits.nice, start, reversible)
 
 
 def check_before_spawn(argv: tuple[str, ...], env: Mapping[str, str], limits: ChildLimits,
-                       cwd: str | None, uid: int | None, gid: int | None) -> None:
+                       cwd: str | None, uid: int | None, gid: int | None) -> Privileges:
     """Raise what Popen would refuse at once (no program, no working directory) and what the
     host will refuse (``grant_problem``): a second exec in the child would only report them
-    on its stderr, after the instance had started."""
+    on its stderr, after the instance had started. The agent's privileges, as checked."""
     if not argv:
         raise ValueError("an empty command line")
-    problem = grant_problem(limits, read_privileges(), uid, gid)
+    privileges = read_privileges()
+    problem = grant_problem(limits, privileges, uid, gid)
     if problem is not None:
         raise NotGranted(problem)
     if cwd is not None and not os.path.isdir(cwd):
@@ -221,6 +223,7 @@ def check_before_spawn(argv: tuple[str, ...], env: Mapping[str, str], limits: Ch
         _check_program(os.path.join(cwd or "", program))
     else:
         find_program(program, env)
+    return privileges
 
 
 def _check_program(path: str) -> None:

@@ -325,9 +325,11 @@ class TestNoPythonInTheChild:
         if "rlimits" in settings:
             assert proc_limits(pid)["core"] == ("0", "0")
 
-    async def test_nice_is_set_on_a_spawning_thread_of_its_own(self):
-        """The child starts with the nice; every thread of the agent keeps its own, and the
-        spawning thread (joined by spawn) leaves the process."""
+    @pytest.mark.parametrize("reversible", [True, False], ids=["this-thread", "own-thread"])
+    async def test_nice_is_set_on_the_spawning_thread_only(self, monkeypatch, reversible):
+        """The child starts with the nice; every thread of the agent keeps its own (the loop's
+        set back, or a spawning thread of its own that then leaves the process)."""
+        monkeypatch.setattr(spawning, "nice_reversible", lambda nice, privileges: reversible)
         before = thread_nices()
         pid, popen = spawning.spawn((SLEEP, "30"), {}, (devnull(),) * 3, limits=ChildLimits(nice=9))
         try:

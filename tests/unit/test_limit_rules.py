@@ -4,6 +4,7 @@ form, checked against the host's rules before a spawn, and passed to the helper 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import sys
 
 import pytest
@@ -22,7 +23,7 @@ from gaffer.agent.childlimits import (
     grant_problem,
     helper_argv,
 )
-from gaffer.agent.limitchain import Tools, chain_words
+from gaffer.agent.limitchain import Tools, chain_words, nice_reversible
 from gaffer.common.errors import TemplateError
 from gaffer.common.template import parse_template
 
@@ -254,3 +255,14 @@ class TestChain:
         assert chain_words(rl, Tools(setpriv="/s")) is None
         assert chain_words(rl, Tools(prlimit="/p"), uid=5) is None
         assert chain_words(rl, Tools(prlimit="/p")) == ("/p", "--core=0:0", "--")
+
+    def test_nice_is_set_on_the_loops_thread_only_where_it_may_be_set_back(self):
+        """Lowering nice, or raising it with CAP_SYS_NICE or enough RLIMIT_NICE: reversible;
+        an unprivileged raise is not (it takes a thread of its own)."""
+        plain = Privileges(capabilities=0, rlimits={}, nice=0, nice_rlimit=0, nr_open=1024, uids=(1,), gids=(1,))
+        assert not nice_reversible(5, plain)
+        assert nice_reversible(0, plain)
+        assert nice_reversible(-2, replace(plain, nice=3))
+        assert nice_reversible(5, replace(plain, nice_rlimit=20))
+        assert not nice_reversible(5, replace(plain, nice_rlimit=19))
+        assert nice_reversible(19, replace(plain, capabilities=1 << CAP_SYS_NICE))
