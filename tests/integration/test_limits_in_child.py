@@ -289,8 +289,8 @@ def bytes_read(pid: int) -> int:
     raise AssertionError("no rchar line")
 
 
-PYTHON_START_UP_READS = 200_000
-"""Python's start-up reads its standard library: over 600 kB even with ``-I -S``. prlimit,
+PYTHON_START_UP_READS = 100_000
+"""Python's start-up reads its standard library: over 300 kB even with ``-I -S``. prlimit,
 setpriv and sleep read only their ELF headers and the loader's: under 20 kB together."""
 
 

@@ -4,8 +4,8 @@ form, checked against the host's rules before a spawn, and passed to the helper 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 import sys
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
