@@ -151,8 +151,11 @@ def read_privileges() -> Privileges:
     for name, number in RESOURCES.items():
         soft, hard = resource.getrlimit(number)
         own[name] = (_rank(soft), _rank(hard))
-    with open("/proc/sys/fs/nr_open") as file:
-        nr_open = int(file.read())
+    fd = os.open("/proc/sys/fs/nr_open", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        nr_open = int(os.read(fd, 32))  # os-level: read before every such spawn
+    finally:
+        os.close(fd)
     return Privileges(
         capabilities=_capabilities,
         rlimits=own,
