@@ -35,11 +35,12 @@ same settings in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
 from functools import cache
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from gaffer.agent.childlimits import CAP_SYS_NICE, ChildLimits, NotGranted, Privileges
 
@@ -133,7 +134,7 @@ def with_nice(nice: int | None, call: Callable[[], T], reversible: bool) -> T:
         return call()
     if reversible:
         return _on_this_thread(nice, call)
-    outcome: list = []
+    outcome: list[tuple[bool, Any]] = []
 
     def run() -> None:
         try:
@@ -164,4 +165,7 @@ def _on_this_thread(nice: int, call: Callable[[], T]) -> T:
     try:
         return call()
     finally:
-        os.setpriority(os.PRIO_PROCESS, tid, own)
+        # nice_reversible allowed it; should the kernel refuse anyway, a child already
+        # spawned must still reach its Process, so the refusal is not raised over it
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, own)
