@@ -135,6 +135,26 @@ def grant_problem(limits: ChildLimits, privileges: Privileges, uid: int | None =
     return None
 
 
+def host_refusals(template: Template, privileges: Privileges) -> list[tuple[str, str]]:
+    """Every ``rlimits``/``nice`` setting of ``template`` this host would refuse to a process
+    with ``privileges``, as (field, reason): ``grant_problem`` asked of each setting alone, so
+    all are named, not only the first (``gaffer check`` warns with them)."""
+    limits = child_limits(template)
+    if limits is None:
+        return []
+    refused = []
+    for rlimit in limits.rlimits:
+        problem = grant_problem(ChildLimits(rlimits=(rlimit,)), privileges)
+        if problem is not None:
+            field, _, reason = problem.partition(": ")
+            refused.append((field, reason))
+    if limits.nice is not None:
+        problem = grant_problem(ChildLimits(nice=limits.nice), privileges)
+        if problem is not None:
+            refused.append(("nice", problem))
+    return refused
+
+
 def _shown(value: int) -> str:
     return "unlimited" if value >= INFINITE else str(value)
 

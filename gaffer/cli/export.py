@@ -20,6 +20,7 @@ from gaffer.common.loaders import load, resolve_file
 from gaffer.common.ports import MAX_PORT
 from gaffer.common.procfile_options import check_concurrency_names, parse_concurrency_options
 from gaffer.common.unitfiles import App, OutFile, plan_instances, supervisord_files, systemd_files
+from gaffer.common.unitorder import plan_order
 
 RENDER = {"systemd": systemd_files, "supervisord": supervisord_files}
 
@@ -51,6 +52,7 @@ def export(format: str, directory: str, file: str | None, app: str | None, concu
             directory=str(target),
             templates=tuple(loaded.templates),
             instances=plan_instances(loaded.templates, counts),
+            order=plan_order(loaded.templates, str(path)),
         )
         files = RENDER[format](plan)
         write_all(target, files)

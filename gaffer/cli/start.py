@@ -421,8 +421,22 @@ def check(file: str | None, concurrency: tuple[str, ...], port: int | None) -> N
         templates = read_templates(path, counts, port=port)
     except GafferError as exc:
         raise click.ClickException(exc.message) from None
+    for warning in limit_warnings(templates):
+        click.echo(f"warning: {warning}", err=True)
     count = sum(t.numprocesses for t in templates)
     click.echo(f"{path}: ok, {len(templates)} templates, {count} processes")
+
+
+def limit_warnings(templates: list[Template]) -> list[str]:
+    """The ``rlimits``/``nice`` settings this host would refuse to gaffer run by this user (the
+    agent's own check, ``childlimits.host_refusals``): its spawns of them would fail here."""
+    from gaffer.agent.childlimits import host_refusals, read_privileges  # only check needs them
+
+    privileges = read_privileges()
+    return [
+        f"{template.name}.{field}: {reason}: `gaffer start` here, as this user, would fail to spawn it"
+        for template in templates for field, reason in host_refusals(template, privileges)
+    ]
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -106,7 +106,16 @@ def status_text(status: dict[str, Any]) -> str:
     for key in ("templates", "instances"):
         if key in status:
             lines.append(f"{key:<12}{cell(status[key])}")
+    if status.get("samples"):
+        lines.append("samples     " + _samples(status["samples"]))
     return "\n".join(lines)
+
+
+def _samples(samples: dict[str, Any]) -> str:
+    """The stats cache: what ``ps`` answers cpu and memory from."""
+    oldest = samples.get("oldest_age")
+    return (f"{samples.get('instances', 0)} instances from {samples.get('nodes', 0)} nodes, "
+            f"{samples.get('pushes', 0)} pushes, oldest " + ("-" if oldest is None else f"{age(oldest)} ago"))
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -10,6 +10,10 @@ would leave honcho::
     supervisord  APP.conf                [program:APP-web-1] per instance, [group:APP]
                                          (0600 when any program has an env)
 
+``depends_on`` becomes ``After=`` with ``Wants=`` or ``Requires=`` (and the dependency's ``Type=``)
+for systemd, and start order with ``priority=`` for supervisord, each with a comment saying what
+the format cannot keep (``unitorder.py``).
+
 Unlike honcho's templates, every value is escaped for the format that reads it (systemd's
 specifiers ``%`` and variables ``$``, supervisord's ``%`` and quoting), the stop signal, grace
 period and restart policy are the template's, and the whole process group is stopped as gaffer
@@ -21,12 +25,13 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from gaffer.common.errors import ConfigError
 from gaffer.common.ports import MAX_PORT, instance_port
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template
+from gaffer.common.unitorder import Order, level, priority, service_type, supervisord_note, systemd_depends
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 VAR_RE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -66,6 +71,15 @@ class App:
     directory: str
     templates: tuple[Template, ...]
     instances: tuple[Instance, ...]
+    order: Order = Order()
+    """What ``depends_on`` makes of the templates (``unitorder.plan_order``)."""
+
+    def services(self) -> dict[str, list[str]]:
+        """Each template's instance units (systemd): ``{"web": ["APP-web-1.service", ...]}``."""
+        out: dict[str, list[str]] = {t.name: [] for t in self.templates}
+        for instance in self.instances:
+            out[instance.template.name].append(f"{self.name}-{instance.label}.service")
+        return out
 
 
 def plan_instances(templates: list[Template], counts: Mapping[str, int]) -> tuple[Instance, ...]:
@@ -106,6 +120,8 @@ def systemd_files(app: App) -> list[OutFile]:
     """The master target, one target per template, one service per instance, one env file per
     template that has an env."""
     wants = " ".join(f"{app.name}-{t.name}.target" for t in app.templates)
+    units = app.services()
+    by_name = {t.name: t for t in app.templates}
     files = [OutFile(
         f"{app.name}.target",
         f"[Unit]\nDescription={app.name} (exported by gaffer)\nWants={wants}\n\n[Install]\nWantedBy=multi-user.target\n",
@@ -121,19 +137,25 @@ def systemd_files(app: App) -> list[OutFile]:
         if env:
             lines = "".join(f"{key}={systemd_env_value(value)}\n" for key, value in env.items())
             files.append(OutFile(f"{app.name}-{template.name}.env", lines, secret=True))
+        depends = systemd_depends(template, units, by_name, app.order)
         for instance in mine:
-            files.append(OutFile(f"{app.name}-{instance.label}.service", systemd_service(app, instance, bool(env))))
+            files.append(OutFile(
+                f"{app.name}-{instance.label}.service", systemd_service(app, instance, bool(env), depends),
+            ))
     return files
 
 
-def systemd_service(app: App, instance: Instance, has_env: bool) -> str:
+def systemd_service(app: App, instance: Instance, has_env: bool, depends: Sequence[str] = ()) -> str:
+    """One instance's service; ``depends``: its ``[Unit]`` lines for depends_on (``unitorder``)."""
     template = instance.template
     lines = [
         "[Unit]",
         f"Description={app.name} {template.name}.{instance.ordinal}",
         f"PartOf={app.name}-{template.name}.target",
+        *depends,
         "",
         "[Service]",
+        *service_type(template, app.order),
         f"WorkingDirectory={systemd_setting(template.cwd or app.workdir)}",
     ]
     if has_env:
@@ -222,17 +244,19 @@ def systemd_env_value(value: str) -> str:
 
 
 def supervisord_files(app: App) -> list[OutFile]:
-    """One conf: a ``[program:APP-web-1]`` per instance, then ``[group:APP]``."""
-    sections = []
+    """One conf: a ``[program:APP-web-1]`` per instance, then ``[group:APP]``; with depends_on,
+    in start order with ``priority=`` (``unitorder``) under a comment saying what is not kept."""
+    sections = [supervisord_note(app.order)] if app.order.ordered else []
     secret = False
-    for instance in app.instances:
+    instances = sorted(app.instances, key=lambda i: level(i.template, app.order))
+    for instance in instances:
         template = instance.template
         env = dict(file_env(template, instance.port is not None))
         secret = secret or bool(env)
         if instance.port is not None:
             env["PORT"] = str(instance.port)
         sections.append(supervisord_program(app, instance, env))
-    programs = ",".join(f"{app.name}-{i.label}" for i in app.instances)
+    programs = ",".join(f"{app.name}-{i.label}" for i in instances)
     sections.append(f"[group:{app.name}]\nprograms={programs}\n")
     return [OutFile(f"{app.name}.conf", "\n".join(sections), secret=secret)]
 
@@ -258,6 +282,8 @@ def supervisord_program(app: App, instance: Instance, env: Mapping[str, str]) ->
         "stopasgroup=true",
         "killasgroup=true",
     ]
+    if app.order.ordered:
+        lines.append(f"priority={priority(template, app.order)}")
     if template.uid is not None:
         lines.append(f"user={supervisord_value(str(template.uid))}")
     if template.umask is not None:

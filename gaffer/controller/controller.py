@@ -388,6 +388,7 @@ class Controller:
                 0 if t.paused else t.template.numprocesses for t in cluster.templates.values()
             ), "placed": len(cluster.placement), "running": instances},
             "moving_allowed": cluster.may_move,
+            "samples": self.stat_cache.status(self.now()),
             "link": self._server.stats,
             "auth": self._auth_status(),
             "events_published": self.hub.published,

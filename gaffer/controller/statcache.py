@@ -11,6 +11,10 @@ and when the node is forgotten.
 
 Each row keeps the pid it was sampled from: ``sample_for`` gives a row only for the process a
 listing shows, never a restarted instance's predecessor's numbers.
+
+``status`` answers the cache's figures for the controller's ``status`` (which is polled): it
+keeps a count of rows per node as rows come and go, so the figures cost one pass over the
+nodes, never one over the rows.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class StatCache:
         self._rows: dict[str, _Row] = {}
         self._pushed: dict[str, float] = {}
         """Per node, when its last push arrived."""
+        self._held: dict[str, int] = {}
+        """Per node, how many rows it holds (nodes holding none are absent)."""
         self.pushes = 0
         self.version = 0
         """Bumped by every change (a push, a discard, a node forgotten): ``row_cache.py`` reads
@@ -60,14 +66,19 @@ class StatCache:
         self.version += 1
         rows = self._rows
         if body["reset"]:
-            for ident in [i for i, row in rows.items() if row.node == node]:
-                del rows[ident]
-        for ident in body["removed"]:
-            row = rows.get(ident)
-            if row is not None and row.node == node:
-                del rows[ident]
+            self._drop_node(node)
+        self._drop(node, body["removed"])
+        added = 0
         for item in body["rows"]:
-            rows[item["id"]] = _Row(node, item["pid"], float(item["cpu"]), item["mem"], item["children"])
+            ident = item["id"]
+            old = rows.get(ident)
+            if old is None:
+                added += 1
+            elif old.node != node:
+                self._count(old.node, -1)
+                added += 1
+            rows[ident] = _Row(node, item["pid"], float(item["cpu"]), item["mem"], item["children"])
+        self._count(node, added)
         self._pushed[node] = now
 
     def get(self, instance_id: str) -> Sample | None:
@@ -107,15 +118,44 @@ class StatCache:
         """Instances ``node`` says have stopped or are gone: their rows go (a row another
         node pushed since, the instance having moved, stays)."""
         self.version += 1
-        rows = self._rows
-        for ident in instance_ids:
-            row = rows.get(ident)
-            if row is not None and row.node == node:
-                del rows[ident]
+        self._drop(node, instance_ids)
 
     def forget_node(self, node: str) -> None:
         """A node forgotten for good: every row of it goes."""
         self.version += 1
         self._pushed.pop(node, None)
-        for ident in [i for i, row in self._rows.items() if row.node == node]:
-            del self._rows[ident]
+        self._drop_node(node)
+
+    def status(self, now: float) -> dict[str, Any]:
+        """The figures ``status`` shows: instances with a sample, the nodes they come from,
+        pushes received, and how long ago the oldest sample was confirmed (seconds; None when
+        none is held), which grows for a node that went silent. One pass over the nodes."""
+        oldest = min((self._pushed.get(node, now) for node in self._held), default=None)
+        return {
+            "instances": len(self._rows), "nodes": len(self._held), "pushes": self.pushes,
+            "oldest_age": None if oldest is None else round(max(0.0, now - oldest), 3),
+        }
+
+    def _drop(self, node: str, instance_ids: Iterable[str]) -> None:
+        """The rows of ``instance_ids`` that ``node`` holds go (another node's stay)."""
+        rows = self._rows
+        dropped = 0
+        for ident in instance_ids:
+            row = rows.get(ident)
+            if row is not None and row.node == node:
+                del rows[ident]
+                dropped += 1
+        self._count(node, -dropped)
+
+    def _drop_node(self, node: str) -> None:
+        if self._held.pop(node, 0):
+            for ident in [i for i, row in self._rows.items() if row.node == node]:
+                del self._rows[ident]
+
+    def _count(self, node: str, change: int) -> None:
+        if change:
+            held = self._held.get(node, 0) + change
+            if held:
+                self._held[node] = held
+            else:
+                del self._held[node]

@@ -3,6 +3,7 @@ controller and agent. Every answer is also checked against the OpenAPI document 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -62,6 +63,53 @@ async def test_cordon_uncordon_and_drain_a_node(http: Http):
     assert extra.status == 400 and extra.body["field"] == "force"
     viewer = await http.request("POST", "/v1/nodes/n1/cordon", http.token(Role.VIEWER))
     assert viewer.status == 403
+
+
+async def test_delete_forgets_a_down_node_and_refuses_an_up_or_unknown_one(http: Http, cluster: Cluster):
+    """DELETE /v1/nodes/{name} forgets a down node (admin only, as gafferctl node forget); an up
+    node is 409 node_alive, an unknown one 404, a bad name 400 naming the field."""
+    token = http.token()
+    await cluster.start_agent("n2")
+    await cluster.lose_agent("n2")
+    await cluster.wait_node("n2", "down")
+    alive = await http.request("DELETE", "/v1/nodes/n1", token)
+    assert alive.status == 409 and alive.body["code"] == "node_alive"
+    assert "only a node that is down can be forgotten" in alive.body["detail"]
+    for role in (Role.VIEWER, Role.OPERATOR):
+        refused = await http.request("DELETE", "/v1/nodes/n2", http.token(role))
+        assert refused.status == 403 and refused.body["code"] == "forbidden"
+    unknown = await http.request("DELETE", "/v1/nodes/n9", token)
+    assert unknown.status == 404 and unknown.body["code"] == "node_not_found"
+    bad = await http.request("DELETE", "/v1/nodes/no.dots", token)
+    assert bad.status == 400 and bad.body["field"] == "name"
+    forgotten = await http.request("DELETE", "/v1/nodes/n2", token)
+    assert forgotten.status == 200 and forgotten.body == {"node": "n2", "forgotten": True, "moving": 0}
+    assert (await http.request("GET", "/v1/nodes/n2", token)).status == 404
+    assert [row["name"] for row in (await http.request("GET", "/v1/nodes", token)).body["items"]] == ["n1"]
+
+
+async def test_status_shows_the_stats_cache(http: Http, cluster: Cluster):
+    """GET /v1/status (and status over ZeroMQ) carries the stats cache's figures: instances
+    with a pushed sample, their nodes, pushes received, the oldest sample's age."""
+    token = http.token(Role.VIEWER)
+    await cluster.start_agent("n2", stats_interval=0.1)
+    assert (await put(http, "w", 1, placement={"nodes": ["n2"]})).status == 201
+    await cluster.wait_running(1, "w")
+    samples: dict = {}
+
+    async def sampled() -> bool:
+        nonlocal samples
+        answer = await http.request("GET", "/v1/status", token)
+        assert answer.status == 200
+        samples = answer.body["samples"]
+        return samples["instances"] == 1
+
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while not await sampled():
+        assert asyncio.get_running_loop().time() < deadline, samples
+        await cluster.controller.changed(0.1)
+    assert samples["nodes"] == 1 and samples["pushes"] >= 1 and 0 <= samples["oldest_age"] < 10
+    assert (await cluster.call("status"))["samples"]["instances"] == 1
 
 
 async def test_put_creates_then_replaces_a_template_and_get_reads_it(http: Http, cluster: Cluster):

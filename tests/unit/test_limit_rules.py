@@ -22,6 +22,7 @@ from gaffer.agent.childlimits import (
     child_limits,
     grant_problem,
     helper_argv,
+    host_refusals,
 )
 from gaffer.agent.limitchain import Tools, chain_words, nice_reversible
 from gaffer.common.errors import TemplateError
@@ -177,6 +178,23 @@ class TestGrant:
         assert "CAP_SETUID" in (grant_problem(limits, privileges(), uid=0) or "")
         assert grant_problem(limits, privileges(), uid=1000) is None
         assert grant_problem(limits, privileges(caps=1 << CAP_SETUID), uid=0) is None
+
+
+class TestHostRefusals:
+    def test_every_refused_setting_is_named_with_its_field(self):
+        """host_refusals names each rlimit and the nice the host would refuse (not only the
+        first), by field, and nothing for settings it grants."""
+        template = parse_template({"cmd": "x", "nice": -5, "umask": "022", "rlimits": {
+            "core": [0, 2048], "nofile": [10, 1024], "as": "unlimited",
+        }}, "web")
+        refused = host_refusals(template, privileges())
+        assert [field for field, _ in refused] == ["rlimits.core", "rlimits.as", "nice"]
+        assert refused[0] == ("rlimits.core", "hard limit 2048 is above gaffer's own (1024); raising it needs "
+                                              "privilege (CAP_SYS_RESOURCE)")
+        assert refused[2] == ("nice", "nice -5 is below gaffer's own (0); lowering it needs privilege "
+                                      "(CAP_SYS_NICE, or RLIMIT_NICE)")
+        assert host_refusals(template, privileges(caps=1 << CAP_SYS_RESOURCE | 1 << CAP_SYS_NICE)) == []
+        assert host_refusals(parse_template({"cmd": "x", "umask": "022"}, "web"), privileges()) == []
 
 
 class TestHelperWords:

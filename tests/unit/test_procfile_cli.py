@@ -103,6 +103,41 @@ class TestCheck:
         too_high = gaffer("check", "-p", "65500", cwd=root)
         assert too_high.exit_code == 1 and "65535" in too_high.stderr
 
+    def test_limits_this_user_cannot_grant_are_warnings(self, tmp_path: Path, monkeypatch) -> None:
+        """A hard limit above this user's and a negative nice without CAP_SYS_NICE are warned
+        about, naming template and field; the file is still ok (exit 0)."""
+        from gaffer.agent import childlimits
+
+        own = {name: (1024, 1024) for name in childlimits.RESOURCES}
+        unprivileged = childlimits.Privileges(capabilities=0, rlimits=own, nice=0, nice_rlimit=0, nr_open=1 << 20,
+                                              uids=(1000,) * 3, gids=(1000,) * 3)
+        monkeypatch.setattr(childlimits, "read_privileges", lambda: unprivileged)
+        (tmp_path / "gaffer.toml").write_text(
+            '[web]\ncmd = "x"\nnice = -5\nrlimits = {nofile = [512, 4096], core = 0}\n[ok]\ncmd = "y"\nnice = 5\n'
+        )
+        result = gaffer("check", "gaffer.toml", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "gaffer.toml: ok, 2 templates, 2 processes\n"
+        assert result.stderr.splitlines() == [
+            "warning: web.rlimits.nofile: hard limit 4096 is above gaffer's own (1024); raising it needs privilege "
+            "(CAP_SYS_RESOURCE): `gaffer start` here, as this user, would fail to spawn it",
+            "warning: web.nice: nice -5 is below gaffer's own (0); lowering it needs privilege (CAP_SYS_NICE, or "
+            "RLIMIT_NICE): `gaffer start` here, as this user, would fail to spawn it",
+        ]
+
+    def test_a_limit_no_user_may_have_is_warned_on_this_host(self, tmp_path: Path) -> None:
+        """nofile above this host's fs.nr_open (which even root cannot pass) is warned about, read from the host."""
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+        if nr_open >= 2**31 - 1:
+            pytest.skip("fs.nr_open is at the most a template may ask for")
+        (tmp_path / "gaffer.toml").write_text(f'[web]\ncmd = "x"\nrlimits = {{nofile = [64, {nr_open + 1}]}}\n')
+        result = gaffer("check", "gaffer.toml", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        assert result.stderr == (
+            f"warning: web.rlimits.nofile: {nr_open + 1} is above the kernel's fs.nr_open ({nr_open}): "
+            "`gaffer start` here, as this user, would fail to spawn it\n"
+        )
+
     def test_no_file_here(self, tmp_path: Path) -> None:
         """Without a file and none of the default names, check says so in one line."""
         result = gaffer("check", cwd=tmp_path)
@@ -315,3 +350,84 @@ class TestExportRefusals:
         assert result.exit_code == 1
         assert result.stderr == "Error: web.37 would get port 65536, past 65535: use a lower --port\n"
         assert not (root / "out").exists()
+
+
+class TestExportDependsOn:
+    TOML = (
+        '[db]\ncmd = "/bin/sleep"\nargs = ["60"]\nhealth = {type = "exec", command = "true"}\n'
+        '[cache]\ncmd = "/bin/sleep"\nargs = ["60"]\nnotify = true\n'
+        '[migrate]\ncmd = "/bin/true"\nrestart = "never"\ndepends_on = ["db"]\n'
+        '[web]\ncmd = "/bin/sleep"\nargs = ["60"]\nnumprocesses = 2\n'
+        'depends_on = ["db", {name = "migrate", condition = "completed"}, {name = "cache", condition = "started"}]\n'
+    )
+
+    def test_systemd_orders_starts_with_after_wants_and_requires(self, tmp_path: Path) -> None:
+        """started/ready become After= + Wants=, completed After= + Requires= on a oneshot job
+        (RemainAfterExit), notify a Type=notify service; what systemd cannot keep is a comment."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        result = gaffer("export", "systemd", "out", "--app", "a", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        out = tmp_path / "out"
+        web = (out / "a-web-2.service").read_text().splitlines()
+        assert "After=a-db-1.service a-migrate-1.service a-cache-1.service" in web
+        assert "Wants=a-db-1.service a-cache-1.service" in web and "Requires=a-migrate-1.service" in web
+        assert "# depends_on: db (ready), migrate (completed), cache (started)" in web
+        assert "# Not kept: db's health check: systemd has none, so this unit waits only until db has started." in web
+        assert "# Not kept: started on cache: systemd waits for its READY=1 (Type=notify)." in web
+        assert web.index("After=a-db-1.service a-migrate-1.service a-cache-1.service") < web.index("[Service]")
+        migrate = (out / "a-migrate-1.service").read_text().splitlines()
+        assert ["Type=oneshot", "RemainAfterExit=yes"] == migrate[migrate.index("[Service]") + 1:][:2]
+        assert "After=a-db-1.service" in migrate and "Wants=a-db-1.service" in migrate
+        cache = (out / "a-cache-1.service").read_text().splitlines()
+        assert "Type=notify" in cache and "NotifyAccess=all" in cache
+        db = (out / "a-db-1.service").read_text()
+        assert "Type=" not in db and "After=" not in db and "#" not in db
+
+    def test_a_dependency_without_instances_is_said_to_be_lost(self, tmp_path: Path) -> None:
+        """-c migrate=0 leaves web nothing to wait for: no Requires=, and a comment saying gaffer would hold it."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        assert gaffer("export", "systemd", "out", "--app", "a", "-c", "migrate=0", cwd=tmp_path).exit_code == 0
+        web = (tmp_path / "out" / "a-web-1.service").read_text().splitlines()
+        assert "# Not kept: migrate has no instances here; gaffer would hold this template, systemd starts it." in web
+        assert not [line for line in web if line.startswith("Requires=")]
+
+    def test_supervisord_lists_programs_in_start_order_with_priority(self, tmp_path: Path) -> None:
+        """supervisord gets programs in start order with rising priority= (dependencies lower),
+        and a comment that it cannot wait for readiness."""
+        (tmp_path / "gaffer.toml").write_text(self.TOML)
+        result = gaffer("export", "supervisord", "out", "--app", "a", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        text = (tmp_path / "out" / "a.conf").read_text()
+        assert text.startswith("; depends_on: programs are listed and given priority= in start order "
+                               "(cache, db < migrate < web).\n")
+        assert "cannot\n; wait for a program to be started, ready or completed" in text
+        parser = supervisord_parser()
+        parser.read_string(text)
+        priorities = {s.split(":")[1]: parser.getint(s, "priority") for s in parser.sections() if s.startswith("program:")}
+        assert priorities == {"a-db-1": 100, "a-cache-1": 100, "a-migrate-1": 101, "a-web-1": 102, "a-web-2": 102}
+        assert parser.get("group:a", "programs") == "a-db-1,a-cache-1,a-migrate-1,a-web-1,a-web-2"
+
+    def test_without_depends_on_nothing_changes(self, tmp_path: Path) -> None:
+        """An app without depends_on gets no priority=, no Type=, no ordering and no comment."""
+        root = app_dir(tmp_path)
+        assert gaffer("export", "supervisord", "out", cwd=root).exit_code == 0
+        assert gaffer("export", "systemd", "units", cwd=root).exit_code == 0
+        assert "priority=" not in (root / "out" / "shop.conf").read_text()
+        for unit in (root / "units").glob("*.service"):
+            assert not re.search(r"^(Type|After|Wants|Requires)=|^#", unit.read_text(), re.M)
+
+    @pytest.mark.parametrize(("toml", "error"), [
+        ('[web]\ncmd = "x"\ndepends_on = ["db"]\n',
+         "web.depends_on: 'db' is not a template (define it in the same apply, or apply it first)"),
+        ('[db]\ncmd = "x"\n[web]\ncmd = "x"\ndepends_on = [{name = "db", condition = "completed"}]\n',
+         "web.depends_on: 'db' never completes (restart = \"always\")"),
+    ])
+    @pytest.mark.parametrize("format", ["systemd", "supervisord"])
+    def test_a_dependency_export_cannot_keep_is_refused(self, tmp_path: Path, toml: str, error: str, format: str) -> None:
+        """A dependency on a template not in the file, or completed on one that never ends: one
+        line naming the field, and nothing written."""
+        (tmp_path / "gaffer.toml").write_text(toml)
+        result = gaffer("export", format, "out", cwd=tmp_path)
+        assert result.exit_code == 1 and len(result.stderr.splitlines()) == 1, result.output
+        assert error in result.stderr
+        assert not (tmp_path / "out").exists()

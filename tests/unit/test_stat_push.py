@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Iterable
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from gaffer.agent.statdiff import StatRow, Thresholds, after, changes, moved
 from gaffer.agent.statpush import StatPusher
@@ -204,3 +204,49 @@ class TestStatCache:
         cache.push("b", body([item("web.2")], reset=True), 1.0)
         cache.forget_node("a")
         assert [i for i, _ in cache.items()] == ["web.2"] and cache.pushed_at("a") is None
+
+    def test_status_counts_samples_nodes_pushes_and_the_oldest_age(self):
+        """status: instances with a sample, the nodes holding them, pushes received, and the age
+        of the oldest sample (a node without rows does not count; None when nothing is held)."""
+        cache = StatCache()
+        assert cache.status(5.0) == {"instances": 0, "nodes": 0, "pushes": 0, "oldest_age": None}
+        cache.push("a", body([item("web.1"), item("web.2")], reset=True), 1.0)
+        cache.push("b", body([item("api.1")], reset=True), 3.0)
+        cache.push("c", body([], reset=True), 0.5)
+        assert cache.status(10.0) == {"instances": 3, "nodes": 2, "pushes": 3, "oldest_age": 9.0}
+        cache.push("b", body([item("web.2")]), 4.0)
+        cache.discard("a", ["web.1"])
+        assert cache.status(10.0) == {"instances": 2, "nodes": 1, "pushes": 4, "oldest_age": 6.0}
+        cache.forget_node("b")
+        assert cache.status(10.0)["nodes"] == 0 and cache.status(10.0)["oldest_age"] is None
+
+
+NODES = st.sampled_from("abc")
+IDS = st.sampled_from(["w.1", "w.2", "w.3", "x.1"])
+STEPS = st.lists(st.one_of(
+    st.tuples(st.just("push"), NODES, st.lists(IDS, max_size=3), st.lists(IDS, max_size=2), st.booleans()),
+    st.tuples(st.just("discard"), NODES, st.lists(IDS, max_size=3)),
+    st.tuples(st.just("forget"), NODES),
+), max_size=20)
+
+
+@settings(max_examples=40)
+@given(STEPS)
+def test_status_counts_equal_a_count_over_the_rows(steps):
+    """Whatever pushes, discards and forgets happen, status's per-node counts agree with the
+    rows themselves (the counts are kept as rows come and go, never recounted)."""
+    cache = StatCache()
+    for now, step in enumerate(steps):
+        if step[0] == "push":
+            _, node, rows, removed, reset = step
+            cache.push(node, body([item(i) for i in rows], removed, reset), float(now))
+        elif step[0] == "discard":
+            cache.discard(step[1], step[2])
+        else:
+            cache.forget_node(step[1])
+    holders = {cache._rows[ident].node for ident, _ in cache.items()}
+    oldest = min((cache.pushed_at(node) for node in holders), default=None)
+    status = cache.status(100.0)
+    assert status["instances"] == len(cache) and status["nodes"] == len(holders)
+    assert status["oldest_age"] == (None if oldest is None else 100.0 - oldest)
+    assert cache._held == {n: sum(1 for r in cache._rows.values() if r.node == n) for n in holders}

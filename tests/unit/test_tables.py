@@ -153,6 +153,13 @@ class TestStatusText:
             "instances   running=7",
         ]
 
+    def test_the_stats_cache_line(self) -> None:
+        """samples: instances with a pushed sample, from how many nodes, pushes, the oldest's age."""
+        status = {**STATUS, "samples": {"instances": 200, "nodes": 3, "pushes": 41, "oldest_age": 4.25}}
+        assert tables.status_text(status).splitlines()[-1] == "samples     200 instances from 3 nodes, 41 pushes, oldest 4.2s ago"
+        empty = {**STATUS, "samples": {"instances": 0, "nodes": 0, "pushes": 0, "oldest_age": None}}
+        assert tables.status_text(empty).splitlines()[-1] == "samples     0 instances from 0 nodes, 0 pushes, oldest -"
+
     @pytest.mark.parametrize(("storage", "shown"), [
         ({"damaged": True, "problem": "index corrupt"}, "DAMAGED: index corrupt"),
         ({"failing": ["disk_full", "io_error"]}, "FAILING (disk_full, io_error): writes are refused until it recovers"),

@@ -94,8 +94,13 @@ NODE_PATHS: dict[str, Any] = {
                              {**ok("Status", "The status."), **problems(*READ)})},
     "/v1/nodes": {"get": op("listNodes", "The nodes, by name.", "nodes", "viewer",
                             {**ok("NodeList", "A page of nodes."), **problems(*READ)}, params=PAGE)},
-    "/v1/nodes/{name}": {"get": op("getNode", "One node.", "nodes", "viewer",
-                                   {**ok("Node", "The node."), **problems(*NAMED)}, params=(param("NodeName"),))},
+    "/v1/nodes/{name}": {
+        "parameters": [param("NodeName")],
+        "get": op("getNode", "One node.", "nodes", "viewer", {**ok("Node", "The node."), **problems(*NAMED)}),
+        "delete": op("forgetNode", "Forget a node that is down for good (gafferctl node forget); its "
+                     "instances are placed elsewhere at once. 409 node_alive while it is up or suspect.",
+                     "nodes", "admin", {**ok("Forgotten", "Forgotten."), **problems(*WRITE)}),
+    },
     "/v1/nodes/{name}/cordon": {"post": op(
         "cordonNode", "Place nothing new on the node; what it runs stays.", "nodes", "admin",
         {**ok("Cordoned", "Cordoned."), **problems(*WRITE)}, params=(param("NodeName"),))},

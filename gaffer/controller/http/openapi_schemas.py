@@ -196,7 +196,13 @@ STATUS = obj({
     "nodes": {"type": "object", "additionalProperties": INTEGER},
     "templates": INTEGER,
     "instances": obj({"wanted": INTEGER, "placed": INTEGER, "running": INTEGER}),
-}, ("controller", "version", "uptime", "http", "nodes", "templates", "instances"))
+    "samples": obj({
+        "instances": {**INTEGER, "description": "Instances with a cpu/mem sample pushed by their agent."},
+        "nodes": {**INTEGER, "description": "Nodes those samples come from."},
+        "pushes": {**INTEGER, "description": "Stats pushes received since the controller started."},
+        "oldest_age": {**nullable("number"), "description": "Seconds since the oldest sample was confirmed."},
+    }, ("instances", "nodes", "pushes", "oldest_age"), description="The stats agents push (ps answers from them)."),
+}, ("controller", "version", "uptime", "http", "nodes", "templates", "instances", "samples"))
 
 SCALE = obj({
     "count": {
@@ -212,6 +218,10 @@ PAUSED = obj({"name": NAME, "paused": BOOLEAN}, ("name", "paused"))
 RESTARTING = obj({"name": NAME, "restarting": BOOLEAN}, ("name", "restarting"))
 DELETED = obj({"name": NAME, "deleted": BOOLEAN}, ("name", "deleted"))
 CORDONED = obj({"node": NAME, "cordoned": BOOLEAN}, ("node", "cordoned"))
+FORGOTTEN = obj({
+    "node": NAME, "forgotten": BOOLEAN,
+    "moving": {**INTEGER, "description": "Slots the node held, placed elsewhere now."},
+}, ("node", "forgotten", "moving"))
 DRAIN = obj({"wait": {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "description": "Seconds (default 60)."}},
             closed=True)
 DRAINED = obj({
@@ -263,6 +273,7 @@ SCHEMAS: dict[str, Any] = {
     "Node": NODE,
     "NodeList": page_of("Node"),
     "Cordoned": CORDONED,
+    "Forgotten": FORGOTTEN,
     "Drain": DRAIN,
     "Drained": DRAINED,
     "TemplateSpec": TEMPLATE_SPEC,

@@ -60,11 +60,20 @@ async def drain(request: web.Request) -> web.Response:
     return json_response(await call(request, "drain", {**body, "node": name}))
 
 
+async def forget(request: web.Request) -> web.Response:
+    """Forget a node that is down for good (``gafferctl node forget``): its slots move at once.
+    An unknown node is 404; one that is up or suspect is 409 (``node_alive``)."""
+    name = node_name(request)
+    await body_object(request, ())
+    return json_response(await call(request, "forget", {"node": name}))
+
+
 def routes() -> list[Route]:
     return [
         Route("GET", "/v1/status", status, Role.VIEWER),
         Route("GET", "/v1/nodes", nodes, Role.VIEWER),
         Route("GET", "/v1/nodes/{name}", node, Role.VIEWER),
+        Route("DELETE", "/v1/nodes/{name}", forget, Role.ADMIN),
         Route("POST", "/v1/nodes/{name}/cordon", cordon, Role.ADMIN),
         Route("POST", "/v1/nodes/{name}/uncordon", uncordon, Role.ADMIN),
         Route("POST", "/v1/nodes/{name}/drain", drain, Role.ADMIN),
