@@ -306,7 +306,7 @@ LIMITED = {
     "gaffer+limits": lambda n: gaffer_scale(
         n, capture=False, limits={"rlimits": {"nofile": 1024, "core": 0}, "nice": 1}),
 }
-"""With ``--limits``: a umask alone (Popen's umask=), rlimits and nice (the execwrap helper)."""
+"""With ``--limits``: a umask alone (Popen's umask=), rlimits and nice (``limitchain``)."""
 
 
 async def measure_local(run: Run, rounds: int, crash_samples: int, limits: bool = False) -> None:
@@ -474,6 +474,11 @@ def verdicts(run: Run) -> list[str]:
             ok = "met" if mine / bare >= TARGET_RATIO else "NOT met"
             lines.append(f"- {who} at N={n}: {mine / bare:.2f}x bare "
                          f"(target >= {TARGET_RATIO:.2f}): **{ok}**")
+    limited, plain = rate(run, "gaffer+limits", n), rate(run, "gaffer", n)
+    if limited is not None and plain:
+        ok = "met" if limited / plain >= TARGET_RATIO else "NOT met"
+        lines.append(f"- gaffer+limits at N={n}: {limited / plain:.2f}x gaffer "
+                     f"(target >= {TARGET_RATIO:.2f}): **{ok}**")
     for peer, mine_who in (("circus", "gaffer"), ("supervisor", "gaffer+cap")):
         theirs, mine = rate(run, peer, n), rate(run, mine_who, n)
         if theirs is None or mine is None:
@@ -507,8 +512,8 @@ SCALE_NOTES = [
     "`startProcessGroup(wait=True)`, which answers once all are RUNNING, then checked "
     "with `getAllProcessInfo`; output captured to log files (its default).",
     "- gaffer+umask, gaffer+limits (with `--limits`): gaffer without capture, the template with "
-    "`umask` alone (Popen's `umask=`), or with `rlimits` and `nice` (a second exec through "
-    "`execwrap`, a Python start-up per child).",
+    "`umask` alone (Popen's `umask=`), or with `rlimits` and `nice` (nice on the spawning "
+    "thread, then util-linux's `prlimit` exec'd before the program: one small exec more per child).",
     "- Like for like: gaffer/circus compares runs without capture, "
     "gaffer+cap/supervisor runs with capture.",
 ]

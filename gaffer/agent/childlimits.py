@@ -4,25 +4,25 @@ They must hold from the program's first instruction, keep the spawn rate of temp
 do not use them, and need no Python ``preexec_fn`` (which runs Python between fork and exec
 and costs the fast path). The choices weighed:
 
-- **Popen's ``umask=``**: C code in Popen's child, no second exec. It has no rlimits and no
-  nice, so it serves templates whose only setting is ``umask`` (they take Popen, not
-  posix_spawn: about three times the agent's CPU per child, no second exec).
+- **Popen's ``umask=``** (and ``cwd=``, ``user=``): C code in Popen's child, no second exec. It
+  has no rlimits and no nice, so alone it serves templates whose only setting is ``umask``.
 - **The agent changing its own limits around a posix_spawn** (the child inherits them):
-  refused. A hard limit lowered, or a nice raised, cannot be taken back without privilege;
-  ``nproc`` is checked against the clone itself, so the agent's own spawn would fail; a low
-  ``as`` or ``nofile`` would hit the agent's other threads (the embedded controller's, SQLite's,
-  the cgroup worker) meanwhile, and the umask is process-wide in the same way.
-- **``prlimit``/``nice``/``sh -c 'ulimit ...'``**: cheap to start but not exact: they exec
-  with argv[0] set to the path found, coreutils' ``nice`` is relative, ``sh`` has no nice, and
-  the limits would be set after the change of user (Popen's), where a root agent's privilege
-  to raise a hard limit or lower nice is gone.
-- **A second exec through ``python -I -S -X utf8 execwrap.py``** (chosen, for templates with
-  ``rlimits`` or ``nice``): posix_spawn'ed like the fast path (setsid, the dup2s, SIGPIPE and
-  SIGXFSZ back to their defaults); it does chdir, umask, setrlimit, setpriority and the user
-  switch in the order of Popen's C child, then execvpe with the original argv[0], the child's
-  environment and the PATH of that environment. It costs the child ~10 ms of CPU before the
-  program starts (Python's start-up), and only for templates that ask for these settings; the
-  agent's own cost per spawn is the fast path's.
+  refused for rlimits and umask, which are per process. A lowered hard limit cannot be raised
+  back without privilege; ``nproc`` is checked against the clone itself, so the agent's own
+  spawn would fail; a low ``as`` or ``nofile`` would hit the agent's other threads (libzmq's,
+  SQLite's, the cgroup worker) meanwhile, and the umask in the same way. Linux's nice is per
+  thread, though: it is set on the spawning thread alone (``limitchain.with_nice``).
+- **``sh -c 'ulimit ...; exec "$@"'``**: no nice and no user switch, drops environment
+  entries that are not shell names; coreutils' ``nice`` is relative and runs the program even
+  when it may not set the nice.
+- **util-linux's ``prlimit`` (then ``setpriv``) exec'd before the program** (chosen for
+  ``rlimits``, ``limitchain``): C, one small exec (about 0.5 ms of the child's CPU); argv,
+  environment and PATH lookup as given; limits set by the agent's user, before ``setpriv``
+  switches user.
+- **A second exec through ``python -I -S -X utf8 execwrap.py``**: the same settings in Popen's
+  order, but Python's start-up costs each child about 10 ms of CPU, which cut a burst of such
+  spawns to a tenth of the plain rate. Kept as the fallback on a host without ``prlimit`` or
+  ``setpriv`` (``spawning.HELPER``).
 
 Templates with none of them take exactly the path they took before (``spawning.spawn``).
 
@@ -171,8 +171,11 @@ def read_privileges() -> Privileges:
     for name, number in RESOURCES.items():
         soft, hard = resource.getrlimit(number)
         own[name] = (_rank(soft), _rank(hard))
-    with open("/proc/sys/fs/nr_open") as file:
-        nr_open = int(file.read())
+    fd = os.open("/proc/sys/fs/nr_open", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        nr_open = int(os.read(fd, 32))  # os-level: read before every such spawn
+    finally:
+        os.close(fd)
     return Privileges(
         capabilities=_capabilities,
         rlimits=own,

@@ -1,4 +1,6 @@
-"""The second exec for templates with ``rlimits`` or ``nice``: set them, then exec the program.
+"""The fallback second exec for templates with ``rlimits`` or ``nice``, on a host without
+util-linux's ``prlimit``/``setpriv`` (``gaffer.agent.limitchain`` is the usual way): set them,
+then exec the program.
 
 The agent runs this file as ``python -I -S -X utf8 execwrap.py SETTING... -- ARGC ARGV...
 ENV...`` through ``os.posix_spawn`` (``gaffer.agent.childlimits`` says why). It imports only

@@ -1,5 +1,5 @@
 """How a ``LaunchSpec`` becomes a child: ``os.posix_spawn`` where it can, ``Popen`` otherwise,
-and a second exec through ``execwrap`` for templates with ``rlimits`` or ``nice``.
+and for templates with ``rlimits`` or ``nice`` the ``limitchain`` way (no Python in the child).
 
 A burst of spawns (``gaffer start`` of 1,000 instances) is bound by what the agent does per
 child while the child is being created. ``subprocess.Popen`` costs about three times the CPU of
@@ -23,9 +23,12 @@ The fast path is taken only when it does exactly what Popen would:
   defaults in the child (``setsigdef``); handlers are reset by the exec itself.
 
 A template with ``rlimits``, ``umask`` or ``nice`` never takes the fast path
-(``choose_path``): a umask alone goes to Popen (``umask=``), anything more to ``HELPER``, a
-posix_spawn of ``execwrap`` that applies them and execs the program (``childlimits`` weighs
-the options). Without them, nothing here changes.
+(``choose_path``): a umask alone goes to Popen (``umask=``), anything more to ``CHAIN``: nice
+on a spawning thread of its own, rlimits (and then the user switch) by the host's ``prlimit``
+and ``setpriv`` exec'd before the program, cwd and umask by Popen when it needs them
+(``limitchain`` says why). On a host without those tools, ``HELPER``: a posix_spawn of
+``execwrap``, a Python start-up that does all of it (``childlimits`` weighs the options).
+Without any of these settings, nothing here changes.
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ import signal
 import subprocess
 from typing import Mapping
 
-from gaffer.agent.childlimits import ChildLimits, NotGranted, grant_problem, helper_argv, read_privileges
+from gaffer.agent.childlimits import ChildLimits, NotGranted, Privileges, grant_problem, helper_argv, read_privileges
+from gaffer.agent.limitchain import Tools, chain_switches_user, chain_words, nice_reversible, system_tools, with_nice
 
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 """What Popen's ``restore_signals`` puts back to the default in the child (Linux)."""
 
 FAST = "posix_spawn"
 POPEN = "popen"
+CHAIN = "chain"
 HELPER = "helper"
 _sealed = False
 
@@ -61,9 +66,12 @@ def spawn(
     """Start ``argv`` in a new session with ``streams`` as its stdin, stdout and stderr; the
     pid, and the Popen when it took the slow path. Raises what Popen raises (OSError,
     SubprocessError, ValueError), and NotGranted for a setting this host will refuse."""
-    path = choose_path(cwd, uid, gid, groups, streams, limits)
+    path = choose_path(cwd, uid, gid, groups, streams, limits, system_tools())
     if path == FAST:
         return posix_spawn(argv, env, streams), None
+    if path == CHAIN:
+        assert limits is not None
+        return spawn_through_chain(argv, env, streams, limits, cwd, uid, gid, groups)
     if path == HELPER:
         assert limits is not None
         return spawn_through_helper(argv, env, streams, limits, cwd, uid, gid, groups), None
@@ -83,11 +91,15 @@ def choose_path(
     groups: tuple[int, ...] | None,
     streams: tuple[int, int, int],
     limits: ChildLimits | None,
+    tools: Tools = Tools(),
 ) -> str:
-    """FAST, POPEN or HELPER: which way ``spawn`` starts a child with these settings."""
+    """FAST, POPEN, CHAIN or HELPER: which way ``spawn`` starts a child with these settings,
+    on a host with these ``tools`` (HELPER only where one the chain needs is missing)."""
     if limits is None:
         return FAST if fast_path_allowed(cwd, uid, gid, groups, streams) else POPEN
-    return HELPER if limits.needs_helper else POPEN
+    if not limits.needs_helper:
+        return POPEN
+    return HELPER if chain_words(limits, tools, uid, gid, groups) is None else CHAIN
 
 
 def fast_path_allowed(
@@ -137,19 +149,7 @@ def spawn_through_helper(
     ``argv``. What Popen would refuse at once (no program, no working directory, a user it may
     not switch to) and what the host will refuse (``grant_problem``) is raised here, before
     anything starts."""
-    if not argv:
-        raise ValueError("an empty command line")
-    problem = grant_problem(limits, read_privileges(), uid, gid)
-    if problem is not None:
-        raise NotGranted(problem)
-    if cwd is not None and not os.path.isdir(cwd):
-        code = errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT
-        raise OSError(code, os.strerror(code), cwd)
-    program = argv[0]
-    if os.sep in program:
-        _check_program(os.path.join(cwd or "", program))
-    else:
-        find_program(program, env)
+    check_before_spawn(argv, env, limits, cwd, uid, gid)
     seal_inherited()
     words = helper_argv(argv, env, limits, cwd, uid, gid, groups)
     high = [fd if fd > 2 else fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in streams]
@@ -161,6 +161,69 @@ def spawn_through_helper(
         for fd, original in zip(high, streams):
             if fd != original:
                 os.close(fd)
+
+
+def spawn_through_chain(
+    argv: tuple[str, ...],
+    env: dict[str, str],
+    streams: tuple[int, int, int],
+    limits: ChildLimits,
+    cwd: str | None = None,
+    uid: int | None = None,
+    gid: int | None = None,
+    groups: tuple[int, ...] | None = None,
+) -> tuple[int, subprocess.Popen | None]:
+    """Start ``chain_words`` + ``argv`` from a thread at the template's nice: posix_spawn'ed
+    when nothing else is left to do before the first exec, else through Popen (cwd, umask, a
+    user switch that is not the chain's, a stream that is already 0-2). What the host or exec
+    would refuse is raised here, before anything starts (``check_before_spawn``)."""
+    chain = chain_words(limits, system_tools(), uid, gid, groups)
+    assert chain is not None
+    privileges = check_before_spawn(argv, env, limits, cwd, uid, gid)
+    if chain_switches_user(limits, uid, gid, groups):
+        uid = gid = groups = None
+    words = chain + argv
+    direct = limits.umask is None and fast_path_allowed(cwd, uid, gid, groups, streams)
+
+    def start() -> tuple[int, subprocess.Popen | None]:
+        if direct:
+            seal_inherited()
+            path = chain[0] if chain else find_program(argv[0], env)
+            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(streams)]
+            return os.posix_spawn(path, words, env, file_actions=actions, setsid=True,
+                                  setsigdef=DEFAULT_SIGNALS), None
+        stdin, stdout, stderr = streams
+        popen = subprocess.Popen(
+            words, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+            start_new_session=True, user=uid, group=gid, extra_groups=groups, close_fds=True,
+            umask=-1 if limits.umask is None else limits.umask,
+        )
+        return popen.pid, popen
+
+    reversible = limits.nice is None or nice_reversible(limits.nice, privileges)
+    return with_nice(limits.nice, start, reversible)
+
+
+def check_before_spawn(argv: tuple[str, ...], env: Mapping[str, str], limits: ChildLimits,
+                       cwd: str | None, uid: int | None, gid: int | None) -> Privileges:
+    """Raise what Popen would refuse at once (no program, no working directory) and what the
+    host will refuse (``grant_problem``): a second exec in the child would only report them
+    on its stderr, after the instance had started. The agent's privileges, as checked."""
+    if not argv:
+        raise ValueError("an empty command line")
+    privileges = read_privileges()
+    problem = grant_problem(limits, privileges, uid, gid)
+    if problem is not None:
+        raise NotGranted(problem)
+    if cwd is not None and not os.path.isdir(cwd):
+        code = errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT
+        raise OSError(code, os.strerror(code), cwd)
+    program = argv[0]
+    if os.sep in program:
+        _check_program(os.path.join(cwd or "", program))
+    else:
+        find_program(program, env)
+    return privileges
 
 
 def _check_program(path: str) -> None:

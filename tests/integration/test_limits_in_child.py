@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gaffer.agent import childlimits, spawning
+from gaffer.agent import childlimits, limitchain, spawning
 from gaffer.agent.childlimits import CAP_SYS_NICE, CAP_SYS_RESOURCE, ChildLimits, read_privileges
+from gaffer.agent.limitchain import Tools
 from gaffer.agent.manager import Manager
 from gaffer.agent.process import devnull
 from gaffer.testing import next_event, poll_until, template
@@ -20,6 +21,17 @@ from gaffer.testing import next_event, poll_until, template
 SLEEP = os.path.realpath("/bin/sleep")
 SYSTEM_PYTHON = "/usr/bin/python3"
 """A python any user may run (the test venv's may live under a private home)."""
+
+
+@pytest.fixture(params=["chain", "helper"])
+def way(request, monkeypatch) -> str:
+    """Each test that takes it runs twice: with the host's prlimit and setpriv (the chain) and
+    as on a host without them (the execwrap helper)."""
+    if request.param == "chain" and limitchain.system_tools().prlimit is None:
+        pytest.skip("no prlimit on this host")
+    if request.param == "helper":
+        monkeypatch.setattr(spawning, "system_tools", Tools)
+    return request.param
 
 
 @pytest.fixture
@@ -143,10 +155,10 @@ class TestSpawnUnchanged:
         assert len(calls) == 1 and os.path.realpath(calls[0]) == SLEEP
         manager.add(template("limited", rlimits={"core": 0}))
         await running_program(manager, "limited.1")
-        assert os.fsdecode(calls[-1]) == sys.executable
+        assert os.fsdecode(calls[-1]) == (limitchain.system_tools().prlimit or sys.executable)
 
-    def test_the_helper_keeps_argv_env_cwd_session_and_streams(self, tmp_path):
-        """Through the helper: argv as given, the program found on the child's PATH, only the
+    def test_the_helper_keeps_argv_env_cwd_session_and_streams(self, tmp_path, way):
+        """Through the chain or the helper: argv as given, the program found on the child's PATH, only the
         child's env, its cwd, a new session, and exactly fds 0, 1 and 2 (listed first, before
         the shell opens a pipe or redirection of its own)."""
         (tmp_path / "bin").mkdir()
@@ -165,7 +177,7 @@ class TestSpawnUnchanged:
             listing, _, rest = pipe.read().decode().partition("--\n")
         cmdline, cwd, seen_env, ids = rest.splitlines()
         os.waitpid(pid, 0)
-        assert popen is None
+        assert popen is None or way == "chain"
         assert cmdline == f"only-here|-c|{script}|zero|a b|"
         assert cwd == str(tmp_path)
         assert set(seen_env.strip(",").split(",")) == {f"PATH={env['PATH']}", "ONLY=this é", f"PWD={tmp_path}"}
@@ -174,13 +186,14 @@ class TestSpawnUnchanged:
         assert child == session == str(pid)
 
 
-    def test_the_helper_leaves_signal_dispositions_as_the_fast_path_does(self):
-        """Ignored, blocked and caught signals in the program are the same through the helper
-        (Python's start-up ignores SIGPIPE/SIGXFSZ and catches SIGINT: all undone)."""
+    def test_the_helper_leaves_signal_dispositions_as_the_fast_path_does(self, way):
+        """Ignored, blocked and caught signals in the program are the same through the chain
+        or the helper (Python's start-up ignores SIGPIPE/SIGXFSZ and catches SIGINT: all undone)."""
         def signals(limits: ChildLimits | None) -> list[str]:
+            # exec: a forking sh blocks every signal around its fork, which grep would read
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             try:
-                pid, _ = spawning.spawn(("/bin/sh", "-c", "grep -E '^Sig(Ign|Blk|Cgt)' /proc/$$/status"),
+                pid, _ = spawning.spawn(("/bin/sh", "-c", "exec grep -E '^Sig(Ign|Blk|Cgt)' /proc/$$/status"),
                                         {}, (devnull(), write_end, devnull()), limits=limits)
             finally:
                 os.close(write_end)
@@ -190,6 +203,7 @@ class TestSpawnUnchanged:
             return out
 
         assert signals(ChildLimits(nice=1)) == signals(None)
+        assert signals(ChildLimits(rlimits=(("core", 0, 0),), nice=1)) == signals(None)
 
 
 class TestRefused:
@@ -245,9 +259,9 @@ class TestRefused:
         assert lines[0] == "nice 5 exit 0", done.stdout + done.stderr
         assert lines[1].startswith("refused: nice -5 is below") and "CAP_SYS_NICE" in lines[1]
 
-    def test_the_helper_reports_a_refusal_it_meets_and_exits_127(self, monkeypatch):
+    def test_the_helper_reports_a_refusal_it_meets_and_exits_127(self, monkeypatch, way):
         """If the host refuses anyway (the check bypassed), the helper says why on stderr and
-        exits 127 without running the program."""
+        exits 127 (prlimit: 1) without running the program."""
         monkeypatch.setattr(spawning, "grant_problem", lambda *args: None)
         nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
         read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -259,5 +273,74 @@ class TestRefused:
         with os.fdopen(read_end, "rb") as pipe:
             out = pipe.read().decode()
         _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 127
-        assert out.startswith("gaffer: rlimits.nofile: ") and "ran" not in out
+        if way == "helper":
+            assert os.waitstatus_to_exitcode(status) == 127
+            assert out.startswith("gaffer: rlimits.nofile: ") and "ran" not in out
+        else:
+            assert os.waitstatus_to_exitcode(status) == 1
+            assert out.startswith("prlimit: failed to set the NOFILE resource limit") and "ran" not in out
+
+
+def bytes_read(pid: int) -> int:
+    """What ``pid`` has read with read(2) since its clone, across all its execs (``rchar``)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar line")
+
+
+PYTHON_START_UP_READS = 100_000
+"""Python's start-up reads its standard library: over 300 kB even with ``-I -S``. prlimit,
+setpriv and sleep read only their ELF headers and the loader's: under 20 kB together."""
+
+
+def thread_nices() -> dict[str, int]:
+    """Every thread of this process and its nice (threads are listed in /proc/self/task)."""
+    return {tid: proc_nice_of(f"/proc/self/task/{tid}/stat") for tid in os.listdir("/proc/self/task")}
+
+
+def proc_nice_of(path: str) -> int:
+    stat = Path(path).read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[19 - 3])
+
+
+class TestNoPythonInTheChild:
+    @pytest.mark.parametrize("settings", [
+        {"rlimits": {"nofile": 1024, "core": 0}, "nice": 1},
+        {"nice": 2},
+        {"rlimits": {"core": 0}, "umask": "027", "cwd": "/"},
+        {"rlimits": {"core": 0}, "uid": "nobody"},
+    ], ids=["rlimits+nice", "nice", "rlimits+umask+cwd", "rlimits+uid"])
+    async def test_the_child_runs_no_python_before_its_program(self, manager, settings):
+        """With rlimits or nice, what the instance read before and in its program is a C
+        program's few kB, not Python's start-up (the settings still hold)."""
+        if "uid" in settings and (os.geteuid() != 0 or limitchain.system_tools().setpriv is None):
+            pytest.skip("switching users needs root, and setpriv")
+        if "rlimits" in settings and limitchain.system_tools().prlimit is None:
+            pytest.skip("no prlimit on this host")
+        manager.add(template("quick", **settings))
+        pid = await running_program(manager, "quick.1")
+        assert bytes_read(pid) < PYTHON_START_UP_READS
+        assert proc_nice(pid) == settings.get("nice", 0)
+        if "rlimits" in settings:
+            assert proc_limits(pid)["core"] == ("0", "0")
+
+    @pytest.mark.parametrize("reversible", [True, False], ids=["this-thread", "own-thread"])
+    async def test_nice_is_set_on_the_spawning_thread_only(self, monkeypatch, reversible):
+        """The child starts with the nice; every thread of the agent keeps its own (the loop's
+        set back, or a spawning thread of its own that then leaves the process)."""
+        if reversible and not limitchain.nice_reversible(9, read_privileges()):
+            pytest.skip("this agent may not set its nice back from 9")
+        monkeypatch.setattr(spawning, "nice_reversible", lambda nice, privileges: reversible)
+        before = thread_nices()
+        pid, popen = spawning.spawn((SLEEP, "30"), {}, (devnull(),) * 3, limits=ChildLimits(nice=9))
+        try:
+            assert popen is None
+            assert proc_nice(pid) == 9
+            after = thread_nices()
+            assert {tid: after[tid] for tid in before if tid in after} == {
+                tid: nice for tid, nice in before.items() if tid in after}
+            await poll_until(lambda: 9 not in thread_nices().values(), what="the spawning thread gone")
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)

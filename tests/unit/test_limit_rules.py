@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -23,6 +24,7 @@ from gaffer.agent.childlimits import (
     helper_argv,
     host_refusals,
 )
+from gaffer.agent.limitchain import Tools, chain_words, nice_reversible
 from gaffer.common.errors import TemplateError
 from gaffer.common.template import parse_template
 
@@ -221,16 +223,64 @@ class TestHelperWords:
 
 class TestPath:
     def test_only_templates_with_settings_leave_the_fast_path(self):
-        """None: posix_spawn; a umask alone: Popen; rlimits or nice: the helper."""
+        """None: posix_spawn; a umask alone: Popen; rlimits or nice: the chain, or the helper
+        on a host without the tool the chain needs."""
         streams = (10, 11, 12)
-        assert spawning.choose_path(None, None, None, None, streams, None) == spawning.FAST
-        assert spawning.choose_path(None, None, None, None, streams, ChildLimits(umask=0o22)) == spawning.POPEN
-        assert spawning.choose_path(None, None, None, None, streams, ChildLimits(nice=1)) == spawning.HELPER
+        both = Tools(prlimit="/usr/bin/prlimit", setpriv="/usr/bin/setpriv")
+        assert spawning.choose_path(None, None, None, None, streams, None, both) == spawning.FAST
+        assert spawning.choose_path(None, None, None, None, streams, ChildLimits(umask=0o22), both) == spawning.POPEN
+        assert spawning.choose_path(None, None, None, None, streams, ChildLimits(nice=1), Tools()) == spawning.CHAIN
         rl = ChildLimits(rlimits=(("core", 0, 0),))
-        assert spawning.choose_path("/nonexistent", 5, 5, (5,), (0, 1, 2), rl) == spawning.HELPER
+        assert spawning.choose_path("/nonexistent", 5, 5, (5,), (0, 1, 2), rl, both) == spawning.CHAIN
+        assert spawning.choose_path(None, None, None, None, streams, rl, Tools()) == spawning.HELPER
+        assert spawning.choose_path(None, 5, None, None, streams, rl, Tools(prlimit="/p")) == spawning.HELPER
+        assert spawning.choose_path(None, None, None, None, streams, rl, Tools(prlimit="/p")) == spawning.CHAIN
 
     def test_a_template_without_settings_has_no_child_limits(self):
         """child_limits is None for a plain template (the unchanged spawn), values otherwise."""
         assert child_limits(parse_template({"cmd": "x"}, "web")) is None
         limited = parse_template({"cmd": "x", "rlimits": {"core": [0, "unlimited"]}, "nice": 2}, "web")
         assert child_limits(limited) == ChildLimits(rlimits=(("core", 0, None),), nice=2)
+
+
+class TestChain:
+    TOOLS = Tools(prlimit="/usr/bin/prlimit", setpriv="/usr/bin/setpriv")
+
+    def test_rlimits_become_one_prlimit_before_the_program(self):
+        """Each limit as --NAME=SOFT:HARD (unlimited by name), then --: no Python anywhere."""
+        limits = ChildLimits(rlimits=(("nofile", 512, 1024), ("as", None, None), ("core", 0, 0)), nice=3)
+        assert chain_words(limits, self.TOOLS) == (
+            "/usr/bin/prlimit", "--nofile=512:1024", "--as=unlimited:unlimited", "--core=0:0", "--")
+
+    def test_nice_and_umask_alone_exec_nothing_first(self):
+        """nice (the spawning thread's) and umask (Popen's) need no program before the child's."""
+        assert chain_words(ChildLimits(nice=5, umask=0o22), Tools(), uid=5, gid=5) == ()
+
+    def test_a_user_switch_after_rlimits_is_setprivs(self):
+        """rlimits first, then setpriv: groups (given, none, or kept for a gid), gid, uid."""
+        rl = ChildLimits(rlimits=(("core", 0, 0),))
+        prefix = ("/usr/bin/prlimit", "--core=0:0", "--", "/usr/bin/setpriv")
+        assert chain_words(rl, self.TOOLS, uid=5, gid=6, groups=(6, 7)) == (
+            *prefix, "--groups=6,7", "--regid=6", "--reuid=5", "--")
+        assert chain_words(rl, self.TOOLS, uid=5, gid=6, groups=()) == (
+            *prefix, "--clear-groups", "--regid=6", "--reuid=5", "--")
+        assert chain_words(rl, self.TOOLS, gid=6) == (*prefix, "--keep-groups", "--regid=6", "--")
+        assert chain_words(rl, self.TOOLS, uid=5) == (*prefix, "--reuid=5", "--")
+
+    def test_a_missing_tool_means_no_chain(self):
+        """Without prlimit (or setpriv, for a user switch after rlimits): None, the helper's turn."""
+        rl = ChildLimits(rlimits=(("core", 0, 0),))
+        assert chain_words(rl, Tools(setpriv="/s")) is None
+        assert chain_words(rl, Tools(prlimit="/p"), uid=5) is None
+        assert chain_words(rl, Tools(prlimit="/p")) == ("/p", "--core=0:0", "--")
+
+    def test_nice_is_set_on_the_loops_thread_only_where_it_may_be_set_back(self):
+        """Lowering nice, or raising it with CAP_SYS_NICE or enough RLIMIT_NICE: reversible;
+        an unprivileged raise is not (it takes a thread of its own)."""
+        plain = Privileges(capabilities=0, rlimits={}, nice=0, nice_rlimit=0, nr_open=1024, uids=(1,), gids=(1,))
+        assert not nice_reversible(5, plain)
+        assert nice_reversible(0, plain)
+        assert nice_reversible(-2, replace(plain, nice=3))
+        assert nice_reversible(5, replace(plain, nice_rlimit=20))
+        assert not nice_reversible(5, replace(plain, nice_rlimit=19))
+        assert nice_reversible(19, replace(plain, capabilities=1 << CAP_SYS_NICE))
