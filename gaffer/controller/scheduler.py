@@ -35,7 +35,7 @@ import heapq
 from collections import defaultdict
 from itertools import islice
 from operator import itemgetter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from gaffer.common.model import Slot
@@ -159,6 +159,8 @@ class Plan:
     stopped: tuple[Slot, ...]
     added: tuple[Slot, ...] = ()
     evicted: tuple[Slot, ...] = ()
+    stayed: tuple[Slot, ...] = ()
+    """Kept slots that stay on a draining node because they were told to (``stay``)."""
 
     def by_node(self) -> dict[str, dict[str, list[int]]]:
         """{node: {template: [ordinals]}}, everything sorted: what each agent is sent."""
@@ -179,6 +181,7 @@ class Plan:
             "moved": len(self.moved),
             "stopped": len(self.stopped),
             "evicted": len(self.evicted),
+            "stayed": len(self.stayed),
             "pending": sum(p.count for p in self.pending.values()),
         }
 
@@ -246,7 +249,8 @@ def schedule_steps(
         if work >= CHUNK:
             yield
             work = 0
-    return (yield from _plan(board.placement, pending, current, stopped))
+    plan = yield from _plan(board.placement, pending, current, stopped)
+    return replace(plan, stayed=tuple(sorted(board.stayed))) if board.stayed else plan
 
 
 def _stay_while_draining(
@@ -320,6 +324,7 @@ class _Board:
         self.load: dict[str, int] = {}
         self.tallies: dict[str, dict[str, int]] = {}
         self.groups: dict[object, _Group] = {}
+        self.stayed: list[Slot] = []
 
     def put(self, slot: Slot, node: str) -> None:
         self.placement[slot] = node
@@ -391,6 +396,8 @@ def _keep(
         if node_name in avoid.get(slot, ()) or (fine == _STAYS and slot not in stay):
             continue
         board.put(slot, node_name)
+        if fine == _STAYS:
+            board.stayed.append(slot)
 
 
 _HOLDS, _STAYS = 1, 2

@@ -205,7 +205,7 @@ class TestPlanHelpers:
         plan = schedule([Demand("web", 10, max_per_node=4)],
                         [node("n1"), node("n2"), node("n3", "lost")], current)
         assert plan.counts() == {"placed": 8, "kept": 6, "added": 0, "moved": 2, "stopped": 1,
-                                 "evicted": 1, "pending": 2}
+                                 "evicted": 1, "stayed": 0, "pending": 2}
         assert plan.log_fields() == {**plan.counts(), "nodes_used": 2,
                                      "pending_templates": {"web": 2}}
         assert plan.pending["web"] == Pending((9, 10), plan.pending["web"].reason)
