@@ -195,7 +195,7 @@ STATUS = obj({
     "http": nullable("string"), "secure": BOOLEAN, "transport": STRING,
     "nodes": {"type": "object", "additionalProperties": INTEGER},
     "templates": INTEGER,
-    "instances": obj({"wanted": INTEGER, "placed": INTEGER, "running": INTEGER}),
+    "instances": obj({"wanted": INTEGER, "placed": INTEGER, "running": INTEGER, "ready": INTEGER}),
 }, ("controller", "version", "uptime", "http", "nodes", "templates", "instances"))
 
 SCALE = obj({
