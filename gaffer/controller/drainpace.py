@@ -26,7 +26,7 @@ before a drain, scale up first.
 
 ``drain_left`` is what ``gafferctl drain --wait`` waits on: a slot that was on the node counts
 as moved once it neither runs there nor is placed there, and is ready where it is placed now
-(or is no longer wanted). Pure: no clock, no I/O; the controller passes what it knows.
+(or completed there, for a job; or is no longer wanted). Pure: no clock, no I/O; the controller passes what it knows.
 """
 
 from __future__ import annotations
@@ -56,11 +56,24 @@ class Pace:
 
 def serving(slot: Slot, node: str | None, nodes: Mapping[str, NodeInfo], rows: Rows) -> bool:
     """Whether ``slot`` is ready on ``node`` (its row's ``ready`` flag, on a node heard from)."""
+    row = _row(slot, node, nodes, rows)
+    return row is not None and bool(row.get("ready", False))
+
+
+def arrived(slot: Slot, node: str | None, nodes: Mapping[str, NodeInfo], rows: Rows) -> bool:
+    """Whether ``slot`` is done moving to ``node``: ready there, or a job that completed there
+    (exit status 0; it will never be ready)."""
+    row = _row(slot, node, nodes, rows)
+    if row is None:
+        return False
+    return bool(row.get("ready", False)) or (row.get("state") == "exited" and row.get("exit_code") == 0)
+
+
+def _row(slot: Slot, node: str | None, nodes: Mapping[str, NodeInfo], rows: Rows) -> Mapping[str, Any] | None:
     info = nodes.get(node) if node is not None else None
     if info is None or info.state not in SERVING_STATES:
-        return False
-    row = rows.get(info.name, {}).get(instance_id(*slot))
-    return row is not None and bool(row.get("ready", False))
+        return None
+    return rows.get(info.name, {}).get(instance_id(*slot))
 
 
 def drain_stays(
@@ -113,7 +126,8 @@ def drain_left(
     rows: Rows,
 ) -> frozenset[str]:
     """The ids of ``moving`` not yet moved off ``node``: still running or placed there, or
-    wanted (``wanted``: each template's count) but not ready where they are placed now."""
+    wanted (``wanted``: each template's count) but not ready where they are placed now (a job
+    that completed there has arrived)."""
     left = set()
     for ident in moving:
         parsed = parse_instance_id(ident)
@@ -121,6 +135,6 @@ def drain_left(
         if ident in running or (slot is not None and placement.get(slot) == node):
             left.add(ident)
         elif slot is not None and slot[1] <= wanted.get(slot[0], 0):
-            if not serving(slot, placement.get(slot), nodes, rows):
+            if not arrived(slot, placement.get(slot), nodes, rows):
                 left.add(ident)
     return frozenset(left)

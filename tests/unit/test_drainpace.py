@@ -80,6 +80,15 @@ class TestDrainLeft:
         assert drain_left("a", {"web.1"}, {"web": 2}, {("web", 1): "b"}, {"web.1"}, NODES, rows) == {"web.1"}
         assert drain_left("a", {"web.2"}, {"web": 2}, {("web", 2): "a"}, set(), NODES, rows) == {"web.2"}
 
+    def test_a_job_that_completed_where_it_went_has_arrived(self) -> None:
+        """A one-shot job (exit 0) is never ready: completed on its new node counts as moved;
+        a failed exit does not."""
+        done = {"b": {"job.1": {"state": "exited", "exit_code": 0, "pid": None, "ready": False}}}
+        failed = {"b": {"job.1": {"state": "exited", "exit_code": 1, "pid": None, "ready": False}}}
+        args = ("a", {"job.1"}, {"job": 1}, {("job", 1): "b"}, set(), NODES)
+        assert drain_left(*args, done) == frozenset()
+        assert drain_left(*args, failed) == {"job.1"}
+
     def test_what_is_no_longer_wanted_is_done(self) -> None:
         """A slot scaled away (or a one-off run that ended) needs no replacement."""
         assert drain_left("a", {"web.3", "web.run-1"}, {"web": 2}, {}, set(), NODES, {}) == frozenset()
