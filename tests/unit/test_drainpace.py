@@ -110,7 +110,7 @@ def drains(draw):
 
 
 class TestProperties:
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(drains())
     def test_a_drain_never_takes_more_out_of_service_than_allowed(self, drain) -> None:
         """Moving every serving slot that does not stay leaves at most max_unavailable not
