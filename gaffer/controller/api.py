@@ -26,11 +26,12 @@ from gaffer.common.errors import (
     TemplateError,
     TemplateNotFound,
 )
-from gaffer.common.model import Slot, instance_id, parse_instance_id
+from gaffer.common.model import Slot, parse_instance_id
 from gaffer.common.protocol import oversized_templates
 from gaffer.common.signals import parse_signal
 from gaffer.common.template import Template, parse_templates
 from gaffer.controller.changes import Changes
+from gaffer.controller.drainops import DrainOps
 from gaffer.controller.instance_rows import fill_rows, instance_key, instance_rows
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.logs import LogOps
@@ -41,14 +42,11 @@ from gaffer.controller.runops import RunOps
 from gaffer.controller.row_cache import RowCache
 from gaffer.controller.staging import Stages
 from gaffer.controller.statcache import StatCache
-from gaffer.controller.scheduler import Demand, NodeInfo
 from gaffer.controller.store import StoredTemplate
-from gaffer.controller.stuck import Stuck, why_stuck
 
 Listing = list[dict[str, Any]] | dict[str, Any]
 """A listing: the whole list, or with ``limit`` one page (see ``paging``)."""
 STATS_TIMEOUT = 2.0
-DRAIN_TIMEOUT = 60.0
 Op = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -114,6 +112,7 @@ class Api:
         self.row_cache = RowCache(cluster, agents, self.stat_cache)
         self.oneoffs = oneoffs
         self.runs = RunOps(cluster.templates, agents, oneoffs, changes, controller)
+        self.drains = DrainOps(cluster, agents, changes, controller)
         self.logs = LogOps(cluster.templates, agents, self._nodes_running, self._node_for).logs
         self.stages = stages
         self.changes = changes
@@ -126,7 +125,7 @@ class Api:
             "delete": self.delete, "scale": self.scale, "start": self.start, "stop": self.stop,
             "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
             "run": self.runs.run, "cordon": self.cordon, "uncordon": self.uncordon,
-            "drain": self.drain, "forget": self.forget, "logs": self.logs, "write": self.write,
+            "drain": self.drains.drain, "forget": self.forget, "logs": self.logs, "write": self.write,
             "wait": self.runs.wait, "release": self.runs.release, "stage_apply": self.stage_apply,
         }
 
@@ -161,55 +160,6 @@ class Api:
         moved = self.cluster.forget_node(name)
         self.stat_cache.forget_node(name)
         return {"node": name, "forgotten": True, "moving": moved}
-
-    async def drain(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Cordon the node and move its instances away; wait until it runs none (or timeout)."""
-        name = arg.node(args)
-        timeout = arg.seconds(args, "wait", DRAIN_TIMEOUT)
-        self.cluster.drain(name, True)
-        node = self.agents.node(name)
-        assert node is not None  # drain refused an unknown node
-        deadline = self.controller.now() + timeout
-
-        def remaining() -> int:
-            """Instances still placed on the node or running there, each counted once."""
-            ids = {row_id for row_id, row in node.instances.items() if row["pid"]}
-            for template, ordinals in self.cluster.by_node(name).items():
-                ids.update(instance_id(template, ordinal) for ordinal in ordinals)
-            return len(ids)
-
-        while remaining() and self.controller.now() < deadline:
-            if not await self.changes.wait(deadline - self.controller.now()):
-                break
-        left = remaining()
-        result: dict[str, Any] = {"node": name, "done": left == 0, "remaining": left}
-        if left:
-            result["stuck"] = [stuck.to_wire() for stuck in self._stuck(node)]
-        return result
-
-    def _stuck(self, node: Node) -> list[Stuck]:
-        """Why each template still on ``node`` (placed or running there) finds no other node."""
-        cluster = self.cluster
-        held = cluster.by_node(node.name)
-        names = set(held) | {row["template"] for row in node.instances.values() if row["pid"]}
-        infos = [
-            NodeInfo(n.name, n.state.value, n.labels, n.cordoned, n.draining) for n in self.agents.all()
-        ]
-        out = []
-        for template in sorted(names):
-            stored = cluster.templates.get(template)
-            if stored is None:
-                continue
-            placement = stored.template.placement
-            demand = Demand(
-                template, cluster.wanted(template), placement.max_per_node, placement.nodes,
-                dict(placement.labels),
-            )
-            failed_on: set[str] = set()
-            for ordinal in held.get(template, ()):
-                failed_on.update(cluster.failed.get((template, ordinal), ()))
-            out.append(why_stuck(demand, node.name, infos, cluster.placement, failed_on))
-        return out
 
     # ----------------------------------------------------------------- templates
 

@@ -386,8 +386,8 @@ class Cluster:
                 changed = True
         if self.gate.held and self.gate.judge(self.templates, self.wanted, self._by_node, self.nodes.nodes):
             changed = True  # what a template waits for is there: place it
-        if changed:
-            self.kick()
+        if changed or (self.plan is not None and self.plan.stayed):
+            self.kick()  # (a drain waits for readiness to move the slots that stayed)
         elif self.rollouts:
             self.kick(placement=False)
 

@@ -369,6 +369,7 @@ class Controller:
         assert self.requests is not None
         cluster = self.cluster
         instances = sum(n.running for n in self.nodes.nodes.values())
+        ready = sum(n.ready for n in self.nodes.nodes.values())
         return {
             "controller": self.id,
             "version": __version__,
@@ -386,7 +387,8 @@ class Controller:
             "templates": len(cluster.templates),
             "instances": {"wanted": sum(
                 0 if t.paused else t.template.numprocesses for t in cluster.templates.values()
-            ), "placed": len(cluster.placement), "running": instances},
+            ), "placed": len(cluster.placement), "running": instances,
+                "ready": ready},
             "moving_allowed": cluster.may_move,
             "samples": self.stat_cache.status(self.now()),
             "link": self._server.stats,

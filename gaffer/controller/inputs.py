@@ -60,6 +60,7 @@ class DesiredCache:
                 max_unavailable=template.update.max_unavailable,
                 progress_deadline=template.update.progress_deadline,
                 paused=stored.paused,
+                checked=template.health is not None or template.notify,
             )
             cache[name] = (stored, restart, count, entry)
             desired[name] = entry

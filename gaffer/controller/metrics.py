@@ -38,7 +38,7 @@ from prometheus_client.utils import floatToGoString
 
 from gaffer import __version__
 from gaffer.common import protocol
-from gaffer.common.model import InstanceState, instance_id, parse_instance_id, template_of
+from gaffer.common.model import UP_STATES, InstanceState, instance_id, parse_instance_id, template_of
 from gaffer.controller.admission import DROP_REASONS
 from gaffer.controller.cluster import Cluster
 from gaffer.controller.liveness import NodeState
@@ -46,7 +46,7 @@ from gaffer.controller.meters import Durations, Meters, Sample, Sources
 from gaffer.controller.registry import Node
 from gaffer.controller.scheduler import FAILED_EVERYWHERE
 
-RUNNING = InstanceState.RUNNING.value
+UP = frozenset(UP_STATES)
 FAILED = InstanceState.FAILED.value
 RECEIVED_KINDS = protocol.AGENT_TO_CONTROLLER | protocol.CLIENT_TO_CONTROLLER
 SENT_KINDS = protocol.CONTROLLER_TO_AGENT | protocol.CONTROLLER_TO_CLIENT
@@ -73,6 +73,7 @@ class TemplateFigures:
 
     wanted: int = 0
     running: int = 0
+    ready: int = 0
     failed: set[str] = field(default_factory=set)
     cpu: float = 0.0
     memory: int = 0
@@ -87,7 +88,8 @@ def template_figures(
     samples: Iterable[tuple[str, Sample]],
 ) -> dict[str, TemplateFigures]:
     """Per template in ``wanted``: its wanted count, the instances nodes that are not down
-    report running and failed (one-off runs aside), the ids in ``failed_everywhere`` (failed
+    report up (running, ready or unhealthy), of those the ready ones (serving), and failed
+    (one-off runs aside), the ids in ``failed_everywhere`` (failed
     on every eligible node, reported by none), and the CPU (a ratio of one core) and resident
     memory summed over its sampled instances. One pass over the rows."""
     figures = {name: TemplateFigures(wanted=count) for name, count in wanted.items()}
@@ -96,13 +98,15 @@ def template_figures(
             continue
         for row in node.instances.values():
             state = row["state"]
-            if state != RUNNING and state != FAILED:
+            up = state in UP
+            if not up and state != FAILED:
                 continue
             one = figures.get(row["template"])
             if one is None or type(row["ordinal"]) is not int:
                 continue
-            if state == RUNNING:
+            if up:
                 one.running += 1
+                one.ready += bool(row.get("ready", False))
             else:
                 one.failed.add(row["id"])
     for ident in failed_everywhere:
@@ -188,7 +192,8 @@ class StateCollector(Collector):
             key: GaugeMetricFamily(f"gaffer_template_{key}", text, labels=["template"])
             for key, text in (
                 ("instances_wanted", "Instances the template wants (0 while it is stopped)."),
-                ("instances_running", "The template's instances that nodes that are not down report running."),
+                ("instances_running", "The template's instances that nodes that are not down report up (ready or not)."),
+                ("instances_ready", "The template's instances that nodes that are not down report ready (serving)."),
                 ("instances_failed", "The template's instances that gave up (on their node, or on every node)."),
                 ("cpu_usage_ratio", "CPU of the template's sampled instances, summed (1.0 is one core busy)."),
                 ("resident_memory_bytes", "Resident memory of the template's sampled instances, summed."),
@@ -206,6 +211,7 @@ class StateCollector(Collector):
             one = figures[name]
             families["instances_wanted"].add_metric([name], one.wanted)
             families["instances_running"].add_metric([name], one.running)
+            families["instances_ready"].add_metric([name], one.ready)
             families["instances_failed"].add_metric([name], len(one.failed))
             if one.sampled:
                 families["cpu_usage_ratio"].add_metric([name], one.cpu)

@@ -46,6 +46,7 @@ import msgpack
 
 from gaffer.common import assign
 from gaffer.common.model import InstanceRow, Slot, instance_id
+from gaffer.controller.drainpace import Pace, drain_stays
 from gaffer.controller.orders import Order, Version
 from gaffer.controller.rollout import Rollout, advance, progress, start_rollout
 from gaffer.controller.scheduler import FAILED_EVERYWHERE, Demand, NodeInfo, Plan, schedule_steps
@@ -73,6 +74,8 @@ class Desired:
     max_unavailable: int = 1
     paused: bool = False
     progress_deadline: float = 600.0
+    checked: bool = False
+    """Its instances are ready only once a check (or ``notify``) says so: a drain paces it."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,8 @@ def reconcile_steps(
             for view in nodes.views.values()
         ]
         demands = [d.demand for d in desired.values()]
-        plan = yield from schedule_steps(demands, infos, placement.current, failures.failed)
+        stay = drain_pace(desired, nodes, placement, infos)
+        plan = yield from schedule_steps(demands, infos, placement.current, failures.failed, stay)
         changes = yield from _changes(plan, placement.current)
         by_node = yield from _group(plan.placement)
         keys = yield from _keys(by_node)
@@ -302,6 +306,26 @@ def reconcile_steps(
         announce=_announcements(plan, failures),
         scheduled=scheduled,
     )
+
+
+def drain_pace(
+    desired: Mapping[str, Desired], nodes: Nodes, placement: Placement, infos: Sequence[NodeInfo],
+) -> frozenset[Slot]:
+    """The slots a drain keeps where they are for now (``drainpace.drain_stays``): only
+    templates with a check are paced; nothing to do while no node with slots drains."""
+    by_node = placement.by_node
+    draining = [info.name for info in infos if info.draining and by_node.get(info.name)]
+    if not draining:
+        return frozenset()
+    paces = {}
+    for name in {name for node in draining for name in by_node[node]}:
+        want = desired.get(name)
+        if want is not None and want.checked:
+            paces[name] = Pace(want.demand.count, want.max_unavailable)
+    if not paces:
+        return frozenset()
+    rows = {name: view.rows for name, view in nodes.views.items()}
+    return drain_stays(paces, {info.name: info for info in infos}, by_node, placement.current, rows)
 
 
 def lost_nodes(nodes: Nodes, now: float) -> frozenset[str]:

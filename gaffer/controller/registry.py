@@ -44,6 +44,8 @@ class Node:
     draining: bool = False
     heartbeats: int = 0
     running: int = 0
+    ready: int = 0
+    """Of its instances, those it reports ready (serving)."""
     host: dict[str, str] = field(default_factory=dict)
     """How the agent keeps its processes (``tracking``, ``keeper``), if it says."""
     dropped: dict[str, int] = field(default_factory=dict)
@@ -187,6 +189,7 @@ class NodeTable:
         node.digest_cache = None
         node.reports += 1
         node.running = sum(1 for row in node.instances.values() if row["pid"])
+        node.ready = sum(1 for row in node.instances.values() if row.get("ready", False))
 
     def disconnect(self, node: Node) -> None:
         """Forget the node's socket (it must say hello again); keep what we know of it."""

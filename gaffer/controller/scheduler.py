@@ -12,14 +12,15 @@ Vocabulary::
     open      a node that may receive new slots: up, not cordoned, not draining
     holding   a node that may keep the slots it runs: up, suspect or down (within grace),
               not draining; a cordoned node holds but is not open. A draining node keeps
-              only the slots that find no other node (they leave once one is free)
+              the slots told to ``stay`` (their template has no instance to spare yet:
+              ``drainpace``) and those that find no other node (they leave once one is free)
     eligible  an open node matching a template's ``nodes`` list and ``labels`` selector
 
 Flow, in two passes so that nothing moves that need not::
 
     current ──► stopped   (template gone, or ordinal above count: scale-down)
-            ──► kept      (node holds it, still matches, not avoided, within max_per_node,
-                           lowest ordinals first)
+            ──► kept      (node holds it, or it is told to stay on its draining node; still
+                           matches, not avoided, within max_per_node, lowest ordinals first)
             ──► to place  (everything else wanted, in template-name then ordinal order)
                   └──► on the eligible node with the fewest slots of the template, then the
                        fewest slots overall, then the smallest name; or pending, with a reason
@@ -34,15 +35,17 @@ import heapq
 from collections import defaultdict
 from itertools import islice
 from operator import itemgetter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from gaffer.common.model import Slot
+from gaffer.controller.pendreason import FAILED_EVERYWHERE, why_pending
 from gaffer.controller.steps import CHUNK, Steps, chunks, finish, sorted_slots
+
+__all__ = ["FAILED_EVERYWHERE", "Demand", "NodeInfo", "Pending", "Plan", "schedule", "schedule_steps"]
 
 NODE_STATES = ("up", "suspect", "down", "lost")
 HOLDING_STATES = frozenset({"up", "suspect", "down"})
-FAILED_EVERYWHERE = "failed on every eligible node"
 _UNLIMITED = 1 << 62
 _NO_AVOID: Mapping[Slot, frozenset[str]] = {}
 
@@ -156,6 +159,8 @@ class Plan:
     stopped: tuple[Slot, ...]
     added: tuple[Slot, ...] = ()
     evicted: tuple[Slot, ...] = ()
+    stayed: tuple[Slot, ...] = ()
+    """Kept slots that stay on a draining node because they were told to (``stay``)."""
 
     def by_node(self) -> dict[str, dict[str, list[int]]]:
         """{node: {template: [ordinals]}}, everything sorted: what each agent is sent."""
@@ -176,6 +181,7 @@ class Plan:
             "moved": len(self.moved),
             "stopped": len(self.stopped),
             "evicted": len(self.evicted),
+            "stayed": len(self.stayed),
             "pending": sum(p.count for p in self.pending.values()),
         }
 
@@ -192,14 +198,16 @@ def schedule(
     nodes: Iterable[NodeInfo],
     current: Mapping[Slot, str],
     avoid: Mapping[Slot, frozenset[str]] = _NO_AVOID,
+    stay: Collection[Slot] = frozenset(),
 ) -> Plan:
     """Place every wanted slot, moving as little as possible.
 
     ``current`` maps each slot that runs somewhere to its node (a node absent from ``nodes`` is
     treated as lost). ``avoid`` lists, per slot, nodes it must not run on (it failed there).
-    Raises ValueError naming the offending demand or node on bad input.
+    ``stay`` lists slots that keep their draining node for now (its template cannot spare them
+    yet). Raises ValueError naming the offending demand or node on bad input.
     """
-    return finish(schedule_steps(demands, nodes, current, avoid))
+    return finish(schedule_steps(demands, nodes, current, avoid, stay))
 
 
 def schedule_steps(
@@ -207,6 +215,7 @@ def schedule_steps(
     nodes: Iterable[NodeInfo],
     current: Mapping[Slot, str],
     avoid: Mapping[Slot, frozenset[str]] = _NO_AVOID,
+    stay: Collection[Slot] = frozenset(),
 ) -> Steps[Plan]:
     """``schedule`` in steps (see ``steps``): it pauses after every few thousand slots, so a
     controller can place 100,000 of them without stalling its loop. ``current`` and ``avoid``
@@ -218,9 +227,9 @@ def schedule_steps(
     work = 0
     for name in sorted(held):
         demand = wanted[name]
-        verdicts: dict[str, bool] = {}
+        verdicts: dict[str, int] = {}
         for part in chunks(sorted(held[name], key=_FIRST)):
-            _keep(board, demand, part, avoid, verdicts)
+            _keep(board, demand, part, avoid, verdicts, stay)
             work += len(part)
             if work >= CHUNK:
                 yield
@@ -240,7 +249,8 @@ def schedule_steps(
         if work >= CHUNK:
             yield
             work = 0
-    return (yield from _plan(board.placement, pending, current, stopped))
+    plan = yield from _plan(board.placement, pending, current, stopped)
+    return replace(plan, stayed=tuple(sorted(board.stayed))) if board.stayed else plan
 
 
 def _stay_while_draining(
@@ -314,6 +324,7 @@ class _Board:
         self.load: dict[str, int] = {}
         self.tallies: dict[str, dict[str, int]] = {}
         self.groups: dict[object, _Group] = {}
+        self.stayed: list[Slot] = []
 
     def put(self, slot: Slot, node: str) -> None:
         self.placement[slot] = node
@@ -366,25 +377,38 @@ def _keep(
     demand: Demand,
     held: Sequence[tuple[int, str]],
     avoid: Mapping[Slot, frozenset[str]],
-    verdicts: dict[str, bool],
+    verdicts: dict[str, int],
+    stay: Collection[Slot],
 ) -> None:
     """Leave each slot where it runs if it may stay; lowest ordinals win a shrunk max_per_node
     (``held`` comes sorted, in consecutive parts; ``verdicts`` caches, per node, whether the
-    template may stay there)."""
+    template may stay there: _HOLDS, only the slots in ``stay`` (_STAYS, draining), or not)."""
     name = demand.name
     cap = demand.max_per_node or _UNLIMITED
     tally = board.tallies.setdefault(name, {})
     for ordinal, node_name in held:
         fine = verdicts.get(node_name)
         if fine is None:
-            node = board.cluster.get(node_name)
-            fine = verdicts[node_name] = node is not None and node.holds and demand.fits(node)
+            fine = verdicts[node_name] = _verdict(board.cluster.get(node_name), demand, stay)
         if not fine or tally.get(node_name, 0) >= cap:
             continue
         slot = (name, ordinal)
-        if node_name in avoid.get(slot, ()):
+        if node_name in avoid.get(slot, ()) or (fine == _STAYS and slot not in stay):
             continue
         board.put(slot, node_name)
+        if fine == _STAYS:
+            board.stayed.append(slot)
+
+
+_HOLDS, _STAYS = 1, 2
+
+
+def _verdict(node: NodeInfo | None, demand: Demand, stay: Collection[Slot]) -> int:
+    if node is None or not demand.fits(node):
+        return 0
+    if node.holds:
+        return _HOLDS
+    return _STAYS if stay and node.draining and node.state in HOLDING_STATES else 0
 
 
 def _place(
@@ -441,7 +465,7 @@ def _place(
         group.push(node, load)
     if not unplaced:
         return None
-    return Pending(tuple(unplaced), _why(demand, unplaced, group.members, tally, avoid))
+    return Pending(tuple(unplaced), why_pending(demand, unplaced, group.members, tally, avoid))
 
 
 def _take_fresh(
@@ -488,49 +512,6 @@ def _pop_allowed(heap: list[tuple[int, int, str]], avoided: Collection[str]) -> 
     for entry in skipped:
         heapq.heappush(heap, entry)
     return chosen
-
-
-def _why(
-    demand: Demand,
-    unplaced: Sequence[int],
-    eligible: frozenset[str],
-    tally: Mapping[str, int],
-    avoid: Mapping[Slot, frozenset[str]],
-) -> str:
-    """Why these ordinals found no node, judged on the final tallies.
-
-    Tallies only grow while placing, so every eligible node a pending slot does not avoid is
-    full at the end; judging then (not when the slot was tried) gives the same reason when the
-    plan is fed back as ``current``.
-    """
-    reasons: dict[str, None] = {}
-    over_cap = ""
-    for ordinal in unplaced:
-        failed_on = len(eligible.intersection(avoid.get((demand.name, ordinal), ())))
-        if failed_on == len(eligible):
-            reasons[FAILED_EVERYWHERE] = None
-        elif failed_on:
-            reasons[(
-                f"failed on {failed_on} of {len(eligible)} eligible nodes, "
-                f"the others hold max_per_node={demand.max_per_node}"
-            )] = None
-        elif not over_cap:
-            over_cap = _over_cap(eligible, tally, demand)
-            reasons[over_cap] = None
-    return "; ".join(reasons)
-
-
-def _over_cap(eligible: frozenset[str], tally: Mapping[str, int], demand: Demand) -> str:
-    """Why the rest found no node: every eligible node holds max_per_node of them."""
-    cap = demand.max_per_node
-    elsewhere = sum(n for node, n in tally.items() if node not in eligible)
-    reason = (
-        f"max_per_node={cap} on {len(eligible)} eligible nodes "
-        f"allows {cap * len(eligible)} of {demand.count - elsewhere}"
-    )
-    if elsewhere:
-        reason += f" ({elsewhere} more held on nodes closed to new slots)"
-    return reason
 
 
 def _plan(

@@ -46,6 +46,7 @@ def desired_of(template: Template, restart: int = 0, *, paused: bool = False) ->
         max_unavailable=template.update.max_unavailable,
         progress_deadline=template.update.progress_deadline,
         paused=paused,
+        checked=template.health is not None or template.notify,
     )
 
 
@@ -130,7 +131,11 @@ class World:
             may_move=self.may_move, grace=self.grace,
         )
         failures = Failures(dict(self.failed), frozenset(self.announced))
-        return dict(self.desired), nodes, Placement(dict(self.placement)), dict(self.rollouts), failures, self.now
+        by_node: dict[str, dict[str, list[int]]] = {}
+        for (template, ordinal), node in sorted(self.placement.items()):
+            by_node.setdefault(node, {}).setdefault(template, []).append(ordinal)
+        placement = Placement(dict(self.placement), by_node=by_node)
+        return dict(self.desired), nodes, placement, dict(self.rollouts), failures, self.now
 
     def run(self) -> Reconcile:
         return reconcile(*self.inputs())

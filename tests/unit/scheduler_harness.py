@@ -95,6 +95,7 @@ def reference_placement(
     nodes: Iterable[NodeInfo],
     current: Mapping[Slot, str],
     avoid: Mapping[Slot, frozenset[str]],
+    stay: frozenset[Slot] = frozenset(),
 ) -> dict[Slot, str]:
     """The placement rules in their most literal form, scanning every node for every slot.
 
@@ -124,7 +125,7 @@ def reference_placement(
             slot = (demand.name, ordinal)
             info = cluster.get(current.get(slot, ""))
             if (info is not None and info.state in ("up", "suspect", "down")
-                    and not info.draining and matches(demand, info)
+                    and (not info.draining or slot in stay) and matches(demand, info)
                     and info.name not in avoid.get(slot, ()) and room(demand, info.name)):
                 put(slot, info.name)
     for demand in wanted:

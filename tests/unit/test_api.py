@@ -344,22 +344,56 @@ async def test_a_node_that_fails_a_command_passes_its_error_on(parts):
 
 
 async def test_drain_waits_for_the_node_to_empty_and_ends_when_it_does(parts):
-    """drain returns done once nothing is placed on or running there (woken by Changes)."""
+    """drain returns done once nothing is placed on or running there and the moved instance
+    is ready where it went (woken by Changes)."""
     api, desired, agents, _ = parts
-    task = asyncio.ensure_future(api.drain({"node": "a", "wait": 5}))
+    task = asyncio.ensure_future(api.drains.drain({"node": "a", "wait": 5}))
     await loop_turn()
     assert not task.done() and agents.nodes["a"].draining
-    del desired.placement[("web", 1)]
+    desired.placement[("web", 1)] = "b"
     agents.nodes["a"].instances.clear()
+    agents.nodes["b"].instances["web.1"] = {**row("web.1"), "ready": True}
     api.changes.notify()
     assert await asyncio.wait_for(task, 5) == {"node": "a", "done": True, "remaining": 0}
+
+
+async def test_drain_counts_an_instance_moved_only_once_it_is_ready_on_its_new_node(parts):
+    """An instance gone from the drained node but not yet ready where it went is not moved:
+    drain waits for its readiness, and says so if the wait runs out (issue 12)."""
+    api, desired, agents, info = parts
+    task = asyncio.ensure_future(api.drains.drain({"node": "a", "wait": 5}))
+    await loop_turn()
+    desired.placement[("web", 1)] = "b"
+    agents.nodes["a"].instances.clear()
+    agents.nodes["b"].instances["web.1"] = {**row("web.1"), "ready": False}
+    api.changes.notify()
+    await loop_turn()
+    assert not task.done()
+    agents.nodes["b"].instances["web.1"] = {**row("web.1"), "state": "ready", "ready": True}
+    api.changes.notify()
+    assert (await asyncio.wait_for(task, 5))["done"] is True
+
+
+async def test_a_drain_waiting_for_readiness_says_so(parts):
+    """A drain that runs out of time while replacements are not ready names that reason,
+    with the max_unavailable rule for a template with a check."""
+    api, desired, agents, _ = parts
+    desired.put(template("web", numprocesses=2, health={"type": "tcp", "host": "127.0.0.1", "port": 1}))
+    desired.placement[("web", 1)] = "b"
+    agents.nodes["b"].instances["web.1"] = {**row("web.1"), "ready": False}
+    result = await api.drains.drain({"node": "a", "wait": 0})
+    assert {k: result[k] for k in ("done", "remaining")} == {"done": False, "remaining": 1}
+    assert result["stuck"] == [{
+        "template": "web", "reason": "waiting_ready",
+        "message": "2 of 2 not ready yet; update.max_unavailable=1 lets no more leave until they are",
+    }]
 
 
 async def test_a_drain_that_cannot_finish_counts_each_instance_once(parts):
     """An instance both placed on and running on the node is one that remains, not two
     (issue 9: drain counted placed + running)."""
     api, _, _, _ = parts
-    result = await api.drain({"node": "a", "wait": 0})
+    result = await api.drains.drain({"node": "a", "wait": 0})
     assert {k: result[k] for k in ("node", "done", "remaining")} == {"node": "a", "done": False, "remaining": 1}
 
 
@@ -372,7 +406,7 @@ async def test_a_drain_that_cannot_finish_says_why_per_template(parts):
         template("db", numprocesses=1, placement={"labels": {"disk": "ssd"}}),
     )
     desired.placement[("db", 1)] = "a"
-    result = await api.drain({"node": "a", "wait": 0})
+    result = await api.drains.drain({"node": "a", "wait": 0})
     assert result["done"] is False and result["remaining"] == 2
     assert result["stuck"] == [
         {"template": "db", "reason": "no_match", "message": "no other node matches its labels disk=ssd"},

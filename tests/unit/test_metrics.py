@@ -159,6 +159,24 @@ class TestExposition:
         assert value(samples, "gaffer_template_instances_failed", template="web") == 1
         assert value(samples, "gaffer_template_instances_wanted", template="idle") == 0
 
+    async def test_ready_and_unhealthy_instances_count_as_running_and_only_ready_as_ready(self, lab: Lab):
+        """An instance whose check passes (``ready``) or fails (``unhealthy``) is still up:
+        running counts both; ready counts only the serving ones, in /metrics and in status (issue 12)."""
+        cluster = lab.controller.cluster
+        assert cluster is not None
+        cluster.apply([template("web", numprocesses=3)])
+        await lab.settle()
+        states = iter([("ready", True), ("unhealthy", False), ("running", False)])
+        for agent in lab.agents:
+            for ident in sorted(agent.rows):
+                agent.rows[ident]["state"], agent.rows[ident]["ready"] = next(states)
+            agent.report()
+        await lab.settle()
+        samples = scrape(lab.controller)
+        assert value(samples, "gaffer_template_instances_running", template="web") == 3
+        assert value(samples, "gaffer_template_instances_ready", template="web") == 1
+        assert {k: lab.controller.status()["instances"][k] for k in ("running", "ready")} == {"running": 3, "ready": 1}
+
     async def test_restarts_count_what_rows_grew_by_and_never_go_down(self, lab: Lab):
         """Restarts add what each reported row grew by; a row reset to 0 (a new agent) takes nothing away."""
         cluster = lab.controller.cluster

@@ -333,7 +333,7 @@ def test_log_fields_say_what_the_pass_did():
     world.failed[("web", 1)] = frozenset({"a", "b", "c"})
     assert world.run().log_fields() == {
         "scheduled": True, "placed": 5, "kept": 3, "added": 0, "moved": 2, "stopped": 0,
-        "evicted": 1, "pending": 1, "changes": 3, "lost": ["c"], "sent": 1, "resent": 0,
+        "evicted": 1, "stayed": 0, "pending": 1, "changes": 3, "lost": ["c"], "sent": 1, "resent": 0,
         "rolling": {}, "rollouts_started": [], "rollouts_finished": [], "rollouts_stuck": [],
         "failed_everywhere": 1,
     }

@@ -205,7 +205,7 @@ class TestPlanHelpers:
         plan = schedule([Demand("web", 10, max_per_node=4)],
                         [node("n1"), node("n2"), node("n3", "lost")], current)
         assert plan.counts() == {"placed": 8, "kept": 6, "added": 0, "moved": 2, "stopped": 1,
-                                 "evicted": 1, "pending": 2}
+                                 "evicted": 1, "stayed": 0, "pending": 2}
         assert plan.log_fields() == {**plan.counts(), "nodes_used": 2,
                                      "pending_templates": {"web": 2}}
         assert plan.pending["web"] == Pending((9, 10), plan.pending["web"].reason)
@@ -444,6 +444,71 @@ class TestProperties:
         assert plan.placement == reference_placement(demands, nodes, current, avoid)
 
 
+# A drain's pace: slots told to stay on their draining node (drainpace decides which).
+
+
+@st.composite
+def staying(draw, cluster):
+    """A random subset of the cluster's current slots, told to stay."""
+    _, _, current, _ = cluster
+    return frozenset(draw(st.lists(st.sampled_from(sorted(current)), unique=True))) if current else frozenset()
+
+
+STAY_PROPERTY = settings(max_examples=60, deadline=None)
+
+
+class TestStay:
+    def test_slots_told_to_stay_keep_their_draining_node_and_the_rest_leave(self) -> None:
+        """Of three slots on a draining node, the two told to stay are kept (and listed as
+        stayed); the third moves to the open node."""
+        current = at({"n1": {"web": [1, 2, 3]}})
+        plan = schedule([Demand("web", 3)], [node("n1", draining=True), node("n2")], current,
+                        stay={("web", 2), ("web", 3)})
+        assert_plan(plan, placed=3, moved=1, on={"n1": {"web": [2, 3]}, "n2": {"web": [1]}})
+        assert plan.stayed == (("web", 2), ("web", 3))
+
+    def test_stay_does_not_keep_a_slot_on_a_lost_or_open_node(self) -> None:
+        """Stay only matters on a draining node that still holds: a lost one's slots move,
+        and a slot on a node that holds anyway is kept without being listed as stayed."""
+        current = at({"n1": {"web": [1]}, "n3": {"web": [2]}})
+        nodes = [node("n1", "lost", draining=True), node("n2"), node("n3")]
+        plan = schedule([Demand("web", 2)], nodes, current, stay={("web", 1), ("web", 2)})
+        assert_plan(plan, placed=2, moved=1, on={"n2": {"web": [1]}, "n3": {"web": [2]}})
+        assert plan.stayed == ()
+
+    @STAY_PROPERTY
+    @given(st.data())
+    def test_stayed_slots_are_told_to_and_sit_on_their_draining_node(self, data) -> None:
+        """Every stayed slot was told to stay, kept on the draining node it ran on; every
+        other slot obeys the usual rules; a plan fed back with the same stay changes nothing."""
+        cluster = data.draw(clusters())
+        demands, nodes, current, avoid = cluster
+        stay = data.draw(staying(cluster))
+        plan = schedule(demands, nodes, current, avoid, stay)
+        cluster_nodes = {n.name: n for n in nodes}
+        by_name = {d.name: d for d in demands}
+        for slot in plan.stayed:
+            where = plan.placement[slot]
+            assert slot in stay and current[slot] == where and cluster_nodes[where].draining
+        for slot, where in plan.placement.items():
+            if slot not in plan.stayed:
+                assert may_stay(by_name[slot[0]], cluster_nodes.get(where), avoid, slot, current)
+        again = schedule(demands, nodes, plan.placement, avoid, stay)
+        assert again.placement == plan.placement and again.moved == again.added == ()
+
+    @STAY_PROPERTY
+    @given(st.data())
+    def test_placement_with_stay_matches_the_literal_rules(self, data) -> None:
+        """With slots told to stay, the fast scheduler still places exactly as the literal
+        scan does."""
+        cluster = data.draw(clusters(names=[f"m{i:02d}" for i in range(12)], max_count=20,
+                                     templates=[f"t{i}" for i in range(6)], max_current=60))
+        demands, nodes, current, avoid = cluster
+        stay = data.draw(staying(cluster))
+        plan = schedule(demands, nodes, current, avoid, stay)
+        assert plan.placement == reference_placement(demands, nodes, current, avoid, stay)
+
+
 def _big_cluster(templates: int, per_template: int) -> tuple[list[Demand], list[NodeInfo]]:
     nodes = [NodeInfo(f"node-{i:04d}", "up", labels={"zone": "abc"[i % 3]}) for i in range(1000)]
     demands = [Demand(f"t{j:05d}", per_template, max_per_node=None if j % 2 else 50)
@@ -472,4 +537,3 @@ def test_a_thousand_nodes_and_a_hundred_thousand_slots(templates: int, per_templ
         print(f"\nschedule {templates} templates x {per_template} over 1000 nodes: "
               f"from scratch {scratch:.3f}s, after losing one node {relocate:.3f}s "
               f"({len(after.moved)} moved)")
-

@@ -195,7 +195,7 @@ STATUS = obj({
     "http": nullable("string"), "secure": BOOLEAN, "transport": STRING,
     "nodes": {"type": "object", "additionalProperties": INTEGER},
     "templates": INTEGER,
-    "instances": obj({"wanted": INTEGER, "placed": INTEGER, "running": INTEGER}),
+    "instances": obj({"wanted": INTEGER, "placed": INTEGER, "running": INTEGER, "ready": INTEGER}),
     "samples": obj({
         "instances": {**INTEGER, "description": "Instances with a cpu/mem sample pushed by their agent."},
         "nodes": {**INTEGER, "description": "Nodes those samples come from."},
