@@ -125,6 +125,22 @@ def measure(
     return readings, kept
 
 
+def unseen(table: Mapping[int, ProcSample], pids: Iterable[int], seen: Mapping[int, Seen], now: float) -> dict[int, Seen]:
+    """The processes a sample of ``pids`` would measure (each with its descendants) that
+    ``seen`` does not hold (or holds for another process under a reused pid), as ``Seen`` now:
+    what to prime them with."""
+    tree = children_map(table)
+    out: dict[int, Seen] = {}
+    for pid in pids:
+        if pid not in table:
+            continue
+        for each in (pid, *descendants(pid, tree)):
+            sample, before = table[each], seen.get(each)
+            if before is None or before.start != sample.start:
+                out[each] = Seen(sample.start, sample.ticks, now)
+    return out
+
+
 def boottime() -> float:
     """Seconds since boot, suspend included: the clock ``stat``'s start times count on."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)

@@ -2,7 +2,9 @@
 
 CPU percent needs two readings; the sampler keeps, of every process it measured, its start
 time, its cpu ticks and when they were read, so the next request measures the interval since
-the last one (like ``top``). A process it has never seen is measured since it started.
+the last one (like ``top``). A process it has never seen is primed: its ticks are noted and
+the table read again ``PRIME_INTERVAL`` later, so it gets a real figure instead of a bogus 0
+(a process a few milliseconds old has no tick yet); only samples with new processes read twice.
 Children are found from the same scan of /proc that reads every number: one ``stat`` read per
 process of the host, no psutil (whose ``Process`` objects cost about 4x as much per process,
 and whose import, about 2 MB, no agent needs).
@@ -10,10 +12,13 @@ and whose import, about 2 MB, no agent needs).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
-from gaffer.agent.proctable import Reading, Seen, boottime, measure, read_cmdline, read_table
+from gaffer.agent.proctable import Reading, Seen, boottime, measure, read_cmdline, read_table, unseen
+
+PRIME_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -80,8 +85,12 @@ class StatsSampler:
         The scan of /proc yields to the loop as it goes (``proctable.YIELD_EVERY``): sampling
         a big host is spread over many short steps, never one long stall."""
         pids = list(pids)
-        table = await read_table()
-        readings, self._seen = measure(table, pids, self._seen, boottime())
+        table, now = await read_table(), boottime()
+        fresh = unseen(table, pids, self._seen, now)
+        if fresh:
+            await asyncio.sleep(PRIME_INTERVAL)
+            table, now = await read_table(), boottime()
+        readings, self._seen = measure(table, pids, {**self._seen, **fresh}, now)
         return {pid: _stats(reading, cmdline) for pid, reading in readings.items()}
 
 

@@ -77,3 +77,12 @@ def test_a_measure_covers_descendants_and_keeps_only_what_it_measured():
     assert top.cpu == 50.0 and top.rss == 4096
     assert sorted(c.pid for c in top.children) == [11, 12]
     assert set(kept) == {10, 11, 12} and kept[10] == Seen(500, 100, 10.0)
+
+
+def test_processes_never_seen_are_the_ones_primed():
+    """A sample primes the processes it would measure that it has not seen (or that reuse a
+    seen pid): an instance's new child is, a known one is not, a stranger is not measured."""
+    table = {10: ProcSample(1, 100, 1, 500), 11: ProcSample(10, 7, 1, 600), 20: ProcSample(1, 0, 1, 800)}
+    seen = {10: Seen(500, 50, 9.0), 11: Seen(599, 1, 9.0)}
+    assert proctable.unseen(table, [10], seen, 10.0) == {11: Seen(600, 7, 10.0)}
+    assert proctable.unseen(table, [10], {**seen, 11: Seen(600, 7, 9.0)}, 10.0) == {}
