@@ -34,6 +34,7 @@ import peers  # noqa: E402
 import results  # noqa: E402
 import httpcases  # noqa: E402
 from output import Spawned, cpu_of, free_port, peers_run  # noqa: E402
+from gaffer.agent.statcadence import IDLE_EVERY  # noqa: E402
 from gaffer.client import AsyncClient  # noqa: E402
 from gaffer.client.wire import request_frame  # noqa: E402
 
@@ -319,7 +320,7 @@ def verdicts(run: Run) -> list[str]:
             met = "**met**" if p50 < target else "**not met**"
             out.append(f"- `ps` of {n:,}, {call}: p50 {p50:.2f} ms (target < {target:g} ms): {met}")
     for n, share in sorted(run.push_cost.items()):
-        out.append(f"- agent CPU while idle with {n:,} instances (stats pushed every interval): {share * 100:.1f}% of a core")
+        out.append(f"- agent CPU while idle with {n:,} instances, someone looking (its ps calls hold the stats_watch lease: stats pushed every interval; nobody looking, every {IDLE_EVERY} intervals): {share * 100:.1f}% of a core")
     return out
 
 

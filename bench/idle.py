@@ -33,6 +33,7 @@ import psutil
 import results
 
 from gaffer.agent.keeper.client import KeeperClient
+from gaffer.agent.statcadence import IDLE_EVERY
 
 KEEPER_TARGET_KB = 10 * 1024
 
@@ -142,6 +143,9 @@ def report(rows: dict[str, dict[str, float]], args: argparse.Namespace, peers: s
         "shared page among the processes mapping it (what the process adds to the host).",
         "- gaffer start: its defaults (output captured, descendants tracked, no keeper: the embedded "
         "agent holds its pipes itself). circus: no capture (its default); supervisor: log files (its default).",
+        "- gaffer start is never asked anything here, so its stats are sampled every "
+        f"{IDLE_EVERY} x 5 s (nobody looks: `statcadence.py`) and its HTTP stack is not loaded (no request yet); "
+        "a window shorter than that may hold no sample.",
         "- keeper: the fd keeper every `gaffer-agent` runs beside it, started as the agent starts it "
         "(`KeeperClient.connect`: `python -S`, detached), the agent still connected, holding nothing "
         f"(empty) or the out and err read ends of {args.children} instances (held): its idle state beside "

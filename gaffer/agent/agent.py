@@ -99,7 +99,8 @@ class Agent:
         self.commands = Commands(self.manager)
         self.link = ControllerLink(
             self.manager, settings, self.agent_id, self.lease,
-            host=self.host_info, on_assign=self._on_assign, commands=self.commands.table(),
+            host=self.host_info, on_assign=self._on_assign,
+            commands={**self.commands.table(), "stats_watch": self._stats_watch},
             outbox_capacity=outbox_capacity,
         )
         self.stats_push = StatPusher(self.manager.running, self.link, settings.stats_interval)
@@ -112,6 +113,10 @@ class Agent:
         self._journal_entries: dict[int, int] = {}
         self.adopted = 0
         self.strays = 0
+
+    async def _stats_watch(self, op: str, args: dict[str, Any]) -> None:
+        """Someone looks at this node's stats at the controller (``statcadence.py``)."""
+        await self.stats_push.watch_command(op, args)
 
     def host_info(self) -> dict[str, str]:
         """How this host keeps its processes, for the controller (``protocol._HOST``)."""

@@ -1,5 +1,6 @@
-"""The stats push: every ``--stats-interval`` seconds, sample this node's instances and send the
-controller what changed (``statdiff.changes``), so ``ps`` answers from memory.
+"""The stats push: sample this node's instances and send the controller what changed
+(``statdiff.changes``), so ``ps`` answers from memory; every ``--stats-interval`` seconds while
+someone looks, rarely otherwise (``statcadence.next_push``).
 
 Each push is one or more ``stats`` messages (at most ``MAX_STAT_ROWS`` rows each). A push
 with nothing changed is still sent, empty: it tells the controller that every row it holds
@@ -11,7 +12,7 @@ one that could not be sent whole.
 
 Sampling reuses ``StatsSampler`` (its own one, so the live ``stats`` command and the push never
 shorten each other's cpu interval) and yields to the loop as it goes. The pusher owns its task
-and ``stop`` cancels it.
+and ``stop`` cancels it; ``watch`` (the controller's ``stats_watch``) wakes it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import asyncio
 import logging
 from typing import Any, Callable, Protocol
 
+from gaffer.agent.statcadence import next_push
 from gaffer.agent.statdiff import StatChanges, StatRow, Thresholds, after, changes
 from gaffer.agent.stats import Sampler, StatsSampler
+from gaffer.common import arguments as arg
 from gaffer.common.limits import MAX_STATS_INTERVAL, MIN_STATS_INTERVAL
 from gaffer.common.protocol import MAX_STAT_ROWS
 from gaffer.common.tasks import cancel_and_wait
@@ -30,6 +33,8 @@ log = logging.getLogger("gaffer.agent.stats")
 
 DEFAULT_INTERVAL = 5.0
 MIN_INTERVAL, MAX_INTERVAL = MIN_STATS_INTERVAL, MAX_STATS_INTERVAL
+MAX_WATCH = 3_600.0
+"""The longest ``stats_watch`` lease an agent takes."""
 
 
 class StatsLink(Protocol):
@@ -61,20 +66,44 @@ class StatPusher:
         the next push resets it)."""
         self._session = -1
         self._task: asyncio.Task | None = None
+        self._last = 0.0
+        self._watched_until = float("-inf")
+        self._wake = asyncio.Event()
         self.pushes = 0
         self.last_cost = 0.0
         """Seconds of loop time the last sample took (for the bench and the logs)."""
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self._task = loop.create_task(self._run())
+
+    def watch(self, seconds: float) -> None:
+        """Someone looks at the stats: push every interval for ``seconds`` from now (at once
+        if the last push is older than an interval)."""
+        self._watched_until = asyncio.get_running_loop().time() + seconds
+        self._wake.set()
+
+    async def watch_command(self, _op: str, args: dict[str, Any]) -> None:
+        """The controller's ``stats_watch`` command: ``{"seconds": lease}``."""
+        self.watch(arg.seconds(args, "seconds", arg.MISSING, MAX_WATCH))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.interval)
+            delay = next_push(self._last, self._watched_until, loop.time(), self.interval) - loop.time()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            self._last = loop.time()
             if not self._link.connected.is_set():
                 continue
             try:

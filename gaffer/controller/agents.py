@@ -36,6 +36,7 @@ from gaffer.controller.reconcile import Sent
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.server import Session
 from gaffer.controller.statcache import StatCache
+from gaffer.controller.statwatch import StatWatch
 
 log = logging.getLogger("gaffer.controller")
 
@@ -67,6 +68,8 @@ class AgentMessages:
         self._id = controller_id
         self._clock = clock
         self._stats = stat_cache if stat_cache is not None else StatCache()
+        self.stat_watch = StatWatch(clock, self._send_stats_watch_all)
+        self._stats.on_look(self.stat_watch.looked)
         self.drops = BadMessages(logger=logging.getLogger("gaffer.controller.admission"))
         """Agent events refused by admission, per node and reason."""
         self.wrong_node = 0
@@ -147,6 +150,10 @@ class AgentMessages:
         for node in self._nodes.nodes.values():
             self._links.send_watch(node, prefixes)
 
+    def _send_stats_watch_all(self, seconds: float) -> None:
+        for node in self._nodes.nodes.values():
+            self._links.send_stats_watch(node, seconds)
+
     def _hello(self, session: Session, body: dict[str, Any]) -> None:
         if session.name is not None and body["node"] != session.name:
             self.wrong_node += 1
@@ -190,6 +197,8 @@ class AgentMessages:
         self._cluster.remember_node(node)
         self._hub.publish(f"node.{node.name}.up", {"node": node.name, "resync": outcome.resync})
         self._links.send_watch(node, self.watch_prefixes())
+        if self.stat_watch.remaining():
+            self._links.send_stats_watch(node, self.stat_watch.remaining())
         self._cluster.node_changed(node)
         self._cluster.instances_reported(node, body["instances"])
         self._changes.notify()

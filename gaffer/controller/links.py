@@ -71,6 +71,13 @@ class Links:
             return
         self.send(session, "command", {"id": 0, "op": "watch", "args": {"prefixes": sorted(prefixes)}})
 
+    def send_stats_watch(self, node: Node, seconds: float) -> None:
+        """Tell an agent to sample often for ``seconds``: someone looks (``statwatch.py``)."""
+        session = self.session_of(node)
+        if session is None or node.state is NodeState.DOWN:
+            return
+        self.send(session, "command", {"id": 0, "op": "stats_watch", "args": {"seconds": seconds}})
+
     def ask_report(self, session: Session) -> None:
         self.send(session, "command", {"id": 0, "op": "report", "args": {}})
 

@@ -49,6 +49,7 @@ class RowCache:
         """What ``instance_rows`` + ``fill_cached`` give: rows of template ``name`` (or all)
         in ``instance_key`` order, each a new dict the caller may keep, as ``PlainRows`` (the
         reply's encoding need not walk them again)."""
+        self._stats.look()
         entries = self._current()
         readings = self._current_readings()
         templates = self._cluster.templates

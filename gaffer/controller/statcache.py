@@ -9,6 +9,9 @@ grows for a node that went silent (a frozen or cut-off agent). The rows of a nod
 stay, ageing; they go when an instance stops (its report says so), when the agent removes them,
 and when the node is forgotten.
 
+Reading the cache is a look (``look``): every listener (``on_look``; ``statwatch.py``) hears
+of it, so the agents sample often only while someone reads what they push.
+
 Each row keeps the pid it was sampled from: ``sample_for`` gives a row only for the process a
 listing shows, never a restarted instance's predecessor's numbers.
 
@@ -20,7 +23,7 @@ nodes, never one over the rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,16 @@ class StatCache:
         self.version = 0
         """Bumped by every change (a push, a discard, a node forgotten): ``row_cache.py`` reads
         the samples again only when it moved."""
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_look(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` at every look (it must be cheap: a listing is one look)."""
+        self._listeners.append(listener)
+
+    def look(self) -> None:
+        """Someone reads the samples (a listing, a chart, a scrape)."""
+        for listener in self._listeners:
+            listener()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -82,11 +95,13 @@ class StatCache:
         self._pushed[node] = now
 
     def get(self, instance_id: str) -> Sample | None:
+        self.look()
         row = self._rows.get(instance_id)
         return None if row is None else self._sample(row)
 
     def sample_for(self, instance_id: str, node: str | None, pid: int | None) -> Sample | None:
         """The sample of ``instance_id`` only if it is of process ``pid`` on ``node``."""
+        self.look()
         row = self._rows.get(instance_id)
         if row is None or row.pid != pid or row.node != node:
             return None
@@ -94,13 +109,15 @@ class StatCache:
 
     def reading(self, instance_id: str, node: str | None, pid: int | None) -> tuple[float, int, float] | None:
         """``sample_for`` as a plain (cpu, mem, sampled_at): what ``ps`` reads for each of up
-        to 10,000 rows, without building a Sample for each."""
+        to 10,000 rows, without building a Sample for each; not a look by itself (the
+        listing looks once)."""
         row = self._rows.get(instance_id)
         if row is None or row.pid != pid or row.node != node:
             return None
         return row.cpu, row.mem, self._pushed.get(row.node, 0.0)
 
     def items(self) -> Iterable[tuple[str, Sample]]:
+        self.look()
         return list(self._iter())
 
     def _iter(self) -> Iterator[tuple[str, Sample]]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -36,6 +38,8 @@ KEEPER_NEVER_LEAN = (
     "argparse", "re", "array", "json",
 )
 AGENT_NOT_YET = ("psutil", "importlib.metadata", "aiohttp", "tempfile", "shutil", "prometheus_client")
+IDLE_NEVER = ("psutil", "prometheus_client", "gaffer.controller.metrics")
+"""What a running `gaffer start` never loads until a scrape: the stats read /proc themselves."""
 
 
 def modules_after(code: str, env: dict[str, str] | None = None) -> tuple[set[str], subprocess.CompletedProcess]:
@@ -156,7 +160,7 @@ def test_a_keeper_still_logs_in_the_format_it_always_had(tmp_path):
 
 
 def test_an_agent_loads_psutil_and_entry_points_only_when_asked():
-    """`gaffer start` and `gaffer-agent` import psutil (stats), importlib.metadata (apps by
+    """`gaffer start` and `gaffer-agent` import psutil (never: stats read /proc), importlib.metadata (apps by
     entry point), tempfile (`gaffer export`, with shutil, bz2 and lzma) and prometheus_client (the
     first scrape of /metrics) on first use, not at start-up (item 12: about 6.5 MB)."""
     for module in ("gaffer.cli.start", "gaffer.agent.daemon"):
@@ -173,3 +177,62 @@ def test_boot_time_from_proc_matches_psutil():
 
     assert read_boot_time() == psutil.boot_time()
     assert Path("/proc/stat").exists()
+
+
+def run_gaffer_start(tmp_path: Path, then: Callable[[int, str], None]) -> set[str]:
+    """Run `gaffer start` of two sleeps with HTTP on a free loopback port until `gafferctl ps`
+    lists both running, call ``then(its_pid, first_console_line)``, stop it with Ctrl-C; the modules it had
+    loaded when it exited."""
+    spec = tmp_path / "gaffer.toml"
+    spec.write_text('[web]\ncmd = "sleep"\nargs = ["300"]\nnumprocesses = 2\nstartsecs = 0\n')
+    env = {**os.environ, "GAFFER_RUNTIME_DIR": str(tmp_path / "run")}
+    env.pop("GAFFER_CONTROLLER", None)
+    out, console = tmp_path / "modules.json", tmp_path / "console.txt"
+    argv = ["start", "--no-color", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0", str(spec)]
+    code = (
+        "import atexit, json, sys\n"
+        f"atexit.register(lambda: open({str(out)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+        f"from gaffer.cli.start import main\nmain({argv!r})\n"
+    )
+    with open(console, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            done = subprocess.run([sys.executable, "-m", "gaffer.cli.ctl", "ps", "--json"], env=env,
+                                  capture_output=True, text=True, timeout=30)
+            if done.returncode == 0 and sum(r["state"] == "running" for r in json.loads(done.stdout)) == 2:
+                break
+            assert time.monotonic() < deadline, f"gaffer start not running 2 within {DEADLINE}s: {done.stderr}"
+            time.sleep(0.05)  # poll
+        then(proc.pid, console.read_text().splitlines()[0])
+    finally:
+        assert interrupt(proc) == 0, console.read_text()
+        assert pid_dead(proc.pid)
+    return set(json.loads(out.read_text()))
+
+
+def mapped(pid: int, part: str) -> bool:
+    """Whether process ``pid`` maps a file whose path has ``part`` (a loaded C extension)."""
+    return part in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_an_idle_gaffer_start_loads_the_http_stack_at_the_first_request_and_never_psutil(tmp_path):
+    """A `gaffer start` that runs its instances and answers `gafferctl ps` (a look: its stats
+    are sampled) has not loaded aiohttp (its C extensions are not mapped) until the first HTTP
+    request, which is served; psutil and prometheus_client (no /metrics scrape) never come
+    (issue 9 item 12: about 15 MB of an idle `gaffer start`)."""
+    import urllib.request
+
+    def ask(pid: int, line: str) -> None:
+        assert not mapped(pid, "/aiohttp/") and not mapped(pid, "/psutil/")
+        found = re.search(r"(http://127\.0\.0\.1:\d+)/#token=(gaffer_[\w-]{43})", line)
+        assert found, line
+        request = urllib.request.Request(found[1] + "/v1/status", headers={"Authorization": f"Bearer {found[2]}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        assert mapped(pid, "/aiohttp/")
+
+    modules = run_gaffer_start(tmp_path, ask)
+    assert "gaffer.agent.proctable" in modules and "gaffer.controller.http.app" in modules
+    assert loaded(modules, IDLE_NEVER) == []
