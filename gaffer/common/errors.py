@@ -40,8 +40,11 @@ an error equal to the one raised on the other side::
     ├── StorageError                 "storage_error"      the controller's store cannot be written
     │   │                                                 (disk full, I/O error, read-only): nothing
     │   │                                                 of the change was saved
-    │   └── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
-    │                                                     export or restore a backup
+    │   ├── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
+    │   │                                                 export or restore a backup
+    │   └── StoreUnavailable         "store_unavailable"  the store cannot be reached, or this
+    │                                                     controller may no longer write to it
+    │                                                     (leadership lost): nothing was saved
     ├── Unauthorized                 "unauthorized"       an HTTP request without a valid token
     ├── PreconditionFailed           "precondition_failed" an HTTP write whose If-Match (or
     │                                                     If-None-Match) does not hold: someone
@@ -321,6 +324,19 @@ class StorageDamaged(StorageError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "damaged")
+
+
+class StoreUnavailable(StorageError):
+    """The store did not take the operation: it cannot be reached (a network store without
+    quorum, a timeout) or this controller lost the right to write (another one leads). Nothing
+    of the operation was saved and the controller's memory is unchanged: retry it later, or
+    against the controller that leads."""
+
+    code = "store_unavailable"
+    reason = "unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "unavailable")
 
 
 class Unauthorized(GafferError):

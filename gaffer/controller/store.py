@@ -185,6 +185,26 @@ class Store:
         with self._write() as conn:
             return template_rows.set_paused(conn, name, paused, self._clock())
 
+    def pause(self, name: str, paused: bool) -> tuple[bool, StoredTemplate]:
+        """``set_paused`` and, when resuming, ``clear_failed`` (a resumed template gets a fresh
+        start on every node), in one transaction; whether the flag changed, and the template
+        as stored after."""
+        with self._write() as conn:
+            if not paused:
+                placement_rows.clear_failed(conn, name, None)
+            changed = template_rows.set_paused(conn, name, paused, self._clock())
+            row = template_rows.get_row(conn, name)
+        return changed, template_rows.stored_template(self.path, row)
+
+    def restart_template(self, name: str) -> tuple[int, StoredTemplate]:
+        """``restart`` and, for a paused template, resume it, in one transaction; the new
+        restart generation and the template as stored after."""
+        with self._write() as conn:
+            generation = placement_rows.restart(conn, name)
+            template_rows.set_paused(conn, name, False, self._clock())
+            row = template_rows.get_row(conn, name)
+        return generation, template_rows.stored_template(self.path, row)
+
     def delete_template(self, name: str) -> None:
         """Forget a template with its placement and failures (works on one that no longer validates)."""
         self.delete_templates([name])
