@@ -206,7 +206,12 @@ class Controller:
             raise
 
     def _open_store(self) -> None:
-        """Open the store ``--store`` names; backups copy an SQLite store's file."""
+        """Open the store ``--store`` names; backups copy an SQLite store's file. The data
+        dir (admin.token) is made too: the store may be elsewhere."""
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the data dir {self.settings.data_dir}: {exc.strerror}") from exc
         self.store = open_store(self.settings.store_spec, on_write=self.meters.store_writes.observe)
         if isinstance(self.store, SqliteStateStore):
             self.backups = Backups(self.store.path, BackupPolicy.of(self.settings))
