@@ -297,18 +297,20 @@ class Cluster:
 
     async def cordon(self, name: str, cordoned: bool) -> None:
         """Cordon: keep what the node runs, place nothing new. Uncordon also ends a drain."""
-        node = self._known_node(name)
-        await self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
-        node.cordoned = cordoned
-        if not cordoned:
-            node.draining = False
+        async with self._writing:
+            node = self._known_node(name)
+            await self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
+            node.cordoned = cordoned
+            if not cordoned:
+                node.draining = False
         self.kick()
 
     async def drain(self, name: str, draining: bool = True) -> None:
-        node = self._known_node(name)
-        await self.store.set_node_flags(name, cordoned=True, draining=draining)
-        node.cordoned = True
-        node.draining = draining
+        async with self._writing:
+            node = self._known_node(name)
+            await self.store.set_node_flags(name, cordoned=True, draining=draining)
+            node.cordoned = True
+            node.draining = draining
         self.hub.publish(topics.node(name, "drain"), {"node": name, "draining": draining})
         self.kick()
 
@@ -323,17 +325,18 @@ class Cluster:
         agent that comes back under that name is still fenced), and its slots are placed
         elsewhere at once. Only a ``down`` node: one that is up or suspect may still run
         things. Returns how many slots it held."""
-        node = self._known_node(name)
-        if node.state is not NodeState.DOWN:
-            raise NodeAlive(
-                f"node {name!r} is {node.state.value}: only a node that is down can be forgotten "
-                f"(drain it with `gafferctl drain {name}` and stop its agent first)"
-            )
-        held = self.placement_on(name)
-        await self.store.forget_node(name)
-        self.nodes.disconnect(node)
-        del self.nodes.nodes[name]
-        self._observed.forget_node(name)
+        async with self._writing:
+            node = self._known_node(name)
+            if node.state is not NodeState.DOWN:
+                raise NodeAlive(
+                    f"node {name!r} is {node.state.value}: only a node that is down can be forgotten "
+                    f"(drain it with `gafferctl drain {name}` and stop its agent first)"
+                )
+            held = self.placement_on(name)
+            await self.store.forget_node(name)
+            self.nodes.disconnect(node)
+            del self.nodes.nodes[name]
+            self._observed.forget_node(name)
         self.down_since.pop(name, None)
         self.sending.forget(name)
         self._fresh.discard(name)

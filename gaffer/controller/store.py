@@ -31,6 +31,9 @@ accounting. What each call does to the tables is in ``template_rows`` (templates
 ``position_rows`` (event positions) and ``token_rows`` (API token digests),
 functions that run on the connection inside the transaction the Store opened.
 
+The controller does not call it directly: it awaits a ``StateStore`` (``statestore.py``), which
+on SQLite is ``SqliteStateStore`` (``sqlitestore.py``), a thin async face of this class.
+
 Not thread-safe: the controller calls it from its one loop thread (backups read the file through
 their own connection). Each write fsyncs, so batch where the caller can (``put_templates``,
 ``save_placement``, ``touch_nodes``, ``next_generations``).

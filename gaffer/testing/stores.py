@@ -5,10 +5,12 @@ test's tmp dir) except the write methods named in ``failing``: those raise Store
 before the wrapped store sees them, as an etcd store does when it has no quorum or this
 controller lost its leadership. What tests check with it: an operation whose write fails
 leaves the controller's memory exactly as it was, and works once the store takes writes again.
+``hold`` makes a write wait (as a network store's answer does) until the test lets it go.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from gaffer.common.errors import StoreUnavailable
@@ -31,6 +33,14 @@ class FailingStore:
         self.failing: set[str] = set()
         self.refused: list[str] = []
         """The writes refused so far, by method name."""
+        self.held: dict[str, asyncio.Event] = {}
+        self.waiting: list[str] = []
+        """The held writes waiting now, by method name."""
+
+    def hold(self, name: str) -> asyncio.Event:
+        """Make every ``name`` write wait until the returned event is set."""
+        self.held[name] = asyncio.Event()
+        return self.held[name]
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.inner, name)
@@ -38,6 +48,12 @@ class FailingStore:
             return method
 
         async def write(*args: Any, **kwargs: Any) -> Any:
+            if name in self.held:
+                self.waiting.append(name)
+                try:
+                    await self.held[name].wait()
+                finally:
+                    self.waiting.remove(name)
             if name in self.failing:
                 self.refused.append(name)
                 raise StoreUnavailable(f"the store is unavailable (test: {name} refused)")

@@ -6,20 +6,22 @@ test names with StoreUnavailable (what an etcd store raises without quorum or le
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
 
-from gaffer.common.errors import StorageError, StoreUnavailable, from_wire
+from gaffer.common.errors import LimitExceeded, StorageError, StoreUnavailable, from_wire
 from gaffer.common.model import InstanceState
 from gaffer.controller.cluster import Cluster
+from gaffer.controller.counts import CountLimits
 from gaffer.controller.hub import EventHub
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.observed import load
 from gaffer.controller.registry import NodeTable
 from gaffer.controller.sqlitestore import SqliteStateStore
-from gaffer.testing import template
+from gaffer.testing import loop_turn, poll_until, template
 from gaffer.testing.clock import FakeClock
 from gaffer.testing.stores import FailingStore
 
@@ -143,6 +145,33 @@ async def test_a_failure_the_store_refuses_is_not_remembered_until_reported_agai
     rig.cluster.instances_reported(node, [row])  # type: ignore[list-item]
     await rig.cluster.settled()
     assert rig.cluster.failed[("db", 1)] == (await rig.stored())["failed"][("db", 1)] == frozenset({"n1"})
+
+
+async def test_operations_waiting_on_the_store_are_checked_one_after_the_other(tmp_path: Path):
+    """While one operation waits for its write, the next waits for it: two scales that each
+    fit the total limit but not together cannot both pass the check (the second is refused)."""
+    inner = SqliteStateStore(tmp_path)
+    await inner.put_templates([template("web", numprocesses=2), template("db", numprocesses=1)])
+    store = FailingStore(inner)
+    cluster = Cluster(
+        store, await load(store), NodeTable(), EventHub(None), lambda node, body: True, 2.0,
+        FakeClock().time, limits=CountLimits(total=10),
+    )
+    try:
+        release = store.hold("set_count")
+        first = asyncio.ensure_future(cluster.scale("db", 5))
+        await poll_until(lambda: store.waiting == ["set_count"], what="the first write waiting")
+        second = asyncio.ensure_future(cluster.scale("web", 6))
+        await loop_turn()
+        assert store.waiting == ["set_count"] and not second.done()
+        release.set()
+        assert await first == 5
+        with pytest.raises(LimitExceeded):
+            await second
+        assert cluster.tally.total == 7 and (await inner.templates())[1].template.numprocesses == 2
+    finally:
+        await cluster.close()
+        await inner.close()
 
 
 def test_store_unavailable_is_a_storage_error_with_a_stable_code():
