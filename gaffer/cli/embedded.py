@@ -128,11 +128,11 @@ class Embedded:
         wanted = {t.name for t in templates}
         gone = sorted(set(cluster.templates) - wanted)
         if gone:
-            cluster.delete_many(gone, templates)
+            await cluster.delete_many(gone, templates)
         results = await cluster.apply_sliced(templates)
         for template in templates:
             if cluster.templates[template.name].paused:
-                cluster.set_paused(template.name, False)
+                await cluster.set_paused(template.name, False)
         return results + [{"name": name, "change": "deleted"} for name in gone]
 
     async def stop(self) -> None:

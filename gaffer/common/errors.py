@@ -42,8 +42,9 @@ an error equal to the one raised on the other side::
     │   │                                                 of the change was saved
     │   ├── StorageDamaged           "storage_damaged"    the store's file is corrupt: stop, check,
     │   │                                                 export or restore a backup
-    │   ├── StoreUnavailable         "store_unavailable"  no etcd endpoint answered in time
-    │   │   │                                             (.endpoint: the last one tried)
+    │   ├── StoreUnavailable         "store_unavailable"  the store cannot be reached (no etcd
+    │   │   │                                             endpoint answered in time; .endpoint:
+    │   │   │                                             the last one tried): nothing was saved
     │   │   └── NoQuorum             "no_quorum"          etcd answered, but its members have no
     │   │                                                 leader: too few of them are up
     │   ├── StoreRejected            "store_rejected"     etcd refused the request (.status: its
@@ -333,7 +334,9 @@ class StorageDamaged(StorageError):
 
 
 class StoreUnavailable(StorageError):
-    """No etcd endpoint answered in time (refused, reset, or silent past the call's timeout).
+    """The store did not take the operation: no etcd endpoint answered in time (refused,
+    reset, or silent past the call's timeout). The controller's memory is unchanged: retry
+    later, or against the controller that leads.
 
     ``endpoint`` is the last one tried; the message names every endpoint and what went wrong
     with each. A write that timed out may still have been applied: callers guard their writes

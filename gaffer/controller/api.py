@@ -146,18 +146,18 @@ class Api:
 
     async def cordon(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.node(args)
-        self.cluster.cordon(name, True)
+        await self.cluster.cordon(name, True)
         return {"node": name, "cordoned": True}
 
     async def uncordon(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.node(args)
-        self.cluster.cordon(name, False)
+        await self.cluster.cordon(name, False)
         return {"node": name, "cordoned": False}
 
     async def forget(self, args: dict[str, Any]) -> dict[str, Any]:
         """Remove a node that is down for good; its placements move to other nodes."""
         name = arg.node(args)
-        moved = self.cluster.forget_node(name)
+        moved = await self.cluster.forget_node(name)
         self.stat_cache.forget_node(name)
         return {"node": name, "forgotten": True, "moving": moved}
 
@@ -212,29 +212,29 @@ class Api:
 
     async def delete(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
-        self.cluster.delete(name)
+        await self.cluster.delete(name)
         return {"name": name, "deleted": True}
 
     async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
         count = arg.count(args)
         previous = self.cluster.templates[name].template.numprocesses if name in self.cluster.templates else None
-        new = self.cluster.scale(name, count)
+        new = await self.cluster.scale(name, count)
         return {"name": name, "numprocesses": new, "previous": previous}
 
     async def start(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
-        self.cluster.set_paused(name, False)
+        await self.cluster.set_paused(name, False)
         return {"name": name, "paused": False}
 
     async def stop(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
-        self.cluster.set_paused(name, True)
+        await self.cluster.set_paused(name, True)
         return {"name": name, "paused": True}
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args)
-        self.cluster.restart(name)
+        await self.cluster.restart(name)
         return {"name": name, "restarting": True}
 
     # ----------------------------------------------------------------- instances

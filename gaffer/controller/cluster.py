@@ -60,8 +60,10 @@ from gaffer.controller.scheduler import Plan
 from gaffer.controller.sending import SendAssign, Sending
 from gaffer.controller.startgate import StartGate, graph_check
 from gaffer.controller.steps import run_sliced
-from gaffer.controller.store import Change, Puts, Store, StoredTemplate
-from gaffer.controller.views import launch_of, template_views
+from gaffer.controller.observed import Loaded, Observed, adopt_nodes
+from gaffer.controller.statestore import StateStore
+from gaffer.controller.template_rows import Change, Puts, StoredTemplate
+from gaffer.controller.views import apply_results, launch_of, template_views
 
 log = logging.getLogger("gaffer.controller.cluster")
 
@@ -75,7 +77,8 @@ APPLY_SLICE = 2_000
 class Cluster:
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
+        loaded: Loaded,
         nodes: NodeTable,
         hub: EventHub,
         send_assign: SendAssign,
@@ -92,12 +95,14 @@ class Cluster:
         """What each node was last sent (``Sending`` keeps it)."""
         self.node_grace = node_grace
         self._clock = clock
-        self.templates: dict[str, StoredTemplate] = {t.template.name: t for t in store.templates()}
-        self.restarts: dict[str, int] = store.restarts()
+        self.templates: dict[str, StoredTemplate] = dict(loaded.templates)
+        self.restarts: dict[str, int] = dict(loaded.restarts)
         self.gate = StartGate(self.templates)
-        self.placement: Mapping[Slot, str] = store.placement()
+        self.placement: Mapping[Slot, str] = loaded.placement
         """Never changed in place: each pass replaces it (a pass in steps reads the old one)."""
-        self.failed: dict[Slot, frozenset[str]] = dict(store.failed())
+        self.failed: dict[Slot, frozenset[str]] = dict(loaded.failed)
+        self._writing = asyncio.Lock()
+        """One operation at a time, from its checks to its memory change (its write between)."""
         self.rollouts: dict[str, Rollout] = {}
         self.down_since: dict[str, float] = {}
         self.may_move = False
@@ -117,47 +122,40 @@ class Cluster:
         self.tally = Tally(limits, self._counts())
         """Templates that want more than the limits allow: only ``placing`` of them is placed."""
         _log_limited(self.tally.recount(self._counts))
-        self._stored_nodes: dict[str, tuple[dict[str, str], str]] = {}
-        for stored in store.nodes():
-            self._stored_nodes[stored.name] = (dict(stored.labels), stored.agent_id)
-            node = nodes.nodes.get(stored.name)
-            if node is None:
-                node = nodes.nodes[stored.name] = Node(name=stored.name)
-                node.labels = dict(stored.labels)
-                node.agent_id = stored.agent_id
-            node.cordoned = stored.cordoned
-            node.draining = stored.draining
+        self._observed = Observed(stored_nodes=adopt_nodes(nodes, loaded.nodes))
 
     # ----------------------------------------------------------------- desired state
 
-    def apply(self, templates: Iterable[Template]) -> list[dict[str, Any]]:
+    async def apply(self, templates: Iterable[Template]) -> list[dict[str, Any]]:
         """Create or update the templates, all or none: one store transaction (StorageError
         and nothing saved when the disk refuses). Memory and events follow the commit only."""
         templates = list(templates)
-        counts = self._check_counts(templates)
-        changes = self.store.put_templates(templates)
-        self._announce(self._record(changes))
-        self._counted(counts)
+        async with self._writing:
+            counts = self._check_counts(templates)
+            changes = await self.store.put_templates(templates)
+            self._announce(self._record(changes))
+            self._counted(counts)
         self.kick()
-        return _results(changes)
+        return apply_results(changes)
 
     async def apply_sliced(self, templates: list[Template]) -> list[dict[str, Any]]:
         """``apply`` for a large apply (100,000 templates): the same single transaction, but
         the work before it (comparing with what is stored) and after it (events) runs in
         slices, so the loop keeps answering agents and clients meanwhile."""
-        counts = self._check_counts(templates)
-        puts = Puts()
-        for start in range(0, len(templates), APPLY_SLICE):
-            self.store.prepare_puts(templates[start:start + APPLY_SLICE], puts)
-            await asyncio.sleep(0)
-        changes = self.store.commit_puts(puts)
-        changed = self._record(changes)
-        self._counted(counts)
+        async with self._writing:
+            counts = self._check_counts(templates)
+            puts = Puts()
+            for start in range(0, len(templates), APPLY_SLICE):
+                await self.store.prepare_puts(templates[start:start + APPLY_SLICE], puts)
+                await asyncio.sleep(0)
+            changes = await self.store.commit_puts(puts)
+            changed = self._record(changes)
+            self._counted(counts)
         for start in range(0, len(changed), APPLY_SLICE):
             self._announce(changed[start:start + APPLY_SLICE])
             await asyncio.sleep(0)
         self.kick()
-        return _results(changes)
+        return apply_results(changes)
 
     def _record(self, changes: list[Change]) -> list[tuple[Change, Template | None]]:
         """Memory follows the committed changes; the changed ones, each with its template
@@ -191,40 +189,44 @@ class Cluster:
             if previous.numprocesses != template.numprocesses:
                 self._event(name, "scaled", stored, previous=previous.numprocesses)
 
-    def delete(self, name: str) -> None:
-        self.delete_many([name])
+    async def delete(self, name: str) -> None:
+        await self.delete_many([name])
 
-    def delete_many(self, names: list[str], applying: Sequence[Template] = ()) -> None:
+    async def delete_many(self, names: list[str], applying: Sequence[Template] = ()) -> None:
         """Delete templates, all in one transaction (or none: TemplateNotFound, or TemplateError
         when a template left, or in ``applying`` that comes next, depends on one)."""
-        counts = {name: (self._stored(name).template.numprocesses, 0) for name in names}
-        graph_check(self.templates, applying, names)
-        self.store.delete_templates(names)
-        gone = set(names)
-        for name in names:
-            del self.templates[name]
-            self.restarts.pop(name, None)
-            self.hub.publish(topics.template(name, "deleted"), {"name": name})
-        self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] not in gone}
-        self._counted(counts)
+        async with self._writing:
+            counts = {name: (self._stored(name).template.numprocesses, 0) for name in names}
+            graph_check(self.templates, applying, names)
+            await self.store.delete_templates(names)
+            gone = set(names)
+            for name in names:
+                del self.templates[name]
+                self.restarts.pop(name, None)
+                self._observed.forget_template(name)
+                self.hub.publish(topics.template(name, "deleted"), {"name": name})
+            self.failed = {slot: nodes for slot, nodes in self.failed.items() if slot[0] not in gone}
+            self._counted(counts)
         self.kick()
 
-    def scale(self, name: str, how: str | int) -> int:
-        stored = self._stored(name)
-        current = stored.template.numprocesses
-        count = parse_scale(how, current)
-        port = stored.template.port
-        problem = range_problem(port, count) if port is not None else None
-        if problem is not None:
-            raise TemplateError([Problem(name, "port", problem)])
-        if count != current:
+    async def scale(self, name: str, how: str | int) -> int:
+        async with self._writing:
+            stored = self._stored(name)
+            current = stored.template.numprocesses
+            count = parse_scale(how, current)
+            port = stored.template.port
+            problem = range_problem(port, count) if port is not None else None
+            if problem is not None:
+                raise TemplateError([Problem(name, "port", problem)])
+            if count == current:
+                return count
             self.tally.check({name: (current, count)})
-            change = self.store.set_count(name, count)
+            change = await self.store.set_count(name, count)
             assert change.stored is not None
             self.templates[name] = change.stored
             self._event(name, "scaled", self.templates[name], previous=current)
             self._counted({name: (current, count)})
-            self.kick()
+        self.kick()
         return count
 
     def wanted(self, name: str) -> int:
@@ -260,79 +262,81 @@ class Cluster:
             _log_limited(self.tally.recount(self._counts))
         self.kick()
 
-    def set_paused(self, name: str, paused: bool) -> None:
-        stored = self._stored(name)
-        if not paused:
-            self.store.clear_failed(name)
-            self._forget_failures(name)
-        if stored.paused != paused:
-            self.store.set_paused(name, paused)
-            self.templates[name] = self.store.get_template(name)
-            self._event(name, "stopped" if paused else "started", self.templates[name])
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause, or resume (its failures forgotten too): one transaction, then memory."""
+        async with self._writing:
+            self._stored(name)
+            changed, stored = await self.store.pause(name, paused)
+            if not paused:
+                self._forget_failures(name)
+            self.templates[name] = stored
+            if changed:
+                self._event(name, "stopped" if paused else "started", stored)
         self.kick()
 
-    def restart(self, name: str) -> int:
+    async def restart(self, name: str) -> int:
         """Rolling restart: a new restart generation (stored beside the spec, never in it),
-        which every node rolls to; its failures are forgotten. A paused template resumes.
-        Returns the generation."""
-        stored = self._stored(name)
-        generation = self.store.restart(name)
-        self.restarts[name] = generation
-        self._forget_failures(name)
-        self._event(name, "updated", stored, restart=generation)
-        if stored.paused:
-            self.set_paused(name, False)
+        which every node rolls to; its failures are forgotten. A paused template resumes, in
+        the same transaction. Returns the generation."""
+        async with self._writing:
+            stored = self._stored(name)
+            generation, after = await self.store.restart_template(name)
+            self.restarts[name] = generation
+            self._forget_failures(name)
+            self.templates[name] = after
+            self._event(name, "updated", stored, restart=generation)
+            if stored.paused:
+                self._event(name, "started", after)
         self.kick()
         return generation
 
     def _forget_failures(self, name: str) -> None:
         self.failed = {slot: n for slot, n in self.failed.items() if slot[0] != name}
         self._announced = {slot for slot in self._announced if slot[0] != name}
+        self._observed.forget_template(name)
 
-    def cordon(self, name: str, cordoned: bool) -> None:
+    async def cordon(self, name: str, cordoned: bool) -> None:
         """Cordon: keep what the node runs, place nothing new. Uncordon also ends a drain."""
-        node = self._known_node(name)
-        self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
-        node.cordoned = cordoned
-        if not cordoned:
-            node.draining = False
+        async with self._writing:
+            node = self._known_node(name)
+            await self.store.set_node_flags(name, cordoned=cordoned, draining=None if cordoned else False)
+            node.cordoned = cordoned
+            if not cordoned:
+                node.draining = False
         self.kick()
 
-    def drain(self, name: str, draining: bool = True) -> None:
-        node = self._known_node(name)
-        self.store.set_node_flags(name, cordoned=True, draining=draining)
-        node.cordoned = True
-        node.draining = draining
+    async def drain(self, name: str, draining: bool = True) -> None:
+        async with self._writing:
+            node = self._known_node(name)
+            await self.store.set_node_flags(name, cordoned=True, draining=draining)
+            node.cordoned = True
+            node.draining = draining
         self.hub.publish(topics.node(name, "drain"), {"node": name, "draining": draining})
         self.kick()
 
     def remember_node(self, node: Node) -> None:
         """Store a node's labels and agent once they change (not on every hello: a thousand
-        agents reconnecting would otherwise cost a thousand synchronous disk writes)."""
-        known = (dict(node.labels), node.agent_id)
-        if self._stored_nodes.get(node.name) != known:
-            try:
-                self.store.put_node(node.name, node.labels, node.agent_id)
-            except StorageError:
-                return  # the store logged it; tried again at the node's next hello
-            self._stored_nodes[node.name] = known
+        agents reconnecting would cost a thousand writes); the next pass stores it."""
+        if self._observed.note_node(node.name, (dict(node.labels), node.agent_id)):
+            self.kick(placement=False)
 
-    def forget_node(self, name: str) -> int:
+    async def forget_node(self, name: str) -> int:
         """Forget a node that is gone for good: its record goes (its generation stays, so an
         agent that comes back under that name is still fenced), and its slots are placed
         elsewhere at once. Only a ``down`` node: one that is up or suspect may still run
         things. Returns how many slots it held."""
-        node = self._known_node(name)
-        if node.state is not NodeState.DOWN:
-            raise NodeAlive(
-                f"node {name!r} is {node.state.value}: only a node that is down can be forgotten "
-                f"(drain it with `gafferctl drain {name}` and stop its agent first)"
-            )
-        held = self.placement_on(name)
-        self.store.forget_node(name)
-        self.nodes.disconnect(node)
-        del self.nodes.nodes[name]
-        self._stored_nodes.pop(name, None)
+        async with self._writing:
+            node = self._known_node(name)
+            if node.state is not NodeState.DOWN:
+                raise NodeAlive(
+                    f"node {name!r} is {node.state.value}: only a node that is down can be forgotten "
+                    f"(drain it with `gafferctl drain {name}` and stop its agent first)"
+                )
+            held = self.placement_on(name)
+            await self.store.forget_node(name)
+            self.nodes.disconnect(node)
+            del self.nodes.nodes[name]
+            self._observed.forget_node(name)
         self.down_since.pop(name, None)
         self.sending.forget(name)
         self._fresh.discard(name)
@@ -408,18 +412,16 @@ class Cluster:
         self.kick()
 
     def _failed_on(self, slot: Slot, node: str) -> bool:
-        """Record that ``slot`` failed on ``node``, in the store first, then in memory; False
-        when it was known already or the store refused (it logged why; the next report of the
-        failure tries again)."""
-        seen = self.failed.get(slot, frozenset())
-        if node in seen:
+        """Note that ``slot`` failed on ``node`` for the next pass to store; False if known."""
+        if node in self.failed.get(slot, ()) or self._observed.has_failure(slot, node):
             return False
-        try:
-            self.store.mark_failed(slot[0], slot[1], node)
-        except StorageError:
-            return False
-        self.failed[slot] = seen | {node}
+        self._observed.add_failure(slot, node)
         return True
+
+    async def _store_observed(self) -> None:
+        """Store what observations asked for (``observed``), then remember it."""
+        for slot, node in await self._observed.write(self.store, self.templates, self.nodes.nodes):
+            self.failed[slot] = self.failed.get(slot, frozenset()) | {node}
 
     def set_guard(self, may_move: bool) -> None:
         if may_move != self.may_move:
@@ -483,6 +485,7 @@ class Cluster:
     async def reconcile(self) -> Reconcile:
         """One level-triggered pass: gather the inputs, let ``reconcile`` decide (in steps on
         the loop), then carry out what it decided."""
+        await self._store_observed()
         now = self._clock()
         scheduling = self._replace or self.plan is None
         self._replace = False
@@ -545,7 +548,7 @@ class Cluster:
         while chunk := {
             slot: node for slot, node in itertools.islice(items, STORE_SLICE) if slot[0] in self.templates
         }:
-            self.store.save_placement(chunk)
+            await self.store.save_placement(chunk)
             await asyncio.sleep(0)
 
     async def close(self) -> None:
@@ -569,10 +572,6 @@ class Cluster:
             names, self.templates, self._by_node, self.nodes.nodes, self.pending(),
             self.tally.limited, self.rollouts,
         )
-
-
-def _results(changes: list[Change]) -> list[dict[str, Any]]:
-    return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]
 
 
 def _log_limited(fresh: Mapping[str, Limited]) -> None:

@@ -7,6 +7,7 @@ Each part has one job::
                ──requests───────► Requests ──► Api ──► Cluster, Links, OneOffs, Stages
     Ticks (every half interval) ──► liveness.judge, beats, stage expiry, Cluster timers
     Cluster ──assign──► Links ──► PeerServer          Backups (own schedule) ──► Store file
+    Cluster, Sending, Tokens, Positions ──await──► StateStore (``--store``: SQLite by default)
 
 ``Controller`` itself only builds them (each gets its collaborators in its constructor),
 routes the server's two kinds of peers, and answers ``status``.
@@ -58,7 +59,10 @@ from gaffer.controller.server import PeerServer, Session
 from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.staging import Stages
 from gaffer.controller.statcache import StatCache
-from gaffer.controller.store import Store
+from gaffer.controller.observed import load
+from gaffer.controller.sqlitestore import SqliteStateStore
+from gaffer.controller.statestore import StateStore
+from gaffer.controller.storespec import open_store
 from gaffer.controller.ticks import Ticks
 from gaffer.controller.tokenfile import ensure_admin_token
 from gaffer.controller.tokenops import TokenOps
@@ -93,7 +97,7 @@ class Controller:
         self.oneoffs = OneOffs()
         self.changes = Changes()
         self.stat_cache = StatCache()
-        self.store: Store | None = None
+        self.store: StateStore | None = None
         self.backups: Backups | None = None
         self.cluster: Cluster | None = None
         self.links: Links | None = None
@@ -138,8 +142,7 @@ class Controller:
         for endpoint in (control, events):
             if endpoint.is_ipc:
                 self._socket_locks.append((endpoint, claim_socket(endpoint, group)))
-        self.store = Store(settings.data_dir, on_write=self.meters.store_writes.observe)
-        self.backups = Backups(self.store.path, BackupPolicy.of(settings))
+        self._open_store()
         self._ctx = zmq.asyncio.Context()
         if self.keys is not None:
             assert agents is not None and clients is not None
@@ -165,7 +168,7 @@ class Controller:
             raise
         share_socket(control, group)
         share_socket(events, group)
-        self._wire(Channel(router), pub)
+        await self._wire(Channel(router), pub)
         assert self.ticks is not None
         self.ticks.start()
         if settings.http_address is not None:
@@ -196,19 +199,29 @@ class Controller:
         and no ticking task: the caller ticks (``ticks.tick``) on its own clock. For tests
         that run a controller without sockets or real time."""
         try:
-            self.store = Store(self.settings.data_dir, on_write=self.meters.store_writes.observe)
-            self.backups = Backups(self.store.path, BackupPolicy.of(self.settings))
-            self._wire(channel, None)
+            self._open_store()
+            await self._wire(channel, None)
         except BaseException:
             await self.stop()
             raise
 
-    def _wire(self, channel: MessageChannel, pub: zmq.asyncio.Socket | None) -> None:
+    def _open_store(self) -> None:
+        """Open the store ``--store`` names; backups copy an SQLite store's file. The data
+        dir (admin.token) is made too: the store may be elsewhere."""
+        try:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the data dir {self.settings.data_dir}: {exc.strerror}") from exc
+        self.store = open_store(self.settings.store_spec, on_write=self.meters.store_writes.observe)
+        if isinstance(self.store, SqliteStateStore):
+            self.backups = Backups(self.store.path, BackupPolicy.of(self.settings))
+
+    async def _wire(self, channel: MessageChannel, pub: zmq.asyncio.Socket | None) -> None:
         """Build the parts, each with its collaborators, and start the ones that serve (the
         caller starts the ticks)."""
         settings = self.settings
-        assert self.store is not None and self.backups is not None
-        numbering = self.store.start_numbering()
+        assert self.store is not None
+        numbering = await self.store.start_numbering()
         self.hub = EventHub(
             pub, self.hub.bus,
             EventLog(numbering.first, numbering.horizon, settings.event_buffer),
@@ -218,7 +231,7 @@ class Controller:
         self._server = PeerServer(channel, self, secure=self.keys is not None)
         self.links = links = Links(self._server, self.nodes)
         self.cluster = Cluster(
-            self.store, self.nodes, self.hub, links.send_assign, settings.node_grace, self.now,
+            self.store, await load(self.store), self.nodes, self.hub, links.send_assign, settings.node_grace, self.now,
             limits=CountLimits(settings.max_per_template, settings.max_instances),
             on_reconciled=self.meters.reconciles.observe,
         )
@@ -227,8 +240,8 @@ class Controller:
             settings.liveness, self.id, self.now, self.stat_cache,
         )
         api = Api(self.cluster, links, self.oneoffs, self.stages, self.changes, self, self.stat_cache)
-        self.tokens = Tokens(self.store)
-        ensure_admin_token(self.tokens, settings.data_dir, time.time())
+        self.tokens = Tokens(self.store, await self.store.tokens())
+        await ensure_admin_token(self.tokens, settings.data_dir, time.time())
         self.ops = {**api.ops(), **EventOps(self.hub.log, api).ops(), **TokenOps(self.tokens).ops()}
         self.requests = Requests(self.ops, self._reply, SessionPrincipals(self._clients).principal)
         self.ticks = Ticks(settings.liveness, self.nodes, self.agents, links, self.cluster, self.stages, self.now)
@@ -240,7 +253,8 @@ class Controller:
         )
         self.hub.start()
         self._server.start()
-        self.backups.start()
+        if self.backups is not None:
+            self.backups.start()
 
     def security_warning(self) -> str | None:
         """The warning ``--insecure`` earns, at start and in every ``status``."""
@@ -274,30 +288,32 @@ class Controller:
             await self.backups.stop()
         if self.cluster is not None:
             await self.cluster.close()
+        if self.tokens is not None:
+            await self.tokens.close()
         if self._server is not None:
             await self._server.stop()
         await self.hub.stop()
-        self._record_clean_stop()
+        await self._record_clean_stop()
         if self._zap is not None:
             await self._zap.stop()
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
             self._ctx = None
         if self.store is not None:
-            self.store.close()
+            await self.store.close()
             self.store = None
         for endpoint, fd in self._socket_locks:
             release_socket(endpoint, fd)
         self._socket_locks.clear()
 
-    def _record_clean_stop(self) -> None:
+    async def _record_clean_stop(self) -> None:
         """Store the last event position: the next incarnation then knows nothing was published
         after it, and subscribers that had everything resume without a loss."""
         if not self._numbered or self.store is None:
             return
         self._numbered = False
         try:
-            self.store.record_clean_stop(self.hub.log.last)
+            await self.store.record_clean_stop(self.hub.log.last)
         except StorageError as exc:  # the store logged why, once
             log.error("the last event position (%d) was not recorded (store: %s): subscribers "
                       "will be told the events before the restart may be lost", self.hub.log.last, exc.reason)
@@ -404,6 +420,6 @@ class Controller:
                 "running": self.requests.running, "failed": self.requests.failed,
                 "forbidden": self.requests.forbidden,
             },
-            "storage": {**self.store.health(), "backups": self.backups.status()}
-            if self.store is not None and self.backups is not None else None,
+            "storage": {**self.store.health(), "backups": self.backups.status() if self.backups else None}
+            if self.store is not None else None,
         }

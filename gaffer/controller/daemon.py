@@ -56,11 +56,12 @@ from gaffer.controller.controller import Controller
 from gaffer.controller.heap import freeze_startup
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
+from gaffer.controller.storespec import parse_store
 
 log = logging.getLogger("gaffer.controller")
 
 SETTINGS = (
-    "bind", "pub", "data_dir", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
+    "bind", "pub", "data_dir", "store", "keys", "insecure", "socket_group", "heartbeat", "suspect_misses", "down_misses",
     "startup_grace", "node_grace", "backup_every", "backup_dir", "backup_keep", "max_per_template",
     "max_instances", "event_buffer", "http", "tls_cert", "tls_key", "log_level",
     "metrics_max_templates", "metrics_max_instances",
@@ -86,6 +87,7 @@ def settings_values(settings: ControllerSettings, log_level: str) -> dict[str, o
     liveness = settings.liveness
     return {
         "bind": settings.bind, "pub": settings.pub, "data_dir": str(settings.data_dir),
+        "store": str(settings.store) if settings.store is not None else None,
         "keys": str(settings.keys) if settings.keys else None, "insecure": settings.insecure,
         "socket_group": settings.socket_group, "heartbeat": liveness.interval,
         "suspect_misses": liveness.suspect_misses, "down_misses": liveness.down_misses,
@@ -136,10 +138,12 @@ def build_settings(
         raise GafferError(f"{where}: backup_keep must be at least 1")
     backup_dir = pick("backup_dir", str)
     tls_cert, tls_key = pick("tls_cert", str), pick("tls_key", str)
+    store = pick("store", str)
     return ControllerSettings(
         bind=bind,
         pub=pub,
         data_dir=Path(pick("data_dir", str) or DEFAULT_DATA_DIR),
+        store=parse_store(store) if store is not None else None,
         keys=Path(keys) if keys else None,
         insecure=bool(pick("insecure", bool)),
         socket_group=pick("socket_group", str),
@@ -167,6 +171,7 @@ def _first(value: Any, default: Any) -> Any:
 @click.option("--bind", help=f"Endpoint for agents and clients [default: a private unix socket in the runtime dir; {DEFAULT_KEYED_BIND} with --keys].")
 @click.option("--pub", help="Endpoint for event subscribers [default: beside --bind, or its port + 1].")
 @click.option("--data-dir", help="Where the desired state is kept [default: .gaffer].")
+@click.option("--store", help="Where the desired state is kept: sqlite:DIR or etcd://HOST:PORT,... [default: sqlite:DATA_DIR].")
 @click.option("--keys", help="Key directory: controller.key_secret, agents/, clients/.")
 @click.option("--insecure", is_flag=True, default=None, help="Allow TCP without CURVE keys (anyone who reaches it can run commands).")
 @click.option("--socket-group", help="Let this group use the local sockets (runtime dir 0750, sockets 0660).")

@@ -34,7 +34,7 @@ class DrainState(Protocol):
     placement: Mapping[Slot, str]
     failed: Mapping[Slot, frozenset[str]]
 
-    def drain(self, name: str, draining: bool = True) -> None: ...
+    async def drain(self, name: str, draining: bool = True) -> None: ...
     def by_node(self, node: str) -> Mapping[str, Sequence[int]]: ...
     def wanted(self, name: str) -> int: ...
 
@@ -60,7 +60,7 @@ class DrainOps:
         each is ready where it went (or the timeout)."""
         name = arg.node(args)
         timeout = arg.seconds(args, "wait", DRAIN_TIMEOUT)
-        self.cluster.drain(name, True)
+        await self.cluster.drain(name, True)
         node = self.agents.node(name)
         assert node is not None  # drain refused an unknown node
         deadline = self.controller.now() + timeout

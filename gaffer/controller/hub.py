@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import zmq
 import zmq.asyncio
@@ -62,28 +62,46 @@ class Positions:
     ``RETRY_EVERY`` positions). Should it refuse for that long, numbering goes on past the
     reservation (events are never held back) and the error says that a crash now could make a
     restarted controller reuse positions.
+
+    Publishing never waits for the store: a reservation runs as a task of its own (one at a
+    time, owned here and cancelled by ``stop``) while numbering goes on.
     """
 
-    def __init__(self, reserved: int, reserve: Callable[[], int]) -> None:
+    def __init__(self, reserved: int, reserve: Callable[[], Awaitable[int]]) -> None:
         self.reserved = reserved
         self._reserve = reserve
         self._next_try = reserved - BLOCK // 2
+        self._task: asyncio.Task | None = None
 
     def used(self, position: int) -> None:
         """Note that ``position`` was numbered; reserve more when it is time."""
-        if position < self._next_try:
+        if position < self._next_try or self._task is not None:
             return
+        self._task = asyncio.get_running_loop().create_task(self._reserve_more(position))
+
+    async def _reserve_more(self, position: int) -> None:
         try:
-            self.reserved = self._reserve()
-        except StorageError as exc:
-            self._next_try = position + RETRY_EVERY
-            if position > self.reserved:
-                log.error(
-                    "event position %d is past the %d reserved (%s): a crash now could make the "
-                    "next controller reuse positions", position, self.reserved, exc.message,
-                )
-            return
-        self._next_try = self.reserved - BLOCK // 2
+            try:
+                self.reserved = await self._reserve()
+            except StorageError as exc:
+                self._next_try = position + RETRY_EVERY
+                if position > self.reserved:
+                    log.error(
+                        "event position %d is past the %d reserved (%s): a crash now could make the "
+                        "next controller reuse positions", position, self.reserved, exc.message,
+                    )
+                return
+            self._next_try = self.reserved - BLOCK // 2
+        finally:
+            self._task = None
+
+    async def settled(self) -> None:
+        """Wait for the reservation under way, if any (for tests)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
 
 
 class EventHub:
@@ -121,6 +139,8 @@ class EventHub:
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
+        if self._positions is not None:
+            await self._positions.stop()
         self._flush()
         if self._channel is not None:
             self._channel.close()

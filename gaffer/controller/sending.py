@@ -18,7 +18,7 @@ from gaffer.controller.liveness import NodeState
 from gaffer.controller.reconcile import Send, Sent, resends
 from gaffer.controller.registry import Node, NodeTable
 from gaffer.controller.steps import Steps, run_sliced
-from gaffer.controller.store import Store
+from gaffer.controller.statestore import StateStore
 
 PART_BYTES = 2 * 1024 * 1024
 """An assignment bigger than this goes in parts (half a message: room for the envelope)."""
@@ -26,7 +26,7 @@ SendAssign = Callable[[Node, dict[str, Any]], bool]
 
 
 class Sending:
-    def __init__(self, store: Store, nodes: NodeTable, send_assign: SendAssign) -> None:
+    def __init__(self, store: StateStore, nodes: NodeTable, send_assign: SendAssign) -> None:
         self._store = store
         self._nodes = nodes
         self._send_assign = send_assign
@@ -39,7 +39,7 @@ class Sending:
         sends = [s for s in sends if s.node in nodes]
         if not sends:
             return []
-        generations = self._store.next_generations(
+        generations = await self._store.next_generations(
             [send.node for send in sends], {send.node: nodes[send.node].generation_acked for send in sends},
         )
         return await run_sliced(self._send_steps(sends, generations, now))

@@ -26,6 +26,7 @@ from gaffer.common.limits import (
 from gaffer.controller.eventlog import DEFAULT_BUFFER
 from gaffer.controller.http.address import HttpAddress, parse_http
 from gaffer.controller.liveness import Liveness
+from gaffer.controller.storespec import StoreSpec, default_store
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ControllerSettings:
     bind: str | None = None
     pub: str | None = None
     data_dir: Path = Path(".gaffer")
+    store: StoreSpec | None = None
+    """Where the desired state is kept (``--store``); None: SQLite in ``data_dir``."""
     keys: Path | None = None
     local_agents: tuple[tuple[bytes, str], ...] = ()
     """Agent keys authorized in memory (Z85 public key, node), beside ``keys/agents``: the
@@ -82,6 +85,11 @@ class ControllerSettings:
         if self.keys is not None:
             return parse_endpoint(DEFAULT_KEYED_BIND)
         return default_control()
+
+    @property
+    def store_spec(self) -> StoreSpec:
+        """``store``, or the default: SQLite in ``data_dir``."""
+        return self.store if self.store is not None else default_store(self.data_dir)
 
     @property
     def http_address(self) -> HttpAddress | None:

@@ -31,6 +31,9 @@ accounting. What each call does to the tables is in ``template_rows`` (templates
 ``position_rows`` (event positions) and ``token_rows`` (API token digests),
 functions that run on the connection inside the transaction the Store opened.
 
+The controller does not call it directly: it awaits a ``StateStore`` (``statestore.py``), which
+on SQLite is ``SqliteStateStore`` (``sqlitestore.py``), a thin async face of this class.
+
 Not thread-safe: the controller calls it from its one loop thread (backups read the file through
 their own connection). Each write fsyncs, so batch where the caller can (``put_templates``,
 ``save_placement``, ``touch_nodes``, ``next_generations``).
@@ -184,6 +187,26 @@ class Store:
         """Pause (instances stopped, template kept) or resume; True when the flag changed."""
         with self._write() as conn:
             return template_rows.set_paused(conn, name, paused, self._clock())
+
+    def pause(self, name: str, paused: bool) -> tuple[bool, StoredTemplate]:
+        """``set_paused`` and, when resuming, ``clear_failed`` (a resumed template gets a fresh
+        start on every node), in one transaction; whether the flag changed, and the template
+        as stored after."""
+        with self._write() as conn:
+            if not paused:
+                placement_rows.clear_failed(conn, name, None)
+            changed = template_rows.set_paused(conn, name, paused, self._clock())
+            row = template_rows.get_row(conn, name)
+        return changed, template_rows.stored_template(self.path, row)
+
+    def restart_template(self, name: str) -> tuple[int, StoredTemplate]:
+        """``restart`` and, for a paused template, resume it, in one transaction; the new
+        restart generation and the template as stored after."""
+        with self._write() as conn:
+            generation = placement_rows.restart(conn, name)
+            template_rows.set_paused(conn, name, False, self._clock())
+            row = template_rows.get_row(conn, name)
+        return generation, template_rows.stored_template(self.path, row)
 
     def delete_template(self, name: str) -> None:
         """Forget a template with its placement and failures (works on one that no longer validates)."""

@@ -32,7 +32,7 @@ ADMIN = "admin"
 FILE = "admin.token"
 
 
-def ensure_admin_token(tokens: Tokens, data_dir: Path, now: float) -> Path | None:
+async def ensure_admin_token(tokens: Tokens, data_dir: Path, now: float) -> Path | None:
     """Create the token ``admin`` and its file when neither exists; the file's path when
     one was written now (or finished after a crash), else None."""
     final = data_dir / FILE
@@ -46,7 +46,7 @@ def ensure_admin_token(tokens: Tokens, data_dir: Path, now: float) -> Path | Non
     partial.unlink(missing_ok=True)
     secret = new_secret()
     _write_private(partial, (secret + "\n").encode("ascii"))
-    tokens.create(ADMIN, Role.ADMIN, now, secret=secret)
+    await tokens.create(ADMIN, Role.ADMIN, now, secret=secret)
     os.replace(partial, final)
     log.info("wrote the initial admin token to %s (mode 0600): keep it secret", final)
     return final

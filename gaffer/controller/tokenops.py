@@ -38,7 +38,7 @@ class TokenOps:
         """A new named token; its secret is in this answer and nowhere else, ever."""
         name = arg.name(args, what="token")
         role = parse_role(args.get("role"))
-        secret = self._tokens.create(name, role, self._clock())
+        secret = await self._tokens.create(name, role, self._clock())
         return {"name": name, "role": role.label, "secret": secret}
 
     async def listing(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,7 +46,7 @@ class TokenOps:
 
     async def revoke(self, args: dict[str, Any]) -> dict[str, Any]:
         name = arg.name(args, what="token")
-        return {"name": name, "revoked": self._tokens.revoke(name)}
+        return {"name": name, "revoked": await self._tokens.revoke(name)}
 
     async def login(self, args: dict[str, Any]) -> dict[str, Any]:
         """A token for the caller's role, valid LOGIN_TTL seconds, for the HTTP side."""

@@ -19,7 +19,9 @@ leaks. It never raises, whatever it is given (any object, any length, any charac
 
 Time (``now``) is wall-clock seconds (``time.time()``) in every method: it stamps ``created``
 and ``last_used`` in the listing and bounds issued tokens. ``last_used`` is written at most
-once a minute per token, so verifying stays a dictionary lookup, not a disk write.
+once a minute per token, so verifying stays a dictionary lookup, not a disk write; and that
+write runs as a task of its own (owned by ``Tokens``, cancelled by ``close``): verifying never
+waits for the store.
 
 ``CALLER`` holds the principal of the request being served (set by ``Requests`` for the ZMQ
 side, by the HTTP layer for its own): the few operations that act for their caller (``login``)
@@ -28,6 +30,7 @@ read it, instead of every operation taking one more argument.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextvars
 import hashlib
@@ -36,11 +39,12 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from gaffer.common.errors import InvalidArgument, LimitExceeded, StorageError
 from gaffer.common.limits import NAME_RE
 from gaffer.common.roles import Role, parse_role
+from gaffer.common.tasks import cancel_and_wait
 from gaffer.controller.token_rows import StoredToken
 
 log = logging.getLogger("gaffer.controller.tokens")
@@ -75,12 +79,11 @@ CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("gaffe
 
 
 class TokenRows(Protocol):
-    """Where named tokens are kept (the ``Store``)."""
+    """Where named tokens are kept (the ``StateStore``)."""
 
-    def put_token(self, name: str, role: str, digest: bytes, now: float) -> StoredToken: ...
-    def delete_token(self, name: str) -> bool: ...
-    def touch_token(self, name: str, ts: float) -> None: ...
-    def tokens(self) -> list[StoredToken]: ...
+    async def put_token(self, name: str, role: str, digest: bytes, now: float) -> StoredToken: ...
+    async def delete_token(self, name: str) -> bool: ...
+    async def touch_token(self, name: str, ts: float) -> None: ...
 
 
 @dataclass
@@ -120,12 +123,16 @@ def digest_of(secret: object) -> bytes | None:
 class Tokens:
     """Named tokens (persisted as digests through ``rows``) and issued ones (in memory)."""
 
-    def __init__(self, rows: TokenRows) -> None:
+    def __init__(self, rows: TokenRows, stored: Iterable[StoredToken] = ()) -> None:
+        """``stored``: the named tokens ``rows`` holds now (``await store.tokens()``)."""
         self._rows = rows
         self._named: dict[str, _Named] = {}
         self._by_digest: dict[bytes, _Named] = {}
         self._issued: dict[bytes, _Issued] = {}
-        for row in rows.tokens():
+        self._stamps: dict[str, float] = {}
+        """``last_used`` stamps due to be written (by ``_stamping``)."""
+        self._stamping: asyncio.Task | None = None
+        for row in stored:
             self._remember(_Named(row.name, parse_role(row.role), row.digest, row.created, row.last_used, row.last_used))
 
     def verify(self, secret: str, now: float) -> Principal | None:
@@ -145,7 +152,7 @@ class Tokens:
             return None
         return issued.principal
 
-    def create(self, name: str, role: Role, now: float, secret: str | None = None) -> str:
+    async def create(self, name: str, role: Role, now: float, secret: str | None = None) -> str:
         """Store a new named token and return its secret (shown once, never stored).
 
         ``secret``: one made beforehand with ``new_secret`` (the admin token file is written
@@ -162,15 +169,16 @@ class Tokens:
         digest = digest_of(secret)
         if digest is None:
             raise InvalidArgument("secret", "is not a gaffer token secret")
-        stored = self._rows.put_token(name, role.label, digest, now)
+        stored = await self._rows.put_token(name, role.label, digest, now)
         self._remember(_Named(name, role, digest, stored.created, None, None))
         return secret
 
-    def revoke(self, name: str) -> bool:
+    async def revoke(self, name: str) -> bool:
         """Forget the named token ``name`` and every token issued to a principal of that
         name; True if there was any. StorageError (nothing changed) when the store refuses."""
-        found = self._rows.delete_token(name)
+        found = await self._rows.delete_token(name)
         named = self._named.pop(name, None)
+        self._stamps.pop(name, None)
         if named is not None:
             self._by_digest.pop(named.digest, None)
         issued = [digest for digest, token in self._issued.items() if token.principal.name == name]
@@ -215,10 +223,31 @@ class Tokens:
         if named.written is not None and now - named.written < LAST_USED_EVERY:
             return
         named.written = now
+        self._stamps[named.name] = now
+        if self._stamping is None:
+            self._stamping = asyncio.get_running_loop().create_task(self._write_stamps())
+
+    async def _write_stamps(self) -> None:
+        """Write the due ``last_used`` stamps, one at a time, until none is left."""
         try:
-            self._rows.touch_token(named.name, now)
-        except StorageError:
-            pass  # the store logged why; a lost last_used stamp refuses no one
+            while self._stamps:
+                name = next(iter(self._stamps))
+                ts = self._stamps.pop(name)
+                try:
+                    await self._rows.touch_token(name, ts)
+                except StorageError:
+                    pass  # the store logged why; a lost last_used stamp refuses no one
+        finally:
+            self._stamping = None
+
+    async def settled(self) -> None:
+        """Wait until the due ``last_used`` stamps are written (for tests)."""
+        if self._stamping is not None:
+            await asyncio.shield(self._stamping)
+
+    async def close(self) -> None:
+        """Stop writing stamps (the controller is stopping)."""
+        await cancel_and_wait(self._stamping)
 
     def _make_room(self, now: float) -> None:
         """Drop expired issued tokens when full, then the ones closest to expiry."""

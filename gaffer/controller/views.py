@@ -11,7 +11,7 @@ from gaffer.common.model import UP_STATES, instance_id
 from gaffer.controller.counts import Limited
 from gaffer.controller.orders import Version
 from gaffer.controller.registry import Node
-from gaffer.controller.store import StoredTemplate
+from gaffer.controller.template_rows import Change, StoredTemplate
 
 
 def launch_of(stored: StoredTemplate, restart: int) -> str:
@@ -72,3 +72,8 @@ def template_views(
             "updated_at": stored.updated_at,
         })
     return views
+
+
+def apply_results(changes: Sequence[Change]) -> list[dict[str, Any]]:
+    """What an apply answers: each template's name, change and version."""
+    return [{"name": c.name, "change": c.kind, "version": c.version} for c in changes]

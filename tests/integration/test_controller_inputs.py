@@ -84,7 +84,7 @@ class TestNodes:
         with pytest.raises(InvalidRequest, match="a string of 60000 characters is not a node name"):
             await cluster.call(op, node="n" * 60_000)
         assert await cluster.call("nodes") == []
-        assert controller.store is not None and controller.store.nodes() == []
+        assert controller.store is not None and controller.store.sqlite.nodes() == []
 
     async def test_forget_a_down_node_moves_its_instances_and_keeps_its_generation(self, cluster, tmp_path):
         """forget refuses an up node; a down one goes (generation kept) and its slots move."""
@@ -102,7 +102,7 @@ class TestNodes:
         assert result == {"node": "gone", "forgotten": True, "moving": 1}
         assert await cluster.wait_running(1, "w") == {"w.1": "live"}
         assert [n["name"] for n in await cluster.call("nodes")] == ["live"]
-        store = cluster.controller.store
+        store = cluster.controller.store.sqlite
         assert [n.name for n in store.nodes()] == ["live"]
         assert store.generations()["gone"] == gone_generation
 

@@ -200,7 +200,7 @@ def memory(controller: Controller) -> dict:
 
 
 def stored(controller: Controller) -> dict:
-    store = controller.store
+    store = controller.store.sqlite
     return {
         "templates": {s.name: (s.template.to_dict(), s.version, s.paused) for s in store.templates()},
         "nodes": {n.name: (n.cordoned, n.draining) for n in store.nodes()},
@@ -256,10 +256,10 @@ class TestClusterFollowsTheStore:
             await client.call("apply", templates=[{"name": "job", "cmd": "sleep", "args": ["300"], "startsecs": 0}])
             await poll_until(lambda: controller.status()["storage"]["failing"] == ["error"], what="the refusal")
             await controller.cluster.settled()
-            assert controller.cluster.placement == controller.store.placement()
+            assert controller.cluster.placement == controller.store.sqlite.placement()
             assert ("job", 1) not in controller.cluster.placement
         await poll_until(
             lambda: any(r["id"] == "job.1" and r["state"] == "running" for r in agent.manager.instances()),
             timeout=15.0, what="job.1 running after the store accepts its placement",
         )
-        assert controller.store.placement()[("job", 1)] == "n1"
+        assert controller.store.sqlite.placement()[("job", 1)] == "n1"

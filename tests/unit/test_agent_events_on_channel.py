@@ -62,7 +62,7 @@ async def test_each_numbered_event_is_published_once_and_acked(lab: Lab):
     with the highest seq handled; a new session's welcome carries it."""
     cluster = lab.controller.cluster
     assert cluster is not None
-    cluster.apply([template("web", numprocesses=3)])
+    await cluster.apply([template("web", numprocesses=3)])
     await lab.settle()
     agent = lab.agents[0]
     ident = next(iter(agent.rows))
@@ -87,7 +87,7 @@ async def test_a_restarted_agent_numbers_from_one_again(lab: Lab):
     """A new incarnation of the agent starts its seqs at 1: the controller forgets the old bar."""
     cluster = lab.controller.cluster
     assert cluster is not None
-    cluster.apply([template("web", numprocesses=3)])
+    await cluster.apply([template("web", numprocesses=3)])
     await lab.settle()
     agent = lab.agents[0]
     ident = next(iter(agent.rows))
@@ -108,7 +108,7 @@ async def test_a_reported_loss_is_published_once_with_its_count(lab: Lab):
     """``lost`` in an events message becomes one node.<name>.events_lost with the count."""
     cluster = lab.controller.cluster
     assert cluster is not None
-    cluster.apply([template("web", numprocesses=3)])
+    await cluster.apply([template("web", numprocesses=3)])
     await lab.settle()
     agent = lab.agents[0]
     ident = next(iter(agent.rows))
@@ -127,7 +127,7 @@ async def test_events_made_while_down_are_admitted_after_new_assignments(lab: La
     cluster = lab.controller.cluster
     assert cluster is not None
     await lab.run_for(LIVENESS.startup_grace)
-    cluster.apply([template("web", numprocesses=6)])
+    await cluster.apply([template("web", numprocesses=6)])
     await lab.settle()
     back = lab.agents[1]
     ident = next(iter(back.rows))
@@ -147,7 +147,7 @@ async def test_events_made_while_down_are_admitted_after_new_assignments(lab: La
     channel.send = no_acks  # type: ignore[method-assign]
     await lab.settle()
     first = cluster.sent["n1"].generation
-    cluster.apply([template("web", numprocesses=6), template("db", numprocesses=3)])
+    await cluster.apply([template("web", numprocesses=6), template("db", numprocesses=3)])
     await lab.settle()
     assert cluster.sent["n1"].generation > first, "a second assignment since the hello"
 

@@ -76,21 +76,21 @@ class FakeDesired:
             raise TemplateNotFound(name)
         return self.templates[name]
 
-    def delete(self, name: str) -> None:
+    async def delete(self, name: str) -> None:
         self._stored(name)
         del self.templates[name]
 
-    def scale(self, name: str, how: str | int) -> int:
+    async def scale(self, name: str, how: str | int) -> int:
         stored = self._stored(name)
         count = parse_scale(how, stored.template.numprocesses)
         self.put(stored.template.with_count(count))
         return count
 
-    def set_paused(self, name: str, paused: bool) -> None:
+    async def set_paused(self, name: str, paused: bool) -> None:
         self._stored(name)
         self.calls.append(("paused", name, paused))
 
-    def restart(self, name: str) -> int:
+    async def restart(self, name: str) -> int:
         self._stored(name)
         self.calls.append(("restart", name))
         return 1
@@ -100,13 +100,13 @@ class FakeDesired:
             raise NodeNotFound(name)
         return self._nodes[name]
 
-    def cordon(self, name: str, cordoned: bool) -> None:
+    async def cordon(self, name: str, cordoned: bool) -> None:
         self._node(name).cordoned = cordoned
 
-    def drain(self, name: str, draining: bool = True) -> None:
+    async def drain(self, name: str, draining: bool = True) -> None:
         self._node(name).draining = draining
 
-    def forget_node(self, name: str) -> int:
+    async def forget_node(self, name: str) -> int:
         self._node(name)
         return self.placement_on(name)
 

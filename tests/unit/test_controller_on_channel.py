@@ -109,7 +109,7 @@ async def test_agents_register_and_run_what_they_are_assigned(lab: Lab):
     """Three agents say hello, are welcomed, and run the six instances placed on them."""
     cluster = lab.controller.cluster
     assert cluster is not None
-    cluster.apply([template("web", numprocesses=6)])
+    await cluster.apply([template("web", numprocesses=6)])
     await lab.settle()
     held = lab.held()
     assert sorted(len(ids) for ids in held.values()) == [2, 2, 2]
@@ -126,7 +126,7 @@ async def test_a_silent_node_is_judged_down_and_its_instances_move_after_the_gra
     cluster = lab.controller.cluster
     assert cluster is not None
     await lab.run_for(LIVENESS.startup_grace)
-    cluster.apply([template("web", numprocesses=6)])
+    await cluster.apply([template("web", numprocesses=6)])
     await lab.settle()
     silent = lab.agents[1]
     lost_ids = set(silent.rows)
@@ -166,7 +166,7 @@ async def test_an_unacked_assignment_is_resent_on_the_tick(lab: Lab):
         return send(frames)
 
     channel.send = lose_the_first_ack  # type: ignore[method-assign]
-    cluster.apply([template("web", numprocesses=3)])
+    await cluster.apply([template("web", numprocesses=3)])
     await lab.settle()
     node = lab.controller.nodes.nodes["n0"]
     assert lost == [cluster.sent["n0"].generation] and node.generation_acked < lost[0]
@@ -184,7 +184,7 @@ async def test_a_lost_node_that_comes_back_stops_what_moved_away(lab: Lab):
     cluster = lab.controller.cluster
     assert cluster is not None
     await lab.run_for(LIVENESS.startup_grace)
-    cluster.apply([template("web", numprocesses=6)])
+    await cluster.apply([template("web", numprocesses=6)])
     await lab.settle()
     back = lab.agents[1]
     back.silence()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 import pytest
@@ -123,27 +125,30 @@ class TestSnapshot:
 
 
 class TestPositions:
-    def test_reserves_the_next_block_halfway_through(self):
+    async def test_reserves_the_next_block_halfway_through(self):
         """The next block is reserved once half of the current one is used, not before."""
         calls = []
 
-        def reserve() -> int:
+        async def reserve() -> int:
             calls.append(1)
             return 2 * BLOCK
 
         positions = Positions(BLOCK, reserve)
         positions.used(BLOCK // 2 - 1)
+        await positions.settled()
         assert not calls
         positions.used(BLOCK // 2)
+        await positions.settled()
         assert calls and positions.reserved == 2 * BLOCK
         positions.used(BLOCK // 2 + 1)
+        await positions.settled()
         assert len(calls) == 1
 
-    def test_a_refusing_store_is_tried_again_later(self):
+    async def test_a_refusing_store_is_tried_again_later(self):
         """A refused reservation is retried after RETRY_EVERY positions, then succeeds."""
         answers: list[Any] = [StorageError("disk full", "disk_full"), 2 * BLOCK]
 
-        def reserve() -> int:
+        async def reserve() -> int:
             answer = answers.pop(0)
             if isinstance(answer, Exception):
                 raise answer
@@ -151,11 +156,38 @@ class TestPositions:
 
         positions = Positions(BLOCK, reserve)
         positions.used(BLOCK // 2)
+        await positions.settled()
         assert positions.reserved == BLOCK
         positions.used(BLOCK // 2 + RETRY_EVERY - 1)
+        await positions.settled()
         assert len(answers) == 1
         positions.used(BLOCK // 2 + RETRY_EVERY)
+        await positions.settled()
         assert positions.reserved == 2 * BLOCK and not answers
+
+    async def test_numbering_goes_on_while_a_reservation_waits_for_the_store(self):
+        """Publishing never waits for the store: positions are numbered while a reservation
+        is under way, and only one reservation runs at a time."""
+        started, release = asyncio.Event(), asyncio.Event()
+        calls = []
+
+        async def reserve() -> int:
+            calls.append(1)
+            started.set()
+            await release.wait()
+            return 2 * BLOCK
+
+        positions = Positions(BLOCK, reserve)
+        hub = EventHub(None, events=EventLog(first=BLOCK // 2, horizon=0, capacity=8), positions=positions)
+        seqs = [hub.publish("a", {}) for _ in range(3)]
+        await started.wait()
+        seqs.append(hub.publish("a", {}))
+        assert seqs == [BLOCK // 2 + i for i in range(4)] and calls == [1]
+        assert positions.reserved == BLOCK
+        release.set()
+        await positions.settled()
+        assert positions.reserved == 2 * BLOCK
+        await hub.stop()
 
     def test_hub_numbers_with_its_log_and_reports_status(self):
         """The hub's positions come from its log; status has the contract's figures."""

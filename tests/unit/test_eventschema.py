@@ -155,19 +155,19 @@ async def test_every_event_the_controller_publishes_fits_the_cluster_schema(lab:
     assert cluster is not None
     sub = controller.hub.bus.subscribe("", maxsize=100_000)
     await lab.run_for(LIVENESS.startup_grace)
-    cluster.apply([template("web", numprocesses=3)])
-    cluster.apply([template("web", numprocesses=3, env={"A": "1"})])
-    cluster.scale("web", 5)
-    cluster.set_paused("web", True)
-    cluster.set_paused("web", False)
-    cluster.restart("web")
-    cluster.drain("n2")
+    await cluster.apply([template("web", numprocesses=3)])
+    await cluster.apply([template("web", numprocesses=3, env={"A": "1"})])
+    await cluster.scale("web", 5)
+    await cluster.set_paused("web", True)
+    await cluster.set_paused("web", False)
+    await cluster.restart("web")
+    await cluster.drain("n2")
     await lab.settle()
     lab.agents[1].silence()
     await lab.run_for(LIVENESS.down_after)
     lab.agents[1].reconnect()
     await lab.run_for(LIVENESS.interval)
-    cluster.delete("web")
+    await cluster.delete("web")
     await lab.settle()
     events = drain(sub)
     for event in events:
@@ -232,7 +232,7 @@ async def test_the_controller_drops_an_agent_event_whose_payload_does_not_fit(la
     and logged once with the field; a good one beside it is published."""
     controller = lab.controller
     assert controller.cluster is not None and controller.agents is not None
-    controller.cluster.apply([template("web", numprocesses=3)])
+    await controller.cluster.apply([template("web", numprocesses=3)])
     await lab.settle()
     agent = lab.agents[0]
     ident = sorted(agent.rows)[0]

@@ -145,7 +145,7 @@ class TestExposition:
         failed counting an instance that gave up on every node."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=6), template("idle", numprocesses=0)])
+        await cluster.apply([template("web", numprocesses=6), template("idle", numprocesses=0)])
         await lab.settle()
         for _ in range(len(lab.agents)):  # web.1 fails on each node in turn
             holder = next(a for a in lab.agents if "web.1" in a.rows)
@@ -181,7 +181,7 @@ class TestExposition:
         """Restarts add what each reported row grew by; a row reset to 0 (a new agent) takes nothing away."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=3)])
+        await cluster.apply([template("web", numprocesses=3)])
         await lab.settle()
         agent = next(a for a in lab.agents if a.rows)
         ident = sorted(agent.rows)[0]
@@ -195,7 +195,7 @@ class TestExposition:
         """Each admitted proc.<t>.flap event counts one flap of its template."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=3)])
+        await cluster.apply([template("web", numprocesses=3)])
         await lab.settle()
         agent = next(a for a in lab.agents if a.rows)
         row = next(iter(agent.rows.values()))
@@ -215,13 +215,13 @@ class TestExposition:
         """A deleted template's series, restarts and flaps included, are gone at the next scrape."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=1)])
+        await cluster.apply([template("web", numprocesses=1)])
         await lab.settle()
         agent = next(a for a in lab.agents if a.rows)
         agent.rows["web.1"]["restarts"] = 1
         agent.report()
         await lab.settle()
-        cluster.delete("web")
+        await cluster.delete("web")
         await lab.settle()
         names = {name for name, labels in scrape(lab.controller) if ("template", "web") in labels}
         assert names == set()
@@ -249,7 +249,7 @@ class TestExposition:
         before = scrape(lab.controller)
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=2)])
+        await cluster.apply([template("web", numprocesses=2)])
         await lab.settle()
         after = scrape(lab.controller)
         for name in ("gaffer_reconcile_duration_seconds_count", "gaffer_store_write_duration_seconds_count"):
@@ -273,7 +273,7 @@ class TestPerInstance:
         """Each sampled instance gets CPU and memory series labelled with its id, template and node."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=2)])
+        await cluster.apply([template("web", numprocesses=2)])
         await lab.settle()
         stats = FakeStatCache({"web.1": FakeSample(25.0, 4096), "web.2": FakeSample(75.0, 1024)})
         watch_with(lab, stats, Caps(max_instances=10))
@@ -289,7 +289,7 @@ class TestPerInstance:
         """A template with no sampled instance has no CPU or memory series (unknown is not 0)."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=2)])
+        await cluster.apply([template("web", numprocesses=2)])
         await lab.settle()
         names = {name for name, _ in scrape(lab.controller)}
         assert "gaffer_template_instances_running" in names
@@ -300,7 +300,7 @@ class TestPerInstance:
         """Past the cap, per-instance series stop and the omitted count says how many; template sums keep them all."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=3)])
+        await cluster.apply([template("web", numprocesses=3)])
         await lab.settle()
         stats = FakeStatCache({f"web.{i}": FakeSample(10.0, 100) for i in (1, 2, 3)})
         watch_with(lab, stats, Caps(max_instances=1))
@@ -314,7 +314,7 @@ class TestPerInstance:
         """Past the template cap, only the first templates by name get series; the rest are counted."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template(name, numprocesses=1) for name in ("c", "a", "b")])
+        await cluster.apply([template(name, numprocesses=1) for name in ("c", "a", "b")])
         await lab.settle()
         watch_with(lab, NO_SAMPLES, Caps(max_templates=2))
         samples = scrape(lab.controller)

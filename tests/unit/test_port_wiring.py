@@ -94,10 +94,10 @@ async def test_scale_past_the_last_port_is_refused_naming_the_field(tmp_path: Pa
     try:
         cluster = controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=1, port=65530)])
-        assert cluster.scale("web", 6) == 6
+        await cluster.apply([template("web", numprocesses=1, port=65530)])
+        assert await cluster.scale("web", 6) == 6
         with pytest.raises(TemplateError) as info:
-            cluster.scale("web", "+1")
+            await cluster.scale("web", "+1")
         assert [str(p) for p in info.value.problems] == ["web.port: 65530 with 7 instances reaches port 65536, past 65535"]
         assert cluster.templates["web"].template.numprocesses == 6
     finally:

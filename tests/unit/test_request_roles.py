@@ -20,7 +20,7 @@ from gaffer.controller.settings import ControllerSettings
 from gaffer.controller.principals import SessionPrincipals
 from gaffer.controller.requests import Requests
 from gaffer.controller.server import Session
-from gaffer.controller.store import Store
+from gaffer.controller.sqlitestore import SqliteStateStore
 from gaffer.controller.tokenfile import ensure_admin_token
 from gaffer.controller.tokenops import LOGIN_TTL, TokenOps
 from gaffer.controller.tokens import CALLER, LOCAL, Principal, Tokens
@@ -173,31 +173,33 @@ class TestTokenOps:
 
 
 class TestAdminTokenFile:
-    def test_first_start_writes_a_0600_file_and_stores_only_the_digest(self, tmp_path: Path):
+    async def test_first_start_writes_a_0600_file_and_stores_only_the_digest(self, tmp_path: Path):
         """The first start creates admin.token (0600) holding an admin secret; its bytes are
         not in the database; a second start makes nothing new."""
-        with Store(tmp_path) as store:
-            tokens = Tokens(store)
-            path = ensure_admin_token(tokens, tmp_path, 10.0)
-            assert path == tmp_path / "admin.token"
-            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-            secret = path.read_text().strip()
-            assert tokens.verify(secret, 11.0) == Principal("admin", Role.ADMIN)
-            assert ensure_admin_token(tokens, tmp_path, 12.0) is None
+        store = SqliteStateStore(tmp_path)
+        tokens = Tokens(store)
+        path = await ensure_admin_token(tokens, tmp_path, 10.0)
+        assert path == tmp_path / "admin.token"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        secret = path.read_text().strip()
+        assert tokens.verify(secret, 11.0) == Principal("admin", Role.ADMIN)
+        assert await ensure_admin_token(tokens, tmp_path, 12.0) is None
+        await tokens.settled()
+        await store.close()
         db = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gaffer.db"))
         assert secret.encode() not in db
         assert path.read_text().strip() == secret
 
-    def test_not_made_again_after_a_revoke_while_the_file_is_there(self, tmp_path: Path):
+    async def test_not_made_again_after_a_revoke_while_the_file_is_there(self, tmp_path: Path):
         """After revoking admin, the stale file stops a new one; deleting it gives a new one."""
         tokens = Tokens(MemoryRows())
-        path = ensure_admin_token(tokens, tmp_path, 1.0)
-        tokens.revoke("admin")
-        assert ensure_admin_token(tokens, tmp_path, 2.0) is None and "admin" not in tokens
+        path = await ensure_admin_token(tokens, tmp_path, 1.0)
+        await tokens.revoke("admin")
+        assert await ensure_admin_token(tokens, tmp_path, 2.0) is None and "admin" not in tokens
         path.unlink()
-        assert ensure_admin_token(tokens, tmp_path, 3.0) == path and "admin" in tokens
+        assert await ensure_admin_token(tokens, tmp_path, 3.0) == path and "admin" in tokens
 
-    def test_the_file_is_never_readable_by_others_even_with_umask_0(self, tmp_path: Path, monkeypatch):
+    async def test_the_file_is_never_readable_by_others_even_with_umask_0(self, tmp_path: Path, monkeypatch):
         """The file is created 0600 in the open call itself (O_EXCL), whatever the umask."""
         modes: list[int] = []
         real_open = os.open
@@ -211,25 +213,25 @@ class TestAdminTokenFile:
         monkeypatch.setattr(tokenfile.os, "open", watching_open)
         old = os.umask(0)
         try:
-            path = ensure_admin_token(Tokens(MemoryRows()), tmp_path, 1.0)
+            path = await ensure_admin_token(Tokens(MemoryRows()), tmp_path, 1.0)
         finally:
             os.umask(old)
         assert modes == [0o600] and stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
-    def test_a_crash_before_the_digest_was_stored_starts_over(self, tmp_path: Path):
+    async def test_a_crash_before_the_digest_was_stored_starts_over(self, tmp_path: Path):
         """A leftover admin.token.new without the token is removed and a new token made."""
         (tmp_path / "admin.token.new").write_text("gaffer_stale\n")
         tokens = Tokens(MemoryRows())
-        path = ensure_admin_token(tokens, tmp_path, 1.0)
+        path = await ensure_admin_token(tokens, tmp_path, 1.0)
         assert tokens.verify(path.read_text().strip(), 2.0) == Principal("admin", Role.ADMIN)
         assert not (tmp_path / "admin.token.new").exists()
 
-    def test_a_crash_before_the_rename_is_finished(self, tmp_path: Path):
+    async def test_a_crash_before_the_rename_is_finished(self, tmp_path: Path):
         """The token stored but its file still .new: the next start renames it."""
         tokens = Tokens(MemoryRows())
-        path = ensure_admin_token(tokens, tmp_path, 1.0)
+        path = await ensure_admin_token(tokens, tmp_path, 1.0)
         os.replace(path, tmp_path / "admin.token.new")
-        assert ensure_admin_token(tokens, tmp_path, 2.0) == path
+        assert await ensure_admin_token(tokens, tmp_path, 2.0) == path
         assert tokens.verify(path.read_text().strip(), 3.0) == Principal("admin", Role.ADMIN)
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gaffer.common.errors import Conflict, InvalidArgument, StorageError
 from gaffer.common.roles import Role
 from gaffer.controller import tokens as tokens_module
-from gaffer.controller.store import Store
+from gaffer.controller.sqlitestore import SqliteStateStore
 from gaffer.controller.tokens import (
     LAST_USED_EVERY, PREFIX, SECRET_LENGTH, Principal, Tokens, digest_of, new_secret,
 )
@@ -31,83 +31,89 @@ class TestSecrets:
 
     @given(st.one_of(st.text(max_size=120), st.binary(max_size=60), st.integers(), st.none(),
                      st.lists(st.integers(), max_size=3), st.text(min_size=43, max_size=43).map(lambda t: PREFIX + t)))
-    def test_verify_never_raises_on_junk(self, junk):
+    async def test_verify_never_raises_on_junk(self, junk):
         """verify answers None for anything that is not a live secret: any type, length or character."""
         tokens = Tokens(MemoryRows())
-        tokens.create("ops", Role.ADMIN, 1.0)
+        await tokens.create("ops", Role.ADMIN, 1.0)
         assert tokens.verify(junk, 2.0) is None
 
 
 class TestNamedTokens:
-    def test_create_verify_revoke(self):
+    async def test_create_verify_revoke(self):
         """A created token verifies as its name and role until it is revoked."""
         tokens = Tokens(MemoryRows())
-        secret = tokens.create("ci", Role.OPERATOR, 10.0)
+        secret = await tokens.create("ci", Role.OPERATOR, 10.0)
         assert tokens.verify(secret, 11.0) == Principal("ci", Role.OPERATOR)
-        assert tokens.revoke("ci") is True
+        assert await tokens.revoke("ci") is True
         assert tokens.verify(secret, 12.0) is None
-        assert tokens.revoke("ci") is False
+        assert await tokens.revoke("ci") is False
 
-    def test_only_the_digest_is_stored(self):
+    async def test_only_the_digest_is_stored(self):
         """The rows hold the SHA-256 of the secret, never the secret."""
         rows = MemoryRows()
-        secret = Tokens(rows).create("ci", Role.VIEWER, 10.0)
+        secret = await Tokens(rows).create("ci", Role.VIEWER, 10.0)
         stored = rows.rows["ci"]
         assert stored.digest == hashlib.sha256(secret.encode()).digest()
         assert secret.encode() not in repr(stored).encode()
 
-    def test_a_taken_name_is_a_conflict_and_the_old_secret_keeps_working(self):
+    async def test_a_taken_name_is_a_conflict_and_the_old_secret_keeps_working(self):
         """Creating a name twice is Conflict; the first token is untouched."""
         tokens = Tokens(MemoryRows())
-        first = tokens.create("ci", Role.VIEWER, 1.0)
+        first = await tokens.create("ci", Role.VIEWER, 1.0)
         with pytest.raises(Conflict):
-            tokens.create("ci", Role.ADMIN, 2.0)
+            await tokens.create("ci", Role.ADMIN, 2.0)
         assert tokens.verify(first, 3.0) == Principal("ci", Role.VIEWER)
 
     @pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 65, 7, None, "é"])
-    def test_a_bad_name_is_refused_by_field(self, name):
+    async def test_a_bad_name_is_refused_by_field(self, name):
         """A token name must be a gaffer name; InvalidArgument names the field."""
         with pytest.raises(InvalidArgument) as raised:
-            Tokens(MemoryRows()).create(name, Role.VIEWER, 1.0)
+            await Tokens(MemoryRows()).create(name, Role.VIEWER, 1.0)
         assert raised.value.argument == "name"
 
-    def test_a_failing_store_changes_nothing(self):
+    async def test_a_failing_store_changes_nothing(self):
         """When the store refuses, create and revoke raise and memory stays as it was."""
         rows = MemoryRows()
         tokens = Tokens(rows)
-        kept = tokens.create("kept", Role.ADMIN, 1.0)
+        kept = await tokens.create("kept", Role.ADMIN, 1.0)
         rows.fail = True
         with pytest.raises(StorageError):
-            tokens.create("new", Role.ADMIN, 2.0)
+            await tokens.create("new", Role.ADMIN, 2.0)
         with pytest.raises(StorageError):
-            tokens.revoke("kept")
+            await tokens.revoke("kept")
         assert "new" not in tokens
         assert tokens.verify(kept, 3.0) == Principal("kept", Role.ADMIN)
 
-    def test_listing_has_no_secret_and_last_used_is_written_at_most_once_a_minute(self):
+    async def test_listing_has_no_secret_and_last_used_is_written_at_most_once_a_minute(self):
         """listing shows name, role, created, last_used; verifying writes last_used at most
         once per LAST_USED_EVERY, and a store failure there refuses no one."""
         rows = MemoryRows()
         tokens = Tokens(rows)
-        secret = tokens.create("ci", Role.VIEWER, 100.0)
+        secret = await tokens.create("ci", Role.VIEWER, 100.0)
         for step in range(10):
             assert tokens.verify(secret, 101.0 + step) is not None
+        await tokens.settled()
         assert rows.touches == 1
         assert tokens.listing() == [{"name": "ci", "role": "viewer", "created": 100.0, "last_used": 110.0}]
         tokens.verify(secret, 101.0 + LAST_USED_EVERY)
+        await tokens.settled()
         assert rows.touches == 2
         rows.fail = True
         assert tokens.verify(secret, 300.0) == Principal("ci", Role.VIEWER)
+        await tokens.settled()
 
-    def test_tokens_survive_a_new_tokens_over_the_same_sqlite_store(self, tmp_path: Path):
+    async def test_tokens_survive_a_new_tokens_over_the_same_sqlite_store(self, tmp_path: Path):
         """Named tokens are read back from the store file: a restart keeps them, with only
         the digest in the file's bytes."""
-        with Store(tmp_path) as store:
-            secret = Tokens(store).create("ci", Role.OPERATOR, 5.0)
-        with Store(tmp_path) as store:
-            again = Tokens(store)
-            assert again.verify(secret, 6.0) == Principal("ci", Role.OPERATOR)
-            assert again.listing()[0]["created"] == 5.0
+        store = SqliteStateStore(tmp_path)
+        secret = await Tokens(store).create("ci", Role.OPERATOR, 5.0)
+        await store.close()
+        store = SqliteStateStore(tmp_path)
+        again = Tokens(store, await store.tokens())
+        assert again.verify(secret, 6.0) == Principal("ci", Role.OPERATOR)
+        assert again.listing()[0]["created"] == 5.0
+        await again.settled()
+        await store.close()
         data = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gaffer.db"))
         assert secret.encode() not in data and secret[len(PREFIX):].encode() not in data
 
@@ -128,13 +134,13 @@ class TestIssuedTokens:
         tokens.issue(Principal("run", Role.ADMIN), math.inf, 1.0)
         assert rows.rows == {} and tokens.listing() == []
 
-    def test_revoking_a_name_drops_what_was_issued_to_it(self):
+    async def test_revoking_a_name_drops_what_was_issued_to_it(self):
         """revoke(name) also ends every token issued to a principal of that name."""
         tokens = Tokens(MemoryRows())
-        named = tokens.create("alice", Role.OPERATOR, 1.0)
+        named = await tokens.create("alice", Role.OPERATOR, 1.0)
         login = tokens.issue(Principal("alice", Role.OPERATOR), 300.0, 2.0)
         other = tokens.issue(Principal("bob", Role.VIEWER), 300.0, 2.0)
-        assert tokens.revoke("alice")
+        assert await tokens.revoke("alice")
         assert tokens.verify(named, 3.0) is None and tokens.verify(login, 3.0) is None
         assert tokens.verify(other, 3.0) == Principal("bob", Role.VIEWER)
 
@@ -161,7 +167,7 @@ class TestIssuedTokens:
 @given(st.lists(st.tuples(st.sampled_from(["create", "revoke", "issue", "verify"]),
                           st.sampled_from(["a", "b", "c"]), st.sampled_from(list(Role)),
                           st.floats(0, 50)), max_size=40))
-def test_verify_agrees_with_a_model(steps):
+async def test_verify_agrees_with_a_model(steps):
     """Over any sequence of create/revoke/issue and time passing, verify answers exactly what
     a plain model says: the live named token's principal, or an unexpired issued one's."""
     tokens = Tokens(MemoryRows())
@@ -171,9 +177,9 @@ def test_verify_agrees_with_a_model(steps):
     for action, name, role, dt in steps:
         now += dt
         if action == "create" and name not in named:
-            named[name] = (tokens.create(name, role, now), role)
+            named[name] = (await tokens.create(name, role, now), role)
         elif action == "revoke":
-            tokens.revoke(name)
+            await tokens.revoke(name)
             named.pop(name, None)
             issued = [item for item in issued if item[1].name != name]
         elif action == "issue":

@@ -18,22 +18,22 @@ class MemoryRows:
         if self.fail:
             raise StorageError("disk full", "disk_full")
 
-    def put_token(self, name: str, role: str, digest: bytes, now: float) -> StoredToken:
+    async def put_token(self, name: str, role: str, digest: bytes, now: float) -> StoredToken:
         self._write()
         if name in self.rows:
             raise Conflict(f"a token named {name!r} exists")
         self.rows[name] = StoredToken(name, role, digest, now, None)
         return self.rows[name]
 
-    def delete_token(self, name: str) -> bool:
+    async def delete_token(self, name: str) -> bool:
         self._write()
         return self.rows.pop(name, None) is not None
 
-    def touch_token(self, name: str, ts: float) -> None:
+    async def touch_token(self, name: str, ts: float) -> None:
         self._write()
         self.touches += 1
         row = self.rows[name]
         self.rows[name] = StoredToken(row.name, row.role, row.digest, row.created, ts)
 
-    def tokens(self) -> list[StoredToken]:
+    async def tokens(self) -> list[StoredToken]:
         return sorted(self.rows.values(), key=lambda row: row.name)
