@@ -164,7 +164,7 @@ class TestExposition:
         running counts both; ready counts only the serving ones, in /metrics and in status (issue 12)."""
         cluster = lab.controller.cluster
         assert cluster is not None
-        cluster.apply([template("web", numprocesses=3)])
+        await cluster.apply([template("web", numprocesses=3)])
         await lab.settle()
         states = iter([("ready", True), ("unhealthy", False), ("running", False)])
         for agent in lab.agents:
