@@ -83,7 +83,8 @@ class TestCommandsThatLeaveItAsFound:
     """Commands that read, fail, or undo what they did share one `gaffer start` (class scope)."""
 
     @pytest.fixture(scope="class")
-    def gaffer(self, tmp_path_factory):
+    @classmethod
+    def gaffer(cls, tmp_path_factory):
         yield from running_gaffer(tmp_path_factory.mktemp("gaffer"))
 
     def test_nodes_status_and_templates(self, gaffer):
