@@ -11,12 +11,13 @@ after touching a pure core that properties guard).
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 QUICK = 100
 """Examples per property in the quick default (hypothesis' own default count)."""
-THOROUGH = os.environ.get("GAFFER_TEST_THOROUGH", "") not in ("", "0")
 
 
-def examples(declared: int) -> int:
+def examples(declared: int, environ: Mapping[str, str] = os.environ) -> int:
     """The number of examples to run for a property declared with ``declared``."""
-    return declared if THOROUGH else min(declared, QUICK)
+    thorough = environ.get("GAFFER_TEST_THOROUGH", "") not in ("", "0")
+    return declared if thorough else min(declared, QUICK)
