@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from gaffer.common.roles import Role
 from gaffer.controller.tokens import Principal
@@ -21,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from inproc import Cluster, spec  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 if CHROMIUM is not None:
     from playwright.async_api import Page, async_playwright, expect
 
@@ -30,8 +34,9 @@ WAIT = 10_000
 ECHO = "while read l; do echo \"got $l\"; done"
 
 
-@pytest.fixture
-async def browser():
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chromium():
+    """One headless chromium for the module; each test's pages get a context of their own."""
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
@@ -40,7 +45,7 @@ async def browser():
             await launched.close()
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def live(tmp_path) -> AsyncIterator[Cluster]:
     """A controller with HTTP on loopback, nodes n1 and n2, template web (2) and echo (1)."""
     cluster = Cluster(tmp_path / "cluster")
@@ -54,6 +59,18 @@ async def live(tmp_path) -> AsyncIterator[Cluster]:
         yield cluster
     finally:
         await cluster.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(chromium, live: Cluster):
+    """The module's chromium for one test against ``live``; the pages the test opened are
+    closed before the cluster stops, so their event streams end first and the controller's
+    HTTP server does not wait out its shutdown grace for them."""
+    try:
+        yield chromium
+    finally:
+        for context in chromium.contexts:
+            await context.close()
 
 
 def token(cluster: Cluster, role: Role, ttl: float = 3600.0) -> str:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -51,8 +52,7 @@ class Ctl:
             time.sleep(0.05)  # poll
 
 
-@pytest.fixture
-def gaffer(tmp_path):
+def running_gaffer(tmp_path: Path) -> Iterator[Ctl]:
     """A running `gaffer start` with two templates, and a gafferctl pointed at it."""
     spec = tmp_path / "gaffer.toml"
     spec.write_text(
@@ -73,30 +73,69 @@ def gaffer(tmp_path):
         interrupt(proc)
 
 
-def test_nodes_status_and_templates(gaffer):
-    """The embedded node is up; status and templates answer in tables and JSON."""
-    nodes = gaffer.json("nodes")
-    assert len(nodes) == 1 and nodes[0]["state"] == "up"
-    for key in ("name", "state", "labels", "cordoned", "instances"):
-        assert key in nodes[0]
-    table = gaffer.run("nodes").stdout
-    assert table.splitlines()[0].split()[:3] == ["NAME", "STATE", "ADDRESS"]
-    status = gaffer.json("status")
-    assert status["templates"] == 3 and status["nodes"]["up"] == 1
-    names = {t["name"]: t for t in gaffer.json("templates")}
-    assert names["web"]["numprocesses"] == 2 and names["job"]["numprocesses"] == 0
-    assert "command     sh -c" in gaffer.run("get", "web").stdout
+@pytest.fixture
+def gaffer(tmp_path):
+    """A `gaffer start` of its own for a test that changes what runs (see ``running_gaffer``)."""
+    yield from running_gaffer(tmp_path)
 
 
-def test_ps_json_has_every_field(gaffer):
-    """ps --fresh --json rows carry id, template, ordinal, node, pid, state, restarts, cpu,
-    mem, uptime and age (the agent asked now: ps alone shows what it last pushed)."""
-    rows = gaffer.json("ps", "web", "--fresh")
-    assert [r["id"] for r in rows] == ["web.1", "web.2"]
-    for row in rows:
-        for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime", "age"):
-            assert key in row
-        assert row["pid"] and row["mem"] > 0 and row["uptime"] >= 0
+class TestCommandsThatLeaveItAsFound:
+    """Commands that read, fail, or undo what they did share one `gaffer start` (class scope)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def gaffer(cls, tmp_path_factory):
+        yield from running_gaffer(tmp_path_factory.mktemp("gaffer"))
+
+    def test_nodes_status_and_templates(self, gaffer):
+        """The embedded node is up; status and templates answer in tables and JSON."""
+        nodes = gaffer.json("nodes")
+        assert len(nodes) == 1 and nodes[0]["state"] == "up"
+        for key in ("name", "state", "labels", "cordoned", "instances"):
+            assert key in nodes[0]
+        table = gaffer.run("nodes").stdout
+        assert table.splitlines()[0].split()[:3] == ["NAME", "STATE", "ADDRESS"]
+        status = gaffer.json("status")
+        assert status["templates"] == 3 and status["nodes"]["up"] == 1
+        names = {t["name"]: t for t in gaffer.json("templates")}
+        assert names["web"]["numprocesses"] == 2 and names["job"]["numprocesses"] == 0
+        assert "command     sh -c" in gaffer.run("get", "web").stdout
+
+    def test_ps_json_has_every_field(self, gaffer):
+        """ps --fresh --json rows carry id, template, ordinal, node, pid, state, restarts, cpu,
+        mem, uptime and age (the agent asked now: ps alone shows what it last pushed)."""
+        rows = gaffer.json("ps", "web", "--fresh")
+        assert [r["id"] for r in rows] == ["web.1", "web.2"]
+        for row in rows:
+            for key in ("id", "template", "ordinal", "node", "pid", "state", "restarts", "cpu", "mem", "uptime", "age"):
+                assert key in row
+            assert row["pid"] and row["mem"] > 0 and row["uptime"] >= 0
+
+    def test_errors_are_one_line_and_non_zero(self, gaffer, tmp_path):
+        """Unknown template, bad count and bad files give one clear line and exit 1."""
+        missing = gaffer.run("get", "nope", check=False)
+        assert missing.returncode == 1 and missing.stderr.strip() == "Error: no template named 'nope'"
+        bad = gaffer.run("scale", "web=lots", check=False)
+        assert bad.returncode == 1 and "bad count 'lots'" in bad.stderr
+        broken = tmp_path / "broken.toml"
+        broken.write_text('[x]\ncmd = "a"\nnumprocesses = -2\n')
+        refused = gaffer.run("apply", str(broken), check=False)
+        assert refused.returncode == 1 and "x.numprocesses: must be >= 0, got -2" in refused.stderr
+        assert "Traceback" not in missing.stderr + bad.stderr + refused.stderr
+
+    def test_cordon_and_uncordon(self, gaffer):
+        """cordon marks the node; uncordon clears it."""
+        node = gaffer.json("nodes")[0]["name"]
+        gaffer.run("cordon", node)
+        assert gaffer.json("nodes")[0]["cordoned"] is True
+        gaffer.run("uncordon", node)
+        assert gaffer.json("nodes")[0]["cordoned"] is False
+
+    def test_run_one_off_exits_with_its_status(self, gaffer):
+        """run prints the one-off's output and exits with its status."""
+        done = gaffer.run("run", "job", check=False)
+        assert done.returncode == 4
+        assert done.stdout == "job says hi\n"
 
 
 def test_scale_absolute_and_relative(gaffer):
@@ -135,13 +174,6 @@ def test_stop_start_restart_and_delete(gaffer):
     assert "web" not in {t["name"] for t in gaffer.json("templates")}
 
 
-def test_run_one_off_exits_with_its_status(gaffer):
-    """run prints the one-off's output and exits with its status."""
-    done = gaffer.run("run", "job", check=False)
-    assert done.returncode == 4
-    assert done.stdout == "job says hi\n"
-
-
 def test_apply_reports_changes(gaffer, tmp_path):
     """apply creates and updates; applying the same file again is unchanged."""
     extra = tmp_path / "extra.toml"
@@ -149,28 +181,6 @@ def test_apply_reports_changes(gaffer, tmp_path):
     assert gaffer.run("apply", str(extra)).stdout.strip() == "extra: created (version 1)"
     assert gaffer.run("apply", str(extra)).stdout.strip() == "extra: unchanged (version 1)"
     gaffer.until(lambda rows: rows and rows[0]["state"] == "running", "ps", "extra")
-
-
-def test_cordon_and_uncordon(gaffer):
-    """cordon marks the node; uncordon clears it."""
-    node = gaffer.json("nodes")[0]["name"]
-    gaffer.run("cordon", node)
-    assert gaffer.json("nodes")[0]["cordoned"] is True
-    gaffer.run("uncordon", node)
-    assert gaffer.json("nodes")[0]["cordoned"] is False
-
-
-def test_errors_are_one_line_and_non_zero(gaffer, tmp_path):
-    """Unknown template, bad count and bad files give one clear line and exit 1."""
-    missing = gaffer.run("get", "nope", check=False)
-    assert missing.returncode == 1 and missing.stderr.strip() == "Error: no template named 'nope'"
-    bad = gaffer.run("scale", "web=lots", check=False)
-    assert bad.returncode == 1 and "bad count 'lots'" in bad.stderr
-    broken = tmp_path / "broken.toml"
-    broken.write_text('[x]\ncmd = "a"\nnumprocesses = -2\n')
-    refused = gaffer.run("apply", str(broken), check=False)
-    assert refused.returncode == 1 and "x.numprocesses: must be >= 0, got -2" in refused.stderr
-    assert "Traceback" not in missing.stderr + bad.stderr + refused.stderr
 
 
 def test_unreachable_controller_is_a_clear_error(tmp_path):

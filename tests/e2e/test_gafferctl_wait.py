@@ -16,9 +16,12 @@ WEB = (
 )
 
 
-@pytest.fixture
-def gaffer(tmp_path):
-    """A running `gaffer start` (one idle template), and a gafferctl pointed at it."""
+@pytest.fixture(scope="module")
+def gaffer(tmp_path_factory):
+    """A running `gaffer start` (one idle template), and a gafferctl pointed at it. One for the
+    module: the first test applies `web` and waits for it; the next one's apply of the same
+    file changes nothing, and the others only ask."""
+    tmp_path = tmp_path_factory.mktemp("gaffer")
     spec = tmp_path / "idle.toml"
     spec.write_text('[idle]\ncmd = "sleep"\nargs = ["300"]\nnumprocesses = 0\n')
     ctl = Ctl(tmp_path / "run")

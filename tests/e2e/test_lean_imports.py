@@ -62,9 +62,11 @@ def loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
     return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
 
 
-@pytest.fixture
-def gaffer(tmp_path):
-    """A running `gaffer start` with one template; the environment gafferctl finds it with."""
+@pytest.fixture(scope="module")
+def gaffer(tmp_path_factory):
+    """A running `gaffer start` with one template; the environment gafferctl finds it with.
+    One per module: the tests only read from it."""
+    tmp_path = tmp_path_factory.mktemp("gaffer")
     spec = tmp_path / "gaffer.toml"
     spec.write_text('[web]\ncmd = "sleep"\nargs = ["300"]\nnumprocesses = 2\nstartsecs = 0\n')
     env = {**os.environ, "GAFFER_RUNTIME_DIR": str(tmp_path / "run")}

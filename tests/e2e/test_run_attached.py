@@ -87,26 +87,16 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=DEADLINE)
 
 
-@pytest.fixture
-def spec(tmp_path: Path) -> Path:
-    path = tmp_path / "gaffer.toml"
-    path.write_text(TEMPLATES.format(flag=tmp_path / "flag"))
+def write_spec(home: Path) -> Path:
+    """The templates above in ``home``; the waiter waits for ``home / "flag"``."""
+    path = home / "gaffer.toml"
+    path.write_text(TEMPLATES.format(flag=home / "flag"))
     return path
 
 
 @pytest.fixture
-def gaffer(tmp_path: Path, spec: Path):
-    """A running `gaffer start` (embedded controller and agent); yields its environment."""
-    env = _env(tmp_path)
-    proc = subprocess.Popen(
-        [*GAFFER, "start", "--no-color", "--data-dir", str(tmp_path / "data"), str(spec)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    try:
-        _until(lambda: _ctl(env, "templates", "--json").returncode == 0, "gaffer start to answer")
-        yield env
-    finally:
-        interrupt(proc, DEADLINE)
+def spec(tmp_path: Path) -> Path:
+    return write_spec(tmp_path)
 
 
 def _ctl(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -126,13 +116,36 @@ def _popen_run(env: dict[str, str], *args: str) -> subprocess.Popen:
 
 
 class TestGafferctlRun:
-    def test_output_shows_while_the_run_goes_on(self, gaffer, tmp_path):
+    """One `gaffer start` for the class: every test's runs end (and are forgotten) before the
+    next test starts its own."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def home(cls, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return tmp_path_factory.mktemp("gafferctl-run")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def gaffer(cls, home: Path):
+        """A running `gaffer start` (embedded controller and agent); yields its environment."""
+        env = _env(home)
+        proc = subprocess.Popen(
+            [*GAFFER, "start", "--no-color", "--data-dir", str(home / "data"), str(write_spec(home))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        )
+        try:
+            _until(lambda: _ctl(env, "templates", "--json").returncode == 0, "gaffer start to answer")
+            yield env
+        finally:
+            interrupt(proc, DEADLINE)
+
+    def test_output_shows_while_the_run_goes_on(self, gaffer, home):
         """A line the run prints is shown before the run ends, not only at its exit."""
         proc = _popen_run(gaffer, "waiter")
         try:
             assert _read_line(proc) == "ready"
             assert proc.poll() is None
-            (tmp_path / "flag").touch()
+            (home / "flag").touch()
             assert _read_line(proc) == "done"
             assert proc.wait(timeout=DEADLINE) == 0
         finally:

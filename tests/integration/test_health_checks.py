@@ -30,6 +30,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 """
 
+START_PERIOD = 3
+"""Seconds the hung-server test's failures do not count: the server answers within a second
+even on a loaded machine, and a failure counts only once this has passed since the spawn."""
+
 SLOW_STARTER = r"""
 import os, socket, sys, time
 time.sleep(2)
@@ -86,7 +90,7 @@ async def test_an_http_server_that_stops_answering_is_unhealthy_and_restarted(ma
     manager.add(template(
         "web", cmd=sys.executable, args=[script(tmp_path, "server.py", HTTP_SERVER), str(stop)],
         port=free_port(), health={"type": "http", "url": "http://127.0.0.1:$PORT/health", "interval": 0.2,
-                                  "timeout": 0.2, "start_period": 10, "failure_threshold": 2},
+                                  "timeout": 0.2, "start_period": START_PERIOD, "failure_threshold": 2},
     ))
     ready = await next_event(sub, "proc.web.ready")
     first = ready.data["pid"]

@@ -21,6 +21,7 @@ from gaffer.agent.agent import Agent
 from gaffer.agent.link import LinkSettings
 from gaffer.client import AsyncClient
 from gaffer.common.errors import StorageDamaged, StorageError
+from gaffer.controller import cluster as cluster_module
 from gaffer.controller.controller import Controller
 from gaffer.controller.liveness import Liveness
 from gaffer.controller.settings import ControllerSettings
@@ -248,8 +249,9 @@ class TestClusterFollowsTheStore:
         await client.call("drain", node="n1", wait=0)
         assert memory(controller)["nodes"]["n1"] == stored(controller)["nodes"]["n1"] == (True, True)
 
-    async def test_a_reconcile_the_store_refuses_is_tried_again(self, controller, tmp_path):
+    async def test_a_reconcile_the_store_refuses_is_tried_again(self, controller, tmp_path, monkeypatch):
         """Placement the store refuses stays out of memory, and is placed and run once the store accepts it, unasked."""
+        monkeypatch.setattr(cluster_module, "STORE_RETRY", 0.5)  # the retry comes unasked, sooner than in production
         controller, client = controller
         agent = await start_agent(controller, tmp_path, "n1")
         with refused(tmp_path / "data", "BEFORE INSERT ON placement"):

@@ -41,6 +41,7 @@ from gaffer.cli import start as gaffer_cli
 from gaffer.client import Client
 from gaffer.common.errors import InvalidSignal
 from gaffer.common.loaders import load_templates
+from gaffer.common.params import SECONDS
 from gaffer.common.signals import parse_signal
 from gaffer.controller import daemon as controller_daemon
 
@@ -48,6 +49,8 @@ GAFFER = [sys.executable, "-m", "gaffer.cli"]
 CTL = [sys.executable, "-m", "gaffer.cli.ctl"]
 DEADLINE = 20.0
 EXAMPLES = 25
+WAIT_BOUND = 0.5
+"""Seconds a fuzzed ``gafferctl wait`` may wait for a goal (see ``short_wait``)."""
 STREAMING = {("events",)}
 """Commands that never end by themselves: fuzzed as subprocesses (``test_streaming_commands``)."""
 PAUSING = {signals.SIGSTOP, signals.SIGTSTP, signals.SIGTTIN, signals.SIGTTOU}
@@ -258,9 +261,31 @@ def runner(world) -> CliRunner:
     return CliRunner(env={"GAFFER_RUNTIME_DIR": world.env["GAFFER_RUNTIME_DIR"], "GAFFER_CONTROLLER": None})
 
 
+def short_wait(args: list[str]) -> list[str]:
+    """``wait``'s own --timeout at most WAIT_BOUND seconds, given when the fuzz left it out (the
+    default is 60 s): a goal that is never reached ends quickly. Values the option refuses are
+    kept, so their refusal is still fuzzed."""
+    out = list(args)
+    i, seen = 0, False
+    while i < len(out) and out[i] != "--":
+        if out[i] in ("--timeout", "--running") and i + 1 < len(out):
+            if out[i] == "--timeout":
+                seen = True
+                with contextlib.suppress(click.BadParameter):
+                    if SECONDS.convert(out[i + 1], None, None) > WAIT_BOUND:
+                        out[i + 1] = str(WAIT_BOUND)
+            i += 2
+        else:
+            i += 1
+    return out if seen else ["--timeout", str(WAIT_BOUND), *out]
+
+
 def safe(path: tuple[str, ...], args: list[str], node: str) -> list[str]:
     """Keep the fuzz from blocking or freezing its own target: no one-off of a long-running
-    template, no drain of the real node (it would wait --wait seconds), no stop signals."""
+    template, no drain of the real node (it would wait --wait seconds), no stop signals, no
+    ``wait`` for longer than WAIT_BOUND seconds."""
+    if path == ("wait",):
+        args = short_wait(args)
     if path == ("run",):
         args = ["job" if a in ("web", "cat") else a for a in args]
     if path == ("drain",):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gaffer.common import arguments as arg
 from gaffer.common.errors import InvalidArgument
+from budget import examples
 
 PLAIN = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=80), st.binary(max_size=8)),
@@ -88,7 +89,7 @@ class TestOthers:
         assert "at most 4096 strings" in refused(arg.strings, {"args": ["a"] * 5000}, "args")
         assert "must be a string or bytes" in refused(arg.data, {"data": 5})
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(st.dictionaries(st.sampled_from(["name", "node", "id", "target", "seconds", "lines", "group",
                                             "signal", "stream", "args", "data", "count"]), PLAIN))
     def test_any_plain_data_gives_a_value_or_invalid_argument(self, args: dict) -> None:

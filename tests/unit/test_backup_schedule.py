@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.controller.backup import NAME_RE, backup_name, next_due, to_prune
+from budget import examples
 
 TIMES = st.floats(0, 4e9, allow_nan=False)
 
@@ -16,7 +17,7 @@ class TestNames:
         assert backup_name(1_700_000_000.25) == "gaffer-20231114T221320.250Z.db"
         assert NAME_RE.match(backup_name(0.0))
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(TIMES, TIMES)
     def test_names_sort_in_time_order(self, a, b):
         """A later backup never sorts before an earlier one (pruning relies on it)."""
@@ -39,7 +40,7 @@ class TestNextDue:
         assert next_due(90.0, 100.0, 60.0) == 150.0
         assert next_due(10.0, 100.0, 60.0) == 100.0
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(st.one_of(st.none(), TIMES), TIMES, st.floats(0.001, 1e6))
     def test_never_in_the_past_and_never_more_than_a_period_ahead(self, last, now, every):
         """Whatever the clock did (even a last backup in the future), now <= due <= now + every."""

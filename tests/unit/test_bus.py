@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gaffer.common.bus import Event, EventBus, topic_matches
 from gaffer.common.errors import SubscriberTooSlow, SubscriptionClosed
+from budget import examples
 
 TIMEOUT = 5.0
 
@@ -74,7 +75,7 @@ class TestMatching:
         bus.publish("anything", {})
         assert len(drain(sub)) == 1
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(
         st.lists(st.sampled_from(["proc.web.spawn", "proc.web.exit", "proc.db.exit", "node.a.up", "x"]),
                  max_size=40),

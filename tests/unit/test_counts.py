@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gaffer.common.errors import InvalidRequest, LimitExceeded
 from gaffer.controller.counts import parse_scale
 from gaffer.controller.counts import CountLimits, Limited, check_counts, effective_counts
+from budget import examples
 
 LIMITS = CountLimits(per_template=10, total=25)
 
@@ -56,7 +57,7 @@ class TestEffectiveCounts:
         assert limited["c"].reason == "over the limit of 25 instances in all (--max-instances)"
         assert set(limited) == {"c"}
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(
         st.integers(1, 50), st.integers(1, 200),
         st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 2**63 - 1), max_size=8),

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gaffer.common.dependson import Dependency, cycle_problems, find_cycles, graph_problems, stop_waves
 from gaffer.common.errors import TemplateError
 from gaffer.common.template import parse_template, parse_templates
+from budget import examples
 
 
 def problems_of(depends_on) -> str:
@@ -121,7 +122,7 @@ def acyclic(graph) -> bool:
 
 
 class TestProperties:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(graphs)
     def test_a_graph_is_accepted_exactly_when_it_is_acyclic(self, graph):
         """No cycle problem exactly when the graph is acyclic; each reported cycle is a real
@@ -133,7 +134,7 @@ class TestProperties:
             for here, there in zip(cycle, cycle[1:]):
                 assert there in {d.name for d in graph[here]}
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(graphs)
     def test_stop_waves_stop_every_dependent_before_what_it_depends_on(self, graph):
         """For an acyclic graph, every template is in one wave, and a dependent's wave comes

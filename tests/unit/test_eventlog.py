@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.controller.eventlog import EVENT_OVERHEAD, EventLog, event_size
+from budget import examples
 
 TOPICS = ("node.a.up", "node.b.down", "proc.web.spawn", "proc.web.exit", "output.web.1.out", "template.web.created")
 PREFIXES = ("", "node.", "node.a", "proc.", "proc.web.e", "output.", "template.web", "nothing.")
@@ -125,7 +126,7 @@ class TestReplay:
 appends = st.lists(st.sampled_from(TOPICS), max_size=120)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     topics=appends,
     first=st.integers(1, 10**6),

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gaffer.client.wire import feed_key
 from gaffer.common import protocol
 from gaffer.controller.feeds import BATCH_BYTES, BATCH_EVENTS, Feeds, parse_key
+from budget import examples
 
 TOPICS = ("a.x", "a.y", "b.z", "ab.q", "c.w", "a.x.1")
 PREFIXES = ("a.", "b.", "a.x", "", "c", "ab")
@@ -34,7 +35,7 @@ def feeds_of(*prefix_lists: tuple[str, ...]) -> tuple[Feeds, list[bytes]]:
     return feeds, keys
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     subscriptions=st.lists(st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=3, unique=True),
                            min_size=1, max_size=3),
@@ -111,7 +112,7 @@ def test_subscribers_of_one_key_share_its_batches_until_the_last_leaves():
     assert not feeds and not feeds.pending and feeds.flush() == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.text(max_size=5), min_size=1, max_size=4, unique=True),
        st.lists(st.text(max_size=5), min_size=1, max_size=4, unique=True))
 def test_no_feed_key_starts_with_another(first, second):

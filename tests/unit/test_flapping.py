@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gaffer.agent.flapping import FlapDecision, FlapState, Verdict, record_exit, reset
 from gaffer.common.template import Flapping
+from budget import examples
 
 FLAPS = (Verdict.SUSPEND, Verdict.GIVE_UP)
 
@@ -127,7 +128,7 @@ POLICIES = st.builds(
     max_retry=st.integers(-1, 4),
 )
 EXIT_TIMES = st.lists(QUARTERS, max_size=60).map(sorted)
-RANDOM = settings(max_examples=200, deadline=None)
+RANDOM = settings(max_examples=examples(200), deadline=None)
 
 
 class TestProperties:

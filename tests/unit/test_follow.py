@@ -20,6 +20,7 @@ from gaffer.agent.follow import (
     spend,
     text_bytes,
 )
+from budget import examples
 
 TOPIC = "output.web.1.out"
 line_text = st.text(alphabet="ab\r\u00e9\u20ac", max_size=12)
@@ -40,7 +41,7 @@ def reference_cut(text: str, lines: int, nbytes: int) -> tuple[int, int]:
 
 
 class TestCut:
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(texts, st.integers(-1, 15), st.integers(-1, 120))
     def test_cut_takes_the_longest_run_of_whole_lines_that_fits(
         self, text: str, lines: int, nbytes: int
@@ -131,7 +132,7 @@ limits = st.builds(
 
 
 class TestFollowers:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(offers, limits, limits)
     def test_every_line_is_sent_or_counted_where_it_went_missing(
         self, offers: list[tuple[float, str]], stream: Limit, agent: Limit
@@ -143,7 +144,7 @@ class TestFollowers:
         assert replay(events, lines) == len(lines)
         assert not followers.owes_markers()
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(offers, limits, limits)
     def test_what_is_sent_never_exceeds_either_budget(
         self, offers: list[tuple[float, str]], stream: Limit, agent: Limit

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.agent.keeper.framing import HEADER, MAX_REPLY, PROTOCOL, FrameDecoder, encode_frame
+from budget import examples
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "fixtures" / "keeper_wire_v1.json").read_text())
 
@@ -37,7 +38,7 @@ class TestProtocol1Frames:
             body = msgpack.unpackb(data[HEADER.size :], raw=False)
             assert encode_frame(body, nfds) == data
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.lists(st.integers(min_value=1, max_value=len(STREAM) - 1), max_size=12))
     def test_the_decoder_reads_the_recorded_stream_however_it_is_cut(self, cuts):
         """Fed in any pieces, with descriptors arriving with each frame's first byte, the

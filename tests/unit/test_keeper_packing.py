@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.agent.keeper.packing import MAX_DEPTH, UnpackError, pack, unpack
+from budget import examples
 
 SCALARS = (
     st.none()
@@ -44,7 +45,7 @@ def test_every_length_form_is_msgpacks(kind, length):
     assert unpack(data) == value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(VALUES)
 def test_pack_gives_msgpacks_bytes_and_unpack_reads_them_back(value):
     """Any body value packs to msgpack.packb's exact bytes (protocol 1 unchanged) and unpacks to itself."""
@@ -53,7 +54,7 @@ def test_pack_gives_msgpacks_bytes_and_unpack_reads_them_back(value):
     assert unpack(data) == value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=64) | VALUES.map(lambda v: msgpack.packb(v, use_bin_type=True)).flatmap(
     lambda data: st.integers(0, len(data)).map(lambda cut: data[:cut])))
 def test_unpack_reads_what_msgpack_reads_and_refuses_the_rest_with_unpack_error(data):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from gaffer.agent.launch import build_env, build_launch, expand
 from gaffer.common.errors import SpawnError
 from gaffer.common.template import parse_template
+from budget import examples
 
 ENV = {"A": "alpha", "B_2": "beta", "EMPTY": "", "REF": "$A"}
 OS_ENV = {"PATH": "/usr/bin:/bin", "FOO": "from-os", "HOME": "/root", "USER": "root"}
@@ -52,13 +53,13 @@ class TestExpand:
         """$VAR and ${VAR} expand, $$ is a dollar, unknown names stay, nothing expands twice."""
         assert expand(text, ENV) == expected
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.text(alphabet="ab$_{}1 A", max_size=30))
     def test_doubled_dollars_always_come_back_literal(self, text: str) -> None:
         """Escaping every $ as $$ protects any text from expansion."""
         assert expand(text.replace("$", "$$"), ENV) == text
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.text(alphabet="ab$_{}1 XYZ", max_size=30))
     def test_empty_environment_only_unescapes(self, text: str) -> None:
         """With nothing to expand, only $$ changes."""

@@ -35,6 +35,7 @@ from gaffer.agent.lifecycle import (
     repeat_error,
 )
 from gaffer.common.template import Flapping
+from budget import examples
 
 EXPECTED = (0, 3)
 # (restart policy, exit code, killing signal, stopping) -> what the exit means
@@ -96,7 +97,7 @@ class TestBackoff:
         assert delays == sorted(delays)
         assert max(delays) == BACKOFF_CAP
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=0, max_value=10**9))
     def test_backoff_monotonic_for_any_count(self, a: int, b: int) -> None:
         """Even after a huge number of failures the delay is finite, capped and ordered."""
@@ -191,7 +192,7 @@ class TestSpawnFailure:
         other = repeat_error(third, "no such directory")
         assert other == Repeats("no such directory", 1) and other.first
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=30))
     def test_one_report_per_run_of_the_same_error(self, errors: list[str]) -> None:
         """Reports (``first``) happen exactly where the error changes."""
@@ -340,7 +341,7 @@ FLAPS = st.sampled_from([
 
 
 class TestOnExitProperties:
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(LIVES, EXITS, POLICIES, FLAPS, st.booleans(), st.booleans(), st.booleans())
     def test_outcomes_are_legal_and_safe(
         self, life: Life, exit: Exit, policy: Policy, flap: FlapState, wanted: bool, holding: bool, oneoff: bool

@@ -17,6 +17,7 @@ from gaffer.common import protocol
 from gaffer.testing.clock import FakeClock
 from gaffer.testing.process import FakeProcesses
 from gaffer.testing.channel import channel_pair
+from budget import examples
 
 TOPIC = "output.web.1.out"
 words = st.text(alphabet="ab\u00e9", max_size=6)
@@ -27,7 +28,7 @@ reads = st.lists(
 
 
 class TestCaptureNumbers:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(reads, st.integers(16, 200))
     def test_chunks_number_every_line_of_a_stream_from_one(
         self, chunks: list[tuple[str, bytes]], ring_bytes: int
@@ -101,7 +102,7 @@ limits = st.builds(Limit, st.integers(1, 20), st.integers(1, 200), st.sampled_fr
 
 
 class TestFollowerNumbers:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(offers, limits, limits, st.integers(1, 10**6), st.booleans())
     def test_lines_and_markers_carry_contiguous_numbers(
         self, texts: list[tuple[float, str]], stream: Limit, agent: Limit, first: int, counted: bool

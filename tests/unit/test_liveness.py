@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.controller.liveness import Liveness, NodeState, judge, silent_state
+from budget import examples
 
 RULES = Liveness(interval=1.0, suspect_misses=3, down_misses=5, startup_grace=10.0)
 UP, SUSPECT, DOWN = NodeState.UP, NodeState.SUSPECT, NodeState.DOWN
@@ -19,7 +20,7 @@ class TestSilence:
         assert silent_state(100.0, 104.9, RULES) is SUSPECT
         assert silent_state(100.0, 105.0, RULES) is DOWN
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.floats(0, 1e6), st.floats(0, 100), st.floats(0, 100))
     def test_more_silence_is_never_a_better_state(self, heard, a, b):
         """A node silent for longer is never judged healthier."""
@@ -59,7 +60,7 @@ class TestGuardRails:
         after = judge({"a": 100.0, "b": 117.0, "c": 117.0}, 117.5, 0.0, RULES, regained_at=112.0)
         assert after.states["a"] is DOWN and after.may_move
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(
         heard=st.dictionaries(st.sampled_from("abcdefgh"), st.floats(0, 200), min_size=1),
         now=st.floats(200, 400),

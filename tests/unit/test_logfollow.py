@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.cli.logfollow import LogFollow, Shown, parse_since, render
+from budget import examples
 
 BASE = {"id": "web.1", "stream": "out", "node": "n1"}
 
@@ -99,7 +100,7 @@ class TestLogFollow:
         assert line.to_dict() == {"id": "web.1", "stream": "out", "ts": 1.0, "node": "n1", "line": "c", "number": 3}
         assert gap.to_dict() == {"id": "web.1", "stream": "out", "ts": 2.0, "node": "n1", "skipped": 5}
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(
         st.lists(st.tuples(st.integers(1, 6), st.sampled_from(["send", "mark", "lose"])), max_size=40),
     )

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from gaffer.agent.batches import batches, in_order
 from gaffer.agent.outbox import Outbox, Taken
+from budget import examples
 
 
 def seqs(taken: Taken) -> list[int]:
@@ -160,7 +161,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(capacity=st.integers(1, 8), ops=OPS)
 def test_every_event_is_handled_once_or_counted_lost(capacity: int, ops: list[tuple[str, object]]) -> None:
     """Over random adds, flushes, lost messages, lost acks and reconnects, each event reaches the

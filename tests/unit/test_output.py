@@ -21,6 +21,7 @@ from gaffer.agent.output import (
     format_log_chunk,
     format_log_line,
 )
+from budget import examples
 
 
 class SimpleSplitter:
@@ -137,7 +138,7 @@ class TestLineSplitter:
         assert split_all([b"a" * MAX_LINE + b"\r", b"\n"]) == ["a" * MAX_LINE]
         assert split_all([b"a" * MAX_LINE + b"\r\n"]) == ["a" * MAX_LINE]
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(
         st.lists(
             st.sampled_from([b"a", b"\xc3\xa9", b"\n", b"\r", b"\r\n", b"\xff", b"bcdefg"]), max_size=40
@@ -156,7 +157,7 @@ class TestLineSplitter:
         if b"\r" not in stream and b"\xff" not in stream and len(stream) <= 8:
             assert "\n".join(whole) == stream.decode().removesuffix("\n")
 
-    @settings(max_examples=500, deadline=None)
+    @settings(max_examples=examples(500), deadline=None)
     @given(
         st.lists(
             st.sampled_from(
@@ -224,7 +225,7 @@ class TestRingBuffer:
         assert ring.tail(0) == [] and ring.tail(-3) == []
         assert ring.tail(stream="nope") == []
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(
         st.integers(1, 50),
         st.lists(
@@ -277,7 +278,7 @@ class TestLogFormat:
         """Each line reads ``YYYY-MM-DDTHH:MM:SS.mmmZ stream text``; milliseconds truncate."""
         assert format_log_line(Line(ts, "err", "boom")) == f"{stamp} err boom\n"
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False))
     def test_any_timestamp_matches_the_format(self, ts: float) -> None:
         """The stamp always has the fixed shape."""
@@ -287,7 +288,7 @@ class TestLogFormat:
         """The wire form of a line."""
         assert Line(1.5, "out", "hi", 7).to_dict() == {"ts": 1.5, "stream": "out", "line": "hi", "number": 7}
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(
         st.lists(
             st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=10), min_size=1, max_size=8

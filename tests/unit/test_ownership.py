@@ -14,6 +14,7 @@ from gaffer.agent.ownership import (
     descendants,
     plan_adoption,
 )
+from budget import examples
 
 NODE = "n1"
 AGENT = 900
@@ -137,7 +138,7 @@ def forests(draw):
 
 
 class TestDescendantProperties:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(forests())
     def test_each_process_has_at_most_one_owner_and_never_init_the_agent_or_a_zombie(self, data):
         """Answers are disjoint and hold only live, non-excluded processes of the table."""
@@ -148,7 +149,7 @@ class TestDescendantProperties:
         assert len(seen) == len(set(seen))
         assert all(pid in table and table[pid].alive and pid not in (1, AGENT) for pid in seen)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(forests())
     def test_children_follow_their_parent(self, data):
         """A live child of an owned process has the same owner unless it leads another claim."""
@@ -160,7 +161,7 @@ class TestDescendantProperties:
             if p.alive and p.ppid in owner and (p.pid, p.start_ticks) not in leaders:
                 assert owner.get(p.pid) == owner[p.ppid]
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(forests())
     def test_live_leaders_own_themselves(self, data):
         """Every live claimed leader is in its own claim."""
@@ -171,7 +172,7 @@ class TestDescendantProperties:
             if table[c.leader].alive:
                 assert c.leader in found[c.key]
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(forests())
     def test_unmarked_strangers_outside_every_session_are_left_alone(self, data):
         """A process with no markers, no claimed session and no owned ancestor is nobody's."""
@@ -238,7 +239,7 @@ class TestPlanAdoption:
         plan = plan_adoption([proc(10, 1, marks=("web", "run-1"))], ident(), {"web.run-1"})
         assert plan.adopt == () and [c.reason for c in plan.stop] == ["a one-off run"]
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(forests(), st.sets(st.sampled_from(["web.1", "web.2", "web.3"])))
     def test_at_most_one_per_id_and_nobody_both_adopted_and_stopped(self, data, wanted):
         """Adopted ids are wanted and unique; no pid is in two candidates; live agents' leaders are left."""

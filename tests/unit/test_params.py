@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gaffer.common.params import BoundedInt, FiniteFloat
+from budget import examples
 
 
 @click.command()
@@ -64,7 +65,7 @@ class TestBoundedInt:
         done = run("--count", text)
         assert done.exit_code == 2 and message in done.output and len(done.output) < 400
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(st.text(max_size=60))
     def test_any_text_converts_or_fails_cleanly(self, text: str) -> None:
         """No input makes either type raise anything but click's usage error."""

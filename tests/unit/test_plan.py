@@ -13,6 +13,7 @@ from gaffer.agent.plan import Actions, Wanted, plan
 from plan_harness import (
     SPEC, View, assert_actions, carry_out, insts, reference_plan, unavailable, want,
 )
+from budget import examples
 
 # (name, wanted, instances, holding, expected actions)
 SCENARIOS: list[tuple[str, Wanted, dict[Any, str], bool, dict[str, Any]]] = [
@@ -134,7 +135,7 @@ def situations(draw: st.DrawFn) -> tuple[Wanted, dict[int, View], bool, bool]:
 
 
 class TestProperties:
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(situations())
     def test_plan_matches_the_reference(self, case: tuple[Wanted, dict[int, View], bool, bool]) -> None:
         """The plan is exactly what the literal reference decides."""
@@ -143,7 +144,7 @@ class TestProperties:
             wanted, instances, holding, busy
         )
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(situations())
     def test_planning_the_outcome_again_changes_nothing(
         self, case: tuple[Wanted, dict[int, View], bool, bool]
@@ -157,7 +158,7 @@ class TestProperties:
         again = plan(wanted, after, holding, busy=busy)
         assert not again.changes(), again
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(situations())
     def test_never_more_than_max_unavailable_down(
         self, case: tuple[Wanted, dict[int, View], bool, bool]
@@ -169,7 +170,7 @@ class TestProperties:
         after = unavailable(wanted, carry_out(actions, wanted, instances))
         assert after <= max(before, wanted.max_unavailable)
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(situations())
     def test_held_nothing_spawns(
         self, case: tuple[Wanted, dict[int, View], bool, bool]
@@ -184,7 +185,7 @@ class TestProperties:
             view = instances.get(ordinal)
             assert view is None or view.state is State.STOPPED or view.waiting
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(situations())
     def test_actions_respect_what_is_wanted(
         self, case: tuple[Wanted, dict[int, View], bool, bool]
@@ -200,7 +201,7 @@ class TestProperties:
         assert len(exclusive) == len(set(exclusive))
         assert not wanted.deleting or not (actions.spawn or actions.wait or actions.roll)
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(situations())
     def test_every_wanted_ordinal_ends_up_with_a_record(
         self, case: tuple[Wanted, dict[int, View], bool, bool]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gaffer.agent.lifecycle import State
 from gaffer.agent.plan import Wanted, plan
 from plan_harness import SPEC, View, carry_out
+from budget import examples
 
 
 def _ready(instances: dict[int, View]) -> int:
@@ -49,7 +50,7 @@ def _roll(data: st.DataObject, count: int, allowance: int, broken: bool) -> dict
     return instances
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(1, 8), st.integers(1, 8), st.data())
 def test_a_roll_never_leaves_fewer_than_count_minus_allowance_ready(
     count: int, allowance: int, data: st.DataObject
@@ -61,7 +62,7 @@ def test_a_roll_never_leaves_fewer_than_count_minus_allowance_ready(
     assert all(v.spec_hash == SPEC and v.state is State.READY for v in instances.values()), instances
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(1, 8), st.integers(1, 8), st.data())
 def test_a_version_that_never_gets_ready_stops_the_roll(
     count: int, allowance: int, data: st.DataObject

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from gaffer.common.errors import TemplateError
 from gaffer.common.loaders import templates_from_procfile
 from gaffer.common.procfile import dotenv_line, parse_dotenv, parse_procfile
+from budget import examples
 
 # line, gaffer's process (name, command) or None, the warning's reason or "", honcho's process
 PROCFILE_LINES = [
@@ -165,7 +166,7 @@ class TestDotenvLines:
         env = parse_dotenv("A=1\n" + line + "\n", ".env")
         assert [str(p) for p in env.problems] == [f".env:2: {reason}"]
 
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(st.text(st.sampled_from(list("AB_1= \"'\\#nt-$é\t")), min_size=1, max_size=14))
     def test_every_value_gaffer_reads_is_honchos(self, line: str) -> None:
         """Over arbitrary lines: a value gaffer reads is honcho's; a line honcho skips or stops on is skipped or refused."""

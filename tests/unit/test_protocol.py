@@ -40,9 +40,10 @@ from gaffer.common.protocol import (
     instances_digest,
     validate,
 )
+from budget import examples
 
 RANDOM = settings(max_examples=40, deadline=None)
-FUZZ = settings(max_examples=300, deadline=None)
+FUZZ = settings(max_examples=examples(300), deadline=None)
 ROLES = (
     AGENT_TO_CONTROLLER, CONTROLLER_TO_AGENT, CLIENT_TO_CONTROLLER, CONTROLLER_TO_CLIENT, PUBLISHED
 )
@@ -624,7 +625,7 @@ class TestFuzz:
         decodes_or_refuses(bytes(good), role_of(kind))
 
     @pytest.mark.parametrize("kind", sorted(KINDS))
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(new=msgpack_values, data=st.data())
     def test_valid_bodies_with_one_part_replaced_decode_or_refuse(self, kind, new, data):
         """Swapping any one field, item or key's value for random data never escapes decode."""
@@ -727,7 +728,7 @@ _EVENT_BODIES = st.dictionaries(
 )
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(st.one_of(
     _EVENT_BODIES,
     st.fixed_dictionaries(
@@ -749,7 +750,7 @@ def test_the_event_fast_check_accepts_exactly_what_the_event_schema_accepts(body
     assert outcome(protocol._check_event) == outcome(protocol._EVENT_SCHEMA)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     st.integers(-1, 2**64),
     st.lists(st.one_of(

@@ -24,6 +24,7 @@ from tests.unit.reconcile_harness import (
     ordinals_sent,
     web,
 )
+from budget import examples
 
 
 def settled(*names: str, count: int = 6, **fields) -> World:
@@ -398,7 +399,7 @@ def worlds(draw: st.DrawFn) -> World:
     return world
 
 
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY

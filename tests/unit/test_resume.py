@@ -10,6 +10,7 @@ from gaffer.client import EventsLost, ReceivedEvent, Snapshot
 from gaffer.client.resume import MAX_PENDING, SUSPECT_TICKS, Replay, Resume, SnapshotPage, cover
 from gaffer.common.errors import ConfigError, ProtocolError
 from tests.unit.resume_harness import Driver
+from budget import examples
 
 TOPICS = ("a.x", "a.y", "b.z", "ab.q", "c.w", "a.x.1")
 PREFIXES = ("a.", "b.", "a.x", "", "c", "ab")
@@ -89,7 +90,7 @@ def play(driver: Driver, actions: list[tuple]) -> None:
 
 
 class TestStreamProperties:
-    @settings(max_examples=400, deadline=None)
+    @settings(max_examples=examples(400), deadline=None)
     @given(
         prefixes=st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=3, unique=True),
         before=st.lists(st.sampled_from(TOPICS), max_size=8),
@@ -108,7 +109,7 @@ class TestStreamProperties:
         play(driver, actions)
         check_stream(driver, since)
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(
         prefixes=st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=3, unique=True),
         start=st.one_of(st.none(), st.just(0)),

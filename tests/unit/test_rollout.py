@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from gaffer.controller.orders import Order, Version
 from gaffer.controller.rollout import Rollout, advance, progress, start_rollout
 from gaffer.testing import template
+from budget import examples
 
 OLD = Version.of(template("web", args=["old"]), 0)
 NEW = Version.of(template("web", args=["new"]), 0)
@@ -67,7 +68,7 @@ def test_a_smaller_budget_caps_the_allowances_carried_over():
     assert second.rolling == {"a": 2} and second.waiting == {"b": Order(NEW, 1)}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     budget=st.integers(1, 5),
     counts=st.dictionaries(st.sampled_from("abcdefg"), st.integers(0, 4), min_size=1),
@@ -131,7 +132,7 @@ def test_no_progress_for_the_deadline_makes_it_stuck_and_stuck_gives_no_turns():
     assert not moving.stuck and moving.progress_at == 41.0 and moving.best == 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.floats(0.0, 50.0), st.integers(0, 6)), max_size=20), st.floats(1.0, 100.0))
 def test_stuck_exactly_when_the_deadline_passed_since_the_last_progress(
     events: list[tuple[float, int]], deadline: float

@@ -22,6 +22,7 @@ from gaffer.controller.scheduler import FAILED_EVERYWHERE
 from gaffer.controller.statcache import StatCache
 from gaffer.controller.store import StoredTemplate
 from gaffer.testing import template
+from budget import examples
 
 TEMPLATES = ("web", "api")
 NODES = ("a", "b", "c")
@@ -144,7 +145,7 @@ class World:
         return rows
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(ops, max_size=25))
 def test_the_kept_rows_answer_as_a_fresh_listing_after_any_changes(changes):
     """After every change of placement, reports, node states, samples, pending counts, failures,

@@ -31,6 +31,7 @@ from tests.unit.scheduler_harness import (
     reference_placement,
     up,
 )
+from budget import examples
 
 WEB9 = [Demand("web", 9)]
 SPREAD9 = at({"n1": {"web": [1, 4, 7]}, "n2": {"web": [2, 5, 8]}, "n3": {"web": [3, 6, 9]}})
@@ -288,7 +289,7 @@ def clusters(draw, names=NODE_NAMES, max_count=12, templates=TEMPLATES, max_curr
     return demands, nodes, current, avoid
 
 
-PROPERTY = settings(max_examples=150, deadline=None)
+PROPERTY = settings(max_examples=examples(150), deadline=None)
 
 
 def eligible_for_new(demand: Demand, info: NodeInfo | None, avoid, slot) -> bool:
@@ -429,7 +430,7 @@ class TestProperties:
         assert again.moved == again.stopped == again.added == again.evicted == ()
         assert again.pending == plan.pending
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(clusters(names=[f"m{i:02d}" for i in range(30)], max_count=40,
                     templates=[f"t{i}" for i in range(8)], max_current=120,
                     labels=st.sampled_from([{"zone": "x"}, {"disk": "y"}])))

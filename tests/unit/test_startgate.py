@@ -13,6 +13,7 @@ from gaffer.common.errors import TemplateError
 from gaffer.controller.startgate import Progress, gate, graph_check, progress_of, satisfied
 from gaffer.controller.template_rows import StoredTemplate
 from gaffer.testing import template
+from budget import examples
 
 
 def row(ident: str, state: str, ready: bool = False, exit_code: int | None = None) -> dict:
@@ -129,7 +130,7 @@ dags = st.lists(
 
 
 class TestStartOrder:
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(dags, st.sampled_from(["started", "ready"]))
     def test_a_simulated_start_respects_every_edge_and_starts_everything(self, dags_graph, condition):
         """Rounds of: start what the gate lets start, then it becomes up and ready. Every

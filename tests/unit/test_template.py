@@ -22,6 +22,7 @@ from gaffer.common.template import (
     parse_template,
     parse_templates,
 )
+from budget import examples
 
 VALID_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 NAME_HELP = (
@@ -435,7 +436,7 @@ TEMPLATE_DATA = st.builds(
 
 
 class TestRoundTrip:
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=examples(200), deadline=None)
     @given(TEMPLATE_DATA)
     def test_to_dict_parses_back_to_an_equal_template(self, data: dict) -> None:
         """to_dict() is plain data that parse_template turns into the same Template."""
@@ -607,7 +608,7 @@ class TestBounds:
         t = parse_template({"cmd": "x", "numprocesses": 2**63 - 1}, "web", max_count=2**63 - 1)
         assert t.numprocesses == 2**63 - 1
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=examples(300), deadline=None)
     @given(st.dictionaries(
         st.sampled_from(["numprocesses", "graceful_timeout", "startsecs", "uid", "exitcodes", "args"]),
         st.one_of(st.integers(), st.floats(), st.text(max_size=30), st.booleans(), st.none(),

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gaffer.controller.throttle import (
     ALLOW, Throttle, ThrottlePolicy, Verdict, after_failure, delay, peer_key, verdict,
 )
+from budget import examples
 
 POLICY = ThrottlePolicy(free=3, base=1.0, cap=8.0, forget_after=100.0, max_peers=50)
 
@@ -75,7 +76,7 @@ class TestThrottle:
         assert peer_key(address) == key
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.booleans(), st.floats(0, 20)), max_size=60))
 def test_properties(steps):
     """Over any sequence: a refusal never lasts beyond the cap, retry_after is within
