@@ -12,6 +12,7 @@ from gaffer.controller.etcd.election import (
     Action, Decision, Failed, Granted, KeyDeleted, KeyPut, Lost, Phase, Policy, Renewed, State, Tick,
     Won, may_act, step,
 )
+from budget import examples
 from election_sim import Simulation
 
 POLICY = Policy(ttl=5, margin=1.0, retry=0.25, recheck=1.0)
@@ -237,7 +238,7 @@ class Run:
 
 
 class TestProperties:
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(MOVES)
     def test_a_leader_never_acts_past_its_last_renewal_plus_ttl_minus_margin(self, moves):
         """Whatever etcd answers and whenever: leading (in a decision or by may_act between
@@ -247,7 +248,7 @@ class TestProperties:
         for move in moves:
             run.feed(*move)
 
-    @settings(max_examples=150, deadline=None)
+    @settings(max_examples=examples(150), deadline=None)
     @given(MOVES, st.integers(1, 4), st.floats(0.05, 0.9))
     def test_terms_only_grow(self, moves, ttl, margin_share):
         """Each new leadership has a term above every earlier one and not below any seen."""
