@@ -10,6 +10,7 @@ answered as a bug, never as the client's fault.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from gaffer.common.errors import (
 )
 from gaffer.common.model import InstanceRow, InstanceState
 from gaffer.common.template import Template
+from gaffer.controller import api as api_module
 from gaffer.controller.api import Agents, Api, ControllerInfo, DesiredState
 from gaffer.controller.changes import Changes
 from gaffer.controller.counts import parse_scale
@@ -251,11 +253,12 @@ async def test_ps_answers_from_the_pushed_stats_with_their_age_and_asks_no_agent
     assert (await api.ps({}))[0]["age"] == 32.5
 
 
-async def test_the_ps_op_answers_ps_rows_written_from_kept_rows(parts):
+async def test_the_ps_op_answers_ps_rows_written_from_kept_rows(parts, monkeypatch):
     """The ``ps`` op (what both servers call) answers a ``PsAnswer`` whose value is what
     ``Api.ps`` gives, whole, by template and page by page; with ``fresh`` or a token of
     another shape than ``ps`` gives, it answers ``Api.ps``'s plain rows."""
     api, _, agents, _ = parts
+    monkeypatch.setattr(api_module, "time", SimpleNamespace(time=lambda: 1000.0))  # one uptime for both
     api.stat_cache.push("a", {"rows": [_pushed("web.1")], "removed": [], "reset": True}, 97.5)
     agents.answers["stats"] = {}
     op = api.ops()["ps"]
