@@ -142,10 +142,13 @@ class _Form:
 
     def __init__(self, codec: _Msgpack | _Json) -> None:
         self.codec = codec
-        self.heads: list[Any] = []
-        self.heads_of = -1
         self.statics: list[Any] = []
-        self.statics_of: tuple[int, int] = (-1, -1)
+        """Per kept row: its fields up to ``age`` (the head, then the sample's part)."""
+        self.tails: list[int] = []
+        """Per kept row: the length of its sample's part, so new samples replace only that
+        (the heads are not kept apart: they would double what is kept)."""
+        self.layout_of = -1
+        self.sampled_of = -1
 
 
 class RowBytes:
@@ -167,8 +170,8 @@ class RowBytes:
         """Bumped when the samples were read again."""
         self._forms = {MSGPACK: _Form(_Msgpack()), JSON: _Form(_Json())}
         self.encodes = 0
-        """Kept parts written (an encoding's heads, or its statics, of every row): a listing
-        with nothing changed writes none."""
+        """Times an encoding's kept parts were written (every row's, or every row's sample
+        part): a listing with nothing changed writes none."""
 
     def answer(self, name: str | None, limit: int | None, after: list[Any] | None,
                wall_now: float, loop_now: float) -> PsAnswer:
@@ -233,14 +236,18 @@ class RowBytes:
             self._sampled += 1
         form = self._forms[encoding]
         codec = form.codec
-        if form.heads_of != self._layout:
-            form.heads = [codec.head(row, _port(rules[row["template"]], row["ordinal"])) for _, row in entries]
-            form.heads_of = self._layout
-            self.encodes += 1
-        if form.statics_of != (self._layout, self._sampled):
-            form.statics = list(map(add, form.heads, map(codec.mid, readings)))
-            form.statics_of = (self._layout, self._sampled)
-            self.encodes += 1
+        if form.layout_of != self._layout:
+            heads = [codec.head(row, _port(rules[row["template"]], row["ordinal"])) for _, row in entries]
+            mids = list(map(codec.mid, readings))
+            form.statics = list(map(add, heads, mids))
+        elif form.sampled_of != self._sampled:
+            mids = list(map(codec.mid, readings))
+            form.statics = [static[:len(static) - tail] + mid for static, tail, mid in zip(form.statics, form.tails, mids)]
+        else:
+            return form
+        form.tails = list(map(len, mids))
+        form.layout_of, form.sampled_of = self._layout, self._sampled
+        self.encodes += 1
         return form
 
 
