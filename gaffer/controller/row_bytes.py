@@ -242,7 +242,8 @@ class RowBytes:
             form.statics = list(map(add, heads, mids))
         elif form.sampled_of != self._sampled:
             mids = list(map(codec.mid, readings))
-            form.statics = [static[:len(static) - tail] + mid for static, tail, mid in zip(form.statics, form.tails, mids)]
+            form.statics = [static[:len(static) - tail] + mid
+                            for static, tail, mid in zip(form.statics, form.tails, mids)]
         else:
             return form
         form.tails = list(map(len, mids))

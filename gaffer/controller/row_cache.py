@@ -96,7 +96,9 @@ class RowCache:
         to change."""
         return self._current(), self._current_readings()
 
-    def pending(self, name: str | None, wall_now: float, loop_now: float) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    def pending(
+        self, name: str | None, wall_now: float, loop_now: float,
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         """The rows of wanted ordinals that are not placed (of template ``name``, or all),
         made fresh and complete, each with its key, in key order (after ``placed``)."""
         found: Keyed = {}
