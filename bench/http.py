@@ -5,7 +5,8 @@
    each N of ``--sizes`` (scaled up in turn). Once all N run and every row has a pushed
    sample, ``--calls`` listings, ``--gap-ms`` apart, each timed from send to answer:
    - **gaffer ps (Client)**: ``AsyncClient.call("ps")``, what ``gafferctl ps`` sends, reply
-     decoded and checked: what a Python caller waits;
+     decoded and checked: what a Python caller waits; the same with the blocking ``Client``;
+     and the reply's decoding alone (``wire.reply_body``, in the bench's process);
    - **gaffer ps (controller)**: the same request frame on a bare DEALER, timed until the reply
      frame arrives, not decoded: the controller's side (its work, encoding, the socket);
    - **gaffer ps --fresh**: ``ps`` with ``fresh`` (the agents asked live: before issue 11, every

@@ -161,24 +161,38 @@ async def ps_client(cluster: Cluster, n: int, args: argparse.Namespace) -> list[
         assert len(rows) == n, len(rows)
 
     rows = [Row("gaffer", "ps (Client, decoded)", n, await timed(call, args.calls, args.gap))]
-    return rows + [await ps_encode(cluster, n, args)]
+    return rows + [await ps_sync_client(cluster, n, args), await ps_decode(cluster, n, args)]
 
 
-async def ps_encode(cluster: Cluster, n: int, args: argparse.Namespace) -> Row:
-    """What encoding the reply costs (``protocol.encode`` of ``PlainRows``, as the controller's
-    server does), timed in this process on the rows it got: the part of "controller side" that is not
-    building the rows."""
-    from gaffer.common import protocol, schema
+async def ps_sync_client(cluster: Cluster, n: int, args: argparse.Namespace) -> Row:
+    """The blocking ``Client.call("ps")`` (what ``gafferctl`` is built on), from this loop:
+    nothing else runs in this process meanwhile."""
+    from gaffer.client import Client
+
+    with Client(cluster.endpoint, timeout=60.0) as client:
+        async def call() -> None:
+            rows = client.call("ps")
+            assert len(rows) == n, len(rows)
+
+        return Row("gaffer", "ps (sync Client, decoded)", n, await timed(call, args.calls, args.gap))
+
+
+async def ps_decode(cluster: Cluster, n: int, args: argparse.Namespace) -> Row:
+    """What reading the reply costs a client (``wire.reply_body``: unpacked and checked), timed
+    in this process on a reply frame of the rows it got (the controller's frame is these
+    bytes): the part of "Client" that is not the controller's nor the socket's."""
+    from gaffer.client import wire
+    from gaffer.common import protocol
 
     listing = await cluster.client.call("ps")
-    listing = getattr(schema, "PlainRows", list)(listing)  # what Api.ps hands the server
-    body = {"id": 1, "ok": True, "result": listing, "error": None}
+    frame = protocol.encode("reply", 1, {"id": 1, "ok": True, "result": listing, "error": None})
     latencies = []
-    for seq in range(1, args.calls + 1):
+    for _ in range(args.calls):
         started = time.perf_counter()
-        frame = protocol.encode("reply", seq, body)
+        body = wire.reply_body(frame)
         latencies.append((time.perf_counter() - started) * 1000)
-    return Row("gaffer", "ps reply encode only (msgpack)", n, latencies, f"{len(frame) / 1e6:.2f} MB")
+        assert body is not None and len(body["result"]) == n
+    return Row("gaffer", "ps reply decode only (Client)", n, latencies, f"{len(frame) / 1e6:.2f} MB")
 
 
 async def ps_controller(cluster: Cluster, n: int, args: argparse.Namespace) -> list[Row]:
@@ -312,13 +326,15 @@ def rates_table(run: Run) -> str:
 def verdicts(run: Run) -> list[str]:
     out = []
     for n, target in TARGETS_MS.items():
-        for call in ("ps (controller side)", "ps (Client, decoded)"):
+        for call in ("ps (controller side)", "ps (Client, decoded)", "ps (sync Client, decoded)",
+                     "GET /v1/instances (HTTP, decoded)"):
             row = next((r for r in run.rows if r.who == "gaffer" and r.call == call and r.size == n), None)
             if row is None:
                 continue
             p50 = percentile(row.ms, 50)
             met = "**met**" if p50 < target else "**not met**"
-            out.append(f"- `ps` of {n:,}, {call}: p50 {p50:.2f} ms (target < {target:g} ms): {met}")
+            what = "`GET /v1/instances`" if call.startswith("GET") else "`ps`"
+            out.append(f"- {what} of {n:,}, {call}: p50 {p50:.2f} ms (target < {target:g} ms): {met}")
     for n, share in sorted(run.push_cost.items()):
         out.append(f"- agent CPU while idle with {n:,} instances, someone looking (its ps calls hold the stats_watch lease: stats pushed every interval; nobody looking, every {IDLE_EVERY} intervals): {share * 100:.1f}% of a core")
     return out
@@ -339,7 +355,7 @@ def report(run: Run, args: argparse.Namespace, started: datetime.datetime) -> st
         "",
         "- gaffer: a real `gaffer-controller` and `gaffer-agent` on loopback TCP; `ps` answers from "
         "the stats the agent pushed. \"controller side\": the request on a bare DEALER, timed to the "
-        "reply frame (not decoded); \"Client\": `AsyncClient.call(\"ps\")`, reply decoded and checked.",
+        "reply frame (not decoded); \"Client\": `AsyncClient.call(\"ps\")`, reply decoded and checked; \"sync Client\": `Client.call(\"ps\")`, the same; \"decode only\": `wire.reply_body` of that reply, in the bench's process.",
         f"- peers: a fresh daemon per size; at {', '.join(f'{n:,}' for n in args.peer_sizes)} processes "
         "only (starting 10,000 under a peer takes minutes on this machine).",
         f"- {args.calls} calls per row, {args.gap * 1000:g} ms apart; nearest-rank percentiles.",

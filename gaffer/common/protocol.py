@@ -409,9 +409,42 @@ def validate(kind: str, body: Any) -> None:
 
 
 def encode(kind: str, seq: int, body: dict[str, Any]) -> bytes:
-    """One frame for ``body``; raises ProtocolError if it does not fit its schema or the limit."""
+    """One frame for ``body``; raises ProtocolError if it does not fit its schema or the limit.
+    A reply's ``result`` may be ``Prepacked``: its bytes go in as they are."""
     validate(kind, body)
+    if isinstance(body.get("result"), s.Prepacked):
+        return _spliced(kind, seq, body)
     return encode_checked(kind, seq, body)
+
+
+def _spliced(kind: str, seq: int, body: dict[str, Any]) -> bytes:
+    """The frame ``encode_checked`` would make were each ``Prepacked`` value of ``body`` the
+    value it packs: the envelope and the body's map written here, the prepacked bytes
+    copied in (msgpack writes a map's entries in its order, after a header of their count)."""
+    _check_seq(seq, kind)
+    pack = msgpack.Packer(use_bin_type=True).pack
+    parts = [b"\x94", pack(PROTOCOL_VERSION), pack(kind), pack(seq), map_header(len(body))]
+    for key, value in body.items():
+        parts.append(pack(key))
+        parts.append(value.packed() if isinstance(value, s.Prepacked) else pack(value))
+    frame = b"".join(parts)
+    if len(frame) > MAX_MESSAGE:
+        raise ProtocolError(TOO_LARGE, f"{kind}: {len(frame)} bytes encoded, the limit is {MAX_MESSAGE}", kind)
+    return frame
+
+
+def map_header(count: int) -> bytes:
+    """What msgpack writes before the ``count`` entries of a map."""
+    if count < 16:
+        return bytes((0x80 | count,))
+    return b"\xde" + count.to_bytes(2, "big") if count < 1 << 16 else b"\xdf" + count.to_bytes(4, "big")
+
+
+def array_header(count: int) -> bytes:
+    """What msgpack writes before the ``count`` items of an array."""
+    if count < 16:
+        return bytes((0x90 | count,))
+    return b"\xdc" + count.to_bytes(2, "big") if count < 1 << 16 else b"\xdd" + count.to_bytes(4, "big")
 
 
 def encode_checked(kind: str, seq: int, body: dict[str, Any]) -> bytes:

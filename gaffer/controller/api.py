@@ -39,6 +39,7 @@ from gaffer.controller.oneoffs import OneOffs
 from gaffer.controller.paging import page, page_args, page_names
 from gaffer.controller.registry import Node
 from gaffer.controller.runops import RunOps
+from gaffer.controller.row_bytes import PsAnswer, RowBytes, fast_token
 from gaffer.controller.row_cache import RowCache
 from gaffer.controller.staging import Stages
 from gaffer.controller.statcache import StatCache
@@ -110,6 +111,7 @@ class Api:
         self.stat_cache = stat_cache if stat_cache is not None else StatCache()
         self.agents = agents
         self.row_cache = RowCache(cluster, agents, self.stat_cache)
+        self.row_bytes = RowBytes(self.row_cache, cluster)
         self.oneoffs = oneoffs
         self.runs = RunOps(cluster.templates, agents, oneoffs, changes, controller)
         self.drains = DrainOps(cluster, agents, changes, controller)
@@ -123,7 +125,7 @@ class Api:
             "ping": self.ping, "status": self.status, "nodes": self.nodes,
             "apply": self.apply, "templates": self.templates, "get": self.get,
             "delete": self.delete, "scale": self.scale, "start": self.start, "stop": self.stop,
-            "restart": self.restart, "ps": self.ps, "stats": self.stats, "kill": self.kill,
+            "restart": self.restart, "ps": self.ps_answer, "stats": self.stats, "kill": self.kill,
             "run": self.runs.run, "cordon": self.cordon, "uncordon": self.uncordon,
             "drain": self.drains.drain, "forget": self.forget, "logs": self.logs, "write": self.write,
             "wait": self.runs.wait, "release": self.runs.release, "stage_apply": self.stage_apply,
@@ -242,11 +244,7 @@ class Api:
     async def ps(self, args: dict[str, Any]) -> Listing:
         """Every instance with cpu and memory from the agents' last push and its ``age``; with
         ``fresh``, cpu and memory asked of the agents now (waiting for them)."""
-        name = arg.name(args, default=None)
-        fresh = arg.boolean(args, "fresh", False)
-        limit, after = page_args(args)
-        if name is not None and name not in self.cluster.templates:
-            raise TemplateNotFound(name)
+        name, fresh, limit, after = self._ps_args(args)
         if fresh:
             rows = self.instance_rows(name)
         else:  # from memory: the kept rows with their last pushed samples (row_cache.py)
@@ -257,6 +255,24 @@ class Api:
             stats = await self._gather_stats(name, {row["node"] for row in shown if row["pid"]})
             fill_rows(shown, self.cluster.templates, stats, time.time())
         return result if result is not None else rows
+
+    async def ps_answer(self, args: dict[str, Any]) -> Listing | PsAnswer:
+        """``ps`` as the servers send it (the op): from memory, an answer written from rows
+        kept encoded (``row_bytes.py``), the same bytes as ``ps``'s rows; ``ps`` itself with
+        ``fresh`` or a token of another shape."""
+        name, fresh, limit, after = self._ps_args(args)
+        if fresh or (after is not None and not fast_token(after)):
+            return await self.ps(args)
+        return self.row_bytes.answer(name, limit, after, time.time(), self.controller.now())
+
+    def _ps_args(self, args: dict[str, Any]) -> tuple[str | None, bool, int | None, list[Any] | None]:
+        """``ps``'s arguments, checked: name (a known template), fresh, limit, the token's key."""
+        name = arg.name(args, default=None)
+        fresh = arg.boolean(args, "fresh", False)
+        limit, after = page_args(args)
+        if name is not None and name not in self.cluster.templates:
+            raise TemplateNotFound(name)
+        return name, fresh, limit, after
 
     def node_rows(self, names: list[str] | None = None) -> list[dict[str, Any]]:
         """The rows ``nodes`` lists: of ``names`` (those known), or of every node, by name."""

@@ -63,7 +63,7 @@ class RowCache:
             if template != last:  # rows come by template: one rule lookup per run of them
                 if name is not None and template != name:
                     continue
-                last, rule = template, _rule(rules, templates, template)
+                last, rule = template, port_rule(rules, templates, template)
             ordinal = row["ordinal"]
             if sample is None:
                 cpu = mem = age = None
@@ -85,10 +85,31 @@ class RowCache:
         if not pending:
             return out
         merged = list(zip(keys, out))
-        merged += [(key, _finish(row, None, _rule(rules, templates, row["template"]), ages, wall_now, loop_now))
+        merged += [(key, _finish(row, None, port_rule(rules, templates, row["template"]), ages, wall_now, loop_now))
                    for key, row in pending.values()]
         merged.sort(key=first)
         return PlainRows(row for _, row in merged)
+
+    def placed(self) -> tuple[list[tuple[tuple[Any, ...], dict[str, Any]]], list[Reading]]:
+        """The kept placed and stale rows in ``instance_key`` order, each with its key, and the
+        samples read for them (both current; a new list whenever either was made again, never
+        one edited in place: ``row_bytes.py`` tells them apart by identity). Not the caller's
+        to change."""
+        return self._current(), self._current_readings()
+
+    def pending(
+        self, name: str | None, wall_now: float, loop_now: float,
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """The rows of wanted ordinals that are not placed (of template ``name``, or all),
+        made fresh and complete, each with its key, in key order (after ``placed``)."""
+        found: Keyed = {}
+        add_pending(found, self._cluster, name, self._keyed)
+        rules: dict[str, Any] = {}
+        templates = self._cluster.templates
+        rows = [(key, _finish(row, None, port_rule(rules, templates, row["template"]), {}, wall_now, loop_now))
+                for key, row in found.values()]
+        rows.sort(key=first)
+        return rows
 
     def _current(self) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         placement = self._cluster.placement
@@ -112,7 +133,7 @@ class RowCache:
         return self._readings
 
 
-def _rule(rules: dict[str, Any], templates: Mapping[str, Any], template: str) -> Any:
+def port_rule(rules: dict[str, Any], templates: Mapping[str, Any], template: str) -> Any:
     """The template's PORT rule, looked up once per template of a listing."""
     if template not in rules:
         stored = templates.get(template)

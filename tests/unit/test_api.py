@@ -10,6 +10,7 @@ answered as a bug, never as the client's fault.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,12 +28,15 @@ from gaffer.common.errors import (
 )
 from gaffer.common.model import InstanceRow, InstanceState
 from gaffer.common.template import Template
+from gaffer.controller import api as api_module
 from gaffer.controller.api import Agents, Api, ControllerInfo, DesiredState
 from gaffer.controller.changes import Changes
 from gaffer.controller.counts import parse_scale
 from gaffer.controller.logs import LogOps
 from gaffer.controller.liveness import NodeState
 from gaffer.controller.oneoffs import OneOffs
+from gaffer.controller.paging import encode_token
+from gaffer.controller.row_bytes import PsAnswer
 from gaffer.controller.registry import Node
 from gaffer.controller.requests import Requests
 from gaffer.controller.tokens import LOCAL
@@ -247,6 +251,25 @@ async def test_ps_answers_from_the_pushed_stats_with_their_age_and_asks_no_agent
     assert agents.commands == []
     info.time = 130.0
     assert (await api.ps({}))[0]["age"] == 32.5
+
+
+async def test_the_ps_op_answers_ps_rows_written_from_kept_rows(parts, monkeypatch):
+    """The ``ps`` op (what both servers call) answers a ``PsAnswer`` whose value is what
+    ``Api.ps`` gives, whole, by template and page by page; with ``fresh`` or a token of
+    another shape than ``ps`` gives, it answers ``Api.ps``'s plain rows."""
+    api, _, agents, _ = parts
+    monkeypatch.setattr(api_module, "time", SimpleNamespace(time=lambda: 1000.0))  # one uptime for both
+    api.stat_cache.push("a", {"rows": [_pushed("web.1")], "removed": [], "reset": True}, 97.5)
+    agents.answers["stats"] = {}
+    op = api.ops()["ps"]
+    for args in ({}, {"name": "web"}, {"name": "api"}, {"limit": 1}):
+        got = await op(args)
+        assert isinstance(got, PsAnswer) and got.value() == await api.ps(args), args
+    token = (await api.ps({"limit": 1}))["continue"]
+    assert (await op({"limit": 1, "continue": token})).value() == await api.ps({"limit": 1, "continue": token})
+    odd = encode_token(["web"])
+    assert await op({"limit": 1, "continue": odd}) == await api.ps({"limit": 1, "continue": odd})
+    assert type(await op({"fresh": True})) is list
 
 
 async def test_ps_shows_no_sample_of_another_process_or_node(parts):

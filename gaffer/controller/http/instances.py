@@ -1,7 +1,8 @@
 """Instances over HTTP: list (filtered by template, node and state), one, its live stats, a
 signal, and its stdin.
 
-The listing is the ``ps`` operation's rows. ``ps`` filters by template itself; a filter by node
+The listing is the ``ps`` operation's rows (unfiltered: its answer's JSON, written from rows
+kept encoded, ``row_bytes.py``). ``ps`` filters by template itself; a filter by node
 or state is applied here, before paging (with the same ``limit``/``continue`` tokens as ``ps``:
 ``paging.page`` over the rows in ``instance_key`` order), so a page holds ``limit`` matching
 rows, never fewer because others were filtered out of it.
@@ -22,6 +23,7 @@ from gaffer.controller.http.context import Route
 from gaffer.controller.http.handlers import call, json_response
 from gaffer.controller.http.params import body_object, listing, paging, query_flag, query_text
 from gaffer.controller.paging import page, page_args
+from gaffer.controller.row_bytes import PsAnswer
 
 STATES = tuple(state.value for state in InstanceState)
 
@@ -43,14 +45,23 @@ def filters(request: web.Request) -> tuple[dict[str, Any], str | None, str | Non
     return args, node, state
 
 
+async def ps(request: web.Request, args: dict[str, Any]) -> Any:
+    """The ``ps`` operation's rows (or page) as plain data."""
+    result = await call(request, "ps", args)
+    return result.value() if isinstance(result, PsAnswer) else result
+
+
 async def instances(request: web.Request) -> web.Response:
     args, node, state = filters(request)
     pages = paging(request)
     if node is None and state is None:
-        return json_response(listing(await call(request, "ps", {**args, **pages})))
+        result = await call(request, "ps", {**args, **pages})
+        if isinstance(result, PsAnswer):  # written from rows kept as JSON (row_bytes.py)
+            return web.Response(text=result.listing_json(), content_type="application/json")
+        return json_response(listing(result))
     limit, after = page_args(pages)
     rows = [
-        row for row in await call(request, "ps", args)
+        row for row in await ps(request, args)
         if (node is None or row["node"] == node) and (state is None or row["state"] == state)
     ]
     if limit is None:
@@ -71,7 +82,7 @@ async def instance(request: web.Request) -> web.Response:
     somewhere (``stale``)."""
     ident, template = instance_id(request)
     try:
-        rows = [row for row in await call(request, "ps", {"name": template}) if row["id"] == ident]
+        rows = [row for row in await ps(request, {"name": template}) if row["id"] == ident]
     except TemplateNotFound:
         raise InstanceNotFound(ident) from None
     if not rows:
