@@ -76,14 +76,7 @@ def gaffer(tmp_path_factory):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )
     try:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            done = subprocess.run([sys.executable, "-m", "gaffer.cli.ctl", "ps", "--json"], env=env,
-                                  capture_output=True, text=True, timeout=30)
-            if done.returncode == 0 and sum(r["state"] == "running" for r in json.loads(done.stdout)) == 2:
-                break
-            assert time.monotonic() < deadline, f"gaffer start not running 2 within {DEADLINE}s: {done.stderr}"
-            time.sleep(0.05)  # poll
+        wait_two_running(env)
         yield env
     finally:
         interrupt(proc)
@@ -199,14 +192,7 @@ def run_gaffer_start(tmp_path: Path, then: Callable[[int, str], None]) -> set[st
     with open(console, "wb") as sink:
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=sink, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            done = subprocess.run([sys.executable, "-m", "gaffer.cli.ctl", "ps", "--json"], env=env,
-                                  capture_output=True, text=True, timeout=30)
-            if done.returncode == 0 and sum(r["state"] == "running" for r in json.loads(done.stdout)) == 2:
-                break
-            assert time.monotonic() < deadline, f"gaffer start not running 2 within {DEADLINE}s: {done.stderr}"
-            time.sleep(0.05)  # poll
+        wait_two_running(env)
         then(proc.pid, console.read_text().splitlines()[0])
     finally:
         assert interrupt(proc) == 0, console.read_text()
@@ -238,3 +224,16 @@ def test_an_idle_gaffer_start_loads_the_http_stack_at_the_first_request_and_neve
     modules = run_gaffer_start(tmp_path, ask)
     assert "gaffer.agent.proctable" in modules and "gaffer.controller.http.app" in modules
     assert loaded(modules, IDLE_NEVER) == []
+
+
+def wait_two_running(env: dict[str, str]) -> None:
+    """Poll `gafferctl ps --json` (a process of its own, as a user runs it) until the
+    `gaffer start` of this test runs its two sleeps."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        done = subprocess.run([sys.executable, "-m", "gaffer.cli.ctl", "ps", "--json"], env=env,
+                              capture_output=True, text=True, timeout=30)
+        if done.returncode == 0 and sum(r["state"] == "running" for r in json.loads(done.stdout)) == 2:
+            return
+        assert time.monotonic() < deadline, f"gaffer start not running 2 within {DEADLINE}s: {done.stderr}"
+        time.sleep(0.05)  # poll
