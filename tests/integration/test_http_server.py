@@ -6,6 +6,7 @@ real aiohttp client.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import subprocess
 
@@ -18,6 +19,7 @@ from gaffer.controller.http.app import build_app
 from gaffer.controller.http.handlers import call, json_response
 from gaffer.controller.http.context import HttpContext, Route
 from gaffer.controller.http.address import HttpAddress
+from gaffer.controller.http import server as http_server
 from gaffer.controller.http.server import HttpServer
 from httpapi import LOOPBACK, Http
 from inproc import Cluster
@@ -173,3 +175,25 @@ async def test_a_peer_sending_bad_tokens_is_slowed_down(http: Http):
     assert int(answers[6].headers["Retry-After"]) >= 1
     refused = await http.request("GET", "/v1/status", good)
     assert refused.status == 429
+
+
+async def test_stopping_ends_open_event_streams_at_once(cluster: Cluster, monkeypatch):
+    """An open event stream (a dashboard left open) is ended when the server stops, instead
+    of holding the stop for aiohttp's shutdown timeout."""
+    monkeypatch.setattr(http_server, "SHUTDOWN_GRACE", 120.0)
+    await cluster.start_controller(http=LOOPBACK)
+    controller = cluster.controller
+    server = HttpServer(build_app(HttpContext(controller.ops, controller, controller.tokens)),
+                        HttpAddress("127.0.0.1", 0), None)
+    await server.start()
+    client = Http(controller)
+    headers = {"Authorization": f"Bearer {client.token(Role.VIEWER)}"}
+    try:
+        async with client.session.get(server.url + "/v1/events", headers=headers) as stream:
+            assert stream.status == 200
+            await asyncio.wait_for(server.stop(), 30)
+            with pytest.raises(aiohttp.ClientPayloadError):  # cut off by the stop, not left hanging
+                await asyncio.wait_for(stream.content.read(), 10)
+    finally:
+        await client.close()
+        await server.stop()

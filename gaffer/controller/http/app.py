@@ -20,6 +20,7 @@ from gaffer.common.errors import GafferError
 from gaffer.controller.http import access
 from gaffer.controller.http.context import CONTEXT, ROUTES, Handler, HttpContext
 from gaffer.controller.http.problems import problem, problem_response
+from gaffer.controller.http.sse import OPEN_STREAMS, end_streams
 
 log = logging.getLogger("gaffer.controller.http")
 
@@ -34,6 +35,8 @@ def build_app(context: HttpContext, modules: Iterable[Any] | None = None) -> web
     app = web.Application(middlewares=[problems, access.middleware], client_max_size=MAX_BODY)
     app[CONTEXT] = context
     app[ROUTES] = {}
+    app[OPEN_STREAMS] = set()
+    app.on_shutdown.append(end_streams)
     for module in modules if modules is not None else route_modules():
         for route in module.routes():
             added = app.router.add_route(route.method, route.path, route.handler)
