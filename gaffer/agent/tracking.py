@@ -40,7 +40,7 @@ import logging
 import os
 import signal as _signal
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from gaffer.agent import adoption
 from gaffer.agent.cgroups import CgroupTree, Place, procs as cgroup_procs
@@ -125,6 +125,8 @@ class Tracker:
         self._strays: set[asyncio.TimerHandle] = set()
         self._stray_ends: set[asyncio.Future[None]] = set()
         """One per ``terminate`` whose KILL has not come yet (``finish_strays`` waits on them)."""
+        self._exit_watches: set[int] = set()
+        """pidfds of the processes ``terminate`` is stopping, until each exits."""
         self._used: dict[str, Place] = {}
         self._me = os.getpid()
         self.scans = 0
@@ -279,6 +281,46 @@ class Tracker:
         self._stray_ends.add(ended)
         handle = self._loop.call_later(grace, self._finish, leader, victims, place, ended)
         self._strays.add(handle)
+        self._watch_exits(victims, lambda: self._finish_early(handle, leader, victims, place, ended))
+
+    def _watch_exits(self, victims: list[tuple[int, int]], all_gone: Callable[[], None]) -> None:
+        """Call ``all_gone`` once every victim has exited (a pidfd each): a leftover that
+        obeys TERM ends its stop then, not at the end of its grace (an agent stopping would
+        otherwise wait that grace out)."""
+        left: set[int] = set()
+        for pid, ticks in victims:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                continue  # already gone
+            if _ticks(pid) != ticks:
+                os.close(pidfd)
+                continue
+            left.add(pidfd)
+
+        def exited(pidfd: int) -> None:
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+            left.discard(pidfd)
+            self._exit_watches.discard(pidfd)
+            if not left:
+                all_gone()
+
+        if not left:
+            self._loop.call_soon(all_gone)
+        for pidfd in left:
+            self._exit_watches.add(pidfd)
+            self._loop.add_reader(pidfd, exited, pidfd)
+
+    def _finish_early(
+        self, handle: asyncio.TimerHandle, leader: ProcInfo, victims: list[tuple[int, int]],
+        place: Place | None, ended: asyncio.Future[None],
+    ) -> None:
+        if handle.cancelled() or ended.done():
+            return
+        handle.cancel()
+        self._strays.discard(handle)
+        self._finish(leader, victims, place, ended)
 
     async def finish_strays(self, timeout: float) -> int:
         """Let the stops ``terminate`` began reach their KILL (each at its grace; at most
@@ -330,6 +372,10 @@ class Tracker:
         for ended in self._stray_ends:
             ended.cancel()
         self._stray_ends.clear()
+        for pidfd in self._exit_watches:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+        self._exit_watches.clear()
         if self.cgroups is None:
             return
         unused = [p for p in self._used.values() if p.fs not in self._refs]

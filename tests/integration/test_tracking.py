@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from gaffer.agent import presence
+from gaffer.agent import adoption, presence
 from gaffer.agent import reaper as reaping
 from gaffer.agent import tracking
 from gaffer.agent.cgroups import CgroupTree, procs as cgroup_procs
 from gaffer.agent.manager import Manager
+from gaffer.agent.ownership import ProcInfo
 from gaffer.agent.reaper import Reaper
 from gaffer.agent.tracking import CGROUP, SUBREAPER, Tracker
 from gaffer.common.errors import ConfigError
@@ -362,3 +363,19 @@ class TestCgroupCleanup:
             sleeper.kill()
             sleeper.wait()
             remove_node_cgroups(node)
+
+
+class TestStrays:
+    async def test_a_leftover_that_obeys_term_ends_its_stop_at_once(self, tracker):
+        """A leftover being stopped (``terminate``) that exits on TERM ends the stop then, so
+        an agent going away does not wait out the grace."""
+        leftover = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        try:
+            info = adoption.read_stat(leftover.pid)
+            tracker.terminate(ProcInfo(leftover.pid, os.getpid(), leftover.pid, leftover.pid, info.start_ticks),
+                              [], grace=120.0)
+            await asyncio.wait_for(tracker.finish_strays(120.0), 30)  # not the 120 s grace
+            assert leftover.wait(5) == -signal.SIGTERM
+        finally:
+            leftover.kill()
+            leftover.wait()
