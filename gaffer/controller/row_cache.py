@@ -64,21 +64,7 @@ class RowCache:
                 if name is not None and template != name:
                     continue
                 last, rule = template, port_rule(rules, templates, template)
-            ordinal = row["ordinal"]
-            if sample is None:
-                cpu = mem = age = None
-            else:
-                cpu, mem, pushed = sample
-                age = ages.get(pushed)
-                if age is None:  # one per node: a node's rows share their push time
-                    age = ages[pushed] = round(max(0.0, loop_now - pushed), 3)
-            started = row["started_at"]
-            out.append({
-                **row,
-                "port": instance_port(rule, ordinal) if rule is not None and type(ordinal) is int else None,
-                "cpu": cpu, "mem": mem, "age": age,
-                "uptime": round(wall_now - started, 3) if started and row["pid"] else None,
-            })
+            out.append(_finish(row, sample, rule, ages, wall_now, loop_now))
             keys.append(key)
         pending: Keyed = {}
         add_pending(pending, self._cluster, name, self._keyed)
