@@ -34,11 +34,11 @@ signal.signal(signal.SIGTERM, on_term)  # before the start mark: a test that saw
 mark("start")
 mode = sys.argv[2]
 if mode == "job":
-    time.sleep(float(sys.argv[3]))
+    time.sleep(float(sys.argv[3]))  # the job's own work (a migration taking SECONDS), not a wait of the test
     mark("done")
     sys.exit(0)
 if mode == "serve":
-    time.sleep(float(sys.argv[3]))
+    time.sleep(float(sys.argv[3]))  # a slow starter's own start-up, not a wait of the test
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", int(os.environ["PORT"])))
